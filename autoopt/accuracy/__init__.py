@@ -1,0 +1,1 @@
+"""Fidelity of a candidate against the fp32 reference."""

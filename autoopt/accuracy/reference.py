@@ -1,0 +1,83 @@
+"""The fp32 torch reference on held-out text: token windows and their logits, computed once per
+(model, evaluation text, windows, library versions) and cached on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from autoopt.config.schema import CandidateConfig, WorkloadConfig
+from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.models.source import ResolvedModel
+
+log = logging.getLogger("autoopt.accuracy")
+
+CHUNK_ROWS = 4  # windows per forward pass, the same for the reference and every candidate
+
+
+@dataclass(frozen=True)
+class Reference:
+    path: Path  # .npz holding stream (1-D held-out tokens), ids (windows, len), logits (windows, len, vocab)
+
+    def load(self) -> dict[str, np.ndarray]:
+        with np.load(self.path) as z:
+            return {k: z[k] for k in z.files}
+
+
+def eval_text(workload: WorkloadConfig) -> str:
+    if workload.eval_text == "builtin_heldout":
+        from autoopt.models.corpus import load_corpus
+
+        return "<|endoftext|>".join(load_corpus().heldout)
+    return Path(workload.eval_text).read_text(encoding="utf-8")
+
+
+def teacher_forced_logits(engine: Engine, ids: np.ndarray) -> np.ndarray:
+    return np.concatenate([engine.logits(ids[i : i + CHUNK_ROWS]) for i in range(0, len(ids), CHUNK_ROWS)])
+
+
+def _windows(stream: np.ndarray, count: int, length: int) -> np.ndarray:
+    if len(stream) < count * length:
+        raise ValueError(f"evaluation text has {len(stream)} tokens; {count} windows of {length} need more")
+    stride = len(stream) // count
+    return np.stack([stream[i * stride : i * stride + length] for i in range(count)]).astype(np.int64)
+
+
+def _key(model: ResolvedModel, workload: WorkloadConfig, text: str) -> str:
+    payload = {
+        "model": model.key,
+        "text": hashlib.sha256(text.encode()).hexdigest(),
+        "windows": [workload.eval_windows, workload.eval_window_len],
+        "libs": [metadata.version(p) for p in ("torch", "transformers", "numpy")],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: Path) -> Reference:
+    text = eval_text(workload)
+    path = cache_dir / "reference" / f"{model.key}-{_key(model, workload, text)}.npz"
+    if path.exists():
+        return Reference(path)
+    from transformers import AutoTokenizer
+
+    from autoopt.engines.torch.engine import TorchEngine
+
+    log.info("computing the fp32 torch reference on %d held-out windows", workload.eval_windows)
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    stream = np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
+    ids = _windows(stream, workload.eval_windows, workload.eval_window_len)
+    runtime = RuntimeOptions(device="cpu", threads=len(os.sched_getaffinity(0)), max_length=ids.shape[1], max_batch=CHUNK_ROWS)
+    engine = TorchEngine.load(model.path, CandidateConfig(), runtime)
+    logits = teacher_forced_logits(engine, ids)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, stream=stream, ids=ids, logits=logits)
+    tmp.rename(path)
+    return Reference(path)

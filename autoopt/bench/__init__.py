@@ -1,0 +1,1 @@
+"""Timing real generation: requests, warm-up, percentiles."""

@@ -1,0 +1,33 @@
+"""Benchmark requests cut from real held-out text: one batch per (prompt length, output length)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Request:
+    input_ids: np.ndarray  # int64 (batch, prompt_len); rows are different passages
+    max_new_tokens: int
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (*self.input_ids.shape, self.max_new_tokens)
+
+
+def make_requests(
+    tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], batch_size: int
+) -> list[Request]:
+    """One request per (prompt length, output length) pair; rows start at spread-out offsets."""
+    requests = []
+    for i, (p, n) in enumerate(itertools.product(prompt_lengths, output_lengths)):
+        span = len(tokens) - p
+        if span <= 0:
+            raise ValueError(f"evaluation text has {len(tokens)} tokens, too few for prompts of {p}")
+        offsets = [(r * span // batch_size + i * 131) % span for r in range(batch_size)]
+        rows = np.stack([tokens[o : o + p] for o in offsets]).astype(np.int64)
+        requests.append(Request(rows, n))
+    return requests

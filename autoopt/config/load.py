@@ -1,0 +1,88 @@
+"""From Hydra's DictConfig to validated dataclasses, failing with one line on a bad value."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psutil
+from omegaconf import DictConfig, OmegaConf
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.schema import MeasureConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.space.validity import target_problem, value_problem
+
+T = TypeVar("T")
+
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
+MODEL_KINDS = ("builtin", "hf")
+
+
+def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
+    """Merge `cfg` onto `schema` and return the dataclass instance (raises ConfigError)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except Exception as e:  # OmegaConf's errors name the key; keep only their first line
+        raise ConfigError(str(e).splitlines()[0]) from None
+
+
+def resolve_target(t: TargetConfig) -> TargetConfig:
+    """Fill in what is detected on the measuring machine (CPU cores, RAM) where the config says 0."""
+    cores = t.cores or len(os.sched_getaffinity(0))
+    memory = t.memory_gb or psutil.virtual_memory().total / 2**30
+    return replace(t, cores=cores, memory_gb=round(memory, 1))
+
+
+def check_target(t: TargetConfig) -> None:
+    if t.device not in DEVICES:
+        raise ConfigError(f"target.device={t.device} is not valid; choose one of: {', '.join(DEVICES)}")
+    bad = [p for p in t.precisions if p not in PRECISIONS]
+    if bad:
+        raise ConfigError(f"target.precisions has {bad[0]}; choose from: {', '.join(PRECISIONS)}")
+    from autoopt.engines.registry import ENGINE_NAMES
+
+    bad = [e for e in t.engines if e not in ENGINE_NAMES]
+    if bad:
+        raise ConfigError(f"target.engines has {bad[0]}; choose from: {', '.join(ENGINE_NAMES)}")
+    if t.price_per_hour < 0:
+        raise ConfigError(f"target.price_per_hour={t.price_per_hour} must be >= 0 (USD per hour)")
+    if t.cores < 0 or t.memory_gb < 0:
+        raise ConfigError("target.cores and target.memory_gb must be >= 0 (0 = detect)")
+
+
+def check_model(m: ModelConfig) -> None:
+    if m.kind not in MODEL_KINDS:
+        raise ConfigError(f"model.kind={m.kind} is not valid; choose one of: {', '.join(MODEL_KINDS)}")
+    if m.kind == "hf":
+        if not m.path:
+            raise ConfigError("model.path is required for model=hf: a local Hugging Face model folder")
+        if not (Path(m.path) / "config.json").is_file():
+            raise ConfigError(f"model.path={m.path} is not a Hugging Face model folder (no config.json there)")
+
+
+def check_workload(w: WorkloadConfig) -> None:
+    for key in ("prompt_lengths", "output_lengths"):
+        values = getattr(w, key)
+        if not values or min(values) < 1:
+            raise ConfigError(f"workload.{key}={values} must be a non-empty list of positive lengths")
+    for key in ("batch_size", "eval_windows", "eval_window_len"):
+        if getattr(w, key) < 1:
+            raise ConfigError(f"workload.{key}={getattr(w, key)} must be >= 1")
+    if w.eval_text != "builtin_heldout" and not Path(w.eval_text).is_file():
+        raise ConfigError(f"workload.eval_text={w.eval_text} is neither builtin_heldout nor a readable text file")
+
+
+def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
+    m = to_typed(cfg, MeasureConfig)
+    check_target(m.target)
+    check_model(m.model)
+    check_workload(m.workload)
+    m.target = resolve_target(m.target)
+    problem = value_problem(m.candidate) or target_problem(m.candidate, m.target)
+    if problem:
+        raise ConfigError(problem)
+    return m

@@ -1,0 +1,56 @@
+"""Check command-line overrides against conf/ and the schema before Hydra sees them, so that a
+misspelt key, group option or value type fails in one line that lists what is valid."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+from autoopt.config.errors import ConfigError
+
+_SCALARS = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+def check_overrides(args: list[str], conf_dir: Path, schema: type) -> None:
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key.startswith("hydra"):
+            continue
+        group = conf_dir / key
+        if "." not in key and group.is_dir():
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            if value not in options and value != "null":
+                raise ConfigError(f"{key}={value} is not a config in conf/{key}; choose one of: {', '.join(options)}")
+            continue
+        _check_key(key, value, schema)
+
+
+def _check_key(key: str, value: str, schema: type) -> None:
+    node: object = schema
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+            return  # inside a free-form dict or list: nothing to check against
+        hints = typing.get_type_hints(node)
+        if part not in hints:
+            where = ".".join(parts[:i]) or "the top level"
+            raise ConfigError(f"unknown key {key}; {where} takes: {', '.join(sorted(hints))}")
+        node = hints[part]
+    expected = _SCALARS.get(node)  # type: ignore[call-overload]
+    if expected and not _parses_as(node, value):  # type: ignore[arg-type]
+        raise ConfigError(f"{key}={value} must be {expected}")
+
+
+def _parses_as(kind: type, value: str) -> bool:
+    if value.startswith("${"):
+        return True
+    if kind is bool:
+        return value.lower() in ("true", "false")
+    try:
+        kind(value)
+    except ValueError:
+        return False
+    return True

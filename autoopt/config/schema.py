@@ -1,0 +1,88 @@
+"""Typed configuration. Hydra composes YAML onto these dataclasses; after start-up, code sees only
+these types (see `autoopt.config.load`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class TargetConfig:
+    """The hardware a candidate is deployed to, and what an hour of it costs."""
+
+    name: str = MISSING
+    device: str = "cpu"  # cpu | cuda
+    accelerator: Optional[str] = None  # e.g. "NVIDIA T4"; None on CPU targets
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])  # fp32 bf16 fp16 int8 int4
+    engines: list[str] = field(default_factory=lambda: ["torch"])
+    memory_gb: float = MISSING  # device memory a candidate may use (RAM on CPU targets)
+    cores: int = 0  # CPU cores for runtime threads; 0 = detect on the machine that measures
+    price_per_hour: float = MISSING  # USD, on-demand
+    price_source: str = MISSING  # where the price was read, and when
+
+
+@dataclass
+class ModelConfig:
+    """Where the model comes from: the built-in trained tiny Qwen2, or a local HF folder."""
+
+    name: str = "builtin"
+    kind: str = "builtin"  # builtin | hf
+    path: Optional[str] = None  # required for kind=hf: a local folder, never a hub id
+
+
+@dataclass
+class WorkloadConfig:
+    """The traffic a candidate is measured on, and the text its accuracy is measured on."""
+
+    name: str = MISSING
+    prompt_lengths: list[int] = field(default_factory=lambda: [64, 128])
+    output_lengths: list[int] = field(default_factory=lambda: [32])
+    batch_size: int = 1
+    eval_text: str = "builtin_heldout"  # builtin_heldout, or a path to a UTF-8 text file
+    eval_windows: int = 8  # teacher-forced windows of held-out text
+    eval_window_len: int = 128
+
+
+@dataclass
+class CandidateConfig:
+    """One point of the search space. Build knobs change the artifact; runtime knobs do not."""
+
+    engine: str = "torch"  # torch | ort | ort_genai | tensorrt
+    quant: str = "none"  # none | bf16 | fp16 | int8_dynamic | int8_weight | int4
+    fuse: bool = False  # ort: offline transformer fusions (RMSNorm, ...)
+    int4_block_size: int = 32
+    int4_accuracy_level: int = 4  # MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8
+    graph_opt: str = "all"  # runtime: ORT graph optimization level: disable | basic | extended | all
+    kv_cache: str = "dynamic"  # runtime: dynamic (grows per token) | static (preallocated)
+    threads: int = 0  # runtime: intra-op threads; 0 = the target's cores
+    batch_size: int = 0  # runtime: 0 = the workload's batch size
+    warmup: str = "one"  # runtime: none | one | shapes
+
+
+@dataclass
+class BenchConfig:
+    """How long to measure: until both the minimum count and the minimum duration are met."""
+
+    warmup_runs: int = 2
+    min_runs: int = 5
+    min_seconds: float = 3.0
+    max_runs: int = 200
+    max_seconds: float = 120.0
+
+
+@dataclass
+class MeasureConfig:
+    """`python -m autoopt.measure`: build, measure and report one candidate."""
+
+    target: TargetConfig = MISSING
+    model: ModelConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    candidate: CandidateConfig = field(default_factory=CandidateConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    cache_dir: str = MISSING  # content-addressed models, builds, reference logits
+    workspace: str = MISSING  # studies, tracking, bundles
+    output: Optional[str] = None  # where to write the result JSON
+    seed: int = 0

@@ -1,0 +1,1 @@
+"""Runtimes behind one contract (see `base.Engine`), registered by name in `registry`."""

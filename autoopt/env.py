@@ -1,0 +1,58 @@
+"""An environment fingerprint: enough to tell whether two measurements are comparable."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import autoopt
+
+LIBRARIES = (
+    "torch", "transformers", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
+    "onnxscript", "tensorrt", "optuna", "mlflow", "hydra-core",
+)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str | None:
+    root = Path(autoopt.__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def fingerprint() -> dict[str, object]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "autoopt": autoopt.__version__,
+        "git_commit": git_commit(),
+        "cpu": cpu_model(),
+        "cores_available": len(os.sched_getaffinity(0)),
+        "cores_total": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "libraries": versions,
+    }

@@ -1,0 +1,59 @@
+"""`python -m autoopt.measure [overrides]`: build one candidate, measure it, print and save the result."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.load import load_measure_config
+from autoopt.config.overrides import check_overrides
+from autoopt.config.schema import MeasureConfig
+from autoopt.config.store import register
+from autoopt.isolation import JobFailed
+from autoopt.space.validity import environment_problem
+
+log = logging.getLogger("autoopt")
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+register()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="measure")
+def main(cfg: DictConfig) -> None:
+    try:
+        m = load_measure_config(cfg)
+        problem = environment_problem(m.candidate, m.target)
+        if problem:
+            raise ConfigError(problem)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+    from autoopt.candidate import build, measure, prepare
+    from autoopt.report.measurement import measurement_table
+
+    prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir))
+    try:
+        built = build(prep, m.candidate)
+        result = measure(prep, m.candidate, built)
+    except JobFailed as e:
+        print(f"error: {e.reason}\n{e.detail}", file=sys.stderr)
+        sys.exit(1)
+    print(measurement_table(result))
+    if m.output:
+        Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {m.output}")
+
+
+if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:], CONF_DIR, MeasureConfig)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main()

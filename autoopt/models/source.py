@@ -1,0 +1,36 @@
+"""Resolve the configured model to a local Hugging Face folder and a key that identifies it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoopt.config.schema import ModelConfig
+from autoopt.passes.pipeline import folder_fingerprint
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path
+    key: str  # changes whenever the weights or the recipe that made them change
+
+    def describe(self) -> dict[str, object]:
+        info: dict[str, object] = {"name": self.name, "path": str(self.path), "key": self.key}
+        meta = self.path / "autoopt_model.json"
+        if meta.is_file():
+            info.update(json.loads(meta.read_text()))
+        config = json.loads((self.path / "config.json").read_text())
+        info.setdefault("architecture", (config.get("architectures") or ["?"])[0])
+        return info
+
+
+def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:
+    if model.kind == "builtin":
+        from autoopt.models.builtin import BuiltinModelSpec, ensure_builtin_model
+
+        path = ensure_builtin_model(BuiltinModelSpec(), cache_dir)
+        return ResolvedModel(model.name, path, path.name)
+    path = Path(model.path).resolve()  # type: ignore[arg-type]  # validated: kind=hf has a path
+    return ResolvedModel(model.name, path, f"hf-{folder_fingerprint(path)}")

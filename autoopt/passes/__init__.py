@@ -1,0 +1,1 @@
+"""Build passes (export, fusion, quantization) and the cached pipeline that runs them."""

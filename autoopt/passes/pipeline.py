@@ -1,0 +1,106 @@
+"""Run a candidate's passes with a content-addressed cache: a step's output folder is keyed by its
+input's key, the pass name, its settings and the versions of the libraries it uses, so the same
+step is never built twice and candidates that share a prefix (one export, several quantizations)
+share its output."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from autoopt.engines.info import PassStep
+from autoopt.passes.registry import PASSES, pass_function
+
+log = logging.getLogger("autoopt.build")
+
+_META = "autoopt_build.json"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    artifact: Path
+    seconds: float  # wall time spent building in this call (0 when every step was cached)
+    build_seconds: float  # wall time the steps took when they were first built
+    cached: bool  # True when every step came from the cache
+    steps: tuple[str, ...]
+    key: str
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """Hash of the names, sizes and modification times of a folder's files (cheap, not content)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _library_versions(names: Sequence[str]) -> dict[str, str]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def step_key(parent_key: str, step: PassStep) -> str:
+    payload = {
+        "parent": parent_key,
+        "pass": step.name,
+        "settings": step.settings,
+        "libraries": _library_versions(PASSES[step.name].libraries),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cache_dir: Path) -> BuildResult:
+    """Build (or fetch from the cache) the artifact that `steps` make from `model_dir`."""
+    src, key = model_dir, model_key
+    spent, first_built, all_cached = 0.0, 0.0, True
+    for step in steps:
+        key = step_key(key, step)
+        dst = cache_dir / "builds" / f"{step.name}-{key}"
+        t0 = time.perf_counter()
+        cached = _run_step_cached(step, src, dst)
+        spent += time.perf_counter() - t0
+        first_built += json.loads((dst / _META).read_text())["seconds"]
+        all_cached &= cached
+        log.info("build %s %s (%s)", step.name, step.settings or "", "cached" if cached else "built")
+        src = dst
+    return BuildResult(
+        artifact=src,
+        seconds=0.0 if all_cached else spent,
+        build_seconds=first_built,
+        cached=all_cached,
+        steps=tuple(s.name for s in steps),
+        key=key,
+    )
+
+
+def _run_step_cached(step: PassStep, src: Path, dst: Path) -> bool:
+    if (dst / _META).exists():
+        return True
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(dst.parent / f".{dst.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (dst / _META).exists():
+            return True
+        tmp = dst.with_name(dst.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        t0 = time.perf_counter()
+        pass_function(step.name)(src, tmp, **step.settings)
+        meta = {"pass": step.name, "settings": step.settings, "seconds": time.perf_counter() - t0, "source": str(src)}
+        (tmp / _META).write_text(json.dumps(meta, indent=2, default=str))
+        tmp.rename(dst)
+    return False

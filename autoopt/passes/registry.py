@@ -1,0 +1,34 @@
+"""Build passes by name. A pass turns an input folder into an output folder; nothing else.
+
+Each entry names the module holding `run(src: Path, dst: Path, **settings) -> None` and the
+packages whose versions change its output (they enter the build cache key). The module is imported
+only when the pass runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PassInfo:
+    module: str
+    libraries: tuple[str, ...]
+
+
+PASSES: dict[str, PassInfo] = {
+    "onnx_export": PassInfo("autoopt.passes.onnx_export", ("torch", "transformers", "onnx", "onnxscript")),
+    "ort_fuse": PassInfo("autoopt.passes.ort_fuse", ("onnxruntime", "onnx")),
+    "ort_int8_dynamic": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
+    "ort_weight_only": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
+    "genai_build": PassInfo("autoopt.passes.genai_build", ("onnxruntime_genai", "onnxruntime", "transformers", "torch")),
+}
+
+
+def pass_function(name: str) -> Callable[..., None]:
+    if name not in PASSES:
+        raise KeyError(f"unknown pass {name!r}; registered: {', '.join(PASSES)}")
+    module = importlib.import_module(PASSES[name].module)
+    return getattr(module, f"run_{name}")

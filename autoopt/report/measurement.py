@@ -1,0 +1,35 @@
+"""One measurement as a table a person reads in a terminal."""
+
+from __future__ import annotations
+
+from autoopt.result import MeasureResult, Percentiles
+
+
+def _pct(p: Percentiles) -> str:
+    return f"p50 {p.p50:9.2f}  p90 {p.p90:9.2f}  p99 {p.p99:9.2f}  (n={p.n}, cv={p.cv:.1%})"
+
+
+def measurement_table(r: MeasureResult) -> str:
+    c = r.candidate
+    knobs = ", ".join(f"{k}={v}" for k, v in c.items())
+    s, m, a, cost = r.speed, r.memory, r.accuracy, r.cost
+    build = "cached" if r.build.cached else f"built in {r.build.seconds:.1f}s"
+    lines = [
+        f"candidate   {knobs}",
+        f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
+        f"build       {' -> '.join(r.build.steps) or '(none: loads the model folder)'}; {build}",
+        f"batch       {s.batch_size} rows, {s.threads} threads, {s.runs} timed requests in {s.seconds:.1f}s (warm)",
+        f"TTFT ms     {_pct(s.ttft_ms)}",
+        f"TPOT ms     {_pct(s.tpot_ms)}",
+        f"e2e ms      {_pct(s.e2e_ms)}",
+        f"throughput  {s.output_tokens_per_s:.1f} output tokens/s (all rows)",
+        f"cold start  load {s.load_s:.2f}s, warm-up '{s.warmup}' {s.warmup_s:.2f}s, "
+        f"first request {s.cold_first_request_ms:.1f} ms",
+        f"memory      peak RSS {m.peak_rss_mb:.0f} MB"
+        + (f", device peak {m.device_peak_mb:.0f} MB" if m.device_peak_mb is not None else "")
+        + f", artifact {m.artifact_mb:.1f} MB on disk",
+        f"accuracy    top-1 agreement {a.top1_agreement:.4f}, KL(ref||cand) {a.kl_mean:.3e} nats, "
+        f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)",
+        f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
+    ]
+    return "\n".join(lines)

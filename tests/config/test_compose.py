@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from autoopt.config import ConfigError, MeasureConfig, load_measure_config
+from autoopt.config.overrides import check_overrides
+from autoopt.config.store import register
+from tests.conftest import REPO
+
+CONF = REPO / "conf"
+GROUP_FILES = sorted((g.name, f.stem) for g in CONF.iterdir() if g.is_dir() and g.name != "local" for f in g.glob("*.yaml"))
+
+
+def _compose(*overrides: str):
+    register()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("measure", overrides=["workspace=/tmp/ws", "cache_dir=/tmp/cache", *overrides])
+
+
+@pytest.mark.parametrize(("group", "name"), [gf for gf in GROUP_FILES if gf[0] in ("target", "model", "workload")])
+def test_every_group_file_composes_onto_its_schema(group: str, name: str) -> None:
+    extra = ["model.path=" + str(REPO / "tests")] if (group, name) == ("model", "hf") else []
+    cfg = _compose(f"{group}={name}", *extra)
+
+    typed = load_measure_config(cfg) if group != "model" or name == "builtin" else None
+
+    assert cfg[group].name == name
+    if typed is not None:
+        assert isinstance(typed, MeasureConfig)
+
+
+def test_cpu_target_detects_cores_and_memory() -> None:
+    typed = load_measure_config(_compose())
+
+    assert typed.target.cores >= 1
+    assert typed.target.memory_gb > 0
+    assert typed.target.price_source
+
+
+def test_gpu_targets_name_their_price_source() -> None:
+    for name in ("t4", "a100", "h100"):
+        cfg = _compose(f"target={name}")
+        assert cfg.target.device == "cuda"
+        assert cfg.target.price_per_hour > 0
+        assert "on-demand" in cfg.target.price_source
+
+
+BAD = [
+    (["candidate.engine=foo"], "candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, tensorrt"),
+    (["candidate.quant=int3"], "candidate.quant=int3 is not valid"),
+    (["candidate.quant=int4"], "engine=torch does not run quant=int4 on cpu"),
+    (["target=t4", "candidate.quant=bf16"], "quant=bf16 needs bf16, which target=t4 does not support"),
+    (["candidate.engine=tensorrt"], "engine=tensorrt is not available on target=cpu"),
+    (["candidate.engine=torch", "candidate.fuse=true"], "candidate.fuse does not apply to engine=torch"),
+    (["candidate.engine=torch", "candidate.graph_opt=basic"], "candidate.graph_opt does not apply to engine=torch"),
+    (["candidate.int4_block_size=48"], "candidate.int4_block_size=48 is not valid"),
+    (["candidate.threads=64"], "threads=64 exceeds the"),
+    (["model=hf"], "model.path is required for model=hf"),
+    (["model=hf", "model.path=/nonexistent"], "is not a Hugging Face model folder"),
+    (["workload.batch_size=0"], "workload.batch_size=0 must be >= 1"),
+    (["workload.prompt_lengths=[]"], "workload.prompt_lengths=[] must be a non-empty list"),
+    (["target.price_per_hour=-1"], "target.price_per_hour=-1.0 must be >= 0"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), BAD)
+def test_bad_value_fails_with_key_value_and_choices(overrides: list[str], message: str) -> None:
+    cfg = _compose(*overrides)
+
+    with pytest.raises(ConfigError) as err:
+        load_measure_config(cfg)
+
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+BAD_OVERRIDES = [
+    ("candidate.foo=1", "unknown key candidate.foo; candidate takes: batch_size, engine"),
+    ("foo=1", "unknown key foo; the top level takes:"),
+    ("target=nope", "target=nope is not a config in conf/target; choose one of: a100, cpu, h100, t4"),
+    ("candidate.threads=abc", "candidate.threads=abc must be an integer"),
+    ("bench.min_seconds=x", "bench.min_seconds=x must be a number"),
+    ("candidate.fuse=maybe", "candidate.fuse=maybe must be true or false"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_OVERRIDES)
+def test_bad_override_is_named_before_hydra_runs(override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        check_overrides([override], CONF, MeasureConfig)
+
+    assert message in str(err.value)
+
+
+def test_cli_bad_override_exits_2_with_one_line() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoopt.measure", "candidate.engine=foo"], capture_output=True, text=True, cwd=REPO
+    )
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, tensorrt"
+    ]
