@@ -10,12 +10,15 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.models.source import ResolvedModel
+
+if TYPE_CHECKING:
+    from autoopt.models.source import ResolvedModel
 
 log = logging.getLogger("autoopt.accuracy")
 

@@ -1,7 +1,9 @@
-"""Typed configuration: schemas, Hydra registration, validation."""
+"""Typed configuration: schemas (`schema`), Hydra registration (`store`), validation (`load`).
+
+Kept free of imports beyond the schemas: engines import them, and deployed bundles load engines.
+"""
 
 from autoopt.config.errors import ConfigError
-from autoopt.config.load import load_measure_config, to_typed
 from autoopt.config.schema import (
     BenchConfig,
     CandidateConfig,
@@ -19,6 +21,4 @@ __all__ = [
     "ModelConfig",
     "TargetConfig",
     "WorkloadConfig",
-    "load_measure_config",
-    "to_typed",
 ]

@@ -11,8 +11,15 @@ import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from autoopt.config.errors import ConfigError
-from autoopt.config.schema import MeasureConfig, ModelConfig, TargetConfig, WorkloadConfig
-from autoopt.space.validity import target_problem, value_problem
+from autoopt.config.schema import (
+    MeasureConfig,
+    ModelConfig,
+    SpaceConfig,
+    SweepConfig,
+    TargetConfig,
+    WorkloadConfig,
+)
+from autoopt.space.validity import CHOICES, INT4_BLOCK_SIZES, target_problem, value_problem
 
 T = TypeVar("T")
 
@@ -86,3 +93,52 @@ def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     if problem:
         raise ConfigError(problem)
     return m
+
+
+SAMPLERS = ("tpe", "nsga2", "random")
+LATENCIES = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
+PICKS = ("knee", "min_latency", "min_cost", "max_accuracy", "weights")
+
+
+def check_space(space: SpaceConfig) -> None:
+    allowed: dict[str, tuple[object, ...]] = {
+        **CHOICES,
+        "fuse": (False, True),
+        "int4_block_size": INT4_BLOCK_SIZES,
+        "int4_accuracy_level": (1, 2, 3, 4),
+    }
+    for key, choices in allowed.items():
+        values = getattr(space, key)
+        if not values:
+            raise ConfigError(f"space.{key} is empty; give at least one of: {', '.join(map(str, choices))}")
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise ConfigError(f"space.{key} has {bad[0]}; choose from: {', '.join(map(str, choices))}")
+    for key in ("threads", "batch_size"):
+        values = getattr(space, key)
+        if not values or min(values) < 0:
+            raise ConfigError(f"space.{key}={values} must be a non-empty list of values >= 0 (0 = default)")
+    if "torch" not in space.engine or "none" not in space.quant:
+        raise ConfigError("space.engine must include torch and space.quant none: the fp32 reference is trial 0")
+
+
+def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
+    s = to_typed(cfg, SweepConfig)
+    check_target(s.target)
+    check_model(s.model)
+    check_workload(s.workload)
+    check_space(s.space)
+    if s.search.sampler not in SAMPLERS:
+        raise ConfigError(f"search.sampler={s.search.sampler} is not valid; choose one of: {', '.join(SAMPLERS)}")
+    if s.search.latency not in LATENCIES:
+        raise ConfigError(f"search.latency={s.search.latency} is not valid; choose one of: {', '.join(LATENCIES)}")
+    if s.search.n_trials < 1:
+        raise ConfigError(f"search.n_trials={s.search.n_trials} must be >= 1")
+    if not 0.0 <= s.search.min_top1_agreement <= 1.0:
+        raise ConfigError(f"search.min_top1_agreement={s.search.min_top1_agreement} must be within [0, 1]")
+    if s.export.pick not in PICKS:
+        raise ConfigError(f"export.pick={s.export.pick} is not valid; choose one of: {', '.join(PICKS)}")
+    if len(s.export.weights) != 3:
+        raise ConfigError(f"export.weights={s.export.weights} needs 3 numbers: latency, cost, accuracy loss")
+    s.target = resolve_target(s.target)
+    return s

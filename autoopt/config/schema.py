@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from omegaconf import MISSING
+# OmegaConf's marker for a required value, spelt out so that deployed bundles, which load engines and
+# therefore this module, need no OmegaConf.
+MISSING = "???"
 
 
 @dataclass
@@ -85,4 +87,66 @@ class MeasureConfig:
     cache_dir: str = MISSING  # content-addressed models, builds, reference logits
     workspace: str = MISSING  # studies, tracking, bundles
     output: Optional[str] = None  # where to write the result JSON
+
+
+@dataclass
+class SpaceConfig:
+    """The values each knob may take in a sweep. A knob is only sampled for engines it applies to."""
+
+    name: str = MISSING
+    engine: list[str] = field(default_factory=lambda: ["torch", "ort", "ort_genai"])
+    quant: list[str] = field(default_factory=lambda: ["none", "int8_dynamic", "int4"])
+    fuse: list[bool] = field(default_factory=lambda: [False])
+    int4_block_size: list[int] = field(default_factory=lambda: [32])
+    int4_accuracy_level: list[int] = field(default_factory=lambda: [4])
+    graph_opt: list[str] = field(default_factory=lambda: ["all"])
+    kv_cache: list[str] = field(default_factory=lambda: ["dynamic"])
+    threads: list[int] = field(default_factory=lambda: [0])
+    batch_size: list[int] = field(default_factory=lambda: [0])
+    warmup: list[str] = field(default_factory=lambda: ["one"])
+
+
+@dataclass
+class SearchConfig:
+    """How the study searches: trials this invocation, sampler, objectives' latency, accuracy bar."""
+
+    n_trials: int = 20
+    sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
+    latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
+    min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
+
+
+@dataclass
+class StudyConfig:
+    name: Optional[str] = None  # default: derived from model, target, workload and space
+    storage: Optional[str] = None  # default: sqlite file in the workspace; or a database URL
+
+
+@dataclass
+class TrackingConfig:
+    uri: Optional[str] = None  # default: sqlite file in the workspace; or http://host:port
+
+
+@dataclass
+class ExportConfig:
+    pick: str = "knee"  # knee | min_latency | min_cost | max_accuracy | weights
+    weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # latency, cost, accuracy loss
+    dir: Optional[str] = None  # default: <workspace>/bundles/<study name>
+
+
+@dataclass
+class SweepConfig:
+    """`python -m autoopt`: search the space, record every trial and the front, export the pick."""
+
+    target: TargetConfig = MISSING
+    model: ModelConfig = MISSING
+    workload: WorkloadConfig = MISSING
+    space: SpaceConfig = MISSING
+    search: SearchConfig = field(default_factory=SearchConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    cache_dir: str = MISSING
+    workspace: str = MISSING

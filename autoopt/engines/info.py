@@ -34,7 +34,8 @@ class EngineInfo:
     candidate fields that mean something to this engine (others must keep their defaults);
     `kv_caches` the cache layouts it implements; `requires` maps a device to
     (importable module, pip extra) that must be present to run there.
-    `plan` turns a candidate into the passes that build its artifact from the model folder.
+    `plan` turns a candidate into the passes that build its artifact from the model folder;
+    `rule`, when given, returns why a candidate the table allows still cannot run on a device.
     """
 
     name: str
@@ -45,6 +46,7 @@ class EngineInfo:
     requires: dict[str, tuple[str, str]]
     plan: Callable[[CandidateConfig, str], list[PassStep]]
     description: str = ""
+    rule: Callable[[CandidateConfig, str], str | None] | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:

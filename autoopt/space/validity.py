@@ -57,6 +57,8 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
         return f"engine={c.engine} does not run quant={c.quant} on {target.device}; it runs: {runs}"
     if c.kv_cache not in info.kv_caches:
         return f"kv_cache={c.kv_cache} is not implemented by engine={c.engine}; choose one of: {', '.join(info.kv_caches)}"
+    if info.rule and (reason := info.rule(c, target.device)):
+        return f"engine={c.engine}: {reason}"
     if target.cores and c.threads > target.cores:
         return f"threads={c.threads} exceeds the {target.cores} cores of target={target.name}"
     for f in fields(CandidateConfig):

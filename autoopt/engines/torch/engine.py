@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
-import torch
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 

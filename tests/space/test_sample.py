@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import optuna
+
+from autoopt.config.schema import SpaceConfig
+from autoopt.space.sample import label, reference_params, sample
+
+SPACE = SpaceConfig(
+    name="t",
+    engine=["torch", "ort", "ort_genai"],
+    quant=["none", "bf16", "int8_dynamic", "int4"],
+    fuse=[False, True],
+    int4_block_size=[32, 128],
+    kv_cache=["dynamic", "static"],
+    threads=[1, 0],
+)
+
+
+def _study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(directions=["minimize"] * 3, sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def test_reference_params_make_the_fp32_torch_candidate_with_default_knobs() -> None:
+    study = _study()
+    study.enqueue_trial(reference_params(SPACE))
+
+    candidate = sample(study.ask(), SPACE)
+
+    assert (candidate.engine, candidate.quant, candidate.kv_cache, candidate.threads) == ("torch", "none", "dynamic", 0)
+
+
+def test_knobs_are_sampled_only_for_engines_they_apply_to() -> None:
+    study = _study()
+    for _ in range(40):
+        trial = study.ask()
+        candidate = sample(trial, SPACE)
+        params = set(trial.params)
+        study.tell(trial, [0.0, 0.0, 0.0])
+
+        assert all(p == "engine" or p.startswith(f"{candidate.engine}.") for p in params)
+        if candidate.engine == "torch":
+            assert not candidate.fuse and candidate.quant in ("none", "bf16", "int8_dynamic")
+        if candidate.quant not in ("int4", "int8_weight"):
+            assert f"{candidate.engine}.int4_block_size" not in params
+
+
+def test_label_names_engine_quant_and_applicable_knobs() -> None:
+    study = _study()
+    study.enqueue_trial({"engine": "ort", "ort.quant": "int4", "ort.fuse": True, "ort.int4_block_size": 128})
+
+    text = label(sample(study.ask(), SPACE))
+
+    assert text.startswith("ort int4 b128/L4 fused")
