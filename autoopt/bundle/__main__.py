@@ -1,0 +1,61 @@
+"""`python -m autoopt.bundle verify DIR [--speed-tolerance X]`: exit 0 only if the bundle is intact and
+re-measures within the tolerances its manifest records."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from autoopt.bundle.verify import DEFAULT_SPEED_FACTOR, format_checks, verify_bundle
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m autoopt.bundle", description="Work with an exported bundle."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    verify = commands.add_parser(
+        "verify",
+        help="check the bundle's hashes, then re-measure its accuracy and speed against its manifest",
+        description="Check every file's SHA-256 against manifest.json; then reload the bundle, re-measure "
+        "accuracy on verify/reference.npz and speed on the manifest's workload, and compare with the "
+        "manifest's figures. Exit 0 only if everything is within tolerance.",
+    )
+    verify.add_argument("bundle", type=Path, help="the bundle folder (holds manifest.json)")
+    verify.add_argument(
+        "--speed-tolerance",
+        type=float,
+        default=None,
+        metavar="X",
+        help="accept output tokens/s and e2e p50 within a factor X of the manifest's, either way "
+        f"(default: the manifest's, {DEFAULT_SPEED_FACTOR:g} at export, because a shared machine's speed can "
+        "swing 3-4x minute to minute; use a smaller factor on a quiet, dedicated one)",
+    )
+    args = parser.parse_args(argv)
+    if args.speed_tolerance is not None and args.speed_tolerance < 1:
+        parser.error(f"--speed-tolerance={args.speed_tolerance} must be >= 1 (a factor, e.g. 1.5)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        result = verify_bundle(args.bundle, args.speed_tolerance)
+    except RuntimeError as e:  # an engine that cannot run here says why in one line
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if result.problems:
+        print(f"bundle {args.bundle} is not the one exported:")
+        print("\n".join(f"  {problem}" for problem in result.problems))
+        return 1
+    print(format_checks(result.checks))
+    print("OK: within tolerance" if result.ok else "FAILED: some figures are outside their tolerance")
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

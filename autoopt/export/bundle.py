@@ -1,0 +1,257 @@
+"""Export a measured candidate as a self-contained deployment bundle:
+
+model/                 every file of the built artifact (weights, graphs, tokenizer)
+verify/reference.npz   held-out tokens, eval windows and fp32 reference logits
+manifest.json          what it is, what it measured (with definitions), SHA-256 of every file
+README.md              the same for a person: headline numbers, how to run and verify it
+"""
+
+from __future__ import annotations
+
+import datetime
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import autoopt
+from autoopt.bundle.verify import REFERENCE, default_tolerances
+from autoopt.engines.registry import engine_info
+from autoopt.export.manifest import write_manifest
+from autoopt.result import DEFINITIONS, MeasureResult
+from autoopt.serve.bundle import MODEL_DIR
+
+FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
+_PERCENTILES = {
+    "p50": "median of",
+    "p90": "90th percentile of",
+    "p99": "99th percentile of",
+    "mean": "mean of",
+    "cv": "coefficient of variation (stdev / mean) of",
+    "n": "number of timed request batches behind",
+}
+# Figures of MeasureResult that autoopt.result.DEFINITIONS does not define.
+_DEFINITIONS = {
+    "speed.batch_size": "rows per request batch at which every speed figure was measured",
+    "speed.threads": "intra-op threads the runtime used",
+    "speed.runs": "timed request batches, after burn-in",
+    "speed.seconds": "wall time of the timed request batches",
+    "accuracy.tokens": "teacher-forced positions compared with the reference",
+    "cost.price_per_hour": "on-demand price of one instance of the target",
+    "build.seconds": "wall time spent building the artifact in the measuring run (0 when cached)",
+    "build.build_seconds": "wall time the artifact's build steps took when first built",
+}
+_UNITS = {
+    "speed.batch_size": "rows",
+    "speed.threads": "threads",
+    "speed.runs": "requests",
+    "speed.output_tokens_per_s": "tokens/s",
+    "accuracy.kl_mean": "nats",
+    "accuracy.top1_agreement": "fraction",
+    "accuracy.perplexity": "",
+    "accuracy.reference_perplexity": "",
+    "accuracy.tokens": "positions",
+    "cost.usd_per_1m_output_tokens": "USD per 1M output tokens",
+    "cost.price_per_hour": "USD/hour",
+}
+
+
+def flatten_figures(result: MeasureResult) -> dict[str, float | int | None]:
+    """Every number of the result, keyed by its dotted path (`speed.e2e_ms.p90`); None where absent."""
+    figures: dict[str, float | int | None] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}", item)
+        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            figures[prefix] = value
+
+    d = result.to_dict()
+    for group in FIGURE_GROUPS:
+        walk(group, d[group])
+    return figures
+
+
+def definition(figure: str) -> str:
+    if figure in DEFINITIONS:
+        return DEFINITIONS[figure]
+    if figure in _DEFINITIONS:
+        return _DEFINITIONS[figure]
+    parent, _, stat = figure.rpartition(".")
+    if parent in DEFINITIONS and stat in _PERCENTILES:
+        return f"{_PERCENTILES[stat]} {parent} ({DEFINITIONS[parent]})"
+    return f"{figure.replace('.', ' ').replace('_', ' ')} (as recorded by autoopt.result.MeasureResult)"
+
+
+def unit(figure: str) -> str:
+    if figure in _UNITS:
+        return _UNITS[figure]
+    stat = figure.rpartition(".")[2]
+    if stat == "cv":
+        return "ratio"
+    if stat == "n":
+        return "requests"
+    name = figure.split(".")[1]
+    for suffix, symbol in (("_ms", "ms"), ("_s", "s"), ("seconds", "s"), ("_mb", "MiB")):
+        if name.endswith(suffix):
+            return symbol
+    return ""
+
+
+def metrics(result: MeasureResult) -> dict[str, dict[str, Any]]:
+    return {
+        figure: {"value": value, "definition": definition(figure), "unit": unit(figure)}
+        for figure, value in flatten_figures(result).items()
+    }
+
+
+def manifest_payload(
+    result: MeasureResult, workload: dict[str, Any], resolved_config: dict[str, Any]
+) -> dict[str, Any]:
+    try:
+        device = resolved_config["target"]["device"]
+    except (KeyError, TypeError):
+        raise ValueError(
+            "resolved_config has no target.device; pass the resolved config with its `target` section"
+        ) from None
+    batch = result.speed.batch_size
+    return {
+        "autoopt_version": autoopt.__version__,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "candidate": result.candidate,
+        "engine": result.candidate["engine"],
+        "model": result.model,
+        "build": {"steps": result.build.steps, "key": result.build.key},
+        "target": {
+            "name": result.target,
+            "device": device,
+            "price_per_hour": result.cost.price_per_hour,
+            "price_source": result.cost.price_source,
+        },
+        "runtime": {
+            "threads": result.speed.threads,
+            "batch_size": batch,
+            "max_length": max(workload["prompt_lengths"]) + max(workload["output_lengths"]),
+            "max_batch": max(batch, 4),  # what the measurement loaded the engine with
+        },
+        "workload": {
+            "name": workload.get("name"),
+            "prompt_lengths": list(workload["prompt_lengths"]),
+            "output_lengths": list(workload["output_lengths"]),
+            "batch_size": batch,
+        },
+        "metrics": metrics(result),
+        "tolerances": default_tolerances(),
+        "env": result.env,
+        "resolved_config": resolved_config,
+    }
+
+
+def readme(manifest: dict[str, Any]) -> str:
+    m = {k: v["value"] for k, v in manifest["metrics"].items()}
+    target, runtime, workload, model = (manifest[k] for k in ("target", "runtime", "workload", "model"))
+    module, extra = engine_info(manifest["engine"]).requires[target["device"]]
+    install = "pip install autoopt" if extra == "core" else f"pip install 'autoopt[{extra}]'"
+    knobs = ", ".join(f"{k}={v}" for k, v in manifest["candidate"].items())
+    setting = (
+        f"On target `{target['name']}` ({target['device']}, threads: {runtime['threads']}), batch "
+        f"{runtime['batch_size']}, prompts of {workload['prompt_lengths']} tokens, "
+        f"{workload['output_lengths']} new tokens; warm (after warm-up and burn-in), "
+        f"{m['speed.e2e_ms.n']} timed request batches:"
+    )
+    e2e = f"p50 {m['speed.e2e_ms.p50']:.1f} ms, p90 {m['speed.e2e_ms.p90']:.1f} ms"
+    ttft, tpot = m["speed.ttft_ms.p50"], m["speed.tpot_ms.p50"]
+    cost = (
+        f"${m['cost.usd_per_1m_output_tokens']:.4f} per 1M output tokens at ${target['price_per_hour']}/hour"
+    )
+    fidelity = (
+        f"top-1 agreement {m['accuracy.top1_agreement']:.4f}, mean KL(reference || this) "
+        f"{m['accuracy.kl_mean']:.3e} nats, perplexity {m['accuracy.perplexity']:.2f} "
+        f"(reference {m['accuracy.reference_perplexity']:.2f})"
+    )
+    lines = [
+        f"# autoopt deployment bundle: {manifest['engine']} on {target['name']}",
+        "",
+        f"Candidate: {knobs}",
+        f"Model: {model.get('name')} ({model.get('key')}); exported {manifest['created_utc']} "
+        f"by autoopt {manifest['autoopt_version']}.",
+        "",
+        "## What it measured",
+        setting,
+        "",
+        f"- end-to-end latency per request batch: {e2e}",
+        f"- time to first token: p50 {ttft:.1f} ms; time per later token: p50 {tpot:.2f} ms",
+        f"- throughput: {m['speed.output_tokens_per_s']:.1f} output tokens/s (all rows of the batch)",
+        f"- cost: {cost}",
+        f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
+        f"  {fidelity}",
+        "",
+        "Every figure, its definition and its unit are in `manifest.json` under `metrics`.",
+        "",
+        "## Run it",
+        f"Needs autoopt's core and the runtime `{module}`: `{install}`.",
+        "",
+        '    python -m autoopt.serve . --prompt "def " --max-new-tokens 32',
+        "",
+        "or from Python:",
+        "",
+        "    from autoopt.serve import load_bundle",
+        "",
+        '    with load_bundle("path/to/this/bundle") as bundle:',
+        '        print(bundle.generate_text("def ", max_new_tokens=32))',
+        "",
+        "## Verify it",
+        "    python -m autoopt.bundle verify .",
+        "",
+        "checks the SHA-256 of every file against `manifest.json`, then re-measures accuracy on",
+        f"`{REFERENCE}` and speed on the workload above and compares both with the manifest's figures",
+        "within its `tolerances` (speed only within a factor: shared machines swing 3-4x minute to minute).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def export_bundle(
+    result: MeasureResult,
+    artifact: Path,
+    reference_npz: Path,
+    workload: dict[str, Any],
+    resolved_config: dict[str, Any],
+    out_dir: Path,
+) -> Path:
+    """Write the bundle for `result` (built as `artifact`) to `out_dir`, replacing what was there.
+
+    `workload` is the measured workload (prompt_lengths, output_lengths, name); `resolved_config` the
+    run's resolved configuration, which must hold `target.device`. Returns `out_dir`.
+    """
+    out_dir = Path(out_dir)
+    payload = manifest_payload(result, workload, resolved_config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
+    tmp.mkdir()
+    try:
+        shutil.copytree(artifact, tmp / MODEL_DIR)
+        (tmp / REFERENCE).parent.mkdir()
+        shutil.copyfile(reference_npz, tmp / REFERENCE)
+        (tmp / "README.md").write_text(readme(payload), encoding="utf-8")
+        write_manifest(tmp, payload)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _replace_dir(new: Path, dst: Path) -> None:
+    """Swap `new` into `dst` by two renames: `dst` is never half-written, only briefly absent."""
+    if not dst.exists():
+        new.rename(dst)
+        return
+    old = new.with_name(new.name + ".old")
+    dst.rename(old)
+    try:
+        new.rename(dst)
+    except OSError:
+        old.rename(dst)
+        raise
+    shutil.rmtree(old)

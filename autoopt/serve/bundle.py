@@ -1,0 +1,93 @@
+"""Load an exported bundle and generate text with it, without the search machinery.
+
+Reads only `manifest.json` (JSON) and the engine's own artifact files; imports no Optuna, MLflow,
+Hydra or OmegaConf, so a deployment needs autoopt's core and the candidate's runtime only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.registry import engine_class
+from autoopt.export.manifest import read_manifest
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class LoadedBundle:
+    """A bundle's engine, ready to generate. Use from one thread; `close` (or `with`) releases it."""
+
+    path: Path
+    manifest: dict[str, Any]
+    candidate: CandidateConfig
+    runtime: RuntimeOptions
+    engine: Engine
+    tokenizer: Tokenizer
+
+    def generate_text(self, prompt: str, max_new_tokens: int = 32) -> str:
+        """Greedy completion of `prompt`, cut at the first special token (end of text)."""
+        ids = self.tokenizer.encode(prompt).ids
+        if not ids:
+            raise ValueError("the prompt is empty after tokenization; give at least one character")
+        needed = len(ids) + max_new_tokens
+        if needed > self.runtime.max_length:
+            raise ValueError(
+                f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) = {needed} exceeds the "
+                f"bundle's max_length {self.runtime.max_length}; load it with max_length={needed} or more"
+            )
+        special = {i for i, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
+        completion = []
+        # Stopping the iteration stops the engine: generation past the end of text is never run.
+        for step in self.engine.generate(np.asarray([ids], dtype=np.int64), max_new_tokens):
+            token = int(step[0])
+            if token in special:
+                break
+            completion.append(token)
+        return self.tokenizer.decode(completion)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> LoadedBundle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def runtime_options(
+    manifest: dict[str, Any], threads: int | None, device: str | None, max_length: int | None
+) -> RuntimeOptions:
+    """The manifest's runtime (what the bundle was measured with), with the given overrides."""
+    runtime = manifest["runtime"]
+    return RuntimeOptions(
+        device=device or manifest["target"]["device"],
+        threads=threads or runtime["threads"],
+        max_length=max_length or runtime["max_length"],
+        max_batch=runtime["max_batch"],
+    )
+
+
+def load_bundle(
+    path: Path | str, threads: int | None = None, device: str | None = None, max_length: int | None = None
+) -> LoadedBundle:
+    """Load the bundle at `path` with its manifest's engine, candidate and runtime options.
+
+    `threads`, `device` and `max_length` (longest prompt + completion, in tokens) override the
+    manifest's. The bundle's integrity is not checked here: that is `python -m autoopt.bundle verify`.
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    candidate = CandidateConfig(**manifest["candidate"])
+    runtime = runtime_options(manifest, threads, device, max_length)
+    engine = engine_class(candidate.engine).load(path / MODEL_DIR, candidate, runtime)
+    tokenizer = Tokenizer.from_file(str(path / MODEL_DIR / "tokenizer.json"))
+    return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer)

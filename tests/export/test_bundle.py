@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pytest
+
+from autoopt.accuracy.reference import ensure_reference
+from autoopt.bundle.__main__ import main as bundle_main
+from autoopt.bundle.verify import within
+from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.export.bundle import export_bundle
+from autoopt.export.manifest import check_hashes, sha256_file
+from autoopt.jobs import build_job, measure_job
+from autoopt.models.source import ResolvedModel
+from autoopt.result import MeasureResult
+from autoopt.serve import load_bundle
+
+REPO = Path(__file__).resolve().parents[2]
+SEARCH_MACHINERY = ("optuna", "mlflow", "hydra", "omegaconf")
+
+
+@dataclass(frozen=True)
+class Measured:
+    result: MeasureResult
+    artifact: Path
+    reference: Path
+    workload: dict
+    resolved_config: dict
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Measured:
+    """A real measurement of the torch candidate on the tiny model, whose artifact is the model folder."""
+    workload = WorkloadConfig(
+        name="smoke", prompt_lengths=[16], output_lengths=[4], eval_windows=2, eval_window_len=32
+    )
+    target = TargetConfig(name="test-cpu", memory_gb=4.0, cores=1, price_per_hour=0.1, price_source="test")
+    model = ResolvedModel("tiny", tiny_model, "tiny-random")
+    cache = tmp_path_factory.mktemp("cache")
+    reference = ensure_reference(model, workload, cache).path
+    build = {"seconds": 0.0, "build_seconds": 0.0, "cached": True, "steps": [], "key": "tiny"}
+    return measure(CandidateConfig(), target, workload, model, reference, tiny_model, build)
+
+
+def measure(
+    candidate: CandidateConfig,
+    target: TargetConfig,
+    workload: WorkloadConfig,
+    model: ResolvedModel,
+    reference: Path,
+    artifact: Path,
+    build: dict,
+) -> Measured:
+    payload = {
+        "candidate": asdict(candidate),
+        "target": asdict(target),
+        "workload": asdict(workload),
+        "bench": asdict(BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.2)),
+        "model": model.describe(),
+        "reference": str(reference),
+        "artifact": str(artifact),
+        "build": build,
+    }
+    result = MeasureResult.from_dict(measure_job(payload))
+    resolved = {"target": asdict(target), "workload": asdict(workload), "candidate": payload["candidate"]}
+    return Measured(result, artifact, reference, asdict(workload), resolved)
+
+
+@pytest.fixture(scope="module")
+def bundle(measured: Measured, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    m = measured
+    return export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, out)
+
+
+@pytest.fixture
+def bundle_copy(bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def test_manifest_hashes_every_file_and_defines_every_metric(bundle: Path, measured: Measured) -> None:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    files = manifest["files"]
+    model_files = {
+        p.relative_to(measured.artifact).as_posix() for p in measured.artifact.rglob("*") if p.is_file()
+    }
+    assert {rel.removeprefix("model/") for rel in files if rel.startswith("model/")} == model_files
+    assert {"verify/reference.npz", "README.md", "model/tokenizer.json"} <= files.keys()
+    assert all(files[rel] == sha256_file(bundle / rel) for rel in files)
+    assert check_hashes(bundle) == []
+    metrics = manifest["metrics"]
+    assert metrics["speed.e2e_ms.p90"]["value"] == measured.result.speed.e2e_ms.p90
+    assert (
+        metrics["speed.e2e_ms.p90"]["unit"] == "ms"
+        and "90th percentile" in metrics["speed.e2e_ms.p90"]["definition"]
+    )
+    assert all(entry["definition"] and "unit" in entry for entry in metrics.values())
+    assert metrics["speed.seconds"]["unit"] == "s" and metrics["memory.device_peak_mb"]["value"] is None
+    assert manifest["runtime"] == {"threads": 1, "batch_size": 1, "max_length": 20, "max_batch": 4}
+    assert manifest["target"]["device"] == "cpu" and manifest["engine"] == "torch"
+
+
+def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None:
+    readme = (bundle / "README.md").read_text()
+
+    assert "p50" in readme and "p90" in readme and "batch 1" in readme and "warm" in readme
+    assert "python -m autoopt.serve" in readme and "python -m autoopt.bundle verify" in readme
+
+
+def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an earlier export")
+    m = measured
+
+    export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, out)
+
+    assert not (out / "stale.txt").exists()
+    assert check_hashes(out) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_export_without_target_device_names_the_missing_key(measured: Measured, tmp_path: Path) -> None:
+    m = measured
+
+    with pytest.raises(ValueError, match="target.device"):
+        export_bundle(m.result, m.artifact, m.reference, m.workload, {}, tmp_path / "bundle")
+
+
+def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
+    with load_bundle(bundle, threads=1) as loaded:
+        text = loaded.generate_text("def ", max_new_tokens=4)
+
+        assert isinstance(text, str)
+        assert loaded.candidate == CandidateConfig(**loaded.manifest["candidate"])
+        assert loaded.runtime.threads == 1
+
+
+def test_prompt_longer_than_max_length_is_refused_with_the_fix(bundle: Path) -> None:
+    with load_bundle(bundle) as loaded, pytest.raises(ValueError, match="max_length"):
+        loaded.generate_text("def " * 40, max_new_tokens=4)
+
+
+def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = bundle_main(["verify", str(bundle)])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "accuracy.top1_agreement" in out and "speed.e2e_ms.p50" in out and "OK" in out
+
+
+def test_verify_names_a_model_file_with_one_flipped_byte(
+    bundle_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = bundle_copy / "model" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+
+    code = bundle_main(["verify", str(bundle_copy)])
+
+    assert code == 1
+    assert "model/model.safetensors" in capsys.readouterr().out
+
+
+def test_verify_fails_when_accuracy_drifts_from_the_manifest(
+    bundle_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["accuracy.top1_agreement"]["value"] -= 0.01
+    manifest_path.write_text(json.dumps(manifest))
+
+    code = bundle_main(["verify", str(bundle_copy)])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert any(
+        line.startswith("accuracy.top1_agreement") and line.endswith("NO") for line in out.splitlines()
+    )
+
+
+def test_speed_tolerance_is_a_factor_both_ways() -> None:
+    tolerance = {"factor": 3.0}
+
+    assert within(tolerance, 100.0, 290.0) and within(tolerance, 100.0, 34.0)
+    assert not within(tolerance, 100.0, 310.0) and not within(tolerance, 100.0, 33.0)
+
+
+def test_accuracy_tolerance_adds_relative_and_absolute_parts() -> None:
+    tolerance = {"rel": 0.10, "abs": 1e-6}
+
+    assert within(tolerance, 0.0, 1e-6) and within(tolerance, 1e-3, 1.1e-3)
+    assert not within(tolerance, 0.0, 2e-6) and not within(tolerance, 1e-3, 1.2e-3)
+
+
+def test_loading_a_bundle_imports_no_search_machinery(bundle: Path) -> None:
+    code = (
+        "import sys; from autoopt.serve import load_bundle; "
+        f"b = load_bundle({str(bundle)!r}); b.generate_text('def ', 2); b.close(); "
+        f"print([m for m in sys.modules if m.split('.')[0] in {SEARCH_MACHINERY!r}])"
+    )
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_command_lines_serve_and_verify_a_bundle(bundle: Path) -> None:
+    served = subprocess.run(
+        [sys.executable, "-m", "autoopt.serve", str(bundle), "--prompt", "def ", "--max-new-tokens", "4"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    verified = subprocess.run(
+        [sys.executable, "-m", "autoopt.bundle", "verify", str(bundle), "--speed-tolerance", "10"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+
+    assert served.returncode == 0, served.stderr
+    assert "e2e" in served.stderr and "ms" in served.stderr
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "×/÷ 10" in verified.stdout
+
+
+@pytest.mark.slow
+def test_genai_int4_bundle_serves_and_verifies_without_torch(
+    measured: Measured, tiny_model: Path, tmp_path: Path
+) -> None:
+    candidate = CandidateConfig(engine="ort_genai", quant="int4")
+    target = TargetConfig(
+        name="test-cpu",
+        memory_gb=4.0,
+        cores=1,
+        price_per_hour=0.1,
+        price_source="test",
+        engines=["ort_genai"],
+        precisions=["fp32", "int4"],
+    )
+    model = ResolvedModel("tiny", tiny_model, "tiny-random")
+    built = build_job(
+        {
+            "candidate": asdict(candidate),
+            "target": asdict(target),
+            "model_path": str(tiny_model),
+            "model_key": model.key,
+            "cache_dir": str(tmp_path / "cache"),
+        }
+    )
+    workload = WorkloadConfig(**measured.workload)
+    m = measure(
+        candidate, target, workload, model, measured.reference, Path(built["artifact"]), built["build"]
+    )
+    out = export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, tmp_path / "bundle")
+    code = (
+        "import sys; from autoopt.serve import load_bundle; "
+        f"b = load_bundle({str(out)!r}); b.generate_text('def ', 2); b.close(); "
+        "print([m for m in ('torch', 'transformers') if m in sys.modules])"
+    )
+
+    served = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    verified = bundle_main(["verify", str(out), "--speed-tolerance", "10"])
+
+    assert served.stdout.strip() == "[]"
+    assert verified == 0
+    assert "model/genai_config.json" in json.loads((out / "manifest.json").read_text())["files"]
