@@ -1,0 +1,24 @@
+"""What the sweep prints when it ends."""
+
+from __future__ import annotations
+
+from autoopt.config.schema import SweepConfig
+from autoopt.study.runner import SweepOutcome
+from autoopt.study.summary import front_console, gains
+
+
+def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
+    s = o.summary
+    g = gains(s)
+    lat = cfg.search.latency.replace("_", " ")
+    print(front_console(s, cfg.search.latency))
+    print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
+          f"(top-1 agreement >= {cfg.search.min_top1_agreement}), hypervolume {s.hypervolume:.4g} "
+          f"(reference point: fp32 latency, fp32 cost, accuracy-bar loss)")
+    print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
+    print(f"why         {s.reason}")
+    print(f"vs fp32     {g['latency_x']:.2f}x lower {lat} latency, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
+          f"top-1 agreement {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']})")
+    print(f"bundle      {o.bundle}   (check it: python -m autoopt.bundle verify {o.bundle})")
+    print(f"reports     {o.reports[0].parent}")
+    print(f"MLflow UI   {o.ui_command}")

@@ -1,0 +1,87 @@
+"""After the trials: the front over every feasible complete trial of the study, its hypervolume,
+the pick, the pictures and tables, and the exported bundle."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autoopt import pareto
+from autoopt.report.plots import front_3d_html, front_projections
+from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
+from autoopt.study.objectives import objective_labels
+from autoopt.study.trial import completed_by_key, feasible
+
+log = logging.getLogger("autoopt.study")
+
+
+@dataclass(frozen=True)
+class Summary:
+    points: list[pareto.Point]  # every complete, distinct candidate
+    feasible: list[pareto.Point]
+    front: list[pareto.Point]
+    reference: pareto.Point  # the fp32 torch reference (trial 0)
+    hv_reference: tuple[float, float, float]
+    hypervolume: float
+    chosen: pareto.Point
+    reason: str
+    trials: dict[str, optuna.trial.FrozenTrial]
+
+
+def _point(t: optuna.trial.FrozenTrial) -> pareto.Point:
+    r = t.user_attrs["result"]
+    payload = {
+        "candidate": t.user_attrs["label"],
+        "tokens_per_s": r["speed"]["output_tokens_per_s"],
+        "top1": r["accuracy"]["top1_agreement"],
+        "kl": r["accuracy"]["kl_mean"],
+        "peak_rss_mb": r["memory"]["peak_rss_mb"],
+    }
+    return pareto.Point(str(t.number), tuple(t.values), payload)
+
+
+def summarize(study: optuna.Study, pick: str, weights: list[float], min_top1: float) -> Summary:
+    by_key = completed_by_key(study)
+    trials = {str(t.number): t for t in by_key.values()}
+    points = [_point(t) for t in trials.values()]
+    ok = [p for p in points if feasible(trials[p.key])]
+    if not ok:
+        raise RuntimeError("no complete trial meets the accuracy bar and the memory limit; nothing to export")
+    reference = next((p for p in points if trials[p.key].number == 0), None)
+    if reference is None:
+        raise RuntimeError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")
+    front = pareto.front(ok)
+    # Volume dominated beyond the fp32 reference's latency and cost, and below the accuracy bar's loss.
+    hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - min_top1)
+    hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
+    chosen, reason = pareto.pick(front, pick, weights)
+    return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, trials)
+
+
+def write_reports(s: Summary, latency: str, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = objective_labels(latency)
+    rows = front_rows(s.front, names, chosen_key=s.chosen.key)
+    md = folder / "front.md"
+    md.write_text(to_markdown(rows) + "\n")
+    labels = {p.key: f"{p.key}: {p.payload['candidate']}" for p in s.points}
+    return [
+        to_csv(rows, folder / "front.csv"),
+        md,
+        front_projections(s.points, s.front, names, folder / "front.png", chosen_key=s.chosen.key),
+        front_3d_html(s.points, s.front, names, folder / "front_3d.html", labels=labels, chosen_key=s.chosen.key),
+    ]
+
+
+def front_console(s: Summary, latency: str) -> str:
+    rows = front_rows(s.front, objective_labels(latency), chosen_key=s.chosen.key)
+    return console_table(rows, title=f"Pareto front ({len(s.front)} of {len(s.feasible)} feasible candidates)")
+
+
+def gains(s: Summary) -> dict[str, Any]:
+    ref, ch = s.reference.objectives, s.chosen.objectives
+    return {"latency_x": ref[0] / ch[0], "cost_x": ref[1] / ch[1], "accuracy_loss": ch[2]}

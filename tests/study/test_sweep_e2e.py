@@ -1,0 +1,83 @@
+"""A real smoke sweep on the built-in model: Optuna, the isolated builds and measurements, MLflow and
+the bundle, with nothing replaced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _sweep(workspace: Path, cache_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUTOOPT_WORKSPACE": str(workspace), "AUTOOPT_CACHE": str(cache_dir)}
+    cmd = [sys.executable, "-m", "autoopt", "workload=smoke", "space=smoke", "search.n_trials=4", *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workspace, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    workspace = tmp_path_factory.mktemp("ws")
+    proc = _sweep(workspace, cache_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return workspace, proc
+
+
+def test_sweep_prints_front_choice_bundle_and_ui_command(sweep) -> None:
+    _, proc = sweep
+
+    for line in ("Pareto front", "chosen      trial", "why ", "bundle      ", "mlflow ui --backend-store-uri sqlite:///"):
+        assert line in proc.stdout
+
+
+def test_sweep_leaves_parent_nested_runs_and_front_artifacts_in_mlflow(sweep) -> None:
+    import mlflow
+
+    workspace, _ = sweep
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workspace / 'mlflow.db'}")
+    (experiment,) = client.search_experiments()
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+    assert len(parents) == 1 and len(children) == 4
+    assert {r.data.tags["autoopt.state"] for r in children} <= {"complete", "pruned", "failed"}
+    reference = next(r for r in children if r.data.tags["autoopt.trial"] == "0")
+    assert reference.data.metrics["accuracy.top1_agreement"] == 1.0
+    assert reference.data.metrics["accuracy.kl_mean"] == 0.0
+    artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
+    assert {"front.csv", "front.md", "front.png", "front_3d.html", "chosen.json"} <= artifacts
+    assert parents[0].data.metrics["hypervolume"] >= 0
+    assert not (workspace / "mlruns").exists()
+
+
+def test_rerun_extends_the_same_study_without_remeasuring(sweep, cache_dir: Path) -> None:
+    import optuna
+
+    workspace, _ = sweep
+    proc = _sweep(workspace, cache_dir, "search.n_trials=1")
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    storage = f"sqlite:///{workspace / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 5
+
+
+def test_exported_bundle_verifies(sweep) -> None:
+    workspace, _ = sweep
+    (bundle,) = (workspace / "bundles").iterdir()
+    manifest = json.loads((bundle / "manifest.json").read_text())
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "autoopt.bundle", "verify", str(bundle)], capture_output=True, text=True, cwd=REPO
+    )
+
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert manifest["metrics"]["accuracy.top1_agreement"]["value"] >= 0.95
