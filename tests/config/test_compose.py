@@ -6,7 +6,8 @@ import sys
 import pytest
 from hydra import compose, initialize_config_dir
 
-from autoopt.config import ConfigError, MeasureConfig, load_measure_config
+from autoopt.config import ConfigError, MeasureConfig
+from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import check_overrides
 from autoopt.config.store import register
 from tests.conftest import REPO

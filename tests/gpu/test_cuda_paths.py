@@ -1,0 +1,87 @@
+"""The CUDA code paths, run only where a CUDA device exists (skipped with the reason elsewhere)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.engines.base import RuntimeOptions
+from autoopt.engines.registry import engine_class
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+
+PROMPT = np.array([[5, 17, 42, 7, 99, 3, 11, 64]], dtype=np.int64)
+GPU = TargetConfig(name="gpu", device="cuda", precisions=["fp32", "bf16", "fp16", "int8", "int4"],
+                   engines=["torch", "ort", "ort_genai", "tensorrt"], memory_gb=16, cores=2, price_per_hour=2.0,
+                   price_source="test")
+
+
+def _torch(model: Path, device: str, quant: str = "none"):
+    runtime = RuntimeOptions(device=device, threads=2, max_length=32, max_batch=1)
+    return engine_class("torch").load(model, CandidateConfig(quant=quant), runtime)
+
+
+def test_torch_cuda_fp32_generates_the_cpu_tokens(tiny_model: Path) -> None:
+    cpu = np.stack(list(_torch(tiny_model, "cpu").generate(PROMPT, 8)), 1)
+    engine = _torch(tiny_model, "cuda")
+
+    gpu = np.stack(list(engine.generate(PROMPT, 8)), 1)
+
+    np.testing.assert_array_equal(gpu, cpu)
+    assert engine.device_peak_memory_bytes() > 0
+
+
+@pytest.mark.parametrize("quant", ["bf16", "fp16"])
+def test_torch_cuda_half_precision_stays_close_to_fp32(tiny_model: Path, quant: str) -> None:
+    ref = _torch(tiny_model, "cpu").logits(PROMPT)
+
+    half = _torch(tiny_model, "cuda", quant).logits(PROMPT)
+
+    assert half.dtype == np.float32 and half.shape == ref.shape
+    assert not np.array_equal(half, ref)
+    assert np.abs(half - ref).max() < 0.1
+
+
+def test_measure_job_on_cuda_reports_device_memory_and_speed(tiny_model: Path, tmp_path: Path) -> None:
+    from autoopt.accuracy.reference import ensure_reference
+    from autoopt.jobs import measure_job
+    from autoopt.models.source import resolve_model
+
+    workload = WorkloadConfig(name="smoke", prompt_lengths=[16], output_lengths=[8], eval_windows=2, eval_window_len=32)
+    model = resolve_model(ModelConfig(name="tiny", kind="hf", path=str(tiny_model)), tmp_path)
+    reference = ensure_reference(model, workload, tmp_path)
+    payload = {
+        "candidate": asdict(CandidateConfig(quant="bf16")), "target": asdict(GPU), "workload": asdict(workload),
+        "bench": asdict(BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.5)), "model": model.describe(),
+        "reference": str(reference.path), "artifact": str(tiny_model),
+        "build": {"seconds": 0.0, "build_seconds": 0.0, "cached": True, "steps": [], "key": "tiny"},
+    }
+
+    result = measure_job(payload)
+
+    assert result["memory"]["device_peak_mb"] > 0
+    assert result["speed"]["output_tokens_per_s"] > 0
+    assert 0.5 < result["accuracy"]["top1_agreement"] <= 1.0
+
+
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" not in __import__("onnxruntime").get_available_providers(),
+    reason="needs onnxruntime-gpu (CUDAExecutionProvider not in this onnxruntime build)",
+)
+def test_ort_cuda_fp32_generates_the_cpu_tokens(tiny_model: Path, tmp_path: Path) -> None:
+    from autoopt.engines.registry import engine_info
+    from autoopt.passes.pipeline import run_pipeline
+
+    candidate = CandidateConfig(engine="ort")
+    built = run_pipeline(tiny_model, "tiny", engine_info("ort").plan(candidate, "cuda"), tmp_path)
+    runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=1)
+    cpu = np.stack(list(_torch(tiny_model, "cpu").generate(PROMPT, 8)), 1)
+
+    gpu = np.stack(list(engine_class("ort").load(built.artifact, candidate, runtime).generate(PROMPT, 8)), 1)
+
+    np.testing.assert_array_equal(gpu, cpu)
