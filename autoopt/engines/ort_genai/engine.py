@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime_genai as og
+from onnx import helper
 
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
@@ -142,10 +144,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 
 def _append_sentinel_logit(source: Path, target: Path, vocab: int) -> None:
-    """Copy the graph (weights stay external) with its `logits` output padded by one -inf column on the vocab axis."""
-    import onnx
-    from onnx import helper
-
+    """Copy the graph (weights stay external), its `logits` padded with one -inf column on the vocab axis."""
     model = onnx.load(str(source), load_external_data=False)
     graph = model.graph
     (output,) = [o for o in graph.output if o.name == _LOGITS]
@@ -174,6 +173,6 @@ def _require_cuda() -> None:
             if available()
         ]
         raise RuntimeError(
-            "engine ort_genai on device cuda needs onnxruntime-genai-cuda (pip install 'autoopt[genai-cuda]') "
-            f"and a CUDA device; found providers: {', '.join(providers)}"
+            "engine ort_genai on device cuda needs onnxruntime-genai-cuda "
+            f"(pip install 'autoopt[genai-cuda]') and a CUDA device; found providers: {', '.join(providers)}"
         )
