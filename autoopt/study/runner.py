@@ -11,6 +11,7 @@ from typing import Any
 
 import optuna
 
+from autoopt import pareto
 from autoopt.candidate import Prepared, build, prepare
 from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
 from autoopt.export.bundle import export_bundle
@@ -78,10 +79,12 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome
     with tracker.start_parent(f"sweep-{stamp}", flatten(resolved_config), tags), progress.live():
         for _ in range(cfg.search.n_trials):
             outcome = run_trial(study, prep, cfg, done, progress)
+            if outcome.number == 0 and outcome.state != "complete":
+                raise RuntimeError(f"the fp32 reference (trial 0) {outcome.state}: {outcome.reason}; nothing to compare to")
             result = outcome.result or {}
             metrics = flatten({k: v for k, v in result.items() if k in ("speed", "memory", "accuracy", "cost", "build")})
             tracker.log_trial(outcome.number, asdict(outcome.candidate), metrics, outcome.state, outcome.reason, result or None)
-            progress.trial_done(len(_front_size(study, cfg)))
+            progress.trial_done(_front_size(study))
         progress.step("front, reports, bundle")
         summary = summarize(study, cfg.export.pick, cfg.export.weights, cfg.search.min_top1_agreement)
         reports = write_reports(summary, cfg.search.latency, workspace / "reports" / name / stamp)
@@ -93,15 +96,9 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome
     return SweepOutcome(name, summary, bundle, reports, tracker.ui_command())
 
 
-def _front_size(study: optuna.Study, cfg: SweepConfig) -> list[int]:
-    from autoopt import pareto
-
-    points = [
-        pareto.Point(str(t.number), tuple(t.values))
-        for t in completed_by_key(study).values()
-        if feasible(t)
-    ]
-    return [int(p.key) for p in pareto.front(points)]
+def _front_size(study: optuna.Study) -> int:
+    points = [pareto.Point(str(t.number), tuple(t.values)) for t in completed_by_key(study).values() if feasible(t)]
+    return len(pareto.front(points))
 
 
 def _export(s: Summary, prep: Prepared, cfg: SweepConfig, resolved: dict[str, Any], workspace: Path, name: str) -> Path:
