@@ -17,10 +17,9 @@ class ResolvedModel:
     key: str  # changes whenever the weights or the recipe that made them change
 
     def describe(self) -> dict[str, object]:
-        info: dict[str, object] = {"name": self.name, "path": str(self.path), "key": self.key}
         meta = self.path / "autoopt_model.json"
-        if meta.is_file():
-            info.update(json.loads(meta.read_text()))
+        info: dict[str, object] = json.loads(meta.read_text()) if meta.is_file() else {}
+        info.update(name=self.name, path=str(self.path), key=self.key)
         config = json.loads((self.path / "config.json").read_text())
         info.setdefault("architecture", (config.get("architectures") or ["?"])[0])
         return info

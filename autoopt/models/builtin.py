@@ -1,0 +1,221 @@
+"""The built-in default model: a small Qwen2 LM trained here, deterministically, and cached on disk."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+from transformers import Qwen2Config
+
+from autoopt.models.corpus import LICENSE, SOURCE, corpus_fingerprint, load_corpus
+from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
+from autoopt.models.train import (
+    Schedule,
+    build_model,
+    deterministic_torch,
+    parameter_count,
+    perplexity,
+    token_stream,
+    train,
+)
+
+logger = logging.getLogger("autoopt.models")
+
+# Bump whenever the recipe changes in a way the spec does not show (data, schedule, precision...).
+RECIPE_VERSION = 2
+# RoPE has no hard limit; engines get room for prompt + generation beyond the training length.
+MAX_POSITIONS = 2048
+METADATA_FILE = "autoopt_model.json"
+TINY_TOKENIZER_DOCS = 40
+
+
+@dataclass(frozen=True)
+class BuiltinModelSpec:
+    """Architecture and training recipe; every field is part of the cache key."""
+
+    hidden_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 6
+    num_kv_heads: int = 2
+    intermediate_size: int = 1024
+    vocab_size: int = 8192
+    seq_len: int = 128
+    batch_size: int = 8
+    steps: int = 320
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def cache_key(spec: BuiltinModelSpec) -> str:
+    payload = {
+        "spec": dataclasses.asdict(spec),
+        "corpus": corpus_fingerprint(),
+        "seed": spec.seed,
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "torch": torch.__version__,
+        "recipe": RECIPE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ensure_builtin_model(spec: BuiltinModelSpec, cache_root: Path) -> Path:
+    """The trained model's Hugging Face folder under ``cache_root/models``, training it on first use."""
+    models_dir = Path(cache_root).expanduser() / "models"
+    key = cache_key(spec)
+    folder = models_dir / f"builtin-{key}"
+    if folder.is_dir():
+        return folder
+    models_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(models_dir / f"builtin-{key}.lock"):
+        if not folder.is_dir():  # another process may have finished while we waited
+            _build_atomically(spec, key, folder)
+    return folder
+
+
+def tiny_random_model(
+    out_dir: Path,
+    *,
+    vocab_size: int = 512,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    intermediate_size: int = 128,
+    seed: int = 0,
+) -> Path:
+    """An untrained Qwen2 folder with a real tokenizer, for fast engine-conformance tests."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = BuiltinModelSpec(
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        intermediate_size=intermediate_size,
+        vocab_size=vocab_size,
+        seed=seed,
+    )
+    tokenizer = train_tokenizer(load_corpus().train[:TINY_TOKENIZER_DOCS], vocab_size)
+    save_hf_tokenizer(tokenizer, out_dir, MAX_POSITIONS)
+    build_model(_model_config(spec, tokenizer), seed).save_pretrained(out_dir)
+    return out_dir
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_atomically(spec: BuiltinModelSpec, key: str, folder: Path) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        _build(spec, key, staging)
+        staging.chmod(0o755)  # mkdtemp's private mode is not meant for the finished folder
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _build(spec: BuiltinModelSpec, key: str, folder: Path) -> None:
+    started = time.perf_counter()
+    corpus = load_corpus()
+    tokenizer = train_tokenizer(corpus.train, spec.vocab_size)
+    save_hf_tokenizer(tokenizer, folder, MAX_POSITIONS)
+    config = _model_config(spec, tokenizer)
+    schedule = Schedule(steps=spec.steps, batch_size=spec.batch_size, seq_len=spec.seq_len, lr=spec.lr, seed=spec.seed)
+    train_ids = token_stream(tokenizer, corpus.train)
+    heldout_ids = token_stream(tokenizer, corpus.heldout)
+    with deterministic_torch():
+        model = build_model(config, spec.seed)
+        params = parameter_count(model)
+        logger.info(
+            "training built-in Qwen2 model: %.2fM parameters, %d train / %d held-out tokens, %s",
+            params / 1e6,
+            len(train_ids),
+            len(heldout_ids),
+            spec,
+        )
+        train_started = time.perf_counter()
+        final_loss = train(model, train_ids, schedule)
+        train_seconds = time.perf_counter() - train_started
+        heldout_ppl = perplexity(model, heldout_ids, spec.seq_len)
+    logger.info(
+        "held-out perplexity %.1f = %.3f of the vocabulary size (%d); training %.1fs, total %.1fs",
+        heldout_ppl,
+        heldout_ppl / spec.vocab_size,
+        spec.vocab_size,
+        train_seconds,
+        time.perf_counter() - started,
+    )
+    model.save_pretrained(folder)
+    metadata = {
+        "key": key,
+        "recipe_version": RECIPE_VERSION,
+        "spec": dataclasses.asdict(spec),
+        "params": params,
+        "vocab_size": spec.vocab_size,
+        "train_seq_len": spec.seq_len,
+        "train_tokens": len(train_ids),
+        "heldout_tokens": len(heldout_ids),
+        "steps": spec.steps,
+        "final_loss": final_loss,
+        "heldout_perplexity": heldout_ppl,
+        "heldout_perplexity_over_vocab": heldout_ppl / spec.vocab_size,
+        "train_seconds": train_seconds,
+        "corpus_fingerprint": corpus.fingerprint,
+        "source": SOURCE,
+        "license": LICENSE,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(),
+    }
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    (folder / "SOURCE.md").write_text(_source_note(spec, heldout_ppl))
+
+
+def _model_config(spec: BuiltinModelSpec, tokenizer: Tokenizer) -> Qwen2Config:
+    eos = tokenizer.token_to_id(EOS_TOKEN)
+    return Qwen2Config(
+        vocab_size=spec.vocab_size,
+        hidden_size=spec.hidden_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads,
+        intermediate_size=spec.intermediate_size,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        dtype="float32",
+    )
+
+
+def _source_note(spec: BuiltinModelSpec, heldout_ppl: float) -> str:
+    return (
+        "# autoopt built-in model\n\n"
+        f"A Qwen2-architecture causal LM trained from scratch by `autoopt.models` ({spec}).\n\n"
+        f"- Training data: {SOURCE}.\n"
+        f"- Data license: {LICENSE} (Python Software Foundation License).\n"
+        f"- Held-out perplexity: {heldout_ppl:.1f} (whole held-out documents, {spec.seq_len}-token windows).\n"
+    )
