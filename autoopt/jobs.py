@@ -4,7 +4,6 @@ building a candidate's artifact, and measuring it (speed, memory, accuracy, cost
 from __future__ import annotations
 
 import logging
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import numpy as np
 from autoopt.accuracy.metrics import fidelity
 from autoopt.accuracy.reference import teacher_forced_logits
 from autoopt.bench.latency import run_timed, time_request, warm_up
+from autoopt.bench.memory import peak_rss_mb
 from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_ms
 from autoopt.config.load import to_typed
@@ -72,7 +72,7 @@ def measure_job(p: dict[str, Any]) -> dict[str, Any]:
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
     samples = run_timed(engine, requests, bench)
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss = peak_rss_mb()
     device_peak = engine.device_peak_memory_bytes()
 
     ids = reference["ids"]
@@ -102,7 +102,7 @@ def measure_job(p: dict[str, Any]) -> dict[str, Any]:
             cold_first_request_ms=cold.e2e_s * 1e3,
         ),
         memory=MemoryResult(
-            peak_rss_mb=peak_rss_mb,
+            peak_rss_mb=peak_rss,
             device_peak_mb=None if device_peak is None else device_peak / 2**20,
             artifact_mb=folder_mb(Path(p["artifact"])),
         ),
