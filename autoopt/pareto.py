@@ -92,9 +92,15 @@ def _key_order(key: str) -> tuple[int, Any]:
     return (0, int(key)) if re.fullmatch(r"\d+", key) else (1, key)
 
 
-def _normalised(points: Sequence[Point]) -> np.ndarray:
-    """Min-max normalise each objective over `points`; a constant objective becomes all zeros."""
+def _normalised(points: Sequence[Point], scale: Sequence[float] | None = None) -> np.ndarray:
+    """Each objective divided by its `scale` when given (the ideal point stays at zero); otherwise
+    min-max normalised over `points`, where a constant objective becomes all zeros."""
     obj = _matrix(points)
+    if scale is not None:
+        s = np.asarray(scale, dtype=float)
+        if s.shape != (obj.shape[1],) or (s <= 0).any():
+            raise ValueError(f"scale needs one positive number per objective, got {list(scale)}")
+        return obj / s
     low, span = obj.min(axis=0), np.ptp(obj, axis=0)
     return np.divide(obj - low, span, out=np.zeros_like(obj), where=span > 0)
 
@@ -105,12 +111,12 @@ def _argmin_by_key(points: Sequence[Point], scores: np.ndarray) -> Point:
     return min(tied, key=lambda p: _key_order(p.key))
 
 
-def knee(front: Sequence[Point]) -> Point:
-    """The point closest (Euclidean) to the ideal point after min-max normalising each objective over
-    `front`; ties go to the smallest key."""
+def knee(front: Sequence[Point], scale: Sequence[float] | None = None) -> Point:
+    """The point closest (Euclidean) to the ideal point after normalising each objective (see
+    `_normalised`); ties go to the smallest key."""
     if not front:
         raise ValueError("knee of an empty front: no complete trial to choose from")
-    return _argmin_by_key(front, np.linalg.norm(_normalised(front), axis=1))
+    return _argmin_by_key(front, np.linalg.norm(_normalised(front, scale), axis=1))
 
 
 def _min_objective(front: Sequence[Point], index: int) -> Point:
@@ -120,33 +126,40 @@ def _min_objective(front: Sequence[Point], index: int) -> Point:
     return min(front, key=lambda p: (p.objectives[index], p.objectives, _key_order(p.key)))
 
 
-def _weighted(front: Sequence[Point], weights: Sequence[float] | None) -> Point:
+def _weighted(front: Sequence[Point], weights: Sequence[float] | None, scale: Sequence[float] | None) -> Point:
     m = len(front[0].objectives)
     if weights is None or len(weights) != m:
         raise ValueError(f"how='weights' needs one weight per objective ({m}), got {weights!r}")
     w = np.asarray(weights, dtype=float)
     if (w < 0).any() or not w.any():
         raise ValueError(f"weights must be non-negative and not all zero, got {list(weights)}")
-    return _argmin_by_key(front, _normalised(front) @ w)
+    return _argmin_by_key(front, _normalised(front, scale) @ w)
 
 
-def pick(front: Sequence[Point], how: str = "knee", weights: Sequence[float] | None = None) -> tuple[Point, str]:
+def pick(
+    front: Sequence[Point],
+    how: str = "knee",
+    weights: Sequence[float] | None = None,
+    scale: Sequence[float] | None = None,
+) -> tuple[Point, str]:
     """Choose one point of `front` and say why in one sentence.
 
-    `how` is one of `PICK_MODES`; objectives are read in the order of `OBJECTIVES`. "weights" takes
-    the lowest weighted sum of the objectives min-max normalised over the front.
+    `how` is one of `PICK_MODES`; objectives are read in the order of `OBJECTIVES`. "knee" and
+    "weights" compare objectives divided by `scale` (e.g. the reference's latency and cost and the
+    accuracy bar's loss, so that a tiny spread in one objective is not stretched to the full range),
+    or min-max normalised over the front when no scale is given.
     """
     if how not in PICK_MODES:
         raise ValueError(f"pick how={how!r} is not known; choose one of: {', '.join(PICK_MODES)}")
     if not front:
         raise ValueError("cannot pick from an empty front: no complete trial to choose from")
+    basis = "divided by their scale" if scale is not None else "normalised over the front"
     if how == "knee":
-        reason = "knee of the front: closest to the ideal point after normalising each objective over the front"
-        return knee(front), reason
+        return knee(front, scale), f"knee of the front: closest to the ideal point with objectives {basis}"
     if how == "weights":
-        chosen = _weighted(front, weights)
+        chosen = _weighted(front, weights, scale)
         named = ", ".join(f"{n}={w:g}" for n, w in zip(OBJECTIVES, weights or (), strict=False))
-        return chosen, f"lowest weighted sum of the objectives normalised over the front ({named})"
+        return chosen, f"lowest weighted sum of the objectives {basis} ({named})"
     index = {"min_latency": 0, "min_cost": 1, "max_accuracy": 2}[how]
     reasons = {
         "min_latency": "lowest latency on the front",

@@ -132,3 +132,19 @@ def test_pick_refuses_unknown_mode_and_bad_weights() -> None:
         pick(pts, "weights", [0, 0, 0])
     with pytest.raises(ValueError, match="empty front"):
         pick([], "knee")
+
+
+def test_knee_with_scale_ignores_a_negligible_spread_that_min_max_would_stretch() -> None:
+    from autoopt.pareto import Point, pick
+
+    fast = Point("19", (72.0, 0.023, 0.0049))
+    slow = Point("8", (113.0, 0.034, 0.0039))
+    exact = Point("2", (170.0, 0.060, 0.0))
+    front = [fast, slow, exact]
+
+    by_range, _ = pick(front, "knee")
+    by_scale, reason = pick(front, "knee", scale=(350.0, 0.13, 0.05))
+
+    assert by_range.key == "8"
+    assert by_scale.key == "19"
+    assert "divided by their scale" in reason

@@ -110,7 +110,7 @@ class SpaceConfig:
 class SearchConfig:
     """How the study searches: trials this invocation, sampler, objectives' latency, accuracy bar."""
 
-    n_trials: int = 20
+    n_trials: int = 20  # new candidates built and measured per invocation (pruned/reused trials are free)
     sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective

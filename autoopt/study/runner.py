@@ -25,6 +25,8 @@ from autoopt.tracking.mlflow_tracker import Tracker
 
 log = logging.getLogger("autoopt.study")
 
+MAX_ASKS_PER_TRIAL = 4
+
 
 @dataclass(frozen=True)
 class SweepOutcome:
@@ -77,14 +79,20 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome
     progress = SweepProgress(cfg.search.n_trials)
     tags = {"autoopt.study": name, "autoopt.target": cfg.target.name, "autoopt.model_key": prep.model.key}
     with tracker.start_parent(f"sweep-{stamp}", flatten(resolved_config), tags), progress.live():
-        for _ in range(cfg.search.n_trials):
+        new, asked = 0, 0
+        # n_trials counts candidates actually built and measured: pruned and reused trials cost nothing,
+        # so they do not use up the budget (bounded, for spaces smaller than the budget).
+        while new < cfg.search.n_trials and asked < MAX_ASKS_PER_TRIAL * cfg.search.n_trials:
             outcome = run_trial(study, prep, cfg, done, progress)
+            asked += 1
             if outcome.number == 0 and outcome.state != "complete":
                 raise RuntimeError(f"the fp32 reference (trial 0) {outcome.state}: {outcome.reason}; nothing to compare to")
             result = outcome.result or {}
             metrics = flatten({k: v for k, v in result.items() if k in ("speed", "memory", "accuracy", "cost", "build")})
             tracker.log_trial(outcome.number, asdict(outcome.candidate), metrics, outcome.state, outcome.reason, result or None)
-            progress.trial_done(_front_size(study))
+            if outcome.state == "failed" or (outcome.state == "complete" and not outcome.reused):
+                new += 1
+                progress.trial_done(_front_size(study))
         progress.step("front, reports, bundle")
         summary = summarize(study, cfg.export.pick, cfg.export.weights, cfg.search.min_top1_agreement)
         reports = write_reports(summary, cfg.search.latency, workspace / "reports" / name / stamp)

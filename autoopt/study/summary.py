@@ -58,7 +58,12 @@ def summarize(study: optuna.Study, pick: str, weights: list[float], min_top1: fl
     # Volume dominated beyond the fp32 reference's latency and cost, and below the accuracy bar's loss.
     hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - min_top1)
     hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
-    chosen, reason = pareto.pick(front, pick, weights)
+    # Latency and cost relative to fp32, accuracy loss relative to the bar: a front whose losses
+    # span 0.004-0.005 must not weigh that spread like a 2x latency difference.
+    scale = (hv_ref[0], hv_ref[1], max(hv_ref[2], 1e-3))
+    chosen, reason = pareto.pick(front, pick, weights, scale=scale)
+    if pick in ("knee", "weights"):
+        reason += " (latency and cost as fractions of the fp32 reference's, accuracy loss of the bar's)"
     return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, trials)
 
 

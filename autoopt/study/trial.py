@@ -30,6 +30,7 @@ class TrialOutcome:
     candidate: CandidateConfig
     reason: str | None = None
     result: dict[str, Any] | None = None
+    reused: bool = False
 
 
 def candidate_key(c: CandidateConfig, prep: Prepared) -> str:
@@ -76,13 +77,15 @@ def run_trial(
         prior = done[key]
         for attr in ("result", "artifact"):
             trial.set_user_attr(attr, prior.user_attrs[attr])
-        for name, value in prior.constraints.items():
-            trial.set_constraint(name, value)
+        for constraint, value in prior.constraints.items():
+            trial.set_constraint(constraint, value)
         trial.set_user_attr("reused_from", prior.number)
         study.tell(trial, prior.values)
         done[key] = study.trials[trial.number]
         log.info("%s · same candidate as trial %d: result reused, nothing rebuilt or re-measured", name, prior.number)
-        return TrialOutcome(trial.number, "complete", candidate, f"reused trial {prior.number}", prior.user_attrs["result"])
+        return TrialOutcome(
+            trial.number, "complete", candidate, f"reused trial {prior.number}", prior.user_attrs["result"], reused=True
+        )
 
     try:
         progress.step(f"trial {trial.number}: build")
@@ -103,13 +106,13 @@ def run_trial(
     values = objectives(result, cfg.search.latency)
     cons = constraints(result, cfg.search, prep.target)
     trial.set_user_attr("result", result.to_dict())
-    for name, value in cons.items():
-        trial.set_constraint(name, value)
+    for constraint, value in cons.items():
+        trial.set_constraint(constraint, value)
     trial.set_user_attr("artifact", built["artifact"])
     study.tell(trial, values)
     done[key] = study.trials[trial.number]
     build_note = "cached" if result.build.cached else f"{t_build:.1f}s"
-    broken = [name for name, value in cons.items() if value > 0]
+    broken = [constraint for constraint, value in cons.items() if value > 0]
     feasible = f" · infeasible ({', '.join(broken)})" if broken else ""
     log.info(
         "%s · build %s · measure %.1fs · %s %.1f ms · $%.4f/1M · top-1 %.3f%s",

@@ -1,0 +1,69 @@
+"""`python -m autoopt.measure` end to end on the trained built-in model: real builds, real runtimes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _measure(tmp_path: Path, cache_dir: Path, engine: str, quant: str) -> dict:
+    out = tmp_path / f"{engine}-{quant}.json"
+    cmd = [
+        sys.executable, "-m", "autoopt.measure", "workload=smoke", f"candidate.engine={engine}",
+        f"candidate.quant={quant}", "bench.min_seconds=1", f"output={out}",
+    ]
+    env = {**os.environ, "AUTOOPT_CACHE": str(cache_dir), "AUTOOPT_WORKSPACE": str(tmp_path / "ws")}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "TTFT ms" in proc.stdout and "per 1M output tokens" in proc.stdout
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("measure")
+    return {f"{e}-{q}": _measure(tmp, cache_dir, e, q) for e, q in [("torch", "none"), ("ort_genai", "int4")]}
+
+
+def test_reference_measured_against_itself_agrees_exactly(results) -> None:
+    accuracy = results["torch-none"]["accuracy"]
+
+    assert accuracy["top1_agreement"] == 1.0
+    assert accuracy["kl_mean"] == 0.0
+    assert accuracy["perplexity"] == accuracy["reference_perplexity"]
+
+
+def test_builtin_model_has_learned_something(results) -> None:
+    model = results["torch-none"]["model"]
+
+    assert model["heldout_perplexity"] <= 0.05 * model["vocab_size"]
+    assert 10e6 <= model["params"] <= 40e6
+
+
+def test_int4_genai_is_clearly_faster_than_torch_fp32_and_measurably_different(results) -> None:
+    ref, int4 = results["torch-none"], results["ort_genai-int4"]
+
+    assert int4["speed"]["output_tokens_per_s"] > 2 * ref["speed"]["output_tokens_per_s"]
+    assert int4["accuracy"]["top1_agreement"] < 1.0
+    assert int4["accuracy"]["kl_mean"] > 0.0
+    assert int4["cost"]["usd_per_1m_output_tokens"] < ref["cost"]["usd_per_1m_output_tokens"]
+
+
+def test_result_reports_percentiles_with_counts_spread_and_environment(results) -> None:
+    r = results["ort_genai-int4"]
+
+    for key in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        p = r["speed"][key]
+        assert p["p50"] <= p["p90"] <= p["p99"] and p["n"] >= 5 and p["cv"] >= 0
+    assert r["memory"]["peak_rss_mb"] > 0 and r["memory"]["artifact_mb"] > 0
+    assert r["build"]["steps"] == ["genai_build"]
+    assert {"cpu", "cores_available", "libraries", "git_commit"} <= set(r["env"])
