@@ -12,27 +12,23 @@ from omegaconf import DictConfig
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_measure_config
-from autoopt.config.overrides import check_overrides
+from autoopt.config.overrides import CONF_DIR, check_overrides, exit_on_config_error
 from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
 from autoopt.isolation import JobFailed
 from autoopt.space.validity import environment_problem
 
 log = logging.getLogger("autoopt")
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 register()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="measure")
 def main(cfg: DictConfig) -> None:
-    try:
+    with exit_on_config_error():
         m = load_measure_config(cfg)
         problem = environment_problem(m.candidate, m.target)
         if problem:
             raise ConfigError(problem)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
 
     from autoopt.candidate import build, measure, prepare
     from autoopt.report.measurement import measurement_table
@@ -51,9 +47,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with exit_on_config_error():
         check_overrides(sys.argv[1:], CONF_DIR, MeasureConfig)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
     main()

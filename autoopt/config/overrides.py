@@ -4,12 +4,27 @@ misspelt key, group option or value type fails in one line that lists what is va
 from __future__ import annotations
 
 import dataclasses
+import sys
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from autoopt.config.errors import ConfigError
 
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 _SCALARS = {int: "an integer", float: "a number", bool: "true or false"}
+
+
+@contextmanager
+def exit_on_config_error() -> Iterator[None]:
+    """A ConfigError becomes one line on stderr and exit status 2, never a traceback."""
+    try:
+        yield
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def check_overrides(args: list[str], conf_dir: Path, schema: type) -> None:

@@ -106,3 +106,28 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
     assert proc.stderr.strip().splitlines() == [
         "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, tensorrt"
     ]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("search.sampler=x", "error: search.sampler=x is not valid; choose one of: tpe, nsga2, random"),
+        ("space=nope", "error: space=nope is not a config in conf/space; choose one of: default, gpu, smoke"),
+        ("export.pick=best", "error: export.pick=best is not valid; choose one of: knee, min_latency, min_cost, max_accuracy, weights"),
+    ],
+)
+def test_sweep_cli_bad_override_exits_2_with_one_line(override: str, message: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "autoopt", override], capture_output=True, text=True, cwd=REPO)
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [message]
+
+
+def test_sweep_config_composes_with_every_space() -> None:
+    from autoopt.config.load import load_sweep_config
+
+    register()
+    for space in sorted(p.stem for p in (CONF / "space").glob("*.yaml")):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=["workspace=/tmp/ws", "cache_dir=/tmp/cache", f"space={space}"])
+        assert load_sweep_config(cfg).space.name == space
