@@ -7,10 +7,12 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_sweep_config
 from autoopt.config.overrides import CONF_DIR, check_overrides, exit_on_config_error
-from autoopt.config.schema import SweepConfig
+from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.config.store import register
+from autoopt.space.validity import environment_problem
 
 register()
 
@@ -19,11 +21,21 @@ register()
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         sweep = load_sweep_config(cfg)
+        # Trial 0, the fp32 torch reference, must run here or there is nothing to compare against.
+        problem = environment_problem(CandidateConfig(), sweep.target)
+        if problem:
+            raise ConfigError(problem)
     from autoopt.study.report import print_outcome
     from autoopt.study.runner import run_sweep
+    from autoopt.study.summary import SweepError
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    print_outcome(run_sweep(sweep, resolved), sweep)  # type: ignore[arg-type]
+    try:
+        outcome = run_sweep(sweep, resolved)  # type: ignore[arg-type]
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    print_outcome(outcome, sweep)
 
 
 if __name__ == "__main__":

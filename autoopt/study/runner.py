@@ -19,7 +19,7 @@ from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import reference_params
 from autoopt.study.progress import SweepProgress
-from autoopt.study.summary import Summary, gains, summarize, write_reports
+from autoopt.study.summary import Summary, SweepError, gains, summarize, write_reports
 from autoopt.study.trial import completed_by_key, feasible, run_trial
 from autoopt.tracking.mlflow_tracker import Tracker
 
@@ -86,7 +86,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome
             outcome = run_trial(study, prep, cfg, done, progress)
             asked += 1
             if outcome.number == 0 and outcome.state != "complete":
-                raise RuntimeError(f"the fp32 reference (trial 0) {outcome.state}: {outcome.reason}; nothing to compare to")
+                raise SweepError(f"the fp32 reference (trial 0) {outcome.state}: {outcome.reason}; nothing to compare to")
             result = outcome.result or {}
             metrics = flatten({k: v for k, v in result.items() if k in ("speed", "memory", "accuracy", "cost", "build")})
             tracker.log_trial(outcome.number, asdict(outcome.candidate), metrics, outcome.state, outcome.reason, result or None)

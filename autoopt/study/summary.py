@@ -19,6 +19,10 @@ from autoopt.study.trial import completed_by_key, feasible
 log = logging.getLogger("autoopt.study")
 
 
+class SweepError(RuntimeError):
+    """The sweep cannot produce a result (reference failed, nothing feasible); the message says why."""
+
+
 @dataclass(frozen=True)
 class Summary:
     points: list[pareto.Point]  # every complete, distinct candidate
@@ -50,10 +54,10 @@ def summarize(study: optuna.Study, pick: str, weights: list[float], min_top1: fl
     points = [_point(t) for t in trials.values()]
     ok = [p for p in points if feasible(trials[p.key])]
     if not ok:
-        raise RuntimeError("no complete trial meets the accuracy bar and the memory limit; nothing to export")
+        raise SweepError("no complete trial meets the accuracy bar and the memory limit; nothing to export")
     reference = next((p for p in points if trials[p.key].number == 0), None)
     if reference is None:
-        raise RuntimeError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")
+        raise SweepError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")
     front = pareto.front(ok)
     # Volume dominated beyond the fp32 reference's latency and cost, and below the accuracy bar's loss.
     hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - min_top1)

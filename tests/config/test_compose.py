@@ -131,3 +131,17 @@ def test_sweep_config_composes_with_every_space() -> None:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose("config", overrides=["workspace=/tmp/ws", "cache_dir=/tmp/cache", f"space={space}"])
         assert load_sweep_config(cfg).space.name == space
+
+
+def test_sweep_on_a_gpu_target_without_a_gpu_stops_before_any_work() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+
+    proc = subprocess.run([sys.executable, "-m", "autoopt", "target=t4", "space=gpu"], capture_output=True, text=True, cwd=REPO)
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: target=t4 needs a CUDA device; this machine has none (measure it on the target itself)"
+    ]
