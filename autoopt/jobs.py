@@ -93,7 +93,7 @@ def measure_job(p: dict[str, Any]) -> dict[str, Any]:
             runs=len(timings),
             seconds=samples.seconds,
             ttft_ms=summarize_ms([t.ttft_s for t in timings]),
-            tpot_ms=summarize_ms(tpots or [0.0]),
+            tpot_ms=summarize_ms(tpots),  # defined: the workload's output lengths are >= 2
             e2e_ms=summarize_ms([t.e2e_s for t in timings]),
             output_tokens_per_s=tokens_per_s,
             load_s=load_s,

@@ -72,10 +72,10 @@ def check_model(m: ModelConfig) -> None:
 
 
 def check_workload(w: WorkloadConfig) -> None:
-    for key in ("prompt_lengths", "output_lengths"):
+    for key, least in (("prompt_lengths", 1), ("output_lengths", 2)):
         values = getattr(w, key)
-        if not values or min(values) < 1:
-            raise ConfigError(f"workload.{key}={values} must be a non-empty list of positive lengths")
+        if not values or min(values) < least:
+            raise ConfigError(f"workload.{key}={values} must be a non-empty list of lengths >= {least}")
     for key in ("batch_size", "eval_windows", "eval_window_len"):
         if getattr(w, key) < 1:
             raise ConfigError(f"workload.{key}={getattr(w, key)} must be >= 1")

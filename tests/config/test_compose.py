@@ -64,6 +64,7 @@ BAD = [
     (["model=hf", "model.path=/nonexistent"], "is not a Hugging Face model folder"),
     (["workload.batch_size=0"], "workload.batch_size=0 must be >= 1"),
     (["workload.prompt_lengths=[]"], "workload.prompt_lengths=[] must be a non-empty list"),
+    (["workload.output_lengths=[1]"], "workload.output_lengths=[1] must be a non-empty list of lengths >= 2"),
     (["target.price_per_hour=-1"], "target.price_per_hour=-1.0 must be >= 0"),
 ]
 
