@@ -69,8 +69,13 @@ def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: 
     if path.exists():
         return Reference(path)
     from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from autoopt.engines.torch.engine import TorchEngine
+
+    # The held-out text is tokenized whole and then cut into windows: the length warning does not apply.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
     log.info("computing the fp32 torch reference on %d held-out windows", workload.eval_windows)
     tokenizer = AutoTokenizer.from_pretrained(model.path)
