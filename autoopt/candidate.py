@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from autoopt.accuracy.reference import Reference, ensure_reference
-from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.isolation import run_job
 from autoopt.models.source import ResolvedModel, resolve_model
 from autoopt.result import MeasureResult
@@ -30,7 +30,7 @@ class Prepared:
     cache_dir: Path
 
 
-def prepare(model_cfg, target: TargetConfig, workload: WorkloadConfig, bench: BenchConfig, cache_dir: Path) -> Prepared:
+def prepare(model_cfg: ModelConfig, target: TargetConfig, workload: WorkloadConfig, bench: BenchConfig, cache_dir: Path) -> Prepared:
     t0 = time.perf_counter()
     model = resolve_model(model_cfg, cache_dir)
     reference = ensure_reference(model, workload, cache_dir)

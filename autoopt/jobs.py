@@ -80,7 +80,7 @@ def measure_job(p: dict[str, Any]) -> dict[str, Any]:
     engine.close()
 
     timings = samples.timings
-    tokens_per_s = sum(t.tokens for t in timings) / samples.seconds
+    tokens_per_s = samples.output_tokens_per_s
     tpots = [t.tpot_s for t in timings if t.tpot_s is not None]
     result = MeasureResult(
         candidate=p["candidate"],

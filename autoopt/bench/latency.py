@@ -41,6 +41,11 @@ class Samples:
     timings: list[RequestTiming] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def output_tokens_per_s(self) -> float:
+        """Generated tokens of every row of every timed request over the wall time of the timed runs."""
+        return sum(t.tokens for t in self.timings) / self.seconds
+
 
 def time_request(engine: Engine, request: Request) -> RequestTiming:
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from autoopt.accuracy.metrics import fidelity
+from autoopt.accuracy.reference import teacher_forced_logits
 from autoopt.bench.latency import run_timed, warm_up
 from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_ms
@@ -96,17 +97,13 @@ def measure_speed(bundle: LoadedBundle, stream: np.ndarray) -> dict[str, float]:
     )
     samples = run_timed(bundle.engine, requests, bench)
     return {
-        "speed.output_tokens_per_s": sum(t.tokens for t in samples.timings) / samples.seconds,
+        "speed.output_tokens_per_s": samples.output_tokens_per_s,
         "speed.e2e_ms.p50": summarize_ms([t.e2e_s for t in samples.timings]).p50,
     }
 
 
 def measure_accuracy(bundle: LoadedBundle, reference: dict[str, np.ndarray]) -> dict[str, float]:
     """Teacher-forced fidelity to the fp32 reference, exactly as the search measured it."""
-    # Imported here: autoopt.accuracy.reference imports torch and transformers (via autoopt.models),
-    # which a bundle for an ONNX engine does not otherwise load.
-    from autoopt.accuracy.reference import teacher_forced_logits
-
     ids = reference["ids"]
     fid = fidelity(reference["logits"], teacher_forced_logits(bundle.engine, ids), ids)
     return {
