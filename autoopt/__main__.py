@@ -31,7 +31,8 @@ def main(cfg: DictConfig) -> None:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        outcome = run_sweep(sweep, resolved)  # type: ignore[arg-type]
+        with exit_on_config_error():  # e.g. a study measured under another fingerprint
+            outcome = run_sweep(sweep, resolved)  # type: ignore[arg-type]
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -39,13 +39,18 @@ def git_commit() -> str | None:
         return None
 
 
-def fingerprint() -> dict[str, object]:
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that change what autoopt builds and measures."""
     versions = {}
     for name in LIBRARIES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    return versions
+
+
+def fingerprint() -> dict[str, object]:
     return {
         "autoopt": autoopt.__version__,
         "git_commit": git_commit(),
@@ -54,5 +59,5 @@ def fingerprint() -> dict[str, object]:
         "cores_total": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "libraries": versions,
+        "libraries": library_versions(),
     }

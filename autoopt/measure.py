@@ -15,8 +15,8 @@ from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import CONF_DIR, check_overrides, exit_on_config_error
 from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
-from autoopt.isolation import JobFailed
-from autoopt.space.validity import environment_problem
+from autoopt.jobs.launch import JobFailed
+from autoopt.space.validity import candidate_problem
 
 log = logging.getLogger("autoopt")
 register()
@@ -26,17 +26,19 @@ register()
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         m = load_measure_config(cfg)
-        problem = environment_problem(m.candidate, m.target)
+        problem = candidate_problem(m.candidate, m.target)
         if problem:
             raise ConfigError(problem)
 
-    from autoopt.candidate import build, measure, prepare
+    from autoopt.jobs.launch import SubprocessLauncher
+    from autoopt.jobs.prepare import prepare
     from autoopt.report.measurement import measurement_table
 
     prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir))
+    launcher = SubprocessLauncher()
     try:
-        built = build(prep, m.candidate)
-        result = measure(prep, m.candidate, built)
+        built = launcher.launch(prep.build_job(m.candidate))
+        result = launcher.launch(prep.measure_job(m.candidate, built))
     except JobFailed as e:
         print(f"error: {e.reason}\n{e.detail}", file=sys.stderr)
         sys.exit(1)

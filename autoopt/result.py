@@ -3,8 +3,13 @@ its definition in `DEFINITIONS`, which the bundle manifest and the reports repea
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from autoopt.config.runtime import RuntimeOptions
+from autoopt.config.schema import CandidateConfig
+from autoopt.config.serde import from_dict, to_dict
 
 
 @dataclass
@@ -19,12 +24,25 @@ class Percentiles:
     n: int
 
 
+@dataclass(frozen=True)
+class ShapeStats:
+    """Latency of the timed requests of one shape; each Percentiles' cv is the spread of its repeats
+    (0.0 when the shape ran once: read it with n)."""
+
+    prompt_len: int
+    output_len: int  # generated tokens per row
+    batch: int
+    ttft_ms: Percentiles
+    tpot_ms: Percentiles
+    e2e_ms: Percentiles
+
+
 @dataclass
 class SpeedResult:
-    batch_size: int
-    threads: int
     runs: int
+    cycles: int  # complete timed passes over every request shape
     seconds: float  # wall time of the timed runs
+    burn_in_s: float
     ttft_ms: Percentiles
     tpot_ms: Percentiles
     e2e_ms: Percentiles
@@ -33,6 +51,10 @@ class SpeedResult:
     warmup: str
     warmup_s: float
     cold_first_request_ms: float
+    shapes: list[ShapeStats]
+    ttft_cv_within_shape_median: float | None
+    tpot_cv_within_shape_median: float | None
+    e2e_cv_within_shape_median: float | None
 
 
 @dataclass
@@ -49,6 +71,9 @@ class AccuracyResult:
     perplexity: float
     reference_perplexity: float
     tokens: int
+    decode_prefix_agreement: float
+    decode_token_agreement: float
+    decode_tokens: int
 
 
 @dataclass
@@ -59,21 +84,30 @@ class CostResult:
     price_source: str
 
 
-@dataclass
-class BuildInfo:
-    seconds: float
-    build_seconds: float
-    cached: bool
-    steps: list[str]
+@dataclass(frozen=True)
+class Built:
+    """A built artifact: where it is, its build key (model, passes, settings, library versions), its steps."""
+
+    artifact: Path
     key: str
+    sha256: str  # of the artifact folder's files (`autoopt.digest.tree_sha256`): what was measured
+    steps: list[str]
+    cached: bool  # True when every step came from the cache
+    seconds: float  # wall time spent building in this call (0 when every step was cached)
+    build_seconds: float  # wall time the steps took when they were first built
 
 
 @dataclass
 class MeasureResult:
-    candidate: dict[str, Any]
+    """One measurement. `runtime` holds the settings the engine was loaded with, resolved once; a bundle
+    copies them. `reference_sha256` identifies the fp32 reference the accuracy was measured against."""
+
+    candidate: CandidateConfig
     target: str
     model: dict[str, Any]
-    build: BuildInfo
+    runtime: RuntimeOptions
+    build: Built
+    reference_sha256: str
     speed: SpeedResult
     memory: MemoryResult
     accuracy: AccuracyResult
@@ -81,30 +115,31 @@ class MeasureResult:
     env: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MeasureResult:
-        speed = dict(d["speed"])
-        for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
-            speed[k] = Percentiles(**speed[k])
-        return cls(
-            candidate=d["candidate"],
-            target=d["target"],
-            model=d["model"],
-            build=BuildInfo(**d["build"]),
-            speed=SpeedResult(**speed),
-            memory=MemoryResult(**d["memory"]),
-            accuracy=AccuracyResult(**d["accuracy"]),
-            cost=CostResult(**d["cost"]),
-            env=d.get("env", {}),
-        )
+        return from_dict(cls, d)
 
 
 DEFINITIONS: dict[str, str] = {
-    "speed.ttft_ms": "time to first token: prefill + first greedy token, host-visible, warm, per request batch",
-    "speed.tpot_ms": "time per output token after the first: (e2e - ttft) / (output tokens - 1), warm",
-    "speed.e2e_ms": "end-to-end latency of one request batch: prompt in, last token on the host, warm",
+    "speed.ttft_ms": "time to first token: prefill + first greedy token, host-visible, warm, per request batch, "
+    "over all timed requests (cv spans request shapes: see ttft_cv_within_shape_median for noise)",
+    "speed.tpot_ms": "time per output token after the first: (e2e - ttft) / (output tokens - 1), warm, "
+    "over all timed requests",
+    "speed.e2e_ms": "end-to-end latency of one request batch: prompt in, last token on the host, warm, "
+    "over all timed requests",
+    "speed.shapes": "per request shape (prompt_len, output_len, batch): ttft/tpot/e2e percentiles (ms) over the "
+    "timed repeats of that shape; cv = stdev/mean across those repeats (0 when n = 1)",
+    "speed.ttft_cv_within_shape_median": "median over request shapes timed >= 2 times of the TTFT cv across "
+    "repeats of the same shape: run-to-run noise; None if no shape repeated",
+    "speed.tpot_cv_within_shape_median": "median over request shapes timed >= 2 times of the TPOT cv across "
+    "repeats of the same shape; None if no shape repeated",
+    "speed.e2e_cv_within_shape_median": "median over request shapes timed >= 2 times of the e2e cv across "
+    "repeats of the same shape; None if no shape repeated",
+    "speed.cycles": "complete timed passes over every request shape; each shape was timed this many times",
+    "speed.burn_in_s": "seconds of the untimed burn-in: bench.warmup_runs full passes over every request shape, "
+    "after the cold first request",
     "speed.output_tokens_per_s": "generated tokens (all rows of the batch) / wall time of the timed runs",
     "speed.load_s": "seconds from process start of loading to an engine ready to generate (cold)",
     "speed.warmup_s": "seconds the warm-up strategy spent before the first timed request",
@@ -116,5 +151,11 @@ DEFINITIONS: dict[str, str] = {
     "accuracy.top1_agreement": "fraction of positions where the candidate's argmax equals the reference's",
     "accuracy.perplexity": "candidate perplexity on the held-out windows (next-token, teacher-forced)",
     "accuracy.reference_perplexity": "fp32 torch reference perplexity on the same windows",
+    "accuracy.decode_prefix_agreement": "mean over held-out prompts of the fraction of the fp32 reference's greedy "
+    "continuation that the candidate's own generate() (KV-cache decode path) reproduces before its first "
+    "differing token",
+    "accuracy.decode_token_agreement": "fraction of generated positions where the candidate's own generate() token "
+    "equals the reference's greedy token (contexts differ after a divergence)",
+    "accuracy.decode_tokens": "generated positions compared: decode prompts x new tokens per prompt",
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
 }

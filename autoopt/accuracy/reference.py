@@ -1,5 +1,6 @@
-"""The fp32 torch reference on held-out text: token windows and their logits, computed once per
-(model, evaluation text, windows, library versions) and cached on disk."""
+"""The fp32 torch reference on held-out text, computed once per (model, evaluation text, windows,
+decode sizes, library versions) and cached on disk: token windows and their teacher-forced logits
+(the prefill path), and greedy continuations of held-out prompts (the decode path, with a KV cache)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from autoopt.accuracy.decode import (
+    DECODE_MAX_LENGTH,
+    DECODE_NEW_TOKENS,
+    DECODE_PROMPT_LEN,
+    DECODE_PROMPTS,
+    DECODE_ROWS_PER_CALL,
+    decode_prompts,
+    greedy_continuations,
+)
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 
@@ -23,11 +33,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoopt.accuracy")
 
 CHUNK_ROWS = 4  # windows per forward pass, the same for the reference and every candidate
+FORMAT = 2  # 2: adds decode_prompts and decode_tokens; older files lack them and are not reused
 
 
 @dataclass(frozen=True)
 class Reference:
-    path: Path  # .npz holding stream (1-D held-out tokens), ids (windows, len), logits (windows, len, vocab)
+    """An .npz holding, all int64 but logits:
+    stream (tokens,): the held-out text, tokenized whole; benchmark requests are cut from it
+    ids (windows, len) and logits float32 (windows, len, vocab): teacher-forced windows and their logits
+    decode_prompts (DECODE_PROMPTS, DECODE_PROMPT_LEN) and decode_tokens (DECODE_PROMPTS, DECODE_NEW_TOKENS):
+      held-out prompts and the reference's greedy continuation of them (`accuracy.decode`)
+    """
+
+    path: Path
 
     def load(self) -> dict[str, np.ndarray]:
         with np.load(self.path) as z:
@@ -58,6 +76,8 @@ def _key(model: ResolvedModel, workload: WorkloadConfig, text: str) -> str:
         "model": model.key,
         "text": hashlib.sha256(text.encode()).hexdigest(),
         "windows": [workload.eval_windows, workload.eval_window_len],
+        "decode": [DECODE_PROMPTS, DECODE_PROMPT_LEN, DECODE_NEW_TOKENS, DECODE_ROWS_PER_CALL],
+        "format": FORMAT,
         "libs": [metadata.version(p) for p in ("torch", "transformers", "numpy")],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
@@ -77,15 +97,27 @@ def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    log.info("computing the fp32 torch reference on %d held-out windows", workload.eval_windows)
+    log.info(
+        "computing the fp32 torch reference on %d held-out windows and %d decode prompts",
+        workload.eval_windows,
+        DECODE_PROMPTS,
+    )
     tokenizer = AutoTokenizer.from_pretrained(model.path)
     stream = np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
     ids = _windows(stream, workload.eval_windows, workload.eval_window_len)
-    runtime = RuntimeOptions(device="cpu", threads=len(os.sched_getaffinity(0)), max_length=ids.shape[1], max_batch=CHUNK_ROWS)
+    prompts = decode_prompts(stream)
+    runtime = RuntimeOptions(
+        device="cpu",
+        threads=len(os.sched_getaffinity(0)),
+        max_length=max(ids.shape[1], DECODE_MAX_LENGTH),
+        max_batch=max(CHUNK_ROWS, DECODE_ROWS_PER_CALL),
+    )
     engine = TorchEngine.load(model.path, CandidateConfig(), runtime)
     logits = teacher_forced_logits(engine, ids)
+    continuations = greedy_continuations(engine, prompts)
+    engine.close()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, stream=stream, ids=ids, logits=logits)
+    np.savez(tmp, stream=stream, ids=ids, logits=logits, decode_prompts=prompts, decode_tokens=continuations)
     tmp.rename(path)
     return Reference(path)

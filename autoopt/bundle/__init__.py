@@ -1,7 +1,21 @@
-"""Tools for an exported deployment bundle: `python -m autoopt.bundle verify DIR`."""
+"""The deployment bundle, one concept in one package: its file layout (`layout`), manifest and hashes
+(`manifest`), writing (`write`), loading without the search machinery (`load`) and verifying
+(`verify`, `python -m autoopt.bundle verify DIR`).
+
+`from autoopt.bundle import load_bundle` imports the loader on first use, so that `layout` and
+`manifest` stay importable with the standard library alone.
+"""
 
 from __future__ import annotations
 
-from autoopt.bundle.verify import Check, Verification, default_tolerances, verify_bundle
+from typing import Any
 
-__all__ = ["Check", "Verification", "default_tolerances", "verify_bundle"]
+__all__ = ["LoadedBundle", "load_bundle"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from autoopt.bundle import load
+
+        return getattr(load, name)
+    raise AttributeError(f"module 'autoopt.bundle' has no attribute {name!r}")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from autoopt.bundle.load import reexec_with_runtime_env
 from autoopt.bundle.verify import DEFAULT_SPEED_FACTOR, format_checks, verify_bundle
 
 
@@ -31,8 +32,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         metavar="X",
         help="accept output tokens/s and e2e p50 within a factor X of the manifest's, either way "
-        f"(default: the manifest's, {DEFAULT_SPEED_FACTOR:g} at export, because a shared machine's speed can "
+        f"(default: the manifest's, at most {DEFAULT_SPEED_FACTOR:g}, because a shared machine's speed can "
         "swing 3-4x minute to minute; use a smaller factor on a quiet, dedicated one)",
+    )
+    verify.add_argument(
+        "--manifest-sha256",
+        default=None,
+        metavar="HEX",
+        help="the manifest body's SHA-256 as printed by an earlier verify (or kept elsewhere): fail unless equal",
     )
     args = parser.parse_args(argv)
     if args.speed_tolerance is not None and args.speed_tolerance < 1:
@@ -42,14 +49,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if argv is None:  # a command: measure with the allocator settings the bundle was measured with
+        reexec_with_runtime_env(args.bundle, "autoopt.bundle", sys.argv[1:])
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        result = verify_bundle(args.bundle, args.speed_tolerance)
+        result = verify_bundle(args.bundle, args.speed_tolerance, args.manifest_sha256)
     except RuntimeError as e:  # an engine that cannot run here says why in one line
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if result.manifest_sha256:
+        print(f"manifest.json body SHA-256: {result.manifest_sha256}")
     if result.problems:
-        print(f"bundle {args.bundle} is not the one exported:")
+        print(f"bundle {args.bundle} fails verification before any measurement:")
         print("\n".join(f"  {problem}" for problem in result.problems))
         return 1
     print(format_checks(result.checks))

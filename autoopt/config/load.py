@@ -11,15 +11,16 @@ import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from autoopt.config.errors import ConfigError
+from autoopt.config.knobs import ENGINES, candidate_value_problem, check_space, inapplicable_knob
 from autoopt.config.schema import (
+    BenchConfig,
+    CandidateConfig,
     MeasureConfig,
     ModelConfig,
-    SpaceConfig,
     SweepConfig,
     TargetConfig,
     WorkloadConfig,
 )
-from autoopt.space.validity import CHOICES, INT4_BLOCK_SIZES, target_problem, value_problem
 
 T = TypeVar("T")
 
@@ -50,11 +51,9 @@ def check_target(t: TargetConfig) -> None:
     bad = [p for p in t.precisions if p not in PRECISIONS]
     if bad:
         raise ConfigError(f"target.precisions has {bad[0]}; choose from: {', '.join(PRECISIONS)}")
-    from autoopt.engines.registry import ENGINE_NAMES
-
-    bad = [e for e in t.engines if e not in ENGINE_NAMES]
+    bad = [e for e in t.engines if e not in ENGINES]
     if bad:
-        raise ConfigError(f"target.engines has {bad[0]}; choose from: {', '.join(ENGINE_NAMES)}")
+        raise ConfigError(f"target.engines has {bad[0]}; choose from: {', '.join(ENGINES)}")
     if t.price_per_hour < 0:
         raise ConfigError(f"target.price_per_hour={t.price_per_hour} must be >= 0 (USD per hour)")
     if t.cores < 0 or t.memory_gb < 0:
@@ -83,15 +82,27 @@ def check_workload(w: WorkloadConfig) -> None:
         raise ConfigError(f"workload.eval_text={w.eval_text} is neither builtin_heldout nor a readable text file")
 
 
+def check_bench(b: BenchConfig) -> None:
+    if b.warmup_runs < 1:
+        raise ConfigError(f"bench.warmup_runs={b.warmup_runs} must be >= 1: one full pass over every request shape")
+    if b.min_runs < 1 or b.max_runs < b.min_runs:
+        raise ConfigError(f"bench.min_runs={b.min_runs}, max_runs={b.max_runs}: need 1 <= min_runs <= max_runs")
+    if b.min_seconds < 0 or b.max_seconds < b.min_seconds:
+        raise ConfigError(
+            f"bench.min_seconds={b.min_seconds}, max_seconds={b.max_seconds}: need 0 <= min_seconds <= max_seconds"
+        )
+
+
 def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     m = to_typed(cfg, MeasureConfig)
     check_target(m.target)
     check_model(m.model)
     check_workload(m.workload)
-    m.target = resolve_target(m.target)
-    problem = value_problem(m.candidate) or target_problem(m.candidate, m.target)
+    check_bench(m.bench)
+    problem = candidate_value_problem(m.candidate) or inapplicable_knob(m.candidate)
     if problem:
         raise ConfigError(problem)
+    m.target = resolve_target(m.target)
     return m
 
 
@@ -100,34 +111,13 @@ LATENCIES = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "
 PICKS = ("knee", "min_latency", "min_cost", "max_accuracy", "weights")
 
 
-def check_space(space: SpaceConfig) -> None:
-    allowed: dict[str, tuple[object, ...]] = {
-        **CHOICES,
-        "fuse": (False, True),
-        "int4_block_size": INT4_BLOCK_SIZES,
-        "int4_accuracy_level": (1, 2, 3, 4),
-    }
-    for key, choices in allowed.items():
-        values = getattr(space, key)
-        if not values:
-            raise ConfigError(f"space.{key} is empty; give at least one of: {', '.join(map(str, choices))}")
-        bad = [v for v in values if v not in choices]
-        if bad:
-            raise ConfigError(f"space.{key} has {bad[0]}; choose from: {', '.join(map(str, choices))}")
-    for key in ("threads", "batch_size"):
-        values = getattr(space, key)
-        if not values or min(values) < 0:
-            raise ConfigError(f"space.{key}={values} must be a non-empty list of values >= 0 (0 = default)")
-    if "torch" not in space.engine or "none" not in space.quant:
-        raise ConfigError("space.engine must include torch and space.quant none: the fp32 reference is trial 0")
-
-
 def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
     s = to_typed(cfg, SweepConfig)
     check_target(s.target)
     check_model(s.model)
     check_workload(s.workload)
-    check_space(s.space)
+    check_bench(s.bench)
+    check_space(s.space, CandidateConfig)
     if s.search.sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler={s.search.sampler} is not valid; choose one of: {', '.join(SAMPLERS)}")
     if s.search.latency not in LATENCIES:

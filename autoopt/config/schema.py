@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from autoopt.config.knobs import ENGINES, WEIGHT_ONLY, knob, space_schema
+
 # OmegaConf's marker for a required value, spelt out so that deployed bundles, which load engines and
 # therefore this module, need no OmegaConf.
 MISSING = "???"
@@ -50,18 +52,46 @@ class WorkloadConfig:
 
 @dataclass
 class CandidateConfig:
-    """One point of the search space. Build knobs change the artifact; runtime knobs do not."""
+    """One point of the search space. Each field is a knob, declared here once (see `config.knobs`):
+    build knobs change the artifact, runtime knobs how it is loaded and driven."""
 
-    engine: str = "torch"  # torch | ort | ort_genai | tensorrt
-    quant: str = "none"  # none | bf16 | fp16 | int8_dynamic | int8_weight | int4
-    fuse: bool = False  # ort: offline transformer fusions (RMSNorm, ...)
-    int4_block_size: int = 32
-    int4_accuracy_level: int = 4  # MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8
-    graph_opt: str = "all"  # runtime: ORT graph optimization level: disable | basic | extended | all
-    kv_cache: str = "dynamic"  # runtime: dynamic (grows per token) | static (preallocated)
-    threads: int = 0  # runtime: intra-op threads; 0 = the target's cores
-    batch_size: int = 0  # runtime: 0 = the workload's batch size
-    warmup: str = "one"  # runtime: none | one | shapes
+    engine: str = knob("torch", "runtime: eager PyTorch, ONNX Runtime, ONNX Runtime GenAI, or ONNX Runtime's "
+                       "TensorRT execution provider", choices=ENGINES, label="")
+    quant: str = knob("none", "precision scheme: fp32, half casts, int8 with dynamic activation quantization, "
+                      "weight-only int8/int4 (MatMulNBits)",
+                      choices=("none", "bf16", "fp16", "int8_dynamic", "int8_weight", "int4"), label="")
+    fuse: bool = knob(False, "offline ONNX Runtime transformer fusions (RMSNorm, skip-add)", ("ort",),
+                      (False, True), label="fused")
+    quant_block_size: int = knob(32, "weight-only quantization block size (int4 and int8_weight)",
+                                 ("ort", "ort_genai"), (16, 32, 64, 128, 256), quants=WEIGHT_ONLY, label="b{value}")
+    quant_accuracy_level: int = knob(4, "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (weight-only)",
+                                     ("ort", "ort_genai"), (1, 2, 3, 4), quants=WEIGHT_ONLY, label="L{value}")
+    graph_opt: str = knob("all", "ONNX Runtime graph optimization level", ("ort", "ort_genai", "ort_tensorrt"),
+                          ("disable", "basic", "extended", "all"), label="opt={value}")
+    kv_cache: str = knob("dynamic", "KV cache grown per token, or preallocated once and reset per request",
+                         ("torch", "ort_genai"), ("dynamic", "static"), label="kv={value}")
+    threads: int = knob(0, "intra-op threads; 0 = the target's cores", label="t={value}", zero="all")
+    batch_size: int = knob(0, "rows per request; 0 = the workload's batch size", label="b={value}", zero="wl")
+    warmup: str = knob("one", "warm-up before the first request: nothing, one request at the largest prompt, "
+                       "one per prompt shape", choices=("none", "one", "shapes"), label="warm={value}")
+
+
+# The precision a quantization scheme needs the target to support.
+QUANT_PRECISION = {
+    "none": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "int8_dynamic": "int8",
+    "int8_weight": "int8",
+    "int4": "int4",
+}
+
+SpaceConfig = space_schema(
+    "SpaceConfig",
+    CandidateConfig,
+    "The values each knob may take in a sweep (one list per `CandidateConfig` knob). A knob is only "
+    "sampled for the engines and quantizations it applies to.",
+)
 
 
 @dataclass
@@ -87,23 +117,6 @@ class MeasureConfig:
     cache_dir: str = MISSING  # content-addressed models, builds, reference logits
     workspace: str = MISSING  # studies, tracking, bundles
     output: Optional[str] = None  # where to write the result JSON
-
-
-@dataclass
-class SpaceConfig:
-    """The values each knob may take in a sweep. A knob is only sampled for engines it applies to."""
-
-    name: str = MISSING
-    engine: list[str] = field(default_factory=lambda: ["torch", "ort", "ort_genai"])
-    quant: list[str] = field(default_factory=lambda: ["none", "int8_dynamic", "int4"])
-    fuse: list[bool] = field(default_factory=lambda: [False])
-    int4_block_size: list[int] = field(default_factory=lambda: [32])
-    int4_accuracy_level: list[int] = field(default_factory=lambda: [4])
-    graph_opt: list[str] = field(default_factory=lambda: ["all"])
-    kv_cache: list[str] = field(default_factory=lambda: ["dynamic"])
-    threads: list[int] = field(default_factory=lambda: [0])
-    batch_size: list[int] = field(default_factory=lambda: [0])
-    warmup: list[str] = field(default_factory=lambda: ["one"])
 
 
 @dataclass

@@ -5,23 +5,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
+from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 
-
-@dataclass(frozen=True)
-class RuntimeOptions:
-    """Everything an engine needs to know at load time besides the artifact."""
-
-    device: str  # cpu | cuda
-    threads: int  # intra-op threads, already resolved (never 0)
-    max_length: int  # longest prompt + output the engine will be asked for (static caches)
-    max_batch: int
+__all__ = ["Engine", "RuntimeOptions"]
 
 
 class Engine(ABC):
@@ -55,5 +47,35 @@ class Engine(ABC):
         """Release runtime resources. Called once; the engine is unusable afterwards."""
 
     def device_peak_memory_bytes(self) -> int | None:
-        """Peak accelerator memory since load, or None where there is no accelerator."""
+        """Peak accelerator memory since load, or None where there is no accelerator or the runtime
+        offers no reliable figure (then the caller must not compare anything else in its place)."""
         return None
+
+    def static_kv_allocations(self) -> int | None:
+        """How many static KV buffers this engine has allocated since load, or None where its KV cache
+        is not static. A static buffer is allocated once per batch size (the first request of that size,
+        which warm-up makes) and reset per request: the count must not grow across timed requests."""
+        return None
+
+    @classmethod
+    def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
+        """Write the runtime settings `load(folder, candidate, runtime)` applies (threads, graph level, KV
+        layout, dtype, lengths, providers) into the runtime's OWN configuration inside `folder`, so that
+        `plain_runtime_snippet()` run on `folder` reproduces the measured speed with nothing but the
+        runtime's API. `folder` must be a copy of the artifact (a bundle's model folder), never the build
+        cache: files in it are rewritten. Loading `folder` with this engine applies the same settings."""
+        raise NotImplementedError(
+            f"engine {cls.name} does not write its runtime configuration; implement "
+            f"{cls.__name__}.write_runtime_config before exporting bundles for it"
+        )
+
+    @classmethod
+    def plain_runtime_snippet(cls) -> str:
+        """Python source that uses only the runtime's own API (no autoopt) on a folder written by
+        `write_runtime_config`. It defines `load(folder)` → a model, and `generate(model, prompt_ids,
+        max_new_tokens)` → an iterator of int token ids: greedy, batch 1, `prompt_ids` a list of ints,
+        stopping early only at end of text. For a bundle's README, and executed by the tests that
+        check it reproduces the measured decode time."""
+        raise NotImplementedError(
+            f"engine {cls.name} has no plain-runtime snippet; implement {cls.__name__}.plain_runtime_snippet"
+        )

@@ -2,51 +2,57 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from autoopt.config.schema import CandidateConfig
 
-# The precision a quantization scheme needs the target to support.
-QUANT_PRECISION = {
-    "none": "fp32",
-    "bf16": "bf16",
-    "fp16": "fp16",
-    "int8_dynamic": "int8",
-    "int8_weight": "int8",
-    "int4": "int4",
-}
-
 
 @dataclass(frozen=True)
-class PassStep:
-    """One build step: a registered pass name and its settings (part of the cache key)."""
+class Requirement:
+    """A python package an engine needs on a device, and how to get it.
 
-    name: str
-    settings: dict[str, object] = field(default_factory=dict)
+    `extra` is the autoopt extra that installs it (None: a core dependency, or nothing autoopt can
+    install); `hint` says how to get it when no extra does. `probe`, when given, checks what importing
+    cannot (an execution provider, a device) and returns why it is unusable, or None.
+    """
+
+    module: str
+    extra: str | None = None
+    hint: str = ""
+    probe: Callable[[], str | None] | None = None
+
+    @property
+    def install(self) -> str:
+        if self.extra:
+            return f"pip install 'autoopt[{self.extra}]'"
+        return self.hint or "pip install autoopt"
+
+    def problem(self) -> str | None:
+        if importlib.util.find_spec(self.module) is None:
+            return f"needs the python package {self.module!r}: {self.install}"
+        return self.probe() if self.probe else None
 
 
 @dataclass(frozen=True)
 class EngineInfo:
     """An engine's capabilities, used to reject candidates before any build.
 
-    `quants` maps a device to the quantization schemes this engine runs there; `knobs` names the
-    candidate fields that mean something to this engine (others must keep their defaults);
-    `kv_caches` the cache layouts it implements; `requires` maps a device to
-    (importable module, pip extra) that must be present to run there.
-    `plan` turns a candidate into the passes that build its artifact from the model folder;
-    `rule`, when given, returns why a candidate the table allows still cannot run on a device.
+    `quants` maps a device to the quantization schemes this engine runs there; `requires` maps a device
+    to the packages that must be present to run there. Which knobs an engine takes is declared on the
+    knobs themselves (`autoopt.config.schema.CandidateConfig`); how its artifact is built, in
+    `autoopt.passes.plan`. `rule`, when given, returns why a candidate the table allows still cannot
+    run on a device.
     """
 
     name: str
     engine_class: str  # "module:Class", imported only when a candidate is loaded
     quants: dict[str, tuple[str, ...]]
-    knobs: tuple[str, ...]
-    kv_caches: tuple[str, ...]
-    requires: dict[str, tuple[str, str]]
-    plan: Callable[[CandidateConfig, str], list[PassStep]]
+    requires: dict[str, tuple[Requirement, ...]]
     description: str = ""
     rule: Callable[[CandidateConfig, str], str | None] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
 
     @property
     def devices(self) -> tuple[str, ...]:

@@ -1,26 +1,19 @@
-"""Engines by name. Importing this module imports no runtime."""
+"""Engines by name: `autoopt.engines.<name>` holds each one's `INFO`. Importing this module imports no
+runtime. The names are the `engine` knob's choices (`autoopt.config.knobs.ENGINES`)."""
 
 from __future__ import annotations
 
 import importlib
 
+from autoopt.config.knobs import ENGINES
 from autoopt.engines.base import Engine
 from autoopt.engines.info import EngineInfo
 
-_MODULES = {
-    "torch": "autoopt.engines.torch",
-    "ort": "autoopt.engines.ort",
-    "ort_genai": "autoopt.engines.ort_genai",
-    "tensorrt": "autoopt.engines.tensorrt",
-}
-
-ENGINE_NAMES: tuple[str, ...] = tuple(_MODULES)
-
 
 def engine_info(name: str) -> EngineInfo:
-    if name not in _MODULES:
-        raise KeyError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINE_NAMES)}")
-    return importlib.import_module(_MODULES[name]).INFO
+    if name not in ENGINES:
+        raise KeyError(f"unknown engine {name!r}; choose one of: {', '.join(ENGINES)}")
+    return importlib.import_module(f"autoopt.engines.{name}").INFO
 
 
 def engine_class(name: str) -> type[Engine]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoopt.config.schema import ModelConfig
-from autoopt.passes.pipeline import folder_fingerprint
+from autoopt.digest import folder_fingerprint
 
 
 @dataclass(frozen=True)

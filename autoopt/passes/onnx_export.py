@@ -16,7 +16,8 @@ import torch
 from torch.export import Dim
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedConfig
 
-from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files, kv_names
+from autoopt.artifacts import kv_names
+from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 

@@ -1,12 +1,13 @@
-"""File layout shared by the ONNX passes and `OrtEngine`: one `model.onnx` (plus external data when
-large) beside the config and tokenizer files copied from the model folder."""
+"""Helpers of the ONNX passes: one `model.onnx` (plus external data when large) beside the config and
+tokenizer files copied from the model folder (the layout is `autoopt.artifacts`)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-MODEL_FILE = "model.onnx"
+from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
+
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _EXTERNAL_DATA_THRESHOLD = 2 * 1024**3  # protobuf's limit on one serialized model
 
@@ -22,7 +23,3 @@ def needs_external_data(folder: Path) -> bool:
     """Whether the ONNX model in `folder` (graph plus external data) is too large for one file."""
     return sum(f.stat().st_size for f in folder.glob(f"{MODEL_FILE}*")) > _EXTERNAL_DATA_THRESHOLD
 
-
-def kv_names(num_layers: int, prefix: str) -> list[str]:
-    """`{prefix}.{layer}.key|value` in the order the graph's inputs and outputs list them."""
-    return [f"{prefix}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]

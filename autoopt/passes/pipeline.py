@@ -12,35 +12,16 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from autoopt.engines.info import PassStep
-from autoopt.passes.registry import PASSES, pass_function
+from autoopt.digest import tree_sha256
+from autoopt.passes.registry import PASSES, PassStep, pass_function
+from autoopt.result import Built
 
 log = logging.getLogger("autoopt.build")
 
 _META = "autoopt_build.json"
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    artifact: Path
-    seconds: float  # wall time spent building in this call (0 when every step was cached)
-    build_seconds: float  # wall time the steps took when they were first built
-    cached: bool  # True when every step came from the cache
-    steps: tuple[str, ...]
-    key: str
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """Hash of the names, sizes and modification times of a folder's files (cheap, not content)."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def _library_versions(names: Sequence[str]) -> dict[str, str]:
@@ -63,7 +44,7 @@ def step_key(parent_key: str, step: PassStep) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cache_dir: Path) -> BuildResult:
+def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cache_dir: Path) -> Built:
     """Build (or fetch from the cache) the artifact that `steps` make from `model_dir`."""
     src, key = model_dir, model_key
     spent, first_built, all_cached = 0.0, 0.0, True
@@ -77,24 +58,38 @@ def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cac
         all_cached &= cached
         log.info("build %s %s (%s)", step.name, step.settings or "", "cached" if cached else "built")
         src = dst
-    return BuildResult(
+    return Built(
         artifact=src,
+        sha256=tree_sha256(src),
         seconds=0.0 if all_cached else spent,
         build_seconds=first_built,
         cached=all_cached,
-        steps=tuple(s.name for s in steps),
+        steps=[s.name for s in steps],
         key=key,
     )
 
 
+def _complete(dst: Path) -> bool:
+    """A cache entry is complete when its metadata, written last, parses."""
+    try:
+        return "seconds" in json.loads((dst / _META).read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _run_step_cached(step: PassStep, src: Path, dst: Path) -> bool:
-    if (dst / _META).exists():
+    """Build `step` into `dst` unless a complete entry is there. Concurrent builders of one entry wait on
+    a lock and the later ones take the first one's output; an incomplete entry is rebuilt."""
+    if _complete(dst):
         return True
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(dst.parent / f".{dst.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (dst / _META).exists():
+        if _complete(dst):
             return True
+        if dst.exists():
+            log.warning("build cache entry %s is incomplete or corrupt: rebuilding it", dst.name)
+            shutil.rmtree(dst)
         tmp = dst.with_name(dst.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()

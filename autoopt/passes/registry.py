@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PassStep:
+    """One build step: a registered pass name and its settings (part of the cache key)."""
+
+    name: str
+    settings: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from autoopt.config.serde import to_dict
 from autoopt.result import MeasureResult, Percentiles
 
 
@@ -10,15 +11,14 @@ def _pct(p: Percentiles) -> str:
 
 
 def measurement_table(r: MeasureResult) -> str:
-    c = r.candidate
-    knobs = ", ".join(f"{k}={v}" for k, v in c.items())
+    knobs = ", ".join(f"{k}={v}" for k, v in to_dict(r.candidate).items())
     s, m, a, cost = r.speed, r.memory, r.accuracy, r.cost
     build = "cached" if r.build.cached else f"built in {r.build.seconds:.1f}s"
     lines = [
         f"candidate   {knobs}",
         f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
         f"build       {' -> '.join(r.build.steps) or '(none: loads the model folder)'}; {build}",
-        f"batch       {s.batch_size} rows, {s.threads} threads, {s.runs} timed requests in {s.seconds:.1f}s (warm)",
+        f"batch       {r.runtime.batch_size} rows, {r.runtime.threads} threads, {s.runs} timed requests in {s.seconds:.1f}s (warm)",
         f"TTFT ms     {_pct(s.ttft_ms)}",
         f"TPOT ms     {_pct(s.tpot_ms)}",
         f"e2e ms      {_pct(s.e2e_ms)}",

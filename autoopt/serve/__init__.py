@@ -1,8 +1,2 @@
-"""Run an exported deployment bundle: `load_bundle(DIR).generate_text(prompt)`, or
-`python -m autoopt.serve DIR --prompt TEXT`. Imports none of the search machinery."""
-
-from __future__ import annotations
-
-from autoopt.serve.bundle import LoadedBundle, load_bundle
-
-__all__ = ["LoadedBundle", "load_bundle"]
+"""Serving an exported bundle: `python -m autoopt.serve DIR` (see `__main__`). Loading a bundle is
+`autoopt.bundle.load_bundle`; the batching and priority scheduling live in `autoopt.serving`."""

@@ -23,11 +23,15 @@ def objectives(r: MeasureResult, latency: str) -> tuple[float, float, float]:
 def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) -> dict[str, float]:
     """Optuna constraint values: a candidate is feasible when every value is <= 0.
 
-    accuracy_bar = bar - top-1 agreement; memory = memory used - the target's memory (GB), where
-    memory used is the accelerator's peak on GPU targets and the process's peak RSS on CPU targets.
+    accuracy_bar = bar - top-1 agreement; memory = memory used - the target's memory (GB), where memory
+    used is the process's peak RSS on CPU targets and the accelerator's peak on GPU targets. An engine
+    that cannot report its accelerator peak gets no memory constraint (never host RSS against GPU memory);
+    `memory_unmeasured` = 0 records that.
     """
-    used_mb = r.memory.device_peak_mb if r.memory.device_peak_mb is not None else r.memory.peak_rss_mb
-    return {
-        "accuracy_bar": search.min_top1_agreement - r.accuracy.top1_agreement,
-        "memory": used_mb / 1024 - target.memory_gb,
-    }
+    values = {"accuracy_bar": search.min_top1_agreement - r.accuracy.top1_agreement}
+    used_mb = r.memory.peak_rss_mb if target.device == "cpu" else r.memory.device_peak_mb
+    if used_mb is None:
+        values["memory_unmeasured"] = 0.0
+    else:
+        values["memory"] = used_mb / 1024 - target.memory_gb
+    return values

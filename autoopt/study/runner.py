@@ -1,5 +1,5 @@
-"""The sweep: one Optuna study per (model, target, workload, space), extended by every invocation,
-recorded in MLflow (one parent run per invocation, one nested run per trial), ending in a bundle."""
+"""The sweep: an Optuna study over the space, every trial recorded in MLflow, then the front, the pick
+and the bundle."""
 
 from __future__ import annotations
 
@@ -12,20 +12,25 @@ from typing import Any
 import optuna
 
 from autoopt import pareto
-from autoopt.candidate import Prepared, build, prepare
-from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
-from autoopt.export.bundle import export_bundle
+from autoopt.bundle.write import export_bundle
+from autoopt.config.schema import SearchConfig, SweepConfig
+from autoopt.config.serde import to_dict
+from autoopt.digest import tree_sha256
+from autoopt.jobs.launch import Launcher, SubprocessLauncher
+from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import reference_params
+from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.summary import Summary, SweepError, gains, summarize, write_reports
-from autoopt.study.trial import completed_by_key, feasible, run_trial
+from autoopt.study.trial import Known, TrialOutcome, feasible, run_trial
 from autoopt.tracking.mlflow_tracker import Tracker
 
 log = logging.getLogger("autoopt.study")
 
 MAX_ASKS_PER_TRIAL = 4
+_METRIC_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ def study_name(cfg: SweepConfig, prep: Prepared) -> str:
     return cfg.study.name or f"{prep.model.name}-{prep.model.key[-12:]}-{cfg.target.name}-{cfg.workload.name}-{cfg.space.name}"
 
 
-def open_study(cfg: SweepConfig, name: str, workspace: Path) -> optuna.Study:
+def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> optuna.Study:
     storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
     study = optuna.create_study(
         study_name=name,
@@ -58,24 +63,26 @@ def open_study(cfg: SweepConfig, name: str, workspace: Path) -> optuna.Study:
         sampler=make_sampler(cfg.search),
         load_if_exists=True,
     )
+    check_fingerprint(study, study_fingerprint(cfg, prep))
     if not study.trials:
         study.enqueue_trial(reference_params(cfg.space))
     return study
 
 
-def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome:
+def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:
+    launcher = launcher or SubprocessLauncher()
     workspace = Path(cfg.workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser())
     name = study_name(cfg, prep)
-    study = open_study(cfg, name, workspace)
+    study = open_study(cfg, prep, name, workspace)
     tracker = Tracker(cfg.tracking.uri or f"sqlite:///{workspace / 'mlflow.db'}", name, workspace / "mlartifacts")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     earlier = len([t for t in study.trials if t.state.is_finished()])
     log.info("study %s: %d earlier trials; running %d more", name, earlier, cfg.search.n_trials)
 
-    done = completed_by_key(study)
+    known = Known.of(study)
     progress = SweepProgress(cfg.search.n_trials)
     tags = {"autoopt.study": name, "autoopt.target": cfg.target.name, "autoopt.model_key": prep.model.key}
     with tracker.start_parent(f"sweep-{stamp}", flatten(resolved_config), tags), progress.live():
@@ -83,38 +90,65 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any]) -> SweepOutcome
         # n_trials counts candidates actually built and measured: pruned and reused trials cost nothing,
         # so they do not use up the budget (bounded, for spaces smaller than the budget).
         while new < cfg.search.n_trials and asked < MAX_ASKS_PER_TRIAL * cfg.search.n_trials:
-            outcome = run_trial(study, prep, cfg, done, progress)
+            outcome = run_trial(study, prep, cfg, known, launcher, progress)
             asked += 1
             if outcome.number == 0 and outcome.state != "complete":
-                raise SweepError(f"the fp32 reference (trial 0) {outcome.state}: {outcome.reason}; nothing to compare to")
-            result = outcome.result or {}
-            metrics = flatten({k: v for k, v in result.items() if k in ("speed", "memory", "accuracy", "cost", "build")})
-            tracker.log_trial(outcome.number, asdict(outcome.candidate), metrics, outcome.state, outcome.reason, result or None)
-            if outcome.state == "failed" or (outcome.state == "complete" and not outcome.reused):
+                raise SweepError(
+                    f"the fp32 reference (trial 0) {outcome.state}: {outcome.record.reason}; nothing to compare to"
+                )
+            _log_trial(tracker, outcome)
+            if outcome.state in ("failed", "complete") and not outcome.reused:
                 new += 1
-                progress.trial_done(_front_size(study))
+                progress.trial_done(_front_size(known))
         progress.step("front, reports, bundle")
-        summary = summarize(study, cfg.export.pick, cfg.export.weights, cfg.search.min_top1_agreement)
+        summary = summarize(study, cfg.search, cfg.export, prep.target)
         reports = write_reports(summary, cfg.search.latency, workspace / "reports" / name / stamp)
-        bundle = _export(summary, prep, cfg, resolved_config, workspace, name)
-        chosen = {**summary.trials[summary.chosen.key].user_attrs["candidate"], "trial": summary.chosen.key,
+        out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
+        bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher)
+        chosen = {**to_dict(summary.records[summary.chosen.key].candidate), "trial": summary.chosen.key,
                   "reason": summary.reason, "bundle": str(bundle)}
         tracker.log_front(reports, {"hypervolume": summary.hypervolume, "front_size": len(summary.front),
                                     **{f"chosen.{k}": v for k, v in gains(summary).items()}}, chosen)
     return SweepOutcome(name, summary, bundle, reports, tracker.ui_command())
 
 
-def _front_size(study: optuna.Study) -> int:
-    points = [pareto.Point(str(t.number), tuple(t.values)) for t in completed_by_key(study).values() if feasible(t)]
+def _log_trial(tracker: Tracker, outcome: TrialOutcome) -> None:
+    record = outcome.record
+    result = record.result.to_dict() if record.result else None
+    metrics = flatten({k: v for k, v in (result or {}).items() if k in _METRIC_GROUPS})
+    tracker.log_trial(outcome.number, to_dict(record.candidate), metrics, outcome.state, record.reason, result)
+
+
+def _front_size(known: Known) -> int:
+    points = [pareto.Point(str(t.number), tuple(t.values)) for t in known.complete.values() if feasible(t)]
     return len(pareto.front(points))
 
 
-def _export(s: Summary, prep: Prepared, cfg: SweepConfig, resolved: dict[str, Any], workspace: Path, name: str) -> Path:
-    trial = s.trials[s.chosen.key]
-    candidate = CandidateConfig(**trial.user_attrs["candidate"])
-    artifact = Path(trial.user_attrs["artifact"])
-    if not artifact.exists():  # the build cache was cleared since that trial: rebuild, same key
-        artifact = Path(build(prep, candidate)["artifact"])
-    out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
-    result = MeasureResult.from_dict(trial.user_attrs["result"])
-    return export_bundle(result, artifact, prep.reference.path, asdict(cfg.workload), resolved, out)
+def export_measured(
+    s: Summary, prep: Prepared, cfg: SweepConfig, resolved: dict[str, Any], out: Path, launcher: Launcher
+) -> Path:
+    """Export the chosen candidate with exactly what was measured: the same reference file, and an artifact
+    whose files hash as they did when measured. A changed or missing artifact (a cleared build cache) is
+    rebuilt and measured again, and the bundle carries the new figures; a changed one is refused."""
+    result = s.records[s.chosen.key].result
+    assert result is not None
+    if result.reference_sha256 != prep.reference_sha256:
+        raise SweepError(
+            f"trial {s.chosen.key} was measured against another reference file than {prep.reference.path}; "
+            "start a new study"
+        )
+    artifact = Path(result.build.artifact)
+    if not artifact.is_dir():
+        log.warning("trial %s's artifact is gone (build cache cleared?): rebuilding and re-measuring it", s.chosen.key)
+        result = _remeasure(result, prep, launcher)
+    elif tree_sha256(artifact) != result.build.sha256:
+        raise SweepError(
+            f"{artifact} changed since trial {s.chosen.key} measured it; remove that folder and run the same "
+            "command again: the candidate is then rebuilt and measured anew"
+        )
+    return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out)
+
+
+def _remeasure(result: MeasureResult, prep: Prepared, launcher: Launcher) -> MeasureResult:
+    built = launcher.launch(prep.build_job(result.candidate))
+    return launcher.launch(prep.measure_job(result.candidate, built))

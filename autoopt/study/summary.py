@@ -11,10 +11,12 @@ from typing import Any
 import optuna
 
 from autoopt import pareto
+from autoopt.config.schema import ExportConfig, SearchConfig, TargetConfig
 from autoopt.report.plots import front_3d_html, front_projections
 from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
-from autoopt.study.objectives import objective_labels
-from autoopt.study.trial import completed_by_key, feasible
+from autoopt.study.objectives import constraints, objective_labels, objectives
+from autoopt.study.record import TrialRecord
+from autoopt.study.trial import Known
 
 log = logging.getLogger("autoopt.study")
 
@@ -33,42 +35,50 @@ class Summary:
     hypervolume: float
     chosen: pareto.Point
     reason: str
-    trials: dict[str, optuna.trial.FrozenTrial]
+    records: dict[str, TrialRecord]  # by trial number (as a string, the points' keys)
 
 
-def _point(t: optuna.trial.FrozenTrial) -> pareto.Point:
-    r = t.user_attrs["result"]
+def _point(number: int, record: TrialRecord, values: tuple[float, float, float]) -> pareto.Point:
+    r = record.result
+    assert r is not None
     payload = {
-        "candidate": t.user_attrs["label"],
-        "tokens_per_s": r["speed"]["output_tokens_per_s"],
-        "top1": r["accuracy"]["top1_agreement"],
-        "kl": r["accuracy"]["kl_mean"],
-        "peak_rss_mb": r["memory"]["peak_rss_mb"],
+        "candidate": record.label,
+        "tokens_per_s": r.speed.output_tokens_per_s,
+        "top1": r.accuracy.top1_agreement,
+        "kl": r.accuracy.kl_mean,
+        "peak_rss_mb": r.memory.peak_rss_mb,
     }
-    return pareto.Point(str(t.number), tuple(t.values), payload)
+    return pareto.Point(str(number), values, payload)
 
 
-def summarize(study: optuna.Study, pick: str, weights: list[float], min_top1: float) -> Summary:
-    by_key = completed_by_key(study)
-    trials = {str(t.number): t for t in by_key.values()}
-    points = [_point(t) for t in trials.values()]
-    ok = [p for p in points if feasible(trials[p.key])]
+def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, target: TargetConfig) -> Summary:
+    """The front of the study's distinct complete candidates. Objectives and feasibility are computed here
+    from each trial's stored measurement under the current settings, never taken from the told values."""
+    by_key = Known.of(study).complete
+    records = {str(t.number): TrialRecord.read(t) for t in by_key.values()}
+    points, ok = [], []
+    for key, record in records.items():
+        assert record.result is not None
+        point = _point(int(key), record, objectives(record.result, search.latency))
+        points.append(point)
+        if all(v <= 0 for v in constraints(record.result, search, target).values()):
+            ok.append(point)
     if not ok:
         raise SweepError("no complete trial meets the accuracy bar and the memory limit; nothing to export")
-    reference = next((p for p in points if trials[p.key].number == 0), None)
+    reference = next((p for p in points if p.key == "0"), None)
     if reference is None:
         raise SweepError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")
     front = pareto.front(ok)
     # Volume dominated beyond the fp32 reference's latency and cost, and below the accuracy bar's loss.
-    hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - min_top1)
+    hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - search.min_top1_agreement)
     hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
     # Latency and cost relative to fp32, accuracy loss relative to the bar: a front whose losses
     # span 0.004-0.005 must not weigh that spread like a 2x latency difference.
     scale = (hv_ref[0], hv_ref[1], max(hv_ref[2], 1e-3))
-    chosen, reason = pareto.pick(front, pick, weights, scale=scale)
-    if pick in ("knee", "weights"):
+    chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale)
+    if export.pick in ("knee", "weights"):
         reason += " (latency and cost as fractions of the fp32 reference's, accuracy loss of the bar's)"
-    return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, trials)
+    return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, records)
 
 
 def write_reports(s: Summary, latency: str, folder: Path) -> list[Path]:

@@ -1,4 +1,4 @@
-"""One trial: ask → candidate → reject early, reuse, or build and measure in isolation → tell."""
+"""One trial: ask -> candidate -> reject early, reuse, or build and measure in isolation -> tell."""
 
 from __future__ import annotations
 
@@ -6,19 +6,20 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
 
 import optuna
 from optuna.trial import TrialState
 
-from autoopt.candidate import Prepared, build, measure
+from autoopt.config.knobs import label
 from autoopt.config.schema import CandidateConfig, SweepConfig
-from autoopt.isolation import JobFailed
-from autoopt.space.sample import label, sample
-from autoopt.space.validity import environment_problem, target_problem, value_problem
+from autoopt.jobs.launch import JobFailed, Launcher
+from autoopt.jobs.prepare import Prepared
+from autoopt.space.sample import sample
+from autoopt.space.validity import candidate_problem
 from autoopt.study.objectives import constraints, objectives
 from autoopt.study.progress import SweepProgress
+from autoopt.study.record import TrialRecord
 
 log = logging.getLogger("autoopt.study")
 
@@ -27,10 +28,33 @@ log = logging.getLogger("autoopt.study")
 class TrialOutcome:
     number: int
     state: str  # complete | pruned | failed
-    candidate: CandidateConfig
-    reason: str | None = None
-    result: dict[str, Any] | None = None
-    reused: bool = False
+    record: TrialRecord
+
+    @property
+    def reused(self) -> bool:
+        return self.record.reused_from is not None
+
+
+@dataclass
+class Known:
+    """What the study has already done, by candidate key: complete trials (reused, never re-measured)
+    and failures (never rebuilt in the same study)."""
+
+    complete: dict[str, optuna.trial.FrozenTrial] = field(default_factory=dict)
+    failed: dict[str, tuple[int, str]] = field(default_factory=dict)  # key -> (trial number, reason)
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> Known:
+        known = cls()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            record = TrialRecord.read(t) if TrialRecord.present(t) else None
+            if record is None or record.key is None:
+                continue
+            if t.state == TrialState.COMPLETE:
+                known.complete.setdefault(record.key, t)
+            elif record.reused_from is None:
+                known.failed.setdefault(record.key, (t.number, record.reason or "failed"))
+        return known
 
 
 def candidate_key(c: CandidateConfig, prep: Prepared) -> str:
@@ -43,79 +67,94 @@ def feasible(trial: optuna.trial.FrozenTrial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 
 
-def completed_by_key(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    done: dict[str, optuna.trial.FrozenTrial] = {}
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        done.setdefault(t.user_attrs["candidate_key"], t)
-    return done
-
-
 def run_trial(
     study: optuna.Study,
     prep: Prepared,
     cfg: SweepConfig,
-    done: dict[str, optuna.trial.FrozenTrial],
-    progress: SweepProgress,
+    known: Known,
+    launcher: Launcher,
+    progress: SweepProgress | None = None,
 ) -> TrialOutcome:
     trial = study.ask()
     candidate = sample(trial, cfg.space)
-    name = f"trial {trial.number} · {label(candidate)}"
-    trial.set_user_attr("candidate", asdict(candidate))
-    trial.set_user_attr("label", label(candidate))
+    record = TrialRecord(candidate, label(candidate))
+    record.write(trial)
+    name = f"trial {trial.number} · {record.label}"
 
-    problem = value_problem(candidate) or target_problem(candidate, prep.target)
-    problem = problem or environment_problem(candidate, prep.target)
+    problem = candidate_problem(candidate, prep.target)
     if problem:
-        trial.set_user_attr("reason", problem)
-        study.tell(trial, state=TrialState.PRUNED)
-        log.info("%s · pruned: %s", name, problem)
-        return TrialOutcome(trial.number, "pruned", candidate, problem)
+        return _prune(study, trial, record, problem, name)
 
-    key = candidate_key(candidate, prep)
-    trial.set_user_attr("candidate_key", key)
-    if key in done:
-        prior = done[key]
-        for attr in ("result", "artifact"):
-            trial.set_user_attr(attr, prior.user_attrs[attr])
-        for constraint, value in prior.constraints.items():
-            trial.set_constraint(constraint, value)
-        trial.set_user_attr("reused_from", prior.number)
-        study.tell(trial, prior.values)
-        done[key] = study.trials[trial.number]
-        log.info("%s · same candidate as trial %d: result reused, nothing rebuilt or re-measured", name, prior.number)
-        return TrialOutcome(
-            trial.number, "complete", candidate, f"reused trial {prior.number}", prior.user_attrs["result"], reused=True
-        )
+    record = replace(record, key=candidate_key(candidate, prep))
+    if record.key in known.complete:
+        return _reuse(study, trial, record, known, name)
+    if record.key in known.failed:
+        number, reason = known.failed[record.key]
+        return _fail(study, trial, replace(record, reason=reason, reused_from=number), name, note=f"as trial {number}")
 
     try:
-        progress.step(f"trial {trial.number}: build")
+        _step(progress, f"trial {trial.number}: build")
         t0 = time.perf_counter()
-        built = build(prep, candidate)
+        built = launcher.launch(prep.build_job(candidate))
         t_build = time.perf_counter() - t0
-        progress.step(f"trial {trial.number}: measure speed, memory, accuracy")
+        _step(progress, f"trial {trial.number}: measure speed, memory, accuracy")
         t0 = time.perf_counter()
-        result = measure(prep, candidate, built)
+        result = launcher.launch(prep.measure_job(candidate, built))
         t_measure = time.perf_counter() - t0
     except JobFailed as e:
-        trial.set_user_attr("reason", e.reason)
-        trial.set_user_attr("detail", e.detail[-4000:])
-        study.tell(trial, state=TrialState.FAIL)
-        log.warning("%s · failed: %s", name, e.reason)
-        return TrialOutcome(trial.number, "failed", candidate, e.reason)
+        known.failed[record.key] = (trial.number, e.reason)  # type: ignore[index]
+        return _fail(study, trial, replace(record, reason=e.reason, detail=e.detail[-4000:]), name)
 
     values = objectives(result, cfg.search.latency)
     cons = constraints(result, cfg.search, prep.target)
-    trial.set_user_attr("result", result.to_dict())
+    record = replace(record, result=result)
+    record.write(trial)
     for constraint, value in cons.items():
         trial.set_constraint(constraint, value)
-    trial.set_user_attr("artifact", built["artifact"])
     study.tell(trial, values)
-    done[key] = study.trials[trial.number]
-    build_note = "cached" if result.build.cached else f"{t_build:.1f}s"
+    known.complete[record.key] = study.trials[trial.number]  # type: ignore[index]
+    build_note = "cached" if built.cached else f"{t_build:.1f}s"
     broken = [constraint for constraint, value in cons.items() if value > 0]
-    feasible = f" · infeasible ({', '.join(broken)})" if broken else ""
+    verdict = f" · infeasible ({', '.join(broken)})" if broken else ""
     log.info(
         "%s · build %s · measure %.1fs · %s %.1f ms · $%.4f/1M · top-1 %.3f%s",
-        name, build_note, t_measure, cfg.search.latency, values[0], values[1], result.accuracy.top1_agreement, feasible,
+        name, build_note, t_measure, cfg.search.latency, values[0], values[1], result.accuracy.top1_agreement, verdict,
     )
-    return TrialOutcome(trial.number, "complete", candidate, None, result.to_dict())
+    return TrialOutcome(trial.number, "complete", record)
+
+
+def _step(progress: SweepProgress | None, text: str) -> None:
+    if progress is not None:
+        progress.step(text)
+
+
+def _prune(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, problem: str, name: str) -> TrialOutcome:
+    record = replace(record, reason=problem)
+    record.write(trial)
+    study.tell(trial, state=TrialState.PRUNED)
+    log.info("%s · pruned: %s", name, problem)
+    return TrialOutcome(trial.number, "pruned", record)
+
+
+def _reuse(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, known: Known, name: str) -> TrialOutcome:
+    prior = known.complete[record.key]  # type: ignore[index]
+    record = replace(record, result=TrialRecord.read(prior).result, reused_from=prior.number,
+                     reason=f"reused trial {prior.number}")
+    record.write(trial)
+    for constraint, value in prior.constraints.items():
+        trial.set_constraint(constraint, value)
+    study.tell(trial, prior.values)
+    log.info("%s · same candidate as trial %d: result reused, nothing rebuilt or re-measured", name, prior.number)
+    return TrialOutcome(trial.number, "complete", record)
+
+
+def _fail(
+    study: optuna.Study, trial: optuna.Trial, record: TrialRecord, name: str, note: str = ""
+) -> TrialOutcome:
+    record.write(trial)
+    study.tell(trial, state=TrialState.FAIL)
+    if note:
+        log.warning("%s · failed %s, not rebuilt: %s", name, note, record.reason)
+    else:
+        log.warning("%s · failed: %s", name, record.reason)
+    return TrialOutcome(trial.number, "failed", record)

@@ -10,6 +10,7 @@ from autoopt.config import ConfigError, MeasureConfig
 from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import check_overrides
 from autoopt.config.store import register
+from autoopt.space.validity import target_problem
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -50,15 +51,23 @@ def test_gpu_targets_name_their_price_source() -> None:
         assert "on-demand" in cfg.target.price_source
 
 
+def _load_candidate(cfg) -> None:
+    """What `python -m autoopt.measure` checks before any work: the config, then the candidate on the target."""
+    m = load_measure_config(cfg)
+    problem = target_problem(m.candidate, m.target)
+    if problem:
+        raise ConfigError(problem)
+
+
 BAD = [
-    (["candidate.engine=foo"], "candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, tensorrt"),
+    (["candidate.engine=foo"], "candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt"),
     (["candidate.quant=int3"], "candidate.quant=int3 is not valid"),
     (["candidate.quant=int4"], "engine=torch does not run quant=int4 on cpu"),
     (["target=t4", "candidate.quant=bf16"], "quant=bf16 needs bf16, which target=t4 does not support"),
-    (["candidate.engine=tensorrt"], "engine=tensorrt is not available on target=cpu"),
+    (["candidate.engine=ort_tensorrt"], "engine=ort_tensorrt is not available on target=cpu"),
     (["candidate.engine=torch", "candidate.fuse=true"], "candidate.fuse does not apply to engine=torch"),
     (["candidate.engine=torch", "candidate.graph_opt=basic"], "candidate.graph_opt does not apply to engine=torch"),
-    (["candidate.int4_block_size=48"], "candidate.int4_block_size=48 is not valid"),
+    (["candidate.quant_block_size=48"], "candidate.quant_block_size=48 is not valid"),
     (["candidate.threads=64"], "threads=64 exceeds the"),
     (["model=hf"], "model.path is required for model=hf"),
     (["model=hf", "model.path=/nonexistent"], "is not a Hugging Face model folder"),
@@ -74,7 +83,7 @@ def test_bad_value_fails_with_key_value_and_choices(overrides: list[str], messag
     cfg = _compose(*overrides)
 
     with pytest.raises(ConfigError) as err:
-        load_measure_config(cfg)
+        _load_candidate(cfg)
 
     assert message in str(err.value)
     assert "\n" not in str(err.value)
@@ -105,7 +114,7 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
 
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, tensorrt"
+        "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt"
     ]
 
 

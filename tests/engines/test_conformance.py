@@ -12,9 +12,10 @@ from transformers import AutoModelForCausalLM
 
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.engines.info import PassStep
-from autoopt.engines.registry import engine_class, engine_info
+from autoopt.engines.registry import engine_class
 from autoopt.passes.pipeline import run_pipeline
+from autoopt.passes.plan import plan
+from autoopt.passes.registry import PassStep
 
 FP32_ENGINES = ["torch", "ort", "ort_genai"]
 PROMPT = np.array([[5, 17, 42, 7, 99, 3, 11, 64], [8, 1, 2, 250, 31, 9, 77, 120]], dtype=np.int64)
@@ -33,7 +34,7 @@ def hf_reference(tiny_model: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _load(name: str, model: Path, cache: Path, **knobs: object):
     candidate = CandidateConfig(engine=name, **knobs)  # type: ignore[arg-type]
-    steps: list[PassStep] = engine_info(name).plan(candidate, "cpu")
+    steps: list[PassStep] = plan(candidate, "cpu")
     built = run_pipeline(model, "tiny", steps, cache)
     runtime = RuntimeOptions(device="cpu", threads=2, max_length=PROMPT.shape[1] + NEW, max_batch=PROMPT.shape[0])
     return engine_class(name).load(built.artifact, candidate, runtime)
@@ -56,7 +57,7 @@ def test_fp32_engine_reproduces_transformers(name: str, tiny_model: Path, tmp_pa
     np.testing.assert_allclose(logits, ref_logits, atol=2e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("name", ["torch", "ort", "ort_genai", "tensorrt"])
+@pytest.mark.parametrize("name", ["torch", "ort", "ort_genai", "ort_tensorrt"])
 def test_cuda_is_refused_with_one_clear_line_when_absent(name: str, tiny_model: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")

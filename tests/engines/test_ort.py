@@ -12,16 +12,16 @@ import pytest
 import torch
 import transformers
 
+from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.engines.ort import INFO
 from autoopt.engines.ort.engine import OrtEngine
-from autoopt.engines.tensorrt.engine import TensorrtEngine, _profile_options
+from autoopt.engines.ort_tensorrt.engine import TensorrtEngine, _profile_options
 from autoopt.passes.onnx_export import run_onnx_export
-from autoopt.passes.onnx_files import MODEL_FILE
 from autoopt.passes.ort_fuse import FUSION_REPORT
 from autoopt.passes.ort_quant import run_ort_weight_only
 from autoopt.passes.pipeline import run_pipeline
+from autoopt.passes.plan import plan
 
 CPU = RuntimeOptions(device="cpu", threads=2, max_length=64, max_batch=4)
 CUDA = RuntimeOptions(device="cuda", threads=2, max_length=64, max_batch=4)
@@ -47,7 +47,7 @@ def build(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Builder
     cache = tmp_path_factory.mktemp("cache")
 
     def _build(candidate: CandidateConfig) -> Path:
-        return run_pipeline(tiny_model, "tiny", INFO.plan(candidate, "cpu"), cache).artifact
+        return run_pipeline(tiny_model, "tiny", plan(candidate, "cpu"), cache).artifact
 
     return _build
 
@@ -84,9 +84,9 @@ def ids(hf: transformers.PreTrainedModel) -> np.ndarray:
 
 
 def test_plan_puts_block_options_only_in_the_weight_only_step():
-    fp32_steps = INFO.plan(_candidate(int4_block_size=64), "cpu")
-    int4_steps = INFO.plan(
-        _candidate(quant="int4", int4_block_size=64, int4_accuracy_level=1, fuse=True), "cpu"
+    fp32_steps = plan(_candidate(quant_block_size=64), "cpu")
+    int4_steps = plan(
+        _candidate(quant="int4", quant_block_size=64, quant_accuracy_level=1, fuse=True), "cpu"
     )
 
     assert [(s.name, s.settings) for s in fp32_steps] == [("onnx_export", {"device": "cpu", "dtype": "fp32"})]
@@ -95,8 +95,8 @@ def test_plan_puts_block_options_only_in_the_weight_only_step():
 
 
 def test_plan_exports_fp16_on_cuda_for_fp16_and_int4():
-    fp16_export = INFO.plan(_candidate(quant="fp16"), "cuda")[0]
-    int4_export = INFO.plan(_candidate(quant="int4"), "cuda")[0]
+    fp16_export = plan(_candidate(quant="fp16"), "cuda")[0]
+    int4_export = plan(_candidate(quant="int4"), "cuda")[0]
 
     assert fp16_export.settings == int4_export.settings == {"device": "cuda", "dtype": "fp16"}
 
@@ -162,7 +162,7 @@ def test_fuse_replaces_rmsnorms_and_keeps_logits(build: Builder, fp32: Path, ids
 def test_int4_graph_has_matmulnbits_with_requested_options_and_changes_logits(
     build: Builder, fp32: Path, ids: np.ndarray
 ):
-    candidate = _candidate(quant="int4", int4_block_size=16, int4_accuracy_level=1)
+    candidate = _candidate(quant="int4", quant_block_size=16, quant_accuracy_level=1)
     int4 = build(candidate)
 
     nodes = [n for n in onnx.load(int4 / MODEL_FILE).graph.node if n.op_type == "MatMulNBits"]
@@ -223,9 +223,9 @@ def test_cuda_device_is_refused_with_the_install_hint(fp32: Path):
 )
 def test_tensorrt_is_refused_without_its_provider(fp32: Path):
     with pytest.raises(
-        RuntimeError, match="engine tensorrt on device cuda needs onnxruntime-gpu with TensorRT"
+        RuntimeError, match="engine ort_tensorrt on device cuda needs onnxruntime-gpu with TensorRT"
     ):
-        TensorrtEngine.load(fp32, CandidateConfig(engine="tensorrt"), CUDA)
+        TensorrtEngine.load(fp32, CandidateConfig(engine="ort_tensorrt"), CUDA)
 
 
 def test_tensorrt_profile_spans_empty_to_longest_cache(fp32: Path):

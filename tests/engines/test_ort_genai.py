@@ -12,18 +12,18 @@ import transformers
 
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.engines.ort_genai import INFO
 from autoopt.engines.ort_genai.engine import GenaiEngine
 from autoopt.models import tiny_random_model
 from autoopt.passes.genai_build import check_matmulnbits, run_genai_build
 from autoopt.passes.pipeline import run_pipeline
+from autoopt.passes.plan import plan
 
 CPU = RuntimeOptions(device="cpu", threads=2, max_length=64, max_batch=4)
 PROMPT_LEN, NEW_TOKENS = 12, 10
 
 
 def _build(model: Path, cache: Path, candidate: CandidateConfig) -> Path:
-    return run_pipeline(model, "tiny", INFO.plan(candidate, "cpu"), cache).artifact
+    return run_pipeline(model, "tiny", plan(candidate, "cpu"), cache).artifact
 
 
 def _tokens(engine: GenaiEngine, ids: np.ndarray) -> np.ndarray:
@@ -60,7 +60,7 @@ def fp32(tiny: Path, cache: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def int4(tiny: Path, cache: Path) -> Path:
-    return _build(tiny, cache, CandidateConfig(engine="ort_genai", quant="int4", int4_block_size=16))
+    return _build(tiny, cache, CandidateConfig(engine="ort_genai", quant="int4", quant_block_size=16))
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +74,8 @@ def ids() -> np.ndarray:
 
 
 def test_plan_configures_matmulnbits_only_for_weight_quantization():
-    (fp32_step,) = INFO.plan(CandidateConfig(engine="ort_genai"), "cpu")
-    (int4_step,) = INFO.plan(CandidateConfig(engine="ort_genai", quant="int4", int4_block_size=64), "cuda")
+    (fp32_step,) = plan(CandidateConfig(engine="ort_genai"), "cpu")
+    (int4_step,) = plan(CandidateConfig(engine="ort_genai", quant="int4", quant_block_size=64), "cuda")
 
     assert fp32_step.settings == {"precision": "fp32", "execution_provider": "cpu"}
     assert int4_step.settings == {
@@ -112,7 +112,7 @@ def test_greedy_tokens_match_hf_generate(fp32: Path, hf: transformers.PreTrained
 
 def test_kv_cache_layouts_and_thread_counts_give_identical_tokens(fp32: Path, ids: np.ndarray):
     outputs = {}
-    for kv_cache in INFO.kv_caches:
+    for kv_cache in ("dynamic", "static"):
         for threads in (1, 2):
             runtime = RuntimeOptions(device="cpu", threads=threads, max_length=64, max_batch=2)
             engine = GenaiEngine.load(fp32, CandidateConfig(engine="ort_genai", kv_cache=kv_cache), runtime)
@@ -175,7 +175,7 @@ def test_graph_optimization_levels_give_the_same_logits(fp32: Path, ids: np.ndar
 
 
 def test_int4_graph_has_requested_block_size_and_changes_logits(fp32: Path, int4: Path, ids: np.ndarray):
-    candidate = CandidateConfig(engine="ort_genai", quant="int4", int4_block_size=16)
+    candidate = CandidateConfig(engine="ort_genai", quant="int4", quant_block_size=16)
     engine = GenaiEngine.load(int4, candidate, CPU)
     quantized = engine.logits(ids)
     engine.close()

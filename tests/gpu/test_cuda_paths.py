@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 PROMPT = np.array([[5, 17, 42, 7, 99, 3, 11, 64]], dtype=np.int64)
 GPU = TargetConfig(name="gpu", device="cuda", precisions=["fp32", "bf16", "fp16", "int8", "int4"],
-                   engines=["torch", "ort", "ort_genai", "tensorrt"], memory_gb=16, cores=2, price_per_hour=2.0,
+                   engines=["torch", "ort", "ort_genai", "ort_tensorrt"], memory_gb=16, cores=2, price_per_hour=2.0,
                    price_source="test")
 
 
@@ -74,11 +74,11 @@ def test_measure_job_on_cuda_reports_device_memory_and_speed(tiny_model: Path, t
     reason="needs onnxruntime-gpu (CUDAExecutionProvider not in this onnxruntime build)",
 )
 def test_ort_cuda_fp32_generates_the_cpu_tokens(tiny_model: Path, tmp_path: Path) -> None:
-    from autoopt.engines.registry import engine_info
     from autoopt.passes.pipeline import run_pipeline
+    from autoopt.passes.plan import plan
 
     candidate = CandidateConfig(engine="ort")
-    built = run_pipeline(tiny_model, "tiny", engine_info("ort").plan(candidate, "cuda"), tmp_path)
+    built = run_pipeline(tiny_model, "tiny", plan(candidate, "cuda"), tmp_path)
     runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=1)
     cpu = np.stack(list(_torch(tiny_model, "cpu").generate(PROMPT, 8)), 1)
 

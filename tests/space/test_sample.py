@@ -2,15 +2,16 @@ from __future__ import annotations
 
 import optuna
 
+from autoopt.config.knobs import label
 from autoopt.config.schema import SpaceConfig
-from autoopt.space.sample import label, reference_params, sample
+from autoopt.space.sample import reference_params, sample
 
 SPACE = SpaceConfig(
     name="t",
     engine=["torch", "ort", "ort_genai"],
     quant=["none", "bf16", "int8_dynamic", "int4"],
     fuse=[False, True],
-    int4_block_size=[32, 128],
+    quant_block_size=[32, 128],
     kv_cache=["dynamic", "static"],
     threads=[1, 0],
 )
@@ -42,13 +43,13 @@ def test_knobs_are_sampled_only_for_engines_they_apply_to() -> None:
         if candidate.engine == "torch":
             assert not candidate.fuse and candidate.quant in ("none", "bf16", "int8_dynamic")
         if candidate.quant not in ("int4", "int8_weight"):
-            assert f"{candidate.engine}.int4_block_size" not in params
+            assert f"{candidate.engine}.quant_block_size" not in params
 
 
 def test_label_names_engine_quant_and_applicable_knobs() -> None:
     study = _study()
-    study.enqueue_trial({"engine": "ort", "ort.quant": "int4", "ort.fuse": True, "ort.int4_block_size": 128})
+    study.enqueue_trial({"engine": "ort", "ort.quant": "int4", "ort.fuse": True, "ort.quant_block_size": 128})
 
     text = label(sample(study.ask(), SPACE))
 
-    assert text.startswith("ort int4 b128/L4 fused")
+    assert text.startswith("ort int4 fused b128 L4 opt=all")

@@ -3,8 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
-from autoopt.engines.info import PassStep
 from autoopt.passes.pipeline import step_key
+from autoopt.passes.registry import PassStep
 from autoopt.study.trial import candidate_key
 
 
@@ -18,11 +18,11 @@ def test_step_key_is_stable_and_depends_on_parent_pass_and_settings() -> None:
 
 
 def _prep(cores: int = 2, batch: int = 1):
-    from autoopt.candidate import Prepared
+    from autoopt.jobs.prepare import Prepared
 
     target = TargetConfig(name="cpu", memory_gb=8, cores=cores, price_per_hour=0.1, price_source="x")
     workload = WorkloadConfig(name="w", batch_size=batch)
-    return Prepared(model=None, reference=None, target=target, workload=workload, bench=BenchConfig(), cache_dir=Path("."))  # type: ignore[arg-type]
+    return Prepared(model=None, reference=None, target=target, workload=workload, bench=BenchConfig(), cache_dir=Path("."), reference_sha256="")  # type: ignore[arg-type]
 
 
 def test_runtime_defaults_resolve_before_keying_so_equal_candidates_share_a_key() -> None:

@@ -6,19 +6,23 @@ Hydra or OmegaConf, so a deployment needs autoopt's core and the candidate's run
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from autoopt.artifacts import TOKENIZER
+from autoopt.bundle.layout import MODEL_DIR
+from autoopt.bundle.manifest import read_manifest
+from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.config.serde import from_dict
+from autoopt.engines.base import Engine
 from autoopt.engines.registry import engine_class
-from autoopt.export.manifest import read_manifest
-
-MODEL_DIR = "model"
 
 
 @dataclass
@@ -66,14 +70,31 @@ class LoadedBundle:
 def runtime_options(
     manifest: dict[str, Any], threads: int | None, device: str | None, max_length: int | None
 ) -> RuntimeOptions:
-    """The manifest's runtime (what the bundle was measured with), with the given overrides."""
-    runtime = manifest["runtime"]
-    return RuntimeOptions(
-        device=device or manifest["target"]["device"],
-        threads=threads or runtime["threads"],
-        max_length=max_length or runtime["max_length"],
-        max_batch=runtime["max_batch"],
+    """The runtime the bundle was measured with (the manifest's copy), with the given overrides."""
+    measured = from_dict(RuntimeOptions, manifest["runtime"])
+    return replace(
+        measured,
+        device=device or measured.device,
+        threads=threads or measured.threads,
+        max_length=max_length or measured.max_length,
     )
+
+
+def runtime_env_missing(manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest's process environment (allocator settings read at process start) that this process
+    lacks; empty when the process already runs as the measurement did."""
+    return {k: v for k, v in manifest.get("runtime_env", {}).items() if os.environ.get(k) != v}
+
+
+def reexec_with_runtime_env(bundle: Path, module: str, argv: list[str]) -> None:
+    """Start `python -m module argv` again with the bundle's runtime environment, unless this process has it.
+    glibc reads its allocator settings at start-up, so they cannot be applied later."""
+    try:
+        missing = runtime_env_missing(read_manifest(bundle))
+    except (OSError, ValueError):
+        return  # no readable manifest: the command itself reports that
+    if missing:
+        os.execve(sys.executable, [sys.executable, "-m", module, *argv], {**os.environ, **missing})
 
 
 def load_bundle(
@@ -86,8 +107,8 @@ def load_bundle(
     """
     path = Path(path)
     manifest = read_manifest(path)
-    candidate = CandidateConfig(**manifest["candidate"])
+    candidate = from_dict(CandidateConfig, manifest["candidate"])
     runtime = runtime_options(manifest, threads, device, max_length)
     engine = engine_class(candidate.engine).load(path / MODEL_DIR, candidate, runtime)
-    tokenizer = Tokenizer.from_file(str(path / MODEL_DIR / "tokenizer.json"))
+    tokenizer = Tokenizer.from_file(str(path / MODEL_DIR / TOKENIZER))
     return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer)

@@ -7,19 +7,19 @@ from typing import ClassVar
 
 import onnx
 
+from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
 from autoopt.engines.base import RuntimeOptions
 from autoopt.engines.ort.engine import OrtEngine
-from autoopt.passes.onnx_files import MODEL_FILE
 
 
 class TensorrtEngine(OrtEngine):
-    name = "tensorrt"
+    name = "ort_tensorrt"
     install_hint: ClassVar[str] = "onnxruntime-gpu with TensorRT (pip install 'autoopt[gpu,tensorrt]')"
 
     @classmethod
     def providers(cls, artifact: Path, runtime: RuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
         if runtime.device != "cuda":
-            raise RuntimeError(f"engine tensorrt runs on device cuda only, not {runtime.device}")
+            raise RuntimeError(f"engine ort_tensorrt runs on device cuda only, not {runtime.device}")
         cls._require_provider("TensorrtExecutionProvider", runtime.device)
         cls._require_provider("CUDAExecutionProvider", runtime.device)
         return [("TensorrtExecutionProvider", _profile_options(artifact, runtime)), "CUDAExecutionProvider"]

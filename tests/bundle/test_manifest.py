@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from autoopt.export.manifest import check_hashes, hash_tree, sha256_file, write_manifest
+from autoopt.bundle.manifest import check_hashes, hash_tree, sha256_file, write_manifest
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_manifest_round_trip_is_clean(bundle: Path) -> None:
     path = write_manifest(bundle, {"candidate": {"engine": "ort"}, "definitions": {"x": "y"}})
 
     manifest = json.loads(path.read_text())
-    assert manifest["manifest_version"] == 1 and manifest["candidate"] == {"engine": "ort"}
+    assert manifest["manifest_version"] == 2 and manifest["candidate"] == {"engine": "ort"}
     assert sorted(manifest["files"]) == ["config.json", "model/model.onnx"]
     assert check_hashes(bundle) == []
 
@@ -80,7 +80,7 @@ def test_missing_manifest_and_reserved_payload_keys(bundle: Path) -> None:
 
 def test_manifest_module_imports_only_the_standard_library() -> None:
     code = (
-        "import sys, autoopt.export.manifest; "
+        "import sys, autoopt.bundle.manifest; "
         "print(sorted(m for m in ('mlflow', 'optuna', 'hydra', 'torch', 'numpy') if m in sys.modules))"
     )
 

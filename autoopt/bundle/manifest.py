@@ -1,6 +1,6 @@
-"""The bundle manifest: what a bundle is, and the SHA-256 of every file in it.
+"""The bundle manifest: what a bundle is, the SHA-256 of every file in it, and of its own body.
 
-Deployed bundles load this module, so it uses the standard library only.
+Deployed bundles load this module, so it uses the standard library and autoopt's stdlib-only modules.
 """
 
 from __future__ import annotations
@@ -13,19 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-# Python writes __pycache__ into a bundle the first time its code is imported; that is not tampering.
-DEFAULT_EXCLUDE = (MANIFEST_NAME, "*__pycache__/*")
-_CHUNK = 1 << 20
+from autoopt.bundle.layout import MANIFEST as MANIFEST_NAME
+from autoopt.bundle.layout import UNHASHED as DEFAULT_EXCLUDE
+from autoopt.digest import sha256_file
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+MANIFEST_VERSION = 2
+BODY_HASH = "manifest_sha256"  # SHA-256 of the manifest's canonical JSON without this field
 
 
 def hash_tree(folder: Path, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> dict[str, str]:
@@ -42,16 +35,24 @@ def hash_tree(folder: Path, exclude: Sequence[str] = DEFAULT_EXCLUDE) -> dict[st
 
 def write_manifest(folder: Path, payload: dict[str, Any]) -> Path:
     """Write `folder/manifest.json`: `payload` plus `manifest_version` and `files` (see `hash_tree`)."""
-    reserved = {"files", "manifest_version"} & payload.keys()
+    reserved = {"files", "manifest_version", BODY_HASH} & payload.keys()
     if reserved:
         raise ValueError(f"payload keys {sorted(reserved)} are written by write_manifest; remove them from payload")
     folder = Path(folder)
     manifest = {"manifest_version": MANIFEST_VERSION, **payload, "files": hash_tree(folder)}
+    manifest = json.loads(json.dumps(manifest, default=str))  # the body as it will be read back
+    manifest[BODY_HASH] = body_sha256(manifest)
     path = folder / MANIFEST_NAME
     tmp = path.with_name(MANIFEST_NAME + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def body_sha256(manifest: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace) without `manifest_sha256`."""
+    body = {k: v for k, v in manifest.items() if k != BODY_HASH}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -61,13 +62,16 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 def check_hashes(folder: Path) -> list[str]:
     """Problems found comparing `folder` with its manifest, one readable line each; empty means intact."""
     try:
-        recorded = read_manifest(folder)["files"]
+        manifest = read_manifest(folder)
+        recorded = manifest["files"]
     except FileNotFoundError:
         return [f"{MANIFEST_NAME} is missing in {folder}"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return [f"{MANIFEST_NAME} in {folder} is unreadable: {type(e).__name__}: {e}"]
-    actual = hash_tree(folder)
     problems = []
+    if manifest.get(BODY_HASH) != body_sha256(manifest):
+        problems.append(f"{MANIFEST_NAME} was edited: its body no longer matches its {BODY_HASH}")
+    actual = hash_tree(folder)
     for rel in sorted(recorded.keys() | actual.keys()):
         if rel not in actual:
             problems.append(f"missing file: {rel} (listed in {MANIFEST_NAME})")

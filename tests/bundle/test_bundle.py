@@ -9,16 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from autoopt.accuracy.reference import ensure_reference
+from autoopt.bundle import load_bundle
 from autoopt.bundle.__main__ import main as bundle_main
-from autoopt.bundle.verify import within
-from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
-from autoopt.export.bundle import export_bundle
-from autoopt.export.manifest import check_hashes, sha256_file
-from autoopt.jobs import build_job, measure_job
-from autoopt.models.source import ResolvedModel
+from autoopt.bundle.manifest import check_hashes, sha256_file, write_manifest
+from autoopt.bundle.verify import effective_tolerances, minimum_tolerances, within
+from autoopt.bundle.write import export_bundle
+from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.jobs.launch import InProcessLauncher
+from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.result import MeasureResult
-from autoopt.serve import load_bundle
 
 REPO = Path(__file__).resolve().parents[2]
 SEARCH_MACHINERY = ("optuna", "mlflow", "hydra", "omegaconf")
@@ -33,42 +32,33 @@ class Measured:
     resolved_config: dict
 
 
-@pytest.fixture(scope="module")
-def measured(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Measured:
-    """A real measurement of the torch candidate on the tiny model, whose artifact is the model folder."""
+def measure(prep: Prepared, candidate: CandidateConfig) -> Measured:
+    """Build and measure through the same jobs a sweep runs, in this process."""
+    launcher = InProcessLauncher()
+    result = launcher.launch(prep.measure_job(candidate, launcher.launch(prep.build_job(candidate))))
+    resolved = {"target": asdict(prep.target), "workload": asdict(prep.workload), "candidate": asdict(candidate)}
+    return Measured(result, Path(result.build.artifact), prep.reference.path, asdict(prep.workload), resolved)
+
+
+def tiny_prepared(tiny_model: Path, cache: Path, **target: object) -> Prepared:
     workload = WorkloadConfig(
         name="smoke", prompt_lengths=[16], output_lengths=[4], eval_windows=2, eval_window_len=32
     )
-    target = TargetConfig(name="test-cpu", memory_gb=4.0, cores=1, price_per_hour=0.1, price_source="test")
-    model = ResolvedModel("tiny", tiny_model, "tiny-random")
-    cache = tmp_path_factory.mktemp("cache")
-    reference = ensure_reference(model, workload, cache).path
-    build = {"seconds": 0.0, "build_seconds": 0.0, "cached": True, "steps": [], "key": "tiny"}
-    return measure(CandidateConfig(), target, workload, model, reference, tiny_model, build)
+    settings = {"name": "test-cpu", "memory_gb": 4.0, "cores": 1, "price_per_hour": 0.1, "price_source": "test"}
+    bench = BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.2)
+    model = ModelConfig(name="tiny", kind="hf", path=str(tiny_model))
+    return prepare(model, TargetConfig(**{**settings, **target}), workload, bench, cache)  # type: ignore[arg-type]
 
 
-def measure(
-    candidate: CandidateConfig,
-    target: TargetConfig,
-    workload: WorkloadConfig,
-    model: ResolvedModel,
-    reference: Path,
-    artifact: Path,
-    build: dict,
-) -> Measured:
-    payload = {
-        "candidate": asdict(candidate),
-        "target": asdict(target),
-        "workload": asdict(workload),
-        "bench": asdict(BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.2)),
-        "model": model.describe(),
-        "reference": str(reference),
-        "artifact": str(artifact),
-        "build": build,
-    }
-    result = MeasureResult.from_dict(measure_job(payload))
-    resolved = {"target": asdict(target), "workload": asdict(workload), "candidate": payload["candidate"]}
-    return Measured(result, artifact, reference, asdict(workload), resolved)
+@pytest.fixture(scope="module")
+def prep(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+    return tiny_prepared(tiny_model, tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="module")
+def measured(prep: Prepared) -> Measured:
+    """A real measurement of the torch candidate on the tiny model, whose artifact is the model folder."""
+    return measure(prep, CandidateConfig())
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +92,8 @@ def test_manifest_hashes_every_file_and_defines_every_metric(bundle: Path, measu
     )
     assert all(entry["definition"] and "unit" in entry for entry in metrics.values())
     assert metrics["speed.seconds"]["unit"] == "s" and metrics["memory.device_peak_mb"]["value"] is None
-    assert manifest["runtime"] == {"threads": 1, "batch_size": 1, "max_length": 20, "max_batch": 4}
+    assert manifest["runtime"] == asdict(measured.result.runtime)
+    assert manifest["runtime"] == {"device": "cpu", "threads": 1, "batch_size": 1, "max_length": 96, "max_batch": 4}
     assert manifest["target"]["device"] == "cpu" and manifest["engine"] == "torch"
 
 
@@ -126,25 +117,18 @@ def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
-def test_export_without_target_device_names_the_missing_key(measured: Measured, tmp_path: Path) -> None:
-    m = measured
-
-    with pytest.raises(ValueError, match="target.device"):
-        export_bundle(m.result, m.artifact, m.reference, m.workload, {}, tmp_path / "bundle")
-
-
 def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
     with load_bundle(bundle, threads=1) as loaded:
         text = loaded.generate_text("def ", max_new_tokens=4)
 
         assert isinstance(text, str)
-        assert loaded.candidate == CandidateConfig(**loaded.manifest["candidate"])
+        assert loaded.candidate == CandidateConfig()
         assert loaded.runtime.threads == 1
 
 
 def test_prompt_longer_than_max_length_is_refused_with_the_fix(bundle: Path) -> None:
     with load_bundle(bundle) as loaded, pytest.raises(ValueError, match="max_length"):
-        loaded.generate_text("def " * 40, max_new_tokens=4)
+        loaded.generate_text("def " * 200, max_new_tokens=4)
 
 
 def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -169,13 +153,22 @@ def test_verify_names_a_model_file_with_one_flipped_byte(
     assert "model/model.safetensors" in capsys.readouterr().out
 
 
+def _reexport_manifest(bundle: Path, edit) -> None:
+    """Rewrite the manifest as an exporter would have written it with `edit` applied: hashes stay valid."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for key in ("files", "manifest_version", "manifest_sha256"):
+        del manifest[key]
+    edit(manifest)
+    write_manifest(bundle, manifest)
+
+
 def test_verify_fails_when_accuracy_drifts_from_the_manifest(
     bundle_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    manifest_path = bundle_copy / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    manifest["metrics"]["accuracy.top1_agreement"]["value"] -= 0.01
-    manifest_path.write_text(json.dumps(manifest))
+    def drift(manifest: dict) -> None:
+        manifest["metrics"]["accuracy.top1_agreement"]["value"] -= 0.01
+
+    _reexport_manifest(bundle_copy, drift)
 
     code = bundle_main(["verify", str(bundle_copy)])
 
@@ -184,6 +177,56 @@ def test_verify_fails_when_accuracy_drifts_from_the_manifest(
     assert any(
         line.startswith("accuracy.top1_agreement") and line.endswith("NO") for line in out.splitlines()
     )
+
+
+def test_verify_fails_on_an_edited_manifest_body(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest_path = bundle_copy / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["metrics"]["accuracy.top1_agreement"]["value"] -= 0.01
+    manifest_path.write_text(json.dumps(manifest))
+
+    code = bundle_main(["verify", str(bundle_copy)])
+
+    assert code == 1
+    assert "manifest.json was edited" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("tolerances", "problem"),
+    [
+        ({}, "no tolerance for accuracy.top1_agreement"),
+        ("loosen", "loosens accuracy.top1_agreement"),
+    ],
+)
+def test_verify_fails_on_emptied_or_loosened_tolerances(
+    bundle_copy: Path, capsys: pytest.CaptureFixture[str], tolerances: object, problem: str
+) -> None:
+    def edit(manifest: dict) -> None:
+        if tolerances == "loosen":
+            manifest["tolerances"]["accuracy.top1_agreement"] = {"abs": 1.0}
+        else:
+            manifest["tolerances"] = tolerances
+
+    _reexport_manifest(bundle_copy, edit)
+
+    code = bundle_main(["verify", str(bundle_copy)])
+
+    assert code == 1
+    assert problem in capsys.readouterr().out
+
+
+def test_verify_checks_a_pinned_manifest_hash(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = bundle_main(["verify", str(bundle), "--manifest-sha256", "0" * 64])
+
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "not the pinned" in out and json.loads((bundle / "manifest.json").read_text())["manifest_sha256"] in out
+
+
+def test_tightened_tolerances_are_kept() -> None:
+    tolerances, problems = effective_tolerances({**minimum_tolerances(), "accuracy.perplexity": {"rel": 0.001}}, None)
+
+    assert problems == [] and tolerances["accuracy.perplexity"] == {"rel": 0.001}
 
 
 def test_speed_tolerance_is_a_factor_both_ways() -> None:
@@ -202,7 +245,7 @@ def test_accuracy_tolerance_adds_relative_and_absolute_parts() -> None:
 
 def test_loading_a_bundle_imports_no_search_machinery(bundle: Path) -> None:
     code = (
-        "import sys; from autoopt.serve import load_bundle; "
+        "import sys; from autoopt.bundle import load_bundle; "
         f"b = load_bundle({str(bundle)!r}); b.generate_text('def ', 2); b.close(); "
         f"print([m for m in sys.modules if m.split('.')[0] in {SEARCH_MACHINERY!r}])"
     )
@@ -234,36 +277,12 @@ def test_command_lines_serve_and_verify_a_bundle(bundle: Path) -> None:
 
 
 @pytest.mark.slow
-def test_genai_int4_bundle_serves_and_verifies_without_torch(
-    measured: Measured, tiny_model: Path, tmp_path: Path
-) -> None:
-    candidate = CandidateConfig(engine="ort_genai", quant="int4")
-    target = TargetConfig(
-        name="test-cpu",
-        memory_gb=4.0,
-        cores=1,
-        price_per_hour=0.1,
-        price_source="test",
-        engines=["ort_genai"],
-        precisions=["fp32", "int4"],
-    )
-    model = ResolvedModel("tiny", tiny_model, "tiny-random")
-    built = build_job(
-        {
-            "candidate": asdict(candidate),
-            "target": asdict(target),
-            "model_path": str(tiny_model),
-            "model_key": model.key,
-            "cache_dir": str(tmp_path / "cache"),
-        }
-    )
-    workload = WorkloadConfig(**measured.workload)
-    m = measure(
-        candidate, target, workload, model, measured.reference, Path(built["artifact"]), built["build"]
-    )
+def test_genai_int4_bundle_serves_and_verifies_without_torch(tiny_model: Path, tmp_path: Path) -> None:
+    genai = tiny_prepared(tiny_model, tmp_path / "cache", engines=["ort_genai"], precisions=["fp32", "int4"])
+    m = measure(genai, CandidateConfig(engine="ort_genai", quant="int4"))
     out = export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, tmp_path / "bundle")
     code = (
-        "import sys; from autoopt.serve import load_bundle; "
+        "import sys; from autoopt.bundle import load_bundle; "
         f"b = load_bundle({str(out)!r}); b.generate_text('def ', 2); b.close(); "
         "print([m for m in ('torch', 'transformers') if m in sys.modules])"
     )

@@ -1,10 +1,4 @@
-"""Export a measured candidate as a self-contained deployment bundle:
-
-model/                 every file of the built artifact (weights, graphs, tokenizer)
-verify/reference.npz   held-out tokens, eval windows and fp32 reference logits
-manifest.json          what it is, what it measured (with definitions), SHA-256 of every file
-README.md              the same for a person: headline numbers, how to run and verify it
-"""
+"""Write a measured candidate as a self-contained deployment bundle (layout: `autoopt.bundle.layout`)."""
 
 from __future__ import annotations
 
@@ -15,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import autoopt
-from autoopt.bundle.verify import REFERENCE, default_tolerances
+from autoopt.bundle.layout import MODEL_DIR, README, REFERENCE
+from autoopt.bundle.manifest import write_manifest
+from autoopt.bundle.verify import minimum_tolerances
+from autoopt.config.runtime import RUNTIME_ENV
+from autoopt.config.serde import to_dict
 from autoopt.engines.registry import engine_info
-from autoopt.export.manifest import write_manifest
 from autoopt.result import DEFINITIONS, MeasureResult
-from autoopt.serve.bundle import MODEL_DIR
 
 FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
 _PERCENTILES = {
@@ -32,8 +28,6 @@ _PERCENTILES = {
 }
 # Figures of MeasureResult that autoopt.result.DEFINITIONS does not define.
 _DEFINITIONS = {
-    "speed.batch_size": "rows per request batch at which every speed figure was measured",
-    "speed.threads": "intra-op threads the runtime used",
     "speed.runs": "timed request batches, after burn-in",
     "speed.seconds": "wall time of the timed request batches",
     "accuracy.tokens": "teacher-forced positions compared with the reference",
@@ -42,8 +36,6 @@ _DEFINITIONS = {
     "build.build_seconds": "wall time the artifact's build steps took when first built",
 }
 _UNITS = {
-    "speed.batch_size": "rows",
-    "speed.threads": "threads",
     "speed.runs": "requests",
     "speed.output_tokens_per_s": "tokens/s",
     "accuracy.kl_mean": "nats",
@@ -106,43 +98,33 @@ def metrics(result: MeasureResult) -> dict[str, dict[str, Any]]:
     }
 
 
-def manifest_payload(
-    result: MeasureResult, workload: dict[str, Any], resolved_config: dict[str, Any]
-) -> dict[str, Any]:
-    try:
-        device = resolved_config["target"]["device"]
-    except (KeyError, TypeError):
-        raise ValueError(
-            "resolved_config has no target.device; pass the resolved config with its `target` section"
-        ) from None
-    batch = result.speed.batch_size
+def manifest_payload(result: MeasureResult, workload: dict[str, Any], resolved_config: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's body. `runtime` is copied from the measurement, never re-derived."""
+    runtime = result.runtime
     return {
         "autoopt_version": autoopt.__version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "candidate": result.candidate,
-        "engine": result.candidate["engine"],
+        "candidate": to_dict(result.candidate),
+        "engine": result.candidate.engine,
         "model": result.model,
         "build": {"steps": result.build.steps, "key": result.build.key},
         "target": {
             "name": result.target,
-            "device": device,
+            "device": runtime.device,
             "price_per_hour": result.cost.price_per_hour,
             "price_source": result.cost.price_source,
         },
-        "runtime": {
-            "threads": result.speed.threads,
-            "batch_size": batch,
-            "max_length": max(workload["prompt_lengths"]) + max(workload["output_lengths"]),
-            "max_batch": max(batch, 4),  # what the measurement loaded the engine with
-        },
+        "runtime": to_dict(runtime),
+        "runtime_env": RUNTIME_ENV,
         "workload": {
             "name": workload.get("name"),
             "prompt_lengths": list(workload["prompt_lengths"]),
             "output_lengths": list(workload["output_lengths"]),
-            "batch_size": batch,
+            "batch_size": runtime.batch_size,
         },
+        "reference_sha256": result.reference_sha256,
         "metrics": metrics(result),
-        "tolerances": default_tolerances(),
+        "tolerances": minimum_tolerances(),
         "env": result.env,
         "resolved_config": resolved_config,
     }
@@ -151,8 +133,9 @@ def manifest_payload(
 def readme(manifest: dict[str, Any]) -> str:
     m = {k: v["value"] for k, v in manifest["metrics"].items()}
     target, runtime, workload, model = (manifest[k] for k in ("target", "runtime", "workload", "model"))
-    module, extra = engine_info(manifest["engine"]).requires[target["device"]]
-    install = "pip install autoopt" if extra == "core" else f"pip install 'autoopt[{extra}]'"
+    requirements = engine_info(manifest["engine"]).requires[target["device"]]
+    module = ", ".join(r.module for r in requirements)
+    install = "; ".join(dict.fromkeys(r.install for r in requirements))
     knobs = ", ".join(f"{k}={v}" for k, v in manifest["candidate"].items())
     setting = (
         f"On target `{target['name']}` ({target['device']}, threads: {runtime['threads']}), batch "
@@ -196,7 +179,7 @@ def readme(manifest: dict[str, Any]) -> str:
         "",
         "or from Python:",
         "",
-        "    from autoopt.serve import load_bundle",
+        "    from autoopt.bundle import load_bundle",
         "",
         '    with load_bundle("path/to/this/bundle") as bundle:',
         '        print(bundle.generate_text("def ", max_new_tokens=32))',
@@ -206,7 +189,9 @@ def readme(manifest: dict[str, Any]) -> str:
         "",
         "checks the SHA-256 of every file against `manifest.json`, then re-measures accuracy on",
         f"`{REFERENCE}` and speed on the workload above and compares both with the manifest's figures",
-        "within its `tolerances` (speed only within a factor: shared machines swing 3-4x minute to minute).",
+        "within tolerances no looser than autoopt's built-in minimums (speed only within a factor: shared",
+        "machines swing 3-4x minute to minute). It prints the manifest's own SHA-256: pin it elsewhere and pass",
+        "`--manifest-sha256` to be sure the manifest itself is the one exported.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -233,7 +218,7 @@ def export_bundle(
         shutil.copytree(artifact, tmp / MODEL_DIR)
         (tmp / REFERENCE).parent.mkdir()
         shutil.copyfile(reference_npz, tmp / REFERENCE)
-        (tmp / "README.md").write_text(readme(payload), encoding="utf-8")
+        (tmp / README).write_text(readme(payload), encoding="utf-8")
         write_manifest(tmp, payload)
         _replace_dir(tmp, out_dir)
     except BaseException:

@@ -1,0 +1,12 @@
+"""File layouts of built artifacts, shared by the passes that write them and the engines that read them."""
+
+from __future__ import annotations
+
+ONNX_MODEL = "model.onnx"  # one decoder-with-past graph (plus `model.onnx.data` when large)
+GENAI_CONFIG = "genai_config.json"  # onnxruntime-genai's own runtime configuration
+TOKENIZER = "tokenizer.json"
+
+
+def kv_names(num_layers: int, prefix: str) -> list[str]:
+    """`{prefix}.{layer}.key|value` in the order the graph's inputs and outputs list them."""
+    return [f"{prefix}.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]

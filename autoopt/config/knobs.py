@@ -1,0 +1,163 @@
+"""Search knobs, each declared once: a field of `CandidateConfig` built with `knob(...)` carries its
+choices, default, the engines it applies to and its one-line meaning. The space schema, value checks,
+space checks, candidate labels and the README's knob table are all derived from those declarations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any
+
+from autoopt.config.errors import ConfigError
+
+ENGINES = ("torch", "ort", "ort_genai", "ort_tensorrt")
+WEIGHT_ONLY = ("int4", "int8_weight")
+_KNOB = "autoopt.knob"
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One dimension of the search space.
+
+    `choices` is the closed set of values, or None for an integer >= `minimum` (0 meaning "the default
+    of the target/workload"). `engines` are the engines the knob means something to; for the others it
+    must keep its default. `quants`, when set, restricts the knob to candidates with one of those
+    quantization schemes (it is neither sampled nor allowed to differ from its default otherwise).
+    `label` formats the knob in a candidate's short name ("" = not shown).
+    """
+
+    name: str
+    default: Any
+    meaning: str
+    engines: tuple[str, ...]
+    choices: tuple[Any, ...] | None = None
+    minimum: int = 0
+    quants: tuple[str, ...] | None = None
+    label: str = "{name}={value}"
+    zero: str = "0"  # how the label shows 0 for an open-range knob ("all" cores, the workload's batch)
+
+    def applies(self, engine: str, quant: str) -> bool:
+        return engine in self.engines and (self.quants is None or quant in self.quants)
+
+    def value_problem(self, value: Any) -> str | None:
+        if self.choices is None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < self.minimum:
+                return f"candidate.{self.name}={value} must be an integer >= {self.minimum} (0 = default)"
+            return None
+        if value not in self.choices:
+            return f"candidate.{self.name}={value} is not valid; choose one of: {_join(self.choices)}"
+        return None
+
+    def format(self, value: Any) -> str:
+        if isinstance(value, bool):
+            return self.label.format(name=self.name, value=str(value).lower()) if value else ""
+        if self.choices is None and value == 0:
+            value = self.zero
+        return self.label.format(name=self.name, value=value)
+
+
+def knob(
+    default: Any,
+    meaning: str,
+    engines: tuple[str, ...] = ENGINES,
+    choices: tuple[Any, ...] | None = None,
+    *,
+    minimum: int = 0,
+    quants: tuple[str, ...] | None = None,
+    label: str = "{name}={value}",
+    zero: str = "0",
+) -> Any:
+    """A dataclass field that declares a knob (its name is the field's name)."""
+    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero)
+    return field(default=default, metadata={_KNOB: spec})
+
+
+def knobs_of(schema: type) -> dict[str, Knob]:
+    """The knobs declared on `schema`'s fields, in declaration order."""
+    out = {}
+    for f in fields(schema):
+        spec = f.metadata.get(_KNOB)
+        if spec is not None:
+            out[f.name] = Knob(f.name, *(getattr(spec, k.name) for k in fields(Knob) if k.name != "name"))
+    return out
+
+
+def space_schema(name: str, candidate: type, doc: str) -> type:
+    """A dataclass with one list field per knob of `candidate` (default: [the knob's default]) and a name."""
+    specs: list[tuple[str, Any, Any]] = [("name", str, field(default="???"))]
+    for k in knobs_of(candidate).values():
+        kind = list[type(k.default)]  # type: ignore[misc]
+        specs.append((k.name, kind, field(default_factory=_listed(k.default))))
+    cls = make_dataclass(name, specs)
+    cls.__doc__ = doc
+    return cls
+
+
+def _listed(value: Any) -> Callable[[], list[Any]]:
+    return lambda: [value]
+
+
+def candidate_value_problem(candidate: Any) -> str | None:
+    """A knob value that no engine or target accepts, as one line; None if every value is valid."""
+    for k in knobs_of(type(candidate)).values():
+        problem = k.value_problem(getattr(candidate, k.name))
+        if problem:
+            return problem
+    return None
+
+
+def inapplicable_knob(candidate: Any) -> str | None:
+    """A knob set away from its default on a candidate it does not apply to."""
+    for k in knobs_of(type(candidate)).values():
+        value = getattr(candidate, k.name)
+        if value != k.default and not k.applies(candidate.engine, candidate.quant):
+            where = f"engine={candidate.engine}" if candidate.engine not in k.engines else f"quant={candidate.quant}"
+            users = f"engines {_join(k.engines)}" + (f" with quant {_join(k.quants)}" if k.quants else "")
+            return f"candidate.{k.name} does not apply to {where}; it is used by {users}"
+    return None
+
+
+def check_space(space: Any, candidate: type) -> None:
+    """Every list in the space is non-empty and holds valid values; the fp32 reference is in it."""
+    for k in knobs_of(candidate).values():
+        values = getattr(space, k.name)
+        if not values:
+            hint = _join(k.choices) if k.choices else f"integers >= {k.minimum}"
+            raise ConfigError(f"space.{k.name} is empty; give at least one of: {hint}")
+        for value in values:
+            if k.value_problem(value):
+                hint = f"choose from: {_join(k.choices)}" if k.choices else f"give integers >= {k.minimum}"
+                raise ConfigError(f"space.{k.name} has {value}; {hint}")
+    if "torch" not in space.engine or "none" not in space.quant:
+        raise ConfigError("space.engine must include torch and space.quant none: the fp32 reference is trial 0")
+
+
+def label(candidate: Any) -> str:
+    """A short name: engine and quant, then every other knob that applies to this candidate."""
+    parts = [candidate.engine, candidate.quant]
+    for k in knobs_of(type(candidate)).values():
+        if k.name in ("engine", "quant") or not k.label or not k.applies(candidate.engine, candidate.quant):
+            continue
+        text = k.format(getattr(candidate, k.name))
+        if text:
+            parts.append(text)
+    return " ".join(parts)
+
+
+def markdown_table(candidate: type) -> str:
+    """The README's table of knobs: name, values, default, engines, meaning."""
+    rows = ["| knob | values | default | engines | meaning |", "|---|---|---|---|---|"]
+    for k in knobs_of(candidate).values():
+        values = _join(k.choices, " ") if k.choices else f"integer >= {k.minimum}"
+        engines = "all" if k.engines == ENGINES else ", ".join(k.engines)
+        if k.quants:
+            engines += f" ({'/'.join(k.quants)})"
+        default = str(k.default).lower() if isinstance(k.default, bool) else k.default
+        rows.append(f"| `candidate.{k.name}` | {values} | {default} | {engines} | {k.meaning} |")
+    return "\n".join(rows)
+
+
+def _join(values: Any, sep: str = ", ") -> str:
+    return sep.join(str(v).lower() if isinstance(v, bool) else str(v) for v in values)
+

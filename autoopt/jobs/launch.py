@@ -1,0 +1,113 @@
+"""Run a job in a fresh Python process, so that its memory, threads and crashes stay its own; or in
+this process, for tests.
+
+A job is a frozen dataclass with `run() -> result` and a `result_type` that rebuilds its result from a
+dict; both cross the process boundary as JSON (`autoopt.config.serde`), rebuilt by their own classes,
+so the child needs no OmegaConf and nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from autoopt.config.runtime import RUNTIME_ENV
+from autoopt.config.serde import from_dict, to_dict
+
+R = TypeVar("R")
+
+_CHILD_ENV = {
+    **RUNTIME_ENV,
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+class Job(Protocol[R]):
+    """What a launcher runs. `run` executes in the launched process; `env` adds environment variables
+    the child must start with (they cannot be set after start); `timeout_s` bounds a child's wall time."""
+
+    timeout_s: float
+
+    def run(self) -> R: ...
+
+    def env(self) -> dict[str, str]: ...
+
+    @staticmethod
+    def result_type() -> type[R]: ...
+
+
+class JobFailed(RuntimeError):
+    """The job raised, crashed or timed out. `reason` is one line; `detail` the traceback/log tail."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class Launcher(Protocol):
+    def launch(self, job: Job[R]) -> R: ...
+
+
+class SubprocessLauncher:
+    """Each job in a new `python -m autoopt.jobs.launch` process with the runtime environment set."""
+
+    def launch(self, job: Job[R]) -> R:
+        name = f"{type(job).__module__}:{type(job).__qualname__}"
+        env = {**os.environ, **_CHILD_ENV, **job.env()}
+        with tempfile.TemporaryDirectory(prefix="autoopt-job-") as tmp:
+            src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
+            src.write_text(json.dumps({"job": name, "payload": to_dict(job)}))
+            cmd = [sys.executable, "-m", "autoopt.jobs.launch", str(src), str(dst)]
+            try:
+                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=job.timeout_s)
+            except subprocess.TimeoutExpired:
+                raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
+            if dst.exists():
+                out = json.loads(dst.read_text())
+                if "error" in out:
+                    raise JobFailed(out["error"], out["traceback"])
+                return from_dict(job.result_type(), out["result"])
+            tail = (proc.stderr or proc.stdout)[-3000:]
+            raise JobFailed(f"{type(job).__name__} died with exit code {proc.returncode} and no result", tail)
+
+
+class InProcessLauncher:
+    """Runs the job here, through the same serialization as a child, failing the same way: for tests."""
+
+    def launch(self, job: Job[R]) -> R:
+        rebuilt = from_dict(type(job), json.loads(json.dumps(to_dict(job))))
+        try:
+            result = rebuilt.run()
+        except Exception as e:
+            raise JobFailed(_one_line(e), traceback.format_exc()) from e
+        return from_dict(job.result_type(), json.loads(json.dumps(to_dict(result))))
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _child(src: Path, dst: Path) -> None:
+    try:
+        spec = json.loads(src.read_text())
+        module, _, name = spec["job"].partition(":")
+        job: Any = from_dict(getattr(importlib.import_module(module), name), spec["payload"])
+        dst.write_text(json.dumps({"result": to_dict(job.run())}))
+    except BaseException as e:  # the parent decides what a failure means; report every kind
+        dst.write_text(json.dumps({"error": _one_line(e), "traceback": traceback.format_exc()}))
+
+
+if __name__ == "__main__":
+    _child(Path(sys.argv[1]), Path(sys.argv[2]))

@@ -1,0 +1,139 @@
+"""The measuring step of a trial, in a child process: load the built artifact with the resolved runtime
+options, warm up, time real generation, read memory, measure accuracy against the fp32 reference, cost."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from autoopt.accuracy.decode import decode_fidelity
+from autoopt.accuracy.metrics import fidelity
+from autoopt.accuracy.reference import teacher_forced_logits
+from autoopt.bench.latency import run_timed, time_request, warm_up
+from autoopt.bench.memory import peak_rss_mb
+from autoopt.bench.requests import make_requests
+from autoopt.bench.stats import summarize_shapes
+from autoopt.config.runtime import RuntimeOptions
+from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.cost import usd_per_million_tokens
+from autoopt.digest import sha256_file
+from autoopt.engines.registry import engine_class
+from autoopt.env import fingerprint
+from autoopt.result import (
+    AccuracyResult,
+    Built,
+    CostResult,
+    MeasureResult,
+    MemoryResult,
+    SpeedResult,
+)
+
+log = logging.getLogger("autoopt.jobs")
+
+
+@dataclass(frozen=True)
+class MeasureJob:
+    candidate: CandidateConfig
+    target: TargetConfig
+    workload: WorkloadConfig
+    bench: BenchConfig
+    runtime: RuntimeOptions
+    model: dict[str, Any]
+    reference: str  # the fp32 reference .npz
+    built: Built
+
+    timeout_s: ClassVar[float] = 1800.0
+
+    @staticmethod
+    def result_type() -> type[MeasureResult]:
+        return MeasureResult
+
+    def env(self) -> dict[str, str]:
+        return {"OMP_NUM_THREADS": str(self.runtime.threads)}
+
+    def run(self) -> MeasureResult:
+        return measure(self)
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def measure(job: MeasureJob) -> MeasureResult:
+    candidate, target, runtime = job.candidate, job.target, job.runtime
+    reference_path = Path(job.reference)
+    reference = np.load(reference_path)
+    requests = make_requests(
+        reference["stream"], job.workload.prompt_lengths, job.workload.output_lengths, runtime.batch_size
+    )
+    artifact = Path(job.built.artifact)
+
+    t0 = time.perf_counter()
+    engine = engine_class(candidate.engine).load(artifact, candidate, runtime)
+    load_s = time.perf_counter() - t0
+    warmup_s = warm_up(engine, requests, candidate.warmup)
+    cold = time_request(engine, requests[0])
+    samples = run_timed(engine, requests, job.bench)
+    peak_rss = peak_rss_mb()
+    device_peak = engine.device_peak_memory_bytes()
+
+    ids = reference["ids"]
+    fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids)
+    decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
+    engine.close()
+
+    stats = summarize_shapes(samples.timings)
+    tokens_per_s = samples.output_tokens_per_s
+    return MeasureResult(
+        candidate=candidate,
+        target=target.name,
+        model=job.model,
+        runtime=runtime,
+        build=job.built,
+        reference_sha256=sha256_file(reference_path),
+        speed=SpeedResult(
+            runs=len(samples.timings),
+            cycles=samples.cycles,
+            seconds=samples.seconds,
+            burn_in_s=samples.burn_in_s,
+            ttft_ms=stats.ttft_ms,
+            tpot_ms=stats.tpot_ms,
+            e2e_ms=stats.e2e_ms,
+            output_tokens_per_s=tokens_per_s,
+            load_s=load_s,
+            warmup=candidate.warmup,
+            warmup_s=warmup_s,
+            cold_first_request_ms=cold.e2e_s * 1e3,
+            shapes=stats.shapes,
+            ttft_cv_within_shape_median=stats.ttft_cv_within_shape_median,
+            tpot_cv_within_shape_median=stats.tpot_cv_within_shape_median,
+            e2e_cv_within_shape_median=stats.e2e_cv_within_shape_median,
+        ),
+        memory=MemoryResult(
+            peak_rss_mb=peak_rss,
+            device_peak_mb=None if device_peak is None else device_peak / 2**20,
+            artifact_mb=folder_mb(artifact),
+        ),
+        accuracy=AccuracyResult(
+            kl_mean=fid.kl_mean,
+            top1_agreement=fid.top1_agreement,
+            perplexity=fid.perplexity,
+            reference_perplexity=fid.reference_perplexity,
+            tokens=fid.positions,
+            decode_prefix_agreement=decode.prefix_agreement,
+            decode_token_agreement=decode.token_agreement,
+            decode_tokens=decode.tokens,
+        ),
+        cost=CostResult(
+            usd_per_1m_output_tokens=usd_per_million_tokens(target.price_per_hour, tokens_per_s),
+            price_per_hour=target.price_per_hour,
+            target=target.name,
+            price_source=target.price_source,
+        ),
+        env=fingerprint(),
+    )

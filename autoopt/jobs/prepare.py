@@ -1,0 +1,59 @@
+"""What every trial of a run shares, prepared once in the parent: the resolved model and its fp32
+reference; and the jobs that build and measure one candidate from it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
+from autoopt.accuracy.reference import Reference, ensure_reference
+from autoopt.config.runtime import resolve_runtime
+from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.digest import sha256_file
+from autoopt.jobs.build import BuildJob
+from autoopt.jobs.measure import MeasureJob
+from autoopt.models.source import ResolvedModel, resolve_model
+from autoopt.result import Built
+
+log = logging.getLogger("autoopt")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model: ResolvedModel
+    reference: Reference
+    target: TargetConfig  # resolved: cores and memory detected
+    workload: WorkloadConfig
+    bench: BenchConfig
+    cache_dir: Path
+    reference_sha256: str  # of the reference file every measurement is compared with
+
+    def build_job(self, candidate: CandidateConfig) -> BuildJob:
+        return BuildJob(candidate, self.target.device, str(self.model.path), self.model.key, str(self.cache_dir))
+
+    def measure_job(self, candidate: CandidateConfig, built: Built) -> MeasureJob:
+        return MeasureJob(
+            candidate=candidate,
+            target=self.target,
+            workload=self.workload,
+            bench=self.bench,
+            runtime=resolve_runtime(
+                candidate, self.target, self.workload, min_length=DECODE_MAX_LENGTH, min_batch=DECODE_ROWS_PER_CALL
+            ),
+            model=self.model.describe(),
+            reference=str(self.reference.path),
+            built=built,
+        )
+
+
+def prepare(
+    model_cfg: ModelConfig, target: TargetConfig, workload: WorkloadConfig, bench: BenchConfig, cache_dir: Path
+) -> Prepared:
+    t0 = time.perf_counter()
+    model = resolve_model(model_cfg, cache_dir)
+    reference = ensure_reference(model, workload, cache_dir)
+    log.info("model %s and its fp32 reference ready (%.1fs)", model.key, time.perf_counter() - t0)
+    return Prepared(model, reference, target, workload, bench, cache_dir, sha256_file(reference.path))

@@ -1,0 +1,50 @@
+"""What a study's measurements depend on. Earlier trials are reused only under the same fingerprint."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.schema import SweepConfig
+from autoopt.env import cpu_model, library_versions
+from autoopt.jobs.prepare import Prepared
+
+_ATTR = "fingerprint"
+
+
+def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
+    """Objectives, accuracy bar, target (price, cores, memory), workload, bench settings, model and
+    reference, library versions and machine: a change in any of them makes earlier figures stale."""
+    return {
+        "objectives": {"latency": cfg.search.latency, "min_top1_agreement": cfg.search.min_top1_agreement},
+        "target": asdict(prep.target),
+        "workload": asdict(prep.workload),
+        "bench": asdict(prep.bench),
+        "model": prep.model.key,
+        "reference_sha256": prep.reference_sha256,
+        "libraries": library_versions(),
+        "machine": cpu_model(),
+    }
+
+
+def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
+    """Record the fingerprint on a new study; refuse, in one line, to extend one measured under another."""
+    recorded = study.user_attrs.get(_ATTR)
+    if recorded is None:
+        study.set_user_attr(_ATTR, fingerprint)
+        return
+    changed = [key for key in fingerprint if recorded.get(key) != _plain(fingerprint[key])]
+    if changed:
+        raise ConfigError(
+            f"study {study.study_name} was measured under other {', '.join(changed)}; its figures would be stale: "
+            f"start a new study with study.name=<new name> (or remove this one from its storage)"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """The value as Optuna's JSON storage gives it back (tuples become lists)."""
+    return json.loads(json.dumps(value))

@@ -1,0 +1,65 @@
+"""Each knob is declared once, on `CandidateConfig`; the space, checks, labels and README derive from it."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.knobs import ENGINES, candidate_value_problem, check_space, knobs_of, label, markdown_table
+from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, SpaceConfig
+from autoopt.config.serde import from_dict, to_dict
+from autoopt.engines.registry import engine_info
+from tests.conftest import REPO
+from tests.study.results import result
+
+KNOBS = knobs_of(CandidateConfig)
+
+
+def test_every_candidate_field_is_a_knob_and_the_space_has_one_list_per_knob() -> None:
+    assert [f.name for f in fields(CandidateConfig)] == list(KNOBS)
+    assert [f.name for f in fields(SpaceConfig)] == ["name", *KNOBS]
+    assert SpaceConfig().quant_block_size == [KNOBS["quant_block_size"].default]
+
+
+def test_every_knob_default_is_one_of_its_values_and_names_real_engines() -> None:
+    for knob in KNOBS.values():
+        assert knob.value_problem(knob.default) is None, knob.name
+        assert set(knob.engines) <= set(ENGINES) and knob.meaning
+    assert set(QUANT_PRECISION) == set(KNOBS["quant"].choices)
+
+
+def test_engine_knob_choices_are_the_registered_engines() -> None:
+    assert [engine_info(name).name for name in ENGINES] == list(ENGINES)
+
+
+def test_readme_knob_table_is_the_one_derived_from_the_declarations() -> None:
+    assert markdown_table(CandidateConfig) in (REPO / "README.md").read_text()
+
+
+def test_value_checks_name_the_knob_the_value_and_the_choices() -> None:
+    assert candidate_value_problem(CandidateConfig(graph_opt="max")) == (
+        "candidate.graph_opt=max is not valid; choose one of: disable, basic, extended, all"
+    )
+    assert candidate_value_problem(CandidateConfig(threads=-1)) == (
+        "candidate.threads=-1 must be an integer >= 0 (0 = default)"
+    )
+
+
+def test_space_check_names_the_bad_entry() -> None:
+    with pytest.raises(ConfigError, match="space.kv_cache has paged; choose from: dynamic, static"):
+        check_space(SpaceConfig(name="s", kv_cache=["paged"]), CandidateConfig)
+    with pytest.raises(ConfigError, match="fp32 reference is trial 0"):
+        check_space(SpaceConfig(name="s", engine=["ort"]), CandidateConfig)
+
+
+def test_label_shows_only_the_knobs_that_apply() -> None:
+    assert label(CandidateConfig()) == "torch none kv=dynamic t=all b=wl warm=one"
+    assert label(CandidateConfig(engine="ort", quant="int4", fuse=True)) == "ort int4 fused b32 L4 opt=all t=all b=wl warm=one"
+
+
+def test_a_measurement_survives_its_json_round_trip() -> None:
+    original = result(50.0, 0.5, 0.99, CandidateConfig(engine="ort_genai", quant="int4"))
+
+    assert from_dict(type(original), to_dict(original)) == original

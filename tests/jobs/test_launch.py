@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from autoopt.config.runtime import RUNTIME_ENV
+from autoopt.jobs.launch import InProcessLauncher, JobFailed, SubprocessLauncher
+from tests.jobs.jobs_for_tests import Echo, Echoed, QuickTimeout
+
+
+def test_child_result_comes_back_typed_with_the_job_and_runtime_environment() -> None:
+    result = SubprocessLauncher().launch(Echo("hi"))
+
+    assert result == Echoed("HI", "set-by-job", RUNTIME_ENV["MALLOC_TRIM_THRESHOLD_"])
+
+
+def test_child_exception_becomes_one_line_reason_with_the_traceback_as_detail() -> None:
+    with pytest.raises(JobFailed) as failed:
+        SubprocessLauncher().launch(Echo("x", "raise"))
+
+    assert failed.value.reason == "ValueError: cannot echo x"
+    assert "Traceback" in failed.value.detail
+
+
+def test_child_that_dies_without_a_result_is_a_failure_naming_its_exit_code() -> None:
+    with pytest.raises(JobFailed, match="died with exit code 3 and no result"):
+        SubprocessLauncher().launch(Echo("x", "die"))
+
+
+def test_child_past_its_timeout_is_stopped_and_reported() -> None:
+    with pytest.raises(JobFailed, match="QuickTimeout timed out after 1s"):
+        SubprocessLauncher().launch(QuickTimeout("x", "hang"))
+
+
+def test_in_process_launcher_round_trips_and_fails_the_same_way() -> None:
+    assert InProcessLauncher().launch(Echo("hi")).text == "HI"
+    with pytest.raises(JobFailed) as failed:
+        InProcessLauncher().launch(Echo("x", "raise"))
+    assert failed.value.reason == "ValueError: cannot echo x"

@@ -1,0 +1,84 @@
+"""The build cache: a hit never rebuilds, concurrent builders of one entry build it once, an incomplete
+entry is rebuilt."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from autoopt.passes import registry
+from autoopt.passes.pipeline import run_pipeline
+from autoopt.passes.registry import PassInfo, PassStep
+
+
+@pytest.fixture(autouse=True)
+def counting_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(registry.PASSES, "counting", PassInfo("tests.passes.counting_pass", ()))
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    return folder
+
+
+def _runs(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+def test_second_build_is_a_cache_hit_with_the_first_ones_artifact(model: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    steps = [PassStep("counting", {"tag": "a", "counter": str(counter)})]
+
+    first = run_pipeline(model, "m", steps, tmp_path / "cache")
+    second = run_pipeline(model, "m", steps, tmp_path / "cache")
+
+    assert _runs(counter) == 1
+    assert not first.cached and second.cached and second.seconds == 0.0
+    assert (first.artifact, first.key, first.sha256) == (second.artifact, second.key, second.sha256)
+
+
+def test_steps_that_share_a_prefix_share_its_output(model: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    base = PassStep("counting", {"tag": "export", "counter": str(counter)})
+
+    a = run_pipeline(model, "m", [base, PassStep("counting", {"tag": "a", "counter": str(counter)})], tmp_path / "c")
+    b = run_pipeline(model, "m", [base, PassStep("counting", {"tag": "b", "counter": str(counter)})], tmp_path / "c")
+
+    assert _runs(counter) == 3  # export once, then a and b
+    assert a.key != b.key and (Path(b.artifact) / "steps.txt").read_text() == "counting export\ncounting b\n"
+
+
+def test_concurrent_builders_of_one_entry_build_it_once(model: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    steps = [PassStep("counting", {"tag": "slow", "delay_s": 0.5, "counter": str(counter)})]
+    results = []
+
+    threads = [threading.Thread(target=lambda: results.append(run_pipeline(model, "m", steps, tmp_path / "c")))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert _runs(counter) == 1
+    assert sorted(r.cached for r in results) == [False, True, True]
+    assert len({r.artifact for r in results}) == 1
+
+
+def test_an_incomplete_entry_is_rebuilt(model: Path, tmp_path: Path) -> None:
+    counter = tmp_path / "runs"
+    steps = [PassStep("counting", {"tag": "a", "counter": str(counter)})]
+    built = run_pipeline(model, "m", steps, tmp_path / "cache")
+    meta = Path(built.artifact) / "autoopt_build.json"
+    meta.write_text("{not json")
+
+    again = run_pipeline(model, "m", steps, tmp_path / "cache")
+
+    assert _runs(counter) == 2 and not again.cached
+    assert "seconds" in json.loads(meta.read_text())

@@ -1,0 +1,71 @@
+"""The front, its hypervolume and the pick, computed from stored measurements under the current settings."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autoopt.config.schema import CandidateConfig, ExportConfig, SearchConfig, TargetConfig
+from autoopt.study.objectives import constraints, objectives
+from autoopt.study.record import TrialRecord
+from autoopt.study.summary import SweepError, summarize
+from tests.study.results import result
+
+TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test")
+
+
+def _study(*results, failed_first: bool = False) -> optuna.Study:
+    search = SearchConfig()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["minimize"] * 3)
+    if failed_first:
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    for i, r in enumerate(results):
+        trial = study.ask()
+        TrialRecord(r.candidate, f"c{i}", key=f"k{i}", result=r).write(trial)
+        for name, value in constraints(r, search, TARGET).items():
+            trial.set_constraint(name, value)
+        study.tell(trial, objectives(r, search.latency))
+    return study
+
+
+REFERENCE = result(100.0, 1.0, 1.0)
+FAST = result(20.0, 0.2, 0.96, CandidateConfig(engine="ort_genai", quant="int4"))
+EXACT = result(50.0, 0.5, 1.0, CandidateConfig(engine="ort_genai"))
+DOMINATED = result(60.0, 0.6, 0.99, CandidateConfig(engine="ort"))
+
+
+def test_front_keeps_nondominated_feasible_candidates_and_picks_one() -> None:
+    s = summarize(_study(REFERENCE, FAST, EXACT, DOMINATED), SearchConfig(), ExportConfig(), TARGET)
+
+    assert sorted(p.key for p in s.front) == ["1", "2"]
+    assert s.reference.key == "0" and s.chosen.key in ("1", "2")
+    assert s.hypervolume > 0
+    assert s.records[s.chosen.key].result is not None
+
+
+def test_a_stricter_bar_recomputes_feasibility_from_the_stored_measurements() -> None:
+    study = _study(REFERENCE, FAST, EXACT, DOMINATED)  # told under the default bar, 0.95
+
+    s = summarize(study, SearchConfig(min_top1_agreement=0.99), ExportConfig(), TARGET)
+
+    assert "1" not in {p.key for p in s.feasible}
+    assert [p.key for p in s.front] == ["2"]
+
+
+def test_latency_objective_comes_from_the_current_setting() -> None:
+    s = summarize(_study(REFERENCE, FAST), SearchConfig(latency="ttft_p50"), ExportConfig(), TARGET)
+
+    assert {p.key: p.objectives[0] for p in s.points} == {"0": 25.0, "1": 5.0}
+
+
+def test_a_study_without_a_complete_reference_cannot_be_summarized() -> None:
+    study = _study(FAST, failed_first=True)
+
+    with pytest.raises(SweepError, match="trial 0"):
+        summarize(study, SearchConfig(), ExportConfig(), TARGET)
+
+
+def test_nothing_feasible_is_an_error_not_an_empty_bundle() -> None:
+    with pytest.raises(SweepError, match="no complete trial meets"):
+        summarize(_study(result(100.0, 1.0, 0.5)), SearchConfig(), ExportConfig(), TARGET)
