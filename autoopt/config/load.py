@@ -124,6 +124,8 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
         raise ConfigError(f"search.latency={s.search.latency} is not valid; choose one of: {', '.join(LATENCIES)}")
     if s.search.n_trials < 1:
         raise ConfigError(f"search.n_trials={s.search.n_trials} must be >= 1")
+    if s.search.confirm_rounds < 0:
+        raise ConfigError(f"search.confirm_rounds={s.search.confirm_rounds} must be >= 0 (0 = no confirmation)")
     if not 0.0 <= s.search.min_top1_agreement <= 1.0:
         raise ConfigError(f"search.min_top1_agreement={s.search.min_top1_agreement} must be within [0, 1]")
     if s.export.pick not in PICKS:

@@ -128,6 +128,7 @@ class SearchConfig:
     seed: int = 0
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
     min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
+    confirm_rounds: int = 3  # after the sweep, fp32 reference and pick timed alternately this often; 0 = skip
 
 
 @dataclass

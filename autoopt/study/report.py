@@ -18,7 +18,12 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
     print(f"vs fp32     {g['latency_x']:.2f}x lower {lat} latency, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
-          f"top-1 agreement {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']})")
+          f"top-1 agreement {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']}; "
+          "trial figures, taken minutes apart)")
+    if o.confirmation:
+        c = o.confirmation
+        print(f"side by side {c.speedup} output tokens/s and {c.latency_gain} lower {lat} than the fp32 reference "
+              "(timed alternately, each run in a fresh process)")
     print(f"bundle      {o.bundle}   (check it: python -m autoopt.bundle verify {o.bundle})")
     print(f"reports     {o.reports[0].parent}")
     print(f"MLflow UI   {o.ui_command}")

@@ -16,6 +16,7 @@ from autoopt.bundle.write import export_bundle
 from autoopt.config.schema import SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import tree_sha256
+from autoopt.jobs.confirm import Confirmation, confirm
 from autoopt.jobs.launch import Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
@@ -40,6 +41,7 @@ class SweepOutcome:
     bundle: Path
     reports: list[Path]
     ui_command: str
+    confirmation: Confirmation | None  # the pick against the fp32 reference, timed side by side
 
 
 def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
@@ -105,11 +107,35 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         reports = write_reports(summary, cfg.search.latency, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
         bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher)
+        confirmation = _confirm(summary, prep, cfg, launcher, progress)
         chosen = {**to_dict(summary.records[summary.chosen.key].candidate), "trial": summary.chosen.key,
                   "reason": summary.reason, "bundle": str(bundle)}
         tracker.log_front(reports, {"hypervolume": summary.hypervolume, "front_size": len(summary.front),
-                                    **{f"chosen.{k}": v for k, v in gains(summary).items()}}, chosen)
-    return SweepOutcome(name, summary, bundle, reports, tracker.ui_command())
+                                    **{f"chosen.{k}": v for k, v in gains(summary).items()},
+                                    **_confirmation_metrics(confirmation)}, chosen)
+    return SweepOutcome(name, summary, bundle, reports, tracker.ui_command(), confirmation)
+
+
+def _confirm(
+    s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher, progress: SweepProgress
+) -> Confirmation | None:
+    if cfg.search.confirm_rounds == 0 or s.chosen.key == s.reference.key:
+        return None
+    progress.step(f"confirm: fp32 reference and trial {s.chosen.key} timed alternately")
+    reference, chosen = s.records[s.reference.key].result, s.records[s.chosen.key].result
+    assert reference is not None and chosen is not None
+    confirmation = confirm(prep, reference, chosen, cfg.search.latency, launcher, cfg.search.confirm_rounds)
+    log.info("confirmed side by side: %s tokens/s, %s lower %s", confirmation.speedup, confirmation.latency_gain,
+             cfg.search.latency)
+    return confirmation
+
+
+def _confirmation_metrics(c: Confirmation | None) -> dict[str, float]:
+    if c is None:
+        return {}
+    return {f"confirm.{name}.{stat}": getattr(ratio, stat)
+            for name, ratio in (("speedup", c.speedup), ("latency_gain", c.latency_gain))
+            for stat in ("median", "low", "high")}
 
 
 def _log_trial(tracker: Tracker, outcome: TrialOutcome) -> None:
