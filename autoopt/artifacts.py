@@ -4,6 +4,8 @@ from __future__ import annotations
 
 ONNX_MODEL = "model.onnx"  # one decoder-with-past graph (plus `model.onnx.data` when large)
 GENAI_CONFIG = "genai_config.json"  # onnxruntime-genai's own runtime configuration
+ORT_SESSION = "ort_session.json"  # beside the graph: the session options and providers it was measured with
+TORCH_RUNTIME = "torch_runtime.json"  # beside config.json: what transformers' own files cannot hold
 TOKENIZER = "tokenizer.json"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from autoopt.config.schema import CandidateConfig
 
@@ -43,7 +43,7 @@ class EngineInfo:
     to the packages that must be present to run there. Which knobs an engine takes is declared on the
     knobs themselves (`autoopt.config.schema.CandidateConfig`); how its artifact is built, in
     `autoopt.passes.plan`. `rule`, when given, returns why a candidate the table allows still cannot
-    run on a device.
+    run on a device; `architectures` the model classes it takes.
     """
 
     name: str
@@ -52,7 +52,12 @@ class EngineInfo:
     requires: dict[str, tuple[Requirement, ...]]
     description: str = ""
     rule: Callable[[CandidateConfig, str], str | None] | None = None
-    notes: dict[str, str] = field(default_factory=dict)
+    architectures: tuple[str, ...] | None = None  # HF `architectures[0]` it can build and run; None: any causal LM
+
+    def model_problem(self, architecture: str) -> str | None:
+        if self.architectures is None or architecture in self.architectures:
+            return None
+        return f"engine={self.name} cannot take a {architecture}; it takes: {', '.join(self.architectures)}"
 
     @property
     def devices(self) -> tuple[str, ...]:

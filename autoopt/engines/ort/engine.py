@@ -2,31 +2,80 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import onnxruntime as ort
 
+from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
+from autoopt.artifacts import ORT_SESSION as SESSION_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.passes.onnx_files import MODEL_FILE
+from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 
-_GRAPH_OPT = {
-    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-}
+log = logging.getLogger("autoopt.engines")
+
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 Cache = np.ndarray | ort.OrtValue  # one KV tensor: host array, or an ORT value left on the device
+
+_SNIPPET = '''\
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def load(folder):
+    """The session with the options and providers it was measured with (folder/ort_session.json)."""
+    settings = json.loads((Path(folder) / "ort_session.json").read_text())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
+    options.intra_op_num_threads = settings["intra_op_num_threads"]
+    options.inter_op_num_threads = settings["inter_op_num_threads"]
+    options.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
+    providers = [p if isinstance(p, str) else tuple(p) for p in settings["providers"]]
+    session = ort.InferenceSession(str(Path(folder) / settings["model_file"]), options, providers=providers)
+    return session, set(settings["eos_token_ids"])
+
+
+def generate(loaded, prompt_ids, max_new_tokens):
+    """Greedy token ids, one per step; stops early at end of text."""
+    session, eos = loaded
+    pasts = [i for i in session.get_inputs() if i.name.startswith("past_key_values.")]
+    presents = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
+    _, heads, _, head_dim = pasts[0].shape
+    dtype = np.float16 if pasts[0].type == "tensor(float16)" else np.float32
+    past = [np.zeros((1, heads, 0, head_dim), dtype) for _ in pasts]
+    ids = np.array([prompt_ids], dtype=np.int64)
+    length = 0
+    for _ in range(max_new_tokens):
+        length += ids.shape[1]
+        feed = {"input_ids": ids, "attention_mask": np.ones((1, length), np.int64)}
+        feed.update({p.name: value for p, value in zip(pasts, past)})
+        logits, *past = session.run(["logits", *presents], feed)
+        token = int(logits[0, -1].argmax())
+        yield token
+        if token in eos:
+            return
+        ids = np.array([[token]], dtype=np.int64)
+
+
+if __name__ == "__main__":
+    loaded = load("model")
+    print(list(generate(loaded, [1, 2, 3], 32)))
+'''
 
 
 class OrtEngine(Engine):
     """On CPU each step is a plain `run` with numpy in and out (IO binding measured no faster there).
     On a device the KV tensors stay on it: they are bound as ORT values from one step to the next, and
-    only the logits come back to the host, where the argmax runs."""
+    only the logits come back to the host, where the argmax runs (the plain snippet of a bundle runs
+    numpy in and out, which on a device copies the KV each step: it reproduces CPU figures only)."""
 
     name = "ort"
     install_hint: ClassVar[str] = "onnxruntime-gpu (pip install 'autoopt[gpu]')"
@@ -43,20 +92,48 @@ class OrtEngine(Engine):
         self._kv_dtype = _ORT_TYPES[past.type]
 
     @classmethod
-    def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> OrtEngine:
-        if candidate.graph_opt not in _GRAPH_OPT:
+    def session_settings(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> dict[str, Any]:
+        """Every session setting `load` applies, as written to `ort_session.json`: the one source of both."""
+        if candidate.graph_opt not in ORT_GRAPH_LEVELS:
             raise ValueError(
                 f"candidate.graph_opt={candidate.graph_opt!r} is not an ORT level; choose one of: "
-                f"{', '.join(_GRAPH_OPT)}"
+                f"{', '.join(ORT_GRAPH_LEVELS)}"
             )
+        return {
+            "model_file": MODEL_FILE,
+            "graph_optimization_level": ORT_GRAPH_LEVELS[candidate.graph_opt],
+            "intra_op_num_threads": runtime.threads,
+            "inter_op_num_threads": 1,
+            "execution_mode": "ORT_SEQUENTIAL",
+            "providers": [p if isinstance(p, str) else list(p) for p in cls.providers(artifact, runtime)],
+        }
+
+    @classmethod
+    def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> OrtEngine:
+        settings = cls.session_settings(artifact, candidate, runtime)
+        _warn_if_written_differs(Path(artifact), settings)
         options = ort.SessionOptions()
-        options.graph_optimization_level = _GRAPH_OPT[candidate.graph_opt]
-        options.intra_op_num_threads = runtime.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        providers = cls.providers(artifact, runtime)
-        session = ort.InferenceSession(str(artifact / MODEL_FILE), options, providers=providers)
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
+        options.intra_op_num_threads = settings["intra_op_num_threads"]
+        options.inter_op_num_threads = settings["inter_op_num_threads"]
+        options.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
+        providers = [p if isinstance(p, str) else tuple(p) for p in settings["providers"]]
+        session = ort.InferenceSession(str(artifact / settings["model_file"]), options, providers=providers)
         return cls(session, runtime.device, bind_io=runtime.device != "cpu")
+
+    @classmethod
+    def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
+        """`ort_session.json` beside the graph: session options and providers as `load` applies them, plus
+        the end-of-text ids (from the folder's `generation_config.json` or `config.json`) the snippet
+        stops at."""
+        folder = Path(folder)
+        settings = cls.session_settings(folder, candidate, runtime)
+        settings["eos_token_ids"] = _eos_token_ids(folder)
+        (folder / SESSION_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def plain_runtime_snippet(cls) -> str:
+        return _SNIPPET
 
     @classmethod
     def providers(cls, artifact: Path, runtime: RuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
@@ -90,6 +167,13 @@ class OrtEngine(Engine):
         logits, _ = self._run(ids, self._empty_past(ids.shape[0]), 0)
         return logits.astype(np.float32, copy=False)
 
+    def device_peak_memory_bytes(self) -> int | None:
+        """None, always. onnxruntime's Python API has no allocator statistics (the C API's
+        `AllocatorGetStats` is not bound); `torch.cuda` counters do not see ORT's CUDA arena; NVML reports
+        a whole process (CUDA context and every library in it), current not peak, and per-process figures
+        are often missing inside containers. No figure here is more honest than a wrong one."""
+        return None
+
     def _empty_past(self, batch: int) -> list[np.ndarray]:
         empty = np.zeros((batch, self._kv_heads, 0, self._head_dim), dtype=self._kv_dtype)
         return [empty] * len(self._past_names)
@@ -120,3 +204,24 @@ class OrtEngine(Engine):
 
     def close(self) -> None:
         del self._session
+
+
+def _eos_token_ids(folder: Path) -> list[int]:
+    for name in ("generation_config.json", "config.json"):
+        path = folder / name
+        if path.exists():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            if eos is not None:
+                return list(eos) if isinstance(eos, list) else [int(eos)]
+    return []
+
+
+def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
+    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
+    path = folder / SESSION_FILE
+    if not path.exists():
+        return
+    written = json.loads(path.read_text())
+    for key, value in settings.items():
+        if written.get(key, value) != value:
+            log.warning("%s: %s is %r in %s but loaded with %r", OrtEngine.name, key, written[key], path, value)

@@ -19,4 +19,10 @@ INFO = EngineInfo(
         "cuda": (Requirement("onnxruntime_genai", "genai-cuda", probe=genai_cuda),),
     },
     description="onnxruntime-genai model builder (fused GQA, MatMulNBits int4/int8) and its generator",
+    # The text-only causal LMs the 0.18 builder's `create_model` has a class for (multimodal ones left out).
+    architectures=(
+        "Ernie4_5ForCausalLM", "GemmaForCausalLM", "Gemma2ForCausalLM", "Gemma3ForCausalLM", "GraniteForCausalLM",
+        "InternLM2ForCausalLM", "LlamaForCausalLM", "MistralForCausalLM", "NemotronForCausalLM", "OlmoForCausalLM",
+        "PhiForCausalLM", "Phi3ForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM",
+    ),
 )

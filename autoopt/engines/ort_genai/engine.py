@@ -2,32 +2,96 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime_genai as og
 from onnx import helper
 
+from autoopt.artifacts import GENAI_CONFIG
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 
-_GRAPH_OPT = {
-    "disable": "ORT_DISABLE_ALL",
-    "basic": "ORT_ENABLE_BASIC",
-    "extended": "ORT_ENABLE_EXTENDED",
-    "all": "ORT_ENABLE_ALL",
-}
-_CONFIG = "genai_config.json"
+log = logging.getLogger("autoopt.engines")
+
 _LOGITS = "logits"  # the builder's name for the decoder's logits output
+
+_SNIPPET = '''\
+import onnxruntime_genai as og
+
+
+def load(folder):
+    """Threads, graph optimization level, KV layout (past_present_share_buffer) and max_length all
+    come from folder/genai_config.json, as they were measured."""
+    return og.Model(str(folder))
+
+
+def generate(model, prompt_ids, max_new_tokens):
+    """Greedy token ids, one per step; stops early at end of text."""
+    generator = og.Generator(model, og.GeneratorParams(model))
+    generator.append_tokens([prompt_ids])  # the prefill
+    for _ in range(max_new_tokens):
+        if generator.is_done():
+            return
+        generator.generate_next_token()
+        yield int(generator.get_next_tokens()[0])
+
+
+if __name__ == "__main__":
+    model = load("model")
+    print(list(generate(model, [1, 2, 3], 32)))
+'''
+
+
+def runtime_overlay(candidate: CandidateConfig, runtime: RuntimeOptions) -> dict[str, Any]:
+    """Every setting `GenaiEngine.load` applies, in `genai_config.json`'s layout: the one source of the
+    settings autoopt measures with and writes into a bundle's folder."""
+    return {
+        "model": {
+            "decoder": {
+                "session_options": {
+                    # Without this the session ran as if on one thread, whatever the machine had.
+                    "intra_op_num_threads": runtime.threads,
+                    "inter_op_num_threads": 1,
+                    "graph_optimization_level": ORT_GRAPH_LEVELS[candidate.graph_opt],
+                }
+            }
+        },
+        "search": {
+            # static: past and present share one buffer preallocated for max_length tokens;
+            # dynamic: present is a new, one-token-longer tensor every step.
+            "past_present_share_buffer": candidate.kv_cache == "static",
+            "max_length": runtime.max_length,
+            "do_sample": False,
+        },
+    }
 
 
 class GenaiEngine(Engine):
+    """The Generator runs a staged copy of the artifact whose graph has one extra, never-chosen logit (see
+    `_stage_with_sentinel`), so generation never stops at EOS during measurement. That Pad node copies the
+    logits once per step (batch × vocab floats at decode); a bundle ships the builder's own graph, where
+    EOS stops generation, and the per-token time of the two agrees within the noise (a slow test checks
+    20 %).
+
+    With `kv_cache=static` one Generator per batch size, sized for `runtime.max_length`, is created on
+    that batch size's first request (warm-up) and rewound to position 0 for each later one: the shared
+    past/present buffer is allocated once, not inside a timed request. onnxruntime-genai 0.18's
+    `rewind_to(0)` then `append_tokens` gives the same tokens as a fresh Generator at every batch size
+    tried (1, 2 and 4 by hand; tests check 1 and 2). `kv_cache=dynamic` creates a Generator per request, as a plain
+    onnxruntime-genai loop does: its cache is reallocated every step anyway.
+    """
+
     name = "ort_genai"
 
     def __init__(
@@ -43,38 +107,44 @@ class GenaiEngine(Engine):
         self._vocab = vocab
         self._static_kv = static_kv
         self._max_length = max_length
+        self._generators: dict[int, tuple[og.Generator, int]] = {}  # batch → (generator, its max_length)
+        self._allocations = 0
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> GenaiEngine:
         if runtime.device == "cuda":
             _require_cuda()
+        overlay = runtime_overlay(candidate, runtime)
+        _warn_if_written_differs(Path(artifact), overlay)
         staging, vocab = _stage_with_sentinel(Path(artifact))
         config = og.Config(staging.name)
-        # Without this overlay the session ran as if on one thread, whatever the machine had.
-        session_options = {
-            "intra_op_num_threads": runtime.threads,
-            "inter_op_num_threads": 1,
-            "graph_optimization_level": _GRAPH_OPT[candidate.graph_opt],
-        }
-        # static: past and present share one buffer preallocated for max_length tokens;
-        # dynamic: present is a new, one-token-longer tensor every step.
-        static_kv = candidate.kv_cache == "static"
-        config.overlay(
-            json.dumps(
-                {
-                    "model": {"decoder": {"session_options": session_options}},
-                    "search": {"past_present_share_buffer": static_kv},
-                }
-            )
-        )
+        config.overlay(json.dumps(overlay))
         config.clear_providers()
         if runtime.device == "cuda":
             config.append_provider("cuda")
-        return cls(og.Model(config), staging, vocab, static_kv, runtime.max_length)
+        return cls(og.Model(config), staging, vocab, candidate.kv_cache == "static", runtime.max_length)
+
+    @classmethod
+    def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
+        """Merge `runtime_overlay` into `folder/genai_config.json` and set its providers (none = CPU, or
+        CUDA), so `og.Model(folder)` runs with the measured threads, graph level, KV layout and max_length.
+        The folder keeps the builder's graph and EOS id (no sentinel logit), so a plain run stops at end of
+        text."""
+        path = Path(folder) / GENAI_CONFIG
+        config = json.loads(path.read_text())
+        _merge(config, runtime_overlay(candidate, runtime))
+        session = config["model"]["decoder"]["session_options"]
+        cuda = [p for p in session.get("provider_options", []) if "cuda" in p] or [{"cuda": {}}]
+        session["provider_options"] = cuda if runtime.device == "cuda" else []
+        path.write_text(json.dumps(config, indent=4) + "\n")
+
+    @classmethod
+    def plain_runtime_snippet(cls) -> str:
+        return _SNIPPET
 
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
         batch, prompt_len = input_ids.shape
-        generator = self._generator(batch, prompt_len + max_new_tokens)
+        generator = self._request_generator(batch, prompt_len + max_new_tokens)
         # append_tokens runs the prefill; the first generate_next_token only picks from its logits.
         generator.append_tokens(input_ids.astype(np.int32))
         for _ in range(max_new_tokens):
@@ -83,7 +153,7 @@ class GenaiEngine(Engine):
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         batch, seq = input_ids.shape
-        generator = self._generator(batch, seq)
+        generator = self._new_generator(batch, max(seq, self._max_length) if self._static_kv else seq)
         generator.append_tokens(input_ids.astype(np.int32))
         logits = np.asarray(generator.get_output(_LOGITS), dtype=np.float32)[..., : self._vocab]
         if logits.shape[1] != seq:
@@ -93,16 +163,62 @@ class GenaiEngine(Engine):
             )
         return logits
 
+    def static_kv_allocations(self) -> int | None:
+        return self._allocations if self._static_kv else None
+
+    def device_peak_memory_bytes(self) -> int | None:
+        """None: onnxruntime-genai's Python API exposes no allocator statistics, and NVML's per-process
+        figure (whole process, CUDA context included; often unavailable in containers) is not this
+        engine's peak."""
+        return None
+
     def close(self) -> None:
+        self._generators.clear()
         del self._model
         self._staging.cleanup()
 
-    def _generator(self, batch: int, length: int) -> og.Generator:
-        params = og.GeneratorParams(self._model)
+    def _request_generator(self, batch: int, length: int) -> og.Generator:
+        if not self._static_kv:
+            return self._new_generator(batch, length)
+        held = self._generators.get(batch)
+        if held is not None and held[1] >= length:
+            held[0].rewind_to(0)
+            return held[0]
         # A static cache is sized once for the longest request, as a server would preallocate it.
-        max_length = max(length, self._max_length) if self._static_kv else length
+        max_length = max(length, self._max_length)
+        generator = self._new_generator(batch, max_length)
+        self._generators[batch] = (generator, max_length)
+        self._allocations += 1
+        return generator
+
+    def _new_generator(self, batch: int, max_length: int) -> og.Generator:
+        params = og.GeneratorParams(self._model)
         params.set_search_options(batch_size=batch, max_length=max_length, do_sample=False)
         return og.Generator(self._model, params)
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> None:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+
+
+def _warn_if_written_differs(artifact: Path, overlay: dict[str, Any]) -> None:
+    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
+    path = artifact / GENAI_CONFIG
+    if not path.exists():
+        return
+    written = json.loads(path.read_text())
+    session = written.get("model", {}).get("decoder", {}).get("session_options", {})
+    wanted = overlay["model"]["decoder"]["session_options"]
+    pairs = [(f"session_options.{k}", session.get(k), v) for k, v in wanted.items()]
+    pairs += [(f"search.{k}", written.get("search", {}).get(k), v) for k, v in overlay["search"].items()]
+    for key, found, applied in pairs:
+        # The builder's own config sets none of the session options; only a written one can disagree.
+        if "intra_op_num_threads" in session and found is not None and found != applied:
+            log.warning("ort_genai: %s is %r in %s but loaded with %r", key, found, path, applied)
 
 
 def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[str], int]:
@@ -115,15 +231,15 @@ def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[st
     """
     staging = _staging_folder(artifact)
     folder = Path(staging.name)
-    config = json.loads((artifact / _CONFIG).read_text())
+    config = json.loads((artifact / GENAI_CONFIG).read_text())
     graph_file = config["model"]["decoder"]["filename"]
     for entry in artifact.iterdir():
-        if entry.name not in (_CONFIG, graph_file):
+        if entry.name not in (GENAI_CONFIG, graph_file):
             _link_or_copy(entry, folder / entry.name)
     vocab = config["model"]["vocab_size"]
     _append_sentinel_logit(artifact / graph_file, folder / graph_file, vocab)
     config["model"].update(vocab_size=vocab + 1, eos_token_id=[vocab], pad_token_id=vocab)
-    (folder / _CONFIG).write_text(json.dumps(config))
+    (folder / GENAI_CONFIG).write_text(json.dumps(config))
     return staging, vocab
 
 

@@ -2,17 +2,84 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
+from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 
+log = logging.getLogger("autoopt.engines")
+
 _DTYPES = {"none": torch.float32, "int8_dynamic": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+_HF_CONFIG = "config.json"
+_GENERATION_CONFIG = "generation_config.json"
+
+_SNIPPET = '''\
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
+
+
+def load(folder):
+    """The model with the dtype, threads, quantization and KV cache it was measured with."""
+    settings = json.loads((Path(folder) / "torch_runtime.json").read_text())
+    torch.set_num_threads(settings["threads"])
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, settings["dtype"])).eval()
+    if settings["quantize_dynamic_int8"]:
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.to(settings["device"])
+    # A static cache is allocated once and reset per request.
+    static = None
+    if settings["kv_cache"] == "static":
+        static = StaticCache(config=model.config, max_cache_len=settings["max_length"])
+    return model, static
+
+
+@torch.inference_mode()
+def generate(loaded, prompt_ids, max_new_tokens):
+    """Greedy token ids, one per step; stops early at end of text."""
+    model, static = loaded
+    if static is not None:
+        static.reset()
+    cache = static if static is not None else DynamicCache(config=model.config)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+    ids = torch.tensor([prompt_ids], device=model.device)
+    for _ in range(max_new_tokens):
+        logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+        ids = logits[:, -1, :].argmax(dim=-1, keepdim=True)
+        token = int(ids[0, 0])
+        yield token
+        if token in eos:
+            return
+
+
+if __name__ == "__main__":
+    loaded = load("model")
+    print(list(generate(loaded, [1, 2, 3], 32)))
+'''
+
+
+def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dict[str, Any]:
+    """Every setting `TorchEngine.load` applies, as written to `torch_runtime.json`: the one source."""
+    return {
+        "dtype": str(_DTYPES[candidate.quant]).removeprefix("torch."),
+        "quantize_dynamic_int8": candidate.quant == "int8_dynamic",
+        "threads": runtime.threads,
+        "device": runtime.device,
+        "kv_cache": candidate.kv_cache,
+        "max_length": runtime.max_length,
+    }
 
 
 class TorchEngine(Engine):
@@ -23,38 +90,74 @@ class TorchEngine(Engine):
         self._device = device
         self._kv_cache = kv_cache
         self._max_length = max_length
+        self._static: dict[int, StaticCache] = {}  # one per batch size, reset per request
+        self._static_length: dict[int, int] = {}  # positions each of those holds
+        self._allocations = 0
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
         if runtime.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("engine torch on device cuda needs a CUDA build of torch and a CUDA device; none found")
-        torch.set_num_threads(runtime.threads)
-        device = torch.device(runtime.device)
-        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=_DTYPES[candidate.quant])
+        settings = runtime_settings(candidate, runtime)
+        _warn_if_written_differs(Path(artifact), settings)
+        torch.set_num_threads(settings["threads"])
+        device = torch.device(settings["device"])
+        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=getattr(torch, settings["dtype"]))
         model.eval()
-        if candidate.quant == "int8_dynamic":
+        if settings["quantize_dynamic_int8"]:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        return cls(model, device, candidate.kv_cache, runtime.max_length)
+        return cls(model, device, settings["kv_cache"], settings["max_length"])
 
-    def _cache(self) -> DynamicCache | StaticCache:
-        if self._kv_cache == "static":
-            return StaticCache(config=self._model.config, max_cache_len=self._max_length)
-        return DynamicCache(config=self._model.config)
+    @classmethod
+    def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
+        """`torch_runtime.json` (threads, dtype, dynamic int8, device, KV layout, static cache length), plus
+        transformers' own files: `config.json` `dtype` (what `dtype="auto"` loads) and
+        `generation_config.json` `cache_implementation` (what `model.generate` uses)."""
+        folder = Path(folder)
+        settings = runtime_settings(candidate, runtime)
+        (folder / RUNTIME_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+        config = json.loads((folder / _HF_CONFIG).read_text())
+        config["dtype"] = settings["dtype"]
+        (folder / _HF_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        generation_path = folder / _GENERATION_CONFIG
+        generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
+        generation["do_sample"] = False
+        if settings["kv_cache"] == "static":
+            generation["cache_implementation"] = "static"
+        else:
+            generation.pop("cache_implementation", None)
+        generation_path.write_text(json.dumps(generation, indent=2) + "\n")
+
+    @classmethod
+    def plain_runtime_snippet(cls) -> str:
+        return _SNIPPET
+
+    def _cache(self, batch: int, length: int) -> DynamicCache | StaticCache:
+        if self._kv_cache != "static":
+            return DynamicCache(config=self._model.config)
+        cache = self._static.get(batch)
+        if cache is not None and self._static_length[batch] >= length:
+            cache.reset()  # zeroes the buffers in place and rewinds the position
+            return cache
+        # Sized once for the longest request (a longer one than `max_length` gets a larger cache). Its
+        # tensors are allocated by the first forward (StaticLayer.lazy_initialization) at the model's
+        # dtype and device.
+        capacity = max(length, self._max_length)
+        cache = self._static[batch] = StaticCache(config=self._model.config, max_cache_len=capacity)
+        self._static_length[batch] = capacity
+        self._allocations += 1
+        return cache
 
     @torch.inference_mode()
     def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        cache = self._cache()
-        position = torch.arange(ids.shape[1], device=self._device)
+        cache = self._cache(ids.shape[0], ids.shape[1] + max_new_tokens)
         for _ in range(max_new_tokens):
-            out = self._model(
-                input_ids=ids, cache=cache, cache_position=position, use_cache=True, logits_to_keep=1
-            )
+            out = self._model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
             ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-            position = position[-1:] + 1
             yield ids[:, 0].cpu().numpy()
 
     @torch.inference_mode()
@@ -67,5 +170,20 @@ class TorchEngine(Engine):
             return None
         return int(torch.cuda.max_memory_allocated(self._device))
 
+    def static_kv_allocations(self) -> int | None:
+        return self._allocations if self._kv_cache == "static" else None
+
     def close(self) -> None:
+        self._static.clear()
         del self._model
+
+
+def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
+    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
+    path = folder / RUNTIME_FILE
+    if not path.exists():
+        return
+    written = json.loads(path.read_text())
+    for key, value in settings.items():
+        if written.get(key, value) != value:
+            log.warning("torch: %s is %r in %s but loaded with %r", key, written[key], path, value)
