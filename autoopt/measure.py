@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -16,6 +17,7 @@ from autoopt.config.overrides import CONF_DIR, check_overrides, exit_on_config_e
 from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
 from autoopt.jobs.launch import JobFailed
+from autoopt.models.source import model_architecture
 from autoopt.space.validity import candidate_problem
 
 log = logging.getLogger("autoopt")
@@ -26,7 +28,7 @@ register()
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         m = load_measure_config(cfg)
-        problem = candidate_problem(m.candidate, m.target)
+        problem = candidate_problem(m.candidate, m.target, model_architecture(m.model))
         if problem:
             raise ConfigError(problem)
 
@@ -40,7 +42,10 @@ def main(cfg: DictConfig) -> None:
         built = launcher.launch(prep.build_job(m.candidate))
         result = launcher.launch(prep.measure_job(m.candidate, built))
     except JobFailed as e:
-        print(f"error: {e.reason}\n{e.detail}", file=sys.stderr)
+        log_file = Path(m.workspace) / "logs" / f"measure-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(f"{e.reason}\n\n{e.detail}")
+        print(f"error: {e.reason}\n(the child's traceback is in {log_file})", file=sys.stderr)
         sys.exit(1)
     print(measurement_table(result))
     if m.output:

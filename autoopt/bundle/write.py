@@ -14,7 +14,7 @@ from autoopt.bundle.manifest import write_manifest
 from autoopt.bundle.verify import minimum_tolerances
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.config.serde import to_dict
-from autoopt.engines.registry import engine_info
+from autoopt.engines.registry import engine_class, engine_info
 from autoopt.result import DEFINITIONS, MeasureResult
 
 FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
@@ -137,6 +137,7 @@ def readme(manifest: dict[str, Any]) -> str:
     module = ", ".join(r.module for r in requirements)
     install = "; ".join(dict.fromkeys(r.install for r in requirements))
     knobs = ", ".join(f"{k}={v}" for k, v in manifest["candidate"].items())
+    env = " ".join(f"{k}={v}" for k, v in manifest["runtime_env"].items())
     setting = (
         f"On target `{target['name']}` ({target['device']}, threads: {runtime['threads']}), batch "
         f"{runtime['batch_size']}, prompts of {workload['prompt_lengths']} tokens, "
@@ -184,6 +185,13 @@ def readme(manifest: dict[str, Any]) -> str:
         '    with load_bundle("path/to/this/bundle") as bundle:',
         '        print(bundle.generate_text("def ", max_new_tokens=32))',
         "",
+        f"## Run it with {module} alone",
+        "Every setting it was measured with is in `model/` (the runtime's own configuration files). From the",
+        "bundle's folder, start Python with the allocator settings the measurement had:",
+        f"`{env} python run.py`, where `run.py` is:",
+        "",
+        *(f"    {line}" if line else "" for line in engine_class(manifest["engine"]).plain_runtime_snippet().splitlines()),
+        "",
         "## Verify it",
         "    python -m autoopt.bundle verify .",
         "",
@@ -207,7 +215,7 @@ def export_bundle(
     """Write the bundle for `result` (built as `artifact`) to `out_dir`, replacing what was there.
 
     `workload` is the measured workload (prompt_lengths, output_lengths, name); `resolved_config` the
-    run's resolved configuration, which must hold `target.device`. Returns `out_dir`.
+    run's resolved configuration, recorded as it is. Returns `out_dir`.
     """
     out_dir = Path(out_dir)
     payload = manifest_payload(result, workload, resolved_config)
@@ -216,6 +224,8 @@ def export_bundle(
     tmp.mkdir()
     try:
         shutil.copytree(artifact, tmp / MODEL_DIR)
+        # The runtime's own config files get the settings the figures were measured with, before hashing.
+        engine_class(result.candidate.engine).write_runtime_config(tmp / MODEL_DIR, result.candidate, result.runtime)
         (tmp / REFERENCE).parent.mkdir()
         shutil.copyfile(reference_npz, tmp / REFERENCE)
         (tmp / README).write_text(readme(payload), encoding="utf-8")

@@ -16,13 +16,29 @@ class ResolvedModel:
     path: Path
     key: str  # changes whenever the weights or the recipe that made them change
 
+    @property
+    def architecture(self) -> str:
+        """The HF model class the folder declares (`config.json`'s `architectures[0]`)."""
+        config = json.loads((self.path / "config.json").read_text())
+        return (config.get("architectures") or ["?"])[0]
+
     def describe(self) -> dict[str, object]:
         meta = self.path / "autoopt_model.json"
         info: dict[str, object] = json.loads(meta.read_text()) if meta.is_file() else {}
         info.update(name=self.name, path=str(self.path), key=self.key)
-        config = json.loads((self.path / "config.json").read_text())
-        info.setdefault("architecture", (config.get("architectures") or ["?"])[0])
+        info.setdefault("architecture", self.architecture)
         return info
+
+
+BUILTIN_ARCHITECTURE = "Qwen2ForCausalLM"
+
+
+def model_architecture(model: ModelConfig) -> str:
+    """The HF model class `model` will resolve to, read without resolving it (no training, no hashing)."""
+    if model.kind == "builtin":
+        return BUILTIN_ARCHITECTURE
+    config = json.loads((Path(model.path) / "config.json").read_text())  # type: ignore[arg-type]
+    return (config.get("architectures") or ["?"])[0]
 
 
 def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:

@@ -77,7 +77,8 @@ def _sample_inputs(
     """Example inputs with every length > 1, so that no dynamic dimension gets specialized."""
     batch, seq, past_len = 2, 5, 3
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    kv_shape = (batch, config.num_key_value_heads, past_len, head_dim)
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads  # no GQA: one per head
+    kv_shape = (batch, kv_heads, past_len, head_dim)
     past = tuple(
         torch.randn(kv_shape, dtype=dtype, device=device) for _ in range(2 * config.num_hidden_layers)
     )

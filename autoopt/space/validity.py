@@ -42,11 +42,13 @@ def environment_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     return None
 
 
-def candidate_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
-    """Every check a candidate must pass before it is built, in order; None when it can be measured here."""
+def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: str) -> str | None:
+    """Every check a candidate must pass before it is built, in order; None when it can be measured here.
+    `architecture` is the model's HF class (`config.json`'s `architectures[0]`)."""
     return (
         candidate_value_problem(c)
         or inapplicable_knob(c)
         or target_problem(c, target)
+        or engine_info(c.engine).model_problem(architecture)
         or environment_problem(c, target)
     )

@@ -81,7 +81,7 @@ def run_trial(
     record.write(trial)
     name = f"trial {trial.number} · {record.label}"
 
-    problem = candidate_problem(candidate, prep.target)
+    problem = candidate_problem(candidate, prep.target, prep.model.architecture)
     if problem:
         return _prune(study, trial, record, problem, name)
 

@@ -80,7 +80,10 @@ def test_manifest_hashes_every_file_and_defines_every_metric(bundle: Path, measu
     model_files = {
         p.relative_to(measured.artifact).as_posix() for p in measured.artifact.rglob("*") if p.is_file()
     }
-    assert {rel.removeprefix("model/") for rel in files if rel.startswith("model/")} == model_files
+    # the artifact's files, plus the runtime's own config file with the measured settings
+    assert {rel.removeprefix("model/") for rel in files if rel.startswith("model/")} == model_files | {
+        "torch_runtime.json"
+    }
     assert {"verify/reference.npz", "README.md", "model/tokenizer.json"} <= files.keys()
     assert all(files[rel] == sha256_file(bundle / rel) for rel in files)
     assert check_hashes(bundle) == []
@@ -102,6 +105,7 @@ def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None
 
     assert "p50" in readme and "p90" in readme and "batch 1" in readme and "warm" in readme
     assert "python -m autoopt.serve" in readme and "python -m autoopt.bundle verify" in readme
+    assert "## Run it with torch alone" in readme and "MALLOC_TRIM_THRESHOLD_=4294967296" in readme
 
 
 def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) -> None:
