@@ -1,5 +1,6 @@
-"""`python -m autoopt.serve DIR --prompt TEXT`: load a bundle, complete one prompt, print the completion
-and its latency."""
+"""`python -m autoopt.serve DIR --host 127.0.0.1 --port N`: serve a bundle over HTTP (OpenAI API, see
+`autoopt.serve.app`). `python -m autoopt.serve DIR --prompt TEXT`: complete one prompt, print the
+completion and its latency."""
 
 from __future__ import annotations
 
@@ -7,56 +8,62 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
-from autoopt.serve.bundle import load_bundle
+from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_env
+from autoopt.config.errors import ConfigError
+from autoopt.config.serving import ServingConfig, check_serving
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m autoopt.serve",
-        description="Greedy completion of one prompt with an exported bundle. Prints the completion on "
-        "stdout, then load time and end-to-end latency on stderr.",
+        description="Serve an exported bundle over HTTP (OpenAI-compatible), or with --prompt complete one "
+        "prompt: the completion on stdout, load time and end-to-end latency on stderr.",
     )
     parser.add_argument("bundle", type=Path, help="the bundle folder (holds manifest.json)")
-    parser.add_argument("--prompt", required=True, help="text to complete")
-    parser.add_argument(
-        "--max-new-tokens", type=int, default=32, help="tokens to generate at most (default 32)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=None, help="intra-op threads (default: the manifest's)"
-    )
-    parser.add_argument(
-        "--device", choices=("cpu", "cuda"), default=None, help="default: the manifest's target"
-    )
-    parser.add_argument(
-        "--max-length",
-        type=int,
-        default=None,
-        help="longest prompt + completion in tokens (default: the manifest's)",
-    )
+    parser.add_argument("--prompt", default=None, help="complete this text once and exit instead of serving")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="--prompt: tokens to generate at most")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: the manifest's target")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="longest prompt + completion in tokens (default: the manifest's)")
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serving.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serving.add_argument("--model-name", default=None, help="the model id clients send (default: the bundle's folder name)")
+    defaults = ServingConfig()
+    serving.add_argument("--max-batch", type=int, default=defaults.max_batch, help="rows per engine call")
+    serving.add_argument("--max-queue-delay-ms", type=float, default=defaults.max_queue_delay_ms,
+                         help="release a partial batch once its oldest request waited this long")
+    serving.add_argument("--policy", choices=("strict", "weighted"), default=defaults.policy)
+    serving.add_argument("--starvation-ms", type=float, default=defaults.starvation_ms,
+                         help="a request waiting longer is served regardless of class")
+    serving.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingConfig:
+    max_batch = args.max_batch
+    if max_batch > bundle.runtime.max_batch:
+        print(f"note: --max-batch {max_batch} lowered to the bundle's max_batch {bundle.runtime.max_batch}",
+              file=sys.stderr)
+        max_batch = bundle.runtime.max_batch
+    cfg = replace(ServingConfig(), max_batch=max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
+                  policy=args.policy, starvation_ms=args.starvation_ms)
+    check_serving(cfg)
+    return cfg
+
+
+def one_prompt(bundle: LoadedBundle, args: argparse.Namespace, load_s: float) -> int:
     t0 = time.perf_counter()
     try:
-        bundle = load_bundle(
-            args.bundle, threads=args.threads, device=args.device, max_length=args.max_length
-        )
-    except (FileNotFoundError, RuntimeError) as e:
+        text = bundle.generate_text(args.prompt, args.max_new_tokens)
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    load_s = time.perf_counter() - t0
-    with bundle:
-        t0 = time.perf_counter()
-        try:
-            text = bundle.generate_text(args.prompt, args.max_new_tokens)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        e2e_ms = (time.perf_counter() - t0) * 1e3
+    e2e_ms = (time.perf_counter() - t0) * 1e3
     print(text)
     print(
         f"load {load_s:.2f}s · e2e {e2e_ms:.1f} ms (first request after load, batch 1, "
@@ -64,6 +71,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
+    from autoopt.serve.app import ServedModel
+    from autoopt.serve.server import serve
+
+    try:
+        cfg = serving_config(args, bundle)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    name = args.model_name or bundle.path.resolve().name
+    model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)
+    print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
+          f"policy {cfg.policy}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    serve(model, cfg, args.host, args.port, log_level=args.log_level)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if argv is None:  # a command: run with the allocator settings the bundle was measured with
+        reexec_with_runtime_env(args.bundle, "autoopt.serve", sys.argv[1:])
+    t0 = time.perf_counter()
+    try:
+        bundle = load_bundle(args.bundle, threads=args.threads, device=args.device, max_length=args.max_length)
+    except (FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    load_s = time.perf_counter() - t0
+    with bundle:
+        if args.prompt is not None:
+            return one_prompt(bundle, args, load_s)
+        return serve_bundle(bundle, args)
 
 
 if __name__ == "__main__":

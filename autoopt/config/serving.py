@@ -1,0 +1,111 @@
+"""Typed serving settings: traffic (rate, arrivals, class mix), priority classes with deadlines, and the
+batcher/scheduler knobs. Plain dataclasses, so OmegaConf can use them as structured configs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autoopt.config.errors import ConfigError
+
+ARRIVALS = ("poisson", "gamma")
+POLICIES = ("strict", "weighted")
+ON_FULL = ("reject", "delay")
+
+
+@dataclass
+class ServingClassConfig:
+    """One priority class. `slo_ms` is the end-to-end deadline counted from the scheduled send time."""
+
+    name: str = "P3"
+    priority: int = 3  # 0 = most urgent
+    slo_ms: float = 0.0  # 0 = best effort (no deadline)
+    share: float = 0.25  # fraction of the offered traffic
+    queue_limit: int = 64  # requests waiting in this class at most
+    on_full: str = "reject"  # reject (HTTP 429) | delay (held back until the class queue has room)
+    weight: float = 1.0  # policy=weighted: relative share of batches led by this class
+
+
+def default_classes() -> list[ServingClassConfig]:
+    """P0 payment checks (200 ms), P1 review summaries (500 ms), P2 report drafts (1 s), P3 best effort."""
+    return [
+        ServingClassConfig("P0", 0, 200.0, 0.1, 32, "reject", 8.0),
+        ServingClassConfig("P1", 1, 500.0, 0.3, 64, "reject", 4.0),
+        ServingClassConfig("P2", 2, 1000.0, 0.3, 64, "reject", 2.0),
+        ServingClassConfig("P3", 3, 0.0, 0.3, 128, "delay", 1.0),
+    ]
+
+
+@dataclass
+class ServingConfig:
+    """Open-loop traffic and the batcher/scheduler that serves it."""
+
+    rate_rps: float = 4.0  # offered requests per second
+    arrival: str = "poisson"  # poisson | gamma (bursty)
+    burstiness: float = 1.0  # gamma: coefficient of variation of inter-arrival times (1 = poisson)
+    duration_s: float = 20.0  # arrivals stop after this much scheduled time ...
+    max_requests: int = 200  # ... or after this many requests, whichever comes first
+    seed: int = 0
+    classes: list[ServingClassConfig] = field(default_factory=default_classes)
+    policy: str = "strict"  # strict: most urgent class first | weighted: by class weight
+    max_batch: int = 4  # rows per engine call
+    max_queue_delay_ms: float = 10.0  # a partial batch is released once its oldest request waited this long
+    starvation_ms: float = 2000.0  # a request waiting longer is served next, whatever its class ...
+    starvation_every: int = 4  # ... but such requests lead at most one batch in this many
+    peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps
+    saturation_lag_factor: float = 10.0  # stop a run once the oldest waiting request lags this x the largest SLO
+    saturation_queue: int = 512  # ... or once this many requests wait
+    min_attainment: float = 0.99  # capacity: every class with an SLO meets it for at least this fraction
+
+
+def check_serving(cfg: ServingConfig) -> None:
+    """Raise ConfigError (one line: key, value, fix) for the first setting that cannot work."""
+    _positive("serving.rate_rps", cfg.rate_rps)
+    _choice("serving.arrival", cfg.arrival, ARRIVALS)
+    _positive("serving.burstiness", cfg.burstiness)
+    _positive("serving.duration_s", cfg.duration_s)
+    _positive("serving.max_requests", cfg.max_requests)
+    _choice("serving.policy", cfg.policy, POLICIES)
+    _positive("serving.max_batch", cfg.max_batch)
+    _non_negative("serving.max_queue_delay_ms", cfg.max_queue_delay_ms)
+    _positive("serving.starvation_ms", cfg.starvation_ms)
+    _positive("serving.starvation_every", cfg.starvation_every)
+    _non_negative("serving.peak_rate_rps", cfg.peak_rate_rps)
+    _positive("serving.saturation_lag_factor", cfg.saturation_lag_factor)
+    _positive("serving.saturation_queue", cfg.saturation_queue)
+    if not 0.0 < cfg.min_attainment <= 1.0:
+        raise ConfigError(f"serving.min_attainment={cfg.min_attainment} must be in (0, 1]; e.g. 0.99")
+    if not cfg.classes:
+        raise ConfigError("serving.classes is empty; give at least one class, e.g. the default P0..P3")
+    names = [c.name for c in cfg.classes]
+    priorities = [c.priority for c in cfg.classes]
+    for key, values in (("name", names), ("priority", priorities)):
+        duplicates = sorted({str(v) for v in values if values.count(v) > 1})
+        if duplicates:
+            raise ConfigError(f"serving.classes[].{key} repeats {', '.join(duplicates)}; give each class its own")
+    for i, c in enumerate(cfg.classes):
+        key = f"serving.classes[{i}]"
+        if not c.name:
+            raise ConfigError(f"{key}.name is empty; name the class, e.g. P{i}")
+        _non_negative(f"{key}.priority", c.priority)
+        _non_negative(f"{key}.slo_ms", c.slo_ms)
+        _non_negative(f"{key}.share", c.share)
+        _positive(f"{key}.queue_limit", c.queue_limit)
+        _choice(f"{key}.on_full", c.on_full, ON_FULL)
+        _positive(f"{key}.weight", c.weight)
+    if sum(c.share for c in cfg.classes) <= 0:
+        raise ConfigError("serving.classes[].share are all 0; give at least one class a positive share")
+
+
+def _positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}={value} must be positive")
+
+
+def _non_negative(key: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{key}={value} must be zero or positive")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}={value!r} is not known; choose one of: {', '.join(choices)}")

@@ -1,0 +1,498 @@
+"""An OpenAI-compatible HTTP server for one loaded model, on the same scheduler and batcher as the
+open-loop runner: HTTP in asyncio, the engine in one worker thread (`autoopt.serving.worker`).
+
+Endpoints: POST /v1/completions, POST /v1/chat/completions (both with `"stream": true` as SSE),
+GET /v1/models, GET /health, GET /metrics (Prometheus). Greedy decoding only: sampling fields such as
+`temperature` are accepted and ignored. A request's class comes from its `priority` field (0-3 or
+"P0".."P3") or an `X-Priority` header, default the least urgent class. Errors are JSON
+`{"error": {"message", "type", "code"}}`: 400 malformed/oversized, 404 unknown model, 413 body too
+large, 429 class queue full (with Retry-After), 503 shutting down, 500 engine failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+from tokenizers import Tokenizer
+
+from autoopt.config.serving import ServingConfig, check_serving
+from autoopt.engines.base import Engine
+from autoopt.serving.runner import make_scheduler
+from autoopt.serving.scheduler import REJECTED, ServingRequest
+from autoopt.serving.worker import ServingWorker, WorkerClosed
+
+DEFAULT_MAX_TOKENS = 16
+MAX_BODY_BYTES = 1 << 20
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Servable(Protocol):
+    """What the server needs from a loaded model (a bundle adapter, or anything else)."""
+
+    engine: Engine
+    tokenizer: Tokenizer
+    model_name: str
+    max_length: int  # longest prompt + completion, in tokens
+
+
+@dataclass
+class ServedModel:
+    engine: Engine
+    tokenizer: Tokenizer
+    model_name: str
+    max_length: int
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind, self.headers = status, message, code, kind, headers
+
+
+def error_response(status: int, message: str, code: str, kind: str = "invalid_request_error",
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": kind, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+# -- request bodies ---------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: StrictStr | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
+    stream: StrictBool = False
+    priority: StrictInt | StrictStr | None = None
+    n: StrictInt = 1
+
+
+class CompletionBody(_Body):
+    prompt: StrictStr | list[StrictInt] | list[StrictStr]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: StrictStr
+    content: StrictStr
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=1)
+
+
+def chat_prompt(messages: list[ChatMessage]) -> str:
+    """The simple chat template: one "role: content" line per message, then "assistant:"."""
+    return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+
+
+# -- the bridge from the worker thread to one request -------------------------------------------
+class _Reply:
+    """One request's token channel. `token`/`started`/`finished` run on the worker thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, special: frozenset[int], arrival: float) -> None:
+        self._loop, self._special = loop, special
+        self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self.cancelled = False
+        self.finish_reason = "length"
+        self.arrival = arrival
+        self.start: float | None = None
+        self.first: float | None = None
+        self.last: float | None = None
+        self.done = False
+
+    def _post(self, item: tuple[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the event loop is gone: nobody is listening
+            self._loop.call_soon_threadsafe(self.queue.put_nowait, item)
+
+    def started(self, t: float) -> None:
+        self.start = t
+
+    def token(self, index: int, token: int, t: float) -> bool:
+        if self.cancelled:
+            return False
+        if token in self._special:
+            self.finish_reason = "stop"
+            return False
+        if index == 0:
+            self.first = t
+        self.last = t
+        self._post(("token", token))
+        return True
+
+    def finished(self, error: BaseException | None) -> None:
+        self._post(("end", error))
+
+
+class _Detokenizer:
+    """Incremental text: the new suffix of the decoded tokens, holding back an incomplete UTF-8 tail."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer, self.ids, self._sent = tokenizer, [], 0
+
+    def push(self, token: int) -> str:
+        self.ids.append(token)
+        text = self._tokenizer.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return ""
+        delta, self._sent = text[self._sent :], len(text)
+        return delta
+
+    def flush(self) -> str:
+        text = self.text()
+        delta, self._sent = text[self._sent :], len(text)
+        return delta
+
+    def text(self) -> str:
+        return self._tokenizer.decode(self.ids)
+
+
+# -- metrics --------------------------------------------------------------------------------------
+class _Metrics:
+    def __init__(self, classes: list[str]) -> None:
+        self.registry = CollectorRegistry()
+        r, cls = self.registry, ["cls"]
+        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class", cls,
+                             registry=r, buckets=LATENCY_BUCKETS)
+        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class", cls,
+                              registry=r, buckets=LATENCY_BUCKETS)
+        self.queue = Histogram("autoopt_request_queue_seconds", "time waiting for a batch per class", cls,
+                               registry=r, buckets=LATENCY_BUCKETS)
+        self.requests = Counter("autoopt_requests", "finished requests per class and outcome", ["cls", "outcome"],
+                                registry=r)
+        self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
+        self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
+        self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
+        self.batch = Histogram("autoopt_batch_size", "rows per engine call", registry=r,
+                               buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
+        for name in classes:
+            for metric in (self.e2e, self.ttft, self.queue, self.rejections, self.depth):
+                metric.labels(name)
+
+    def record(self, cls: str, reply: _Reply, outcome: str) -> None:
+        self.requests.labels(cls, outcome).inc()
+        if reply.start is not None:
+            self.queue.labels(cls).observe(reply.start - reply.arrival)
+        if outcome == "ok" and reply.first is not None and reply.last is not None:
+            self.ttft.labels(cls).observe(reply.first - reply.arrival)
+            self.e2e.labels(cls).observe(reply.last - reply.arrival)
+
+
+# -- the app ----------------------------------------------------------------------------------------
+class _Server:
+    """State shared by the handlers of one app."""
+
+    def __init__(self, model: Servable, cfg: ServingConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self.classes = sorted(cfg.classes, key=lambda c: c.priority)
+        self.metrics = _Metrics([c.name for c in self.classes])
+        self.worker = ServingWorker(model.engine, make_scheduler(cfg), on_batch=self.metrics.batch.observe)
+        self.special = frozenset(
+            i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
+        )
+        self.vocab = model.tokenizer.get_vocab_size()
+        self.ids = itertools.count(1)
+        self.created = int(time.time())
+
+    def resolve_class(self, field: int | str | None, header: str | None) -> str:
+        value: int | str | None = field if field is not None else header
+        if value is None:
+            return self.classes[-1].name
+        by_name = {c.name.lower(): c.name for c in self.classes}
+        by_priority = {c.priority: c.name for c in self.classes}
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key in by_name:
+                return by_name[key]
+            if key.lstrip("-").isdigit():
+                value = int(key)
+        if isinstance(value, int) and value in by_priority:
+            return by_priority[value]
+        known = ", ".join([*(str(p) for p in by_priority), *by_name.values()])
+        raise ApiError(400, f"priority={value!r} is not a known class; use one of: {known}", "invalid_priority")
+
+    def check_model(self, name: str | None) -> None:
+        if name is not None and name != self.model.model_name:
+            raise ApiError(404, f"model {name!r} is not served here; this server serves {self.model.model_name!r}",
+                           "model_not_found")
+
+    def encode(self, prompt: str | list[int] | list[str]) -> list[int]:
+        if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+            if len(prompt) != 1:
+                raise ApiError(400, f"prompt holds {len(prompt)} strings; send one prompt per request", "invalid_prompt")
+            prompt = prompt[0]
+        if isinstance(prompt, str):
+            ids = self.model.tokenizer.encode(prompt).ids
+        else:
+            ids = [int(i) for i in prompt]
+            bad = [i for i in ids if not 0 <= i < self.vocab]
+            if bad:
+                raise ApiError(400, f"prompt token id {bad[0]} is outside the vocabulary [0, {self.vocab})",
+                               "invalid_prompt")
+        if not ids:
+            raise ApiError(400, "the prompt is empty after tokenization; give at least one character", "invalid_prompt")
+        return ids
+
+    def check_length(self, prompt_len: int, max_tokens: int) -> None:
+        needed = prompt_len + max_tokens
+        if needed > self.model.max_length:
+            raise ApiError(
+                400,
+                f"prompt ({prompt_len} tokens) + max_tokens ({max_tokens}) = {needed} exceeds this model's "
+                f"max_length {self.model.max_length}; shorten the prompt or lower max_tokens",
+                "context_length_exceeded",
+            )
+
+
+def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app serving `model` with `cfg`'s classes, policy and batching. The worker thread starts
+    with the app's lifespan and, at shutdown, finishes every admitted request before it ends."""
+    cfg = cfg or ServingConfig()
+    check_serving(cfg)
+    server = _Server(model, cfg)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        server.worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(server.worker.close, 60.0)
+
+    app = FastAPI(title="autoopt", lifespan=lifespan)
+    app.state.server = server
+    _install_error_handlers(app, max_body_bytes)
+
+    @app.get("/health")
+    async def health() -> Response:
+        state = server.worker.snapshot()
+        if state.closing:
+            return error_response(503, "the server is shutting down", "shutting_down", "server_error")
+        return JSONResponse({"status": "ok", "model": model.model_name, "queue_depth": state.depth,
+                             "active_rows": state.active_rows})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        state = server.worker.snapshot()
+        for name, depth in state.depth.items():
+            server.metrics.depth.labels(name).set(depth)
+        server.metrics.active.set(state.active_rows)
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        card = {"id": model.model_name, "object": "model", "created": server.created, "owned_by": "autoopt",
+                "max_model_len": model.max_length}
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionBody, request: Request) -> Response:
+        server.check_model(body.model)
+        ids = server.encode(body.prompt)
+        return await _generate(server, request, body, ids, body.max_tokens, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatBody, request: Request) -> Response:
+        server.check_model(body.model)
+        ids = server.encode(chat_prompt(body.messages))
+        return await _generate(server, request, body, ids, body.max_completion_tokens or body.max_tokens, chat=True)
+
+    return app
+
+
+class _BodyLimit:
+    """Refuse a declared body over `limit` bytes with 413 before anything reads it (plain ASGI, so that
+    streaming responses and disconnect detection pass through untouched)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"0").decode("latin-1")
+            if not length.isdigit() or int(length) > self.limit:
+                response = error_response(413, f"request body of {length} bytes exceeds the limit of {self.limit}",
+                                          "body_too_large")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
+    app.add_middleware(_BodyLimit, limit=max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, e: ApiError) -> Response:
+        return error_response(e.status, e.message, e.code, e.kind, e.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> Response:
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        message = f"{where}: {first.get('msg', 'invalid request')}"
+        return error_response(400, message, "invalid_request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        code = "not_found" if e.status_code == 404 else f"http_{e.status_code}"
+        return error_response(e.status_code, str(e.detail), code, headers=getattr(e, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def crash(request: Request, e: Exception) -> Response:
+        return error_response(500, f"internal error: {type(e).__name__}: {e}", "internal_error", "server_error")
+
+
+async def _generate(server: _Server, request: Request, body: _Body, ids: list[int], max_tokens: int | None,
+                    *, chat: bool) -> Response:
+    if body.n != 1:
+        raise ApiError(400, f"n={body.n} is not supported; greedy decoding gives one choice, send n=1", "invalid_n")
+    max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+    server.check_length(len(ids), max_tokens)
+    cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
+    worker = server.worker
+    reply = _Reply(asyncio.get_running_loop(), server.special, worker.clock())
+    item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64))
+    try:
+        outcome = worker.submit(item, reply)
+    except WorkerClosed as e:
+        raise ApiError(503, str(e), "shutting_down", "server_error") from e
+    if outcome == REJECTED:
+        server.metrics.rejections.labels(cls).inc()
+        retry = max(1, round(server.cfg.max_queue_delay_ms / 1e3 + 1))
+        raise ApiError(429, f"the {cls} queue is full; retry later or send a lower-priority request",
+                       "queue_full", "rate_limit_error", {"Retry-After": str(retry)})
+    meta = _Meta(server, request, item, reply, chat, len(ids))
+    if body.stream:
+        return StreamingResponse(_stream(meta), media_type="text/event-stream")
+    return await _complete(meta)
+
+
+@dataclass
+class _Meta:
+    server: _Server
+    request: Request
+    item: ServingRequest
+    reply: _Reply
+    chat: bool
+    prompt_tokens: int
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+    def abandon(self) -> None:
+        """The client went away: drop the request if it waits, stop tracking its row if it runs."""
+        self.reply.cancelled = True
+        self.server.worker.cancel(self.item.id)
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": self.prompt_tokens + completion_tokens}
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _complete(meta: _Meta) -> Response:
+    detok = _Detokenizer(meta.server.model.tokenizer)
+    gone = asyncio.ensure_future(_wait_disconnect(meta.request))
+    outcome = "disconnected"
+    try:
+        while True:
+            get = asyncio.ensure_future(meta.reply.queue.get())
+            await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not get.done():
+                get.cancel()
+                meta.abandon()
+                return Response(status_code=499)  # nobody reads it
+            kind, value = get.result()
+            if kind == "token":
+                detok.push(value)
+                continue
+            if value is not None:
+                outcome = "error"
+                raise ApiError(500, f"the engine failed: {type(value).__name__}: {value}", "engine_error",
+                               "server_error")
+            outcome = "ok"
+            break
+    finally:
+        gone.cancel()
+        meta.server.metrics.record(meta.item.cls, meta.reply, outcome)
+    text, reason, created = detok.text(), meta.reply.finish_reason, int(time.time())
+    model = meta.server.model.model_name
+    if meta.chat:
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": reason}
+        obj = "chat.completion"
+    else:
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
+        obj = "text_completion"
+    return JSONResponse({"id": meta.id, "object": obj, "created": created, "model": model, "choices": [choice],
+                         "usage": meta.usage(len(detok.ids))})
+
+
+def _sse(data: dict[str, Any] | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
+
+
+async def _stream(meta: _Meta) -> AsyncIterator[str]:
+    detok = _Detokenizer(meta.server.model.tokenizer)
+    cid, created, model = meta.id, int(time.time()), meta.server.model.model_name
+
+    def chunk(delta: str, reason: str | None, first: bool = False) -> str:
+        if meta.chat:
+            content: dict[str, Any] = {"role": "assistant", "content": delta} if first else {"content": delta}
+            choice: dict[str, Any] = {"index": 0, "delta": content if delta or first else {}, "finish_reason": reason}
+            return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                         "choices": [choice]})
+        choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}
+        return _sse({"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [choice]})
+
+    outcome = "disconnected"
+    try:
+        if meta.chat:
+            yield chunk("", None, first=True)
+        while True:
+            kind, value = await meta.reply.queue.get()
+            if kind == "token":
+                delta = detok.push(value)
+                if delta:
+                    yield chunk(delta, None)
+                continue
+            if value is not None:
+                outcome = "error"
+                error = {"message": f"the engine failed: {type(value).__name__}: {value}", "type": "server_error",
+                         "code": "engine_error"}
+                yield _sse({"error": error})
+                return
+            outcome = "ok"
+            rest = detok.flush()
+            if rest:
+                yield chunk(rest, None)
+            yield chunk("", meta.reply.finish_reason)
+            yield _sse("[DONE]")
+            return
+    finally:
+        if outcome == "disconnected":
+            meta.abandon()
+        meta.server.metrics.record(meta.item.cls, meta.reply, outcome)

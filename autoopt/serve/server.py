@@ -1,0 +1,65 @@
+"""Run the HTTP app with uvicorn: in the foreground (`serve`, what the CLI calls) or in a background
+thread (`ServerThread`, for tests and embedding). Shutdown is graceful either way: the listener closes,
+in-flight requests run to completion (up to `graceful_timeout_s`), then the engine's worker drains."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from autoopt.config.serving import ServingConfig
+from autoopt.serve.app import Servable, create_app
+
+GRACEFUL_TIMEOUT_S = 60
+
+
+def uvicorn_server(app: FastAPI, host: str, port: int, *, log_level: str = "info",
+                   graceful_timeout_s: int = GRACEFUL_TIMEOUT_S) -> uvicorn.Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
+                            timeout_graceful_shutdown=graceful_timeout_s, access_log=log_level == "debug")
+    return uvicorn.Server(config)
+
+
+def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and return."""
+    uvicorn_server(create_app(model, cfg), host, port, log_level=log_level).run()
+
+
+class ServerThread:
+    """uvicorn in a daemon thread on `host`:`port` (0 = a free port, read `.port` after `start`)."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, log_level: str = "warning",
+                 graceful_timeout_s: int = GRACEFUL_TIMEOUT_S) -> None:
+        self.server = uvicorn_server(app, host, port, log_level=log_level, graceful_timeout_s=graceful_timeout_s)
+        self.host = host
+        self.port = port
+        self._thread = threading.Thread(target=self.server.run, name="autoopt-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start on {self.host}:{self.port} within {timeout_s}s")
+            time.sleep(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        return self
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Graceful shutdown (as on SIGTERM); True once the thread ended."""
+        self.server.should_exit = True
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

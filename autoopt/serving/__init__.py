@@ -1,0 +1,1 @@
+"""Serving under load: priority scheduling, dynamic batching, open-loop load, metrics, capacity."""

@@ -1,0 +1,150 @@
+"""Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling then
+bisection; the replicas a peak rate needs; and what that costs.
+
+A rate "holds" when the run did not saturate and, for every class with an SLO that was offered
+requests, p99 end-to-end latency <= its SLO and attainment >= `min_attainment`. Best-effort classes
+never constrain capacity (but their rejections count against nothing here: read them in the report).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from autoopt.serving.metrics import ServingReport
+
+System = Callable[[float], ServingReport]  # offered rate (requests/s) -> one bounded open-loop run
+
+
+def violations(report: ServingReport, min_attainment: float) -> list[str]:
+    """Why `report` does not hold its SLOs (empty when it does)."""
+    problems = [f"saturated: {report.saturation_reason}"] if report.saturated else []
+    for c in report.classes:
+        if c.slo_ms <= 0 or c.offered == 0:
+            continue
+        if c.e2e.p99 is None or c.e2e.p99 > c.slo_ms:
+            p99 = "none completed" if c.e2e.p99 is None else f"{c.e2e.p99:.0f} ms"
+            problems.append(f"{c.name} e2e p99 {p99} > {c.slo_ms:.0f} ms")
+        if c.attainment < min_attainment:
+            problems.append(f"{c.name} attainment {c.attainment:.3f} < {min_attainment}")
+    return problems
+
+
+@dataclass(frozen=True)
+class Probe:
+    rate_rps: float
+    holds: bool
+    why_not: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """`rate_rps` is the highest probed rate that held (0 if none did); `report` is that probe's run."""
+
+    rate_rps: float
+    report: ServingReport | None
+    probes: tuple[Probe, ...]
+    tolerance: float
+    converged: bool  # bracket within `tolerance` (False: the probe budget ran out first)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["report"] = self.report.to_dict() if self.report else None
+        return data
+
+
+def find_capacity(
+    system: System,
+    *,
+    start_rps: float,
+    min_attainment: float = 0.99,
+    tolerance: float = 0.05,
+    max_probes: int = 16,
+    min_rps: float = 1e-3,
+) -> Capacity:
+    """Double from `start_rps` while the SLOs hold (halve while they do not), then bisect the bracket
+    [highest holding, lowest failing] until (high - low) / high <= `tolerance`."""
+    if start_rps <= 0:
+        raise ValueError(f"start_rps={start_rps} must be positive")
+    probes: list[Probe] = []
+    best: tuple[float, ServingReport] | None = None
+
+    def probe(rate: float) -> bool:
+        nonlocal best
+        report = system(rate)
+        why = violations(report, min_attainment)
+        probes.append(Probe(rate, not why, tuple(why)))
+        if not why and (best is None or rate > best[0]):
+            best = (rate, report)
+        return not why
+
+    low, high = 0.0, math.inf
+    rate = start_rps
+    while len(probes) < max_probes and math.isinf(high):  # bracket from above
+        if probe(rate):
+            low, rate = rate, rate * 2
+        else:
+            high = rate
+    while len(probes) < max_probes and low == 0.0 and high > min_rps:  # bracket from below
+        rate = high / 2
+        if probe(rate):
+            low = rate
+        else:
+            high = rate
+    while len(probes) < max_probes and low > 0 and (high - low) / high > tolerance:
+        rate = (low + high) / 2
+        if probe(rate):
+            low = rate
+        else:
+            high = rate
+    converged = low > 0 and not math.isinf(high) and (high - low) / high <= tolerance
+    return Capacity(
+        rate_rps=best[0] if best else 0.0,
+        report=best[1] if best else None,
+        probes=tuple(probes),
+        tolerance=tolerance,
+        converged=converged,
+    )
+
+
+@dataclass(frozen=True)
+class CostAtLoad:
+    """Replicas for the peak rate and what they cost. Token figures use the capacity run's mean output
+    tokens per completed request."""
+
+    peak_rate_rps: float
+    capacity_rps: float
+    replicas: int
+    usd_per_day: float  # all replicas, on-demand, 24 h
+    usd_per_million_tokens_at_capacity: float  # one replica kept at its capacity rate
+    usd_per_million_tokens_at_peak: float  # the replicas serving exactly the peak rate
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def replicas_needed(peak_rate_rps: float, capacity_rps: float) -> int:
+    if capacity_rps <= 0:
+        raise ValueError(f"capacity_rps={capacity_rps}: no rate held the SLOs, so no replica count serves the peak")
+    return max(1, math.ceil(peak_rate_rps / capacity_rps - 1e-9))
+
+
+def cost_at_load(capacity: Capacity, peak_rate_rps: float, price_per_hour: float) -> CostAtLoad:
+    if capacity.report is None or capacity.rate_rps <= 0:
+        raise ValueError("no probed rate held the SLOs; lower the load, relax the SLOs or pick a faster candidate")
+    overall = capacity.report.overall
+    tokens_per_request = overall.output_tokens / max(overall.completed, 1)
+    replicas = replicas_needed(peak_rate_rps, capacity.rate_rps)
+
+    def per_million(hourly: float, rate: float) -> float:
+        return hourly / (rate * tokens_per_request * 3600.0) * 1e6
+
+    return CostAtLoad(
+        peak_rate_rps=peak_rate_rps,
+        capacity_rps=capacity.rate_rps,
+        replicas=replicas,
+        usd_per_day=replicas * price_per_hour * 24.0,
+        usd_per_million_tokens_at_capacity=per_million(price_per_hour, capacity.rate_rps),
+        usd_per_million_tokens_at_peak=per_million(replicas * price_per_hour, peak_rate_rps),
+        notes={"price_per_hour": price_per_hour, "output_tokens_per_request": tokens_per_request},
+    )

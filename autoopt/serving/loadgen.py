@@ -1,0 +1,75 @@
+"""Seeded open-loop arrivals: when each request is sent, its class, and its prompt and output lengths.
+
+Inter-arrival gaps are drawn at unit rate and divided by the target rate, so two rates with the same
+seed offer the same sequence of requests (classes, lengths, prompts), only compressed in time: a
+capacity search compares like with like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoopt.config.serving import ServingConfig
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """One request of the load: sent at `time_s` after the start of the run."""
+
+    id: int
+    time_s: float
+    cls: str
+    prompt_ids: np.ndarray  # int64 (prompt_len,), cut from the provided token stream
+    max_new_tokens: int
+
+    @property
+    def prompt_len(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+
+def unit_gaps(arrival: str, burstiness: float, count: int, rng: np.random.Generator) -> np.ndarray:
+    """`count` inter-arrival gaps with mean 1: exponential (poisson) or gamma with CV `burstiness`."""
+    if arrival == "poisson":
+        return rng.exponential(1.0, count)
+    if arrival == "gamma":
+        shape = 1.0 / burstiness**2  # CV of a gamma is 1/sqrt(shape)
+        return rng.gamma(shape, 1.0 / shape, count)
+    raise ValueError(f"arrival={arrival!r} is not known; choose poisson or gamma")
+
+
+def make_arrivals(
+    cfg: ServingConfig,
+    tokens: np.ndarray,
+    prompt_lengths: list[int],
+    output_lengths: list[int],
+    rate_rps: float | None = None,
+) -> list[Arrival]:
+    """Arrivals at `rate_rps` (default `cfg.rate_rps`), bounded by `cfg.max_requests` and `cfg.duration_s`.
+
+    Class by `share` (normalized), prompt and output lengths uniformly from the workload's lists, each
+    prompt a window of `tokens` at a random offset. Same config, tokens and rate -> same arrivals.
+    """
+    rate = cfg.rate_rps if rate_rps is None else rate_rps
+    if rate <= 0:
+        raise ValueError(f"rate_rps={rate} must be positive")
+    if len(tokens) <= max(prompt_lengths):
+        raise ValueError(f"the token stream has {len(tokens)} tokens, too few for prompts of {max(prompt_lengths)}")
+    rng = np.random.default_rng(cfg.seed)
+    n = cfg.max_requests
+    times = np.cumsum(unit_gaps(cfg.arrival, cfg.burstiness, n, rng)) / rate
+    shares = np.asarray([c.share for c in cfg.classes], dtype=np.float64)
+    classes = rng.choice(len(cfg.classes), size=n, p=shares / shares.sum())
+    prompts = rng.choice(prompt_lengths, size=n)
+    outputs = rng.choice(output_lengths, size=n)
+    offsets = rng.random(n)
+    arrivals = []
+    for i in range(n):
+        if times[i] > cfg.duration_s:
+            break
+        p = int(prompts[i])
+        start = int(offsets[i] * (len(tokens) - p))
+        ids = np.asarray(tokens[start : start + p], dtype=np.int64)
+        arrivals.append(Arrival(i, float(times[i]), cfg.classes[int(classes[i])].name, ids, int(outputs[i])))
+    return arrivals

@@ -1,0 +1,176 @@
+"""Serving metrics per priority class and overall, from per-request timestamps.
+
+Definitions (all latencies from the request's SCHEDULED send time, in ms):
+- queue: batch start - arrival; TTFT: first token - arrival; e2e: last token - arrival;
+  TPOT: (last token - first token) / (tokens - 1), for requests with at least 2 tokens.
+- attainment: requests that completed within their class's SLO / requests offered (rejected and
+  unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
+- goodput: requests meeting their SLO per second of the run.
+- occupancy: mean rows per batch / max_batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autoopt.config.serving import ServingClassConfig
+
+DONE, REJECTED, UNFINISHED = "done", "rejected", "unfinished"
+
+
+@dataclass
+class RequestRecord:
+    """Timestamps of one request on the run's clock (seconds from the run's start)."""
+
+    id: int
+    cls: str
+    arrival: float
+    outcome: str = UNFINISHED  # done | rejected | unfinished (run stopped, or client went away)
+    start: float | None = None  # its batch started
+    first_token: float | None = None
+    last_token: float | None = None
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles in ms with the sample count; None when there are no samples."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    n: int
+
+    @classmethod
+    def of(cls, seconds: Sequence[float]) -> Latency:
+        if not seconds:
+            return cls(None, None, None, 0)
+        p50, p90, p99 = (float(v) for v in np.percentile(np.asarray(seconds) * 1e3, [50, 90, 99]))
+        return cls(p50, p90, p99, len(seconds))
+
+
+@dataclass(frozen=True)
+class ClassMetrics:
+    name: str
+    slo_ms: float  # 0 = best effort (and for "overall")
+    offered: int
+    completed: int
+    rejected: int
+    unfinished: int
+    met_slo: int
+    attainment: float  # met_slo / offered (1.0 when nothing was offered)
+    goodput_rps: float
+    output_tokens: int
+    queue: Latency
+    ttft: Latency
+    tpot: Latency
+    e2e: Latency
+
+
+@dataclass(frozen=True)
+class ServingReport:
+    """One open-loop run. `saturated` runs stopped early; their unfinished requests count as misses."""
+
+    rate_rps: float  # target offered rate
+    duration_s: float  # from the run's start to its last token (or the stop)
+    saturated: bool
+    saturation_reason: str
+    max_batch: int
+    batches: int
+    mean_batch_rows: float
+    occupancy: float  # mean rows per batch / max_batch
+    output_tokens_per_s: float
+    classes: tuple[ClassMetrics, ...]
+    overall: ClassMetrics
+    extra: dict[str, Any] = field(default_factory=dict)  # the caller's notes (engine, policy, ...)
+
+    def by_class(self, name: str) -> ClassMetrics:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(f"class {name!r} not in this report; it has {', '.join(c.name for c in self.classes)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServingReport:
+        data = dict(data)
+        data["classes"] = tuple(_class_from_dict(c) for c in data["classes"])
+        data["overall"] = _class_from_dict(data["overall"])
+        return cls(**data)
+
+
+def _class_from_dict(data: dict[str, Any]) -> ClassMetrics:
+    data = dict(data)
+    for key in ("queue", "ttft", "tpot", "e2e"):
+        data[key] = Latency(**data[key])
+    return ClassMetrics(**data)
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    classes: Sequence[ServingClassConfig],
+    batch_rows: Sequence[int],
+    *,
+    max_batch: int,
+    duration_s: float,
+    rate_rps: float,
+    saturated: bool = False,
+    saturation_reason: str = "",
+    extra: dict[str, Any] | None = None,
+) -> ServingReport:
+    """Build the report from per-request records and the row count of every batch run."""
+    slo = {c.name: c.slo_ms for c in classes}
+    per_class = tuple(_class_metrics(c.name, c.slo_ms, [r for r in records if r.cls == c.name], slo, duration_s)
+                      for c in classes)
+    overall = _class_metrics("overall", 0.0, list(records), slo, duration_s)
+    mean_rows = float(np.mean(batch_rows)) if batch_rows else 0.0
+    return ServingReport(
+        rate_rps=rate_rps,
+        duration_s=duration_s,
+        saturated=saturated,
+        saturation_reason=saturation_reason,
+        max_batch=max_batch,
+        batches=len(batch_rows),
+        mean_batch_rows=mean_rows,
+        occupancy=mean_rows / max_batch,
+        output_tokens_per_s=overall.output_tokens / duration_s if duration_s > 0 else 0.0,
+        classes=per_class,
+        overall=overall,
+        extra=dict(extra or {}),
+    )
+
+
+def meets_slo(record: RequestRecord, slo_ms: float) -> bool:
+    if record.outcome != DONE or record.last_token is None:
+        return False
+    return slo_ms <= 0 or (record.last_token - record.arrival) * 1e3 <= slo_ms
+
+
+def _class_metrics(
+    name: str, slo_ms: float, records: list[RequestRecord], slo: dict[str, float], duration_s: float
+) -> ClassMetrics:
+    done = [r for r in records if r.outcome == DONE]
+    met = sum(meets_slo(r, slo[r.cls]) for r in records)
+    return ClassMetrics(
+        name=name,
+        slo_ms=slo_ms,
+        offered=len(records),
+        completed=len(done),
+        rejected=sum(r.outcome == REJECTED for r in records),
+        unfinished=sum(r.outcome == UNFINISHED for r in records),
+        met_slo=met,
+        attainment=met / len(records) if records else 1.0,
+        goodput_rps=met / duration_s if duration_s > 0 else 0.0,
+        output_tokens=sum(r.tokens for r in records),
+        queue=Latency.of([r.start - r.arrival for r in records if r.start is not None]),
+        ttft=Latency.of([r.first_token - r.arrival for r in done if r.first_token is not None]),
+        tpot=Latency.of([(r.last_token - r.first_token) / (r.tokens - 1) for r in done
+                         if r.tokens > 1 and r.first_token is not None and r.last_token is not None]),
+        e2e=Latency.of([r.last_token - r.arrival for r in done if r.last_token is not None]),
+    )

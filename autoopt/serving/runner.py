@@ -1,0 +1,146 @@
+"""An open-loop serving run in ONE thread: arrivals are admitted at their scheduled times, the scheduler
+releases batches, each batch runs through the engine (see `autoopt.serving.batcher`: per request group,
+no continuous batching), and every request's tokens are timestamped on a real clock.
+
+Open loop: a request's send time never depends on earlier replies, so a backlog shows up as latency
+counted from the scheduled send time. The run stops early (`saturated=True`) once the oldest waiting
+request lags more than `saturation_lag_factor` x the largest SLO, or more than `saturation_queue`
+requests wait: past that point the system cannot catch up and the rest would only burn time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from autoopt.config.serving import ServingConfig
+from autoopt.engines.base import Engine
+from autoopt.serving.batcher import run_batch
+from autoopt.serving.loadgen import Arrival, make_arrivals
+from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport, summarize
+from autoopt.serving.scheduler import Scheduler, ServingRequest
+
+BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
+
+
+def make_scheduler(cfg: ServingConfig) -> Scheduler:
+    """The scheduler `cfg` describes (shared by the open-loop runner and the HTTP server)."""
+    return Scheduler(
+        cfg.classes,
+        policy=cfg.policy,
+        max_batch=cfg.max_batch,
+        max_queue_delay_s=cfg.max_queue_delay_ms / 1e3,
+        starvation_s=cfg.starvation_ms / 1e3,
+        starvation_every=cfg.starvation_every,
+    )
+
+
+def saturation_lag_s(cfg: ServingConfig) -> float:
+    slos = [c.slo_ms / 1e3 for c in cfg.classes if c.slo_ms > 0]
+    return cfg.saturation_lag_factor * (max(slos) if slos else BEST_EFFORT_LAG_S)
+
+
+def run_open_loop(
+    engine: Engine,
+    cfg: ServingConfig,
+    arrivals: Sequence[Arrival],
+    *,
+    rate_rps: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    sleep: Callable[[float], None] = time.sleep,
+    extra: dict[str, Any] | None = None,
+) -> ServingReport:
+    """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler."""
+    scheduler = make_scheduler(cfg)
+    records = {a.id: RequestRecord(a.id, a.cls, a.time_s) for a in arrivals}
+    pending = deque(sorted(arrivals, key=lambda a: a.time_s))
+    lag_bound = saturation_lag_s(cfg)
+    t0 = clock()
+
+    def now() -> float:
+        return clock() - t0
+
+    def on_token(request: ServingRequest, index: int, token: int, t: float) -> bool:
+        record = records[request.id]
+        if index == 0:
+            record.first_token = t
+        record.last_token, record.tokens = t, index + 1
+        if record.tokens == request.max_new_tokens:
+            record.outcome = DONE
+        return True
+
+    batch_rows: list[int] = []
+    reason = ""
+    while True:
+        t = now()
+        while pending and pending[0].time_s <= t:
+            a = pending.popleft()
+            request = ServingRequest(a.id, a.cls, a.prompt_len, a.max_new_tokens, a.time_s, a.prompt_ids)
+            if scheduler.submit(request) == REJECTED:
+                records[a.id].outcome = REJECTED
+        reason = _saturation(scheduler, t, lag_bound, cfg.saturation_queue)
+        if reason:
+            break
+        batch = scheduler.next_batch(t)
+        if batch:
+            for request in batch:
+                records[request.id].start = t
+            batch_rows.append(run_batch(engine, batch, now, on_token).rows)
+            continue
+        release = scheduler.next_release(t)
+        if not pending and release is None:
+            break
+        wake = min(x for x in (pending[0].time_s if pending else None, release) if x is not None)
+        sleep(max(0.0, wake - now()))
+    end = now()
+    offered = [r for r in records.values() if r.arrival <= end]  # later ones were never sent
+    return summarize(
+        offered,
+        cfg.classes,
+        batch_rows,
+        max_batch=cfg.max_batch,
+        duration_s=end,
+        rate_rps=cfg.rate_rps if rate_rps is None else rate_rps,
+        saturated=bool(reason),
+        saturation_reason=reason,
+        extra=extra,
+    )
+
+
+def _saturation(scheduler: Scheduler, t: float, lag_bound: float, queue_bound: int) -> str:
+    oldest = scheduler.oldest_arrival()
+    if oldest is not None and t - oldest > lag_bound:
+        return f"oldest waiting request lags {t - oldest:.2f}s > {lag_bound:.2f}s"
+    if len(scheduler) > queue_bound:
+        return f"{len(scheduler)} requests waiting > {queue_bound}"
+    return ""
+
+
+def warm_up(engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int) -> None:
+    """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run."""
+    for p in sorted(set(prompt_lengths)):
+        for rows in range(1, max_batch + 1):
+            ids = np.stack([np.asarray(tokens[:p], dtype=np.int64)] * rows)
+            for _ in engine.generate(ids, 2):
+                pass
+
+
+def engine_system(
+    engine: Engine,
+    cfg: ServingConfig,
+    tokens: np.ndarray,
+    prompt_lengths: list[int],
+    output_lengths: list[int],
+) -> Callable[[float], ServingReport]:
+    """`rate -> report`: one bounded open-loop run at that rate with the same seeded request sequence
+    (what `autoopt.serving.capacity.find_capacity` probes)."""
+
+    def system(rate_rps: float) -> ServingReport:
+        arrivals = make_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
+        return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps)
+
+    return system

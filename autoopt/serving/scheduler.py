@@ -1,0 +1,210 @@
+"""Priority queues per class and the dynamic batcher's release rule. Pure logic: every call takes the
+current time `now` (seconds on any monotonic clock), so tests drive it with a fake clock.
+
+Contract, in the order `next_batch` applies it:
+1. Starvation bound: a request that has waited at least `starvation_s` leads the next batch, whatever
+   its class (the oldest such request first) - but at most one batch in every `starvation_every`, so
+   that under overload, when old requests never run out, the policy still picks the other batches
+   (with the default 4, the urgent classes keep at least 3/4 of the engine).
+2. Otherwise the policy picks the lead class among those with waiting requests: `strict` takes the most
+   urgent (lowest priority number); `weighted` is smooth weighted round-robin over class weights.
+   The lead request is its class's oldest.
+3. The batch holds the lead and other waiting requests of the SAME prompt length (the engines take
+   equal-length rows), most urgent class first, oldest first within a class, up to `max_batch`.
+4. It is released when full, or once its oldest request has waited `max_queue_delay_s`; until then
+   `next_batch` returns None and `next_release` says when to look again.
+Waiting time always counts from a request's `arrival` (its scheduled send time), so a backlog is never
+hidden by a late admission.
+
+Not thread-safe: one owner calls it (the open-loop runner's thread, or the server's worker under a lock).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoopt.config.serving import ServingClassConfig
+
+QUEUED, DELAYED, REJECTED = "queued", "delayed", "rejected"
+
+
+@dataclass(eq=False)
+class ServingRequest:
+    """One request as the scheduler sees it. `prompt_ids` (int64, shape (prompt_len,)) is only read by the
+    batcher; the scheduler needs the lengths and the arrival time."""
+
+    id: int
+    cls: str  # class name
+    prompt_len: int
+    max_new_tokens: int
+    arrival: float  # scheduled send time, on the scheduler's clock
+    prompt_ids: Any = field(default=None, repr=False)
+
+
+@dataclass
+class _ClassQueue:
+    config: ServingClassConfig
+    waiting: deque[ServingRequest] = field(default_factory=deque)
+    held: deque[ServingRequest] = field(default_factory=deque)  # on_full=delay: over the limit, not yet queued
+    credit: float = 0.0  # weighted round-robin state
+    rejected: int = 0
+
+
+class Scheduler:
+    """Per-class FIFO queues with limits, a lead-selection policy, a starvation bound and batch release."""
+
+    def __init__(
+        self,
+        classes: list[ServingClassConfig],
+        *,
+        policy: str = "strict",
+        max_batch: int = 1,
+        max_queue_delay_s: float = 0.0,
+        starvation_s: float = float("inf"),
+        starvation_every: int = 4,
+    ) -> None:
+        if policy not in ("strict", "weighted"):
+            raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
+        if starvation_every < 1:
+            raise ValueError(f"starvation_every={starvation_every} must be at least 1")
+        if max_batch < 1:
+            raise ValueError(f"max_batch={max_batch} must be at least 1")
+        ordered = sorted(classes, key=lambda c: c.priority)
+        self._queues = {c.name: _ClassQueue(c) for c in ordered}
+        self.policy = policy
+        self.max_batch = max_batch
+        self.max_queue_delay_s = max_queue_delay_s
+        self.starvation_s = starvation_s
+        self.starvation_every = starvation_every
+        self._since_starving = starvation_every  # batches released since the last starvation-led one
+
+    # -- admission -------------------------------------------------------------------------------
+    def submit(self, request: ServingRequest) -> str:
+        """Admit `request`: QUEUED, DELAYED (held until its class has room) or REJECTED (class full)."""
+        queue = self._queue(request.cls)
+        if len(queue.waiting) < queue.config.queue_limit:
+            queue.waiting.append(request)
+            return QUEUED
+        if queue.config.on_full == "delay":
+            queue.held.append(request)
+            return DELAYED
+        queue.rejected += 1
+        return REJECTED
+
+    def cancel(self, request_id: int) -> bool:
+        """Drop a waiting or held request (its client went away). True if it was found."""
+        for queue in self._queues.values():
+            for pending in (queue.waiting, queue.held):
+                for request in pending:
+                    if request.id == request_id:
+                        pending.remove(request)
+                        self._promote(queue)
+                        return True
+        return False
+
+    # -- batching --------------------------------------------------------------------------------
+    def next_batch(self, now: float) -> list[ServingRequest] | None:
+        """The batch to run now, removed from the queues, or None if none is due yet (see module doc)."""
+        plan = self._plan(now)
+        if plan is None or plan[2] > now:
+            return None
+        lead, batch, _ = plan
+        by_starvation = self._starving_lead(now) is lead
+        self._since_starving = 0 if by_starvation else self._since_starving + 1
+        if self.policy == "weighted" and not by_starvation:
+            self._charge(lead.cls)
+        for request in batch:
+            self._queues[request.cls].waiting.remove(request)
+        for queue in self._queues.values():
+            self._promote(queue)
+        return batch
+
+    def next_release(self, now: float) -> float | None:
+        """When `next_batch` may next return a batch if nothing new arrives: `now` if one is due,
+        None when nothing waits."""
+        plan = self._plan(now)
+        if plan is None:
+            return None
+        due = plan[2]
+        if self._starvation_allowed():
+            due = min(due, min(r.arrival for r in self._all_waiting()) + self.starvation_s)
+        return max(now, due)
+
+    def _plan(self, now: float) -> tuple[ServingRequest, list[ServingRequest], float] | None:
+        """(lead, its batch, when that batch is due) - due at once when full or when the lead starves."""
+        lead = self._starving_lead(now) or self._policy_lead()
+        if lead is None:
+            return None
+        batch = self._group(lead)
+        if len(batch) >= self.max_batch or now - lead.arrival >= self.starvation_s:
+            return lead, batch, float("-inf")
+        return lead, batch, min(r.arrival for r in batch) + self.max_queue_delay_s
+
+    # -- state -----------------------------------------------------------------------------------
+    def depth(self) -> dict[str, int]:
+        """Waiting plus held requests per class."""
+        return {name: len(q.waiting) + len(q.held) for name, q in self._queues.items()}
+
+    def rejected(self) -> dict[str, int]:
+        return {name: q.rejected for name, q in self._queues.items()}
+
+    def oldest_arrival(self) -> float | None:
+        arrivals = [r.arrival for q in self._queues.values() for r in (*q.waiting, *q.held)]
+        return min(arrivals) if arrivals else None
+
+    def __len__(self) -> int:
+        return sum(self.depth().values())
+
+    # -- internals -------------------------------------------------------------------------------
+    def _queue(self, name: str) -> _ClassQueue:
+        if name not in self._queues:
+            raise KeyError(f"request class {name!r} is not configured; known: {', '.join(self._queues)}")
+        return self._queues[name]
+
+    def _all_waiting(self) -> list[ServingRequest]:
+        return [r for q in self._queues.values() for r in q.waiting]
+
+    def _starving_lead(self, now: float) -> ServingRequest | None:
+        if not self._starvation_allowed():
+            return None
+        starving = [r for r in self._all_waiting() if now - r.arrival >= self.starvation_s]
+        return min(starving, key=lambda r: r.arrival) if starving else None
+
+    def _starvation_allowed(self) -> bool:
+        return self._since_starving >= self.starvation_every - 1
+
+    def _policy_lead(self) -> ServingRequest | None:
+        candidates = [q for q in self._queues.values() if q.waiting]
+        if not candidates:
+            return None
+        if self.policy == "strict":
+            return candidates[0].waiting[0]  # queues are kept in priority order
+        return self._weighted_pick(candidates).waiting[0]
+
+    def _weighted_pick(self, candidates: list[_ClassQueue]) -> _ClassQueue:
+        # Smooth weighted round-robin (nginx): peek only; `_charge` commits once a batch is released.
+        return max(candidates, key=lambda q: (q.credit + q.config.weight, -q.config.priority))
+
+    def _charge(self, name: str) -> None:
+        candidates = [q for q in self._queues.values() if q.waiting]
+        total = sum(q.config.weight for q in candidates)
+        for q in candidates:
+            q.credit += q.config.weight
+        self._queues[name].credit -= total
+
+    def _group(self, lead: ServingRequest) -> list[ServingRequest]:
+        batch = [lead]
+        for queue in self._queues.values():
+            for request in queue.waiting:
+                if len(batch) == self.max_batch:
+                    return batch
+                if request is not lead and request.prompt_len == lead.prompt_len:
+                    batch.append(request)
+        return batch
+
+    @staticmethod
+    def _promote(queue: _ClassQueue) -> None:
+        while queue.held and len(queue.waiting) < queue.config.queue_limit:
+            queue.waiting.append(queue.held.popleft())

@@ -1,0 +1,151 @@
+"""The engine in one worker thread, fed by the scheduler: what the HTTP server runs requests through.
+
+Other threads (the asyncio event loop) call `submit`, `cancel`, `close` and `snapshot`; they are
+thread-safe. The worker thread alone calls the engine and the sinks. Batching is per request group, as
+in the open-loop runner (`autoopt.serving.batcher`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from autoopt.engines.base import Engine
+from autoopt.serving.batcher import run_batch
+from autoopt.serving.scheduler import REJECTED, Scheduler, ServingRequest
+
+
+class RequestSink(Protocol):
+    """Where one request's tokens go. Called on the worker thread only."""
+
+    def started(self, t: float) -> None:
+        """Its batch started at `t`."""
+
+    def token(self, index: int, token: int, t: float) -> bool:
+        """Token `index` (0 = first) arrived at `t`; return False to stop tracking this row."""
+
+    def finished(self, error: BaseException | None) -> None:
+        """The row is no longer tracked (last token, stopped, or the engine failed). Called once."""
+
+
+class WorkerClosed(RuntimeError):
+    """The worker is shutting down and takes no new requests."""
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    depth: dict[str, int]  # waiting + held per class
+    active_rows: int  # rows of the running batch still tracked
+    closing: bool
+
+
+class ServingWorker:
+    """Runs batches released by `scheduler` on `engine`, one at a time, in a daemon thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        scheduler: Scheduler,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> None:
+        self._engine, self._scheduler, self._clock = engine, scheduler, clock
+        self._on_batch = on_batch
+        self._cond = threading.Condition()
+        self._sinks: dict[int, RequestSink] = {}
+        self._active = 0
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="autoopt-engine", daemon=True)
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: ServingRequest, sink: RequestSink) -> str:
+        """Queue `request` (QUEUED, DELAYED or REJECTED, see `Scheduler.submit`); raises WorkerClosed."""
+        with self._cond:
+            if self._closing:
+                raise WorkerClosed("the server is shutting down")
+            outcome = self._scheduler.submit(request)
+            if outcome != REJECTED:
+                self._sinks[request.id] = sink
+                self._cond.notify()
+            return outcome
+
+    def cancel(self, request_id: int) -> bool:
+        """Drop a request that still waits (True). A running row is stopped by its sink returning False."""
+        with self._cond:
+            removed = self._scheduler.cancel(request_id)
+            if removed:
+                self._sinks.pop(request_id, None)
+                self._cond.notify()
+            return removed
+
+    def snapshot(self) -> WorkerState:
+        with self._cond:
+            return WorkerState(self._scheduler.depth(), self._active, self._closing)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Stop taking requests, finish every admitted one, then end the thread. True if it ended."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _next(self) -> tuple[list[ServingRequest], list[RequestSink]] | None:
+        with self._cond:
+            while True:
+                now = self._clock()
+                batch = self._scheduler.next_batch(now)
+                if batch:
+                    self._active = len(batch)
+                    return batch, [self._sinks.pop(r.id) for r in batch]
+                if self._closing and len(self._scheduler) == 0:
+                    return None
+                release = self._scheduler.next_release(now)
+                self._cond.wait(None if release is None else max(0.0, release - now))
+
+    def _loop(self) -> None:
+        while (work := self._next()) is not None:
+            self._run(*work)
+
+    def _run(self, batch: list[ServingRequest], sinks: list[RequestSink]) -> None:
+        by_id = {r.id: s for r, s in zip(batch, sinks, strict=True)}
+        open_rows = set(by_id)
+
+        def on_token(request: ServingRequest, index: int, token: int, t: float) -> bool:
+            keep = by_id[request.id].token(index, token, t)
+            if not keep or index + 1 >= request.max_new_tokens:
+                self._finish(open_rows, request.id, by_id[request.id], None)
+                return False
+            return True
+
+        start = self._clock()
+        for sink in sinks:
+            sink.started(start)
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
+        error: BaseException | None = None
+        try:
+            run_batch(self._engine, batch, self._clock, on_token)
+        except Exception as e:  # reported to every waiting client; the server keeps serving
+            error = e
+        for request_id in list(open_rows):
+            self._finish(open_rows, request_id, by_id[request_id], error)
+        with self._cond:
+            self._active = 0
+
+    def _finish(self, open_rows: set[int], request_id: int, sink: RequestSink, error: BaseException | None) -> None:
+        open_rows.discard(request_id)
+        with self._cond:
+            self._active = len(open_rows)
+        sink.finished(error)

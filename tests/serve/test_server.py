@@ -1,0 +1,281 @@
+"""The HTTP server on loopback, exercised through the `openai` client and raw httpx: the tiny untrained
+model on the torch engine (contracts, not quality)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from tokenizers import Tokenizer
+
+from autoopt.config.schema import CandidateConfig
+from autoopt.config.serving import ServingClassConfig, ServingConfig
+from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.registry import engine_class
+from autoopt.serve.app import ServedModel, create_app
+from autoopt.serve.server import ServerThread
+
+PROMPT = "def read_file(path):"
+MAX_LENGTH = 256
+
+
+class PacedEngine(Engine):
+    """The real engine with a pause after each step, so a test can act mid-request. Timing is not measured."""
+
+    name = "paced"
+
+    def __init__(self, inner: Engine, pause_s: float) -> None:
+        self.inner, self.pause_s, self.steps = inner, pause_s, 0
+
+    @classmethod
+    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+        for tokens in self.inner.generate(input_ids, max_new_tokens):
+            self.steps += 1
+            time.sleep(self.pause_s)
+            yield tokens
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
+        return self.inner.logits(input_ids)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_model: Path) -> ServedModel:
+    runtime = RuntimeOptions(device="cpu", threads=1, batch_size=1, max_length=MAX_LENGTH, max_batch=4)
+    engine = engine_class("torch").load(tiny_model, CandidateConfig(engine="torch"), runtime)
+    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    return ServedModel(engine, tokenizer, "tiny", MAX_LENGTH)
+
+
+@pytest.fixture(scope="module")
+def server(served: ServedModel) -> Iterator[ServerThread]:
+    with ServerThread(create_app(served, ServingConfig(max_batch=4, max_queue_delay_ms=5.0))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerThread) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+
+
+def paced_server(served: ServedModel, pause_s: float, classes: list[ServingClassConfig]) -> tuple[ServerThread, PacedEngine]:
+    engine = PacedEngine(served.engine, pause_s)
+    model = ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH)
+    app = create_app(model, ServingConfig(classes=classes, max_batch=1, max_queue_delay_ms=0.0))
+    return ServerThread(app).start(), engine
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def active_rows(url: str) -> int:
+    return httpx.get(url + "/health", timeout=5).json()["active_rows"]
+
+
+def test_completion_through_the_openai_client(client: openai.OpenAI, served: ServedModel) -> None:
+    out = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=8)
+    assert out.object == "text_completion" and out.choices[0].finish_reason in ("length", "stop")
+    assert out.usage is not None and out.usage.prompt_tokens == len(served.tokenizer.encode(PROMPT).ids)
+    assert out.usage.completion_tokens == 8 and isinstance(out.choices[0].text, str)
+
+
+def test_chat_completion_with_priority_field_and_header(client: openai.OpenAI) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": PROMPT}]
+    out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4, extra_body={"priority": 0})
+    assert out.object == "chat.completion" and out.choices[0].message.role == "assistant"
+    out = client.chat.completions.create(model="tiny", messages=messages, max_tokens=4,
+                                         extra_headers={"X-Priority": "P1"})
+    assert out.usage is not None and out.usage.completion_tokens <= 4
+
+
+def test_streaming_matches_the_non_streamed_text(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12).choices[0].text
+    chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole
+    assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+    chat = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                               max_tokens=6, stream=True))
+    assert chat[0].choices[0].delta.role == "assistant" and chat[-1].choices[0].finish_reason is not None
+
+
+def test_raw_stream_ends_with_done(server: ServerThread) -> None:
+    with httpx.stream("POST", server.url + "/v1/completions", timeout=30,
+                      json={"prompt": PROMPT, "max_tokens": 3, "stream": True}) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.headers["content-type"].startswith("text/event-stream")
+    assert all(line.startswith("data: ") for line in lines) and lines[-1] == "data: [DONE]"
+
+
+def test_models_health_and_metrics(server: ServerThread, client: openai.OpenAI) -> None:
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, extra_body={"priority": "P2"})
+    text = httpx.get(server.url + "/metrics").text
+    for name in ("autoopt_request_e2e_seconds_bucket", 'autoopt_queue_depth{cls="P0"}', "autoopt_batch_size_count",
+                 'autoopt_rejections_total{cls="P3"}', 'autoopt_requests_total{cls="P2",outcome="ok"}'):
+        assert name in text
+
+
+def test_concurrent_requests_are_batched(server: ServerThread) -> None:
+    def call() -> None:
+        httpx.post(server.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 24}, timeout=30)
+
+    before = _batch_stats(server.url)
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    count, rows = (a - b for a, b in zip(_batch_stats(server.url), before, strict=True))
+    assert rows == 8 and count < 8  # some calls shared a batch
+
+
+def _batch_stats(url: str) -> tuple[float, float]:
+    values = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(("autoopt_batch_size_count", "autoopt_batch_size_sum")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values["autoopt_batch_size_count"], values["autoopt_batch_size_sum"]
+
+
+BAD_REQUESTS = [
+    ("/v1/completions", b"{not json", 400, "invalid_request"),
+    ("/v1/completions", b"[1, 2]", 400, "invalid_request"),
+    ("/v1/completions", {"max_tokens": 4}, 400, "invalid_request"),  # no prompt
+    ("/v1/completions", {"prompt": 42}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": "8"}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": 0}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": MAX_LENGTH}, 400, "context_length_exceeded"),
+    ("/v1/completions", {"prompt": "word " * 400}, 400, "context_length_exceeded"),
+    ("/v1/completions", {"prompt": ""}, 400, "invalid_prompt"),
+    ("/v1/completions", {"prompt": [1, 999999]}, 400, "invalid_prompt"),
+    ("/v1/completions", {"prompt": ["a", "b"]}, 400, "invalid_prompt"),
+    ("/v1/completions", {"prompt": "x", "n": 2}, 400, "invalid_n"),
+    ("/v1/completions", {"prompt": "x", "priority": 9}, 400, "invalid_priority"),
+    ("/v1/completions", {"prompt": "x", "priority": "gold"}, 400, "invalid_priority"),
+    ("/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "model_not_found"),
+    ("/v1/chat/completions", {"messages": []}, 400, "invalid_request"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "invalid_request"),
+    ("/v1/chat/completions", {"messages": "hello"}, 400, "invalid_request"),
+    ("/v1/nothing", {"prompt": "x"}, 404, "not_found"),
+    ("/v1/completions", b"x" * (2 << 20), 413, "body_too_large"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "status", "code"), BAD_REQUESTS)
+def test_malformed_requests_get_4xx_json_errors(server: ServerThread, path: str, body: object, status: int,
+                                                code: str) -> None:
+    if isinstance(body, bytes):
+        r = httpx.post(server.url + path, content=body, headers={"content-type": "application/json"}, timeout=30)
+    else:
+        r = httpx.post(server.url + path, json=body, timeout=30)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"] and error["type"]
+
+
+def test_wrong_method_and_bad_header_priority_are_json_errors(server: ServerThread) -> None:
+    r = httpx.get(server.url + "/v1/completions")
+    assert r.status_code == 405 and "error" in r.json()
+    r = httpx.post(server.url + "/v1/completions", json={"prompt": "x"}, headers={"X-Priority": "P7"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_priority"
+    assert httpx.get(server.url + "/health").status_code == 200  # still serving
+
+
+@pytest.mark.slow
+def test_full_class_queue_gives_429_with_retry_after(served: ServedModel) -> None:
+    classes = [ServingClassConfig("P0", 0, 200.0, 0.5, 1, "reject"), ServingClassConfig("P3", 3, 0.0, 0.5, 1)]
+    running, engine = paced_server(served, 0.02, classes)
+    try:
+        body = {"prompt": PROMPT, "max_tokens": 40, "priority": 0}
+        first = threading.Thread(target=lambda: httpx.post(running.url + "/v1/completions", json=body, timeout=30))
+        first.start()
+        wait_until(lambda: active_rows(running.url) == 1)  # the first runs; the queue is empty
+        second = threading.Thread(target=lambda: httpx.post(running.url + "/v1/completions", json=body, timeout=30))
+        second.start()
+        wait_until(lambda: httpx.get(running.url + "/health").json()["queue_depth"]["P0"] == 1)
+        r = httpx.post(running.url + "/v1/completions", json=body, timeout=30)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert r.json()["error"]["code"] == "queue_full"
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.RateLimitError):
+            client.completions.create(model="tiny", prompt=PROMPT, max_tokens=2, extra_body={"priority": 0})
+        first.join(30)
+        second.join(30)
+        assert 'autoopt_rejections_total{cls="P0"} 2.0' in httpx.get(running.url + "/metrics").text
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
+def test_client_disconnect_mid_stream_frees_its_slot(served: ServedModel) -> None:
+    classes = [ServingClassConfig("P0", 0, 200.0, 1.0, 1, "reject")]
+    running, engine = paced_server(served, 0.02, classes)
+    try:
+        body = {"prompt": PROMPT, "max_tokens": 200, "stream": True}
+        with httpx.stream("POST", running.url + "/v1/completions", json=body, timeout=30) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if line.startswith("data: "))
+            assert active_rows(running.url) == 1
+        # The connection is closed: the row stops being tracked and generation ends well before 200 steps.
+        wait_until(lambda: active_rows(running.url) == 0)
+        steps = engine.steps
+        assert steps < 150
+        time.sleep(0.2)
+        assert engine.steps <= steps + 1  # no more decode steps for the departed client
+        ok = httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}, timeout=30)
+        assert ok.status_code == 200  # the slot is free again
+        text = httpx.get(running.url + "/metrics").text
+        assert 'autoopt_requests_total{cls="P0",outcome="disconnected"} 1.0' in text
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
+def test_shutdown_mid_request_finishes_it(served: ServedModel) -> None:
+    classes = [ServingClassConfig("P0", 0, 200.0, 1.0, 4, "reject")]
+    running, _ = paced_server(served, 0.02, classes)
+    results: dict[str, httpx.Response] = {}
+
+    def call() -> None:
+        results["r"] = httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 30},
+                                  timeout=30)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_until(lambda: active_rows(running.url) == 1)
+    assert running.stop(timeout_s=30)  # returns only after in-flight work is done
+    caller.join(30)
+    r = results["r"]
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 30
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(running.url + "/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_client_that_gives_up_on_a_plain_request_frees_its_slot(served: ServedModel) -> None:
+    classes = [ServingClassConfig("P0", 0, 200.0, 1.0, 1, "reject")]
+    running, engine = paced_server(served, 0.02, classes)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 200}, timeout=0.5)
+        wait_until(lambda: active_rows(running.url) == 0)
+        assert engine.steps < 150
+        text = httpx.get(running.url + "/metrics").text
+        assert 'autoopt_requests_total{cls="P0",outcome="disconnected"} 1.0' in text
+    finally:
+        running.stop()

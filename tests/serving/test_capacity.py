@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import pytest
+
+from autoopt.config.serving import ServingClassConfig
+from autoopt.serving.capacity import cost_at_load, find_capacity, replicas_needed, violations
+from autoopt.serving.metrics import DONE, RequestRecord, ServingReport, summarize
+
+CLASSES = [ServingClassConfig("P0", 0, 200.0, 0.5, 8), ServingClassConfig("P3", 3, 0.0, 0.5, 8)]
+
+
+def fake_system(true_capacity: float, calls: list[float]):
+    """A system whose P0 latency grows with load and breaks its 200 ms SLO above `true_capacity`."""
+
+    def system(rate: float) -> ServingReport:
+        calls.append(rate)
+        e2e = 0.1 if rate <= true_capacity else 0.5
+        records = [RequestRecord(i, "P0", float(i), DONE, i, i + 0.01, i + e2e, 10) for i in range(20)]
+        return summarize(records, CLASSES, [1] * 20, max_batch=1, duration_s=20.0, rate_rps=rate)
+
+    return system
+
+
+@pytest.mark.parametrize("start", [0.5, 3.0, 100.0])
+def test_doubling_then_bisection_brackets_capacity_within_tolerance(start: float) -> None:
+    calls: list[float] = []
+    cap = find_capacity(fake_system(7.3, calls), start_rps=start, tolerance=0.05)
+    assert cap.converged and cap.rate_rps <= 7.3
+    assert cap.rate_rps >= 7.3 * 0.95
+    failing = min(p.rate_rps for p in cap.probes if not p.holds)
+    assert (failing - cap.rate_rps) / failing <= 0.05
+    assert len(calls) <= 16 and cap.report is not None and cap.report.rate_rps == cap.rate_rps
+
+
+def test_no_rate_holds_gives_zero_capacity_and_a_clear_cost_error() -> None:
+    cap = find_capacity(fake_system(0.0, []), start_rps=1.0, max_probes=6)
+    assert cap.rate_rps == 0.0 and cap.report is None and not cap.converged
+    with pytest.raises(ValueError, match="no probed rate held"):
+        cost_at_load(cap, 10.0, 1.0)
+
+
+def test_violations_name_the_class_and_the_bound() -> None:
+    report = fake_system(1.0, [])(2.0)
+    assert violations(report, 0.99) == ["P0 e2e p99 500 ms > 200 ms", "P0 attainment 0.000 < 0.99"]
+    assert violations(fake_system(1.0, [])(0.5), 0.99) == []
+
+
+def test_replicas_and_cost_at_load() -> None:
+    cap = find_capacity(fake_system(4.0, []), start_rps=4.0)
+    assert cap.rate_rps == 4.0
+    cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=2.0)
+    assert cost.replicas == 3 and cost.usd_per_day == pytest.approx(3 * 2.0 * 24)
+    assert cost.usd_per_million_tokens_at_capacity == pytest.approx(2.0 / (4.0 * 10 * 3600) * 1e6)
+    assert cost.usd_per_million_tokens_at_peak == pytest.approx(6.0 / (10.0 * 10 * 3600) * 1e6)
+    assert replicas_needed(8.0, 4.0) == 2 and replicas_needed(0.1, 4.0) == 1

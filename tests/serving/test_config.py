@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from omegaconf import OmegaConf
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.serving import ServingClassConfig, ServingConfig, check_serving
+
+
+def test_defaults_are_valid_and_work_as_an_omegaconf_structured_config() -> None:
+    cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ServingConfig), {"max_batch": 8}))
+    assert isinstance(cfg, ServingConfig) and cfg.max_batch == 8
+    assert [(c.name, c.slo_ms) for c in cfg.classes] == [("P0", 200.0), ("P1", 500.0), ("P2", 1000.0), ("P3", 0.0)]
+    assert sum(c.share for c in cfg.classes) == pytest.approx(1.0)
+    check_serving(cfg)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"arrival": "uniform"}, "serving.arrival='uniform' is not known; choose one of: poisson, gamma"),
+        ({"policy": "fifo"}, "serving.policy='fifo'"),
+        ({"max_batch": 0}, "serving.max_batch=0 must be positive"),
+        ({"rate_rps": -1.0}, "serving.rate_rps=-1.0 must be positive"),
+        ({"min_attainment": 1.5}, "serving.min_attainment=1.5"),
+        ({"classes": []}, "serving.classes is empty"),
+        ({"classes": [ServingClassConfig("A", 0), ServingClassConfig("B", 0)]}, "priority repeats 0"),
+        ({"classes": [ServingClassConfig("A", 0, on_full="drop")]}, "serving.classes[0].on_full='drop'"),
+        ({"classes": [ServingClassConfig("A", 0, queue_limit=0)]}, "serving.classes[0].queue_limit=0"),
+    ],
+)
+def test_check_names_the_key_the_value_and_the_fix(change: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        check_serving(replace(ServingConfig(), **change))
+    assert message in str(error.value) and "\n" not in str(error.value)

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autoopt.config.serving import ServingConfig
+from autoopt.serving.loadgen import make_arrivals, unit_gaps
+
+TOKENS = np.arange(5000, dtype=np.int64)
+
+
+def test_same_seed_gives_identical_arrivals_and_another_seed_does_not() -> None:
+    cfg = ServingConfig(max_requests=50, duration_s=1e9)
+    a = make_arrivals(cfg, TOKENS, [16, 32], [4, 8])
+    b = make_arrivals(cfg, TOKENS, [16, 32], [4, 8])
+    c = make_arrivals(ServingConfig(max_requests=50, duration_s=1e9, seed=1), TOKENS, [16, 32], [4, 8])
+    key = [(x.time_s, x.cls, x.prompt_ids.tolist(), x.max_new_tokens) for x in a]
+    assert key == [(x.time_s, x.cls, x.prompt_ids.tolist(), x.max_new_tokens) for x in b]
+    assert key != [(x.time_s, x.cls, x.prompt_ids.tolist(), x.max_new_tokens) for x in c]
+
+
+def test_a_higher_rate_offers_the_same_requests_compressed_in_time() -> None:
+    cfg = ServingConfig(max_requests=40, duration_s=1e9)
+    slow, fast = make_arrivals(cfg, TOKENS, [16], [4], 2.0), make_arrivals(cfg, TOKENS, [16], [4], 8.0)
+    assert [a.cls for a in slow] == [a.cls for a in fast]
+    assert np.allclose([a.time_s / 4 for a in slow], [a.time_s for a in fast])
+
+
+@pytest.mark.parametrize("arrival,burstiness", [("poisson", 1.0), ("gamma", 3.0)])
+def test_mean_rate_matches_target_and_gamma_is_burstier(arrival: str, burstiness: float) -> None:
+    gaps = unit_gaps(arrival, burstiness, 20000, np.random.default_rng(0))
+    assert gaps.mean() == pytest.approx(1.0, rel=0.05)
+    assert gaps.std() / gaps.mean() == pytest.approx(burstiness, rel=0.1)
+
+
+def test_bounded_by_requests_and_by_duration_with_class_mix_and_lengths_from_workload() -> None:
+    cfg = ServingConfig(rate_rps=100.0, max_requests=2000, duration_s=5.0)
+    arrivals = make_arrivals(cfg, TOKENS, [16, 32], [4, 8])
+    assert 400 < len(arrivals) < 600 and arrivals[-1].time_s <= 5.0
+    assert len(make_arrivals(ServingConfig(rate_rps=100.0, max_requests=30), TOKENS, [16], [4])) == 30
+    shares = {c.name: c.share for c in cfg.classes}
+    for name, share in shares.items():
+        assert sum(a.cls == name for a in arrivals) / len(arrivals) == pytest.approx(share, abs=0.06)
+    assert {a.prompt_len for a in arrivals} == {16, 32} and {a.max_new_tokens for a in arrivals} == {4, 8}
+    first = arrivals[0]
+    start = int(first.prompt_ids[0])
+    assert first.prompt_ids.tolist() == list(range(start, start + first.prompt_len))  # a window of the stream

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoopt.config.serving import ServingClassConfig
+from autoopt.serving.metrics import DONE, REJECTED, UNFINISHED, RequestRecord, ServingReport, summarize
+
+CLASSES = [ServingClassConfig("P0", 0, 200.0, 0.5, 8), ServingClassConfig("P3", 3, 0.0, 0.5, 8)]
+
+
+def done(i: int, cls: str, arrival: float, start: float, first: float, last: float, tokens: int) -> RequestRecord:
+    return RequestRecord(i, cls, arrival, DONE, start, first, last, tokens)
+
+
+def report() -> ServingReport:
+    records = [
+        done(1, "P0", 0.0, 0.01, 0.05, 0.15, 11),  # e2e 150 ms: meets 200 ms
+        done(2, "P0", 1.0, 1.10, 1.20, 1.30, 5),  # e2e 300 ms: misses
+        RequestRecord(3, "P0", 2.0, REJECTED),
+        done(4, "P3", 0.5, 0.6, 0.7, 5.5, 2),  # best effort: any completion counts
+        RequestRecord(5, "P3", 3.0, UNFINISHED, start=3.1, first_token=3.2, last_token=3.3, tokens=1),
+    ]
+    return summarize(records, CLASSES, [1, 2, 1], max_batch=4, duration_s=10.0, rate_rps=0.5)
+
+
+def test_per_class_latency_attainment_goodput_and_rejections_from_hand_made_timings() -> None:
+    r = report()
+    p0, p3 = r.by_class("P0"), r.by_class("P3")
+    assert (p0.offered, p0.completed, p0.rejected, p0.met_slo) == (3, 2, 1, 1)
+    assert p0.attainment == pytest.approx(1 / 3) and p0.goodput_rps == pytest.approx(0.1)
+    assert p0.e2e.n == 2 and p0.e2e.p50 == pytest.approx(225.0)
+    assert p0.ttft.p50 == pytest.approx((50 + 200) / 2)
+    assert p0.tpot.p50 == pytest.approx((10.0 + 25.0) / 2)  # (150-50)/10 and (1300-1200)/4 ms
+    assert p0.queue.p50 == pytest.approx((10 + 100) / 2)
+    assert (p3.met_slo, p3.unfinished, p3.attainment) == (1, 1, 0.5)
+    assert p3.queue.n == 2 and p3.e2e.n == 1  # the unfinished one waited but never completed
+    assert r.overall.offered == 5 and r.overall.met_slo == 2 and r.overall.output_tokens == 11 + 5 + 2 + 1
+    assert r.batches == 3 and r.occupancy == pytest.approx((4 / 3) / 4)
+
+
+def test_report_round_trips_through_json() -> None:
+    r = report()
+    assert ServingReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+def test_empty_class_has_no_percentiles_and_full_attainment() -> None:
+    r = summarize([], CLASSES, [], max_batch=1, duration_s=1.0, rate_rps=1.0)
+    assert r.by_class("P0").e2e.p99 is None and r.by_class("P0").attainment == 1.0 and r.occupancy == 0.0

@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autoopt.config.serving import ServingClassConfig, ServingConfig
+from autoopt.engines.base import Engine
+from autoopt.serving.loadgen import Arrival, make_arrivals
+from autoopt.serving.runner import run_open_loop
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class SteppedEngine(Engine):
+    """Scheduling test double: each step costs `step_s` on the fake clock. Not a measurement."""
+
+    name = "stepped"
+
+    def __init__(self, clock: FakeClock, step_s: float) -> None:
+        self.clock, self.step_s, self.calls = clock, step_s, []
+
+    @classmethod
+    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+        self.calls.append((input_ids.shape[0], max_new_tokens))
+        for i in range(max_new_tokens):
+            self.clock.t += self.step_s
+            yield np.full(input_ids.shape[0], i, dtype=np.int64)
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
+        raise NotImplementedError
+
+
+CLASSES = [ServingClassConfig("P0", 0, 200.0, 0.5, 64), ServingClassConfig("P3", 3, 0.0, 0.5, 64, "delay")]
+
+
+def arrival(i: int, t: float, cls: str, new: int, prompt_len: int = 8) -> Arrival:
+    return Arrival(i, t, cls, np.zeros(prompt_len, dtype=np.int64), new)
+
+
+def test_rows_complete_at_their_own_last_token_and_latency_counts_from_scheduled_time() -> None:
+    clock = FakeClock()
+    engine = SteppedEngine(clock, 0.01)
+    cfg = ServingConfig(classes=CLASSES, max_batch=2, max_queue_delay_ms=5.0)
+    report = run_open_loop(engine, cfg, [arrival(0, 0.0, "P0", 2), arrival(1, 0.001, "P3", 6)],
+                           clock=clock, sleep=clock.sleep)
+    assert engine.calls == [(2, 6)]  # one batch of both rows, run to the longest
+    p0, p3 = report.by_class("P0"), report.by_class("P3")
+    assert p0.e2e.p50 == pytest.approx(0.001e3 + 20.0)  # released at 1 ms (full), 2 steps
+    assert p3.e2e.p50 == pytest.approx(60.0)  # 1 ms wait + 6 steps - its 1 ms later arrival
+    assert report.occupancy == 1.0 and not report.saturated
+
+
+def test_overload_is_detected_and_the_run_stops_early_with_misses_counted() -> None:
+    clock = FakeClock()
+    cfg = ServingConfig(classes=CLASSES, max_batch=1, saturation_lag_factor=5.0, max_requests=400, duration_s=100)
+    arrivals = make_arrivals(cfg, np.arange(100), [8], [10], rate_rps=50.0)  # 50 rps x 0.1 s per request
+    report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=50.0, clock=clock, sleep=clock.sleep)
+    assert report.saturated and "lags" in report.saturation_reason
+    assert report.duration_s < 8.0 and report.overall.offered < len(arrivals)
+    assert report.overall.unfinished > 0 and report.by_class("P0").attainment < 0.5
+
+
+def test_strict_priority_keeps_p0_fast_while_p3_waits_under_overload() -> None:
+    clock = FakeClock()
+    cfg = ServingConfig(classes=CLASSES, max_batch=1, max_requests=60, duration_s=100)
+    arrivals = make_arrivals(cfg, np.arange(100), [8], [5], rate_rps=25.0)  # 1.25x what 50 ms/request serves
+    report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=25.0, clock=clock, sleep=clock.sleep)
+    p0, p3 = report.by_class("P0"), report.by_class("P3")
+    assert p0.e2e.p99 is not None and p3.e2e.p99 is not None
+    assert p0.e2e.p99 < 200.0 < p3.e2e.p99
+
+
+@pytest.mark.slow
+def test_real_open_loop_run_on_the_trained_builtin_model(cache_dir: Path) -> None:
+    from autoopt.config.schema import CandidateConfig, ModelConfig
+    from autoopt.engines.base import RuntimeOptions
+    from autoopt.engines.registry import engine_class
+    from autoopt.models.source import resolve_model
+    from autoopt.serving.runner import warm_up
+
+    folder = resolve_model(ModelConfig(), cache_dir).path
+    runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=64, max_batch=4)
+    engine = engine_class("torch").load(folder, CandidateConfig(engine="torch"), runtime)
+    tokens = np.arange(3, 400, dtype=np.int64)
+    cfg = ServingConfig(rate_rps=4.0, max_requests=12, duration_s=6.0, max_batch=4, max_queue_delay_ms=20.0)
+    warm_up(engine, tokens, [16, 32], cfg.max_batch)
+    report = run_open_loop(engine, cfg, make_arrivals(cfg, tokens, [16, 32], [4, 8]))
+    engine.close()
+    overall = report.overall
+    assert overall.offered == 12 and overall.completed + overall.rejected + overall.unfinished == 12
+    assert overall.completed > 0 and report.batches > 0 and 0 < report.occupancy <= 1
+    assert overall.e2e.p50 is not None and overall.ttft.p50 is not None and overall.ttft.p50 <= overall.e2e.p50
+    assert report.output_tokens_per_s > 0
