@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from autoopt.config.schema import CandidateConfig
+from autoopt.passes.ort_static import calibration_settings
 from autoopt.passes.registry import PassStep
 
 # Candidate quant -> the genai builder's `-p`.
@@ -31,6 +32,9 @@ def _ort(candidate: CandidateConfig, device: str) -> list[PassStep]:
         steps.append(PassStep("ort_fuse", {"use_gpu": device == "cuda"}))
     if quant == "int8_dynamic":
         steps.append(PassStep("ort_int8_dynamic", {"per_channel": True}))
+    elif quant == "int8_static":
+        settings = {"method": candidate.calib_method, "samples": candidate.calib_samples, **calibration_settings()}
+        steps.append(PassStep("ort_int8_static", settings))
     elif quant in ("int4", "int8_weight"):
         settings = {
             "bits": 4 if quant == "int4" else 8,
@@ -48,7 +52,23 @@ def _genai(candidate: CandidateConfig, device: str) -> list[PassStep]:
         # MatMulNBits takes the same block size and compute type at 8 bits as at 4.
         settings["block_size"] = candidate.quant_block_size
         settings["accuracy_level"] = candidate.quant_accuracy_level
+    if candidate.quant == "int4":
+        # Only levers away from their defaults enter the settings, so default builds keep their cache keys.
+        for knob, setting in GENAI_LEVERS.items():
+            value = getattr(candidate, knob)
+            if value != getattr(_DEFAULTS, knob):
+                settings[setting] = value
     return [PassStep("genai_build", settings)]
+
+
+GENAI_LEVERS = {  # candidate knob -> genai_build setting
+    "quant_algo": "algo",
+    "quant_symmetric": "symmetric",
+    "quant_lm_head": "lm_head",
+    "quant_embeddings": "embeddings",
+    "quant_mixed_layers": "mixed_layers",
+}
+_DEFAULTS = CandidateConfig()
 
 
 _PLANS: dict[str, Callable[[CandidateConfig, str], list[PassStep]]] = {

@@ -30,9 +30,22 @@ PASSES: dict[str, PassInfo] = {
     "onnx_export": PassInfo("autoopt.passes.onnx_export", ("torch", "transformers", "onnx", "onnxscript")),
     "ort_fuse": PassInfo("autoopt.passes.ort_fuse", ("onnxruntime", "onnx")),
     "ort_int8_dynamic": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
+    "ort_int8_static": PassInfo("autoopt.passes.ort_static", ("onnxruntime", "onnx", "tokenizers")),
     "ort_weight_only": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
     "genai_build": PassInfo("autoopt.passes.genai_build", ("onnxruntime_genai", "onnxruntime", "transformers", "torch")),
 }
+
+
+def pass_problem(step: PassStep) -> str | None:
+    """Why `step`'s settings cannot build, from the pass's own `check_<name>(**settings)` where it has one
+    (it raises ValueError); None when they can. Called before any build, so a bad combination is pruned."""
+    check = getattr(importlib.import_module(PASSES[step.name].module), f"check_{step.name}", None)
+    try:
+        if check is not None:
+            check(**step.settings)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def pass_function(name: str) -> Callable[..., None]:

@@ -7,6 +7,8 @@ from autoopt.config.knobs import candidate_value_problem, inapplicable_knob
 from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig
 from autoopt.engines.probes import cuda_device
 from autoopt.engines.registry import engine_info
+from autoopt.passes.plan import plan
+from autoopt.passes.registry import pass_problem
 
 
 def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
@@ -31,6 +33,15 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     return None
 
 
+def build_problem(c: CandidateConfig, device: str) -> str | None:
+    """Why a pass of the candidate's recipe refuses its settings, before any build."""
+    for step in plan(c, device):
+        problem = pass_problem(step)
+        if problem:
+            return problem
+    return None
+
+
 def environment_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     """Why this machine cannot measure `c` for `target` (missing device, package or provider), or None."""
     if target.device == "cuda" and cuda_device():
@@ -50,5 +61,6 @@ def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: st
         or inapplicable_knob(c)
         or target_problem(c, target)
         or engine_info(c.engine).model_problem(architecture)
+        or build_problem(c, target.device)
         or environment_problem(c, target)
     )

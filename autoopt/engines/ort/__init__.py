@@ -11,6 +11,8 @@ from autoopt.engines.probes import ort_provider
 
 
 def rule(candidate: CandidateConfig, device: str) -> str | None:
+    if candidate.fuse and candidate.quant == "int8_static":
+        return "fuse=true before static int8 calibration is untested; use fuse=false with quant=int8_static"
     if candidate.fuse and device == "cuda" and candidate.quant != "none":
         return (
             "fuse=true needs the fp32 graph on cuda: the fp16 export keeps RMSNorm between Casts, "
@@ -22,12 +24,12 @@ def rule(candidate: CandidateConfig, device: str) -> str | None:
 INFO = EngineInfo(
     name="ort",
     engine_class="autoopt.engines.ort.engine:OrtEngine",
-    quants={"cpu": ("none", "int8_dynamic", "int8_weight", "int4"), "cuda": ("none", "fp16", "int4")},
+    quants={"cpu": ("none", "int8_dynamic", "int8_static", "int8_weight", "int4"), "cuda": ("none", "fp16", "int4")},
     requires={
         "cpu": (Requirement("onnxruntime"),),
         "cuda": (Requirement("onnxruntime", "gpu", probe=partial(ort_provider, "CUDAExecutionProvider", "gpu")),),
     },
     rule=rule,
     description="torch.onnx dynamo export run by onnxruntime; int4/int8_weight = MatMulNBits, "
-    "int8_dynamic = quantize_dynamic",
+    "int8_dynamic = quantize_dynamic, int8_static = calibrated QDQ",
 )
