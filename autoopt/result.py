@@ -85,6 +85,35 @@ class CostResult:
 
 
 @dataclass(frozen=True)
+class ServingClassResult:
+    """One priority class in the highest-rate run that held every SLO (`ServingResult.capacity_rps`)."""
+
+    slo_ms: float  # 0 = best effort
+    e2e_p99_ms: float | None
+    ttft_p99_ms: float | None
+    queue_p99_ms: float | None
+    attainment: float
+    goodput_rps: float
+    rejected: int
+
+
+@dataclass(frozen=True)
+class ServingResult:
+    """Open-loop serving with the candidate's batcher and scheduler: its capacity, and what a peak costs."""
+
+    capacity_rps: float  # highest offered rate at which every class with an SLO held it (0: none did)
+    converged: bool  # bracketed within 5 %, or the probe budget ran out first
+    probes: int
+    max_batch: int
+    occupancy: float | None  # mean rows per batch / max_batch, at capacity
+    peak_rate_rps: float
+    replicas: int | None  # for the peak rate (None when no rate held)
+    usd_per_day: float | None
+    usd_per_1m_output_tokens_at_peak: float | None
+    classes: dict[str, ServingClassResult]
+
+
+@dataclass(frozen=True)
 class Built:
     """A built artifact: where it is, its build key (model, passes, settings, library versions), its steps."""
 
@@ -112,6 +141,7 @@ class MeasureResult:
     memory: MemoryResult
     accuracy: AccuracyResult
     cost: CostResult
+    serving: ServingResult | None = None  # measured when the search objective is serving
     env: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,4 +188,11 @@ DEFINITIONS: dict[str, str] = {
     "equals the reference's greedy token (contexts differ after a divergence)",
     "accuracy.decode_tokens": "generated positions compared: decode prompts x new tokens per prompt",
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
+    "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
+    "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests; "
+    "doubling then bisection to 5 %",
+    "serving.replicas": "replicas the workload's peak rate needs at that capacity",
+    "serving.usd_per_day": "replicas x price_per_hour x 24",
+    "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "
+    "the peak rate x 1e6",
 }

@@ -36,6 +36,7 @@ class Knob:
     quants: tuple[str, ...] | None = None
     label: str = "{name}={value}"
     zero: str = "0"  # how the label shows 0 for an open-range knob ("all" cores, the workload's batch)
+    show_default: bool = True  # False: the label shows the knob only when it is set away from its default
 
     def applies(self, engine: str, quant: str) -> bool:
         return engine in self.engines and (self.quants is None or quant in self.quants)
@@ -51,7 +52,8 @@ class Knob:
 
     def format(self, value: Any) -> str:
         if isinstance(value, bool):
-            return self.label.format(name=self.name, value=str(value).lower()) if value else ""
+            shown = value if self.default is False else not value  # a flag shows when it is set away from default
+            return self.label.format(name=self.name, value=str(value).lower()) if shown else ""
         if self.choices is None and value == 0:
             value = self.zero
         return self.label.format(name=self.name, value=value)
@@ -67,9 +69,10 @@ def knob(
     quants: tuple[str, ...] | None = None,
     label: str = "{name}={value}",
     zero: str = "0",
+    show_default: bool = True,
 ) -> Any:
     """A dataclass field that declares a knob (its name is the field's name)."""
-    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero)
+    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero, show_default)
     return field(default=default, metadata={_KNOB: spec})
 
 
@@ -138,6 +141,8 @@ def label(candidate: Any) -> str:
     parts = [candidate.engine, candidate.quant]
     for k in knobs_of(type(candidate)).values():
         if k.name in ("engine", "quant") or not k.label or not k.applies(candidate.engine, candidate.quant):
+            continue
+        if not k.show_default and getattr(candidate, k.name) == k.default:
             continue
         text = k.format(getattr(candidate, k.name))
         if text:

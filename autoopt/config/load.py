@@ -21,6 +21,7 @@ from autoopt.config.schema import (
     TargetConfig,
     WorkloadConfig,
 )
+from autoopt.config.serving import ServingConfig, check_serving
 
 T = TypeVar("T")
 
@@ -78,6 +79,10 @@ def check_workload(w: WorkloadConfig) -> None:
     for key in ("batch_size", "eval_windows", "eval_window_len"):
         if getattr(w, key) < 1:
             raise ConfigError(f"workload.{key}={getattr(w, key)} must be >= 1")
+    check_serving(w.serving)
+    for key, knob_name in SERVING_KNOBS.items():
+        if getattr(w.serving, key) != getattr(ServingConfig(), key):
+            raise ConfigError(f"workload.serving.{key} is a search knob: set candidate.{knob_name} or space.{knob_name}")
     if w.eval_text != "builtin_heldout" and not Path(w.eval_text).is_file():
         raise ConfigError(f"workload.eval_text={w.eval_text} is neither builtin_heldout nor a readable text file")
 
@@ -106,7 +111,10 @@ def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     return m
 
 
+# The batcher/scheduler settings a candidate carries as knobs, never the workload (see Prepared.serving_config).
+SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy"}
 SAMPLERS = ("tpe", "nsga2", "random")
+OBJECTIVES = ("latency", "serving")
 LATENCIES = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
 PICKS = ("knee", "min_latency", "min_cost", "max_accuracy", "weights")
 
@@ -120,6 +128,8 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
     check_space(s.space, CandidateConfig)
     if s.search.sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler={s.search.sampler} is not valid; choose one of: {', '.join(SAMPLERS)}")
+    if s.search.objective not in OBJECTIVES:
+        raise ConfigError(f"search.objective={s.search.objective} is not valid; choose one of: {', '.join(OBJECTIVES)}")
     if s.search.latency not in LATENCIES:
         raise ConfigError(f"search.latency={s.search.latency} is not valid; choose one of: {', '.join(LATENCIES)}")
     if s.search.n_trials < 1:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from autoopt.config.knobs import ENGINES, WEIGHT_ONLY, knob, space_schema
+from autoopt.config.serving import ServingConfig
 
 # OmegaConf's marker for a required value, spelt out so that deployed bundles, which load engines and
 # therefore this module, need no OmegaConf.
@@ -48,6 +49,7 @@ class WorkloadConfig:
     eval_text: str = "builtin_heldout"  # builtin_heldout, or a path to a UTF-8 text file
     eval_windows: int = 8  # teacher-forced windows of held-out text
     eval_window_len: int = 128
+    serving: ServingConfig = field(default_factory=ServingConfig)  # open-loop traffic: rate, classes, SLOs
 
 
 @dataclass
@@ -57,15 +59,34 @@ class CandidateConfig:
 
     engine: str = knob("torch", "runtime: eager PyTorch, ONNX Runtime, ONNX Runtime GenAI, or ONNX Runtime's "
                        "TensorRT execution provider", choices=ENGINES, label="")
-    quant: str = knob("none", "precision scheme: fp32, half casts, int8 with dynamic activation quantization, "
-                      "weight-only int8/int4 (MatMulNBits)",
-                      choices=("none", "bf16", "fp16", "int8_dynamic", "int8_weight", "int4"), label="")
+    quant: str = knob("none", "precision scheme: fp32, half casts, int8 with dynamic or calibrated static "
+                      "activation quantization, weight-only int8/int4 (MatMulNBits)",
+                      choices=("none", "bf16", "fp16", "int8_dynamic", "int8_static", "int8_weight", "int4"), label="")
     fuse: bool = knob(False, "offline ONNX Runtime transformer fusions (RMSNorm, skip-add)", ("ort",),
                       (False, True), label="fused")
     quant_block_size: int = knob(32, "weight-only quantization block size (int4 and int8_weight)",
                                  ("ort", "ort_genai"), (16, 32, 64, 128, 256), quants=WEIGHT_ONLY, label="b{value}")
     quant_accuracy_level: int = knob(4, "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (weight-only)",
                                      ("ort", "ort_genai"), (1, 2, 3, 4), quants=WEIGHT_ONLY, label="L{value}")
+    quant_algo: str = knob("default", "int4 weight rounding: the builder's blockwise round-to-nearest, ORT's RTN, "
+                           "or llama.cpp-style k-quant scale search", ("ort_genai",), ("default", "rtn", "k_quant"),
+                           quants=("int4",), label="{value}", show_default=False)
+    quant_symmetric: bool = knob(True, "int4 without zero points (false: asymmetric, with zero points)",
+                                 ("ort_genai",), (True, False), quants=("int4",), label="asym", show_default=False)
+    quant_lm_head: str = knob("same", "lm_head under an int4 body: quantized the same, kept fp32, or int8",
+                              ("ort_genai",), ("same", "fp32", "int8"), quants=("int4",), label="head={value}",
+                              show_default=False)
+    quant_embeddings: str = knob("fp32", "token embedding table kept float, or int4 (GatherBlockQuantized)",
+                                 ("ort_genai",), ("fp32", "int4"), quants=("int4",), label="emb={value}",
+                                 show_default=False)
+    quant_mixed_layers: str = knob("none", "llama.cpp's sensitive layers (qkv/v/down of the first and last eighth, "
+                                   "every third) in int8 under an int4 body", ("ort_genai",), ("none", "int8"),
+                                   quants=("int4",), label="mixed={value}", show_default=False)
+    calib_method: str = knob("minmax", "static int8 activation ranges: min/max, KL-entropy or percentile",
+                             ("ort",), ("minmax", "entropy", "percentile"), quants=("int8_static",),
+                             label="cal={value}")
+    calib_samples: int = knob(32, "static int8 calibration windows (128 tokens each) from the training text",
+                              ("ort",), (8, 32, 128), quants=("int8_static",), label="n={value}")
     graph_opt: str = knob("all", "ONNX Runtime graph optimization level", ("ort", "ort_genai", "ort_tensorrt"),
                           ("disable", "basic", "extended", "all"), label="opt={value}")
     kv_cache: str = knob("dynamic", "KV cache grown per token, or preallocated once and reset per request",
@@ -74,6 +95,13 @@ class CandidateConfig:
     batch_size: int = knob(0, "rows per request; 0 = the workload's batch size", label="b={value}", zero="wl")
     warmup: str = knob("one", "warm-up before the first request: nothing, one request at the largest prompt, "
                        "one per prompt shape", choices=("none", "one", "shapes"), label="warm={value}")
+    serving_max_batch: int = knob(4, "serving: most rows the dynamic batcher puts in one engine call",
+                                  choices=(1, 2, 4, 8, 16), label="mb={value}", show_default=False)
+    serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
+                                         "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
+                                         label="qd={value:g}ms", show_default=False)
+    serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
+                               "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
 
 
 # The precision a quantization scheme needs the target to support.
@@ -82,6 +110,7 @@ QUANT_PRECISION = {
     "bf16": "bf16",
     "fp16": "fp16",
     "int8_dynamic": "int8",
+    "int8_static": "int8",
     "int8_weight": "int8",
     "int4": "int4",
 }
@@ -126,6 +155,7 @@ class SearchConfig:
     n_trials: int = 20  # new candidates built and measured per invocation (pruned/reused trials are free)
     sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
+    objective: str = "latency"  # latency: (latency, cost, accuracy loss) | serving: (capacity, cost at peak, loss)
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
     min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
     confirm_rounds: int = 3  # after the sweep, fp32 reference and pick timed alternately this often; 0 = skip

@@ -51,6 +51,9 @@ def _value(hint: Any, value: Any) -> Any:
         return _value(inner[0], value) if len(inner) == 1 else value
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         return from_dict(hint, value)  # type: ignore[arg-type]
+    if origin is dict and len(typing.get_args(hint)) == 2:
+        item = typing.get_args(hint)[1]
+        return {k: _value(item, v) for k, v in value.items()}
     if origin in (list, tuple) and typing.get_args(hint):
         item = typing.get_args(hint)[0]
         items = [_value(item, v) for v in value]

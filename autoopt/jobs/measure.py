@@ -20,6 +20,7 @@ from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_shapes
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.config.serving import ServingConfig
 from autoopt.cost import usd_per_million_tokens
 from autoopt.digest import sha256_file
 from autoopt.engines.registry import engine_class
@@ -32,6 +33,7 @@ from autoopt.result import (
     MemoryResult,
     SpeedResult,
 )
+from autoopt.serving.measure import measure_serving
 
 log = logging.getLogger("autoopt.jobs")
 
@@ -46,6 +48,7 @@ class MeasureJob:
     model: dict[str, Any]
     reference: str  # the fp32 reference .npz
     built: Built
+    serving: ServingConfig | None = None  # measure capacity under this traffic (the serving objective)
 
     timeout_s: ClassVar[float] = 1800.0
 
@@ -85,6 +88,11 @@ def measure(job: MeasureJob) -> MeasureResult:
     ids = reference["ids"]
     fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids)
     decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
+    serving = None
+    if job.serving is not None:
+        w = job.workload
+        serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
+                                  target.price_per_hour)
     engine.close()
 
     stats = summarize_shapes(samples.timings)
@@ -135,5 +143,6 @@ def measure(job: MeasureJob) -> MeasureResult:
             target=target.name,
             price_source=target.price_source,
         ),
+        serving=serving,
         env=fingerprint(),
     )

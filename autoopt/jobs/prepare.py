@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
 from autoopt.accuracy.reference import Reference, ensure_reference
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.config.serving import ServingConfig
 from autoopt.digest import sha256_file
 from autoopt.jobs.build import BuildJob
 from autoopt.jobs.measure import MeasureJob
@@ -30,30 +31,51 @@ class Prepared:
     bench: BenchConfig
     cache_dir: Path
     reference_sha256: str  # of the reference file every measurement is compared with
+    serving: bool = False  # also measure each candidate's serving capacity (the serving objective)
 
     def build_job(self, candidate: CandidateConfig) -> BuildJob:
         return BuildJob(candidate, self.target.device, str(self.model.path), self.model.key, str(self.cache_dir))
 
+    def serving_config(self, candidate: CandidateConfig) -> ServingConfig:
+        """The workload's traffic served with the candidate's batcher and scheduler knobs."""
+        return replace(
+            self.workload.serving,
+            max_batch=candidate.serving_max_batch,
+            max_queue_delay_ms=candidate.serving_queue_delay_ms,
+            policy=candidate.serving_policy,
+        )
+
     def measure_job(self, candidate: CandidateConfig, built: Built) -> MeasureJob:
+        serving = self.serving_config(candidate) if self.serving else None
         return MeasureJob(
             candidate=candidate,
             target=self.target,
             workload=self.workload,
             bench=self.bench,
             runtime=resolve_runtime(
-                candidate, self.target, self.workload, min_length=DECODE_MAX_LENGTH, min_batch=DECODE_ROWS_PER_CALL
+                candidate,
+                self.target,
+                self.workload,
+                min_length=DECODE_MAX_LENGTH,
+                min_batch=max(DECODE_ROWS_PER_CALL, serving.max_batch if serving else 0),
             ),
             model=self.model.describe(),
             reference=str(self.reference.path),
             built=built,
+            serving=serving,
         )
 
 
 def prepare(
-    model_cfg: ModelConfig, target: TargetConfig, workload: WorkloadConfig, bench: BenchConfig, cache_dir: Path
+    model_cfg: ModelConfig,
+    target: TargetConfig,
+    workload: WorkloadConfig,
+    bench: BenchConfig,
+    cache_dir: Path,
+    serving: bool = False,
 ) -> Prepared:
     t0 = time.perf_counter()
     model = resolve_model(model_cfg, cache_dir)
     reference = ensure_reference(model, workload, cache_dir)
     log.info("model %s and its fp32 reference ready (%.1fs)", model.key, time.perf_counter() - t0)
-    return Prepared(model, reference, target, workload, bench, cache_dir, sha256_file(reference.path))
+    return Prepared(model, reference, target, workload, bench, cache_dir, sha256_file(reference.path), serving)

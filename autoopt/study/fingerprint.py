@@ -20,7 +20,11 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
     """Objectives, accuracy bar, target (price, cores, memory), workload, bench settings, model and
     reference, library versions and machine: a change in any of them makes earlier figures stale."""
     return {
-        "objectives": {"latency": cfg.search.latency, "min_top1_agreement": cfg.search.min_top1_agreement},
+        "objectives": {
+            "objective": cfg.search.objective,
+            "latency": cfg.search.latency,
+            "min_top1_agreement": cfg.search.min_top1_agreement,
+        },
         "target": asdict(prep.target),
         "workload": asdict(prep.workload),
         "bench": asdict(prep.bench),

@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import math
+
 from autoopt.config.schema import SearchConfig, TargetConfig
-from autoopt.result import MeasureResult
-
-OBJECTIVE_NAMES = ("latency_ms", "usd_per_1m_tokens", "accuracy_loss")
+from autoopt.result import MeasureResult, ServingResult
 
 
-def objective_labels(latency: str) -> tuple[str, str, str]:
-    kind, pct = latency.split("_")
-    return (f"latency_ms ({kind} {pct}, warm)", "usd_per_1m_output_tokens", "accuracy_loss (1 - top-1 agreement)")
+def objective_labels(search: SearchConfig) -> tuple[str, str, str]:
+    loss = "accuracy_loss (1 - top-1 agreement)"
+    if search.objective == "serving":
+        return ("-capacity_rps (open loop, every SLO held)", "usd_per_1m_output_tokens at the peak rate", loss)
+    kind, pct = search.latency.split("_")
+    return (f"latency_ms ({kind} {pct}, warm)", "usd_per_1m_output_tokens", loss)
 
 
-def objectives(r: MeasureResult, latency: str) -> tuple[float, float, float]:
-    """(latency in ms, USD per 1M output tokens, 1 - top-1 agreement with the fp32 reference)."""
-    kind, pct = latency.split("_")
+def objectives(r: MeasureResult, search: SearchConfig) -> tuple[float, float, float]:
+    """All minimized. latency: (latency in ms, USD per 1M output tokens, 1 - top-1 agreement with the fp32
+    reference); serving: (-capacity in requests/s, USD per 1M output tokens serving the peak rate, the same
+    accuracy loss)."""
+    loss = 1.0 - r.accuracy.top1_agreement
+    if search.objective == "serving":
+        s = _serving(r)
+        cost = s.usd_per_1m_output_tokens_at_peak
+        return (-s.capacity_rps, math.inf if cost is None else cost, loss)
+    kind, pct = search.latency.split("_")
     lat = getattr(getattr(r.speed, f"{kind}_ms"), pct)
-    return (lat, r.cost.usd_per_1m_output_tokens, 1.0 - r.accuracy.top1_agreement)
+    return (lat, r.cost.usd_per_1m_output_tokens, loss)
+
+
+def _serving(r: MeasureResult) -> ServingResult:
+    if r.serving is None:
+        raise ValueError("search.objective=serving needs measurements with serving figures; this one has none")
+    return r.serving
 
 
 def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) -> dict[str, float]:
@@ -26,9 +42,12 @@ def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) ->
     accuracy_bar = bar - top-1 agreement; memory = memory used - the target's memory (GB), where memory
     used is the process's peak RSS on CPU targets and the accelerator's peak on GPU targets. An engine
     that cannot report its accelerator peak gets no memory constraint (never host RSS against GPU memory);
-    `memory_unmeasured` = 0 records that.
+    `memory_unmeasured` = 0 records that. With the serving objective, `serving_slos` requires that some
+    offered rate held every class's SLO.
     """
     values = {"accuracy_bar": search.min_top1_agreement - r.accuracy.top1_agreement}
+    if search.objective == "serving":
+        values["serving_slos"] = 0.0 if _serving(r).capacity_rps > 0 else 1.0  # some rate held every SLO
     used_mb = r.memory.peak_rss_mb if target.device == "cpu" else r.memory.device_peak_mb
     if used_mb is None:
         values["memory_unmeasured"] = 0.0

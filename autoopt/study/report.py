@@ -11,13 +11,15 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     s = o.summary
     g = gains(s)
     lat = cfg.search.latency.replace("_", " ")
-    print(front_console(s, cfg.search.latency))
+    print(front_console(s, cfg.search))
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
           f"(top-1 agreement >= {cfg.search.min_top1_agreement}), hypervolume {s.hypervolume:.4g} "
           f"(reference point: fp32 latency, fp32 cost, accuracy-bar loss)")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
-    print(f"vs fp32     {g['latency_x']:.2f}x lower {lat} latency, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
+    first = (f"{g['latency_x']:.2f}x lower {lat} latency" if "latency_x" in g
+             else f"{g['capacity_x']:.2f}x the capacity (requests/s within every SLO)")
+    print(f"vs fp32     {first}, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
           f"top-1 agreement {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']}; "
           "trial figures, taken minutes apart)")
     if o.confirmation:

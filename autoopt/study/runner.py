@@ -31,7 +31,7 @@ from autoopt.tracking.mlflow_tracker import Tracker
 log = logging.getLogger("autoopt.study")
 
 MAX_ASKS_PER_TRIAL = 4
-_METRIC_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
+_METRIC_GROUPS = ("speed", "memory", "accuracy", "cost", "build", "serving")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,8 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
     workspace = Path(cfg.workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser())
+    prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser(),
+                   serving=cfg.search.objective == "serving")
     name = study_name(cfg, prep)
     study = open_study(cfg, prep, name, workspace)
     tracker = Tracker(cfg.tracking.uri or f"sqlite:///{workspace / 'mlflow.db'}", name, workspace / "mlartifacts")
@@ -104,7 +105,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                 progress.trial_done(_front_size(known))
         progress.step("front, reports, bundle")
         summary = summarize(study, cfg.search, cfg.export, prep.target)
-        reports = write_reports(summary, cfg.search.latency, workspace / "reports" / name / stamp)
+        reports = write_reports(summary, cfg.search, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
         bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher)
         confirmation = _confirm(summary, prep, cfg, launcher, progress)

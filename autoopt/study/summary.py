@@ -4,6 +4,7 @@ the pick, the pictures and tables, and the exported bundle."""
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     points, ok = [], []
     for key, record in records.items():
         assert record.result is not None
-        point = _point(int(key), record, objectives(record.result, search.latency))
+        point = _point(int(key), record, objectives(record.result, search))
         points.append(point)
         if all(v <= 0 for v in constraints(record.result, search, target).values()):
             ok.append(point)
@@ -69,21 +70,25 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     if reference is None:
         raise SweepError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")
     front = pareto.front(ok)
-    # Volume dominated beyond the fp32 reference's latency and cost, and below the accuracy bar's loss.
-    hv_ref = (reference.objectives[0], reference.objectives[1], 1.0 - search.min_top1_agreement)
+    # Volume dominated beyond the fp32 reference's latency (or capacity) and cost, and below the accuracy
+    # bar's loss. A reference that held no SLO has no finite cost at the peak: the front's worst cost stands in.
+    cost = reference.objectives[1]
+    if not math.isfinite(cost):
+        cost = max(p.objectives[1] for p in ok)
+    hv_ref = (reference.objectives[0], cost, 1.0 - search.min_top1_agreement)
     hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
-    # Latency and cost relative to fp32, accuracy loss relative to the bar: a front whose losses
+    # Latency (capacity) and cost relative to fp32, accuracy loss relative to the bar: a front whose losses
     # span 0.004-0.005 must not weigh that spread like a 2x latency difference.
-    scale = (hv_ref[0], hv_ref[1], max(hv_ref[2], 1e-3))
+    scale = (abs(hv_ref[0]) or max(abs(p.objectives[0]) for p in front) or 1.0, hv_ref[1], max(hv_ref[2], 1e-3))
     chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale)
     if export.pick in ("knee", "weights"):
         reason += " (latency and cost as fractions of the fp32 reference's, accuracy loss of the bar's)"
     return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, records)
 
 
-def write_reports(s: Summary, latency: str, folder: Path) -> list[Path]:
+def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    names = objective_labels(latency)
+    names = objective_labels(search)
     rows = front_rows(s.front, names, chosen_key=s.chosen.key)
     md = folder / "front.md"
     md.write_text(to_markdown(rows) + "\n")
@@ -96,11 +101,16 @@ def write_reports(s: Summary, latency: str, folder: Path) -> list[Path]:
     ]
 
 
-def front_console(s: Summary, latency: str) -> str:
-    rows = front_rows(s.front, objective_labels(latency), chosen_key=s.chosen.key)
+def front_console(s: Summary, search: SearchConfig) -> str:
+    rows = front_rows(s.front, objective_labels(search), chosen_key=s.chosen.key)
     return console_table(rows, title=f"Pareto front ({len(s.front)} of {len(s.feasible)} feasible candidates)")
 
 
 def gains(s: Summary) -> dict[str, Any]:
+    """The pick against the fp32 reference, from the trials' own figures: how many times lower its latency
+    (or higher its capacity, with the serving objective, where the first objective is -capacity) and cost."""
     ref, ch = s.reference.objectives, s.chosen.objectives
-    return {"latency_x": ref[0] / ch[0], "cost_x": ref[1] / ch[1], "accuracy_loss": ch[2]}
+    cost_x = ref[1] / ch[1] if math.isfinite(ref[1]) else math.inf
+    if ref[0] <= 0 and ch[0] < 0:  # -capacity
+        return {"capacity_x": ch[0] / ref[0] if ref[0] < 0 else math.inf, "cost_x": cost_x, "accuracy_loss": ch[2]}
+    return {"latency_x": ref[0] / ch[0], "cost_x": cost_x, "accuracy_loss": ch[2]}

@@ -17,7 +17,7 @@ from autoopt.jobs.launch import JobFailed, Launcher
 from autoopt.jobs.prepare import Prepared
 from autoopt.space.sample import sample
 from autoopt.space.validity import candidate_problem
-from autoopt.study.objectives import constraints, objectives
+from autoopt.study.objectives import constraints, objective_labels, objectives
 from autoopt.study.progress import SweepProgress
 from autoopt.study.record import TrialRecord
 
@@ -105,7 +105,7 @@ def run_trial(
         known.failed[record.key] = (trial.number, e.reason)  # type: ignore[index]
         return _fail(study, trial, replace(record, reason=e.reason, detail=e.detail[-4000:]), name)
 
-    values = objectives(result, cfg.search.latency)
+    values = objectives(result, cfg.search)
     cons = constraints(result, cfg.search, prep.target)
     record = replace(record, result=result)
     record.write(trial)
@@ -117,8 +117,9 @@ def run_trial(
     broken = [constraint for constraint, value in cons.items() if value > 0]
     verdict = f" · infeasible ({', '.join(broken)})" if broken else ""
     log.info(
-        "%s · build %s · measure %.1fs · %s %.1f ms · $%.4f/1M · top-1 %.3f%s",
-        name, build_note, t_measure, cfg.search.latency, values[0], values[1], result.accuracy.top1_agreement, verdict,
+        "%s · build %s · measure %.1fs · %s %.4g · $%.4f/1M · top-1 %.3f%s",
+        name, build_note, t_measure, objective_labels(cfg.search)[0], values[0], values[1],
+        result.accuracy.top1_agreement, verdict,
     )
     return TrialOutcome(trial.number, "complete", record)
 

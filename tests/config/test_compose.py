@@ -90,7 +90,7 @@ def test_bad_value_fails_with_key_value_and_choices(overrides: list[str], messag
 
 
 BAD_OVERRIDES = [
-    ("candidate.foo=1", "unknown key candidate.foo; candidate takes: batch_size, engine"),
+    ("candidate.foo=1", "unknown key candidate.foo; candidate takes: batch_size, calib_method"),
     ("foo=1", "unknown key foo; the top level takes:"),
     ("target=nope", "target=nope is not a config in conf/target; choose one of: a100, cpu, h100, t4"),
     ("candidate.threads=abc", "candidate.threads=abc must be an integer"),
@@ -122,7 +122,7 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
     ("override", "message"),
     [
         ("search.sampler=x", "error: search.sampler=x is not valid; choose one of: tpe, nsga2, random"),
-        ("space=nope", "error: space=nope is not a config in conf/space; choose one of: default, gpu, smoke"),
+        ("space=nope", "error: space=nope is not a config in conf/space; choose one of: default, full, gpu, serving, smoke"),
         ("export.pick=best", "error: export.pick=best is not valid; choose one of: knee, min_latency, min_cost, max_accuracy, weights"),
     ],
 )

@@ -25,7 +25,7 @@ def _study(*results, failed_first: bool = False) -> optuna.Study:
         TrialRecord(r.candidate, f"c{i}", key=f"k{i}", result=r).write(trial)
         for name, value in constraints(r, search, TARGET).items():
             trial.set_constraint(name, value)
-        study.tell(trial, objectives(r, search.latency))
+        study.tell(trial, objectives(r, search))
     return study
 
 

@@ -1,0 +1,56 @@
+"""A candidate's serving figures, measured in the measuring child after the benchmark: its capacity under
+the workload's open-loop traffic and priority classes, and what the workload's peak costs at it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from autoopt.config.serving import ServingConfig
+from autoopt.engines.base import Engine
+from autoopt.result import ServingClassResult, ServingResult
+from autoopt.serving.capacity import cost_at_load, find_capacity
+from autoopt.serving.runner import engine_system, warm_up
+
+MAX_PROBES = 8  # doubling + bisection steps per candidate: bounds a trial's serving time
+
+
+def measure_serving(
+    engine: Engine,
+    cfg: ServingConfig,
+    tokens: np.ndarray,
+    prompt_lengths: Sequence[int],
+    output_lengths: Sequence[int],
+    price_per_hour: float,
+) -> ServingResult:
+    warm_up(engine, tokens, prompt_lengths, cfg.max_batch)
+    system = engine_system(engine, cfg, tokens, list(prompt_lengths), list(output_lengths))
+    capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
+    peak = cfg.peak_rate_rps or cfg.rate_rps
+    report = capacity.report
+    cost = cost_at_load(capacity, peak, price_per_hour) if report is not None else None
+    classes = {}
+    if report is not None:
+        for c in report.classes:
+            classes[c.name] = ServingClassResult(
+                slo_ms=c.slo_ms,
+                e2e_p99_ms=c.e2e.p99,
+                ttft_p99_ms=c.ttft.p99,
+                queue_p99_ms=c.queue.p99,
+                attainment=c.attainment,
+                goodput_rps=c.goodput_rps,
+                rejected=c.rejected,
+            )
+    return ServingResult(
+        capacity_rps=capacity.rate_rps,
+        converged=capacity.converged,
+        probes=len(capacity.probes),
+        max_batch=cfg.max_batch,
+        occupancy=report.occupancy if report else None,
+        peak_rate_rps=peak,
+        replicas=cost.replicas if cost else None,
+        usd_per_day=cost.usd_per_day if cost else None,
+        usd_per_1m_output_tokens_at_peak=cost.usd_per_million_tokens_at_peak if cost else None,
+        classes=classes,
+    )

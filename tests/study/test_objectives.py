@@ -1,0 +1,56 @@
+"""The two objective families and their constraints, on hand-made measurements."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from autoopt.config.schema import SearchConfig, TargetConfig
+from autoopt.result import ServingClassResult, ServingResult
+from autoopt.study.objectives import constraints, objective_labels, objectives
+from tests.study.results import result
+
+CPU = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test")
+SERVING = SearchConfig(objective="serving")
+
+
+def _serving(capacity: float, cost: float | None) -> ServingResult:
+    p0 = ServingClassResult(200.0, 150.0, 40.0, 10.0, 1.0, capacity * 0.1, 0)
+    return ServingResult(capacity, True, 6, 4, 0.5, 40.0, None if cost is None else 2, None if cost is None else 4.8,
+                         cost, {"P0": p0})
+
+
+def test_latency_family_is_latency_cost_and_accuracy_loss() -> None:
+    r = result(80.0, 0.3, 0.97)
+
+    assert objectives(r, SearchConfig()) == (80.0, 0.3, pytest.approx(0.03))
+    assert objective_labels(SearchConfig())[0] == "latency_ms (e2e p90, warm)"
+
+
+def test_serving_family_maximises_capacity_and_prices_the_peak() -> None:
+    r = replace(result(80.0, 0.3, 0.97), serving=_serving(12.5, 0.9))
+
+    assert objectives(r, SERVING) == (-12.5, 0.9, pytest.approx(0.03))
+    assert constraints(r, SERVING, CPU)["serving_slos"] == 0.0
+
+
+def test_a_candidate_that_holds_no_slo_is_infeasible_with_an_infinite_cost() -> None:
+    r = replace(result(80.0, 0.3, 0.97), serving=_serving(0.0, None))
+
+    assert objectives(r, SERVING)[1] == math.inf
+    assert constraints(r, SERVING, CPU)["serving_slos"] == 1.0
+
+
+def test_serving_objective_without_serving_figures_says_so() -> None:
+    with pytest.raises(ValueError, match="needs measurements with serving figures"):
+        objectives(result(80.0, 0.3, 0.97), SERVING)
+
+
+def test_gpu_memory_is_never_compared_with_host_rss() -> None:
+    gpu = replace(CPU, name="t4", device="cuda", memory_gb=16.0)
+
+    values = constraints(result(80.0, 0.3, 0.97, rss_mb=64_000.0), SearchConfig(), gpu)
+
+    assert "memory" not in values and values["memory_unmeasured"] == 0.0
