@@ -34,10 +34,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serving.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serving.add_argument("--model-name", default=None, help="the model id clients send (default: the bundle's folder name)")
     defaults = ServingConfig()
-    serving.add_argument("--max-batch", type=int, default=defaults.max_batch, help="rows per engine call")
-    serving.add_argument("--max-queue-delay-ms", type=float, default=defaults.max_queue_delay_ms,
-                         help="release a partial batch once its oldest request waited this long")
-    serving.add_argument("--policy", choices=("strict", "weighted"), default=defaults.policy)
+    serving.add_argument("--max-batch", type=int, default=None,
+                         help="rows per engine call (default: the bundle's candidate.serving_max_batch)")
+    serving.add_argument("--max-queue-delay-ms", type=float, default=None,
+                         help="release a partial batch once its oldest request waited this long "
+                         "(default: the bundle's candidate.serving_queue_delay_ms)")
+    serving.add_argument("--policy", choices=("strict", "weighted"), default=None,
+                         help="default: the bundle's candidate.serving_policy")
     serving.add_argument("--starvation-ms", type=float, default=defaults.starvation_ms,
                          help="a request waiting longer is served regardless of class")
     serving.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -45,13 +48,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingConfig:
-    max_batch = args.max_batch
+    """The bundle's measured batcher and scheduler settings, with the command line's overrides."""
+    c = bundle.candidate
+    max_batch = args.max_batch or c.serving_max_batch
+    delay = c.serving_queue_delay_ms if args.max_queue_delay_ms is None else args.max_queue_delay_ms
     if max_batch > bundle.runtime.max_batch:
         print(f"note: --max-batch {max_batch} lowered to the bundle's max_batch {bundle.runtime.max_batch}",
               file=sys.stderr)
         max_batch = bundle.runtime.max_batch
-    cfg = replace(ServingConfig(), max_batch=max_batch, max_queue_delay_ms=args.max_queue_delay_ms,
-                  policy=args.policy, starvation_ms=args.starvation_ms)
+    cfg = replace(ServingConfig(), max_batch=max_batch, max_queue_delay_ms=delay,
+                  policy=args.policy or c.serving_policy, starvation_ms=args.starvation_ms)
     check_serving(cfg)
     return cfg
 

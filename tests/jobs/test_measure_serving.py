@@ -1,0 +1,36 @@
+"""The measuring job with the serving objective: a real open-loop capacity search on the tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
+from autoopt.config.serving import ServingConfig
+from autoopt.jobs.launch import InProcessLauncher
+from autoopt.jobs.prepare import prepare
+
+pytestmark = pytest.mark.slow
+
+
+def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path, tmp_path: Path) -> None:
+    serving = ServingConfig(rate_rps=20.0, duration_s=1.0, max_requests=30, peak_rate_rps=100.0)
+    workload = WorkloadConfig(name="w", prompt_lengths=[16], output_lengths=[4], eval_windows=2, eval_window_len=32,
+                              serving=serving)
+    target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
+    bench = BenchConfig(warmup_runs=1, min_runs=2, min_seconds=0.0)
+    prep = prepare(ModelConfig(name="tiny", kind="hf", path=str(tiny_model)), target, workload, bench, tmp_path,
+                   serving=True)
+    candidate = CandidateConfig(threads=1, serving_max_batch=8, serving_queue_delay_ms=5.0)
+    launcher = InProcessLauncher()
+
+    job = prep.measure_job(candidate, launcher.launch(prep.build_job(candidate)))
+    result = launcher.launch(job)
+
+    assert job.serving is not None and job.serving.max_batch == 8 and job.runtime.max_batch >= 8
+    s = result.serving
+    assert s is not None and s.max_batch == 8 and s.probes >= 1
+    assert s.capacity_rps > 0, "the tiny model holds its SLOs at some rate"
+    assert set(s.classes) == {"P0", "P1", "P2", "P3"}
+    assert s.replicas is not None and s.replicas >= 1 and s.usd_per_day == pytest.approx(s.replicas * 0.1 * 24)
