@@ -1,0 +1,93 @@
+"""Export ships only what was measured: a gone artifact is rebuilt and measured again, a changed one is
+refused, and so is a result measured against another reference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from autoopt import pareto
+from autoopt.config.schema import (
+    BenchConfig,
+    CandidateConfig,
+    ModelConfig,
+    SpaceConfig,
+    SweepConfig,
+    TargetConfig,
+    WorkloadConfig,
+)
+from autoopt.digest import tree_sha256
+from autoopt.jobs.launch import InProcessLauncher
+from autoopt.study.record import TrialRecord
+from autoopt.study.runner import export_measured
+from autoopt.study.summary import Summary, SweepError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def measured(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory):
+    from autoopt.jobs.prepare import prepare
+
+    target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
+    workload = WorkloadConfig(name="w", prompt_lengths=[8], output_lengths=[3], eval_windows=2, eval_window_len=16)
+    bench = BenchConfig(warmup_runs=1, min_runs=2, min_seconds=0.0)
+    model = ModelConfig(name="tiny", kind="hf", path=str(tiny_model))
+    prep = prepare(model, target, workload, bench, tmp_path_factory.mktemp("cache"))
+    launcher = InProcessLauncher()
+    candidate = CandidateConfig(threads=1)
+    result = launcher.launch(prep.measure_job(candidate, launcher.launch(prep.build_job(candidate))))
+    cfg = SweepConfig(target=target, model=model, workload=workload, space=SpaceConfig(name="t"), bench=bench,
+                      cache_dir="unused", workspace="unused")
+    return prep, cfg, result
+
+
+class CountingLauncher(InProcessLauncher):
+    def __init__(self) -> None:
+        self.jobs: list[str] = []
+
+    def launch(self, job):  # noqa: ANN001, ANN201 - the Launcher protocol
+        self.jobs.append(type(job).__name__)
+        return super().launch(job)
+
+
+def _summary(result) -> Summary:
+    point = pareto.Point("0", (1.0, 1.0, 0.0), {"candidate": "c"})
+    record = TrialRecord(result.candidate, "c", key="k", result=result)
+    return Summary([point], [point], [point], point, (1.0, 1.0, 0.05), 0.0, point, "only one", {"0": record})
+
+
+def test_an_artifact_gone_from_the_cache_is_rebuilt_and_measured_again(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+    gone = replace(result, build=replace(result.build, artifact=tmp_path / "cleared"))
+
+    launcher = CountingLauncher()
+
+    out = export_measured(_summary(gone), prep, cfg, {}, tmp_path / "bundle", launcher)
+
+    assert launcher.jobs == ["BuildJob", "MeasureJob"]  # rebuilt, then measured again before shipping
+    assert json.loads((out / "manifest.json").read_text())["build"]["key"] == result.build.key
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_an_artifact_changed_since_its_measurement_is_refused(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+    copy = Path(shutil.copytree(result.build.artifact, tmp_path / "artifact"))
+    (copy / "config.json").write_text((copy / "config.json").read_text() + " ")
+    changed = replace(result, build=replace(result.build, artifact=copy))
+
+    assert tree_sha256(copy) != result.build.sha256
+    with pytest.raises(SweepError, match="changed since trial 0 measured it"):
+        export_measured(_summary(changed), prep, cfg, {}, tmp_path / "bundle", InProcessLauncher())
+
+
+def test_a_result_measured_against_another_reference_is_refused(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+
+    with pytest.raises(SweepError, match="another reference file"):
+        export_measured(_summary(replace(result, reference_sha256="other")), prep, cfg, {}, tmp_path / "b",
+                        InProcessLauncher())

@@ -1,0 +1,55 @@
+"""A study extends only under the fingerprint its figures were measured under."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autoopt.config.errors import ConfigError
+from autoopt.study.fingerprint import check_fingerprint
+
+FINGERPRINT = {
+    "objectives": {"objective": "latency", "latency": "e2e_p90", "min_top1_agreement": 0.95},
+    "target": {"name": "cpu", "price_per_hour": 0.0892, "cores": 2},
+    "workload": {"prompt_lengths": [64, 128]},
+    "bench": {"min_runs": 6},
+    "model": "builtin-abc",
+    "reference_sha256": "ref",
+    "libraries": {"torch": "2.13.0"},
+    "machine": "AMD EPYC",
+}
+
+
+def _study() -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(study_name="s", directions=["minimize"] * 3)
+
+
+def test_a_new_study_records_its_fingerprint_and_the_same_one_extends_it() -> None:
+    study = _study()
+
+    check_fingerprint(study, FINGERPRINT)
+    check_fingerprint(study, FINGERPRINT)
+
+    assert study.user_attrs["fingerprint"] == FINGERPRINT
+
+
+@pytest.mark.parametrize(
+    ("key", "change"),
+    [
+        ("objectives", {"objective": "latency", "latency": "e2e_p90", "min_top1_agreement": 0.99}),
+        ("objectives", {"objective": "latency", "latency": "ttft_p50", "min_top1_agreement": 0.95}),
+        ("target", {"name": "cpu", "price_per_hour": 0.5, "cores": 2}),
+        ("workload", {"prompt_lengths": [256]}),
+        ("bench", {"min_runs": 20}),
+        ("libraries", {"torch": "2.14.0"}),
+    ],
+)
+def test_a_changed_bar_objective_price_workload_or_bench_is_refused_naming_what_changed(key, change) -> None:
+    study = _study()
+    check_fingerprint(study, FINGERPRINT)
+
+    with pytest.raises(ConfigError) as refused:
+        check_fingerprint(study, {**FINGERPRINT, key: change})
+
+    assert f"measured under other {key}" in str(refused.value) and "study.name=" in str(refused.value)
