@@ -48,6 +48,11 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {e.reason}\n(the child's traceback is in {log_file})", file=sys.stderr)
         sys.exit(1)
     print(measurement_table(result))
+    if m.coldstart:
+        from autoopt.jobs.coldstart import cold_starts
+        from autoopt.report.measurement import coldstart_table
+
+        print(coldstart_table(cold_starts(prep, m.candidate, built, launcher)))
     if m.output:
         Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
         print(f"wrote {m.output}")

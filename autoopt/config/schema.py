@@ -146,6 +146,7 @@ class MeasureConfig:
     cache_dir: str = MISSING  # content-addressed models, builds, reference logits
     workspace: str = MISSING  # studies, tracking, bundles
     output: Optional[str] = None  # where to write the result JSON
+    coldstart: bool = False  # also time cold start under every warm-up strategy, each in a fresh process
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from autoopt.config.serde import to_dict
 from autoopt.result import MeasureResult, Percentiles
 
@@ -32,4 +35,18 @@ def measurement_table(r: MeasureResult) -> str:
         f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)",
         f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
     ]
+    return "\n".join(lines)
+
+
+def coldstart_table(starts: Sequence[Any]) -> str:
+    """Cold start per warm-up strategy (`autoopt.jobs.coldstart.ColdStart`), one fresh process each."""
+    shapes = list(starts[0].first_request_ms)
+    head = ["warm-up", "load s", "warm-up s", "ready s", *[f"first {s} ms" for s in shapes], "peak RSS MB"]
+    rows = [head]
+    for c in starts:
+        firsts = [f"{c.first_request_ms[s]:.1f}" for s in shapes]
+        rows.append([c.warmup, f"{c.load_s:.2f}", f"{c.warmup_s:.2f}", f"{c.ready_s:.2f}", *firsts, f"{c.peak_rss_mb:.0f}"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["cold start (each strategy in a fresh process; first request of each batch x prompt x output shape)"]
+    lines += ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
