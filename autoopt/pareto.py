@@ -93,14 +93,15 @@ def _key_order(key: str) -> tuple[int, Any]:
 
 
 def _normalised(points: Sequence[Point], scale: Sequence[float] | None = None) -> np.ndarray:
-    """Each objective divided by its `scale` when given (the ideal point stays at zero); otherwise
-    min-max normalised over `points`, where a constant objective becomes all zeros."""
+    """Each objective's distance from the best value among `points` (the ideal point), divided by its
+    `scale` when given; otherwise min-max normalised over `points`, where a constant objective becomes
+    all zeros."""
     obj = _matrix(points)
     if scale is not None:
         s = np.asarray(scale, dtype=float)
         if s.shape != (obj.shape[1],) or (s <= 0).any():
             raise ValueError(f"scale needs one positive number per objective, got {list(scale)}")
-        return obj / s
+        return (obj - obj.min(axis=0)) / s
     low, span = obj.min(axis=0), np.ptp(obj, axis=0)
     return np.divide(obj - low, span, out=np.zeros_like(obj), where=span > 0)
 
@@ -145,15 +146,15 @@ def pick(
     """Choose one point of `front` and say why in one sentence.
 
     `how` is one of `PICK_MODES`; objectives are read in the order of `OBJECTIVES`. "knee" and
-    "weights" compare objectives divided by `scale` (e.g. the reference's latency and cost and the
-    accuracy bar's loss, so that a tiny spread in one objective is not stretched to the full range),
-    or min-max normalised over the front when no scale is given.
+    "weights" compare each objective's distance from the front's best value divided by `scale` (e.g.
+    that best latency and cost, and the accuracy bar's loss, so that a tiny spread in one objective is
+    not stretched to the full range), or min-max normalised over the front when no scale is given.
     """
     if how not in PICK_MODES:
         raise ValueError(f"pick how={how!r} is not known; choose one of: {', '.join(PICK_MODES)}")
     if not front:
         raise ValueError("cannot pick from an empty front: no complete trial to choose from")
-    basis = "divided by their scale" if scale is not None else "normalised over the front"
+    basis = "as distances from the front's best divided by their scale" if scale is not None else "normalised over the front"
     if how == "knee":
         return knee(front, scale), f"knee of the front: closest to the ideal point with objectives {basis}"
     if how == "weights":

@@ -148,3 +148,15 @@ def test_knee_with_scale_ignores_a_negligible_spread_that_min_max_would_stretch(
     assert by_range.key == "8"
     assert by_scale.key == "19"
     assert "divided by their scale" in reason
+
+
+def test_knee_does_not_depend_on_how_slow_the_reference_was_measured() -> None:
+    from autoopt.pareto import Point, pick
+
+    int8 = Point("28", (204.0, 0.0707, 0.00586))
+    exact = Point("4", (221.0, 0.0782, 0.0))
+    front = [int8, exact]
+
+    chosen, _ = pick(front, "knee", scale=(204.0, 0.0707, 0.05))
+
+    assert chosen.key == "28"  # 8 % slower and 11 % dearer outweighs 0.12 of the bar's loss

@@ -77,12 +77,14 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
         cost = max(p.objectives[1] for p in ok)
     hv_ref = (reference.objectives[0], cost, 1.0 - search.min_top1_agreement)
     hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
-    # Latency (capacity) and cost relative to fp32, accuracy loss relative to the bar: a front whose losses
-    # span 0.004-0.005 must not weigh that spread like a 2x latency difference.
-    scale = (abs(hv_ref[0]) or max(abs(p.objectives[0]) for p in front) or 1.0, hv_ref[1], max(hv_ref[2], 1e-3))
+    # Distances from the front's best latency (capacity) and cost as fractions of that best value, accuracy
+    # loss as a fraction of the bar's: a front whose losses span 0.004-0.005 must not weigh that spread like
+    # a 2x latency difference, and a reference measured at a slow moment must not flatten the speed axis.
+    best = [min(p.objectives[i] for p in front) for i in range(2)]
+    scale = (abs(best[0]) or 1.0, abs(best[1]) or 1.0, max(hv_ref[2], 1e-3))
     chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale)
     if export.pick in ("knee", "weights"):
-        reason += " (latency and cost as fractions of the fp32 reference's, accuracy loss of the bar's)"
+        reason += " (latency and cost as fractions of the front's best, accuracy loss of the bar's)"
     return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, records)
 
 
