@@ -114,6 +114,97 @@ class ServingResult:
 
 
 @dataclass(frozen=True)
+class OpTime:
+    """One operator type's share of a phase: `ms` of self time over the phase's steps, `share` of the
+    phase's profiled total, `calls` how many times it ran."""
+
+    op: str
+    ms: float
+    share: float
+    calls: int
+
+
+@dataclass(frozen=True)
+class PhaseProfile:
+    """One phase of the profiled request.
+
+    `profiled_ms`: the sum of every op type's self time (not only `top`) in the least-disturbed repeat.
+    `profiled_wall_ms`: that repeat's wall time of the phase (profiler overhead included). `wall_ms`: the
+    phase's wall time of the same request, unprofiled (`time_phases`).
+    """
+
+    phase: str
+    steps: int
+    profiled_ms: float
+    profiled_wall_ms: float
+    wall_ms: float
+    top: tuple[OpTime, ...]
+
+    @property
+    def coverage(self) -> float:
+        """profiled_ms / wall_ms: op time against the unprofiled time (see COVERAGE_MARGIN)."""
+        return self.profiled_ms / self.wall_ms if self.wall_ms > 0 else float("nan")
+
+    @property
+    def accounted(self) -> float:
+        """profiled_ms / profiled_wall_ms: the share of the profiled run's time inside ops."""
+        return self.profiled_ms / self.profiled_wall_ms if self.profiled_wall_ms > 0 else float("nan")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Where one request's time goes, per phase; `unavailable` says why there are no phases."""
+
+    engine: str
+    profiler: str
+    batch: int
+    prompt_len: int
+    new_tokens: int
+    repeats: int
+    phases: tuple[PhaseProfile, ...] = ()
+    unavailable: str | None = None
+
+    def phase(self, name: str) -> PhaseProfile:
+        for phase in self.phases:
+            if phase.phase == name:
+                return phase
+        raise KeyError(f"profile of {self.engine} has no phase {name!r} ({self.unavailable or 'phases: prefill, decode'})")
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """Measured copy bandwidth in GB/s (1e9 bytes): the best sample, every sample, and how."""
+
+    gb_per_s: float
+    samples: tuple[float, ...]
+    buffer_bytes: int
+    threads: int
+    llc_bytes: int | None
+    method: str
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """One candidate's decode against the memory roofline.
+
+    weight_bytes, kv_bytes, bytes_per_step: bytes per decode step. steps_per_s: decode steps per second
+    measured (1 / TPOT). bandwidth_gb_per_s: `Bandwidth.gb_per_s`. bound_steps_per_s: bandwidth /
+    bytes_per_step. efficiency: steps_per_s / bound_steps_per_s. fits_llc: bytes_per_step <= the last-level
+    cache (then DRAM bandwidth is not the limit and efficiency can exceed 1).
+    """
+
+    weight_bytes: int
+    kv_bytes: float
+    mean_context: float
+    bytes_per_step: float
+    steps_per_s: float
+    bandwidth_gb_per_s: float
+    bound_steps_per_s: float
+    efficiency: float
+    fits_llc: bool | None
+
+
+@dataclass(frozen=True)
 class Built:
     """A built artifact: where it is, its build key (model, passes, settings, library versions), its steps."""
 
@@ -142,6 +233,8 @@ class MeasureResult:
     accuracy: AccuracyResult
     cost: CostResult
     serving: ServingResult | None = None  # measured when the search objective is serving
+    profile: Profile | None = None  # where one representative request's time goes, per phase
+    roofline: Roofline | None = None  # decode against the machine's measured copy bandwidth (CPU targets)
     env: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -191,6 +284,14 @@ DEFINITIONS: dict[str, str] = {
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests; "
     "doubling then bisection to 5 %",
+    "profile.phases": "one representative request (middle prompt length, shortest output), on a separate "
+    "profiled load after the timed runs: per phase (prefill = first generate step, decode = the rest) the top "
+    "op types by self time from the runtime's own profiler (torch.profiler / ONNX Runtime profiling): ms, "
+    "share of all op time, calls; the least disturbed of `repeats` runs",
+    "roofline.bytes_per_step": "bytes one decode step must read: weights at stored precision (an embedding read "
+    "by Gather counts one row per sequence) + KV cache at the workload's mean decode context",
+    "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / measured copy bandwidth; above 1 "
+    "is possible when fits_llc (the working set sits in the last-level cache)",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from autoopt.bench.requests import Request
-from autoopt.config.schema import BenchConfig
+from autoopt.config.schema import BenchConfig, bench_problem
 from autoopt.engines.base import Engine
 
 log = logging.getLogger("autoopt.bench")
@@ -60,31 +60,6 @@ class Samples:
     def output_tokens_per_s(self) -> float:
         """Generated tokens of every row of every timed request over the wall time of the timed runs."""
         return sum(t.tokens for t in self.timings) / self.seconds
-
-
-def bench_problem(bench: BenchConfig) -> str | None:
-    """What is wrong with `bench`, in one line naming each key, its value and the fix; None if valid."""
-    problems = []
-    if bench.warmup_runs < 1:
-        problems.append(
-            f"bench.warmup_runs={bench.warmup_runs} must be >= 1 (full untimed passes over every request shape, "
-            "so no shape runs cold inside the timed loop); set it to 1 or more"
-        )
-    if bench.min_runs < 1:
-        problems.append(f"bench.min_runs={bench.min_runs} must be >= 1; set it to 1 or more")
-    if bench.min_seconds < 0:
-        problems.append(f"bench.min_seconds={bench.min_seconds} must be >= 0; set it to 0 or more")
-    if bench.max_seconds < bench.min_seconds:
-        problems.append(
-            f"bench.max_seconds={bench.max_seconds} must be >= bench.min_seconds={bench.min_seconds}; "
-            "raise bench.max_seconds or lower bench.min_seconds"
-        )
-    if bench.max_runs < bench.min_runs:
-        problems.append(
-            f"bench.max_runs={bench.max_runs} must be >= bench.min_runs={bench.min_runs}; "
-            "raise bench.max_runs or lower bench.min_runs"
-        )
-    return "; ".join(problems) or None
 
 
 def _step_problem(engine: Engine, request: Request, step: int, token: object) -> str | None:

@@ -20,6 +20,7 @@ from autoopt.config.schema import (
     SweepConfig,
     TargetConfig,
     WorkloadConfig,
+    bench_problem,
 )
 from autoopt.config.serving import ServingConfig, check_serving
 
@@ -88,14 +89,9 @@ def check_workload(w: WorkloadConfig) -> None:
 
 
 def check_bench(b: BenchConfig) -> None:
-    if b.warmup_runs < 1:
-        raise ConfigError(f"bench.warmup_runs={b.warmup_runs} must be >= 1: one full pass over every request shape")
-    if b.min_runs < 1 or b.max_runs < b.min_runs:
-        raise ConfigError(f"bench.min_runs={b.min_runs}, max_runs={b.max_runs}: need 1 <= min_runs <= max_runs")
-    if b.min_seconds < 0 or b.max_seconds < b.min_seconds:
-        raise ConfigError(
-            f"bench.min_seconds={b.min_seconds}, max_seconds={b.max_seconds}: need 0 <= min_seconds <= max_seconds"
-        )
+    problem = bench_problem(b)
+    if problem:
+        raise ConfigError(problem)
 
 
 def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:

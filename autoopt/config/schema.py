@@ -132,6 +132,35 @@ class BenchConfig:
     min_seconds: float = 3.0
     max_runs: int = 200
     max_seconds: float = 120.0
+    profile: bool = True  # after the timed runs, a separately loaded engine under the runtime's own profiler
+    profile_repeats: int = 3
+
+
+def bench_problem(bench: BenchConfig) -> str | None:
+    """What is wrong with `bench`, in one line naming each key, its value and the fix; None if valid."""
+    problems = []
+    if bench.profile_repeats < 1:
+        problems.append(f"bench.profile_repeats={bench.profile_repeats} must be >= 1")
+    if bench.warmup_runs < 1:
+        problems.append(
+            f"bench.warmup_runs={bench.warmup_runs} must be >= 1 (full untimed passes over every request shape, "
+            "so no shape runs cold inside the timed loop); set it to 1 or more"
+        )
+    if bench.min_runs < 1:
+        problems.append(f"bench.min_runs={bench.min_runs} must be >= 1; set it to 1 or more")
+    if bench.min_seconds < 0:
+        problems.append(f"bench.min_seconds={bench.min_seconds} must be >= 0; set it to 0 or more")
+    if bench.max_seconds < bench.min_seconds:
+        problems.append(
+            f"bench.max_seconds={bench.max_seconds} must be >= bench.min_seconds={bench.min_seconds}; "
+            "raise bench.max_seconds or lower bench.min_seconds"
+        )
+    if bench.max_runs < bench.min_runs:
+        problems.append(
+            f"bench.max_runs={bench.max_runs} must be >= bench.min_runs={bench.min_runs}; "
+            "raise bench.max_runs or lower bench.min_runs"
+        )
+    return "; ".join(problems) or None
 
 
 @dataclass

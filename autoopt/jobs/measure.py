@@ -16,7 +16,9 @@ from autoopt.accuracy.metrics import fidelity
 from autoopt.accuracy.reference import teacher_forced_logits
 from autoopt.bench.latency import run_timed, time_request, warm_up
 from autoopt.bench.memory import peak_rss_mb
-from autoopt.bench.requests import make_requests
+from autoopt.bench.profile import RequestWall, profile_request, time_phases
+from autoopt.bench.requests import Request, make_requests
+from autoopt.bench.roofline import artifact_weights_and_kv, mean_decode_context, roofline
 from autoopt.bench.stats import summarize_shapes
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
@@ -27,10 +29,12 @@ from autoopt.engines.registry import engine_class
 from autoopt.env import fingerprint
 from autoopt.result import (
     AccuracyResult,
+    Bandwidth,
     Built,
     CostResult,
     MeasureResult,
     MemoryResult,
+    Profile,
     SpeedResult,
 )
 from autoopt.serving.measure import measure_serving
@@ -49,6 +53,7 @@ class MeasureJob:
     reference: str  # the fp32 reference .npz
     built: Built
     serving: ServingConfig | None = None  # measure capacity under this traffic (the serving objective)
+    bandwidth: Bandwidth | None = None  # the machine's copy bandwidth, for the roofline (CPU targets)
 
     timeout_s: ClassVar[float] = 1800.0
 
@@ -93,9 +98,20 @@ def measure(job: MeasureJob) -> MeasureResult:
         w = job.workload
         serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
                                   target.price_per_hour)
+    probe = _profile_request(requests, job.workload)
+    wall = time_phases(engine, probe.input_ids, probe.max_new_tokens) if job.bench.profile else None
     engine.close()
 
     stats = summarize_shapes(samples.timings)
+    profile = None
+    if wall is not None:  # a separate, profiled load: never inside the timed runs
+        profile = _profile(job, artifact, probe, wall)
+    roof = None
+    if job.bandwidth is not None:
+        w = job.workload
+        weights, kv = artifact_weights_and_kv(candidate.engine, artifact, candidate.quant, rows_read=runtime.batch_size)
+        context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
+        roof = roofline(weights, kv, context, stats.tpot_ms.p50, job.bandwidth, batch=runtime.batch_size)
     tokens_per_s = samples.output_tokens_per_s
     return MeasureResult(
         candidate=candidate,
@@ -144,5 +160,25 @@ def measure(job: MeasureJob) -> MeasureResult:
             price_source=target.price_source,
         ),
         serving=serving,
+        profile=profile,
+        roofline=roof,
         env=fingerprint(),
     )
+
+
+def _profile_request(requests: list[Request], workload: WorkloadConfig) -> Request:
+    """The representative request: the middle prompt length with the shortest output."""
+    prompts = sorted(workload.prompt_lengths)
+    middle, shortest = prompts[len(prompts) // 2], min(workload.output_lengths)
+    return next(r for r in requests if r.input_ids.shape[1] == middle and r.max_new_tokens == shortest)
+
+
+def _profile(job: MeasureJob, artifact: Path, probe: Request, wall: RequestWall) -> Profile:
+    c = job.candidate
+    try:
+        return profile_request(c.engine, engine_class(c.engine), artifact, c, job.runtime, probe.input_ids,
+                               probe.max_new_tokens, wall, repeats=job.bench.profile_repeats)
+    except Exception as e:  # a profiler's failure must not fail the trial: the result says what happened
+        batch, prompt_len = probe.input_ids.shape
+        return Profile(c.engine, "failed", batch, prompt_len, probe.max_new_tokens, job.bench.profile_repeats,
+                       unavailable=f"profiling failed: {type(e).__name__}: {e}")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
 from autoopt.accuracy.reference import Reference, ensure_reference
+from autoopt.bench.roofline import measure_bandwidth
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.config.serving import ServingConfig
@@ -17,7 +18,7 @@ from autoopt.digest import sha256_file
 from autoopt.jobs.build import BuildJob
 from autoopt.jobs.measure import MeasureJob
 from autoopt.models.source import ResolvedModel, resolve_model
-from autoopt.result import Built
+from autoopt.result import Bandwidth, Built
 
 log = logging.getLogger("autoopt")
 
@@ -32,6 +33,7 @@ class Prepared:
     cache_dir: Path
     reference_sha256: str  # of the reference file every measurement is compared with
     serving: bool = False  # also measure each candidate's serving capacity (the serving objective)
+    bandwidth: Bandwidth | None = None  # this machine's copy bandwidth (CPU targets), once per run
 
     def build_job(self, candidate: CandidateConfig) -> BuildJob:
         return BuildJob(candidate, self.target.device, str(self.model.path), self.model.key, str(self.cache_dir))
@@ -63,6 +65,7 @@ class Prepared:
             reference=str(self.reference.path),
             built=built,
             serving=serving,
+            bandwidth=self.bandwidth,
         )
 
 
@@ -78,4 +81,9 @@ def prepare(
     model = resolve_model(model_cfg, cache_dir)
     reference = ensure_reference(model, workload, cache_dir)
     log.info("model %s and its fp32 reference ready (%.1fs)", model.key, time.perf_counter() - t0)
-    return Prepared(model, reference, target, workload, bench, cache_dir, sha256_file(reference.path), serving)
+    bandwidth = measure_bandwidth(threads=target.cores, repeats=3) if target.device == "cpu" else None
+    if bandwidth is not None:
+        log.info("memory copy bandwidth %.1f GB/s (best of %d)", bandwidth.gb_per_s, len(bandwidth.samples))
+    return Prepared(
+        model, reference, target, workload, bench, cache_dir, sha256_file(reference.path), serving, bandwidth
+    )

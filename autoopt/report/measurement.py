@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoopt.config.serde import to_dict
-from autoopt.result import MeasureResult, Percentiles
+from autoopt.result import MeasureResult, Percentiles, Profile
 
 
 def _pct(p: Percentiles) -> str:
@@ -35,7 +35,25 @@ def measurement_table(r: MeasureResult) -> str:
         f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)",
         f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
     ]
+    if r.roofline is not None:
+        rf = r.roofline
+        lines.append(
+            f"roofline    {rf.bytes_per_step / 1e6:.1f} MB per decode step x {rf.steps_per_s:.0f} steps/s = "
+            f"{rf.efficiency:.0%} of the measured {rf.bandwidth_gb_per_s:.1f} GB/s"
+            + (" (fits the last-level cache)" if rf.fits_llc else "")
+        )
+    if r.profile is not None:
+        lines.append(f"profile     {bottlenecks(r.profile)}")
     return "\n".join(lines)
+
+
+def bottlenecks(profile: Profile, top: int = 3) -> str:
+    """The top op types of each phase by share, in one line: where the time goes."""
+    if profile.unavailable:
+        return f"none ({profile.unavailable})"
+    return "; ".join(
+        f"{phase.phase}: " + ", ".join(f"{op.op} {op.share:.0%}" for op in phase.top[:top]) for phase in profile.phases
+    )
 
 
 def coldstart_table(starts: Sequence[Any]) -> str:

@@ -13,6 +13,7 @@ import optuna
 
 from autoopt import pareto
 from autoopt.config.schema import ExportConfig, SearchConfig, TargetConfig
+from autoopt.report.measurement import bottlenecks
 from autoopt.report.plots import front_3d_html, front_projections
 from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
 from autoopt.study.objectives import constraints, objective_labels, objectives
@@ -94,13 +95,31 @@ def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:
     rows = front_rows(s.front, names, chosen_key=s.chosen.key)
     md = folder / "front.md"
     md.write_text(to_markdown(rows) + "\n")
+    where = folder / "bottlenecks.md"
+    where.write_text(bottleneck_markdown(s) + "\n")
     labels = {p.key: f"{p.key}: {p.payload['candidate']}" for p in s.points}
     return [
         to_csv(rows, folder / "front.csv"),
         md,
+        where,
         front_projections(s.points, s.front, names, folder / "front.png", chosen_key=s.chosen.key),
         front_3d_html(s.points, s.front, names, folder / "front_3d.html", labels=labels, chosen_key=s.chosen.key),
     ]
+
+
+def bottleneck_markdown(s: Summary) -> str:
+    """Where each front candidate's time goes (its runtime's profiler) and its decode roofline efficiency."""
+    lines = [
+        "| trial | candidate | where the time goes (share of op time per phase) | roofline efficiency |",
+        "|---|---|---|---:|",
+    ]
+    for p in s.front:
+        r = s.records[p.key].result
+        assert r is not None
+        where = bottlenecks(r.profile) if r.profile else "not profiled"
+        roof = f"{r.roofline.efficiency:.0%}" if r.roofline else "-"
+        lines.append(f"| {p.key} | {p.payload['candidate']} | {where} | {roof} |")
+    return "\n".join(lines)
 
 
 def front_console(s: Summary, search: SearchConfig) -> str:

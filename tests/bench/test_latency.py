@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoopt.bench.latency import bench_problem, run_timed, time_request
+from autoopt.bench.latency import run_timed, time_request
 from autoopt.bench.requests import Request
-from autoopt.config.schema import BenchConfig, CandidateConfig
+from autoopt.config.schema import BenchConfig, CandidateConfig, bench_problem
 from autoopt.engines.base import Engine, RuntimeOptions
 
 PREFILL_S = 0.010

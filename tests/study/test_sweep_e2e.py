@@ -55,7 +55,7 @@ def test_sweep_leaves_parent_nested_runs_and_front_artifacts_in_mlflow(sweep) ->
     assert reference.data.metrics["accuracy.top1_agreement"] == 1.0
     assert reference.data.metrics["accuracy.kl_mean"] == 0.0
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
-    assert {"front.csv", "front.md", "front.png", "front_3d.html", "chosen.json"} <= artifacts
+    assert {"front.csv", "front.md", "bottlenecks.md", "front.png", "front_3d.html", "chosen.json"} <= artifacts
     assert parents[0].data.metrics["hypervolume"] >= 0
     assert not (workspace / "mlruns").exists()
 

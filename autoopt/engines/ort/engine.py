@@ -109,7 +109,11 @@ class OrtEngine(Engine):
         }
 
     @classmethod
-    def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> OrtEngine:
+    def load(
+        cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions, *, profile_prefix: str | None = None
+    ) -> OrtEngine:
+        """`profile_prefix` (autoopt.bench.profile only, never for timed runs): ONNX Runtime's own profiling,
+        written to `<profile_prefix>_<timestamp>.json` when the session is released (`close`)."""
         settings = cls.session_settings(artifact, candidate, runtime)
         _warn_if_written_differs(Path(artifact), settings)
         options = ort.SessionOptions()
@@ -117,6 +121,11 @@ class OrtEngine(Engine):
         options.intra_op_num_threads = settings["intra_op_num_threads"]
         options.inter_op_num_threads = settings["inter_op_num_threads"]
         options.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
+        # --- profiling hook (autoopt.bench.profile) ---
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
+        # --- end profiling hook ---
         providers = [p if isinstance(p, str) else tuple(p) for p in settings["providers"]]
         session = ort.InferenceSession(str(artifact / settings["model_file"]), options, providers=providers)
         return cls(session, runtime.device, bind_io=runtime.device != "cpu")

@@ -111,11 +111,20 @@ class GenaiEngine(Engine):
         self._allocations = 0
 
     @classmethod
-    def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> GenaiEngine:
+    def load(
+        cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions, *, profile_prefix: str | None = None
+    ) -> GenaiEngine:
+        """`profile_prefix` (autoopt.bench.profile only, never for timed runs): the decoder session's ONNX Runtime
+        profiling (genai_config `session_options.enable_profiling`), written to `<profile_prefix>_<timestamp>.json`
+        when the model and every generator are released (`close`)."""
         if runtime.device == "cuda":
             _require_cuda()
         overlay = runtime_overlay(candidate, runtime)
         _warn_if_written_differs(Path(artifact), overlay)
+        # --- profiling hook (autoopt.bench.profile) ---
+        if profile_prefix is not None:
+            overlay["model"]["decoder"]["session_options"]["enable_profiling"] = profile_prefix
+        # --- end profiling hook ---
         staging, vocab = _stage_with_sentinel(Path(artifact))
         config = og.Config(staging.name)
         config.overlay(json.dumps(overlay))
