@@ -31,7 +31,7 @@ from autoopt.tracking.mlflow_tracker import Tracker
 log = logging.getLogger("autoopt.study")
 
 MAX_ASKS_PER_TRIAL = 4
-_METRIC_GROUPS = ("speed", "memory", "accuracy", "cost", "build", "serving")
+_METRIC_GROUPS = ("speed", "memory", "accuracy", "cost", "build", "serving", "roofline")
 
 
 @dataclass(frozen=True)
