@@ -1,0 +1,31 @@
+"""End to end on the synthetic ground truth: replays of every sampler, the table, the plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autoopt.searchbench.replay import Bench, replay_all
+from autoopt.searchbench.report import table, write_report
+
+
+def test_report_has_a_row_per_sampler_a_plot_and_the_raw_curves(bench: Bench, tmp_path: Path) -> None:
+    n = len(bench.outcomes)
+    names = ["random", "tpe_s3"]  # the cheap ones: determinism of the others is tested in test_replay
+    curves = replay_all(bench, names, range(2), n, say=lambda _: None)
+
+    md, png, raw = write_report(bench, curves, tmp_path / "r")
+
+    text = md.read_text()
+    for name in names:
+        assert f"| {name} | 2 |" in text
+    assert "k=5" in text and "k=10" not in text  # only the k this replay reached
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(raw.read_text())
+    assert data["grid_size"] == n and len(data["curves"]["tpe_s3"]) == 2
+    assert all(len(c["fraction"]) == n + 1 for c in data["curves"]["random"])
+
+
+def test_trials_to_95_says_more_than_the_budget_when_never_reached(bench: Bench) -> None:
+    curves = replay_all(bench, ["random"], range(2), 1, say=lambda _: None)  # k=1: the reference only
+    assert "| random | 2 | >1 (>1) | 0/2 | 1 [1] |" in table(bench, curves)
