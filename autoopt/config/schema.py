@@ -182,7 +182,7 @@ class MeasureConfig:
 class SearchConfig:
     """How the study searches: trials this invocation, sampler, objectives' latency, accuracy bar."""
 
-    n_trials: int = 20  # new candidates built and measured per invocation (pruned/reused trials are free)
+    n_trials: int = 30  # new candidates built and measured per invocation (pruned/reused trials are free)
     sampler: str = "tpe"  # tpe | nsga2 | random
     seed: int = 0
     objective: str = "latency"  # latency: (latency, cost, accuracy loss) | serving: (capacity, cost at peak, loss)

@@ -73,6 +73,7 @@ _REFUSED_EMBEDDINGS: dict[str, str] = {
 }
 
 _DEFAULT_BLOCK_SIZE = 32
+_K_QUANT_MAX_BLOCK = 64  # k_quant with block 128 raised "cannot reshape array of size 960" on every build
 _LM_HEAD_NODE = "/lm_head/MatMul"
 _EMBED_NODE = "/model/embed_tokens/Gather"
 _FLOAT_TYPES = {1, 10, 16}  # onnx FLOAT, FLOAT16, BFLOAT16
@@ -155,6 +156,11 @@ def resolve_levers(
         raise ValueError(
             "genai_build symmetric=False does not apply to algo=k_quant: k_quant always stores zero points "
             "(the graph is byte-identical); leave symmetric=True"
+        )
+    if algo == "k_quant" and block_size is not None and block_size > _K_QUANT_MAX_BLOCK:
+        raise ValueError(
+            f"genai_build algo=k_quant with block_size={block_size} fails inside the 0.18 builder (a reshape error "
+            f"on every build tried); use block_size <= {_K_QUANT_MAX_BLOCK} with k_quant"
         )
     if embeddings == "int4" and algo != "default":
         raise ValueError(

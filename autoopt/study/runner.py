@@ -49,7 +49,9 @@ def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
         return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=8)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=6)
+    # Multivariate, grouped TPE: independent TPE kept re-proposing measured candidates in autoopt's
+    # conditional space and stalled (experiments/2026-11-27-search-benchmark.md).
+    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=6, multivariate=True, group=True)
 
 
 def study_name(cfg: SweepConfig, prep: Prepared) -> str:

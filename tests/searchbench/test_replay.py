@@ -8,7 +8,7 @@ from autoopt.searchbench.grid import Grid
 from autoopt.searchbench.replay import ASKS_PER_TRIAL, Bench, replay
 from tests.searchbench.conftest import key, problem, small_space, target
 
-FAST = ("tpe_group", "tpe_s3", "random", "tpe", "nsga2")
+FAST = ("tpe_independent", "tpe_s3", "random", "tpe", "nsga2")
 
 
 @pytest.mark.parametrize("sampler", FAST)
