@@ -48,6 +48,7 @@ class SpeedResult:
     e2e_ms: Percentiles
     output_tokens_per_s: float
     load_s: float
+    compile_s: float | None  # of load_s, the time spent compiling graphs (None: nothing compiled)
     warmup: str
     warmup_s: float
     cold_first_request_ms: float
@@ -265,6 +266,7 @@ DEFINITIONS: dict[str, str] = {
     "after the cold first request",
     "speed.output_tokens_per_s": "generated tokens (all rows of the batch) / wall time of the timed runs",
     "speed.load_s": "seconds from process start of loading to an engine ready to generate (cold)",
+    "speed.compile_s": "seconds of the load spent compiling graphs (torch_compiled), part of load_s and cold start",
     "speed.warmup_s": "seconds the warm-up strategy spent before the first timed request",
     "speed.cold_first_request_ms": "e2e latency of the first request after load and warm-up",
     "memory.peak_rss_mb": "peak resident set size of the measuring process after load, warm-up and timed runs",

@@ -294,6 +294,8 @@ def artifact_weights_and_kv(
     """Weights and KV geometry of a built artifact: HF safetensors for torch, `model.onnx` for ort (and
     ort_tensorrt), the decoder named in `genai_config.json` for ort_genai."""
     artifact = Path(artifact)
+    if engine == "torch_compiled" and quant in ("none", "bf16"):
+        engine = "torch"  # the same weights as eager torch; its int8/int4 packings are not counted here
     if engine == "torch":
         return safetensors_weight_bytes(artifact, quant, rows_read), hf_kv_geometry(artifact, quant)
     head_dim = None

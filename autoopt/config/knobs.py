@@ -11,7 +11,7 @@ from typing import Any
 
 from autoopt.config.errors import ConfigError
 
-ENGINES = ("torch", "ort", "ort_genai", "ort_tensorrt")
+ENGINES = ("torch", "ort", "ort_genai", "ort_tensorrt", "torch_compiled")
 WEIGHT_ONLY = ("int4", "int8_weight")
 _KNOB = "autoopt.knob"
 

@@ -57,8 +57,9 @@ class CandidateConfig:
     """One point of the search space. Each field is a knob, declared here once (see `config.knobs`):
     build knobs change the artifact, runtime knobs how it is loaded and driven."""
 
-    engine: str = knob("torch", "runtime: eager PyTorch, ONNX Runtime, ONNX Runtime GenAI, or ONNX Runtime's "
-                       "TensorRT execution provider", choices=ENGINES, label="")
+    engine: str = knob("torch", "runtime: eager PyTorch, ONNX Runtime, ONNX Runtime GenAI, ONNX Runtime's "
+                       "TensorRT execution provider, or autoopt's compiled static-cache decode loop over PyTorch",
+                       choices=ENGINES, label="")
     quant: str = knob("none", "precision scheme: fp32, half casts, int8 with dynamic or calibrated static "
                       "activation quantization, weight-only int8/int4 (MatMulNBits)",
                       choices=("none", "bf16", "fp16", "int8_dynamic", "int8_static", "int8_weight", "int4"), label="")
@@ -91,6 +92,12 @@ class CandidateConfig:
                           ("disable", "basic", "extended", "all"), label="opt={value}")
     kv_cache: str = knob("dynamic", "KV cache grown per token, or preallocated once and reset per request",
                          ("torch", "ort_genai"), ("dynamic", "static"), label="kv={value}")
+    compile_mode: str = knob("default", "torch_compiled decode step: not compiled, inductor, or inductor + CUDA "
+                             "graphs (reduce-overhead; on the CPU the same as default)", ("torch_compiled",),
+                             ("none", "default", "reduce-overhead"), label="c={value}")
+    prefill_bucket: int = knob(0, "torch_compiled prefill: eager at the prompt's length (0), or compiled once per "
+                               "multiple of this many tokens, prompts right-padded to it", ("torch_compiled",),
+                               (0, 32, 64, 128), label="pf={value}", show_default=False)
     threads: int = knob(0, "intra-op threads; 0 = the target's cores", label="t={value}", zero="all")
     batch_size: int = knob(0, "rows per request; 0 = the workload's batch size", label="b={value}", zero="wl")
     warmup: str = knob("one", "warm-up before the first request: nothing, one request at the largest prompt, "

@@ -51,6 +51,10 @@ class Engine(ABC):
         offers no reliable figure (then the caller must not compare anything else in its place)."""
         return None
 
+    def compile_seconds(self) -> float | None:
+        """Seconds `load` spent compiling graphs (included in load time), or None where nothing is compiled."""
+        return None
+
     def static_kv_allocations(self) -> int | None:
         """How many static KV buffers this engine has allocated since load, or None where its KV cache
         is not static. A static buffer is allocated once per batch size (the first request of that size,

@@ -35,6 +35,7 @@ from autoopt.result import (
     MeasureResult,
     MemoryResult,
     Profile,
+    Roofline,
     SpeedResult,
 )
 from autoopt.serving.measure import measure_serving
@@ -84,6 +85,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     t0 = time.perf_counter()
     engine = engine_class(candidate.engine).load(artifact, candidate, runtime)
     load_s = time.perf_counter() - t0
+    compiled_s = engine.compile_seconds()
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
     samples = run_timed(engine, requests, job.bench)
@@ -106,12 +108,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     profile = None
     if wall is not None:  # a separate, profiled load: never inside the timed runs
         profile = _profile(job, artifact, probe, wall)
-    roof = None
-    if job.bandwidth is not None:
-        w = job.workload
-        weights, kv = artifact_weights_and_kv(candidate.engine, artifact, candidate.quant, rows_read=runtime.batch_size)
-        context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
-        roof = roofline(weights, kv, context, stats.tpot_ms.p50, job.bandwidth, batch=runtime.batch_size)
+    roof = _roofline(job, artifact, stats.tpot_ms.p50)
     tokens_per_s = samples.output_tokens_per_s
     return MeasureResult(
         candidate=candidate,
@@ -130,6 +127,7 @@ def measure(job: MeasureJob) -> MeasureResult:
             e2e_ms=stats.e2e_ms,
             output_tokens_per_s=tokens_per_s,
             load_s=load_s,
+            compile_s=compiled_s,
             warmup=candidate.warmup,
             warmup_s=warmup_s,
             cold_first_request_ms=cold.e2e_s * 1e3,
@@ -182,3 +180,17 @@ def _profile(job: MeasureJob, artifact: Path, probe: Request, wall: RequestWall)
         batch, prompt_len = probe.input_ids.shape
         return Profile(c.engine, "failed", batch, prompt_len, probe.max_new_tokens, job.bench.profile_repeats,
                        unavailable=f"profiling failed: {type(e).__name__}: {e}")
+
+
+def _roofline(job: MeasureJob, artifact: Path, tpot_ms: float) -> Roofline | None:
+    """None without a measured bandwidth (GPU targets), or for an engine whose stored bytes are not counted."""
+    if job.bandwidth is None:
+        return None
+    c, w, batch = job.candidate, job.workload, job.runtime.batch_size
+    try:
+        weights, kv = artifact_weights_and_kv(c.engine, artifact, c.quant, rows_read=batch)
+    except ValueError as e:
+        log.info("no roofline: %s", e)
+        return None
+    context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
+    return roofline(weights, kv, context, tpot_ms, job.bandwidth, batch=batch)

@@ -76,4 +76,5 @@ _PLANS: dict[str, Callable[[CandidateConfig, str], list[PassStep]]] = {
     "ort": _ort,
     "ort_genai": _genai,
     "ort_tensorrt": _ort,  # the same decoder-with-past export, run by TensorRT's execution provider
+    "torch_compiled": _torch,  # compiles and quantizes at load: the artifact is the model folder
 }

@@ -60,7 +60,7 @@ def _load_candidate(cfg) -> None:
 
 
 BAD = [
-    (["candidate.engine=foo"], "candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt"),
+    (["candidate.engine=foo"], "candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt, torch_compiled"),
     (["candidate.quant=int3"], "candidate.quant=int3 is not valid"),
     (["candidate.quant=int4"], "engine=torch does not run quant=int4 on cpu"),
     (["target=t4", "candidate.quant=bf16"], "quant=bf16 needs bf16, which target=t4 does not support"),
@@ -114,7 +114,7 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
 
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt"
+        "error: candidate.engine=foo is not valid; choose one of: torch, ort, ort_genai, ort_tensorrt, torch_compiled"
     ]
 
 

@@ -32,7 +32,7 @@ def result(e2e_ms: float, usd: float, top1: float, candidate: CandidateConfig | 
         reference_sha256=reference_sha256,
         speed=SpeedResult(
             runs=6, cycles=6, seconds=1.0, burn_in_s=0.1, ttft_ms=_pct(e2e_ms / 4), tpot_ms=_pct(e2e_ms / 40),
-            e2e_ms=_pct(e2e_ms), output_tokens_per_s=1000.0 / e2e_ms, load_s=0.1, warmup="one", warmup_s=0.1,
+            e2e_ms=_pct(e2e_ms), output_tokens_per_s=1000.0 / e2e_ms, load_s=0.1, compile_s=None, warmup="one", warmup_s=0.1,
             cold_first_request_ms=e2e_ms, shapes=[], ttft_cv_within_shape_median=0.01,
             tpot_cv_within_shape_median=0.01, e2e_cv_within_shape_median=None,
         ),

@@ -1,0 +1,476 @@
+"""A gpt-fast-style greedy loop behind the engine contract.
+
+The HF model is loaded with its eager modules; autoopt drives them with its own forward over a KV cache
+preallocated once per batch size (`max_batch x max_length`), so every decode step has the same shapes:
+tokens (batch, 1), the cache position as a (1,) tensor, the whole cache behind a boolean mask. That step is
+compiled with `torch.compile` at load (`compile_mode`): `default` is inductor; `reduce-overhead` adds CUDA
+graphs on cuda, and on the CPU behaves like `default` (inductor has no CPU graphs to capture); `none` runs
+the same loop eagerly. Prefill runs apart: eagerly at the prompt's own length (`prefill_bucket=0`), or
+compiled once per bucketed length, the prompt right-padded to it (padded positions write cache slots that
+decode overwrites before it ever attends to them; causality keeps them out of the real positions).
+
+Nothing compiles inside a request: every graph (each batch size, each prefill bucket) is built and run
+once by `load`, which records how long that took (`compile_seconds()`, `compile_report`).
+
+Weight-only quantization uses core torch kernels only, with bf16 activations (torch 2.13's CPU kernels
+take fp32 activations too, but through an unvectorized path that was 65-110x slower than an fp32 matmul on a
+128-token prefill here): int8 per output channel (CPU `aten._weight_int8pack_mm`; cuda: int8 weights
+dequantized inside the matmul, which inductor fuses), int4 asymmetric per group of `quant_block_size` input
+channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`), with `lm_head`
+kept int8 under an int4 body. The cuda paths follow those kernels' documented layouts but have not been run
+on a card yet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.torch_compiled import INFO, INT4_GROUPS
+
+log = logging.getLogger("autoopt.engines")
+
+RUNTIME_FILE = "torch_compiled_runtime.json"
+COMPILE_MODES = ("none", "default", "reduce-overhead")
+PREFILL_BUCKETS = (0, 32, 64, 128)  # 0: eager prefill at the prompt's own length
+DEFAULT_COMPILE_MODE = "default"
+DEFAULT_PREFILL_BUCKET = 0
+_FLOAT = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+_SNIPPET = '''\
+# The compiled decode loop is autoopt's own code (a static-cache forward over the HF modules, compiled with
+# torch.compile); there is no plain-transformers equivalent that reproduces its speed. This runs it from the
+# bundle's folder with the settings it was measured with (torch_compiled_runtime.json).
+import json
+from pathlib import Path
+
+import numpy as np
+
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import RuntimeOptions
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
+
+
+def load(folder):
+    s = json.loads((Path(folder) / "torch_compiled_runtime.json").read_text())
+    candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], quant_block_size=s["group_size"])
+    candidate.compile_mode, candidate.prefill_bucket = s["compile_mode"], s["prefill_bucket"]
+    runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
+                             max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
+    return TorchCompiledEngine.load(Path(folder), candidate, runtime)
+
+
+def generate(engine, prompt_ids, max_new_tokens):
+    """Greedy token ids, one per step; stops early at end of text."""
+    eos = engine.eos_token_ids
+    for step in engine.generate(np.array([prompt_ids], dtype=np.int64), max_new_tokens):
+        token = int(step[0])
+        yield token
+        if token in eos:
+            return
+
+
+if __name__ == "__main__":
+    print(list(generate(load("model"), [1, 2, 3], 32)))
+'''
+
+
+def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dict[str, Any]:
+    """Every setting `TorchCompiledEngine.load` applies, validated; as written to `torch_compiled_runtime.json`.
+
+    Reads the `compile_mode` and `prefill_bucket` knobs where the candidate has them (their defaults
+    otherwise). Raises `ConfigError` (one line: key, value, fix) for a value this engine cannot run.
+    """
+    mode = candidate.compile_mode
+    bucket = candidate.prefill_bucket
+    if mode not in COMPILE_MODES:
+        raise ConfigError(f"candidate.compile_mode={mode} is not valid; choose one of: {', '.join(COMPILE_MODES)}")
+    if bucket not in PREFILL_BUCKETS:
+        raise ConfigError(
+            f"candidate.prefill_bucket={bucket} is not valid; choose one of: {', '.join(map(str, PREFILL_BUCKETS))}"
+        )
+    quants = INFO.quants.get(runtime.device)
+    if quants is None:
+        raise ConfigError(f"device={runtime.device} is not valid for engine torch_compiled; use cpu or cuda")
+    if candidate.quant not in quants:
+        raise ConfigError(
+            f"engine=torch_compiled does not run quant={candidate.quant} on {runtime.device}; it runs: "
+            f"{', '.join(quants)}"
+        )
+    group = candidate.quant_block_size if candidate.quant == "int4" else None
+    if group is not None and group not in INT4_GROUPS:
+        raise ConfigError(
+            f"candidate.quant_block_size={group} is not valid for engine=torch_compiled int4; choose one of: "
+            f"{', '.join(map(str, INT4_GROUPS))}"
+        )
+    if runtime.max_length < 2 or runtime.max_batch < 1:
+        raise ConfigError(
+            f"runtime max_length={runtime.max_length}, max_batch={runtime.max_batch}: the static cache needs "
+            "max_length >= 2 and max_batch >= 1"
+        )
+    half = "bfloat16"  # activations under weight-only quantization: the CPU kernels vectorize bf16, not fp32
+    return {
+        "dtype": _FLOAT.get(candidate.quant, half),
+        "quant": candidate.quant,
+        "group_size": group,
+        "compile_mode": mode,
+        "prefill_bucket": bucket,
+        "threads": runtime.threads,
+        "device": runtime.device,
+        "max_length": runtime.max_length,
+        # One cache and one decode graph per size; a request of another size runs padded to the next one up.
+        "batch_sizes": sorted({min(runtime.batch_size, runtime.max_batch), runtime.max_batch}),
+    }
+
+
+def prefill_lengths(bucket: int, capacity: int) -> list[int]:
+    """The padded prompt lengths compiled for `bucket` (multiples of it, then the whole cache); [] = eager."""
+    if bucket == 0:
+        return []
+    return [*range(bucket, capacity, bucket), capacity]
+
+
+# ---------------------------------------------------------------------------------------------- quantization
+
+
+class Int8WeightLinear(nn.Module):
+    """`nn.Linear` with int8 weights, one float scale per output channel (symmetric, round to nearest)."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-128, 127).to(torch.int8))
+        self.register_buffer("scales", scales.to(dtype))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cuda:  # gpt-fast's form: inductor fuses the cast and the scale into the matmul
+            y = F.linear(x, self.weight.to(x.dtype)) * self.scales
+        else:
+            flat = x.reshape(-1, self.in_features)
+            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
+            y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+class Int4WeightLinear(nn.Module):
+    """`nn.Linear` with 4-bit weights, asymmetric per group of `group` input channels, in the packed layout
+    of the int4 matmul kernels: w = (q - 8) * scale + zero, scales and zeros stored as (K/group, N, 2)."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, group: int, device: torch.device):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        n, k = weight.shape
+        grouped = weight.reshape(n, k // group, group)
+        low, high = grouped.amin(-1, keepdim=True), grouped.amax(-1, keepdim=True)
+        scale = ((high - low) / 15).clamp(min=1e-8)
+        q = torch.round((grouped - low) / scale).clamp(0, 15).to(torch.int32).reshape(n, k)
+        zero = low + 8 * scale
+        scales_zeros = torch.stack([scale.reshape(n, -1), zero.reshape(n, -1)], dim=-1).transpose(0, 1).contiguous()
+        self.out_features, self.in_features, self.group = n, k, group
+        self.register_buffer("weight", _pack_int4(q, device))
+        self.register_buffer("scales_zeros", scales_zeros.to(device=device, dtype=dtype))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(device, dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features)
+        if x.is_cuda:
+            y = torch.ops.aten._weight_int4pack_mm(flat, self.weight, self.group, self.scales_zeros)
+        else:
+            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group, self.scales_zeros)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """int32 (N, K) values 0..15 -> the kernel's packed tensor on `device`."""
+    if device.type == "cuda":
+        k = q.shape[1]
+        inner_k_tiles = next(t for t in (8, 4, 2) if k % (t * 16) == 0)
+        pairs = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).to(device)
+        return torch.ops.aten._convert_weight_to_int4pack(pairs, inner_k_tiles)
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+
+
+def _int4_fits(linear: nn.Linear, group: int, device: torch.device) -> bool:
+    n, k = linear.weight.shape
+    if device.type == "cuda":
+        return k % group == 0 and k % 32 == 0 and n % 8 == 0
+    return k % group == 0
+
+
+def quantize_weights(model: nn.Module, quant: str, group: int | None, dtype: torch.dtype, device: torch.device) -> int:
+    """Replace every `nn.Linear` of `model` in place (int8_weight: all int8; int4: int4, `lm_head` and layers
+    whose shape the int4 kernel cannot take int8). Returns how many layers were replaced."""
+    replaced = 0
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear):
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if quant == "int4" and attr != "lm_head" and group is not None and _int4_fits(module, group, device):
+            new: nn.Module = Int4WeightLinear(module, dtype, group, device)
+        else:
+            if quant == "int4" and attr != "lm_head":
+                log.warning("torch_compiled: %s %s does not fit int4 group %s; kept int8", name,
+                            tuple(module.weight.shape), group)
+            new = Int8WeightLinear(module, dtype).to(device)
+        setattr(parent, attr, new)
+        replaced += 1
+    return replaced
+
+
+# ------------------------------------------------------------------------------------- the static-cache step
+
+
+class StaticDecoder(nn.Module):
+    """The HF model's layers over KV buffers for one batch size (registered buffers, so that CUDA graphs treat
+    them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
+    (T,) into the cache, attends to every slot at or before each position, and returns the greedy next token
+    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied."""
+
+    def __init__(self, model: nn.Module, batch: int, capacity: int, cos: torch.Tensor, sin: torch.Tensor):
+        super().__init__()
+        inner, config = model.model, model.config
+        self.embed, self.layers, self.norm, self.lm_head = inner.embed_tokens, inner.layers, inner.norm, model.lm_head
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = cos.shape[-1]
+        dtype, device = cos.dtype, cos.device
+        self.register_buffer("cos", cos)
+        self.register_buffer("sin", sin)
+        self.register_buffer("slots", torch.arange(capacity, device=device))
+        for i in range(len(self.layers)):
+            shape = (batch, self.kv_heads, capacity, self.head_dim)
+            self.register_buffer(f"k{i}", torch.zeros(shape, dtype=dtype, device=device))
+            self.register_buffer(f"v{i}", torch.zeros(shape, dtype=dtype, device=device))
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        batch, length = ids.shape
+        x = self.embed(ids)
+        cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]  # (1, 1, T, D)
+        mask = self.slots[None, :] <= positions[:, None]  # (T, capacity): True = attend
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            k_cache, v_cache = getattr(self, f"k{i}"), getattr(self, f"v{i}")
+            k_cache.index_copy_(2, positions, k)
+            v_cache.index_copy_(2, positions, v)
+            o = F.scaled_dot_product_attention(
+                q, k_cache, v_cache, attn_mask=mask, scale=attn.scaling, enable_gqa=self.kv_heads != self.heads
+            )
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(batch, length, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        logits = self.lm_head(self.norm(x.index_select(1, last)))
+        return logits[:, 0].argmax(dim=-1)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _check_architecture(config: Any) -> None:
+    windowed = getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None) or []
+    if windowed or any(t != "full_attention" for t in layer_types):
+        raise ValueError(
+            "engine torch_compiled attends to the whole static cache; this model uses sliding-window layers "
+            f"(layer_types={layer_types}); use engine=torch"
+        )
+
+
+class _Slot:
+    """One batch size: its decoder (the cache), the callables for decode and each prefill length."""
+
+    def __init__(self, decoder: StaticDecoder, step: Any, prefill: Any, lengths: list[int]):
+        self.decoder, self.step, self.prefill, self.lengths = decoder, step, prefill, lengths
+
+
+# ------------------------------------------------------------------------------------------------ the engine
+
+
+class TorchCompiledEngine(Engine):
+    name = "torch_compiled"
+
+    def __init__(self, model: nn.Module, device: torch.device, settings: dict[str, Any]):
+        self._model = model
+        self._device = device
+        self._settings = settings
+        self._capacity = settings["max_length"]
+        self._graphs = device.type == "cuda" and settings["compile_mode"] == "reduce-overhead"
+        self._slots: dict[int, _Slot] = {}
+        # One (1,) tensor per cache position, each its own storage: a slice of one arange would differ in
+        # storage offset from step to step, which compiled graphs guard on.
+        self._positions = [torch.tensor([p], device=device) for p in range(self._capacity)]
+        self.compile_report: dict[str, float] = {}  # graph -> seconds its first (compiling) call took
+        eos = model.generation_config.eos_token_id
+        self.eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+
+    def compile_seconds(self) -> float | None:
+        """Seconds `load` spent compiling and first running every graph (with compile_mode=none: only running
+        them once); `compile_report` has it per graph."""
+        return sum(self.compile_report.values())
+
+    @classmethod
+    def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchCompiledEngine:
+        if runtime.device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                "engine torch_compiled on device cuda needs a CUDA build of torch and a CUDA device; none found"
+            )
+        settings = runtime_settings(candidate, runtime)
+        _warn_if_written_differs(Path(artifact), settings)
+        torch.set_num_threads(settings["threads"])
+        device, dtype = torch.device(settings["device"]), getattr(torch, settings["dtype"])
+        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype).eval()
+        _check_architecture(model.config)
+        if settings["quant"] in ("int8_weight", "int4"):
+            quantize_weights(model, settings["quant"], settings["group_size"], dtype, device)
+        model.to(device)
+        engine = cls(model, device, settings)
+        _raise_recompile_limit(len(settings["batch_sizes"]) * (1 + len(engine._prefill_lengths())))
+        engine._build_slots()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        return engine
+
+    def _prefill_lengths(self) -> list[int]:
+        return prefill_lengths(self._settings["prefill_bucket"], self._capacity)
+
+    @torch.inference_mode()
+    def _build_slots(self) -> None:
+        """Allocate each batch size's cache and run every graph once (compiling it), timing each."""
+        positions = torch.arange(self._capacity, device=self._device)[None]
+        dtype = getattr(torch, self._settings["dtype"])
+        cos, sin = self._model.model.rotary_emb(torch.zeros(1, dtype=dtype, device=self._device), positions)
+        cos, sin = cos[0], sin[0]  # (capacity, head_dim), computed in fp32 and cast as the HF forward does
+        mode = self._settings["compile_mode"]
+        for batch in self._settings["batch_sizes"]:
+            decoder = StaticDecoder(self._model, batch, self._capacity, cos, sin).to(self._device)
+            step = prefill = decoder
+            if mode != "none":
+                step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+                if self._prefill_lengths():
+                    # Prefill graphs are plain inductor: capturing a CUDA graph per length buys little once.
+                    prefill = torch.compile(decoder, mode="default", fullgraph=True, dynamic=False)
+            slot = self._slots[batch] = _Slot(decoder, step, prefill, self._prefill_lengths())
+            # Called as `generate` calls them: distinct position and `last` tensors (aliased inputs would be
+            # guarded on, and the first request would compile again).
+            first, second = self._positions[0], self._positions[1]
+            self._timed(f"decode b{batch}", slot.step, torch.zeros((batch, 1), dtype=torch.long), second, first)
+            for length in slot.lengths:
+                ids = torch.zeros((batch, length), dtype=torch.long)
+                self._timed(f"prefill b{batch} len{length}", slot.prefill, ids, positions[0, :length], first)
+
+    def _timed(self, label: str, fn: Any, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> None:
+        start = time.perf_counter()
+        for _ in range(3 if self._graphs else 1):  # cudagraph trees record on the call after warm-up
+            self._call(fn, ids.to(self._device), positions, last)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+        self.compile_report[label] = time.perf_counter() - start
+
+    def _call(self, fn: Any, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        if self._graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            return fn(ids, positions, last).clone()  # the graph's output buffer is reused by the next replay
+        return fn(ids, positions, last)
+
+    @classmethod
+    def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
+        """`torch_compiled_runtime.json`: every setting `load` applies (see `runtime_settings`)."""
+        settings = runtime_settings(candidate, runtime)
+        (Path(folder) / RUNTIME_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def plain_runtime_snippet(cls) -> str:
+        return _SNIPPET
+
+    def _slot(self, batch: int) -> _Slot:
+        for size, slot in sorted(self._slots.items()):
+            if size >= batch:
+                return slot
+        raise ValueError(
+            f"batch {batch} is larger than this engine's static cache (max_batch={max(self._slots)}); "
+            "load it with a larger RuntimeOptions.max_batch"
+        )
+
+    @torch.inference_mode()
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+        batch, prompt_len = input_ids.shape
+        if prompt_len + max_new_tokens - 1 > self._capacity:
+            raise ValueError(
+                f"prompt {prompt_len} + {max_new_tokens} new tokens needs {prompt_len + max_new_tokens - 1} cache "
+                f"positions; this engine's static cache holds {self._capacity}: load it with a larger max_length"
+            )
+        slot = self._slot(batch)
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
+        rows = slot.decoder.k0.shape[0]
+        if rows > batch:  # pad with copies of row 0: real values, never read back
+            ids = torch.cat([ids, ids[:1].expand(rows - batch, -1)])
+        last = self._positions[prompt_len - 1]
+        length = next((n for n in slot.lengths if n >= prompt_len), None)
+        if length is None:  # eager prefill at the prompt's own length
+            token = slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
+        else:
+            padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
+            token = slot.prefill(padded, torch.arange(length, device=self._device), last)
+        yield token[:batch].cpu().numpy()
+        for position in range(prompt_len, prompt_len + max_new_tokens - 1):
+            token = self._call(slot.step, token[:, None], self._positions[position], self._positions[0])
+            yield token[:batch].cpu().numpy()
+
+    @torch.inference_mode()
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:
+        """Teacher-forced through the HF forward over the same (quantized) weights the loop uses."""
+        ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
+        return self._model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
+
+    def device_peak_memory_bytes(self) -> int | None:
+        if self._device.type != "cuda":
+            return None
+        return int(torch.cuda.max_memory_allocated(self._device))
+
+    def static_kv_allocations(self) -> int | None:
+        return len(self._slots)  # all allocated by load, one per batch size; requests only rewind them
+
+    def close(self) -> None:
+        self._slots.clear()
+        del self._model
+
+
+def _raise_recompile_limit(graphs: int) -> None:
+    """Every batch size and prefill length is its own graph of the one `StaticDecoder.forward`; dynamo's
+    default limit (8 per code object) would silently fall back to eager beyond that."""
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, graphs + 2)
+
+
+def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
+    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
+    path = folder / RUNTIME_FILE
+    if not path.exists():
+        return
+    written = json.loads(path.read_text())
+    for key, value in settings.items():
+        if written.get(key, value) != value:
+            log.warning("torch_compiled: %s is %r in %s but loaded with %r", key, written[key], path, value)
