@@ -88,7 +88,10 @@ def measure(job: MeasureJob) -> MeasureResult:
     compiled_s = engine.compile_seconds()
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
+    allocations = engine.static_kv_allocations()
     samples = run_timed(engine, requests, job.bench)
+    if engine.static_kv_allocations() != allocations:
+        raise RuntimeError(f"engine {candidate.engine} allocated its static KV cache inside a timed request")
     peak_rss = peak_rss_mb()
     device_peak = engine.device_peak_memory_bytes()
 
