@@ -10,9 +10,11 @@ requests wait: past that point the system cannot catch up and the rest would onl
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -140,7 +142,19 @@ def engine_system(
     (what `autoopt.serving.capacity.find_capacity` probes)."""
 
     def system(rate_rps: float) -> ServingReport:
-        arrivals = make_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
+        arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
         return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps)
 
     return system
+
+
+def probe_arrivals(
+    cfg: ServingConfig, tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], rate_rps: float
+) -> list[Arrival]:
+    """A capacity probe offers its rate for the whole `duration_s`: `max_requests` bounds it only at rates
+    below max_requests / duration_s. Capped by count alone, a high rate would be a short burst that a fast
+    engine drains within its SLOs, and the search would double past any real capacity. (A rate the engine
+    cannot sustain is stopped early by the saturation check.) Above that bound the sequence is drawn for
+    the larger count from the same seed: the same mix of classes and lengths, not the same requests."""
+    steady = replace(cfg, max_requests=max(cfg.max_requests, math.ceil(rate_rps * cfg.duration_s)))
+    return make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)

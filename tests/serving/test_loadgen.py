@@ -45,3 +45,16 @@ def test_bounded_by_requests_and_by_duration_with_class_mix_and_lengths_from_wor
     first = arrivals[0]
     start = int(first.prompt_ids[0])
     assert first.prompt_ids.tolist() == list(range(start, start + first.prompt_len))  # a window of the stream
+
+
+def test_a_capacity_probe_offers_its_rate_for_the_whole_duration_not_a_burst() -> None:
+    from autoopt.serving.runner import probe_arrivals
+
+    cfg = ServingConfig(duration_s=6.0, max_requests=80)
+    tokens = np.arange(1000, dtype=np.int64)
+
+    slow = probe_arrivals(cfg, tokens, [16], [4], rate_rps=5.0)
+    fast = probe_arrivals(cfg, tokens, [16], [4], rate_rps=200.0)
+
+    assert len(slow) <= 80 and slow[-1].time_s <= 6.0
+    assert len(fast) > 1000 and 5.5 < fast[-1].time_s <= 6.0
