@@ -1,9 +1,11 @@
 """Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling then
 bisection; the replicas a peak rate needs; and what that costs.
 
-A rate "holds" when the run did not saturate and, for every class with an SLO that was offered
-requests, p99 end-to-end latency <= its SLO and attainment >= `min_attainment`. Best-effort classes
-never constrain capacity (but their rejections count against nothing here: read them in the report).
+A rate "holds" when the run did not saturate, kept up with it — the backlog cleared within the largest
+SLO after the last arrival, so no class (best effort included) was left a growing queue that a short probe
+would hide — and, for every class with an SLO that was offered requests, p99 end-to-end latency <= its
+SLO and attainment >= `min_attainment`. Best-effort rejections count against nothing here: read them in
+the report.
 """
 
 from __future__ import annotations
@@ -15,12 +17,20 @@ from typing import Any
 
 from autoopt.serving.metrics import ServingReport
 
+BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class has an SLO
 System = Callable[[float], ServingReport]  # offered rate (requests/s) -> one bounded open-loop run
 
 
 def violations(report: ServingReport, min_attainment: float) -> list[str]:
     """Why `report` does not hold its SLOs (empty when it does)."""
     problems = [f"saturated: {report.saturation_reason}"] if report.saturated else []
+    slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
+    drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
+    if report.drain_s > drain_bound_s:
+        problems.append(
+            f"not sustained: the backlog took {report.drain_s:.2f}s to clear after the last arrival "
+            f"(> {drain_bound_s:.2f}s, the largest SLO)"
+        )
     for c in report.classes:
         if c.slo_ms <= 0 or c.offered == 0:
             continue

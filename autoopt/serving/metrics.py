@@ -86,6 +86,7 @@ class ServingReport:
     output_tokens_per_s: float
     classes: tuple[ClassMetrics, ...]
     overall: ClassMetrics
+    drain_s: float = 0.0  # from the last arrival to the last token: how long the backlog took to clear
     extra: dict[str, Any] = field(default_factory=dict)  # the caller's notes (engine, policy, ...)
 
     def by_class(self, name: str) -> ClassMetrics:
@@ -123,6 +124,7 @@ def summarize(
     saturated: bool = False,
     saturation_reason: str = "",
     extra: dict[str, Any] | None = None,
+    drain_s: float = 0.0,
 ) -> ServingReport:
     """Build the report from per-request records and the row count of every batch run."""
     slo = {c.name: c.slo_ms for c in classes}
@@ -142,6 +144,7 @@ def summarize(
         output_tokens_per_s=overall.output_tokens / duration_s if duration_s > 0 else 0.0,
         classes=per_class,
         overall=overall,
+        drain_s=drain_s,
         extra=dict(extra or {}),
     )
 

@@ -100,6 +100,7 @@ def run_open_loop(
         sleep(max(0.0, wake - now()))
     end = now()
     offered = [r for r in records.values() if r.arrival <= end]  # later ones were never sent
+    last_arrival = max((r.arrival for r in offered), default=0.0)
     return summarize(
         offered,
         cfg.classes,
@@ -110,6 +111,7 @@ def run_open_loop(
         saturated=bool(reason),
         saturation_reason=reason,
         extra=extra,
+        drain_s=end - last_arrival,
     )
 
 

@@ -53,3 +53,15 @@ def test_replicas_and_cost_at_load() -> None:
     assert cost.usd_per_million_tokens_at_capacity == pytest.approx(2.0 / (4.0 * 10 * 3600) * 1e6)
     assert cost.usd_per_million_tokens_at_peak == pytest.approx(6.0 / (10.0 * 10 * 3600) * 1e6)
     assert replicas_needed(8.0, 4.0) == 2 and replicas_needed(0.1, 4.0) == 1
+
+
+def test_a_backlog_that_outlasts_the_largest_slo_is_not_a_sustained_rate() -> None:
+    # P0 holds its deadline while best-effort P3 piles up and clears only 5 s after the last arrival.
+    p0 = [RequestRecord(i, "P0", float(i), DONE, i, i + 0.01, i + 0.05, 10) for i in range(10)]
+    p3 = [RequestRecord(10 + i, "P3", float(i), DONE, 9.0, 9.5, 14.0, 10) for i in range(10)]
+
+    report = summarize(p0 + p3, CLASSES, [1] * 20, max_batch=1, duration_s=14.0, rate_rps=2.0, drain_s=5.0)
+
+    assert violations(report, 0.99) == [
+        "not sustained: the backlog took 5.00s to clear after the last arrival (> 0.20s, the largest SLO)"
+    ]
