@@ -3,17 +3,21 @@ and return teacher-forced logits. The benchmark and the accuracy measurement onl
 
 from __future__ import annotations
 
+import json
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 
-__all__ = ["Engine", "RuntimeOptions"]
+__all__ = ["Engine", "RuntimeOptions", "warn_if_written_differs"]
+
+log = logging.getLogger("autoopt.engines")
 
 
 class Engine(ABC):
@@ -83,3 +87,14 @@ class Engine(ABC):
         raise NotImplementedError(
             f"engine {cls.name} has no plain-runtime snippet; implement {cls.__name__}.plain_runtime_snippet"
         )
+
+
+def warn_if_written_differs(engine: str, path: Path, settings: dict[str, Any]) -> None:
+    """A bundle's folder carries the settings it was measured with (`write_runtime_config`, a JSON file at
+    `path`); log when this load applies other values (e.g. `serve --threads`)."""
+    if not path.exists():
+        return
+    written = json.loads(path.read_text())
+    for key, value in settings.items():
+        if written.get(key, value) != value:
+            log.warning("%s: %s is %r in %s but loaded with %r", engine, key, written[key], path, value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,10 +13,8 @@ import onnxruntime as ort
 from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
 from autoopt.artifacts import ORT_SESSION as SESSION_FILE
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
-
-log = logging.getLogger("autoopt.engines")
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 Cache = np.ndarray | ort.OrtValue  # one KV tensor: host array, or an ORT value left on the device
@@ -115,7 +112,7 @@ class OrtEngine(Engine):
         """`profile_prefix` (autoopt.bench.profile only, never for timed runs): ONNX Runtime's own profiling,
         written to `<profile_prefix>_<timestamp>.json` when the session is released (`close`)."""
         settings = cls.session_settings(artifact, candidate, runtime)
-        _warn_if_written_differs(Path(artifact), settings)
+        warn_if_written_differs(cls.name, Path(artifact) / SESSION_FILE, settings)
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
         options.intra_op_num_threads = settings["intra_op_num_threads"]
@@ -224,13 +221,3 @@ def _eos_token_ids(folder: Path) -> list[int]:
                 return list(eos) if isinstance(eos, list) else [int(eos)]
     return []
 
-
-def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
-    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
-    path = folder / SESSION_FILE
-    if not path.exists():
-        return
-    written = json.loads(path.read_text())
-    for key, value in settings.items():
-        if written.get(key, value) != value:
-            log.warning("%s: %s is %r in %s but loaded with %r", OrtEngine.name, key, written[key], path, value)

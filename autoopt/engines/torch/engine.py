@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions
-
-log = logging.getLogger("autoopt.engines")
+from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 
 _DTYPES = {"none": torch.float32, "int8_dynamic": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HF_CONFIG = "config.json"
@@ -99,7 +96,7 @@ class TorchEngine(Engine):
         if runtime.device == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("engine torch on device cuda needs a CUDA build of torch and a CUDA device; none found")
         settings = runtime_settings(candidate, runtime)
-        _warn_if_written_differs(Path(artifact), settings)
+        warn_if_written_differs("torch", Path(artifact) / RUNTIME_FILE, settings)
         torch.set_num_threads(settings["threads"])
         device = torch.device(settings["device"])
         model = AutoModelForCausalLM.from_pretrained(artifact, dtype=getattr(torch, settings["dtype"]))
@@ -177,13 +174,3 @@ class TorchEngine(Engine):
         self._static.clear()
         del self._model
 
-
-def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
-    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
-    path = folder / RUNTIME_FILE
-    if not path.exists():
-        return
-    written = json.loads(path.read_text())
-    for key, value in settings.items():
-        if written.get(key, value) != value:
-            log.warning("torch: %s is %r in %s but loaded with %r", key, written[key], path, value)

@@ -38,7 +38,7 @@ from transformers import AutoModelForCausalLM
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS
 
 log = logging.getLogger("autoopt.engines")
@@ -338,7 +338,7 @@ class TorchCompiledEngine(Engine):
                 "engine torch_compiled on device cuda needs a CUDA build of torch and a CUDA device; none found"
             )
         settings = runtime_settings(candidate, runtime)
-        _warn_if_written_differs(Path(artifact), settings)
+        warn_if_written_differs("torch_compiled", Path(artifact) / RUNTIME_FILE, settings)
         torch.set_num_threads(settings["threads"])
         device, dtype = torch.device(settings["device"]), getattr(torch, settings["dtype"])
         model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype).eval()
@@ -464,13 +464,3 @@ def _raise_recompile_limit(graphs: int) -> None:
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, graphs + 2)
 
-
-def _warn_if_written_differs(folder: Path, settings: dict[str, Any]) -> None:
-    """A bundle's folder carries the settings it was measured with; say so when this load overrides them."""
-    path = folder / RUNTIME_FILE
-    if not path.exists():
-        return
-    written = json.loads(path.read_text())
-    for key, value in settings.items():
-        if written.get(key, value) != value:
-            log.warning("torch_compiled: %s is %r in %s but loaded with %r", key, written[key], path, value)
