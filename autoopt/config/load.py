@@ -22,7 +22,7 @@ from autoopt.config.schema import (
     WorkloadConfig,
     bench_problem,
 )
-from autoopt.config.serving import ServingConfig, check_serving
+from autoopt.config.serving import SERVING_KNOBS, ServingConfig, check_serving
 
 T = TypeVar("T")
 
@@ -107,8 +107,6 @@ def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     return m
 
 
-# The batcher/scheduler settings a candidate carries as knobs, never the workload (see Prepared.serving_config).
-SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy"}
 SAMPLERS = ("tpe", "nsga2", "random")
 OBJECTIVES = ("latency", "serving")
 LATENCIES = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from autoopt.config.errors import ConfigError
 
 ARRIVALS = ("poisson", "gamma")
+# ServingConfig fields that a candidate carries as search knobs (CandidateConfig), never the workload.
+SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy"}
 POLICIES = ("strict", "weighted")
 ON_FULL = ("reject", "delay")
 

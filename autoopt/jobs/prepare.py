@@ -13,7 +13,7 @@ from autoopt.accuracy.reference import Reference, ensure_reference
 from autoopt.bench.roofline import measure_bandwidth
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
-from autoopt.config.serving import ServingConfig
+from autoopt.config.serving import SERVING_KNOBS, ServingConfig
 from autoopt.digest import sha256_file
 from autoopt.jobs.build import BuildJob
 from autoopt.jobs.measure import MeasureJob
@@ -40,12 +40,8 @@ class Prepared:
 
     def serving_config(self, candidate: CandidateConfig) -> ServingConfig:
         """The workload's traffic served with the candidate's batcher and scheduler knobs."""
-        return replace(
-            self.workload.serving,
-            max_batch=candidate.serving_max_batch,
-            max_queue_delay_ms=candidate.serving_queue_delay_ms,
-            policy=candidate.serving_policy,
-        )
+        knobs = {field: getattr(candidate, knob) for field, knob in SERVING_KNOBS.items()}
+        return replace(self.workload.serving, **knobs)
 
     def measure_job(self, candidate: CandidateConfig, built: Built) -> MeasureJob:
         serving = self.serving_config(candidate) if self.serving else None
