@@ -235,7 +235,7 @@ class MeasureResult:
     cost: CostResult
     serving: ServingResult | None = None  # measured when the search objective is serving
     profile: Profile | None = None  # where one representative request's time goes, per phase
-    roofline: Roofline | None = None  # decode against the machine's measured copy bandwidth (CPU targets)
+    roofline: Roofline | None = None  # decode against the memory bandwidth
     env: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -292,7 +292,8 @@ DEFINITIONS: dict[str, str] = {
     "share of all op time, calls; the least disturbed of `repeats` runs",
     "roofline.bytes_per_step": "bytes one decode step must read: weights at stored precision (an embedding read "
     "by Gather counts one row per sequence) + KV cache at the workload's mean decode context",
-    "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / measured copy bandwidth; above 1 "
+    "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / bandwidth: the measured copy bandwidth on CPU "
+    "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 "
     "is possible when fits_llc (the working set sits in the last-level cache)",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.usd_per_day": "replicas x price_per_hour x 24",

@@ -1,17 +1,20 @@
-"""Roofline on CPU: how close decode runs to the machine's memory bandwidth.
+"""Roofline: how close decode runs to the machine's memory bandwidth.
 
 A decode step of a small-batch LLM must read every weight it uses and the whole KV cache once, and does
 little arithmetic per byte, so its speed limit is bytes per step / memory bandwidth:
 
     efficiency = bytes per decode step x decode steps per second / bandwidth
 
-- bandwidth: `measure_bandwidth`, a numpy copy of a buffer well above the last-level cache (STREAM's rule:
+- bandwidth: declared by the target config (`memory_bandwidth_gbps` with its `bandwidth_source`: a GPU card's
+  datasheet figure, which cannot be measured from the host), or on CPU targets that leave it 0,
+  `measure_bandwidth`, a numpy copy of a buffer well above the last-level cache (STREAM's rule:
   each array >= 4x the cache), split over the engine's thread count, best of N, counting the bytes read and
   the bytes written (STREAM "copy" convention; the write-allocate read the CPU may add is not counted).
 - weights at stored precision: safetensors headers (torch, with the candidate's load-time cast) or the ONNX
   initializers (ort, ort_genai; MatMulNBits' packed weights, scales and zero points are initializers too).
   A table read by Gather (the token embedding) costs only the rows a step gathers, one per sequence; the
-  lm_head reads all of its matrix (tied embeddings: the table counts in full).
+  lm_head reads all of its matrix (tied embeddings: the table counts in full). torch_compiled's weight-only
+  int8/int4 and float8 are counted as its load-time quantization stores them (`weight_only_bytes`).
 - KV read: layers x 2 x kv_heads x head_dim x context x dtype bytes x batch, at the mean past length of the
   workload's decode steps.
 
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from autoopt.artifacts import GENAI_CONFIG, ONNX_MODEL
+from autoopt.config.schema import TargetConfig
 from autoopt.result import Bandwidth, Roofline
 
 BANDWIDTH_METHOD = (
@@ -49,6 +53,7 @@ _SAFETENSORS_BYTES = {
     "F8_E4M3": 1, "F8_E5M2": 1,
 }  # fmt: skip
 _TORCH_CASTS = {"bf16": 2, "fp16": 2}  # quant → bytes per float element after TorchEngine.load's cast
+_LOAD_TIME_QUANTS = ("int8_weight", "int4", "fp8")  # torch_compiled's load-time quantizations, bf16 activations
 _GATHERS = {"Gather", "GatherBlockQuantized"}  # ops whose input 0 table is read by row
 
 
@@ -128,6 +133,25 @@ def measure_bandwidth(
     )
 
 
+def declared_bandwidth(gb_per_s: float, source: str) -> Bandwidth:
+    """A bandwidth taken from a datasheet or the command line, not measured: one sample, no cache size."""
+    if gb_per_s <= 0:
+        raise ValueError(f"gb_per_s={gb_per_s}: a declared bandwidth must be > 0 GB/s")
+    return Bandwidth(gb_per_s=gb_per_s, samples=(gb_per_s,), buffer_bytes=0, threads=0, llc_bytes=None,
+                     method=f"declared, not measured: {source}")
+
+
+def target_bandwidth(target: TargetConfig, repeats: int = 3) -> Bandwidth | None:
+    """The bandwidth a run's rooflines divide by: the target's declared figure where it has one, else measured
+    on CPU targets (`measure_bandwidth` over the target's cores); None for a device target without one
+    (start-up validation refuses that; see `autoopt.config.load.check_bandwidth`)."""
+    if target.memory_bandwidth_gbps > 0:
+        return declared_bandwidth(target.memory_bandwidth_gbps, target.bandwidth_source)
+    if target.device == "cpu":
+        return measure_bandwidth(threads=target.cores or None, repeats=repeats)
+    return None
+
+
 # ---- weights -------------------------------------------------------------------------------------------
 
 
@@ -164,6 +188,71 @@ def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int =
                 size = read
             by_dtype[dtype] += size
     return WeightBytes(dict(by_dtype), skipped)
+
+
+def weight_only_bytes(
+    folder: Path, quant: str, group_size: int | None = None, device: str = "cpu", rows_read: int = 1
+) -> WeightBytes:
+    """Weights of an HF folder as `TorchCompiledEngine.load` holds them under `quant`: floats in bf16; every
+    Linear weight (2-D `*.weight` but the embedding) int8 with one bf16 scale per output row (int8_weight),
+    int4 packed two per byte with a bf16 scale and zero per group of `group_size` input channels (int4;
+    `lm_head`, and layers whose shape the int4 kernel cannot take on `device`, stay int8), or float8 with one
+    fp32 scale per output row (fp8; layers whose sides are not multiples of 16 stay bf16). The lm_head gets
+    its own quantized copy of a tied table, so the embedding counts `rows_read` rows (unless fp8 leaves a tied
+    lm_head unquantized: then the table is read in full)."""
+    if quant not in _LOAD_TIME_QUANTS:
+        raise ValueError(f"quant={quant!r}: weight_only_bytes counts {', '.join(_LOAD_TIME_QUANTS)}")
+    if quant == "int4" and not group_size:
+        raise ValueError("quant=int4: pass group_size (the candidate's quant_block_size) to count its scales")
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {folder}; pass the torch artifact (an HF model folder)")
+    tied = _hf_config(folder).get("tie_word_embeddings", False)
+    by_dtype: dict[str, int] = defaultdict(int)
+    skipped = 0
+
+    def linear(rows: int, cols: int, int4: bool) -> None:
+        if quant == "fp8" and rows % 16 == 0 and cols % 16 == 0:  # the engine's _fp8_fits
+            by_dtype["F8_E4M3"] += rows * cols
+            by_dtype["F32"] += 4 * rows
+        elif quant == "fp8":
+            by_dtype["BF16"] += 2 * rows * cols
+        elif int4 and _int4_fits(rows, cols, group_size, device):
+            by_dtype["INT4"] += rows * cols // 2
+            by_dtype["BF16"] += 2 * 2 * rows * (cols // group_size)  # type: ignore[operator]
+        else:
+            by_dtype["I8"] += rows * cols
+            by_dtype["BF16"] += 2 * rows
+
+    for file in files:
+        for name, info in _safetensors_header(file).items():
+            if name == "__metadata__":
+                continue
+            shape = info["shape"]
+            elements = int(np.prod(shape)) if shape else 1
+            if "embed_tokens" in name and len(shape) == 2:
+                rows, cols = shape
+                if tied and quant == "fp8" and (rows % 16 or cols % 16):
+                    by_dtype["BF16"] += 2 * rows * cols  # the unquantized lm_head reads the whole table
+                    continue
+                by_dtype["BF16"] += 2 * cols * min(rows_read, rows)
+                skipped += 2 * cols * max(rows - rows_read, 0)
+                if tied:
+                    linear(rows, cols, int4=False)  # the lm_head's own quantized copy of the table
+            elif name.endswith(".weight") and len(shape) == 2:
+                linear(*shape, int4=quant == "int4" and not name.endswith("lm_head.weight"))
+            else:
+                by_dtype["BF16"] += 2 * elements
+    return WeightBytes(dict(by_dtype), skipped)
+
+
+def _int4_fits(n: int, k: int, group_size: int | None, device: str) -> bool:
+    """The int4 kernels' shape rule, as `torch_compiled.engine._int4_fits` applies it (tinygemm on cuda also
+    needs K % 32 and N % 8)."""
+    if not group_size or k % group_size:
+        return False
+    return device != "cuda" or (k % 32 == 0 and n % 8 == 0)
 
 
 def onnx_weight_bytes(model_path: Path, rows_read: int = 1) -> WeightBytes:
@@ -289,13 +378,22 @@ def roofline(
 
 
 def artifact_weights_and_kv(
-    engine: str, artifact: Path, quant: str = "none", rows_read: int = 1
+    engine: str,
+    artifact: Path,
+    quant: str = "none",
+    rows_read: int = 1,
+    group_size: int | None = None,
+    device: str = "cpu",
 ) -> tuple[WeightBytes, KvGeometry]:
-    """Weights and KV geometry of a built artifact: HF safetensors for torch, `model.onnx` for ort (and
-    ort_tensorrt), the decoder named in `genai_config.json` for ort_genai."""
+    """Weights and KV geometry of a built artifact: HF safetensors for torch (and torch_compiled, whose
+    int8_weight/int4/fp8 need `group_size` for int4 and the `device` whose kernel rules apply), `model.onnx`
+    for ort (and ort_tensorrt), the decoder named in `genai_config.json` for ort_genai."""
     artifact = Path(artifact)
-    if engine == "torch_compiled" and quant in ("none", "bf16"):
-        engine = "torch"  # the same weights as eager torch; its int8/int4 packings are not counted here
+    if engine == "torch_compiled" and quant in _LOAD_TIME_QUANTS:
+        kv = hf_kv_geometry(artifact, "bf16")  # bf16 activations, so a bf16 cache
+        return weight_only_bytes(artifact, quant, group_size, device, rows_read), kv
+    if engine == "torch_compiled" and quant in ("none", *_TORCH_CASTS):
+        engine = "torch"  # the same weights, cast the same way, as eager torch
     if engine == "torch":
         return safetensors_weight_bytes(artifact, quant, rows_read), hf_kv_geometry(artifact, quant)
     head_dim = None

@@ -27,8 +27,10 @@ from autoopt.config.serving import SERVING_KNOBS, ServingConfig, check_serving
 T = TypeVar("T")
 
 DEVICES = ("cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
-MODEL_KINDS = ("builtin", "hf")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4", "fp8")
+MODEL_KINDS = ("builtin", "hf", "shape")
+SHAPE_POSITIVE = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
+                  "max_position_embeddings")
 
 
 def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
@@ -60,6 +62,25 @@ def check_target(t: TargetConfig) -> None:
         raise ConfigError(f"target.price_per_hour={t.price_per_hour} must be >= 0 (USD per hour)")
     if t.cores < 0 or t.memory_gb < 0:
         raise ConfigError("target.cores and target.memory_gb must be >= 0 (0 = detect)")
+    check_bandwidth(t)
+
+
+def check_bandwidth(t: TargetConfig) -> None:
+    """The roofline's bandwidth: measured on CPU targets (0), declared with its source everywhere else."""
+    if t.memory_bandwidth_gbps < 0:
+        raise ConfigError(
+            f"target.memory_bandwidth_gbps={t.memory_bandwidth_gbps} must be >= 0 (GB/s; 0 = measure it on a CPU target)"
+        )
+    if t.memory_bandwidth_gbps == 0 and t.device != "cpu":
+        raise ConfigError(
+            f"target.memory_bandwidth_gbps is 0 on {t.device} target={t.name}, where it cannot be measured; set it to "
+            "the card's memory bandwidth in GB/s (datasheet) and target.bandwidth_source to where that figure is from"
+        )
+    if t.memory_bandwidth_gbps > 0 and not t.bandwidth_source.strip():
+        raise ConfigError(
+            f"target.bandwidth_source is empty for target.memory_bandwidth_gbps={t.memory_bandwidth_gbps}; "
+            "say where the figure comes from (e.g. the vendor datasheet and when it was read)"
+        )
 
 
 def check_model(m: ModelConfig) -> None:
@@ -70,6 +91,35 @@ def check_model(m: ModelConfig) -> None:
             raise ConfigError("model.path is required for model=hf: a local Hugging Face model folder")
         if not (Path(m.path) / "config.json").is_file():
             raise ConfigError(f"model.path={m.path} is not a Hugging Face model folder (no config.json there)")
+    if m.kind == "shape":
+        check_shape(m)
+
+
+def check_shape(m: ModelConfig) -> None:
+    """A shape the Qwen2 architecture can build: positive sizes, heads dividing the width, KV heads the heads."""
+    s = m.shape
+    if s is None:
+        raise ConfigError("model.shape is required for model.kind=shape: hidden_size, num_layers, num_heads, ...")
+    for key in SHAPE_POSITIVE:
+        if getattr(s, key) < 1:
+            raise ConfigError(f"model.shape.{key}={getattr(s, key)} must be >= 1")
+    if s.rope_theta <= 0:
+        raise ConfigError(f"model.shape.rope_theta={s.rope_theta} must be > 0")
+    if s.hidden_size % s.num_heads or s.num_heads % s.num_kv_heads:
+        raise ConfigError(
+            f"model.shape: hidden_size={s.hidden_size}, num_heads={s.num_heads}, num_kv_heads={s.num_kv_heads}: "
+            "num_heads must divide hidden_size and num_kv_heads must divide num_heads"
+        )
+
+
+def check_sweep_model(m: ModelConfig) -> None:
+    """A sweep's accuracy bar needs a model that has learned something: refuse random-weight shape models."""
+    if m.kind == "shape":
+        raise ConfigError(
+            f"model={m.name} has random weights (model.kind=shape), so a sweep's accuracy bar would rank noise; "
+            f"shape models are for speed work (python -m autoopt.measure model={m.name} for speed figures, "
+            "scripts/gpu_decode_bench.py on a card); sweep model=builtin, where accuracy comes from"
+        )
 
 
 def check_workload(w: WorkloadConfig) -> None:
@@ -117,6 +167,7 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
     s = to_typed(cfg, SweepConfig)
     check_target(s.target)
     check_model(s.model)
+    check_sweep_model(s.model)
     check_workload(s.workload)
     check_bench(s.bench)
     check_space(s.space, CandidateConfig)

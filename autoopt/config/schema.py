@@ -27,15 +27,38 @@ class TargetConfig:
     cores: int = 0  # CPU cores for runtime threads; 0 = detect on the machine that measures
     price_per_hour: float = MISSING  # USD, on-demand
     price_source: str = MISSING  # where the price was read, and when
+    # Memory bandwidth the roofline divides by, GB/s (1e9 bytes). 0 = measure it (CPU targets only: a
+    # cuda target must declare its card's figure); bandwidth_source says where a declared figure comes from.
+    memory_bandwidth_gbps: float = 0.0
+    bandwidth_source: str = ""
+
+
+@dataclass
+class ModelShape:
+    """A Qwen2-architecture shape for a model of random weights (`ModelConfig.kind=shape`); every field is
+    part of the built model's cache key."""
+
+    hidden_size: int = MISSING
+    num_layers: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    intermediate_size: int = MISSING
+    vocab_size: int = MISSING
+    tie_word_embeddings: bool = MISSING
+    rope_theta: float = MISSING
+    max_position_embeddings: int = MISSING
+    seed: int = 0  # of the random initialization
 
 
 @dataclass
 class ModelConfig:
-    """Where the model comes from: the built-in trained tiny Qwen2, or a local HF folder."""
+    """Where the model comes from: the built-in trained tiny Qwen2, a local HF folder, or a named shape
+    with random weights (speed work only: accuracy figures on random weights mean nothing)."""
 
     name: str = "builtin"
-    kind: str = "builtin"  # builtin | hf
+    kind: str = "builtin"  # builtin | hf | shape
     path: Optional[str] = None  # required for kind=hf: a local folder, never a hub id
+    shape: Optional[ModelShape] = None  # required for kind=shape
 
 
 @dataclass
@@ -61,8 +84,10 @@ class CandidateConfig:
                        "TensorRT execution provider, or autoopt's compiled static-cache decode loop over PyTorch",
                        choices=ENGINES, label="")
     quant: str = knob("none", "precision scheme: fp32, half casts, int8 with dynamic or calibrated static "
-                      "activation quantization, weight-only int8/int4 (MatMulNBits)",
-                      choices=("none", "bf16", "fp16", "int8_dynamic", "int8_static", "int8_weight", "int4"), label="")
+                      "activation quantization, weight-only int8/int4 (MatMulNBits), float8 weights and "
+                      "per-token float8 activations (torch._scaled_mm)",
+                      choices=("none", "bf16", "fp16", "int8_dynamic", "int8_static", "int8_weight", "int4", "fp8"),
+                      label="")
     fuse: bool = knob(False, "offline ONNX Runtime transformer fusions (RMSNorm, skip-add)", ("ort",),
                       (False, True), label="fused")
     quant_block_size: int = knob(32, "weight-only quantization block size (int4 and int8_weight)",
@@ -98,6 +123,10 @@ class CandidateConfig:
     prefill_bucket: int = knob(0, "torch_compiled prefill: eager at the prompt's length (0), or compiled once per "
                                "multiple of this many tokens, prompts right-padded to it", ("torch_compiled",),
                                (0, 32, 64, 128), label="pf={value}", show_default=False)
+    attn_backend: str = knob("auto", "scaled-dot-product-attention kernels allowed (torch.nn.attention.sdpa_kernel): "
+                             "torch's own pick, or only math, flash, memory-efficient or cuDNN (the last two: cuda "
+                             "only)", ("torch", "torch_compiled"), ("auto", "math", "flash", "efficient", "cudnn"),
+                             label="attn={value}", show_default=False)
     threads: int = knob(0, "intra-op threads; 0 = the target's cores", label="t={value}", zero="all")
     batch_size: int = knob(0, "rows per request; 0 = the workload's batch size", label="b={value}", zero="wl")
     warmup: str = knob("one", "warm-up before the first request: nothing, one request at the largest prompt, "
@@ -120,6 +149,7 @@ QUANT_PRECISION = {
     "int8_static": "int8",
     "int8_weight": "int8",
     "int4": "int4",
+    "fp8": "fp8",
 }
 
 SpaceConfig = space_schema(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autoopt.config.schema import CandidateConfig
 
@@ -53,6 +53,8 @@ class EngineInfo:
     description: str = ""
     rule: Callable[[CandidateConfig, str], str | None] | None = None
     architectures: tuple[str, ...] | None = None  # HF `architectures[0]` it can build and run; None: any causal LM
+    # the float a quant's activations are computed in, where the target must support more than the quant itself
+    compute_precision: dict[str, str] = field(default_factory=dict)
 
     def model_problem(self, architecture: str) -> str | None:
         if self.architectures is None or architecture in self.architectures:

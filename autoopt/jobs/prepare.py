@@ -4,17 +4,19 @@ reference; and the jobs that build and measure one candidate from it."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
 from autoopt.accuracy.reference import Reference, ensure_reference
-from autoopt.bench.roofline import measure_bandwidth
+from autoopt.bench.roofline import target_bandwidth
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.config.serving import SERVING_KNOBS, ServingConfig
 from autoopt.digest import sha256_file
+from autoopt.engines.torch_compiled import inductor_cache_env
 from autoopt.jobs.build import BuildJob
 from autoopt.jobs.measure import MeasureJob
 from autoopt.models.source import ResolvedModel, resolve_model
@@ -33,7 +35,7 @@ class Prepared:
     cache_dir: Path
     reference_sha256: str  # of the reference file every measurement is compared with
     serving: bool = False  # also measure each candidate's serving capacity (the serving objective)
-    bandwidth: Bandwidth | None = None  # this machine's copy bandwidth (CPU targets), once per run
+    bandwidth: Bandwidth | None = None  # the target's declared bandwidth, or this CPU's measured copy bandwidth
 
     def build_job(self, candidate: CandidateConfig) -> BuildJob:
         return BuildJob(candidate, self.target.device, str(self.model.path), self.model.key, str(self.cache_dir))
@@ -74,12 +76,15 @@ def prepare(
     serving: bool = False,
 ) -> Prepared:
     t0 = time.perf_counter()
+    # Every job process inherits this: inductor's compiled graphs land in autoopt's cache, so a later trial,
+    # confirmation or cold-start run of the same torch_compiled graphs compiles from it.
+    os.environ.update(inductor_cache_env(cache_dir))
     model = resolve_model(model_cfg, cache_dir)
     reference = ensure_reference(model, workload, cache_dir)
     log.info("model %s and its fp32 reference ready (%.1fs)", model.key, time.perf_counter() - t0)
-    bandwidth = measure_bandwidth(threads=target.cores, repeats=3) if target.device == "cpu" else None
+    bandwidth = target_bandwidth(target, repeats=3)
     if bandwidth is not None:
-        log.info("memory copy bandwidth %.1f GB/s (best of %d)", bandwidth.gb_per_s, len(bandwidth.samples))
+        log.info("memory bandwidth %.1f GB/s (%s)", bandwidth.gb_per_s, bandwidth.method)
     return Prepared(
         model, reference, target, workload, bench, cache_dir, sha256_file(reference.path), serving, bandwidth
     )

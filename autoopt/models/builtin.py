@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import Qwen2Config
 
+from autoopt.models.cache import ensure_folder
 from autoopt.models.corpus import LICENSE, SOURCE, corpus_fingerprint, load_corpus
 from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
 from autoopt.models.train import (
@@ -74,16 +70,9 @@ def cache_key(spec: BuiltinModelSpec) -> str:
 
 def ensure_builtin_model(spec: BuiltinModelSpec, cache_root: Path) -> Path:
     """The trained model's Hugging Face folder under ``cache_root/models``, training it on first use."""
-    models_dir = Path(cache_root).expanduser() / "models"
     key = cache_key(spec)
-    folder = models_dir / f"builtin-{key}"
-    if folder.is_dir():
-        return folder
-    models_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(models_dir / f"builtin-{key}.lock"):
-        if not folder.is_dir():  # another process may have finished while we waited
-            _build_atomically(spec, key, folder)
-    return folder
+    folder = Path(cache_root).expanduser() / "models" / f"builtin-{key}"
+    return ensure_folder(folder, lambda staging: _build(spec, key, staging))
 
 
 def tiny_random_model(
@@ -113,27 +102,6 @@ def tiny_random_model(
     save_hf_tokenizer(tokenizer, out_dir, MAX_POSITIONS)
     build_model(_model_config(spec, tokenizer), seed).save_pretrained(out_dir)
     return out_dir
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _build_atomically(spec: BuiltinModelSpec, key: str, folder: Path) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        _build(spec, key, staging)
-        staging.chmod(0o755)  # mkdtemp's private mode is not meant for the finished folder
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def _build(spec: BuiltinModelSpec, key: str, folder: Path) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from autoopt.config.schema import ModelConfig
 from autoopt.digest import folder_fingerprint
+
+log = logging.getLogger("autoopt.models")
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ BUILTIN_ARCHITECTURE = "Qwen2ForCausalLM"
 
 def model_architecture(model: ModelConfig) -> str:
     """The HF model class `model` will resolve to, read without resolving it (no training, no hashing)."""
-    if model.kind == "builtin":
+    if model.kind in ("builtin", "shape"):
         return BUILTIN_ARCHITECTURE
     config = json.loads((Path(model.path) / "config.json").read_text())  # type: ignore[arg-type]
     return (config.get("architectures") or ["?"])[0]
@@ -46,6 +49,13 @@ def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:
         from autoopt.models.builtin import BuiltinModelSpec, ensure_builtin_model
 
         path = ensure_builtin_model(BuiltinModelSpec(), cache_dir)
+        return ResolvedModel(model.name, path, path.name)
+    if model.kind == "shape":
+        from autoopt.models.shape import ACCURACY_NOTE, ensure_shape_model
+
+        assert model.shape is not None  # validated at start-up: kind=shape has a shape
+        path = ensure_shape_model(model.shape, cache_dir)
+        log.warning("model %s has random weights: its accuracy figures are %s", model.name, ACCURACY_NOTE)
         return ResolvedModel(model.name, path, path.name)
     path = Path(model.path).resolve()  # type: ignore[arg-type]  # validated: kind=hf has a path
     return ResolvedModel(model.name, path, f"hf-{folder_fingerprint(path)}")

@@ -34,14 +34,15 @@ def measurement_table(r: MeasureResult) -> str:
         + (f", device peak {m.device_peak_mb:.0f} MB" if m.device_peak_mb is not None else "")
         + f", artifact {m.artifact_mb:.1f} MB on disk",
         f"accuracy    top-1 agreement {a.top1_agreement:.4f}, KL(ref||cand) {a.kl_mean:.3e} nats, "
-        f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)",
+        f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)"
+        + (f" — {r.model['accuracy']}" if r.model.get("accuracy") else ""),
         f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
     ]
     if r.roofline is not None:
         rf = r.roofline
         lines.append(
             f"roofline    {rf.bytes_per_step / 1e6:.1f} MB per decode step x {rf.steps_per_s:.0f} steps/s = "
-            f"{rf.efficiency:.0%} of the measured {rf.bandwidth_gb_per_s:.1f} GB/s"
+            f"{rf.efficiency:.0%} of {rf.bandwidth_gb_per_s:.1f} GB/s"
             + (" (fits the last-level cache)" if rf.fits_llc else "")
         )
     if r.profile is not None:

@@ -21,6 +21,8 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
             f"quant={c.quant} needs {precision}, which target={target.name} does not support "
             f"(supports: {', '.join(target.precisions)})"
         )
+    if problem := compute_precision_problem(c, target):
+        return problem
     info = engine_info(c.engine)
     quants = info.quants.get(target.device, ())
     if c.quant not in quants:
@@ -31,6 +33,19 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     if target.cores and c.threads > target.cores:
         return f"threads={c.threads} exceeds the {target.cores} cores of target={target.name}"
     return None
+
+
+def compute_precision_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
+    """A float the engine computes the candidate's activations in that the target lacks, beyond what the quant
+    itself needs (`EngineInfo.compute_precision`): torch_compiled's weight-only int8/int4 and float8 kernels take
+    bf16 activations (cuda's int4 tinygemm kernel nothing else), so they cannot run on a card without bf16 (t4)."""
+    precision = engine_info(c.engine).compute_precision.get(c.quant)
+    if precision is None or precision in target.precisions:
+        return None
+    return (
+        f"engine={c.engine} runs quant={c.quant} with {precision} activations, which target={target.name} does "
+        f"not support (supports: {', '.join(target.precisions)}); choose another engine for quant={c.quant} there"
+    )
 
 
 def build_problem(c: CandidateConfig, device: str) -> str | None:

@@ -90,7 +90,7 @@ def test_bad_value_fails_with_key_value_and_choices(overrides: list[str], messag
 
 
 BAD_OVERRIDES = [
-    ("candidate.foo=1", "unknown key candidate.foo; candidate takes: batch_size, calib_method"),
+    ("candidate.foo=1", "unknown key candidate.foo; candidate takes: attn_backend, batch_size"),
     ("foo=1", "unknown key foo; the top level takes:"),
     ("target=nope", "target=nope is not a config in conf/target; choose one of: a100, cpu, h100, t4"),
     ("candidate.threads=abc", "candidate.threads=abc must be an integer"),

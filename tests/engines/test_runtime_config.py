@@ -114,6 +114,7 @@ def test_torch_settings_go_into_transformers_files_and_torch_runtime_json(
         "device": "cpu",
         "kv_cache": "static",
         "max_length": 48,
+        "attn_backend": "auto",
     }
     assert json.loads((folder / "config.json").read_text())["dtype"] == dtype
     assert json.loads((folder / "generation_config.json").read_text())["cache_implementation"] == "static"

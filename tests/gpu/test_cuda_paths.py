@@ -85,3 +85,66 @@ def test_ort_cuda_fp32_generates_the_cpu_tokens(tiny_model: Path, tmp_path: Path
     gpu = np.stack(list(engine_class("ort").load(built.artifact, candidate, runtime).generate(PROMPT, 8)), 1)
 
     np.testing.assert_array_equal(gpu, cpu)
+
+
+# ---- torch_compiled on a card: attention backends, float8, and the rules that prune before builds ----------
+
+FP8_CARD = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
+
+
+def _compiled(model: Path, quant: str = "none", compile_mode: str = "none", attn_backend: str = "auto"):
+    runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=1)
+    candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_mode,
+                                attn_backend=attn_backend)
+    return engine_class("torch_compiled").load(model, candidate, runtime)
+
+
+@pytest.mark.parametrize("backend", ["math", "efficient"])
+def test_compiled_loop_fp32_on_cuda_decodes_the_cpu_tokens_under_each_backend(tiny_model: Path, backend: str) -> None:
+    cpu = np.stack(list(_torch(tiny_model, "cpu").generate(PROMPT, 8)), 1)
+    engine = _compiled(tiny_model, attn_backend=backend)  # efficient: KV heads repeated, the HF logits masked
+
+    gpu = np.stack(list(engine.generate(PROMPT, 8)), 1)
+
+    np.testing.assert_array_equal(gpu, cpu)
+    assert np.abs(engine.logits(PROMPT) - _torch(tiny_model, "cpu").logits(PROMPT)).max() < 1e-3
+
+
+def test_compiled_loop_bf16_under_cudnn_stays_close_to_fp32(tiny_model: Path) -> None:
+    ref = _torch(tiny_model, "cpu").logits(PROMPT)
+    engine = _compiled(tiny_model, quant="bf16", compile_mode="reduce-overhead", attn_backend="cudnn")
+
+    got = engine.logits(PROMPT)
+
+    assert np.abs(got - ref).max() < 0.1
+    assert np.stack(list(engine.generate(PROMPT, 8)), 1).shape == (1, 8)
+
+
+@pytest.mark.skipif(not FP8_CARD, reason="float8 matmul needs compute capability 8.9+")
+def test_compiled_fp8_on_cuda_tracks_fp32(tiny_model: Path) -> None:
+    ref = _torch(tiny_model, "cpu").logits(PROMPT)
+    engine = _compiled(tiny_model, quant="fp8", compile_mode="reduce-overhead")
+
+    got = engine.logits(PROMPT)
+
+    assert got.shape == ref.shape and np.abs(got - ref).max() > 0
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.75
+    assert np.stack(list(engine.generate(PROMPT, 8)), 1).shape == (1, 8)
+
+
+def test_flash_refuses_a_mask_on_cuda_as_the_attention_rules_assume() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 4, 8, 64, device="cuda", dtype=torch.bfloat16)
+    mask = torch.ones(8, 8, device="cuda", dtype=torch.bool).tril()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), pytest.raises(RuntimeError):
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask)
+
+
+def test_efficient_refuses_grouped_query_attention_on_cuda_as_the_attention_rules_assume() -> None:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(1, 4, 8, 64, device="cuda", dtype=torch.bfloat16)
+    kv = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16)
+    with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION), pytest.raises(RuntimeError):
+        torch.nn.functional.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)

@@ -5,8 +5,20 @@ Quantization happens at load time, so the artifact is the model folder itself.
 
 from __future__ import annotations
 
+from autoopt.config.schema import CandidateConfig
 from autoopt.engines.info import EngineInfo, Requirement
 from autoopt.engines.probes import cuda_device
+from autoopt.engines.torch.attention import attn_backend_problem
+
+# The float each quant attends in (`TorchEngine.load` casts the whole model; dynamic int8 keeps fp32 activations).
+ATTENTION_DTYPE = {"none": "float32", "int8_dynamic": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+def _rule(candidate: CandidateConfig, device: str) -> str | None:
+    # HF's SDPA path passes a mask over a static cache's unused slots; a dynamic cache of equal-length rows needs none.
+    dtype = ATTENTION_DTYPE.get(candidate.quant, "float32")
+    return attn_backend_problem(candidate.attn_backend, device, dtype, masked=candidate.kv_cache == "static")
+
 
 INFO = EngineInfo(
     name="torch",
@@ -17,4 +29,5 @@ INFO = EngineInfo(
         "cuda": (Requirement("torch", hint="a CUDA build of torch (pytorch.org/get-started)", probe=cuda_device),),
     },
     description="HF transformers eager; int8_dynamic = torch.ao dynamic quantization of nn.Linear",
+    rule=_rule,
 )

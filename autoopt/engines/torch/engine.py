@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
+from autoopt.engines.torch.attention import hf_logits, repeats_kv, sdpa_context
 
 _DTYPES = {"none": torch.float32, "int8_dynamic": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HF_CONFIG = "config.json"
@@ -21,17 +22,25 @@ _GENERATION_CONFIG = "generation_config.json"
 
 _SNIPPET = '''\
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
+
+# The knob `attn_backend`: the only SDPA kernel allowed ("auto": SDPA picks).
+SDPA = {"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION}
 
 
 def load(folder):
-    """The model with the dtype, threads, quantization and KV cache it was measured with."""
+    """The model with the dtype, threads, quantization, attention kernel and KV cache it was measured with."""
     settings = json.loads((Path(folder) / "torch_runtime.json").read_text())
     torch.set_num_threads(settings["threads"])
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, settings["dtype"])).eval()
+    backend = SDPA.get(settings.get("attn_backend", "auto"))
+    extra = {"attn_implementation": "sdpa"} if backend is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, settings["dtype"]), **extra).eval()
     if settings["quantize_dynamic_int8"]:
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     model.to(settings["device"])
@@ -39,13 +48,13 @@ def load(folder):
     static = None
     if settings["kv_cache"] == "static":
         static = StaticCache(config=model.config, max_cache_len=settings["max_length"])
-    return model, static
+    return model, static, backend
 
 
 @torch.inference_mode()
 def generate(loaded, prompt_ids, max_new_tokens):
     """Greedy token ids, one per step; stops early at end of text."""
-    model, static = loaded
+    model, static, backend = loaded
     if static is not None:
         static.reset()
     cache = static if static is not None else DynamicCache(config=model.config)
@@ -53,7 +62,8 @@ def generate(loaded, prompt_ids, max_new_tokens):
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     ids = torch.tensor([prompt_ids], device=model.device)
     for _ in range(max_new_tokens):
-        logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+        with sdpa_kernel(backend) if backend is not None else nullcontext():
+            logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
         ids = logits[:, -1, :].argmax(dim=-1, keepdim=True)
         token = int(ids[0, 0])
         yield token
@@ -76,14 +86,17 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
         "device": runtime.device,
         "kv_cache": candidate.kv_cache,
         "max_length": runtime.max_length,
+        "attn_backend": candidate.attn_backend,
     }
 
 
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, model: torch.nn.Module, device: torch.device, kv_cache: str, max_length: int):
+    def __init__(self, model: torch.nn.Module, device: torch.device, kv_cache: str, max_length: int,
+                 attn_backend: str = "auto"):
         self._model = model
+        self._attn_backend = attn_backend
         self._device = device
         self._kv_cache = kv_cache
         self._max_length = max_length
@@ -99,14 +112,17 @@ class TorchEngine(Engine):
         warn_if_written_differs("torch", Path(artifact) / RUNTIME_FILE, settings)
         torch.set_num_threads(settings["threads"])
         device = torch.device(settings["device"])
-        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=getattr(torch, settings["dtype"]))
+        # A named attention backend needs HF's SDPA attention (transformers' default, but a model's config may pick
+        # another); `auto` loads the model exactly as the reference does.
+        extra = {"attn_implementation": "sdpa"} if settings["attn_backend"] != "auto" else {}
+        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=getattr(torch, settings["dtype"]), **extra)
         model.eval()
         if settings["quantize_dynamic_int8"]:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.to(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        return cls(model, device, settings["kv_cache"], settings["max_length"])
+        return cls(model, device, settings["kv_cache"], settings["max_length"], settings["attn_backend"])
 
     @classmethod
     def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
@@ -153,14 +169,16 @@ class TorchEngine(Engine):
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
         cache = self._cache(ids.shape[0], ids.shape[1] + max_new_tokens)
         for _ in range(max_new_tokens):
-            out = self._model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+            with sdpa_context(self._attn_backend):
+                out = self._model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
             ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
             yield ids[:, 0].cpu().numpy()
 
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        return self._model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
+        backend = self._attn_backend
+        return hf_logits(self._model, ids, backend, explicit_mask=repeats_kv(backend)).cpu().numpy()
 
     def device_peak_memory_bytes(self) -> int | None:
         if self._device.type != "cuda":

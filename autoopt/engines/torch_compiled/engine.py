@@ -10,15 +10,25 @@ compiled once per bucketed length, the prompt right-padded to it (padded positio
 decode overwrites before it ever attends to them; causality keeps them out of the real positions).
 
 Nothing compiles inside a request: every graph (each batch size, each prefill bucket) is built and run
-once by `load`, which records how long that took (`compile_seconds()`, `compile_report`).
+once by `load`, which records how long that took (`compile_seconds()`, `compile_report`) and whether
+inductor's on-disk cache already held entries (`compile_cache_warm()`: a warm cache shortens compiles, so
+a short compile time is read with it). Set `TORCHINDUCTOR_CACHE_DIR` in the environment the process starts
+with (`inductor_cache_env`) to keep that cache under autoopt's.
+
+`attn_backend` restricts SDPA to one kernel (`torch.nn.attention.sdpa_kernel`, entered inside the compiled
+step so that dynamo traces it); under `efficient`/`cudnn` the grouped KV heads are repeated to one per query
+head first (torch documents `enable_gqa` for flash and math only on cuda), and the teacher-forced HF forward
+gets an explicit causal mask, so that transformers repeats them too.
 
 Weight-only quantization uses core torch kernels only, with bf16 activations (torch 2.13's CPU kernels
 take fp32 activations too, but through an unvectorized path that was 65-110x slower than an fp32 matmul on a
 128-token prefill here): int8 per output channel (CPU `aten._weight_int8pack_mm`; cuda: int8 weights
 dequantized inside the matmul, which inductor fuses), int4 asymmetric per group of `quant_block_size` input
 channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`), with `lm_head`
-kept int8 under an int4 body. The cuda paths follow those kernels' documented layouts but have not been run
-on a card yet.
+kept int8 under an int4 body. `fp8`: float8 e4m3 weights with one scale per output channel and activations
+quantized per token at every call, multiplied by `torch._scaled_mm` with row-wise scales into bf16 (core
+torch; it also runs on the CPU, where it is slow). The cuda paths follow those kernels' documented layouts
+(float8 on cuda needs compute capability 8.9+) but have not been run on a card yet.
 """
 
 from __future__ import annotations
@@ -34,11 +44,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import sdpa_kernel
 from transformers import AutoModelForCausalLM
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
+from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS
 
 log = logging.getLogger("autoopt.engines")
@@ -68,6 +80,7 @@ def load(folder):
     s = json.loads((Path(folder) / "torch_compiled_runtime.json").read_text())
     candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], quant_block_size=s["group_size"])
     candidate.compile_mode, candidate.prefill_bucket = s["compile_mode"], s["prefill_bucket"]
+    candidate.attn_backend = s.get("attn_backend", "auto")
     runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
                              max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
     return TorchCompiledEngine.load(Path(folder), candidate, runtime)
@@ -91,8 +104,7 @@ if __name__ == "__main__":
 def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dict[str, Any]:
     """Every setting `TorchCompiledEngine.load` applies, validated; as written to `torch_compiled_runtime.json`.
 
-    Reads the `compile_mode` and `prefill_bucket` knobs where the candidate has them (their defaults
-    otherwise). Raises `ConfigError` (one line: key, value, fix) for a value this engine cannot run.
+    Raises `ConfigError` (one line: key, value, fix) for a value this engine cannot run.
     """
     mode = candidate.compile_mode
     bucket = candidate.prefill_bucket
@@ -122,12 +134,17 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
             "max_length >= 2 and max_batch >= 1"
         )
     half = "bfloat16"  # activations under weight-only quantization: the CPU kernels vectorize bf16, not fp32
+    dtype = _FLOAT.get(candidate.quant, half)
+    problem = attn_backend_problem(candidate.attn_backend, runtime.device, dtype, masked=True, expands_gqa=True)
+    if problem:
+        raise ConfigError(f"candidate.{problem}")
     return {
-        "dtype": _FLOAT.get(candidate.quant, half),
+        "dtype": dtype,
         "quant": candidate.quant,
         "group_size": group,
         "compile_mode": mode,
         "prefill_bucket": bucket,
+        "attn_backend": candidate.attn_backend,
         "threads": runtime.threads,
         "device": runtime.device,
         "max_length": runtime.max_length,
@@ -197,6 +214,44 @@ class Int4WeightLinear(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+FP8 = torch.float8_e4m3fn
+FP8_MAX = float(torch.finfo(FP8).max)  # 448: e4m3 has no infinities, so every value must be scaled into range
+
+
+def to_fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """2-D `x` as float8 e4m3 with one float32 scale per row (symmetric: x ~ q * scale), scales shaped (rows, 1).
+    A row of zeros gets a tiny scale rather than a division by zero."""
+    rows = x.float()
+    scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
+    return (rows / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
+
+
+class Float8Linear(nn.Module):
+    """`nn.Linear` in float8 e4m3: weights with one scale per output channel (at load), activations with one
+    scale per token (at every call), multiplied by `torch._scaled_mm` with those row-wise scales into the
+    activations' dtype. The weight is stored (N, K) row-major, so its transpose is the column-major operand the
+    kernel takes."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+        super().__init__()
+        weight, scale = to_fp8_rows(linear.weight.detach())
+        self.out_features, self.in_features = weight.shape
+        self.register_buffer("weight", weight)
+        self.register_buffer("scale", scale.reshape(1, -1).contiguous())  # (1, N) float32, as scale_b
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, scale = to_fp8_rows(x.reshape(-1, self.in_features))
+        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.scale, out_dtype=x.dtype)
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+def _fp8_fits(linear: nn.Linear) -> bool:
+    n, k = linear.weight.shape
+    return k % 16 == 0 and n % 16 == 0  # _scaled_mm's alignment on cuda
+
+
 def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
     """int32 (N, K) values 0..15 -> the kernel's packed tensor on `device`."""
     if device.type == "cuda":
@@ -216,15 +271,22 @@ def _int4_fits(linear: nn.Linear, group: int, device: torch.device) -> bool:
 
 def quantize_weights(model: nn.Module, quant: str, group: int | None, dtype: torch.dtype, device: torch.device) -> int:
     """Replace every `nn.Linear` of `model` in place (int8_weight: all int8; int4: int4, `lm_head` and layers
-    whose shape the int4 kernel cannot take int8). Returns how many layers were replaced."""
+    whose shape the int4 kernel cannot take int8; fp8: all float8, but layers whose shape `_scaled_mm` cannot
+    take, which stay in `dtype`). Returns how many layers were replaced."""
     replaced = 0
     for name, module in list(model.named_modules()):
         if not isinstance(module, nn.Linear):
             continue
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        if quant == "int4" and attr != "lm_head" and group is not None and _int4_fits(module, group, device):
-            new: nn.Module = Int4WeightLinear(module, dtype, group, device)
+        if quant == "fp8":
+            if not _fp8_fits(module):
+                log.warning("torch_compiled: %s %s is not a multiple of 16; kept %s", name,
+                            tuple(module.weight.shape), dtype)
+                continue
+            new: nn.Module = Float8Linear(module, dtype).to(device)
+        elif quant == "int4" and attr != "lm_head" and group is not None and _int4_fits(module, group, device):
+            new = Int4WeightLinear(module, dtype, group, device)
         else:
             if quant == "int4" and attr != "lm_head":
                 log.warning("torch_compiled: %s %s does not fit int4 group %s; kept int8", name,
@@ -242,15 +304,23 @@ class StaticDecoder(nn.Module):
     """The HF model's layers over KV buffers for one batch size (registered buffers, so that CUDA graphs treat
     them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
     (T,) into the cache, attends to every slot at or before each position, and returns the greedy next token
-    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied."""
+    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied.
 
-    def __init__(self, model: nn.Module, batch: int, capacity: int, cos: torch.Tensor, sin: torch.Tensor):
+    `backends` are the only SDPA kernels the step may use (None: SDPA picks); `repeat_kv` repeats the KV heads
+    to one per query head before SDPA, for kernels that take no `enable_gqa`."""
+
+    def __init__(
+        self, model: nn.Module, batch: int, capacity: int, cos: torch.Tensor, sin: torch.Tensor,
+        backends: list[Any] | None = None, repeat_kv: bool = False,
+    ):
         super().__init__()
         inner, config = model.model, model.config
         self.embed, self.layers, self.norm, self.lm_head = inner.embed_tokens, inner.layers, inner.norm, model.lm_head
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = cos.shape[-1]
+        self.backends = backends
+        self.repeat = self.heads // self.kv_heads if repeat_kv else 1
         dtype, device = cos.dtype, cos.device
         self.register_buffer("cos", cos)
         self.register_buffer("sin", sin)
@@ -261,6 +331,12 @@ class StaticDecoder(nn.Module):
             self.register_buffer(f"v{i}", torch.zeros(shape, dtype=dtype, device=device))
 
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        if self.backends is None:
+            return self._step(ids, positions, last)
+        with sdpa_kernel(self.backends):  # inside the compiled region: dynamo traces the restriction
+            return self._step(ids, positions, last)
+
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         batch, length = ids.shape
         x = self.embed(ids)
         cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]  # (1, 1, T, D)
@@ -275,8 +351,11 @@ class StaticDecoder(nn.Module):
             k_cache, v_cache = getattr(self, f"k{i}"), getattr(self, f"v{i}")
             k_cache.index_copy_(2, positions, k)
             v_cache.index_copy_(2, positions, v)
+            if self.repeat > 1:
+                k_cache, v_cache = k_cache.repeat_interleave(self.repeat, 1), v_cache.repeat_interleave(self.repeat, 1)
             o = F.scaled_dot_product_attention(
-                q, k_cache, v_cache, attn_mask=mask, scale=attn.scaling, enable_gqa=self.kv_heads != self.heads
+                q, k_cache, v_cache, attn_mask=mask, scale=attn.scaling,
+                enable_gqa=k_cache.shape[1] != self.heads,
             )
             x = x + attn.o_proj(o.transpose(1, 2).reshape(batch, length, -1))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
@@ -323,6 +402,7 @@ class TorchCompiledEngine(Engine):
         # storage offset from step to step, which compiled graphs guard on.
         self._positions = [torch.tensor([p], device=device) for p in range(self._capacity)]
         self.compile_report: dict[str, float] = {}  # graph -> seconds its first (compiling) call took
+        self.compile_cache: dict[str, Any] | None = None  # inductor's on-disk cache during load; None: not compiled
         eos = model.generation_config.eos_token_id
         self.eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
@@ -330,6 +410,15 @@ class TorchCompiledEngine(Engine):
         """Seconds `load` spent compiling and first running every graph (with compile_mode=none: only running
         them once); `compile_report` has it per graph."""
         return sum(self.compile_report.values())
+
+    def compile_cache_warm(self) -> bool | None:
+        """Whether the on-disk compile cache served a graph `load` compiled (so `compile_seconds` was mostly a
+        cache read); None when `load` compiled nothing: compile_mode=none, or every graph reused from an earlier
+        load in this process (dynamo keeps them in memory). `compile_cache` has the directory and counts."""
+        cache = self.compile_cache
+        if cache is None or cache["hits"] + cache["misses"] == 0:
+            return None
+        return cache["hits"] > 0
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchCompiledEngine:
@@ -341,14 +430,25 @@ class TorchCompiledEngine(Engine):
         warn_if_written_differs("torch_compiled", Path(artifact) / RUNTIME_FILE, settings)
         torch.set_num_threads(settings["threads"])
         device, dtype = torch.device(settings["device"]), getattr(torch, settings["dtype"])
-        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype).eval()
+        if settings["quant"] == "fp8" and device.type == "cuda":
+            _require_fp8_card(device)
+        # A named attention backend needs HF's SDPA attention for `logits` (transformers' default, but a model's
+        # config may pick another); `auto` loads the model as the reference does.
+        extra = {"attn_implementation": "sdpa"} if settings["attn_backend"] != "auto" else {}
+        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype, **extra).eval()
         _check_architecture(model.config)
-        if settings["quant"] in ("int8_weight", "int4"):
+        if settings["quant"] in ("int8_weight", "int4", "fp8"):
             quantize_weights(model, settings["quant"], settings["group_size"], dtype, device)
         model.to(device)
         engine = cls(model, device, settings)
         _raise_recompile_limit(len(settings["batch_sizes"]) * (1 + len(engine._prefill_lengths())))
+        before = _fx_cache_counts()
         engine._build_slots()
+        if settings["compile_mode"] != "none":
+            engine.compile_cache = _compile_cache(before, _fx_cache_counts())
+            log.info("torch_compiled: %d graphs in %.1fs; inductor cache %s: %d hits, %d misses",
+                     len(engine.compile_report), engine.compile_seconds(), engine.compile_cache["dir"],
+                     engine.compile_cache["hits"], engine.compile_cache["misses"])
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         return engine
@@ -364,8 +464,11 @@ class TorchCompiledEngine(Engine):
         cos, sin = self._model.model.rotary_emb(torch.zeros(1, dtype=dtype, device=self._device), positions)
         cos, sin = cos[0], sin[0]  # (capacity, head_dim), computed in fp32 and cast as the HF forward does
         mode = self._settings["compile_mode"]
+        backend = self._settings["attn_backend"]
         for batch in self._settings["batch_sizes"]:
-            decoder = StaticDecoder(self._model, batch, self._capacity, cos, sin).to(self._device)
+            decoder = StaticDecoder(
+                self._model, batch, self._capacity, cos, sin, sdpa_backends(backend), repeats_kv(backend)
+            ).to(self._device)
             step = prefill = decoder
             if mode != "none":
                 step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
@@ -441,9 +544,12 @@ class TorchCompiledEngine(Engine):
 
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
-        """Teacher-forced through the HF forward over the same (quantized) weights the loop uses."""
+        """Teacher-forced through the HF forward over the same (quantized) weights the loop uses, under the same
+        SDPA backend. Under a backend that takes no `enable_gqa` it passes an explicit causal mask: transformers
+        then repeats the KV heads instead of asking SDPA for grouped-query attention."""
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        return self._model(input_ids=ids, use_cache=False).logits.float().cpu().numpy()
+        backend = self._settings["attn_backend"]
+        return hf_logits(self._model, ids, backend, explicit_mask=repeats_kv(backend)).cpu().numpy()
 
     def device_peak_memory_bytes(self) -> int | None:
         if self._device.type != "cuda":
@@ -456,6 +562,38 @@ class TorchCompiledEngine(Engine):
     def close(self) -> None:
         self._slots.clear()
         del self._model
+
+
+def _require_fp8_card(device: torch.device) -> None:
+    """float8 `_scaled_mm` needs compute capability 8.9 (Ada) or later; untested on a card."""
+    major, minor = torch.cuda.get_device_capability(device)
+    if (major, minor) < (8, 9):
+        card = torch.cuda.get_device_name(device)
+        raise RuntimeError(
+            f"quant=fp8 needs a card of compute capability 8.9 or later (float8 matmul); this {card} is "
+            f"{major}.{minor}: use int8_weight or bf16, or a target without fp8 in target.precisions"
+        )
+
+
+def _fx_cache_counts() -> dict[str, int]:
+    """torch's running cache counters: a graph comes from AOTAutograd's cache or from inductor's FX-graph cache
+    (a hit in either), or is compiled by inductor (an FX-graph miss) or cannot be cached (a bypass)."""
+    counters = torch._dynamo.utils.counters
+    inductor, aot = counters["inductor"], counters["aot_autograd"]
+    return {
+        "hit": int(inductor["fxgraph_cache_hit"] + aot["autograd_cache_hit"]),
+        "miss": int(inductor["fxgraph_cache_miss"]),
+        "bypass": int(inductor["fxgraph_cache_bypass"]),
+    }
+
+
+def _compile_cache(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """The on-disk compile caches during one load: their directory (TORCHINDUCTOR_CACHE_DIR, or torch's
+    default) and how many lookups they served (hits), compiled and stored (misses) or could not cache."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    delta = {key: after[key] - before[key] for key in after}
+    return {"dir": cache_dir(), "hits": delta["hit"], "misses": delta["miss"], "bypasses": delta["bypass"]}
 
 
 def _raise_recompile_limit(graphs: int) -> None:

@@ -1,0 +1,44 @@
+"""A model folder built once under the cache: built in a staging folder, renamed into place under a lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+def ensure_folder(folder: Path, build: Callable[[Path], None]) -> Path:
+    """`folder`, calling `build(staging)` to fill it on first use. Concurrent callers wait on a lock file beside
+    it and the first one builds; a failed build leaves nothing behind, so the next call starts over."""
+    folder = Path(folder)
+    if folder.is_dir():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(folder.parent / f"{folder.name}.lock"):
+        if not folder.is_dir():  # another process may have finished while we waited
+            _build_atomically(folder, build)
+    return folder
+
+
+@contextlib.contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_atomically(folder: Path, build: Callable[[Path], None]) -> None:
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        build(staging)
+        staging.chmod(0o755)  # mkdtemp's private mode is not meant for the finished folder
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

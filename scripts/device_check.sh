@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# The one prepared script a session lent a GPU machine runs (issue 10): the CUDA tests, the decode bench
+# (scripts/gpu_decode_bench.py: HF eager bf16 vs the compiled decode vs its quantized variants, built-in model
+# and Qwen2-0.5B shape) and a small GPU sweep, everything written under $OUT.
+#
+# Before the call, here (once): echo /.whl/ >> .git/info/exclude; bash ../shared/device/wheels.sh .whl
+# The call (device tool `run`, carry [".whl"], timeout_s 600):
+#     bash scripts/device_check.sh                  # all steps: setup env tests bench sweep
+#     bash scripts/device_check.sh setup bench      # or only some (setup is needed by every other step)
+# Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
+# Budgets (seconds) and sizes come from the environment: TESTS_S=90 BENCH_S=250 SWEEP_S=160 (with setup's 60
+# and env's 30: at most 590 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
+# first: it is the headline, and the bench rewrites its JSON after each model, so a timeout keeps the models
+# already done), BENCH_MODES=reduce-overhead,default (each mode and each quant is one more compile: drop
+# `default` if the 0.5B shape's five compiles do not fit BENCH_S; bench.log prints each one's compile time),
+# SWEEP_TRIALS=4.
+# The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
+# Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
+# bench.log, bench.json, sweep.log, sweep_front.md. The sweep is priced as target=h100 (an H100 PCIe), but its
+# rooflines use the bandwidth of the card it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
+# Untested on a card when written: only its CPU-safe parts (bash -n, the bench with --device cpu) ran.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/device-out}
+mkdir -p "$OUT"
+PY=${PY:-python3}
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 AUTOOPT_WORKSPACE=${AUTOOPT_WORKSPACE:-/tmp/autoopt-ws}
+export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(setup env tests bench sweep)
+
+step() {  # step NAME SECONDS COMMAND...: run under timeout, record exit status and duration
+    local name=$1 limit=$2; shift 2
+    local start=$SECONDS rc
+    echo "== $name (limit ${limit}s) ==" >&2
+    timeout --kill-after=10 "$limit" "$@"
+    rc=$?
+    [ $rc -eq 124 ] && echo "$name: timed out after ${limit}s" >&2
+    printf '%-6s rc=%-3s %4ss (limit %ss)\n' "$name" "$rc" "$((SECONDS - start))" "$limit" >> "$OUT/summary.txt"
+}
+
+do_setup() {
+    if ! ls .whl/*.whl > /dev/null 2>&1; then
+        echo "no .whl/*.whl: run ../shared/device/wheels.sh .whl on the workstation and carry .whl" >&2
+        return 1
+    fi
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+}
+
+do_env() {
+    {
+        nvidia-smi
+        "$PY" -c 'import torchao; print("torchao", torchao.__version__)'
+        "$PY" -c 'import triton; print("triton", triton.__version__)'
+        # last, so that the step's exit status says whether torch sees a card
+        "$PY" -c 'import sys, torch, transformers
+print("python", sys.version.split()[0], "transformers", transformers.__version__)
+print("torch", torch.__version__, "cuda", torch.version.cuda)
+print("device", torch.cuda.get_device_name(), torch.cuda.get_device_capability())'
+    } > "$OUT/env.txt" 2>&1
+}
+
+do_tests() {
+    "$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
+}
+
+do_bench() {
+    "$PY" scripts/gpu_decode_bench.py --device cuda --models "${BENCH_MODELS:-qwen2_0_5b_shape,builtin}" \
+        --rounds "${BENCH_ROUNDS:-8}" --compile-modes "${BENCH_MODES:-reduce-overhead,default}" \
+        --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
+}
+
+card_bandwidth_overrides() {  # the card actually used, so that rooflines are not against h100.yaml's PCIe figure
+    "$PY" - <<'EOF'
+import sys
+
+sys.path.insert(0, "scripts")
+import torch
+from gpu_decode_bench import card_bandwidth
+
+name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+card = card_bandwidth(name) if name else None
+if card:
+    print(f"target.memory_bandwidth_gbps={card[0]}")
+    print(f"target.bandwidth_source='{card[1]}, for the card this ran on ({name})'")
+EOF
+}
+
+do_sweep() {
+    local rc overrides
+    mapfile -t overrides < <(card_bandwidth_overrides)
+    echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
+    "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-4}" \
+        search.confirm_rounds=1 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
+        "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
+    rc=$?
+    front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$OUT/summary.txt" 2>/dev/null | head -1)
+    [ -n "$front" ] && cp "$front" "$OUT/sweep_front.md"
+    return $rc
+}
+
+: > "$OUT/summary.txt"
+export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES SWEEP_TRIALS
+export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
+for s in "${steps[@]}"; do
+    case $s in
+        setup) step setup 60 bash -c do_setup ;;
+        env) step env 30 bash -c do_env ;;
+        tests) step tests "${TESTS_S:-90}" bash -c do_tests ;;
+        bench) step bench "${BENCH_S:-250}" bash -c do_bench ;;
+        sweep) step sweep "${SWEEP_S:-160}" bash -c do_sweep ;;
+        *) echo "unknown step $s; steps: setup env tests bench sweep" >&2; exit 2 ;;
+    esac
+done
+cat "$OUT/summary.txt"

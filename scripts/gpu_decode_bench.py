@@ -1,0 +1,329 @@
+"""HF eager bf16 against the compiled decode loop and its quantized variants, on one card in one run, for the
+built-in model and the Qwen2-0.5B shape: decode tokens/s, TTFT, TPOT, peak GPU memory, compile time, roofline
+efficiency and greedy-token agreement with eager, at batch 1.
+
+    HF_HUB_OFFLINE=1 python scripts/gpu_decode_bench.py --out bench.json [--rounds 10]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/gpu_decode_bench.py --device cpu --rounds 2 --out smoke.json
+
+Engines per model: `eager bf16` (the torch engine, quant=bf16: HF's own forward and cache), `compiled bf16
+<mode>` (torch_compiled, quant=bf16) for each of --compile-modes, and `compiled <quant>` for every quant the
+torch_compiled engine declares for the device beyond the float casts (int8_weight, int4, and fp8 where the
+engine offers it), compiled with the first of --compile-modes. An engine that fails to load is recorded with
+its error and the run goes on.
+
+Method: a model's engines are loaded (and compiled) one after the other; each one's peak GPU memory is
+torch.cuda.max_memory_allocated over its load and one request, minus what was allocated before it loaded
+(torch_compiled resets the peak counter after compiling, so its load-time transients are not in it). Then
+every engine continues --prompts prompts greedily and its tokens are compared with eager's (this is also the
+warm-up). Then --rounds interleaved rounds: each round runs one request on every engine, the order reversed
+on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios to
+eager. Figures are medians with p10-p90 over rounds. compile_s is what compiling took in this process
+(inductor's caches may already be warm from an earlier engine of the same graph).
+
+Roofline: bytes a decode step must move (`autoopt.bench.roofline`: weights at the precision the engine holds,
+KV at the mean past length of the request's decode steps) x decode steps/s (1000 / median TPOT) / bandwidth.
+Bandwidth: --bandwidth-gbps, else --target's `memory_bandwidth_gbps`, else the card's datasheet figure
+(`CARD_BANDWIDTH`, recalled, not checked offline), else on the CPU a measured copy bandwidth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autoopt.bench.roofline import (
+    artifact_weights_and_kv,
+    declared_bandwidth,
+    mean_decode_context,
+    measure_bandwidth,
+    roofline,
+)
+from autoopt.config.load import check_model, check_target, to_typed
+from autoopt.config.runtime import RuntimeOptions
+from autoopt.config.schema import CandidateConfig, ModelConfig, TargetConfig
+from autoopt.engines.base import Engine
+from autoopt.engines.registry import engine_class
+from autoopt.engines.torch_compiled import INFO as COMPILED_INFO
+from autoopt.result import Bandwidth
+
+REPO = Path(__file__).resolve().parents[1]
+EAGER = "eager bf16"
+FLOAT_QUANTS = ("none", "bf16", "fp16")
+# Card name (torch.cuda.get_device_name) substring -> datasheet memory bandwidth, most specific first.
+CARD_BANDWIDTH: tuple[tuple[str, float, str], ...] = (
+    ("H200", 4800.0, "NVIDIA H200 datasheet: 4.8 TB/s HBM3e"),
+    ("H100 NVL", 3900.0, "NVIDIA H100 NVL datasheet: 3.9 TB/s"),
+    ("H100 PCIe", 2000.0, "NVIDIA H100 PCIe datasheet: 2 TB/s HBM2e"),
+    ("H100", 3350.0, "NVIDIA H100 SXM5 80GB datasheet: 3.35 TB/s HBM3"),
+    ("A100-SXM4-80GB", 2039.0, "NVIDIA A100 80GB SXM datasheet: 2,039 GB/s"),
+    ("A100 80GB PCIe", 1935.0, "NVIDIA A100 80GB PCIe datasheet: 1,935 GB/s"),
+    ("A100", 1555.0, "NVIDIA A100 40GB datasheet: 1,555 GB/s"),
+    ("L4", 300.0, "NVIDIA L4 datasheet: 300 GB/s"),
+    ("T4", 320.0, "NVIDIA T4 datasheet: 320 GB/s"),
+)
+RECALLED = " (as recalled in 2025, not checked from an offline machine)"
+
+
+def card_bandwidth(device_name: str) -> tuple[float, str] | None:
+    """Datasheet bandwidth (GB/s) and its source for a card name, or None for a card not in the table."""
+    for key, gb_per_s, source in CARD_BANDWIDTH:
+        if key.lower() in device_name.lower():
+            return gb_per_s, source + RECALLED
+    return None
+
+
+def _yaml_config(group: str, name: str, schema: type) -> Any:
+    from omegaconf import OmegaConf
+
+    path = REPO / "conf" / group / f"{name}.yaml"
+    if not path.is_file():
+        options = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise SystemExit(f"error: {group}={name} is not a config in conf/{group}; choose one of: {options}")
+    cfg = OmegaConf.load(path)
+    cfg.pop("defaults", None)
+    return to_typed(cfg, schema)
+
+
+def resolve_bandwidth(args: argparse.Namespace, device_name: str) -> Bandwidth | None:
+    if args.bandwidth_gbps:
+        return declared_bandwidth(args.bandwidth_gbps, args.bandwidth_source or "given on the command line")
+    if args.target:
+        target: TargetConfig = _yaml_config("target", args.target, TargetConfig)
+        check_target(target)
+        if target.memory_bandwidth_gbps > 0:
+            return declared_bandwidth(target.memory_bandwidth_gbps, f"target={args.target}: {target.bandwidth_source}")
+    if args.device == "cuda":
+        card = card_bandwidth(device_name)
+        return declared_bandwidth(*card) if card else None
+    return measure_bandwidth(threads=args.threads, repeats=3)
+
+
+def resolve_folder(spec: str, cache_dir: Path) -> tuple[str, Path]:
+    """A conf/model name (builtin, qwen2_0_5b_shape, ...) or a path to a local HF model folder."""
+    from autoopt.models.source import resolve_model
+
+    if Path(spec).is_dir():
+        model = ModelConfig(name=Path(spec).name, kind="hf", path=spec)
+    else:
+        model = _yaml_config("model", spec, ModelConfig)
+    check_model(model)
+    resolved = resolve_model(model, cache_dir)
+    return model.name, resolved.path
+
+
+def variants(device: str, compile_modes: list[str]) -> list[tuple[str, CandidateConfig]]:
+    """(label, candidate) for every engine benched on `device`, eager first."""
+    out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"))]
+    for mode in compile_modes:
+        out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
+    for quant in COMPILED_INFO.quants.get(device, ()):
+        if quant not in FLOAT_QUANTS:
+            candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
+            out.append((f"compiled {quant}", candidate))
+    return out
+
+
+def run(engine: Engine, ids: np.ndarray, new: int) -> tuple[np.ndarray, float, float]:
+    """Tokens (batch, new), TTFT and TPOT in ms, of one greedy request; tokens arrive as host arrays, so each
+    timestamp includes the device work."""
+    t0 = time.perf_counter()
+    tokens, ttft = [], 0.0
+    for step in engine.generate(ids, new):
+        tokens.append(step)
+        if len(tokens) == 1:
+            ttft = time.perf_counter() - t0
+    total = time.perf_counter() - t0
+    return np.stack(tokens, 1), 1e3 * ttft, 1e3 * (total - ttft) / (new - 1)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    p10, p90 = np.percentile(values, [10, 90])
+    return {"median": statistics.median(values), "p10": float(p10), "p90": float(p90), "n": len(values)}
+
+
+def _allocated() -> int:
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+
+
+def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Bandwidth | None) -> dict[str, Any]:
+    runtime = RuntimeOptions(device=args.device, threads=args.threads, max_length=args.prompt + args.new,
+                             max_batch=1, batch_size=1)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(1, min(vocab, 8192), size=(1, args.prompt), dtype=np.int64) for _ in range(args.prompts)]
+    context = mean_decode_context([(args.prompt, args.new)])
+    rows: dict[str, dict[str, Any]] = {}
+    engines: dict[str, Engine] = {}
+    for label, candidate in variants(args.device, args.compile_modes):
+        compiled = candidate.engine == "torch_compiled"
+        row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
+                               "compile_mode": candidate.compile_mode if compiled else None,
+                               "quant_block_size": candidate.quant_block_size if candidate.quant == "int4" else None}
+        rows[label] = row
+        before = _allocated()
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            start = time.perf_counter()
+            engine = engine_class(candidate.engine).load(folder, candidate, runtime)
+            row["load_s"] = time.perf_counter() - start
+            row["compile_s"] = engine.compile_seconds()
+            run(engine, prompts[0], args.new)
+        except Exception as e:  # one variant's failure is a result, not the end of the run
+            row["error"] = _one_line(e)
+            print(f"{name} · {label}: failed to load: {row['error']}", flush=True)
+            continue
+        row["peak_memory_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20 if args.device == "cuda" else None
+        engines[label] = engine
+        print(f"{name} · {label}: loaded in {row['load_s']:.1f}s (compiling {row['compile_s'] or 0:.1f}s)", flush=True)
+    if EAGER not in engines:
+        for engine in engines.values():
+            engine.close()
+        return {"model": name, "path": str(folder), "engines": list(rows.values()), "error": "eager failed to load"}
+    reference = [run(engines[EAGER], p, args.new)[0] for p in prompts]
+    for label, engine in list(engines.items()):
+        try:
+            outputs = [run(engine, p, args.new)[0] for p in prompts]
+        except Exception as e:
+            rows[label]["error"] = _one_line(e)
+            engines.pop(label).close()
+            continue
+        rows[label]["greedy"] = {
+            "prompts": len(prompts),
+            "identical_prompts": sum(bool((o == r).all()) for o, r in zip(outputs, reference, strict=True)),
+            "token_agreement": float(np.mean([(o == r).mean() for o, r in zip(outputs, reference, strict=True)])),
+        }
+    samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": []} for label in engines}
+    for r in range(args.rounds):
+        order = list(engines) if r % 2 == 0 else list(reversed(engines))
+        for label in order:
+            _, ttft, tpot = run(engines[label], prompts[r % len(prompts)], args.new)
+            samples[label]["ttft"].append(ttft)
+            samples[label]["tpot"].append(tpot)
+    eager_tpot = samples[EAGER]["tpot"]
+    for label, engine in engines.items():
+        row, tpot = rows[label], samples[label]["tpot"]
+        row["ttft_ms"] = spread(samples[label]["ttft"])
+        row["tpot_ms"] = spread(tpot)
+        row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
+        row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
+        row["roofline"] = _roofline(row, folder, args, context, bandwidth)
+        engine.close()
+    return {"model": name, "path": str(folder), "safetensors_mb": _folder_mb(folder), "engines": list(rows.values())}
+
+
+def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace, context: float,
+              bandwidth: Bandwidth | None) -> dict[str, Any] | None:
+    if bandwidth is None:
+        return {"unavailable": "no bandwidth for this device: pass --bandwidth-gbps or --target"}
+    try:
+        weights, kv = artifact_weights_and_kv(row["engine"], folder, row["quant"], rows_read=1,
+                                              group_size=row["quant_block_size"], device=args.device)
+    except ValueError as e:
+        return {"unavailable": str(e)}
+    return asdict(roofline(weights, kv, context, row["tpot_ms"]["median"], bandwidth))
+
+
+def _one_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
+
+
+def table(models: list[dict[str, Any]]) -> str:
+    lines = [
+        "| model | engine | decode tok/s (p10-p90) | × eager | TTFT ms | TPOT ms | peak MB | compile s | roofline "
+        "| greedy = eager |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in models:
+        for e in m["engines"]:
+            if "error" in e or "tpot_ms" not in e:
+                lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} |||||||| ")
+                continue
+            d, s = e["decode_tokens_per_s"], e["speedup_vs_eager"]
+            roof = e["roofline"] or {}
+            eff = f"{roof['efficiency']:.1%}" if "efficiency" in roof else "-"
+            mem = f"{e['peak_memory_mb']:.0f}" if e.get("peak_memory_mb") is not None else "-"
+            g = e["greedy"]
+            lines.append(
+                f"| {m['model']} | {e['label']} | {d['median']:.1f} ({d['p10']:.1f}-{d['p90']:.1f}) | "
+                f"{s['median']:.2f} ({s['p10']:.2f}-{s['p90']:.2f}) | {e['ttft_ms']['median']:.2f} | "
+                f"{e['tpot_ms']['median']:.3f} | {mem} | {e['compile_s'] or 0:.1f} | {eff} | "
+                f"{g['identical_prompts']}/{g['prompts']} ({g['token_agreement']:.0%}) |"
+            )
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument("--models", default="builtin,qwen2_0_5b_shape",
+                        help="comma-separated conf/model names or local HF folders, benched in this order")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--prompts", type=int, default=4, help="prompts for greedy agreement; rounds cycle them")
+    parser.add_argument("--prompt", type=int, default=128, help="prompt length (tokens)")
+    parser.add_argument("--new", type=int, default=32, help="new tokens per request")
+    parser.add_argument("--compile-modes", default=None,
+                        help="comma-separated; default reduce-overhead,default on cuda and default on cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")
+    parser.add_argument("--bandwidth-gbps", type=float, default=0.0)
+    parser.add_argument("--bandwidth-source", default="")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "autoopt")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON (rewritten after each model)")
+    args = parser.parse_args(argv)
+    modes = args.compile_modes or ("reduce-overhead,default" if args.device == "cuda" else "default")
+    args.compile_modes = [m for m in modes.split(",") if m]
+    if args.rounds < 1 or args.prompts < 1 or args.new < 2:
+        parser.error("--rounds and --prompts must be >= 1 and --new >= 2")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda needs a CUDA build of torch and a CUDA device; smoke with --device cpu")
+    # Every compiled engine compiles the same StaticDecoder.forward: dynamo's per-code-object limit (8) would
+    # silently run the later engines eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+    bandwidth = resolve_bandwidth(args, device_name)
+    report: dict[str, Any] = {
+        "device": device_name,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "python": sys.version.split()[0],
+        "batch": 1,
+        "prompt_len": args.prompt,
+        "new_tokens": args.new,
+        "rounds": args.rounds,
+        "compile_modes": args.compile_modes,
+        "bandwidth": None if bandwidth is None else {"gb_per_s": bandwidth.gb_per_s, "method": bandwidth.method},
+        "models": [],
+    }
+    for spec in [s for s in args.models.split(",") if s]:
+        name, folder = resolve_folder(spec, args.cache_dir)
+        report["models"].append(bench_model(name, folder, args, bandwidth))
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\n{device_name}, batch 1, prompt {args.prompt}, {args.new} new tokens, {args.rounds} interleaved rounds; "
+          f"bandwidth {report['bandwidth']}\n")
+    print(table(report["models"]))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""scripts/gpu_decode_bench.py: the card table, the engines it benches, and a CPU smoke run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from autoopt.engines.torch_compiled import INFO
+from tests.conftest import REPO
+
+SCRIPT = REPO / "scripts" / "gpu_decode_bench.py"
+
+
+def _bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gpu_decode_bench", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("name", "gb_per_s"),
+    [
+        ("NVIDIA H200", 4800.0),
+        ("NVIDIA H100 80GB HBM3", 3350.0),
+        ("NVIDIA H100 PCIe", 2000.0),
+        ("NVIDIA H100 NVL", 3900.0),
+        ("NVIDIA A100-SXM4-80GB", 2039.0),
+        ("NVIDIA A100-SXM4-40GB", 1555.0),
+        ("Tesla T4", 320.0),
+    ],
+)
+def test_a_known_card_gets_its_datasheet_bandwidth_with_the_source(name: str, gb_per_s: float) -> None:
+    found = _bench().card_bandwidth(name)
+
+    assert found is not None and found[0] == gb_per_s
+    assert "datasheet" in found[1] and "not checked" in found[1]
+
+
+def test_an_unknown_card_gets_no_bandwidth() -> None:
+    assert _bench().card_bandwidth("Some Future GPU") is None
+
+
+def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engine_declares() -> None:
+    labels = [label for label, _ in _bench().variants("cuda", ["reduce-overhead", "default"])]
+
+    quants = [q for q in INFO.quants["cuda"] if q not in ("none", "bf16", "fp16")]
+    assert labels == ["eager bf16", "compiled bf16 reduce-overhead", "compiled bf16 default",
+                      *(f"compiled {q}" for q in quants)]
+    assert {"int8_weight", "int4"} <= set(quants)
+
+
+@pytest.mark.slow
+def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> None:
+    from autoopt.config.schema import ModelShape
+    from autoopt.models.shape import ensure_shape_model
+
+    shape = ModelShape(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+                       vocab_size=512, tie_word_embeddings=False, rope_theta=1e6, max_position_embeddings=256)
+    folder = ensure_shape_model(shape, tmp_path / "cache")
+    out = tmp_path / "bench.json"
+
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--models", str(folder), "--rounds", "2", "--prompts", "2",
+         "--prompt", "16", "--new", "6", "--bandwidth-gbps", "10", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["bandwidth"]["gb_per_s"] == 10.0 and report["rounds"] == 2
+    (model,) = report["models"]
+    engines = {e["label"]: e for e in model["engines"]}
+    required = ["eager bf16", "compiled bf16 default", "compiled int8_weight", "compiled int4"]
+    assert list(engines)[:2] == required[:2] and set(required) <= set(engines)
+    for engine in (engines[label] for label in required):  # others (fp8) are counted elsewhere or not yet
+        assert "error" not in engine, engine
+        for key in ("decode_tokens_per_s", "tpot_ms", "ttft_ms", "speedup_vs_eager"):
+            figure = engine[key]
+            assert figure["n"] == 2 and figure["p10"] <= figure["median"] <= figure["p90"]
+        assert engine["roofline"]["efficiency"] > 0 and engine["roofline"]["bandwidth_gb_per_s"] == 10.0
+        assert engine["greedy"]["prompts"] == 2 and 0.0 <= engine["greedy"]["token_agreement"] <= 1.0
+        assert engine["peak_memory_mb"] is None  # no GPU: nothing to read
+    eager, compiled = engines["eager bf16"], engines["compiled bf16 default"]
+    assert eager["greedy"]["token_agreement"] == 1.0 and eager["compile_s"] is None
+    assert compiled["compile_s"] > 0
+    assert "| eager bf16 |" in proc.stdout and "compiled int4" in proc.stdout
