@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 OBJECTIVES = ("latency", "cost", "accuracy_loss")
-PICK_MODES = ("knee", "min_latency", "min_cost", "max_accuracy", "weights")
+PICK_MODES = ("fastest", "knee", "min_latency", "min_cost", "max_accuracy", "weights")
 
 _TIE = 1e-12  # relative distance under which two candidates of `knee`/`weights` count as tied
 
@@ -112,6 +112,13 @@ def _argmin_by_key(points: Sequence[Point], scores: np.ndarray) -> Point:
     return min(tied, key=lambda p: _key_order(p.key))
 
 
+def contenders(front: Sequence[Point], margin: float) -> list[Point]:
+    """The points whose first objective is within `margin` (a fraction of the best value's magnitude) of
+    the front's best: those trial figures taken minutes apart cannot tell apart."""
+    best = min(p.objectives[0] for p in front)
+    return [p for p in front if p.objectives[0] <= best + margin * abs(best)]
+
+
 def knee(front: Sequence[Point], scale: Sequence[float] | None = None) -> Point:
     """The point closest (Euclidean) to the ideal point after normalising each objective (see
     `_normalised`); ties go to the smallest key."""
@@ -161,8 +168,9 @@ def pick(
         chosen = _weighted(front, weights, scale)
         named = ", ".join(f"{n}={w:g}" for n, w in zip(OBJECTIVES, weights or (), strict=False))
         return chosen, f"lowest weighted sum of the objectives {basis} ({named})"
-    index = {"min_latency": 0, "min_cost": 1, "max_accuracy": 2}[how]
+    index = {"fastest": 0, "min_latency": 0, "min_cost": 1, "max_accuracy": 2}[how]
     reasons = {
+        "fastest": "lowest latency on the front by the trials' own figures",
         "min_latency": "lowest latency on the front",
         "min_cost": "lowest cost on the front",
         "max_accuracy": "lowest accuracy loss on the front",

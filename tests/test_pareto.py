@@ -102,7 +102,7 @@ def test_knee_breaks_ties_by_trial_number() -> None:
 
 def test_pick_each_mode_returns_its_extreme_with_a_reason() -> None:
     pts = points((1, 5, 0.3), (3, 1, 0.2), (5, 4, 0.0), (2.5, 2.5, 0.15))
-    expected = {"knee": "3", "min_latency": "0", "min_cost": "1", "max_accuracy": "2"}
+    expected = {"fastest": "0", "knee": "3", "min_latency": "0", "min_cost": "1", "max_accuracy": "2"}
 
     for how, key in expected.items():
         chosen, reason = pick(pts, how)
@@ -124,7 +124,7 @@ def test_pick_refuses_unknown_mode_and_bad_weights() -> None:
     pts = points((1, 5, 0.3), (3, 1, 0.2))
 
     with pytest.raises(ValueError) as unknown:
-        pick(pts, "fastest")
+        pick(pts, "quickest")
     assert all(mode in str(unknown.value) for mode in PICK_MODES)
     with pytest.raises(ValueError, match="one weight per objective"):
         pick(pts, "weights", None)

@@ -160,7 +160,7 @@ def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
 SAMPLERS = ("tpe", "nsga2", "random")
 OBJECTIVES = ("latency", "serving")
 LATENCIES = tuple(f"{m}_{p}" for m in ("ttft", "tpot", "e2e") for p in ("p50", "p90", "p99"))
-PICKS = ("knee", "min_latency", "min_cost", "max_accuracy", "weights")
+PICKS = ("fastest", "knee", "min_latency", "min_cost", "max_accuracy", "weights")
 
 
 def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
@@ -185,6 +185,8 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
         raise ConfigError(f"search.min_top1_agreement={s.search.min_top1_agreement} must be within [0, 1]")
     if s.export.pick not in PICKS:
         raise ConfigError(f"export.pick={s.export.pick} is not valid; choose one of: {', '.join(PICKS)}")
+    if not 0.0 <= s.export.runoff_margin <= 1.0:
+        raise ConfigError(f"export.runoff_margin={s.export.runoff_margin} must be within [0, 1] (0 = no runoff)")
     if len(s.export.weights) != 3:
         raise ConfigError(f"export.weights={s.export.weights} needs 3 numbers: latency, cost, accuracy loss")
     s.target = resolve_target(s.target)

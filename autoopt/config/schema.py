@@ -226,6 +226,8 @@ class SearchConfig:
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
     min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
     confirm_rounds: int = 3  # after the sweep, fp32 reference and pick timed alternately this often; 0 = skip
+    # earlier studies (same storage) whose fronts are measured first; auto = every earlier study of the model
+    warm_start: list[str] = field(default_factory=lambda: ["auto"])
 
 
 @dataclass
@@ -241,7 +243,8 @@ class TrackingConfig:
 
 @dataclass
 class ExportConfig:
-    pick: str = "knee"  # knee | min_latency | min_cost | max_accuracy | weights
+    pick: str = "fastest"  # fastest | knee | min_latency | min_cost | max_accuracy | weights
+    runoff_margin: float = 0.10  # pick=fastest: front candidates this close to the fastest are timed side by side
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # latency, cost, accuracy loss
     dir: Optional[str] = None  # default: <workspace>/bundles/<study name>
 

@@ -99,18 +99,26 @@ class Confirmation:
     candidate: list[SpeedSample]
 
 
+def side_by_side(
+    prep: Prepared, results: list[MeasureResult], launcher: Launcher, rounds: int = 3
+) -> list[list[SpeedSample]]:
+    """Time every measured candidate once per round, in turn, each run in its own process; the order is
+    reversed on alternate rounds so no candidate always runs first. Returns each candidate's samples by round."""
+    jobs = [SpeedJob(r.candidate, r.runtime, prep.workload, prep.bench, str(prep.reference.path), r.build)
+            for r in results]
+    runs: list[list[SpeedSample]] = [[] for _ in jobs]
+    for i in range(rounds):
+        order = range(len(jobs)) if i % 2 == 0 else reversed(range(len(jobs)))
+        for j in order:
+            runs[j].append(launcher.launch(jobs[j]))
+    return runs
+
+
 def confirm(
     prep: Prepared, reference: MeasureResult, candidate: MeasureResult, latency: str, launcher: Launcher, rounds: int = 3
 ) -> Confirmation:
     """Time `reference` and `candidate` alternately for `rounds` rounds, each run in its own process."""
-    jobs = [
-        SpeedJob(r.candidate, r.runtime, prep.workload, prep.bench, str(prep.reference.path), r.build)
-        for r in (reference, candidate)
-    ]
-    ref_runs, cand_runs = [], []
-    for _ in range(rounds):
-        ref_runs.append(launcher.launch(jobs[0]))
-        cand_runs.append(launcher.launch(jobs[1]))
+    ref_runs, cand_runs = side_by_side(prep, [reference, candidate], launcher, rounds)
     return Confirmation(
         latency=latency,
         speedup=Ratio([c.tokens_per_s / r.tokens_per_s for r, c in zip(ref_runs, cand_runs, strict=True)]),

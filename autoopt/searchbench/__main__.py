@@ -1,4 +1,5 @@
-"""`python -m autoopt.searchbench [overrides] [--seeds N] [--samplers a,b] [--max-trials K] [--measure-only | --truth FILE]`
+"""`python -m autoopt.searchbench [overrides] [--seeds N] [--samplers a,b] [--max-trials K] [--prior FILE]
+[--measure-only | --truth FILE]`
 
 Measures every candidate of the space once (cached and resumable in `<workspace>/searchbench/`), then
 replays each sampler over `--seeds` seeds against that ground truth and writes the hypervolume-fraction
@@ -38,6 +39,9 @@ def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--truth", type=Path, default=None,
                         help="replay against this ground-truth file as it is (measured earlier, perhaps by other "
                         "code): nothing is measured, its fingerprint is not compared with this run's")
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="another ground-truth file (another target, workload or machine): each sampler is also "
+                        "replayed warm-started from its feasible front, as search.warm_start does in a sweep")
     parser.add_argument("--help", action="help")
     options, rest = parser.parse_known_args(argv)
     unknown = [s for s in options.samplers.split(",") if s not in SAMPLERS]
@@ -80,7 +84,7 @@ def main(cfg: DictConfig) -> None:
             measure_grid(grid, prep, truth, SubprocessLauncher())
     if OPTIONS.measure_only:
         return
-    from autoopt.searchbench.replay import Bench, replay_all
+    from autoopt.searchbench.replay import Bench, outcomes_of, prior_front, replay_all
     from autoopt.searchbench.report import space_digest, write_report
 
     results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in truth.entries.items()}
@@ -88,8 +92,18 @@ def main(cfg: DictConfig) -> None:
         bench = Bench.of(grid.points, results, sweep.space, sweep.search, prep.target,
                          key=lambda c: candidate_key(c, prep),
                          problem=lambda c: candidate_problem(c, prep.target, architecture))
-    curves = replay_all(bench, OPTIONS.samplers.split(","), range(OPTIONS.seeds), OPTIONS.max_trials, say=log.info)
-    folder = truth.path.parent / f"report-{sweep.space.name}-{space_digest(sweep.space)}"
+    warm = []
+    if OPTIONS.prior is not None:
+        prior = GroundTruth.load(OPTIONS.prior)
+        prior_results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in prior.entries.items()}
+        warm = prior_front(outcomes_of(prior_results, sweep.search, prep.target),
+                           {k: e.params for k, e in prior.entries.items()}, sweep.space)
+        log.info("warm start from %s: %d front candidates this space can produce", prior.path, len(warm))
+    curves = replay_all(bench, OPTIONS.samplers.split(","), range(OPTIONS.seeds), OPTIONS.max_trials,
+                        say=log.info, warm=warm)
+    # one folder per ground truth, space and prior: replays of other truths or priors never overwrite it
+    prior_tag = f"-from-{OPTIONS.prior.stem}" if OPTIONS.prior is not None else ""
+    folder = truth.path.parent / f"report-{truth.path.stem}-{sweep.space.name}-{space_digest(sweep.space)}{prior_tag}"
     files = write_report(bench, curves, folder, title=f"space={sweep.space.name} workload={sweep.workload.name} "
                          f"target={sweep.target.name}: {len(grid)} candidates, {OPTIONS.seeds} seeds")
     print(files[0].read_text())

@@ -26,8 +26,9 @@ from autoopt.config.schema import CandidateConfig, SearchConfig, TargetConfig
 from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
-from autoopt.space.sample import reference_params, sample
+from autoopt.space.sample import fit, reference_params, sample
 from autoopt.study.objectives import constraints, objectives
+from autoopt.study.warm import front_params
 
 log = logging.getLogger("autoopt.searchbench")
 
@@ -77,13 +78,7 @@ class Bench:
                 f"the ground truth lacks {len(missing)} of {len(points)} grid candidates; measure them first "
                 "(run python -m autoopt.searchbench with the same overrides, without --replay options)"
             )
-        outcomes: dict[str, Outcome] = {}
-        for p in points:
-            r = results[p.key]
-            if isinstance(r, str):
-                outcomes[p.key] = Outcome(None, {})
-            else:
-                outcomes[p.key] = Outcome(objectives(r, search), constraints(r, search, target))
+        outcomes = outcomes_of({p.key: results[p.key] for p in points}, search, target)
         ref = reference_candidate(space)
         ref_outcome = outcomes.get(key(ref))
         if ref_outcome is None or ref_outcome.values is None:
@@ -96,6 +91,14 @@ class Bench:
             raise ConfigError("no grid candidate improves on the fp32 reference within the accuracy bar: "
                               "the grid's hypervolume is 0, so fractions of it mean nothing")
         return cls(space, outcomes, key, problem, hv_ref, grid_hv, front)
+
+
+def outcomes_of(
+    results: Mapping[str, MeasureResult | str], search: SearchConfig, target: TargetConfig
+) -> dict[str, Outcome]:
+    """Each measurement's objective and constraint values under `search`; a string (failure reason) fails."""
+    return {k: Outcome(None, {}) if isinstance(r, str) else Outcome(objectives(r, search), constraints(r, search, target))
+            for k, r in results.items()}
 
 
 def reference_candidate(space: Any) -> CandidateConfig:
@@ -120,15 +123,25 @@ class Curve:
         return next((k for k, f in enumerate(self.fraction) if f >= level - 1e-12), None)
 
 
-def replay(bench: Bench, sampler_name: str, seed: int, max_trials: int, ask_factor: int = ASKS_PER_TRIAL) -> Curve:
+def replay(
+    bench: Bench,
+    sampler_name: str,
+    seed: int,
+    max_trials: int,
+    ask_factor: int = ASKS_PER_TRIAL,
+    warm: Sequence[dict[str, Any]] = (),
+) -> Curve:
     """Run the sweep's loop with `sampler_name` seeded with `seed`, up to `max_trials` measured
-    candidates or `ask_factor * max_trials` asks; deterministic for a given seed."""
+    candidates or `ask_factor * max_trials` asks; deterministic for a given seed. `warm`: parameter sets
+    enqueued after the reference, as `search.warm_start` does (each is measured, so each counts)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = SAMPLERS[sampler_name](seed)
         study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
     study.enqueue_trial(reference_params(bench.space))
+    for params in warm:
+        study.enqueue_trial(params, skip_if_exists=True)
     seen: dict[str, Outcome] = {}
     found: list[pareto.Point] = []
     events: list[tuple[int, float]] = []  # per newly measured candidate: (asks so far, hypervolume so far)
@@ -164,7 +177,7 @@ def replay(bench: Bench, sampler_name: str, seed: int, max_trials: int, ask_fact
         fraction.append(done[-1][1] if done else 0.0)
         ask_counts.append(done[-1][0] if done else 0)
         measured.append(len(done))
-    return Curve(sampler_name, seed, fraction, ask_counts, measured)
+    return Curve(f"{sampler_name}+warm" if warm else sampler_name, seed, fraction, ask_counts, measured)
 
 
 def replay_all(
@@ -173,11 +186,23 @@ def replay_all(
     seeds: Iterable[int],
     max_trials: int,
     say: Callable[[str], None] = log.info,
+    warm: Sequence[dict[str, Any]] = (),
 ) -> dict[str, list[Curve]]:
+    """Every sampler over every seed; with `warm`, each sampler also warm-started (named `<sampler>+warm`)."""
     seeds = list(seeds)
     out: dict[str, list[Curve]] = {}
     for name in samplers:
-        t0 = time.perf_counter()
-        out[name] = [replay(bench, name, seed, max_trials) for seed in seeds]
-        say(f"replayed {name} over {len(seeds)} seeds in {time.perf_counter() - t0:.1f}s")
+        for tag, start in ((name, ()), (f"{name}+warm", warm)) if warm else ((name, ()),):
+            t0 = time.perf_counter()
+            out[tag] = [replay(bench, name, seed, max_trials, warm=start) for seed in seeds]
+            say(f"replayed {tag} over {len(seeds)} seeds in {time.perf_counter() - t0:.1f}s")
     return out
+
+
+def prior_front(
+    outcomes: Mapping[str, Outcome], params: Mapping[str, dict[str, Any]], space: Any
+) -> list[dict[str, Any]]:
+    """The parameters of another ground truth's feasible front (its `outcomes` under this run's objectives,
+    `params` by key) that `space` can produce: what `search.warm_start` would enqueue from that study."""
+    pairs = [(params[k], o.values) for k, o in outcomes.items() if o.feasible and o.values is not None]
+    return [p for p in front_params(pairs) if fit(p, space) is not None]

@@ -44,3 +44,30 @@ def reference_params(space: Any) -> dict[str, object]:
         default = _KNOBS[name].default
         params[f"torch.{name}"] = default if default in choices else choices[0]
     return params
+
+
+class _FixedParams:
+    """Answers `sample`'s questions from a fixed parameter set; `missing` and `outside` collect the names it
+    could not answer from the set or whose value the space does not offer."""
+
+    def __init__(self, params: dict[str, object]):
+        self.params = params
+        self.missing: list[str] = []
+        self.outside: list[str] = []
+
+    def suggest_categorical(self, name: str, choices: list[object]) -> object:
+        if name not in self.params:
+            self.missing.append(name)
+            return choices[0]
+        value = self.params[name]
+        if not any(value == c and type(value) is type(c) for c in choices):
+            self.outside.append(name)
+        return value
+
+
+def fit(params: dict[str, object], space: Any) -> CandidateConfig | None:
+    """The candidate `params` give in `space`, or None where the space asks a parameter they lack or they
+    hold a value the space does not offer (parameters from another space, or another study)."""
+    trial = _FixedParams(params)
+    candidate = sample(trial, space)  # type: ignore[arg-type]
+    return None if trial.missing or trial.outside else candidate

@@ -13,7 +13,7 @@ from autoopt.config.schema import SweepConfig
 from autoopt.env import cpu_model, library_versions
 from autoopt.jobs.prepare import Prepared
 
-_ATTR = "fingerprint"
+FINGERPRINT_ATTR = "fingerprint"
 
 
 def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
@@ -37,9 +37,9 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
 
 def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
     """Record the fingerprint on a new study; refuse, in one line, to extend one measured under another."""
-    recorded = study.user_attrs.get(_ATTR)
+    recorded = study.user_attrs.get(FINGERPRINT_ATTR)
     if recorded is None:
-        study.set_user_attr(_ATTR, fingerprint)
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
         return
     changed = [key for key in fingerprint if recorded.get(key) != _plain(fingerprint[key])]
     if changed:

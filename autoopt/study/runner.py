@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from autoopt.bundle.write import export_bundle
 from autoopt.config.schema import SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import tree_sha256
-from autoopt.jobs.confirm import Confirmation, confirm
+from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
 from autoopt.jobs.launch import Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
@@ -24,8 +24,10 @@ from autoopt.result import MeasureResult
 from autoopt.space.sample import reference_params
 from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
+from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, summarize, write_reports
 from autoopt.study.trial import Known, TrialOutcome, feasible, run_trial
+from autoopt.study.warm import warm_start_params
 from autoopt.tracking.mlflow_tracker import Tracker
 
 log = logging.getLogger("autoopt.study")
@@ -70,6 +72,13 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
     check_fingerprint(study, study_fingerprint(cfg, prep))
     if not study.trials:
         study.enqueue_trial(reference_params(cfg.space))
+        sources, warm = warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key)
+        for params in warm:
+            study.enqueue_trial(params, skip_if_exists=True)
+        if sources:
+            log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
+        elif cfg.search.warm_start:
+            log.info("warm start: no earlier study of model %s in the storage; starting cold", prep.model.key)
     return study
 
 
@@ -107,6 +116,9 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                 progress.trial_done(_front_size(known))
         progress.step("front, reports, bundle")
         summary = summarize(study, cfg.search, cfg.export, prep.target)
+        runoff = _runoff(summary, prep, cfg, launcher, progress)
+        if runoff is not None:
+            summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
         reports = write_reports(summary, cfg.search, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
         bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher)
@@ -115,7 +127,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                   "reason": summary.reason, "bundle": str(bundle)}
         tracker.log_front(reports, {"hypervolume": summary.hypervolume, "front_size": len(summary.front),
                                     **{f"chosen.{k}": v for k, v in gains(summary).items()},
-                                    **_confirmation_metrics(confirmation)}, chosen)
+                                    **_confirmation_metrics(confirmation), **_runoff_metrics(runoff)}, chosen)
     return SweepOutcome(name, summary, bundle, reports, tracker.ui_command(), confirmation)
 
 
@@ -131,6 +143,32 @@ def _confirm(
     log.info("confirmed side by side: %s tokens/s, %s lower %s", confirmation.speedup, confirmation.latency_gain,
              cfg.search.latency)
     return confirmation
+
+
+def _runoff(
+    s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher, progress: SweepProgress
+) -> Runoff | None:
+    """pick=fastest with the latency objective: time the front candidates within the margin side by side."""
+    if cfg.export.pick != "fastest" or cfg.search.objective != "latency" or cfg.search.confirm_rounds == 0:
+        return None
+    contenders = pareto.contenders(s.front, cfg.export.runoff_margin)
+    if len(contenders) < 2:
+        return None
+    keys = ", ".join(p.key for p in contenders)
+    progress.step(f"runoff: trials {keys} (within {cfg.export.runoff_margin:.0%} of the fastest) timed side by side")
+    results = [s.records[p.key].result for p in contenders]
+    samples = side_by_side(prep, [r for r in results if r is not None], launcher, cfg.search.confirm_rounds)
+    runoff = decide(contenders, samples, cfg.search.latency)
+    log.info("runoff of trials %s: %s", keys, runoff.reason)
+    return runoff
+
+
+def _runoff_metrics(r: Runoff | None) -> dict[str, float]:
+    if r is None:
+        return {}
+    return {"runoff.contenders": float(len(r.contenders)),
+            **{f"runoff.gain.{key}.{stat}": getattr(g, stat) for key, g in r.gains.items()
+               for stat in ("median", "low", "high")}}
 
 
 def _confirmation_metrics(c: Confirmation | None) -> dict[str, float]:

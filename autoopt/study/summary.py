@@ -86,6 +86,10 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale)
     if export.pick in ("knee", "weights"):
         reason += " (latency and cost as fractions of the front's best, accuracy loss of the bar's)"
+    if export.pick == "fastest":
+        close = len(pareto.contenders(front, export.runoff_margin)) - 1
+        reason += (f"; no other front candidate within {export.runoff_margin:.0%} of it" if close == 0 else
+                   f"; {close} other front candidate(s) within {export.runoff_margin:.0%} of it, to be timed side by side")
     return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, records)
 
 

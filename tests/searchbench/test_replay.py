@@ -5,7 +5,7 @@ import pytest
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SearchConfig
 from autoopt.searchbench.grid import Grid
-from autoopt.searchbench.replay import ASKS_PER_TRIAL, Bench, replay
+from autoopt.searchbench.replay import ASKS_PER_TRIAL, Bench, prior_front, replay
 from tests.searchbench.conftest import key, problem, small_space, target
 
 FAST = ("tpe_independent", "tpe_s3", "random", "tpe", "nsga2")
@@ -54,3 +54,21 @@ def test_the_ask_budget_matches_the_sweep() -> None:
 def test_incomplete_ground_truth_is_refused(grid: Grid) -> None:
     with pytest.raises(ConfigError, match="lacks 8 of 8"):
         Bench.of(grid.points, {}, small_space(), SearchConfig(), target(), key, problem)
+
+
+def test_a_warm_start_measures_the_prior_front_right_after_the_reference(bench: Bench, grid: Grid) -> None:
+    # the prior front here is the grid's own front: warm-started, a sweep has it all after 1 + its size trials
+    params = {p.key: p.params for p in grid.points}
+    warm = prior_front(bench.outcomes, params, bench.space)
+    assert len(warm) == len(bench.grid_front) >= 1
+    curve = replay(bench, "random", 0, len(warm) + 1, warm=warm)
+    assert curve.sampler == "random+warm"
+    assert curve.fraction[len(warm) + 1] == pytest.approx(1.0)
+    assert curve.fraction[1] == 0.0  # the reference is still measured first
+
+
+def test_prior_front_skips_what_the_space_cannot_produce(bench: Bench, grid: Grid) -> None:
+    params = {p.key: p.params for p in grid.points}
+    warm = prior_front(bench.outcomes, params, small_space(quant=["none"]))
+    assert warm and all(p[f"{p['engine']}.quant"] == "none" for p in warm)
+    assert len(warm) < len(prior_front(bench.outcomes, params, bench.space))

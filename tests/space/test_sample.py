@@ -4,7 +4,7 @@ import optuna
 
 from autoopt.config.knobs import label
 from autoopt.config.schema import SpaceConfig
-from autoopt.space.sample import reference_params, sample
+from autoopt.space.sample import fit, reference_params, sample
 
 SPACE = SpaceConfig(
     name="t",
@@ -53,3 +53,23 @@ def test_label_names_engine_quant_and_applicable_knobs() -> None:
     text = label(sample(study.ask(), SPACE))
 
     assert text.startswith("ort int4 fused b128 L4 opt=all")
+
+
+def test_fit_gives_the_candidate_params_produce_and_refuses_foreign_ones() -> None:
+    params = {"engine": "ort_genai", "ort_genai.quant": "int4", "ort_genai.quant_block_size": 32,
+              "ort_genai.kv_cache": "static", "ort_genai.threads": 0}
+    full = {**params, **{k: v for k, v in _asked(params).items() if k not in params}}
+    candidate = fit(full, SPACE)
+    assert candidate is not None and (candidate.engine, candidate.quant, candidate.kv_cache) == ("ort_genai", "int4", "static")
+    assert fit({**full, "ort_genai.quant_block_size": 64}, SPACE) is None  # a value the space lacks
+    assert fit({"engine": "ort_genai", "ort_genai.quant": "int4"}, SPACE) is None  # parameters it asks are missing
+    assert fit({**full, "ort_genai.threads": False}, SPACE) is None  # 0 and False are not the same choice
+
+
+def _asked(params: dict[str, object]) -> dict[str, object]:
+    """Every parameter `sample` asks for the candidate `params` start, with the first choice where unset."""
+    study = _study()
+    study.enqueue_trial(params)
+    trial = study.ask()
+    sample(trial, SPACE)
+    return dict(trial.params)

@@ -89,3 +89,24 @@ def test_exported_bundle_verifies(sweep) -> None:
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert manifest["metrics"]["accuracy.top1_agreement"]["value"] >= 0.95
+
+
+def test_a_warm_started_study_measures_the_earlier_front_right_after_the_reference(sweep, cache_dir: Path) -> None:
+    import optuna
+
+    from autoopt.study.trial import feasible
+    from autoopt.study.warm import front_params
+
+    workspace, _ = sweep
+    storage = f"sqlite:///{workspace / 'optuna.db'}"
+    earlier = next(n for n in optuna.get_all_study_names(storage) if n != "warm")
+    done = optuna.load_study(study_name=earlier, storage=storage).get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    expected = front_params((t.params, t.values) for t in done if feasible(t))
+
+    proc = _sweep(workspace, cache_dir, "study.name=warm", f"search.warm_start=[{earlier}]",
+                  f"search.n_trials={1 + len(expected)}", "search.confirm_rounds=0")
+
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"warm start: {len(expected)} front candidates of {earlier}" in proc.stderr + proc.stdout
+    trials = optuna.load_study(study_name="warm", storage=storage).trials
+    assert [t.params for t in trials[1 : 1 + len(expected)]] == expected
