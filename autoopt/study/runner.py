@@ -62,6 +62,9 @@ def study_name(cfg: SweepConfig, prep: Prepared) -> str:
 
 def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> optuna.Study:
     storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
+    new = name not in optuna.get_all_study_names(storage)
+    # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
+    sources, warm = warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key) if new else ([], [])
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -72,13 +75,12 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
     check_fingerprint(study, study_fingerprint(cfg, prep))
     if not study.trials:
         study.enqueue_trial(reference_params(cfg.space))
-        sources, warm = warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key)
-        for params in warm:
-            study.enqueue_trial(params, skip_if_exists=True)
-        if sources:
-            log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
-        elif cfg.search.warm_start:
-            log.info("warm start: no earlier study of model %s in the storage; starting cold", prep.model.key)
+    for params in warm:
+        study.enqueue_trial(params, skip_if_exists=True)
+    if sources:
+        log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
+    elif new and cfg.search.warm_start:
+        log.info("warm start: no earlier study of model %s in the storage; starting cold", prep.model.key)
     return study
 
 

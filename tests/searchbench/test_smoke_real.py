@@ -30,7 +30,7 @@ def test_smoke_grid_is_measured_once_and_replayed(tmp_path: Path, cache_dir: Pat
     (truth,) = (tmp_path / "searchbench").glob("*.json")
     entries = json.loads(truth.read_text())["entries"]
     assert len(entries) == 4 and all("result" in e for e in entries.values())
-    (report,) = (tmp_path / "searchbench").glob("report-smoke-*")
+    (report,) = (tmp_path / "searchbench").glob(f"report-{truth.stem}-smoke-*")
     assert (report / "hv_vs_trials.png").is_file()
     curves = json.loads((report / "curves.json").read_text())
     assert curves["grid_size"] == 4
@@ -47,3 +47,9 @@ def test_smoke_grid_is_measured_once_and_replayed(tmp_path: Path, cache_dir: Pat
     replayed = _bench(tmp_path, cache_dir, "--truth", str(truth), "--samplers", "tpe_s3")  # a file as it is
     assert replayed.returncode == 0, replayed.stderr[-3000:]
     assert "| tpe_s3 | 3 |" in replayed.stdout and "to go" not in replayed.stderr + replayed.stdout
+
+    # warm-started from a ground truth's front (here its own), each sampler is replayed twice, in its own folder
+    warm = _bench(tmp_path, cache_dir, "--truth", str(truth), "--samplers", "tpe", "--prior", str(truth))
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert "| tpe | 3 |" in warm.stdout and "| tpe+warm | 3 |" in warm.stdout
+    assert (tmp_path / "searchbench" / f"{report.name}-from-{truth.stem}" / "report.md").is_file()

@@ -110,3 +110,16 @@ def test_a_warm_started_study_measures_the_earlier_front_right_after_the_referen
     assert f"warm start: {len(expected)} front candidates of {earlier}" in proc.stderr + proc.stdout
     trials = optuna.load_study(study_name="warm", storage=storage).trials
     assert [t.params for t in trials[1 : 1 + len(expected)]] == expected
+
+
+def test_an_unknown_warm_start_study_stops_in_one_line_and_leaves_no_study_behind(sweep, cache_dir: Path) -> None:
+    import optuna
+
+    workspace, _ = sweep
+    storage = f"sqlite:///{workspace / 'optuna.db'}"
+
+    proc = _sweep(workspace, cache_dir, "study.name=bad", "search.warm_start=[nope]")
+
+    assert proc.returncode == 2
+    assert "search.warm_start names study 'nope', which the storage lacks" in proc.stderr + proc.stdout
+    assert "bad" not in optuna.get_all_study_names(storage)
