@@ -225,6 +225,9 @@ class SearchConfig:
     objective: str = "latency"  # latency: (latency, cost, accuracy loss) | serving: (capacity, cost at peak, loss)
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
     min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
+    # greedy-decode bar: mean share of each decode-check output generated before the first token that differs
+    # from the fp32 reference's (accuracy.decode_prefix_agreement); 1.0 = identical greedy output; 0 = no bar
+    min_decode_prefix_agreement: float = 0.0
     confirm_rounds: int = 3  # after the sweep, fp32 reference and pick timed alternately this often; 0 = skip
     # earlier studies (same storage) whose fronts are measured first; auto = every earlier study of the model
     warm_start: list[str] = field(default_factory=lambda: ["auto"])

@@ -24,6 +24,7 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
             "objective": cfg.search.objective,
             "latency": cfg.search.latency,
             "min_top1_agreement": cfg.search.min_top1_agreement,
+            "min_decode_prefix_agreement": cfg.search.min_decode_prefix_agreement,
         },
         "target": asdict(prep.target),
         "workload": asdict(prep.workload),

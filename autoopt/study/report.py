@@ -12,8 +12,11 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     g = gains(s)
     lat = cfg.search.latency.replace("_", " ")
     print(front_console(s, cfg.search))
+    bars = f"top-1 agreement >= {cfg.search.min_top1_agreement}"
+    if cfg.search.min_decode_prefix_agreement > 0:
+        bars += f", decode prefix agreement >= {cfg.search.min_decode_prefix_agreement}"
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
-          f"(top-1 agreement >= {cfg.search.min_top1_agreement}), hypervolume {s.hypervolume:.4g} "
+          f"({bars}), hypervolume {s.hypervolume:.4g} "
           f"(reference point: fp32 latency, fp32 cost, accuracy-bar loss)")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")

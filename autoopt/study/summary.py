@@ -66,7 +66,7 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
         if all(v <= 0 for v in constraints(record.result, search, target).values()):
             ok.append(point)
     if not ok:
-        raise SweepError("no complete trial meets the accuracy bar and the memory limit; nothing to export")
+        raise SweepError("no complete trial meets the accuracy bars and the memory limit; nothing to export")
     reference = next((p for p in points if p.key == "0"), None)
     if reference is None:
         raise SweepError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")

@@ -124,6 +124,9 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
         ("search.sampler=x", "error: search.sampler=x is not valid; choose one of: tpe, nsga2, random"),
         ("space=nope", "error: space=nope is not a config in conf/space; choose one of: default, full, gpu, serving, smoke"),
         ("export.pick=best", "error: export.pick=best is not valid; choose one of: fastest, knee, min_latency, min_cost, max_accuracy, weights"),
+        ("export.runoff_margin=2", "error: export.runoff_margin=2.0 must be within [0, 1] (0 = no runoff)"),
+        ("search.min_decode_prefix_agreement=1.5",
+         "error: search.min_decode_prefix_agreement=1.5 must be within [0, 1] (0 = no bar)"),
     ],
 )
 def test_sweep_cli_bad_override_exits_2_with_one_line(override: str, message: str) -> None:

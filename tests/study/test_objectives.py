@@ -54,3 +54,12 @@ def test_gpu_memory_is_never_compared_with_host_rss() -> None:
     values = constraints(result(80.0, 0.3, 0.97, rss_mb=64_000.0), SearchConfig(), gpu)
 
     assert "memory" not in values and values["memory_unmeasured"] == 0.0
+
+
+def test_the_decode_bar_is_a_constraint_only_when_set() -> None:
+    r = result(80.0, 0.3, 0.97)
+    prefix = r.accuracy.decode_prefix_agreement
+
+    assert "decode_bar" not in constraints(r, SearchConfig(), CPU)
+    assert constraints(r, SearchConfig(min_decode_prefix_agreement=1.0), CPU)["decode_bar"] == pytest.approx(1.0 - prefix)
+    assert constraints(r, SearchConfig(min_decode_prefix_agreement=prefix), CPU)["decode_bar"] <= 0
