@@ -56,6 +56,7 @@ class SpeedResult:
     ttft_cv_within_shape_median: float | None
     tpot_cv_within_shape_median: float | None
     e2e_cv_within_shape_median: float | None
+    compile_cache_warm: bool | None = None  # the on-disk compile cache served compile_s's graphs (None: none compiled)
 
 
 @dataclass
@@ -267,6 +268,8 @@ DEFINITIONS: dict[str, str] = {
     "speed.output_tokens_per_s": "generated tokens (all rows of the batch) / wall time of the timed runs",
     "speed.load_s": "seconds from process start of loading to an engine ready to generate (cold)",
     "speed.compile_s": "seconds of the load spent compiling graphs (torch_compiled), part of load_s and cold start",
+    "speed.compile_cache_warm": "1 where inductor's on-disk cache served the compiled graphs (so compile_s was mostly a "
+    "cache read), 0 where it compiled from scratch; absent where nothing was compiled",
     "speed.warmup_s": "seconds the warm-up strategy spent before the first timed request",
     "speed.cold_first_request_ms": "e2e latency of the first request after load and warm-up",
     "memory.peak_rss_mb": "peak resident set size of the measuring process after load, warm-up and timed runs",

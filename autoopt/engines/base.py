@@ -59,6 +59,10 @@ class Engine(ABC):
         """Seconds `load` spent compiling graphs (included in load time), or None where nothing is compiled."""
         return None
 
+    def compile_cache_warm(self) -> bool | None:
+        """Whether an on-disk compile cache served the graphs `load` compiled; None where nothing was compiled."""
+        return None
+
     def static_kv_allocations(self) -> int | None:
         """How many static KV buffers this engine has allocated since load, or None where its KV cache
         is not static. A static buffer is allocated once per batch size (the first request of that size,

@@ -85,7 +85,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     t0 = time.perf_counter()
     engine = engine_class(candidate.engine).load(artifact, candidate, runtime)
     load_s = time.perf_counter() - t0
-    compiled_s = engine.compile_seconds()
+    compiled_s, cache_warm = engine.compile_seconds(), engine.compile_cache_warm()
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
     allocations = engine.static_kv_allocations()
@@ -138,6 +138,7 @@ def measure(job: MeasureJob) -> MeasureResult:
             ttft_cv_within_shape_median=stats.ttft_cv_within_shape_median,
             tpot_cv_within_shape_median=stats.tpot_cv_within_shape_median,
             e2e_cv_within_shape_median=stats.e2e_cv_within_shape_median,
+            compile_cache_warm=cache_warm,
         ),
         memory=MemoryResult(
             peak_rss_mb=peak_rss,

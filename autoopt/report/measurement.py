@@ -27,7 +27,9 @@ def measurement_table(r: MeasureResult) -> str:
         f"e2e ms      {_pct(s.e2e_ms)}",
         f"throughput  {s.output_tokens_per_s:.1f} output tokens/s (all rows)",
         f"cold start  load {s.load_s:.2f}s"
-        + (f" (of which compiling {s.compile_s:.1f}s)" if s.compile_s is not None else "")
+        + (f" (of which compiling {s.compile_s:.1f}s"
+           + {True: ", from inductor's cache", False: ", from scratch", None: ""}[s.compile_cache_warm] + ")"
+           if s.compile_s is not None else "")
         + f", warm-up '{s.warmup}' {s.warmup_s:.2f}s, "
         f"first request {s.cold_first_request_ms:.1f} ms",
         f"memory      peak RSS {m.peak_rss_mb:.0f} MB"
