@@ -10,8 +10,10 @@ the least-disturbed run is the one that says where the time goes, and both sides
 
 - prefill is the first step of `Engine.generate` (up to the first yielded token), decode the later
   `new_tokens - 1` steps, as TTFT and TPOT are defined.
-- torch: `torch.profiler` (CPU activities) around the engine's own `generate`, one profiler session per
-  phase; time per op name is its self CPU time (nested ops are not counted twice).
+- torch, torch_compiled: `torch.profiler` (CPU activities) around the engine's own `generate`, one profiler
+  session per phase; time per op name is its self CPU time (nested ops are not counted twice). A compiled
+  graph shows as its `## Call CompiledFxGraph <hash> ##` event (the fused kernels inside it) plus the
+  library kernels it calls (`aten::mm`, ...).
 - ort, ort_tensorrt, ort_genai: ONNX Runtime's session profiling (a load flag on the engine,
   `profile_prefix`); the JSON trace's `cat == "Node"` kernel events carry `args.op_name` and are assigned
   to the `model_run` event they fall in. Every engine runs the graph once per generated token, so the
@@ -42,6 +44,7 @@ PREFILL, DECODE = "prefill", "decode"
 TORCH_PROFILER = "torch.profiler, CPU activities, self CPU time per op name"
 ORT_PROFILER = "onnxruntime session profiling, Node kernel time per op type"
 _ORT_ENGINES = ("ort", "ort_tensorrt", "ort_genai")
+_TORCH_ENGINES = ("torch", "torch_compiled")
 
 # The op self-times of a phase, as a fraction of that phase's wall time:
 # - of the PROFILED run's wall (`accounted`): at most 1 (ops run one after another on the calling thread,
@@ -122,7 +125,7 @@ def profile_request(
     if repeats < 1:
         raise ValueError(f"repeats={repeats}: needs >= 1")
     args = (engine_cls, artifact, candidate, runtime, input_ids, new_tokens, warmup, repeats)
-    if engine_name == "torch":
+    if engine_name in _TORCH_ENGINES:
         phases = _least_disturbed(_profile_torch(*args))
         profiler = TORCH_PROFILER
     elif engine_name in _ORT_ENGINES:
@@ -132,7 +135,7 @@ def profile_request(
         return Profile(
             **base,
             profiler="none",
-            unavailable=f"no profiler wired for engine {engine_name!r} (profiled: torch, {', '.join(_ORT_ENGINES)})",
+            unavailable=f"no profiler wired for engine {engine_name!r} (profiled: {', '.join(_TORCH_ENGINES + _ORT_ENGINES)})",
         )
     walls = {PREFILL: wall.prefill_ms, DECODE: wall.decode_ms}
     return Profile(

@@ -134,7 +134,9 @@ def _runtime() -> RuntimeOptions:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("name", "quant"), [("torch", "none"), ("ort", "none"), ("ort_genai", "int4")])
+@pytest.mark.parametrize(
+    ("name", "quant"), [("torch", "none"), ("torch_compiled", "none"), ("ort", "none"), ("ort_genai", "int4")]
+)
 def test_profile_adds_up_to_the_measured_request(name: str, quant: str, cache_dir: Path) -> None:
     model = resolve_model(ModelConfig(), cache_dir)
     candidate = CandidateConfig(engine=name, quant=quant)  # type: ignore[arg-type]
