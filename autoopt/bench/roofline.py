@@ -160,33 +160,25 @@ def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int =
     (none), floats cast to 2 bytes (bf16, fp16), or int8 Linear weights plus an fp32 scale per output row
     (int8_dynamic: 2-D `*.weight` tensors other than the embedding). Tables named `embed_tokens` count
     `rows_read` rows, unless the config ties them to the lm_head."""
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {folder}; pass the torch artifact (an HF model folder)")
-    tied = _hf_config(folder).get("tie_word_embeddings", False)
+    tied, tensors = _safetensors_tensors(folder)
     by_dtype: dict[str, int] = defaultdict(int)
     skipped = 0
-    for file in files:
-        for name, info in _safetensors_header(file).items():
-            if name == "__metadata__":
-                continue
-            shape, dtype = info["shape"], info["dtype"]
-            elements = int(np.prod(shape)) if shape else 1
-            per = _SAFETENSORS_BYTES[dtype]
-            embedding = "embed_tokens" in name and len(shape) == 2
-            if quant in _TORCH_CASTS and dtype in ("F32", "F16", "BF16"):
-                dtype, per = ("BF16" if quant == "bf16" else "F16"), _TORCH_CASTS[quant]
-            if quant == "int8_dynamic" and name.endswith(".weight") and len(shape) == 2 and not embedding:
-                by_dtype["I8"] += elements
-                by_dtype["F32"] += 4 * shape[0]
-                continue
-            size = elements * per
-            if embedding and not tied:
-                read = size * min(rows_read, shape[0]) // shape[0]
-                skipped += size - read
-                size = read
-            by_dtype[dtype] += size
+    for name, shape, dtype in tensors:
+        elements = int(np.prod(shape)) if shape else 1
+        per = _SAFETENSORS_BYTES[dtype]
+        embedding = "embed_tokens" in name and len(shape) == 2
+        if quant in _TORCH_CASTS and dtype in ("F32", "F16", "BF16"):
+            dtype, per = ("BF16" if quant == "bf16" else "F16"), _TORCH_CASTS[quant]
+        if quant == "int8_dynamic" and name.endswith(".weight") and len(shape) == 2 and not embedding:
+            by_dtype["I8"] += elements
+            by_dtype["F32"] += 4 * shape[0]
+            continue
+        size = elements * per
+        if embedding and not tied:
+            read = size * min(rows_read, shape[0]) // shape[0]
+            skipped += size - read
+            size = read
+        by_dtype[dtype] += size
     return WeightBytes(dict(by_dtype), skipped)
 
 
@@ -204,11 +196,7 @@ def weight_only_bytes(
         raise ValueError(f"quant={quant!r}: weight_only_bytes counts {', '.join(_LOAD_TIME_QUANTS)}")
     if quant == "int4" and not group_size:
         raise ValueError("quant=int4: pass group_size (the candidate's quant_block_size) to count its scales")
-    folder = Path(folder)
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors in {folder}; pass the torch artifact (an HF model folder)")
-    tied = _hf_config(folder).get("tie_word_embeddings", False)
+    tied, tensors = _safetensors_tensors(folder)
     by_dtype: dict[str, int] = defaultdict(int)
     skipped = 0
 
@@ -225,26 +213,34 @@ def weight_only_bytes(
             by_dtype["I8"] += rows * cols
             by_dtype["BF16"] += 2 * rows
 
-    for file in files:
-        for name, info in _safetensors_header(file).items():
-            if name == "__metadata__":
+    for name, shape, _ in tensors:
+        elements = int(np.prod(shape)) if shape else 1
+        if "embed_tokens" in name and len(shape) == 2:
+            rows, cols = shape
+            if tied and quant == "fp8" and (rows % 16 or cols % 16):
+                by_dtype["BF16"] += 2 * rows * cols  # the unquantized lm_head reads the whole table
                 continue
-            shape = info["shape"]
-            elements = int(np.prod(shape)) if shape else 1
-            if "embed_tokens" in name and len(shape) == 2:
-                rows, cols = shape
-                if tied and quant == "fp8" and (rows % 16 or cols % 16):
-                    by_dtype["BF16"] += 2 * rows * cols  # the unquantized lm_head reads the whole table
-                    continue
-                by_dtype["BF16"] += 2 * cols * min(rows_read, rows)
-                skipped += 2 * cols * max(rows - rows_read, 0)
-                if tied:
-                    linear(rows, cols, int4=False)  # the lm_head's own quantized copy of the table
-            elif name.endswith(".weight") and len(shape) == 2:
-                linear(*shape, int4=quant == "int4" and not name.endswith("lm_head.weight"))
-            else:
-                by_dtype["BF16"] += 2 * elements
+            by_dtype["BF16"] += 2 * cols * min(rows_read, rows)
+            skipped += 2 * cols * max(rows - rows_read, 0)
+            if tied:
+                linear(rows, cols, int4=False)  # the lm_head's own quantized copy of the table
+        elif name.endswith(".weight") and len(shape) == 2:
+            linear(*shape, int4=quant == "int4" and not name.endswith("lm_head.weight"))
+        else:
+            by_dtype["BF16"] += 2 * elements
     return WeightBytes(dict(by_dtype), skipped)
+
+
+def _safetensors_tensors(folder: Path) -> tuple[bool, list[tuple[str, list[int], str]]]:
+    """Whether the HF folder's config ties the embedding to the lm_head, and every tensor of its
+    `*.safetensors` files as (name, shape, safetensors dtype), read from the headers only."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors in {folder}; pass the torch artifact (an HF model folder)")
+    tensors = [(name, info["shape"], info["dtype"]) for file in files
+               for name, info in _safetensors_header(file).items() if name != "__metadata__"]
+    return _hf_config(folder).get("tie_word_embeddings", False), tensors
 
 
 def _int4_fits(n: int, k: int, group_size: int | None, device: str) -> bool:

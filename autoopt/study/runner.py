@@ -158,8 +158,9 @@ def _runoff(
         return None
     keys = ", ".join(p.key for p in contenders)
     progress.step(f"runoff: trials {keys} (within {cfg.export.runoff_margin:.0%} of the fastest) timed side by side")
-    results = [s.records[p.key].result for p in contenders]
-    samples = side_by_side(prep, [r for r in results if r is not None], launcher, cfg.search.confirm_rounds)
+    results = [r for p in contenders if (r := s.records[p.key].result) is not None]
+    assert len(results) == len(contenders)  # the front holds complete trials only; decide() pairs them by index
+    samples = side_by_side(prep, results, launcher, cfg.search.confirm_rounds)
     runoff = decide(contenders, samples, cfg.search.latency)
     log.info("runoff of trials %s: %s", keys, runoff.reason)
     return runoff

@@ -85,11 +85,15 @@ def sdpa_backends(backend: str) -> list[Any] | None:
     return [getattr(SDPBackend, _SDP_NAMES[backend])]
 
 
-def hf_logits(model: torch.nn.Module, ids: torch.Tensor, attn_backend: str, explicit_mask: bool) -> torch.Tensor:
+def hf_logits(
+    model: torch.nn.Module, ids: torch.Tensor, attn_backend: str, explicit_mask: bool | None = None
+) -> torch.Tensor:
     """Float32 teacher-forced logits (batch, seq, vocab) of an HF causal LM's forward under `attn_backend`.
-    With `explicit_mask` (pass `repeats_kv(attn_backend)`) the forward gets a 4-D causal mask, which
+    With `explicit_mask` (by default `repeats_kv(attn_backend)`) the forward gets a 4-D causal mask, which
     transformers uses as is and for which it repeats the KV heads itself instead of asking SDPA for
     `enable_gqa`, which those kernels do not take."""
+    if explicit_mask is None:
+        explicit_mask = repeats_kv(attn_backend)
     extra = {}
     if explicit_mask:
         import torch

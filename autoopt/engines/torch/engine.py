@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
-from autoopt.engines.torch.attention import hf_logits, repeats_kv, sdpa_context
+from autoopt.engines.torch.attention import hf_logits, sdpa_context
 
 _DTYPES = {"none": torch.float32, "int8_dynamic": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HF_CONFIG = "config.json"
@@ -177,8 +177,7 @@ class TorchEngine(Engine):
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        backend = self._attn_backend
-        return hf_logits(self._model, ids, backend, explicit_mask=repeats_kv(backend)).cpu().numpy()
+        return hf_logits(self._model, ids, self._attn_backend).cpu().numpy()
 
     def device_peak_memory_bytes(self) -> int | None:
         if self._device.type != "cuda":

@@ -548,8 +548,7 @@ class TorchCompiledEngine(Engine):
         SDPA backend. Under a backend that takes no `enable_gqa` it passes an explicit causal mask: transformers
         then repeats the KV heads instead of asking SDPA for grouped-query attention."""
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
-        backend = self._settings["attn_backend"]
-        return hf_logits(self._model, ids, backend, explicit_mask=repeats_kv(backend)).cpu().numpy()
+        return hf_logits(self._model, ids, self._settings["attn_backend"]).cpu().numpy()
 
     def device_peak_memory_bytes(self) -> int | None:
         if self._device.type != "cuda":
