@@ -5,15 +5,18 @@
 #
 # Before the call, here (once): echo /.whl/ >> .git/info/exclude; bash ../shared/device/wheels.sh .whl
 # The call (device tool `run`, carry [".whl"], timeout_s 600):
-#     bash scripts/device_check.sh                  # all steps: setup env tests bench sweep
+#     bash scripts/device_check.sh                  # all steps: setup env bench late (late = tests + sweep)
 #     bash scripts/device_check.sh setup bench      # or only some (setup is needed by every other step)
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
-# Budgets (seconds) and sizes come from the environment: TESTS_S=90 BENCH_S=250 SWEEP_S=160 (with setup's 60
-# and env's 30: at most 590 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
+# `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
+# comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
+# Budgets (seconds) and sizes come from the environment: BENCH_S=280 SWEEP_S=220 TESTS_S=150 (with setup's 45
+# and env's 20: at most 565 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
 # first: it is the headline, and the bench rewrites its JSON after each model, so a timeout keeps the models
 # already done), BENCH_MODES=reduce-overhead,default (each mode and each quant is one more compile: drop
 # `default` if the 0.5B shape's five compiles do not fit BENCH_S; bench.log prints each one's compile time),
-# SWEEP_TRIALS=4.
+# SWEEP_TRIALS=4 (a smoke of the sweep within its budget: workload=smoke, one confirm round, no runoff).
+# Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
 # Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
 # bench.log, bench.json, sweep.log, sweep_front.md. The sweep is priced as target=h100 (an H100 PCIe), but its
@@ -25,9 +28,10 @@ OUT=${OUT:-$PWD/device-out}
 mkdir -p "$OUT"
 PY=${PY:-python3}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 AUTOOPT_WORKSPACE=${AUTOOPT_WORKSPACE:-/tmp/autoopt-ws}
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/autoopt-inductor}
 export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 steps=("$@")
-[ ${#steps[@]} -eq 0 ] && steps=(setup env tests bench sweep)
+[ ${#steps[@]} -eq 0 ] && steps=(setup env bench late)
 
 step() {  # step NAME SECONDS COMMAND...: run under timeout, record exit status and duration
     local name=$1 limit=$2; shift 2
@@ -91,25 +95,26 @@ do_sweep() {
     mapfile -t overrides < <(card_bandwidth_overrides)
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
     "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-4}" \
-        search.confirm_rounds=1 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
+        search.confirm_rounds="${SWEEP_CONFIRM:-1}" export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
-    front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$OUT/summary.txt" 2>/dev/null | head -1)
+    front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$OUT/sweep.log" 2>/dev/null | head -1)
     [ -n "$front" ] && cp "$front" "$OUT/sweep_front.md"
     return $rc
 }
 
 : > "$OUT/summary.txt"
-export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES SWEEP_TRIALS
+export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES SWEEP_TRIALS SWEEP_CONFIRM
 export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in
-        setup) step setup 60 bash -c do_setup ;;
-        env) step env 30 bash -c do_env ;;
-        tests) step tests "${TESTS_S:-90}" bash -c do_tests ;;
-        bench) step bench "${BENCH_S:-250}" bash -c do_bench ;;
-        sweep) step sweep "${SWEEP_S:-160}" bash -c do_sweep ;;
-        *) echo "unknown step $s; steps: setup env tests bench sweep" >&2; exit 2 ;;
+        setup) step setup 45 bash -c do_setup ;;
+        env) step env 20 bash -c do_env ;;
+        tests) step tests "${TESTS_S:-150}" bash -c do_tests ;;
+        bench) step bench "${BENCH_S:-280}" bash -c do_bench ;;
+        sweep) step sweep "${SWEEP_S:-220}" bash -c do_sweep ;;
+        late) step tests "${TESTS_S:-150}" bash -c do_tests & step sweep "${SWEEP_S:-220}" bash -c do_sweep; wait ;;
+        *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done
 cat "$OUT/summary.txt"

@@ -178,6 +178,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
             engine = engine_class(candidate.engine).load(folder, candidate, runtime)
             row["load_s"] = time.perf_counter() - start
             row["compile_s"] = engine.compile_seconds()
+            row["cudagraph_skips"] = getattr(engine, "cudagraph_skips", None)
             run(engine, prompts[0], args.new)
         except Exception as e:  # one variant's failure is a result, not the end of the run
             row["error"] = _one_line(e)

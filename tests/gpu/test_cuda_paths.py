@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -48,25 +47,19 @@ def test_torch_cuda_half_precision_stays_close_to_fp32(tiny_model: Path, quant: 
 
 
 def test_measure_job_on_cuda_reports_device_memory_and_speed(tiny_model: Path, tmp_path: Path) -> None:
-    from autoopt.accuracy.reference import ensure_reference
-    from autoopt.jobs import measure_job
-    from autoopt.models.source import resolve_model
+    from autoopt.jobs.launch import SubprocessLauncher
+    from autoopt.jobs.prepare import prepare
 
     workload = WorkloadConfig(name="smoke", prompt_lengths=[16], output_lengths=[8], eval_windows=2, eval_window_len=32)
-    model = resolve_model(ModelConfig(name="tiny", kind="hf", path=str(tiny_model)), tmp_path)
-    reference = ensure_reference(model, workload, tmp_path)
-    payload = {
-        "candidate": asdict(CandidateConfig(quant="bf16")), "target": asdict(GPU), "workload": asdict(workload),
-        "bench": asdict(BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.5)), "model": model.describe(),
-        "reference": str(reference.path), "artifact": str(tiny_model),
-        "build": {"seconds": 0.0, "build_seconds": 0.0, "cached": True, "steps": [], "key": "tiny"},
-    }
+    bench = BenchConfig(warmup_runs=1, min_runs=3, min_seconds=0.5, profile=False)
+    prep = prepare(ModelConfig(name="tiny", kind="hf", path=str(tiny_model)), GPU, workload, bench, tmp_path)
+    launcher, candidate = SubprocessLauncher(), CandidateConfig(quant="bf16")
 
-    result = measure_job(payload)
+    result = launcher.launch(prep.measure_job(candidate, launcher.launch(prep.build_job(candidate))))
 
-    assert result["memory"]["device_peak_mb"] > 0
-    assert result["speed"]["output_tokens_per_s"] > 0
-    assert 0.5 < result["accuracy"]["top1_agreement"] <= 1.0
+    assert result.memory.device_peak_mb > 0
+    assert result.speed.output_tokens_per_s > 0
+    assert 0.5 < result.accuracy.top1_agreement <= 1.0
 
 
 @pytest.mark.skipif(
@@ -108,6 +101,36 @@ def test_compiled_loop_fp32_on_cuda_decodes_the_cpu_tokens_under_each_backend(ti
 
     np.testing.assert_array_equal(gpu, cpu)
     assert np.abs(engine.logits(PROMPT) - _torch(tiny_model, "cpu").logits(PROMPT)).max() < 1e-3
+
+
+def test_reduce_overhead_captures_cuda_graphs_and_decodes_the_uncompiled_loop_tokens(tiny_model: Path) -> None:
+    eager = np.stack(list(_compiled(tiny_model).generate(PROMPT, 12)), 1)
+    engine = _compiled(tiny_model, compile_mode="reduce-overhead")
+
+    first = np.stack(list(engine.generate(PROMPT, 12)), 1)
+    again = np.stack(list(engine.generate(PROMPT, 12)), 1)  # replays over the rewound cache
+
+    assert engine.cudagraph_skips == 0
+    np.testing.assert_array_equal(first, eager)
+    np.testing.assert_array_equal(again, eager)
+
+
+@pytest.mark.parametrize("quant", ["int8_weight", "int4"])
+def test_compiled_weight_only_quant_on_cuda_matches_the_cpu_kernels(tiny_model: Path, quant: str) -> None:
+    def load(device: str, mode: str):
+        runtime = RuntimeOptions(device=device, threads=2, max_length=32, max_batch=1)
+        candidate = CandidateConfig(engine="torch_compiled", quant=quant, quant_block_size=32, compile_mode=mode)
+        return engine_class("torch_compiled").load(tiny_model, candidate, runtime)
+
+    cpu = load("cpu", "none").logits(PROMPT)  # the same quantized weights through the CPU kernels
+    engine = load("cuda", "reduce-overhead")  # int8: dequantized in the matmul; int4: tinygemm's packed layout
+
+    got = engine.logits(PROMPT)
+
+    assert np.abs(got - cpu).max() < 0.05  # logits here are ~0.5: a wrong packing is off by that much
+    assert (got.argmax(-1) == cpu.argmax(-1)).mean() >= 0.75  # untrained logits are near ties
+    assert engine.cudagraph_skips == 0
+    assert np.stack(list(engine.generate(PROMPT, 8)), 1).shape == (1, 8)
 
 
 def test_compiled_loop_bf16_under_cudnn_stays_close_to_fp32(tiny_model: Path) -> None:

@@ -403,6 +403,7 @@ class TorchCompiledEngine(Engine):
         self._positions = [torch.tensor([p], device=device) for p in range(self._capacity)]
         self.compile_report: dict[str, float] = {}  # graph -> seconds its first (compiling) call took
         self.compile_cache: dict[str, Any] | None = None  # inductor's on-disk cache during load; None: not compiled
+        self.cudagraph_skips = 0  # graphs inductor compiled without the CUDA graph that reduce-overhead asked for
         eos = model.generation_config.eos_token_id
         self.eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
@@ -442,8 +443,12 @@ class TorchCompiledEngine(Engine):
         model.to(device)
         engine = cls(model, device, settings)
         _raise_recompile_limit(len(settings["batch_sizes"]) * (1 + len(engine._prefill_lengths())))
-        before = _fx_cache_counts()
+        before, skips = _fx_cache_counts(), _cudagraph_skips()
         engine._build_slots()
+        engine.cudagraph_skips = _cudagraph_skips() - skips
+        if engine._graphs and engine.cudagraph_skips:
+            log.warning("torch_compiled: inductor skipped CUDA graphs for %d graph(s), so decode steps launch their "
+                        "kernels one by one; TORCH_LOGS=perf_hints says why", engine.cudagraph_skips)
         if settings["compile_mode"] != "none":
             engine.compile_cache = _compile_cache(before, _fx_cache_counts())
             log.info("torch_compiled: %d graphs in %.1fs; inductor cache %s: %d hits, %d misses",
@@ -584,6 +589,10 @@ def _fx_cache_counts() -> dict[str, int]:
         "miss": int(inductor["fxgraph_cache_miss"]),
         "bypass": int(inductor["fxgraph_cache_bypass"]),
     }
+
+
+def _cudagraph_skips() -> int:
+    return int(torch._dynamo.utils.counters["inductor"]["cudagraph_skips"])
 
 
 def _compile_cache(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
