@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from autoopt.config.knobs import candidate_value_problem, inapplicable_knob
 from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig
 from autoopt.engines.probes import cuda_device
@@ -66,6 +68,19 @@ def environment_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
         if problem:
             return f"engine={c.engine} on {target.device} {problem}"
     return None
+
+
+def unavailable_engines(engines: Sequence[str], target: TargetConfig) -> dict[str, str]:
+    """Each of `engines` this machine cannot measure for `target` (not one of the target's engines, or its runtime
+    missing here), with the reason. A sweep leaves them out of its space: pruned trial by trial instead, they
+    would take most of the sampler's proposals on a machine that lacks most GPU runtimes."""
+    out: dict[str, str] = {}
+    for engine in engines:
+        if engine not in target.engines:
+            out[engine] = f"engine={engine} is not one of target={target.name}'s engines ({', '.join(target.engines)})"
+        elif problem := environment_problem(CandidateConfig(engine=engine), target):
+            out[engine] = problem
+    return out
 
 
 def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: str) -> str | None:

@@ -22,6 +22,7 @@ from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import reference_params
+from autoopt.space.validity import unavailable_engines
 from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
@@ -84,6 +85,19 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
     return study
 
 
+def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
+    """`cfg` with the space's engines narrowed to those this machine can measure for the target, each one left
+    out logged with its reason (the study's fingerprint records the libraries, so a later install is a new
+    study). Raises `SweepError` when none is left."""
+    dropped = unavailable_engines(cfg.space.engine, prep.target)
+    for reason in dropped.values():
+        log.warning("not searched here: %s", reason)
+    kept = [engine for engine in cfg.space.engine if engine not in dropped]
+    if not kept:
+        raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
+    return replace(cfg, space=replace(cfg.space, engine=kept)) if dropped else cfg
+
+
 def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:
     launcher = launcher or SubprocessLauncher()
     workspace = Path(cfg.workspace).expanduser().resolve()
@@ -91,6 +105,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser(),
                    serving=cfg.search.objective == "serving")
+    cfg = searchable(cfg, prep)
     name = study_name(cfg, prep)
     study = open_study(cfg, prep, name, workspace)
     tracker = Tracker(cfg.tracking.uri or f"sqlite:///{workspace / 'mlflow.db'}", name, workspace / "mlartifacts")
@@ -116,6 +131,12 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
             if outcome.state in ("failed", "complete") and not outcome.reused:
                 new += 1
                 progress.trial_done(_front_size(known))
+        if new < cfg.search.n_trials:
+            log.warning(
+                "stopped after %d proposals with %d of %d candidates measured: the others proposed were pruned or "
+                "measured before, so this space holds few more candidates the target can run",
+                asked, new, cfg.search.n_trials,
+            )
         progress.step("front, reports, bundle")
         summary = summarize(study, cfg.search, cfg.export, prep.target)
         runoff = _runoff(summary, prep, cfg, launcher, progress)

@@ -61,3 +61,15 @@ def test_weight_only_knobs_do_not_apply_to_other_quantizations() -> None:
         "candidate.quant_block_size does not apply to quant=int8_dynamic; "
         "it is used by engines ort, ort_genai with quant int4, int8_weight"
     )
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without a CUDA device")
+def test_unavailable_engines_names_why_each_cannot_be_measured_here() -> None:
+    from autoopt.space.validity import unavailable_engines
+
+    assert unavailable_engines(["torch", "ort"], CPU) == {}
+    assert unavailable_engines(["ort_tensorrt"], CPU) == {
+        "ort_tensorrt": "engine=ort_tensorrt is not one of target=cpu's engines (torch, ort, ort_genai)"
+    }
+    on_t4 = unavailable_engines(["torch", "ort"], T4)
+    assert set(on_t4) == {"torch", "ort"} and all("needs a CUDA device" in r for r in on_t4.values())

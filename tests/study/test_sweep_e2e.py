@@ -76,6 +76,8 @@ def test_rerun_extends_the_same_study_without_remeasuring(sweep, cache_dir: Path
     assert after.n_trials > before.n_trials
     # smoke's space holds four candidates and the first run measured all of them
     assert all("reused_from" in t.user_attrs or t.state.name == "PRUNED" for t in new)
+    said = " ".join((proc.stdout + proc.stderr).split())  # the progress display wraps log lines
+    assert "with 0 of 1 candidates measured: the others proposed were pruned or measured before" in said
 
 
 def test_exported_bundle_verifies(sweep) -> None:

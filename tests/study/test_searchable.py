@@ -1,0 +1,40 @@
+"""The sweep's space narrowed to the engines this machine can measure, before the study starts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from autoopt.config.schema import ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.study.runner import searchable
+from autoopt.study.summary import SweepError
+
+
+def _cfg(target: TargetConfig, engines: list[str]) -> SweepConfig:
+    space = SpaceConfig(name="s", engine=engines, quant=["none"], threads=[1])
+    return SweepConfig(target=target, model=ModelConfig(name="m"), workload=WorkloadConfig(name="w"), space=space,
+                       cache_dir="unused", workspace="unused")
+
+
+def _target(**kw: object) -> TargetConfig:
+    return TargetConfig(**{"name": "t", "memory_gb": 8.0, "cores": 2, "price_per_hour": 0.1, "price_source": "test",
+                           **kw})
+
+
+def test_engines_the_target_lacks_leave_the_space_with_a_logged_reason(caplog: pytest.LogCaptureFixture) -> None:
+    target = _target(engines=["torch", "ort"])
+    cfg = _cfg(target, ["torch", "ort", "ort_tensorrt"])
+
+    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+
+    assert narrowed.space.engine == ["torch", "ort"]
+    assert cfg.space.engine == ["torch", "ort", "ort_tensorrt"]  # the caller's config is left as it was
+    assert "not searched here: engine=ort_tensorrt is not one of target=t's engines" in caplog.text
+
+
+def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep() -> None:
+    target = _target(engines=["torch"])
+
+    with pytest.raises(SweepError, match="no engine of space=s can be measured here"):
+        searchable(_cfg(target, ["ort_genai"]), SimpleNamespace(target=target))  # type: ignore[arg-type]
