@@ -17,6 +17,7 @@ from torch.export import Dim
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedConfig
 
 from autoopt.artifacts import kv_names
+from autoopt.models.forward import cache_keyword
 from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -28,14 +29,13 @@ class DecoderWithPast(torch.nn.Module):
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        self.keyword = cache_keyword(model)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *past: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
         cache = DynamicCache([(past[i], past[i + 1]) for i in range(0, len(past), 2)])
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache, use_cache=True
-        )
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, **{self.keyword: cache})
         present = [t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)]
         return (out.logits, *present)
 

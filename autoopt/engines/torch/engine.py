@@ -15,12 +15,14 @@ from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
+from autoopt.models.forward import cache_keyword
 
 _DTYPES = {"none": torch.float32, "int8_dynamic": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _HF_CONFIG = "config.json"
 _GENERATION_CONFIG = "generation_config.json"
 
 _SNIPPET = '''\
+import inspect
 import json
 from contextlib import nullcontext
 from pathlib import Path
@@ -61,9 +63,11 @@ def generate(loaded, prompt_ids, max_new_tokens):
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
     ids = torch.tensor([prompt_ids], device=model.device)
+    # transformers renamed the forward's `past_key_values` to `cache`; the wrong name is silently ignored
+    keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     for _ in range(max_new_tokens):
         with sdpa_kernel(backend) if backend is not None else nullcontext():
-            logits = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+            logits = model(input_ids=ids, use_cache=True, logits_to_keep=1, **{keyword: cache}).logits
         ids = logits[:, -1, :].argmax(dim=-1, keepdim=True)
         token = int(ids[0, 0])
         yield token
@@ -103,6 +107,7 @@ class TorchEngine(Engine):
         self._static: dict[int, StaticCache] = {}  # one per batch size, reset per request
         self._static_length: dict[int, int] = {}  # positions each of those holds
         self._allocations = 0
+        self._cache_keyword = cache_keyword(model)
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
@@ -170,7 +175,7 @@ class TorchEngine(Engine):
         cache = self._cache(ids.shape[0], ids.shape[1] + max_new_tokens)
         for _ in range(max_new_tokens):
             with sdpa_context(self._attn_backend):
-                out = self._model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+                out = self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_keyword: cache})
             ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
             yield ids[:, 0].cpu().numpy()
 
