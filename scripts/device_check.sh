@@ -10,18 +10,19 @@
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
-# Budgets (seconds) and sizes come from the environment: BENCH_S=280 SWEEP_S=220 TESTS_S=150 (with setup's 45
-# and env's 20: at most 565 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
+# Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=150 (with setup's 45
+# and env's 30: at most 585 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
 # first: it is the headline, and the bench rewrites its JSON after each model, so a timeout keeps the models
-# already done), BENCH_MODES=reduce-overhead,default (each mode and each quant is one more compile: drop
-# `default` if the 0.5B shape's five compiles do not fit BENCH_S; bench.log prints each one's compile time),
-# SWEEP_TRIALS=4 (a smoke of the sweep within its budget: workload=smoke, one confirm round, no runoff).
+# already done), BENCH_MODES=reduce-overhead (each mode and each quant is one more compile; on the H200 the
+# 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than reduce-overhead: add it back with
+# BENCH_MODES=reduce-overhead,default only if BENCH_S allows), SWEEP_TRIALS=3 and SWEEP_CONFIRM=1 (a smoke of
+# the sweep within its budget: workload=smoke, no runoff; its compiled trials took 40-75 s each there).
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
 # Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
 # bench.log, bench.json, sweep.log, sweep_front.md. The sweep is priced as target=h100 (an H100 PCIe), but its
 # rooflines use the bandwidth of the card it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
-# Untested on a card when written: only its CPU-safe parts (bash -n, the bench with --device cpu) ran.
+# Ran on an H200 on 2026-11-27 (experiments/2026-11-27-h200-compiled-decode.md); the budgets above follow it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -70,7 +71,7 @@ do_tests() {
 
 do_bench() {
     "$PY" scripts/gpu_decode_bench.py --device cuda --models "${BENCH_MODELS:-qwen2_0_5b_shape,builtin}" \
-        --rounds "${BENCH_ROUNDS:-8}" --compile-modes "${BENCH_MODES:-reduce-overhead,default}" \
+        --rounds "${BENCH_ROUNDS:-8}" --compile-modes "${BENCH_MODES:-reduce-overhead}" \
         --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 }
 
@@ -94,7 +95,7 @@ do_sweep() {
     local rc overrides
     mapfile -t overrides < <(card_bandwidth_overrides)
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
-    "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-4}" \
+    "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-3}" \
         search.confirm_rounds="${SWEEP_CONFIRM:-1}" export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
@@ -109,11 +110,11 @@ export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in
         setup) step setup 45 bash -c do_setup ;;
-        env) step env 20 bash -c do_env ;;
+        env) step env 30 bash -c do_env ;;
         tests) step tests "${TESTS_S:-150}" bash -c do_tests ;;
-        bench) step bench "${BENCH_S:-280}" bash -c do_bench ;;
-        sweep) step sweep "${SWEEP_S:-220}" bash -c do_sweep ;;
-        late) step tests "${TESTS_S:-150}" bash -c do_tests & step sweep "${SWEEP_S:-220}" bash -c do_sweep; wait ;;
+        bench) step bench "${BENCH_S:-310}" bash -c do_bench ;;
+        sweep) step sweep "${SWEEP_S:-200}" bash -c do_sweep ;;
+        late) step tests "${TESTS_S:-150}" bash -c do_tests & step sweep "${SWEEP_S:-200}" bash -c do_sweep; wait ;;
         *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done
