@@ -21,5 +21,5 @@ def test_unknown_step_stops_with_the_list_of_steps_before_running_anything(tmp_p
                                                                                           "PATH": "/usr/bin:/bin"})
 
     assert proc.returncode == 2
-    assert "unknown step nope; steps: setup env tests bench sweep" in proc.stderr
+    assert "unknown step nope; steps: setup env bench tests sweep late" in proc.stderr
     assert (tmp_path / "summary.txt").read_text() == ""
