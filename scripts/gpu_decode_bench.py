@@ -19,7 +19,8 @@ warm-up): prompts are slices of the built-in corpus's held-out text (random ids 
 tokenizer), and where an engine's tokens first differ, eager's logit margin between the two tokens says whether
 that was a near tie (`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved rounds: each round runs one request on every engine, the order reversed
 on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios to
-eager. Figures are medians with p10-p90 over rounds. compile_s is what compiling took in this process
+eager. Figures are medians with p10-p90 over rounds. On cuda each engine then runs one more request under
+torch.profiler (`kernel_profile`): kernels per generated token and the share of the wall the card was busy. compile_s is what compiling took in this process
 (inductor's caches may already be warm from an earlier engine of the same graph).
 
 Roofline: bytes a decode step must move (`autoopt.bench.roofline`: weights at the precision the engine holds,
@@ -215,6 +216,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
         row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
         row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
         row["roofline"] = _roofline(row, folder, args, context, bandwidth)
+        row["kernels"] = kernel_profile(engine, prompts[0], args.new) if args.device == "cuda" else None
         engine.close()
     return {"model": name, "path": str(folder), "safetensors_mb": _folder_mb(folder), "prompts": prompt_source,
             "engines": list(rows.values())}
@@ -267,6 +269,34 @@ def greedy_agreement(eager: Engine, prompts: list[np.ndarray], reference: list[n
     }
 
 
+def kernel_profile(engine: Engine, prompt: np.ndarray, new: int) -> dict[str, Any]:
+    """One more request, under torch.profiler with CUDA activity (after the timed rounds, so it slows none of
+    them): the kernels it ran per generated token and how long the card was busy with them against the
+    request's wall time. A card busy a small share of the wall waits on launches or the host; busy most of it,
+    on its kernels, and then the top kernels say which."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    try:
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            start = time.perf_counter()
+            run(engine, prompt, new)
+            wall_ms = 1e3 * (time.perf_counter() - start)
+        kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+    except Exception as e:  # the profiler's own failure (CUPTI, CUDA graphs) is recorded, not fatal
+        return {"unavailable": _one_line(e)}
+    busy_ms = sum(e.self_device_time_total for e in kernels) / 1e3
+    top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:6]
+    return {
+        "method": "torch.profiler (CPU + CUDA activity), one request of the timed shape, profiled after the rounds",
+        "kernels_per_token": sum(e.count for e in kernels) / new,
+        "device_busy_ms": busy_ms,
+        "wall_ms": wall_ms,
+        "busy_share": busy_ms / wall_ms if wall_ms else None,
+        "top": [{"kernel": e.key[:100], "ms": e.self_device_time_total / 1e3, "count": e.count} for e in top],
+    }
+
+
 def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace, context: float,
               bandwidth: Bandwidth | None) -> dict[str, Any] | None:
     if bandwidth is None:
@@ -291,17 +321,19 @@ def _folder_mb(folder: Path) -> float:
 def table(models: list[dict[str, Any]]) -> str:
     lines = [
         "| model | engine | decode tok/s (p10-p90) | × eager | TTFT ms | TPOT ms | peak MB | compile s | roofline "
-        "| greedy = eager (prompts; prefix before divergence; eager's margin there) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| kernels/token, card busy | greedy = eager (prompts; prefix before divergence; eager's margin there) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         for e in m["engines"]:
             if "error" in e or "tpot_ms" not in e:
-                lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} |||||||| ")
+                lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} ||||||||| ")
                 continue
             d, s = e["decode_tokens_per_s"], e["speedup_vs_eager"]
             roof = e["roofline"] or {}
             eff = f"{roof['efficiency']:.1%}" if "efficiency" in roof else "-"
+            k = e.get("kernels") or {}
+            kern = f"{k['kernels_per_token']:.0f}, {k['busy_share']:.0%}" if k.get("busy_share") is not None else "-"
             mem = f"{e['peak_memory_mb']:.0f}" if e.get("peak_memory_mb") is not None else "-"
             g = e["greedy"]
             margins = g.get("divergence_margins") or []
@@ -309,7 +341,7 @@ def table(models: list[dict[str, Any]]) -> str:
             lines.append(
                 f"| {m['model']} | {e['label']} | {d['median']:.1f} ({d['p10']:.1f}-{d['p90']:.1f}) | "
                 f"{s['median']:.2f} ({s['p10']:.2f}-{s['p90']:.2f}) | {e['ttft_ms']['median']:.2f} | "
-                f"{e['tpot_ms']['median']:.3f} | {mem} | {e['compile_s'] or 0:.1f} | {eff} | "
+                f"{e['tpot_ms']['median']:.3f} | {mem} | {e['compile_s'] or 0:.1f} | {eff} | {kern} | "
                 f"{g['identical_prompts']}/{g['prompts']} (prefix {g.get('prefix_agreement', 0):.0%}{tie}) |"
             )
     return "\n".join(lines)

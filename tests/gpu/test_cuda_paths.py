@@ -171,3 +171,20 @@ def test_efficient_refuses_grouped_query_attention_on_cuda_as_the_attention_rule
     kv = torch.randn(1, 2, 8, 64, device="cuda", dtype=torch.bfloat16)
     with sdpa_kernel(SDPBackend.EFFICIENT_ATTENTION), pytest.raises(RuntimeError):
         torch.nn.functional.scaled_dot_product_attention(q, kv, kv, enable_gqa=True)
+
+
+def test_the_bench_kernel_profile_sees_the_graph_replayed_kernels(tiny_model: Path) -> None:
+    import importlib.util
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("gpu_decode_bench", REPO / "scripts" / "gpu_decode_bench.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    engine = _compiled(tiny_model, compile_mode="reduce-overhead")
+
+    got = bench.kernel_profile(engine, PROMPT, 8)
+
+    assert "unavailable" not in got, got
+    assert got["kernels_per_token"] > 1 and 0 < got["busy_share"] <= 1.05 and got["top"]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 from autoopt.engines.torch_compiled import INFO
@@ -57,6 +58,27 @@ def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engi
     assert {"int8_weight", "int4"} <= set(quants)
 
 
+def test_a_divergence_is_found_where_it_is_and_eager_prefers_its_own_token_there(tiny_model: Path) -> None:
+    from autoopt.config.schema import CandidateConfig
+    from autoopt.engines.base import RuntimeOptions
+    from autoopt.engines.registry import engine_class
+
+    bench = _bench()
+    runtime = RuntimeOptions(device="cpu", threads=1, max_length=32, max_batch=1)
+    eager = engine_class("torch").load(tiny_model, CandidateConfig(), runtime)
+    prompts = [np.array([[5, 17, 42, 7, 99, 3]]), np.array([[8, 1, 64, 33, 2, 70]])]
+    reference = [bench.run(eager, p, 8)[0] for p in prompts]
+    other = reference[1].copy()
+    other[0, 5:] = (other[0, 5:] + 1) % 512  # the engine under test departs at token 5 of the second prompt
+
+    got = bench.greedy_agreement(eager, prompts, reference, [reference[0], other])
+
+    assert got["identical_prompts"] == 1 and got["first_divergence"] == [8, 5]
+    assert got["prefix_agreement"] == pytest.approx((8 + 5) / 16) and got["token_agreement"] == pytest.approx(13 / 16)
+    (margin,) = got["divergence_margins"]
+    assert margin > -1e-4  # eager's greedy token is the top of its own teacher-forced logits
+
+
 @pytest.mark.slow
 def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> None:
     from autoopt.config.schema import ModelShape
@@ -77,6 +99,7 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
     report = json.loads(out.read_text())
     assert report["bandwidth"]["gb_per_s"] == 10.0 and report["rounds"] == 2
     (model,) = report["models"]
+    assert model["prompts"] == "held-out text of the built-in corpus"
     engines = {e["label"]: e for e in model["engines"]}
     required = ["eager bf16", "compiled bf16 default", "compiled int8_weight", "compiled int4"]
     assert list(engines)[:2] == required[:2] and set(required) <= set(engines)
@@ -86,7 +109,10 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
             figure = engine[key]
             assert figure["n"] == 2 and figure["p10"] <= figure["median"] <= figure["p90"]
         assert engine["roofline"]["efficiency"] > 0 and engine["roofline"]["bandwidth_gb_per_s"] == 10.0
-        assert engine["greedy"]["prompts"] == 2 and 0.0 <= engine["greedy"]["token_agreement"] <= 1.0
+        greedy = engine["greedy"]
+        assert greedy["prompts"] == 2 and 0.0 <= greedy["token_agreement"] <= 1.0
+        assert 0.0 <= greedy["prefix_agreement"] <= 1.0 and len(greedy["first_divergence"]) == 2
+        assert engine["kernels"] is None  # the kernel profile is for cards
         assert engine["peak_memory_mb"] is None  # no GPU: nothing to read
     eager, compiled = engines["eager bf16"], engines["compiled bf16 default"]
     assert eager["greedy"]["token_agreement"] == 1.0 and eager["compile_s"] is None
