@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch._inductor import config as inductor_config
 
 from autoopt.bench.roofline import (
     artifact_weights_and_kv,
@@ -124,15 +125,19 @@ def resolve_folder(spec: str, cache_dir: Path) -> tuple[str, Path]:
     return model.name, resolved.path
 
 
-def variants(device: str, compile_modes: list[str]) -> list[tuple[str, CandidateConfig]]:
-    """(label, candidate) for every engine benched on `device`, eager first."""
-    out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"))]
+def variants(device: str, compile_modes: list[str], tuned: list[str] = ()) -> list[tuple[str, CandidateConfig, bool]]:
+    """(label, candidate, tuned) for every engine benched on `device`, eager first; `tuned` quants are benched
+    a second time compiled with inductor's coordinate-descent tuning (as gpt-fast compiles), labelled `tuned`."""
+    out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"), False)]
     for mode in compile_modes:
-        out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
+        candidate = CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)
+        out.append((f"compiled bf16 {mode}", candidate, False))
     for quant in COMPILED_INFO.quants.get(device, ()):
         if quant not in FLOAT_QUANTS:
             candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
-            out.append((f"compiled {quant}", candidate))
+            out.append((f"compiled {quant}", candidate, False))
+            if quant in tuned:
+                out.append((f"compiled {quant} tuned", candidate, True))
     return out
 
 
@@ -165,18 +170,21 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
     context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
-    for label, candidate in variants(args.device, args.compile_modes):
+    for label, candidate, tuned in variants(args.device, args.compile_modes, args.tuned):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
-                               "quant_block_size": candidate.quant_block_size if candidate.quant == "int4" else None}
+                               "quant_block_size": candidate.quant_block_size if candidate.quant == "int4" else None,
+                               "coordinate_descent_tuning": tuned}
         rows[label] = row
         before = _allocated()
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
             start = time.perf_counter()
-            engine = engine_class(candidate.engine).load(folder, candidate, runtime)
+            # load compiles every graph, so the tuning applies to all of them
+            with inductor_config.patch(coordinate_descent_tuning=tuned):
+                engine = engine_class(candidate.engine).load(folder, candidate, runtime)
             row["load_s"] = time.perf_counter() - start
             row["compile_s"] = engine.compile_seconds()
             row["cudagraph_skips"] = getattr(engine, "cudagraph_skips", None)
@@ -358,6 +366,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--new", type=int, default=32, help="new tokens per request")
     parser.add_argument("--compile-modes", default=None,
                         help="comma-separated; default reduce-overhead,default on cuda and default on cpu")
+    parser.add_argument("--tuned", default=None,
+                        help="comma-separated quants also benched compiled with inductor's coordinate-descent tuning; "
+                        "default int8_weight on cuda (slow there with the default tuning), none on cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")
     parser.add_argument("--bandwidth-gbps", type=float, default=0.0)
@@ -367,6 +378,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     modes = args.compile_modes or ("reduce-overhead,default" if args.device == "cuda" else "default")
     args.compile_modes = [m for m in modes.split(",") if m]
+    tuned = args.tuned if args.tuned is not None else ("int8_weight" if args.device == "cuda" else "")
+    args.tuned = [q for q in tuned.split(",") if q]
     if args.rounds < 1 or args.prompts < 1 or args.new < 2:
         parser.error("--rounds and --prompts must be >= 1 and --new >= 2")
     return args

@@ -50,12 +50,15 @@ def test_an_unknown_card_gets_no_bandwidth() -> None:
 
 
 def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engine_declares() -> None:
-    labels = [label for label, _ in _bench().variants("cuda", ["reduce-overhead", "default"])]
+    labels = [label for label, *_ in _bench().variants("cuda", ["reduce-overhead", "default"])]
+    tuned = {label: flag for label, _, flag in _bench().variants("cuda", ["reduce-overhead"], ["int8_weight"])}
 
     quants = [q for q in INFO.quants["cuda"] if q not in ("none", "bf16", "fp16")]
     assert labels == ["eager bf16", "compiled bf16 reduce-overhead", "compiled bf16 default",
                       *(f"compiled {q}" for q in quants)]
     assert {"int8_weight", "int4"} <= set(quants)
+    assert tuned["compiled int8_weight tuned"] and not tuned["compiled int8_weight"]
+    assert list(tuned).index("compiled int8_weight tuned") == list(tuned).index("compiled int8_weight") + 1
 
 
 def test_a_divergence_is_found_where_it_is_and_eager_prefers_its_own_token_there(tiny_model: Path) -> None:
