@@ -1,7 +1,8 @@
 """Replay a sampler against the ground truth: the sweep's loop with every measurement looked up.
 
 As in `autoopt.study.runner.run_sweep`: the parameters come from `sample` (the same conditional names),
-the fp32 reference is enqueued as trial 0, a candidate the target cannot run is pruned and costs
+the fp32 reference is enqueued as trial 0, then any warm start, then one trial on each engine not yet
+covered (`engine_openers`), a candidate the target cannot run is pruned and costs
 nothing, a candidate measured before is told its earlier values and costs nothing, a failure counts as
 measured, and a sweep with `n_trials = k` stops after k distinct measured candidates or 4k asks,
 whichever comes first. After each k the hypervolume of the feasible front found so far is divided by
@@ -26,7 +27,7 @@ from autoopt.config.schema import CandidateConfig, SearchConfig, TargetConfig
 from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
-from autoopt.space.sample import fit, reference_params, sample
+from autoopt.space.sample import engine_openers, fit, reference_params, sample
 from autoopt.study.objectives import constraints, objectives
 from autoopt.study.warm import front_params
 
@@ -142,6 +143,8 @@ def replay(
     study.enqueue_trial(reference_params(bench.space))
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
+    for params in engine_openers(bench.space, {"torch", *(str(p["engine"]) for p in warm)}, seed):
+        study.enqueue_trial(params)
     seen: dict[str, Outcome] = {}
     found: list[pareto.Point] = []
     events: list[tuple[int, float]] = []  # per newly measured candidate: (asks so far, hypervolume so far)

@@ -4,6 +4,7 @@ every parameter keeps one fixed set of choices, which Optuna's samplers require.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import optuna
@@ -44,6 +45,17 @@ def reference_params(space: Any) -> dict[str, object]:
         default = _KNOBS[name].default
         params[f"torch.{name}"] = default if default in choices else choices[0]
     return params
+
+
+def engine_openers(space: Any, covered: set[str], seed: int) -> list[dict[str, object]]:
+    """Partial trial parameters, `{"engine": e}`, one for each engine of `space` not in `covered`, in an order
+    shuffled by `seed`. Enqueued after the reference (and any warm start), they make a new study's first trials
+    visit every engine once, the rest of each candidate sampled as usual. On two quiet ground truths of
+    space=default, TPE with them reached a median 0.75 and 0.67 of the grid's hypervolume after 5 trials, against
+    0.63 and 0.53 without (experiments/2026-11-27-engine-openers.md)."""
+    engines = [e for e in space.engine if e not in covered]
+    random.Random(seed).shuffle(engines)
+    return [{"engine": e} for e in engines]
 
 
 class _FixedParams:

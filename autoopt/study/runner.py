@@ -21,7 +21,7 @@ from autoopt.jobs.launch import Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
-from autoopt.space.sample import reference_params
+from autoopt.space.sample import engine_openers, reference_params
 from autoopt.space.validity import unavailable_engines
 from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
@@ -78,6 +78,10 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
         study.enqueue_trial(reference_params(cfg.space))
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
+    if new:
+        covered = {"torch", *(str(p["engine"]) for p in warm)}
+        for params in engine_openers(cfg.space, covered, cfg.search.seed):
+            study.enqueue_trial(params)
     if sources:
         log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
     elif new and cfg.search.warm_start:

@@ -73,3 +73,32 @@ def _asked(params: dict[str, object]) -> dict[str, object]:
     trial = study.ask()
     sample(trial, SPACE)
     return dict(trial.params)
+
+
+def test_engine_openers_visit_each_uncovered_engine_once_in_a_seeded_order() -> None:
+    from autoopt.space.sample import engine_openers
+
+    space = SpaceConfig(name="t", engine=["torch", "ort", "ort_genai", "torch_compiled"], quant=["none"])
+    orders = {tuple(p["engine"] for p in engine_openers(space, {"torch"}, seed)) for seed in range(8)}
+
+    assert all(sorted(order) == ["ort", "ort_genai", "torch_compiled"] for order in orders)
+    assert len(orders) > 1  # the seed shuffles them
+    assert engine_openers(space, {"torch"}, 3) == engine_openers(space, {"torch"}, 3)
+    assert engine_openers(space, {"torch", "ort", "ort_genai", "torch_compiled"}, 0) == []
+
+
+def test_enqueued_openers_fix_the_engine_and_leave_the_rest_to_the_sampler() -> None:
+    from autoopt.space.sample import engine_openers
+
+    study = _study()
+    study.enqueue_trial(reference_params(SPACE))
+    for params in engine_openers(SPACE, {"torch"}, seed=0):
+        study.enqueue_trial(params)
+
+    engines = []
+    for _ in range(3):
+        trial = study.ask()
+        engines.append(sample(trial, SPACE).engine)
+        study.tell(trial, [1.0, 1.0, 1.0])
+
+    assert engines[0] == "torch" and sorted(engines[1:]) == ["ort", "ort_genai"]
