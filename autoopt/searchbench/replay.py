@@ -140,10 +140,11 @@ def replay(
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = SAMPLERS[sampler_name](seed)
         study = optuna.create_study(directions=["minimize"] * 3, sampler=sampler)
-    study.enqueue_trial(reference_params(bench.space))
+    reference = reference_params(bench.space)
+    study.enqueue_trial(reference)
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
-    for params in engine_openers(bench.space, {"torch", *(str(p["engine"]) for p in warm)}, seed):
+    for params in engine_openers(bench.space, [reference, *warm], seed):
         study.enqueue_trial(params)
     seen: dict[str, Outcome] = {}
     found: list[pareto.Point] = []

@@ -79,8 +79,7 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
     if new:
-        covered = {"torch", *(str(p["engine"]) for p in warm)}
-        for params in engine_openers(cfg.space, covered, cfg.search.seed):
+        for params in engine_openers(cfg.space, [reference_params(cfg.space), *warm], cfg.search.seed):
             study.enqueue_trial(params)
     if sources:
         log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))

@@ -79,12 +79,15 @@ def test_engine_openers_visit_each_uncovered_engine_once_in_a_seeded_order() -> 
     from autoopt.space.sample import engine_openers
 
     space = SpaceConfig(name="t", engine=["torch", "ort", "ort_genai", "torch_compiled"], quant=["none"])
-    orders = {tuple(p["engine"] for p in engine_openers(space, {"torch"}, seed)) for seed in range(8)}
+    reference = [reference_params(space)]
+    orders = {tuple(p["engine"] for p in engine_openers(space, reference, seed)) for seed in range(8)}
 
     assert all(sorted(order) == ["ort", "ort_genai", "torch_compiled"] for order in orders)
     assert len(orders) > 1  # the seed shuffles them
-    assert engine_openers(space, {"torch"}, 3) == engine_openers(space, {"torch"}, 3)
-    assert engine_openers(space, {"torch", "ort", "ort_genai", "torch_compiled"}, 0) == []
+    assert engine_openers(space, reference, 3) == engine_openers(space, reference, 3)
+    warm = [{"engine": "ort_genai", "ort_genai.quant": "int4"}]
+    assert [p["engine"] for p in engine_openers(space, [*reference, *warm], 0)] in (["ort", "torch_compiled"],
+                                                                                    ["torch_compiled", "ort"])
 
 
 def test_enqueued_openers_fix_the_engine_and_leave_the_rest_to_the_sampler() -> None:
@@ -92,7 +95,7 @@ def test_enqueued_openers_fix_the_engine_and_leave_the_rest_to_the_sampler() -> 
 
     study = _study()
     study.enqueue_trial(reference_params(SPACE))
-    for params in engine_openers(SPACE, {"torch"}, seed=0):
+    for params in engine_openers(SPACE, [reference_params(SPACE)], seed=0):
         study.enqueue_trial(params)
 
     engines = []
