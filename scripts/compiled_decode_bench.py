@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
+from autoopt.bench.latency import time_request
+from autoopt.bench.requests import Request
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig, ModelConfig
 from autoopt.engines.base import Engine
@@ -29,16 +30,8 @@ EAGER = "eager torch fp32"
 VARIANTS = {"compiled fp32": "none", "compiled bf16": "bf16", "compiled int8": "int8_weight", "compiled int4": "int4"}
 
 
-def run(engine: Engine, ids: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Tokens, TTFT (s) and decode tokens/s of one request."""
-    t0 = time.perf_counter()
-    tokens, ttft = [], 0.0
-    for step in engine.generate(ids, NEW):
-        tokens.append(step)
-        if len(tokens) == 1:
-            ttft = time.perf_counter() - t0
-    total = time.perf_counter() - t0
-    return np.stack(tokens, 1), ttft, (NEW - 1) / (total - ttft)
+def greedy(engine: Engine, ids: np.ndarray) -> np.ndarray:
+    return np.stack(list(engine.generate(ids, NEW)), 1)
 
 
 def main() -> None:
@@ -54,18 +47,18 @@ def main() -> None:
         engines[label] = engine
     rng = np.random.default_rng(0)
     prompts = [rng.integers(1, 8192, size=(1, PROMPT), dtype=np.int64) for _ in range(4)]
-    reference = [run(engines[EAGER], p)[0] for p in prompts]
+    reference = [greedy(engines[EAGER], p) for p in prompts]
     for label, engine in engines.items():
-        same = [bool((run(engine, p)[0] == ref).all()) for p, ref in zip(prompts, reference, strict=True)]
+        same = [bool((greedy(engine, p) == ref).all()) for p, ref in zip(prompts, reference, strict=True)]
         print(f"{label}: greedy tokens identical to eager on {sum(same)}/{len(same)} prompts")
     speed = {label: [] for label in engines}
     ttft = {label: [] for label in engines}
     for r in range(args.rounds):
         order = list(engines) if r % 2 == 0 else list(reversed(engines))
         for label in order:
-            _, first, tps = run(engines[label], prompts[r % len(prompts)])
-            speed[label].append(tps)
-            ttft[label].append(first)
+            timing = time_request(engines[label], Request(prompts[r % len(prompts)], NEW))
+            speed[label].append(1 / timing.tpot_s)
+            ttft[label].append(timing.ttft_s)
     for label in engines:
         ratios = [a / b for a, b in zip(speed[label], speed[EAGER], strict=True)]
         p10, p50, p90 = np.percentile(ratios, [10, 50, 90])

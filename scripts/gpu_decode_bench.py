@@ -45,6 +45,8 @@ import numpy as np
 import torch
 from torch._inductor import config as inductor_config
 
+from autoopt.bench.latency import time_request
+from autoopt.bench.requests import Request
 from autoopt.bench.roofline import (
     artifact_weights_and_kv,
     declared_bandwidth,
@@ -141,17 +143,9 @@ def variants(device: str, compile_modes: list[str], tuned: list[str] = ()) -> li
     return out
 
 
-def run(engine: Engine, ids: np.ndarray, new: int) -> tuple[np.ndarray, float, float]:
-    """Tokens (batch, new), TTFT and TPOT in ms, of one greedy request; tokens arrive as host arrays, so each
-    timestamp includes the device work."""
-    t0 = time.perf_counter()
-    tokens, ttft = [], 0.0
-    for step in engine.generate(ids, new):
-        tokens.append(step)
-        if len(tokens) == 1:
-            ttft = time.perf_counter() - t0
-    total = time.perf_counter() - t0
-    return np.stack(tokens, 1), 1e3 * ttft, 1e3 * (total - ttft) / (new - 1)
+def greedy(engine: Engine, ids: np.ndarray, new: int) -> np.ndarray:
+    """The engine's greedy tokens (batch, new) for one request."""
+    return np.stack(list(engine.generate(ids, new)), 1)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -188,7 +182,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
             row["load_s"] = time.perf_counter() - start
             row["compile_s"] = engine.compile_seconds()
             row["cudagraph_skips"] = getattr(engine, "cudagraph_skips", None)
-            run(engine, prompts[0], args.new)
+            greedy(engine, prompts[0], args.new)
         except Exception as e:  # one variant's failure is a result, not the end of the run
             row["error"] = _one_line(e)
             print(f"{name} · {label}: failed to load: {row['error']}", flush=True)
@@ -200,10 +194,10 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
         for engine in engines.values():
             engine.close()
         return {"model": name, "path": str(folder), "engines": list(rows.values()), "error": "eager failed to load"}
-    reference = [run(engines[EAGER], p, args.new)[0] for p in prompts]
+    reference = [greedy(engines[EAGER], p, args.new) for p in prompts]
     for label, engine in list(engines.items()):
         try:
-            outputs = [run(engine, p, args.new)[0] for p in prompts]
+            outputs = [greedy(engine, p, args.new) for p in prompts]
         except Exception as e:
             rows[label]["error"] = _one_line(e)
             engines.pop(label).close()
@@ -213,9 +207,10 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
     for r in range(args.rounds):
         order = list(engines) if r % 2 == 0 else list(reversed(engines))
         for label in order:
-            _, ttft, tpot = run(engines[label], prompts[r % len(prompts)], args.new)
-            samples[label]["ttft"].append(ttft)
-            samples[label]["tpot"].append(tpot)
+            # tokens arrive as host arrays, so each timestamp includes the device work
+            timing = time_request(engines[label], Request(prompts[r % len(prompts)], args.new))
+            samples[label]["ttft"].append(1e3 * timing.ttft_s)
+            samples[label]["tpot"].append(1e3 * timing.tpot_s)
     eager_tpot = samples[EAGER]["tpot"]
     for label, engine in engines.items():
         row, tpot = rows[label], samples[label]["tpot"]
@@ -287,9 +282,7 @@ def kernel_profile(engine: Engine, prompt: np.ndarray, new: int) -> dict[str, An
 
     try:
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            start = time.perf_counter()
-            run(engine, prompt, new)
-            wall_ms = 1e3 * (time.perf_counter() - start)
+            wall_ms = 1e3 * time_request(engine, Request(prompt, new)).e2e_s
         kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
     except Exception as e:  # the profiler's own failure (CUPTI, CUDA graphs) is recorded, not fatal
         return {"unavailable": _one_line(e)}
