@@ -120,6 +120,10 @@ class CandidateConfig:
     compile_mode: str = knob("default", "torch_compiled decode step: not compiled, inductor, or inductor + CUDA "
                              "graphs (reduce-overhead; on the CPU the same as default)", ("torch_compiled",),
                              ("none", "default", "reduce-overhead"), label="c={value}")
+    compile_tuning: str = knob("none", "torch_compiled decode step on cuda: inductor's own kernel configs, or "
+                               "coordinate-descent tuning of them, which also turns batch-1 matmuls into fused "
+                               "reductions (gpt-fast's setting; longer compiles)", ("torch_compiled",),
+                               ("none", "coordinate_descent"), label="tune={value}", show_default=False)
     prefill_bucket: int = knob(0, "torch_compiled prefill: eager at the prompt's length (0), or compiled once per "
                                "multiple of this many tokens, prompts right-padded to it", ("torch_compiled",),
                                (0, 32, 64, 128), label="pf={value}", show_default=False)

@@ -16,6 +16,7 @@ from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch.engine import TorchEngine
 from autoopt.engines.torch_compiled.engine import StaticDecoder, TorchCompiledEngine, runtime_settings
+from autoopt.engines.torch_compiled.fuse import fuse_projections
 from autoopt.space.validity import candidate_problem, target_problem
 
 RUNTIME = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=40, max_batch=2)
@@ -98,6 +99,7 @@ def test_repeated_kv_heads_attend_like_grouped_query_attention(tiny_model: Path)
     ids = torch.from_numpy(_prompt(3, 2, 16))
     math = sdpa_backends("math")
 
+    fuse_projections(model)
     with torch.inference_mode():
         grouped = StaticDecoder(model, 2, capacity, cos[0], sin[0], math, repeat_kv=False)
         repeated = StaticDecoder(model, 2, capacity, cos[0], sin[0], math, repeat_kv=True)

@@ -28,6 +28,7 @@ from autoopt.engines.torch_compiled.engine import (
     RUNTIME_FILE,
     Float8Linear,
     TorchCompiledEngine,
+    compile_options,
     prefill_lengths,
     quantize_weights,
     runtime_settings,
@@ -113,6 +114,28 @@ def test_int4_group_sizes_the_kernels_cannot_take_are_pruned_before_any_build() 
     assert "quant_block_size" in (INFO.rule(_candidate(quant="int4", quant_block_size=16), "cpu") or "")
     assert INFO.rule(_candidate(quant="int4", quant_block_size=128), "cuda") is None
     assert INFO.rule(_candidate(quant="int8_weight", quant_block_size=16), "cpu") is None  # per channel
+
+
+def test_compile_tuning_is_refused_where_it_cannot_take_effect_and_pruned_before_any_build() -> None:
+    tuned = _candidate(compile_mode="default", compile_tuning="coordinate_descent")
+    cuda = RuntimeOptions(device="cuda", threads=1, batch_size=1, max_length=40, max_batch=1)
+
+    with pytest.raises(ConfigError, match="compile_tuning=coordinate_descent .* no effect on cpu"):
+        runtime_settings(tuned, RUNTIME)
+    with pytest.raises(ConfigError, match="needs a compiled decode step"):
+        runtime_settings(_candidate(compile_tuning="coordinate_descent"), cuda)
+    assert runtime_settings(tuned, cuda)["compile_tuning"] == "coordinate_descent"
+    targets = {name: _target(name) for name in ("cpu", "h100")}
+    assert "no effect on cpu" in (target_problem(tuned, targets["cpu"]) or "")
+    assert target_problem(tuned, targets["h100"]) is None
+
+
+def test_tuned_compiles_keep_the_modes_own_options() -> None:
+    assert compile_options("reduce-overhead", "none") is None
+    assert compile_options("reduce-overhead", "coordinate_descent") == {
+        "triton.cudagraphs": True, "coordinate_descent_tuning": True
+    }
+    assert compile_options("default", "coordinate_descent") == {"coordinate_descent_tuning": True}
 
 
 def test_prefill_buckets_cover_every_prompt_that_fits_the_cache() -> None:

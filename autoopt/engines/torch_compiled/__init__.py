@@ -32,9 +32,23 @@ def _rule(candidate: CandidateConfig, device: str) -> str | None:
             f"engine=torch_compiled int4 takes quant_block_size {', '.join(map(str, INT4_GROUPS))}, "
             f"not {candidate.quant_block_size}"
         )
+    if problem := compile_tuning_problem(candidate.compile_tuning, candidate.compile_mode, device):
+        return problem
     # The static-cache step always masks the cache's unused slots, and repeats KV heads where a backend needs it.
     dtype = _TORCH_DTYPE[COMPUTE_PRECISION.get(candidate.quant, "fp32")]
     return attn_backend_problem(candidate.attn_backend, device, dtype, masked=True, expands_gqa=True)
+
+
+def compile_tuning_problem(tuning: str, mode: str, device: str) -> str | None:
+    """Why `compile_tuning` cannot take effect: it tunes the Triton kernels inductor writes for cuda (on the CPU
+    inductor writes C++, which it does not tune), and only a compiled step has kernels to tune."""
+    if tuning == "none":
+        return None
+    if device != "cuda":
+        return f"compile_tuning={tuning} tunes inductor's cuda kernels and has no effect on {device}; use none"
+    if mode == "none":
+        return f"compile_tuning={tuning} needs a compiled decode step; use compile_mode default or reduce-overhead"
+    return None
 
 
 def inductor_cache_env(cache_dir: str | Path, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
@@ -52,8 +66,8 @@ INFO = EngineInfo(
     quants={
         # cpu: aten._weight_int8pack_mm / _weight_int4pack_mm_for_cpu / _scaled_mm (checked on torch 2.13 CPU).
         "cpu": ("none", "bf16", "int8_weight", "int4", "fp8"),
-        # cuda: written against gpt-fast's kernels (dequant-in-matmul int8, tinygemm int4) and row-wise float8
-        # _scaled_mm (sm_89+); not yet run on a card.
+        # cuda: gpt-fast's kernels (int8 cast inside the compiled matmul, tinygemm int4) and row-wise float8
+        # _scaled_mm (sm_89+); each ran on an H200 (torch 2.11).
         "cuda": ("none", "bf16", "fp16", "int8_weight", "int4", "fp8"),
     },
     requires={

@@ -22,13 +22,16 @@ gets an explicit causal mask, so that transformers repeats them too.
 
 Weight-only quantization uses core torch kernels only, with bf16 activations (torch 2.13's CPU kernels
 take fp32 activations too, but through an unvectorized path that was 65-110x slower than an fp32 matmul on a
-128-token prefill here): int8 per output channel (CPU `aten._weight_int8pack_mm`; cuda: int8 weights
-dequantized inside the matmul, which inductor fuses), int4 asymmetric per group of `quant_block_size` input
+128-token prefill here): int8 per output channel (CPU `aten._weight_int8pack_mm`; cuda: the int8 weight
+cast to bf16 inside the compiled step, which inductor folds into a batch-1 matmul only under
+`compile_tuning=coordinate_descent`, see `compile_step`), int4 asymmetric per group of `quant_block_size` input
 channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`), with `lm_head`
 kept int8 under an int4 body. `fp8`: float8 e4m3 weights with one scale per output channel and activations
 quantized per token at every call, multiplied by `torch._scaled_mm` with row-wise scales into bf16 (core
-torch; it also runs on the CPU, where it is slow). The cuda paths follow those kernels' documented layouts
-(float8 on cuda needs compute capability 8.9+) but have not been run on a card yet.
+torch; it also runs on the CPU, where it is slow; on cuda it needs compute capability 8.9+). Each quant's cuda
+path ran on an H200 with torch 2.11 (tests/gpu; experiments/2026-11-27-h200-compiled-decode.md).
+
+Each layer's q/k/v and gate/up projections run as one matmul each (`fuse.py`), fused before quantizing.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
-from autoopt.engines.torch_compiled import INFO, INT4_GROUPS
+from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_problem
+from autoopt.engines.torch_compiled.fuse import fuse_projections
 
 log = logging.getLogger("autoopt.engines")
 
@@ -80,6 +84,7 @@ def load(folder):
     s = json.loads((Path(folder) / "torch_compiled_runtime.json").read_text())
     candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], quant_block_size=s["group_size"])
     candidate.compile_mode, candidate.prefill_bucket = s["compile_mode"], s["prefill_bucket"]
+    candidate.compile_tuning = s.get("compile_tuning", "none")
     candidate.attn_backend = s.get("attn_backend", "auto")
     runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
                              max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
@@ -117,6 +122,8 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
     quants = INFO.quants.get(runtime.device)
     if quants is None:
         raise ConfigError(f"device={runtime.device} is not valid for engine torch_compiled; use cpu or cuda")
+    if problem := compile_tuning_problem(candidate.compile_tuning, mode, runtime.device):
+        raise ConfigError(f"candidate.{problem}")
     if candidate.quant not in quants:
         raise ConfigError(
             f"engine=torch_compiled does not run quant={candidate.quant} on {runtime.device}; it runs: "
@@ -143,6 +150,7 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
         "quant": candidate.quant,
         "group_size": group,
         "compile_mode": mode,
+        "compile_tuning": candidate.compile_tuning,
         "prefill_bucket": bucket,
         "attn_backend": candidate.attn_backend,
         "threads": runtime.threads,
@@ -151,6 +159,27 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
         # One cache and one decode graph per size; a request of another size runs padded to the next one up.
         "batch_sizes": sorted({min(runtime.batch_size, runtime.max_batch), runtime.max_batch}),
     }
+
+
+def compile_step(decoder: nn.Module, mode: str, tuning: str) -> Any:
+    """The decode step compiled with `mode`, and with `tuning` (see `compile_options`)."""
+    options = compile_options(mode, tuning)
+    if options is None:
+        return torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+    return torch.compile(decoder, options=options, fullgraph=True, dynamic=False)
+
+
+def compile_options(mode: str, tuning: str) -> dict[str, Any] | None:
+    """inductor's options for `mode` under `tuning`; None: `mode` alone says it all. With coordinate_descent,
+    inductor tunes each Triton kernel's launch config by coordinate descent, and (torch's mm decomposition, cuda
+    only) lowers a one-row matmul to a pointwise-times-reduction kernel that takes the int8 weight's cast and
+    scale in, instead of casting the whole weight to bf16 ahead of a cuBLAS call. torch.compile takes a mode or
+    options, not both, so the mode's own options are spelled out."""
+    if tuning == "none":
+        return None
+    from torch._inductor import list_mode_options
+
+    return {**list_mode_options(mode), "coordinate_descent_tuning": True}
 
 
 def prefill_lengths(bucket: int, capacity: int) -> list[int]:
@@ -176,7 +205,7 @@ class Int8WeightLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:  # gpt-fast's form: inductor fuses the cast and the scale into the matmul
+        if x.is_cuda:  # gpt-fast's form; the cast fuses into the matmul only under coordinate-descent tuning
             y = F.linear(x, self.weight.to(x.dtype)) * self.scales
         else:
             flat = x.reshape(-1, self.in_features)
@@ -304,7 +333,8 @@ class StaticDecoder(nn.Module):
     """The HF model's layers over KV buffers for one batch size (registered buffers, so that CUDA graphs treat
     them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
     (T,) into the cache, attends to every slot at or before each position, and returns the greedy next token
-    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied.
+    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied; its
+    projections must be fused first (`fuse_projections`).
 
     `backends` are the only SDPA kernels the step may use (None: SDPA picks); `repeat_kv` repeats the KV heads
     to one per query head before SDPA, for kernels that take no `enable_gqa`."""
@@ -319,6 +349,7 @@ class StaticDecoder(nn.Module):
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = cos.shape[-1]
+        self.qkv_sizes = [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
         self.backends = backends
         self.repeat = self.heads // self.kv_heads if repeat_kv else 1
         dtype, device = cos.dtype, cos.device
@@ -344,9 +375,10 @@ class StaticDecoder(nn.Module):
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k, v = attn.qkv_proj(h).split(self.qkv_sizes, dim=-1)
+            q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+            k = k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
             q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
             k_cache, v_cache = getattr(self, f"k{i}"), getattr(self, f"v{i}")
             k_cache.index_copy_(2, positions, k)
@@ -358,7 +390,9 @@ class StaticDecoder(nn.Module):
                 enable_gqa=k_cache.shape[1] != self.heads,
             )
             x = x + attn.o_proj(o.transpose(1, 2).reshape(batch, length, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            mlp = layer.mlp
+            gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(x)).chunk(2, dim=-1)
+            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
         logits = self.lm_head(self.norm(x.index_select(1, last)))
         return logits[:, 0].argmax(dim=-1)
 
@@ -438,6 +472,7 @@ class TorchCompiledEngine(Engine):
         extra = {"attn_implementation": "sdpa"} if settings["attn_backend"] != "auto" else {}
         model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype, **extra).eval()
         _check_architecture(model.config)
+        fuse_projections(model)
         if settings["quant"] in ("int8_weight", "int4", "fp8"):
             quantize_weights(model, settings["quant"], settings["group_size"], dtype, device)
         model.to(device)
@@ -476,7 +511,7 @@ class TorchCompiledEngine(Engine):
             ).to(self._device)
             step = prefill = decoder
             if mode != "none":
-                step = torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
+                step = compile_step(decoder, mode, self._settings["compile_tuning"])
                 if self._prefill_lengths():
                     # Prefill graphs are plain inductor: capturing a CUDA graph per length buys little once.
                     prefill = torch.compile(decoder, mode="default", fullgraph=True, dynamic=False)
@@ -569,7 +604,7 @@ class TorchCompiledEngine(Engine):
 
 
 def _require_fp8_card(device: torch.device) -> None:
-    """float8 `_scaled_mm` needs compute capability 8.9 (Ada) or later; untested on a card."""
+    """float8 `_scaled_mm` needs compute capability 8.9 (Ada) or later."""
     major, minor = torch.cuda.get_device_capability(device)
     if (major, minor) < (8, 9):
         card = torch.cuda.get_device_name(device)
