@@ -37,13 +37,12 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch._inductor import config as inductor_config
 
 from autoopt.bench.latency import time_request
 from autoopt.bench.requests import Request
@@ -127,19 +126,20 @@ def resolve_folder(spec: str, cache_dir: Path) -> tuple[str, Path]:
     return model.name, resolved.path
 
 
-def variants(device: str, compile_modes: list[str], tuned: list[str] = ()) -> list[tuple[str, CandidateConfig, bool]]:
-    """(label, candidate, tuned) for every engine benched on `device`, eager first; `tuned` quants are benched
-    a second time compiled with inductor's coordinate-descent tuning (as gpt-fast compiles), labelled `tuned`."""
-    out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"), False)]
+def variants(device: str, compile_modes: list[str], tuned: list[str] = ()) -> list[tuple[str, CandidateConfig]]:
+    """(label, candidate) for every engine benched on `device`, eager first; `tuned` quants (bf16 among them) are
+    benched a second time with compile_tuning=coordinate_descent (as gpt-fast compiles), labelled `tuned`."""
+    out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"))]
     for mode in compile_modes:
-        candidate = CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)
-        out.append((f"compiled bf16 {mode}", candidate, False))
-    for quant in COMPILED_INFO.quants.get(device, ()):
-        if quant not in FLOAT_QUANTS:
-            candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
-            out.append((f"compiled {quant}", candidate, False))
-            if quant in tuned:
-                out.append((f"compiled {quant} tuned", candidate, True))
+        out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
+    quants = [q for q in COMPILED_INFO.quants.get(device, ()) if q not in FLOAT_QUANTS]
+    for quant in ["bf16", *quants]:
+        candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
+        if quant != "bf16":
+            out.append((f"compiled {quant}", candidate))
+        if quant in tuned:
+            tuned_candidate = replace(candidate, compile_tuning="coordinate_descent")
+            out.append((f"compiled {quant} tuned", tuned_candidate))
     return out
 
 
@@ -164,21 +164,19 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
     context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
-    for label, candidate, tuned in variants(args.device, args.compile_modes, args.tuned):
+    for label, candidate in variants(args.device, args.compile_modes, args.tuned):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
                                "quant_block_size": candidate.quant_block_size if candidate.quant == "int4" else None,
-                               "coordinate_descent_tuning": tuned}
+                               "compile_tuning": candidate.compile_tuning if compiled else None}
         rows[label] = row
         before = _allocated()
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         try:
             start = time.perf_counter()
-            # load compiles every graph, so the tuning applies to all of them
-            with inductor_config.patch(coordinate_descent_tuning=tuned):
-                engine = engine_class(candidate.engine).load(folder, candidate, runtime)
+            engine = engine_class(candidate.engine).load(folder, candidate, runtime)
             row["load_s"] = time.perf_counter() - start
             row["compile_s"] = engine.compile_seconds()
             row["cudagraph_skips"] = getattr(engine, "cudagraph_skips", None)
@@ -360,8 +358,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile-modes", default=None,
                         help="comma-separated; default reduce-overhead,default on cuda and default on cpu")
     parser.add_argument("--tuned", default=None,
-                        help="comma-separated quants also benched compiled with inductor's coordinate-descent tuning; "
-                        "default int8_weight on cuda (slow there with the default tuning), none on cpu")
+                        help="comma-separated quants also benched with compile_tuning=coordinate_descent (cuda only); "
+                        "default int8_weight,bf16 on cuda (int8 is slow there untuned), none on cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")
     parser.add_argument("--bandwidth-gbps", type=float, default=0.0)
@@ -371,7 +369,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     modes = args.compile_modes or ("reduce-overhead,default" if args.device == "cuda" else "default")
     args.compile_modes = [m for m in modes.split(",") if m]
-    tuned = args.tuned if args.tuned is not None else ("int8_weight" if args.device == "cuda" else "")
+    tuned = args.tuned if args.tuned is not None else ("int8_weight,bf16" if args.device == "cuda" else "")
     args.tuned = [q for q in tuned.split(",") if q]
     if args.rounds < 1 or args.prompts < 1 or args.new < 2:
         parser.error("--rounds and --prompts must be >= 1 and --new >= 2")

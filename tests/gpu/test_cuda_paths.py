@@ -85,10 +85,11 @@ def test_ort_cuda_fp32_generates_the_cpu_tokens(tiny_model: Path, tmp_path: Path
 FP8_CARD = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 
 
-def _compiled(model: Path, quant: str = "none", compile_mode: str = "none", attn_backend: str = "auto"):
+def _compiled(model: Path, quant: str = "none", compile_mode: str = "none", attn_backend: str = "auto",
+              compile_tuning: str = "none"):
     runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=1)
     candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_mode,
-                                attn_backend=attn_backend)
+                                attn_backend=attn_backend, compile_tuning=compile_tuning)
     return engine_class("torch_compiled").load(model, candidate, runtime)
 
 
@@ -103,9 +104,12 @@ def test_compiled_loop_fp32_on_cuda_decodes_the_cpu_tokens_under_each_backend(ti
     assert np.abs(engine.logits(PROMPT) - _torch(tiny_model, "cpu").logits(PROMPT)).max() < 1e-3
 
 
-def test_reduce_overhead_captures_cuda_graphs_and_decodes_the_uncompiled_loop_tokens(tiny_model: Path) -> None:
+@pytest.mark.parametrize("tuning", ["none", "coordinate_descent"])
+def test_reduce_overhead_captures_cuda_graphs_and_decodes_the_uncompiled_loop_tokens(
+    tiny_model: Path, tuning: str
+) -> None:
     eager = np.stack(list(_compiled(tiny_model).generate(PROMPT, 12)), 1)
-    engine = _compiled(tiny_model, compile_mode="reduce-overhead")
+    engine = _compiled(tiny_model, compile_mode="reduce-overhead", compile_tuning=tuning)
 
     first = np.stack(list(engine.generate(PROMPT, 12)), 1)
     again = np.stack(list(engine.generate(PROMPT, 12)), 1)  # replays over the rewound cache
@@ -115,15 +119,18 @@ def test_reduce_overhead_captures_cuda_graphs_and_decodes_the_uncompiled_loop_to
     np.testing.assert_array_equal(again, eager)
 
 
-@pytest.mark.parametrize("quant", ["int8_weight", "int4"])
-def test_compiled_weight_only_quant_on_cuda_matches_the_cpu_kernels(tiny_model: Path, quant: str) -> None:
-    def load(device: str, mode: str):
+@pytest.mark.parametrize(("quant", "tuning"), [("int8_weight", "none"), ("int8_weight", "coordinate_descent"),
+                                               ("int4", "none")])
+def test_compiled_weight_only_quant_on_cuda_matches_the_cpu_kernels(tiny_model: Path, quant: str, tuning: str) -> None:
+    def load(device: str, mode: str, tuning: str = "none"):
         runtime = RuntimeOptions(device=device, threads=2, max_length=32, max_batch=1)
-        candidate = CandidateConfig(engine="torch_compiled", quant=quant, quant_block_size=32, compile_mode=mode)
+        candidate = CandidateConfig(engine="torch_compiled", quant=quant, quant_block_size=32, compile_mode=mode,
+                                    compile_tuning=tuning)
         return engine_class("torch_compiled").load(tiny_model, candidate, runtime)
 
     cpu = load("cpu", "none").logits(PROMPT)  # the same quantized weights through the CPU kernels
-    engine = load("cuda", "reduce-overhead")  # int8: dequantized in the matmul; int4: tinygemm's packed layout
+    # int8: cast to bf16 in the step (a fused reduction when tuned); int4: tinygemm's packed layout
+    engine = load("cuda", "reduce-overhead", tuning)
 
     got = engine.logits(PROMPT)
 

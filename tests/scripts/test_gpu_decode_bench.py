@@ -50,14 +50,17 @@ def test_an_unknown_card_gets_no_bandwidth() -> None:
 
 
 def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engine_declares() -> None:
-    labels = [label for label, *_ in _bench().variants("cuda", ["reduce-overhead", "default"])]
-    tuned = {label: flag for label, _, flag in _bench().variants("cuda", ["reduce-overhead"], ["int8_weight"])}
+    labels = [label for label, _ in _bench().variants("cuda", ["reduce-overhead", "default"])]
+    tuned = dict(_bench().variants("cuda", ["reduce-overhead"], ["int8_weight", "bf16"]))
 
     quants = [q for q in INFO.quants["cuda"] if q not in ("none", "bf16", "fp16")]
     assert labels == ["eager bf16", "compiled bf16 reduce-overhead", "compiled bf16 default",
                       *(f"compiled {q}" for q in quants)]
     assert {"int8_weight", "int4"} <= set(quants)
-    assert tuned["compiled int8_weight tuned"] and not tuned["compiled int8_weight"]
+    for quant in ("int8_weight", "bf16"):
+        assert tuned[f"compiled {quant} tuned"].compile_tuning == "coordinate_descent"
+        assert tuned[f"compiled {quant} tuned"].quant == quant
+    assert tuned["compiled int8_weight"].compile_tuning == "none"
     assert list(tuned).index("compiled int8_weight tuned") == list(tuned).index("compiled int8_weight") + 1
 
 
