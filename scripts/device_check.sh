@@ -15,7 +15,9 @@
 # first: it is the headline, and the bench rewrites its JSON after each model, so a timeout keeps the models
 # already done), BENCH_MODES=reduce-overhead (each mode and each quant is one more compile; on the H200 the
 # 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than reduce-overhead: add it back with
-# BENCH_MODES=reduce-overhead,default only if BENCH_S allows), SWEEP_TRIALS=3 and SWEEP_CONFIRM=1 (a smoke of
+# BENCH_MODES=reduce-overhead,default only if BENCH_S allows), BENCH_QUANTS=int8_weight,int4 (fp8, whose compile
+# was the longest at 47.6 s, was measured on the first run), BENCH_TUNED=int8_weight,bf16 (each also compiled with
+# compile_tuning=coordinate_descent, which tunes longer: the A/B for int8's slowness), SWEEP_TRIALS=3 and SWEEP_CONFIRM=1 (a smoke of
 # the sweep within its budget: workload=smoke, no runoff; its compiled trials took 40-75 s each there).
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
@@ -72,6 +74,7 @@ do_tests() {
 do_bench() {
     "$PY" scripts/gpu_decode_bench.py --device cuda --models "${BENCH_MODELS:-qwen2_0_5b_shape,builtin}" \
         --rounds "${BENCH_ROUNDS:-8}" --compile-modes "${BENCH_MODES:-reduce-overhead}" \
+        --quants "${BENCH_QUANTS:-int8_weight,int4}" --tuned "${BENCH_TUNED:-int8_weight,bf16}" \
         --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 }
 
@@ -105,7 +108,7 @@ do_sweep() {
 }
 
 : > "$OUT/summary.txt"
-export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES SWEEP_TRIALS SWEEP_CONFIRM
+export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES BENCH_QUANTS BENCH_TUNED SWEEP_TRIALS SWEEP_CONFIRM
 export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in

@@ -8,7 +8,8 @@ efficiency and greedy-token agreement with eager, at batch 1.
 Engines per model: `eager bf16` (the torch engine, quant=bf16: HF's own forward and cache), `compiled bf16
 <mode>` (torch_compiled, quant=bf16) for each of --compile-modes, and `compiled <quant>` for every quant the
 torch_compiled engine declares for the device beyond the float casts (int8_weight, int4, and fp8 where the
-engine offers it), compiled with the first of --compile-modes. An engine that fails to load is recorded with
+engine offers it; --quants picks some), compiled with the first of --compile-modes, and `compiled <quant> tuned`
+for each of --tuned (compile_tuning=coordinate_descent). An engine that fails to load is recorded with
 its error and the run goes on.
 
 Method: a model's engines are loaded (and compiled) one after the other; each one's peak GPU memory is
@@ -126,14 +127,17 @@ def resolve_folder(spec: str, cache_dir: Path) -> tuple[str, Path]:
     return model.name, resolved.path
 
 
-def variants(device: str, compile_modes: list[str], tuned: list[str] = ()) -> list[tuple[str, CandidateConfig]]:
-    """(label, candidate) for every engine benched on `device`, eager first; `tuned` quants (bf16 among them) are
-    benched a second time with compile_tuning=coordinate_descent (as gpt-fast compiles), labelled `tuned`."""
+def variants(
+    device: str, compile_modes: list[str], tuned: list[str] = (), quants: list[str] | None = None
+) -> list[tuple[str, CandidateConfig]]:
+    """(label, candidate) for every engine benched on `device`, eager first; `quants` restricts the non-float
+    quants to those (None: every one the engine declares); `tuned` quants (bf16 among them) are benched a second
+    time with compile_tuning=coordinate_descent (as gpt-fast compiles), labelled `tuned`."""
     out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"))]
     for mode in compile_modes:
         out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
-    quants = [q for q in COMPILED_INFO.quants.get(device, ()) if q not in FLOAT_QUANTS]
-    for quant in ["bf16", *quants]:
+    declared = [q for q in COMPILED_INFO.quants.get(device, ()) if q not in FLOAT_QUANTS]
+    for quant in ["bf16", *(q for q in declared if quants is None or q in quants)]:
         candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
         if quant != "bf16":
             out.append((f"compiled {quant}", candidate))
@@ -164,7 +168,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
     context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
-    for label, candidate in variants(args.device, args.compile_modes, args.tuned):
+    for label, candidate in variants(args.device, args.compile_modes, args.tuned, args.quants):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
@@ -360,6 +364,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tuned", default=None,
                         help="comma-separated quants also benched with compile_tuning=coordinate_descent (cuda only); "
                         "default int8_weight,bf16 on cuda (int8 is slow there untuned), none on cpu")
+    parser.add_argument("--quants", default=None,
+                        help="comma-separated quants benched compiled besides bf16; default every one the engine "
+                        "declares for the device beyond the float casts")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")
     parser.add_argument("--bandwidth-gbps", type=float, default=0.0)
@@ -371,6 +378,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.compile_modes = [m for m in modes.split(",") if m]
     tuned = args.tuned if args.tuned is not None else ("int8_weight,bf16" if args.device == "cuda" else "")
     args.tuned = [q for q in tuned.split(",") if q]
+    args.quants = None if args.quants is None else [q for q in args.quants.split(",") if q]
     if args.rounds < 1 or args.prompts < 1 or args.new < 2:
         parser.error("--rounds and --prompts must be >= 1 and --new >= 2")
     return args

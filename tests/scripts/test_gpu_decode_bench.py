@@ -62,6 +62,8 @@ def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engi
         assert tuned[f"compiled {quant} tuned"].quant == quant
     assert tuned["compiled int8_weight"].compile_tuning == "none"
     assert list(tuned).index("compiled int8_weight tuned") == list(tuned).index("compiled int8_weight") + 1
+    picked = [label for label, _ in _bench().variants("cuda", ["reduce-overhead"], ["int4"], quants=["int4"])]
+    assert picked == ["eager bf16", "compiled bf16 reduce-overhead", "compiled int4", "compiled int4 tuned"]
 
 
 def test_a_divergence_is_found_where_it_is_and_eager_prefers_its_own_token_there(tiny_model: Path) -> None:
