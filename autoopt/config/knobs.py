@@ -24,7 +24,9 @@ class Knob:
     of the target/workload"). `engines` are the engines the knob means something to; for the others it
     must keep its default. `quants`, when set, restricts the knob to candidates with one of those
     quantization schemes (it is neither sampled nor allowed to differ from its default otherwise).
-    `label` formats the knob in a candidate's short name ("" = not shown).
+    `engine_quants` narrows `quants` for some engines: ((engine, quants), ...), where an engine's own kernels take
+    the knob for fewer schemes (a block size means nothing to a per-channel int8). `label` formats the knob in
+    a candidate's short name ("" = not shown).
     """
 
     name: str
@@ -37,9 +39,15 @@ class Knob:
     label: str = "{name}={value}"
     zero: str = "0"  # how the label shows 0 for an open-range knob ("all" cores, the workload's batch)
     show_default: bool = True  # False: the label shows the knob only when it is set away from its default
+    engine_quants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def quants_for(self, engine: str) -> tuple[str, ...] | None:
+        """The schemes the knob applies to on `engine` (None: all)."""
+        return dict(self.engine_quants).get(engine, self.quants)
 
     def applies(self, engine: str, quant: str) -> bool:
-        return engine in self.engines and (self.quants is None or quant in self.quants)
+        quants = self.quants_for(engine)
+        return engine in self.engines and (quants is None or quant in quants)
 
     def value_problem(self, value: Any) -> str | None:
         if self.choices is None:
@@ -70,9 +78,10 @@ def knob(
     label: str = "{name}={value}",
     zero: str = "0",
     show_default: bool = True,
+    engine_quants: tuple[tuple[str, tuple[str, ...]], ...] = (),
 ) -> Any:
     """A dataclass field that declares a knob (its name is the field's name)."""
-    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero, show_default)
+    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero, show_default, engine_quants)
     return field(default=default, metadata={_KNOB: spec})
 
 
@@ -116,8 +125,7 @@ def inapplicable_knob(candidate: Any) -> str | None:
         value = getattr(candidate, k.name)
         if value != k.default and not k.applies(candidate.engine, candidate.quant):
             where = f"engine={candidate.engine}" if candidate.engine not in k.engines else f"quant={candidate.quant}"
-            users = f"engines {_join(k.engines)}" + (f" with quant {_join(k.quants)}" if k.quants else "")
-            return f"candidate.{k.name} does not apply to {where}; it is used by {users}"
+            return f"candidate.{k.name} does not apply to {where}; it is used by {_users(k)}"
     return None
 
 
@@ -155,12 +163,30 @@ def markdown_table(candidate: type) -> str:
     rows = ["| knob | values | default | engines | meaning |", "|---|---|---|---|---|"]
     for k in knobs_of(candidate).values():
         values = _join(k.choices, " ") if k.choices else f"integer >= {k.minimum}"
-        engines = "all" if k.engines == ENGINES else ", ".join(k.engines)
-        if k.quants:
-            engines += f" ({'/'.join(k.quants)})"
+        engines = "; ".join(
+            ("all" if names == list(ENGINES) else ", ".join(names)) + (f" ({'/'.join(quants)})" if quants else "")
+            for quants, names in _by_quants(k).items()
+        )
         default = str(k.default).lower() if isinstance(k.default, bool) else k.default
         rows.append(f"| `candidate.{k.name}` | {values} | {default} | {engines} | {k.meaning} |")
     return "\n".join(rows)
+
+
+def _by_quants(k: Knob) -> dict[tuple[str, ...] | None, list[str]]:
+    """The knob's engines grouped by the schemes it applies to on each, in declaration order."""
+    groups: dict[tuple[str, ...] | None, list[str]] = {}
+    for engine in k.engines:
+        groups.setdefault(k.quants_for(engine), []).append(engine)
+    return groups
+
+
+def _users(k: Knob) -> str:
+    """Who a knob applies to, as one phrase: 'engines ort, ort_genai with quant int4, int8_weight; engines
+    torch_compiled with quant int4'."""
+    return "; ".join(
+        f"engines {_join(engines)}" + (f" with quant {_join(quants)}" if quants else "")
+        for quants, engines in _by_quants(k).items()
+    )
 
 
 def _join(values: Any, sep: str = ", ") -> str:

@@ -90,8 +90,10 @@ class CandidateConfig:
                       label="")
     fuse: bool = knob(False, "offline ONNX Runtime transformer fusions (RMSNorm, skip-add)", ("ort",),
                       (False, True), label="fused")
-    quant_block_size: int = knob(32, "weight-only quantization block size (int4 and int8_weight)",
-                                 ("ort", "ort_genai"), (16, 32, 64, 128, 256), quants=WEIGHT_ONLY, label="b{value}")
+    quant_block_size: int = knob(32, "weight-only quantization block size (int4 and int8_weight; torch_compiled: "
+                                 "int4's group, its int8 being per channel)", ("ort", "ort_genai", "torch_compiled"),
+                                 (16, 32, 64, 128, 256), quants=WEIGHT_ONLY, label="b{value}",
+                                 engine_quants=(("torch_compiled", ("int4",)),))
     quant_accuracy_level: int = knob(4, "MatMulNBits compute type: 1 fp32, 2 fp16, 3 bf16, 4 int8 (weight-only)",
                                      ("ort", "ort_genai"), (1, 2, 3, 4), quants=WEIGHT_ONLY, label="L{value}")
     quant_algo: str = knob("default", "int4 weight rounding: the builder's blockwise round-to-nearest, ORT's RTN, "

@@ -7,7 +7,15 @@ from dataclasses import fields
 import pytest
 
 from autoopt.config.errors import ConfigError
-from autoopt.config.knobs import ENGINES, candidate_value_problem, check_space, knobs_of, label, markdown_table
+from autoopt.config.knobs import (
+    ENGINES,
+    candidate_value_problem,
+    check_space,
+    inapplicable_knob,
+    knobs_of,
+    label,
+    markdown_table,
+)
 from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, SpaceConfig
 from autoopt.config.serde import from_dict, to_dict
 from autoopt.engines.registry import engine_info
@@ -57,6 +65,19 @@ def test_space_check_names_the_bad_entry() -> None:
 def test_label_shows_only_the_knobs_that_apply() -> None:
     assert label(CandidateConfig()) == "torch none kv=dynamic t=all b=wl warm=one"
     assert label(CandidateConfig(engine="ort", quant="int4", fuse=True)) == "ort int4 fused b32 L4 opt=all t=all b=wl warm=one"
+
+
+def test_an_engine_can_take_a_knob_for_fewer_quants_than_the_others() -> None:
+    block = KNOBS["quant_block_size"]  # torch_compiled's int8_weight is per channel: no block to size
+
+    assert block.applies("ort", "int8_weight") and block.applies("torch_compiled", "int4")
+    assert not block.applies("torch_compiled", "int8_weight")
+    assert inapplicable_knob(CandidateConfig(engine="torch_compiled", quant="int8_weight", quant_block_size=128)) == (
+        "candidate.quant_block_size does not apply to quant=int8_weight; it is used by engines ort, ort_genai with "
+        "quant int4, int8_weight; engines torch_compiled with quant int4"
+    )
+    assert "b128" in label(CandidateConfig(engine="torch_compiled", quant="int4", quant_block_size=128))
+    assert "b32" not in label(CandidateConfig(engine="torch_compiled", quant="int8_weight"))
 
 
 def test_a_measurement_survives_its_json_round_trip() -> None:

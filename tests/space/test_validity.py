@@ -59,7 +59,7 @@ def test_weight_only_knobs_do_not_apply_to_other_quantizations() -> None:
 
     assert problem == (
         "candidate.quant_block_size does not apply to quant=int8_dynamic; "
-        "it is used by engines ort, ort_genai with quant int4, int8_weight"
+        "it is used by engines ort, ort_genai with quant int4, int8_weight; engines torch_compiled with quant int4"
     )
 
 
