@@ -128,22 +128,25 @@ def resolve_folder(spec: str, cache_dir: Path) -> tuple[str, Path]:
 
 
 def variants(
-    device: str, compile_modes: list[str], tuned: list[str] = (), quants: list[str] | None = None
+    device: str, compile_modes: list[str], tuned: list[str] = (), quants: list[str] | None = None, int4_group: int = 32
 ) -> list[tuple[str, CandidateConfig]]:
     """(label, candidate) for every engine benched on `device`, eager first; `quants` restricts the non-float
     quants to those (None: every one the engine declares); `tuned` quants (bf16 among them) are benched a second
-    time with compile_tuning=coordinate_descent (as gpt-fast compiles), labelled `tuned`."""
+    time with compile_tuning=coordinate_descent (as gpt-fast compiles), labelled `tuned`; int4 uses groups of
+    `int4_group` input channels."""
     out = [(EAGER, CandidateConfig(engine="torch", quant="bf16"))]
     for mode in compile_modes:
         out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
     declared = [q for q in COMPILED_INFO.quants.get(device, ()) if q not in FLOAT_QUANTS]
     for quant in ["bf16", *(q for q in declared if quants is None or q in quants)]:
-        candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
+        candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0],
+                                    quant_block_size=int4_group if quant == "int4" else 32)
+        name = f"{quant} g{int4_group}" if quant == "int4" else quant
         if quant != "bf16":
-            out.append((f"compiled {quant}", candidate))
+            out.append((f"compiled {name}", candidate))
         if quant in tuned:
             tuned_candidate = replace(candidate, compile_tuning="coordinate_descent")
-            out.append((f"compiled {quant} tuned", tuned_candidate))
+            out.append((f"compiled {name} tuned", tuned_candidate))
     return out
 
 
@@ -168,7 +171,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
     context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
-    for label, candidate in variants(args.device, args.compile_modes, args.tuned, args.quants):
+    for label, candidate in variants(args.device, args.compile_modes, args.tuned, args.quants, args.int4_group):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
@@ -367,6 +370,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quants", default=None,
                         help="comma-separated quants benched compiled besides bf16; default every one the engine "
                         "declares for the device beyond the float casts")
+    parser.add_argument("--int4-group", type=int, default=32, choices=(32, 64, 128, 256),
+                        help="int4's group size (input channels per scale and zero)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")
     parser.add_argument("--bandwidth-gbps", type=float, default=0.0)

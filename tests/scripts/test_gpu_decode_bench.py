@@ -55,15 +55,16 @@ def test_eager_bf16_comes_first_then_each_compile_mode_then_every_quant_the_engi
 
     quants = [q for q in INFO.quants["cuda"] if q not in ("none", "bf16", "fp16")]
     assert labels == ["eager bf16", "compiled bf16 reduce-overhead", "compiled bf16 default",
-                      *(f"compiled {q}" for q in quants)]
+                      *(f"compiled {q} g32" if q == "int4" else f"compiled {q}" for q in quants)]
     assert {"int8_weight", "int4"} <= set(quants)
     for quant in ("int8_weight", "bf16"):
         assert tuned[f"compiled {quant} tuned"].compile_tuning == "coordinate_descent"
         assert tuned[f"compiled {quant} tuned"].quant == quant
     assert tuned["compiled int8_weight"].compile_tuning == "none"
     assert list(tuned).index("compiled int8_weight tuned") == list(tuned).index("compiled int8_weight") + 1
-    picked = [label for label, _ in _bench().variants("cuda", ["reduce-overhead"], ["int4"], quants=["int4"])]
-    assert picked == ["eager bf16", "compiled bf16 reduce-overhead", "compiled int4", "compiled int4 tuned"]
+    picked = dict(_bench().variants("cuda", ["reduce-overhead"], ["int4"], quants=["int4"], int4_group=128))
+    assert list(picked) == ["eager bf16", "compiled bf16 reduce-overhead", "compiled int4 g128", "compiled int4 g128 tuned"]
+    assert picked["compiled int4 g128"].quant_block_size == 128
 
 
 def test_a_divergence_is_found_where_it_is_and_eager_prefers_its_own_token_there(tiny_model: Path) -> None:
@@ -109,7 +110,7 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
     (model,) = report["models"]
     assert model["prompts"] == "held-out text of the built-in corpus"
     engines = {e["label"]: e for e in model["engines"]}
-    required = ["eager bf16", "compiled bf16 default", "compiled int8_weight", "compiled int4"]
+    required = ["eager bf16", "compiled bf16 default", "compiled int8_weight", "compiled int4 g32"]
     assert list(engines)[:2] == required[:2] and set(required) <= set(engines)
     for engine in (engines[label] for label in required):  # others (fp8) are counted elsewhere or not yet
         assert "error" not in engine, engine
