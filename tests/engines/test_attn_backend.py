@@ -15,7 +15,8 @@ from autoopt.config.schema import CandidateConfig, TargetConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch.engine import TorchEngine
-from autoopt.engines.torch_compiled.engine import StaticDecoder, TorchCompiledEngine, runtime_settings
+from autoopt.engines.torch_compiled.decoder import StaticDecoder
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine, runtime_settings
 from autoopt.engines.torch_compiled.fuse import fuse_projections
 from autoopt.space.validity import candidate_problem, target_problem
 

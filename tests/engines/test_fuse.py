@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-from autoopt.engines.torch_compiled.engine import Float8Linear, Int4WeightLinear, Int8WeightLinear, quantize_weights
 from autoopt.engines.torch_compiled.fuse import ProjectionSlice, fuse_projections
+from autoopt.engines.torch_compiled.quant import Float8Linear, Int4WeightLinear, Int8WeightLinear, quantize_weights
 
 CPU = torch.device("cpu")
 

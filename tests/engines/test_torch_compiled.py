@@ -24,16 +24,13 @@ from autoopt.config.schema import CandidateConfig, TargetConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.torch_compiled import INDUCTOR_CACHE_ENV, INFO, inductor_cache_env
 from autoopt.engines.torch_compiled.engine import (
-    FP8_MAX,
     RUNTIME_FILE,
-    Float8Linear,
     TorchCompiledEngine,
     compile_options,
     prefill_lengths,
-    quantize_weights,
     runtime_settings,
-    to_fp8_rows,
 )
+from autoopt.engines.torch_compiled.quant import FP8_MAX, Float8Linear, quantize_weights, to_fp8_rows
 from autoopt.space.validity import target_problem
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,18 +20,12 @@ step so that dynamo traces it); under `efficient`/`cudnn` the grouped KV heads a
 head first (torch documents `enable_gqa` for flash and math only on cuda), and the teacher-forced HF forward
 gets an explicit causal mask, so that transformers repeats them too.
 
-Weight-only quantization uses core torch kernels only, with bf16 activations (torch 2.13's CPU kernels
-take fp32 activations too, but through an unvectorized path that was 65-110x slower than an fp32 matmul on a
-128-token prefill here): int8 per output channel (CPU `aten._weight_int8pack_mm`; cuda: the int8 weight
-cast to bf16 inside the compiled step, which inductor folds into a batch-1 matmul only under
-`compile_tuning=coordinate_descent`, see `compile_step`), int4 asymmetric per group of `quant_block_size` input
-channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`), with `lm_head`
-kept int8 under an int4 body. `fp8`: float8 e4m3 weights with one scale per output channel and activations
-quantized per token at every call, multiplied by `torch._scaled_mm` with row-wise scales into bf16 (core
-torch; it also runs on the CPU, where it is slow; on cuda it needs compute capability 8.9+). Each quant's cuda
-path ran on an H200 with torch 2.11 (tests/gpu; experiments/2026-11-27-h200-compiled-decode.md).
-
-Each layer's q/k/v and gate/up projections run as one matmul each (`fuse.py`), fused before quantizing.
+The step itself is `decoder.StaticDecoder`. Each layer's q/k/v and gate/up projections run as one matmul
+each (`fuse.py`), fused before quantizing. Weight-only int8/int4 and float8 (`quant.py`) use core torch
+kernels only, with bf16 activations (torch 2.13's CPU kernels take fp32 activations too, but through an
+unvectorized path that was 65-110x slower than an fp32 matmul on a 128-token prefill here), `lm_head` kept
+int8 under an int4 body. Each quant's cuda path ran on an H200 with torch 2.11 (tests/gpu;
+experiments/2026-11-27-h200-compiled-decode.md).
 """
 
 from __future__ import annotations
@@ -47,7 +41,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.attention import sdpa_kernel
 from transformers import AutoModelForCausalLM
 
 from autoopt.config.errors import ConfigError
@@ -55,15 +48,15 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_problem
+from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
 from autoopt.engines.torch_compiled.fuse import fuse_projections
+from autoopt.engines.torch_compiled.quant import quantize_weights
 
 log = logging.getLogger("autoopt.engines")
 
 RUNTIME_FILE = "torch_compiled_runtime.json"
 COMPILE_MODES = ("none", "default", "reduce-overhead")
 PREFILL_BUCKETS = (0, 32, 64, 128)  # 0: eager prefill at the prompt's own length
-DEFAULT_COMPILE_MODE = "default"
-DEFAULT_PREFILL_BUCKET = 0
 _FLOAT = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 _SNIPPET = '''\
@@ -189,229 +182,6 @@ def prefill_lengths(bucket: int, capacity: int) -> list[int]:
     return [*range(bucket, capacity, bucket), capacity]
 
 
-# ---------------------------------------------------------------------------------------------- quantization
-
-
-class Int8WeightLinear(nn.Module):
-    """`nn.Linear` with int8 weights, one float scale per output channel (symmetric, round to nearest)."""
-
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
-        super().__init__()
-        weight = linear.weight.detach().float()
-        scales = weight.abs().amax(dim=1).clamp(min=1e-8) / 127
-        self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", torch.round(weight / scales[:, None]).clamp(-128, 127).to(torch.int8))
-        self.register_buffer("scales", scales.to(dtype))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:  # gpt-fast's form; the cast fuses into the matmul only under coordinate-descent tuning
-            y = F.linear(x, self.weight.to(x.dtype)) * self.scales
-        else:
-            flat = x.reshape(-1, self.in_features)
-            y = torch.ops.aten._weight_int8pack_mm(flat, self.weight, self.scales)
-            y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-
-class Int4WeightLinear(nn.Module):
-    """`nn.Linear` with 4-bit weights, asymmetric per group of `group` input channels, in the packed layout
-    of the int4 matmul kernels: w = (q - 8) * scale + zero, scales and zeros stored as (K/group, N, 2)."""
-
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype, group: int, device: torch.device):
-        super().__init__()
-        weight = linear.weight.detach().float()
-        n, k = weight.shape
-        grouped = weight.reshape(n, k // group, group)
-        low, high = grouped.amin(-1, keepdim=True), grouped.amax(-1, keepdim=True)
-        scale = ((high - low) / 15).clamp(min=1e-8)
-        q = torch.round((grouped - low) / scale).clamp(0, 15).to(torch.int32).reshape(n, k)
-        zero = low + 8 * scale
-        scales_zeros = torch.stack([scale.reshape(n, -1), zero.reshape(n, -1)], dim=-1).transpose(0, 1).contiguous()
-        self.out_features, self.in_features, self.group = n, k, group
-        self.register_buffer("weight", _pack_int4(q, device))
-        self.register_buffer("scales_zeros", scales_zeros.to(device=device, dtype=dtype))
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(device, dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        if x.is_cuda:
-            y = torch.ops.aten._weight_int4pack_mm(flat, self.weight, self.group, self.scales_zeros)
-        else:
-            y = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.weight, self.group, self.scales_zeros)
-        y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-
-FP8 = torch.float8_e4m3fn
-FP8_MAX = float(torch.finfo(FP8).max)  # 448: e4m3 has no infinities, so every value must be scaled into range
-
-
-def to_fp8_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """2-D `x` as float8 e4m3 with one float32 scale per row (symmetric: x ~ q * scale), scales shaped (rows, 1).
-    A row of zeros gets a tiny scale rather than a division by zero."""
-    rows = x.float()
-    scale = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / FP8_MAX
-    return (rows / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8), scale
-
-
-class Float8Linear(nn.Module):
-    """`nn.Linear` in float8 e4m3: weights with one scale per output channel (at load), activations with one
-    scale per token (at every call), multiplied by `torch._scaled_mm` with those row-wise scales into the
-    activations' dtype. The weight is stored (N, K) row-major, so its transpose is the column-major operand the
-    kernel takes."""
-
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
-        super().__init__()
-        weight, scale = to_fp8_rows(linear.weight.detach())
-        self.out_features, self.in_features = weight.shape
-        self.register_buffer("weight", weight)
-        self.register_buffer("scale", scale.reshape(1, -1).contiguous())  # (1, N) float32, as scale_b
-        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, scale = to_fp8_rows(x.reshape(-1, self.in_features))
-        y = torch._scaled_mm(q, self.weight.t(), scale_a=scale, scale_b=self.scale, out_dtype=x.dtype)
-        y = y.reshape(*x.shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
-
-
-def _fp8_fits(linear: nn.Linear) -> bool:
-    n, k = linear.weight.shape
-    return k % 16 == 0 and n % 16 == 0  # _scaled_mm's alignment on cuda
-
-
-def _pack_int4(q: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """int32 (N, K) values 0..15 -> the kernel's packed tensor on `device`."""
-    if device.type == "cuda":
-        k = q.shape[1]
-        inner_k_tiles = next(t for t in (8, 4, 2) if k % (t * 16) == 0)
-        pairs = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8).to(device)
-        return torch.ops.aten._convert_weight_to_int4pack(pairs, inner_k_tiles)
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-
-
-def _int4_fits(linear: nn.Linear, group: int, device: torch.device) -> bool:
-    n, k = linear.weight.shape
-    if device.type == "cuda":
-        return k % group == 0 and k % 32 == 0 and n % 8 == 0
-    return k % group == 0
-
-
-def quantize_weights(model: nn.Module, quant: str, group: int | None, dtype: torch.dtype, device: torch.device) -> int:
-    """Replace every `nn.Linear` of `model` in place (int8_weight: all int8; int4: int4, `lm_head` and layers
-    whose shape the int4 kernel cannot take int8; fp8: all float8, but layers whose shape `_scaled_mm` cannot
-    take, which stay in `dtype`). Returns how many layers were replaced."""
-    replaced = 0
-    for name, module in list(model.named_modules()):
-        if not isinstance(module, nn.Linear):
-            continue
-        parent_name, _, attr = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        if quant == "fp8":
-            if not _fp8_fits(module):
-                log.warning("torch_compiled: %s %s is not a multiple of 16; kept %s", name,
-                            tuple(module.weight.shape), dtype)
-                continue
-            new: nn.Module = Float8Linear(module, dtype).to(device)
-        elif quant == "int4" and attr != "lm_head" and group is not None and _int4_fits(module, group, device):
-            new = Int4WeightLinear(module, dtype, group, device)
-        else:
-            if quant == "int4" and attr != "lm_head":
-                log.warning("torch_compiled: %s %s does not fit int4 group %s; kept int8", name,
-                            tuple(module.weight.shape), group)
-            new = Int8WeightLinear(module, dtype).to(device)
-        setattr(parent, attr, new)
-        replaced += 1
-    return replaced
-
-
-# ------------------------------------------------------------------------------------- the static-cache step
-
-
-class StaticDecoder(nn.Module):
-    """The HF model's layers over KV buffers for one batch size (registered buffers, so that CUDA graphs treat
-    them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
-    (T,) into the cache, attends to every slot at or before each position, and returns the greedy next token
-    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied; its
-    projections must be fused first (`fuse_projections`).
-
-    `backends` are the only SDPA kernels the step may use (None: SDPA picks); `repeat_kv` repeats the KV heads
-    to one per query head before SDPA, for kernels that take no `enable_gqa`."""
-
-    def __init__(
-        self, model: nn.Module, batch: int, capacity: int, cos: torch.Tensor, sin: torch.Tensor,
-        backends: list[Any] | None = None, repeat_kv: bool = False,
-    ):
-        super().__init__()
-        inner, config = model.model, model.config
-        self.embed, self.layers, self.norm, self.lm_head = inner.embed_tokens, inner.layers, inner.norm, model.lm_head
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = cos.shape[-1]
-        self.qkv_sizes = [self.heads * self.head_dim, self.kv_heads * self.head_dim, self.kv_heads * self.head_dim]
-        self.backends = backends
-        self.repeat = self.heads // self.kv_heads if repeat_kv else 1
-        dtype, device = cos.dtype, cos.device
-        self.register_buffer("cos", cos)
-        self.register_buffer("sin", sin)
-        self.register_buffer("slots", torch.arange(capacity, device=device))
-        for i in range(len(self.layers)):
-            shape = (batch, self.kv_heads, capacity, self.head_dim)
-            self.register_buffer(f"k{i}", torch.zeros(shape, dtype=dtype, device=device))
-            self.register_buffer(f"v{i}", torch.zeros(shape, dtype=dtype, device=device))
-
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        if self.backends is None:
-            return self._step(ids, positions, last)
-        with sdpa_kernel(self.backends):  # inside the compiled region: dynamo traces the restriction
-            return self._step(ids, positions, last)
-
-    def _step(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        batch, length = ids.shape
-        x = self.embed(ids)
-        cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]  # (1, 1, T, D)
-        mask = self.slots[None, :] <= positions[:, None]  # (T, capacity): True = attend
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q, k, v = attn.qkv_proj(h).split(self.qkv_sizes, dim=-1)
-            q = q.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
-            k = k.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = v.view(batch, length, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-            k_cache, v_cache = getattr(self, f"k{i}"), getattr(self, f"v{i}")
-            k_cache.index_copy_(2, positions, k)
-            v_cache.index_copy_(2, positions, v)
-            if self.repeat > 1:
-                k_cache, v_cache = k_cache.repeat_interleave(self.repeat, 1), v_cache.repeat_interleave(self.repeat, 1)
-            o = F.scaled_dot_product_attention(
-                q, k_cache, v_cache, attn_mask=mask, scale=attn.scaling,
-                enable_gqa=k_cache.shape[1] != self.heads,
-            )
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(batch, length, -1))
-            mlp = layer.mlp
-            gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(x)).chunk(2, dim=-1)
-            x = x + mlp.down_proj(mlp.act_fn(gate) * up)
-        logits = self.lm_head(self.norm(x.index_select(1, last)))
-        return logits[:, 0].argmax(dim=-1)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _check_architecture(config: Any) -> None:
-    windowed = getattr(config, "use_sliding_window", False) and getattr(config, "sliding_window", None)
-    layer_types = getattr(config, "layer_types", None) or []
-    if windowed or any(t != "full_attention" for t in layer_types):
-        raise ValueError(
-            "engine torch_compiled attends to the whole static cache; this model uses sliding-window layers "
-            f"(layer_types={layer_types}); use engine=torch"
-        )
-
-
 class _Slot:
     """One batch size: its decoder (the cache), the callables for decode and each prefill length."""
 
@@ -471,7 +241,7 @@ class TorchCompiledEngine(Engine):
         # config may pick another); `auto` loads the model as the reference does.
         extra = {"attn_implementation": "sdpa"} if settings["attn_backend"] != "auto" else {}
         model = AutoModelForCausalLM.from_pretrained(artifact, dtype=dtype, **extra).eval()
-        _check_architecture(model.config)
+        check_architecture(model.config)
         fuse_projections(model)
         if settings["quant"] in ("int8_weight", "int4", "fp8"):
             quantize_weights(model, settings["quant"], settings["group_size"], dtype, device)
