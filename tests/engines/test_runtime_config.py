@@ -30,6 +30,7 @@ PLAIN_ENGINES = [  # (engine, KV layout) pairs each engine implements
     ("ort", "dynamic"),
     ("ort_genai", "dynamic"),
     ("ort_genai", "static"),
+    ("torch_compiled", "dynamic"),  # its snippet is autoopt's own loop: the KV knob does not apply
 ]
 
 

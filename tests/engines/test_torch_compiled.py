@@ -197,6 +197,25 @@ def test_runtime_config_holds_the_settings_load_applies(tmp_path: Path) -> None:
     assert "def load(folder)" in TorchCompiledEngine.plain_runtime_snippet()
 
 
+@pytest.mark.parametrize("quant", ["int4", "int8_weight"])
+def test_the_bundle_snippet_loads_the_engine_with_the_settings_it_was_measured_with(
+    tiny_model: Path, tmp_path: Path, quant: str
+) -> None:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    candidate = _candidate(quant=quant, quant_block_size=64 if quant == "int4" else 32, attn_backend="math")
+    TorchCompiledEngine.write_runtime_config(folder, candidate, RUNTIME)
+    namespace: dict[str, object] = {"__name__": "snippet"}
+    exec(compile(TorchCompiledEngine.plain_runtime_snippet(), "<snippet>", "exec"), namespace)
+
+    engine = namespace["load"](folder)  # type: ignore[operator]
+
+    assert engine._settings == runtime_settings(candidate, RUNTIME)
+    engine.close()
+
+
 # ------------------------------------------------------------------------------------------------- float8
 
 

@@ -75,10 +75,11 @@ from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 
 def load(folder):
     s = json.loads((Path(folder) / "torch_compiled_runtime.json").read_text())
-    candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], quant_block_size=s["group_size"])
-    candidate.compile_mode, candidate.prefill_bucket = s["compile_mode"], s["prefill_bucket"]
-    candidate.compile_tuning = s.get("compile_tuning", "none")
-    candidate.attn_backend = s.get("attn_backend", "auto")
+    candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], compile_mode=s["compile_mode"],
+                                prefill_bucket=s["prefill_bucket"], compile_tuning=s.get("compile_tuning", "none"),
+                                attn_backend=s.get("attn_backend", "auto"))
+    if s["group_size"] is not None:  # int4's group
+        candidate.quant_block_size = s["group_size"]
     runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
                              max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
     return TorchCompiledEngine.load(Path(folder), candidate, runtime)
