@@ -14,21 +14,13 @@ from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
 from autoopt.passes.pipeline import run_pipeline
 from autoopt.passes.plan import plan
+from tests.engines.decoding import greedy_tokens as _tokens
+from tests.engines.decoding import prompt as _prompt
 
 MAX_LENGTH = 40
 RUNTIME = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=MAX_LENGTH, max_batch=2)
 # (batch, prompt_len, new): different prompts, lengths and batch sizes in a row; the last fills max_length.
 REQUESTS = [(1, 12, 8), (2, 20, 6), (1, 7, 14), (2, 9, 5), (1, 30, 10)]
-
-
-def _prompt(i: int, batch: int, length: int) -> np.ndarray:
-    return np.random.default_rng(100 + i).integers(1, 500, size=(batch, length), dtype=np.int64)
-
-
-def _tokens(engine: Engine, ids: np.ndarray, new: int) -> np.ndarray:
-    steps = list(engine.generate(ids, new))
-    assert len(steps) == new and all(s.shape == (ids.shape[0],) and s.dtype == np.int64 for s in steps)
-    return np.stack(steps, axis=1)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,8 @@ from autoopt.engines.torch_compiled.engine import (
 )
 from autoopt.engines.torch_compiled.quant import FP8_MAX, Float8Linear, quantize_weights, to_fp8_rows
 from autoopt.space.validity import target_problem
+from tests.engines.decoding import greedy_tokens as _tokens
+from tests.engines.decoding import prompt as _prompt
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -47,16 +49,6 @@ def _candidate(quant: str = "none", compile_mode: str = "none", prefill_bucket: 
     return CandidateConfig(
         engine="torch_compiled", quant=quant, compile_mode=compile_mode, prefill_bucket=prefill_bucket, **knobs
     )  # type: ignore[arg-type]
-
-
-def _prompt(i: int, batch: int, length: int) -> np.ndarray:
-    return np.random.default_rng(100 + i).integers(1, 500, size=(batch, length), dtype=np.int64)
-
-
-def _tokens(engine: Engine, ids: np.ndarray, new: int) -> np.ndarray:
-    steps = list(engine.generate(ids, new))
-    assert len(steps) == new and all(s.shape == (ids.shape[0],) and s.dtype == np.int64 for s in steps)
-    return np.stack(steps, axis=1)
 
 
 @pytest.fixture(scope="module")
