@@ -2,8 +2,8 @@
 
 As in `autoopt.study.runner.run_sweep`: the parameters come from `sample` (the same conditional names),
 the fp32 reference is enqueued as trial 0, then any warm start, then one trial on each engine not yet
-covered (`engine_openers`), a candidate the target cannot run is pruned and costs
-nothing, a candidate measured before is told its earlier values and costs nothing, a failure counts as
+covered (`engine_openers`, enqueued again while pruned: `OpenerRetries`), a candidate the target cannot run
+is pruned and costs nothing, a candidate measured before is told its earlier values and costs nothing, a failure counts as
 measured, and a sweep with `n_trials = k` stops after k distinct measured candidates or 4k asks,
 whichever comes first. After each k the hypervolume of the feasible front found so far is divided by
 the grid's, both against the sweep's reference point (fp32 latency, fp32 cost, 1 - the accuracy bar).
@@ -27,7 +27,7 @@ from autoopt.config.schema import CandidateConfig, SearchConfig, TargetConfig
 from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
-from autoopt.space.sample import engine_openers, fit, reference_params, sample
+from autoopt.space.sample import OpenerRetries, engine_openers, fit, reference_params, sample
 from autoopt.study.objectives import constraints, objectives
 from autoopt.study.warm import front_params
 
@@ -144,8 +144,10 @@ def replay(
     study.enqueue_trial(reference)
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
-    for params in engine_openers(bench.space, [reference, *warm], seed):
+    openers = engine_openers(bench.space, [reference, *warm], seed)
+    for params in openers:
         study.enqueue_trial(params)
+    retries = OpenerRetries(openers)
     seen: dict[str, Outcome] = {}
     found: list[pareto.Point] = []
     events: list[tuple[int, float]] = []  # per newly measured candidate: (asks so far, hypervolume so far)
@@ -156,7 +158,10 @@ def replay(
             trial = study.ask()
             asks += 1
             candidate = sample(trial, bench.space)
-            if bench.problem(candidate):
+            pruned = bool(bench.problem(candidate))
+            if again := retries.after(candidate.engine, pruned):
+                study.enqueue_trial(again)
+            if pruned:
                 study.tell(trial, state=TrialState.PRUNED)
                 continue
             key = bench.key(candidate)

@@ -60,6 +60,31 @@ def engine_openers(space: Any, enqueued: Sequence[dict[str, object]], seed: int)
     return [{"engine": e} for e in engines]
 
 
+OPENER_RETRIES = 8
+
+
+class OpenerRetries:
+    """The engines whose opener has not yet reached a trial that was not pruned. An opener fixes only the engine,
+    so the sampler may complete it into a candidate the target cannot run (flash attention under the compiled
+    loop's masked cache on cuda, say); pruned, it would leave its engine unvisited. `after` is asked after each
+    trial: after a pruned trial on a pending engine it returns that engine's opener to enqueue again, up to
+    `retries` times; once the engine has a trial that was not pruned, nothing more. When no opener is pruned, a
+    study runs exactly as without it."""
+
+    def __init__(self, openers: Sequence[dict[str, object]], retries: int = OPENER_RETRIES):
+        self._left = {str(params["engine"]): retries for params in openers}
+
+    def after(self, engine: str, pruned: bool) -> dict[str, object] | None:
+        left = self._left.get(engine)
+        if left is None:
+            return None
+        if not pruned or left == 0:
+            del self._left[engine]
+            return None
+        self._left[engine] = left - 1
+        return {"engine": engine}
+
+
 class _FixedParams:
     """Answers `sample`'s questions from a fixed parameter set; `missing` and `outside` collect the names it
     could not answer from the set or whose value the space does not offer."""

@@ -21,7 +21,7 @@ from autoopt.jobs.launch import Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
-from autoopt.space.sample import engine_openers, reference_params
+from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import unavailable_engines
 from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
@@ -61,7 +61,10 @@ def study_name(cfg: SweepConfig, prep: Prepared) -> str:
     return cfg.study.name or f"{prep.model.name}-{prep.model.key[-12:]}-{cfg.target.name}-{cfg.workload.name}-{cfg.space.name}"
 
 
-def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> optuna.Study:
+def open_study(
+    cfg: SweepConfig, prep: Prepared, name: str, workspace: Path
+) -> tuple[optuna.Study, list[dict[str, object]]]:
+    """The study, created or resumed, and the engine openers it enqueued (none when resumed)."""
     storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
     new = name not in optuna.get_all_study_names(storage)
     # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
@@ -78,14 +81,14 @@ def open_study(cfg: SweepConfig, prep: Prepared, name: str, workspace: Path) -> 
         study.enqueue_trial(reference_params(cfg.space))
     for params in warm:
         study.enqueue_trial(params, skip_if_exists=True)
-    if new:
-        for params in engine_openers(cfg.space, [reference_params(cfg.space), *warm], cfg.search.seed):
-            study.enqueue_trial(params)
+    openers = engine_openers(cfg.space, [reference_params(cfg.space), *warm], cfg.search.seed) if new else []
+    for params in openers:
+        study.enqueue_trial(params)
     if sources:
         log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
     elif new and cfg.search.warm_start:
         log.info("warm start: no earlier study of model %s in the storage; starting cold", prep.model.key)
-    return study
+    return study, openers
 
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
@@ -110,7 +113,8 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                    serving=cfg.search.objective == "serving")
     cfg = searchable(cfg, prep)
     name = study_name(cfg, prep)
-    study = open_study(cfg, prep, name, workspace)
+    study, openers = open_study(cfg, prep, name, workspace)
+    retries = OpenerRetries(openers)
     tracker = Tracker(cfg.tracking.uri or f"sqlite:///{workspace / 'mlflow.db'}", name, workspace / "mlartifacts")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     earlier = len([t for t in study.trials if t.state.is_finished()])
@@ -126,6 +130,8 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         while new < cfg.search.n_trials and asked < MAX_ASKS_PER_TRIAL * cfg.search.n_trials:
             outcome = run_trial(study, prep, cfg, known, launcher, progress)
             asked += 1
+            if again := retries.after(outcome.record.candidate.engine, outcome.state == "pruned"):
+                study.enqueue_trial(again)
             if outcome.number == 0 and outcome.state != "complete":
                 raise SweepError(
                     f"the fp32 reference (trial 0) {outcome.state}: {outcome.record.reason}; nothing to compare to"

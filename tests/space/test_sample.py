@@ -105,3 +105,44 @@ def test_enqueued_openers_fix_the_engine_and_leave_the_rest_to_the_sampler() -> 
         study.tell(trial, [1.0, 1.0, 1.0])
 
     assert engines[0] == "torch" and sorted(engines[1:]) == ["ort", "ort_genai"]
+
+
+def test_a_pruned_opener_is_enqueued_again_until_its_engine_has_a_trial() -> None:
+    from autoopt.space.sample import OpenerRetries
+
+    retries = OpenerRetries([{"engine": "ort"}, {"engine": "ort_genai"}], retries=2)
+
+    assert retries.after("torch", pruned=True) is None  # not an opener's engine
+    assert retries.after("ort", pruned=True) == {"engine": "ort"}
+    assert retries.after("ort", pruned=False) is None  # ort has a trial: done with it
+    assert retries.after("ort", pruned=True) is None
+    assert [retries.after("ort_genai", pruned=True) for _ in range(3)] == [{"engine": "ort_genai"}] * 2 + [None]
+
+
+def test_openers_visit_their_engine_even_where_most_of_its_candidates_are_pruned() -> None:
+    from autoopt.space.sample import OpenerRetries, engine_openers
+
+    def cannot_run(c) -> bool:  # half of each opener engine's candidates
+        return (c.engine == "ort" and c.fuse) or (c.engine == "ort_genai" and c.kv_cache == "dynamic")
+
+    for seed in range(10):
+        study = optuna.create_study(directions=["minimize"] * 3, sampler=optuna.samplers.RandomSampler(seed=seed))
+        study.enqueue_trial(reference_params(SPACE))
+        openers = engine_openers(SPACE, [reference_params(SPACE)], seed)
+        for params in openers:
+            study.enqueue_trial(params)
+        retries = OpenerRetries(openers)
+        measured = []
+        while len(measured) < 3:
+            trial = study.ask()
+            candidate = sample(trial, SPACE)
+            pruned = cannot_run(candidate)
+            if again := retries.after(candidate.engine, pruned):
+                study.enqueue_trial(again)
+            if pruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, [1.0, 1.0, 1.0])
+                measured.append(candidate.engine)
+
+        assert measured[0] == "torch" and sorted(measured[1:]) == ["ort", "ort_genai"], seed
