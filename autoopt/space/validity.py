@@ -83,6 +83,18 @@ def unavailable_engines(engines: Sequence[str], target: TargetConfig) -> dict[st
     return out
 
 
+def unsupported_quants(quants: Sequence[str], target: TargetConfig) -> dict[str, str]:
+    """Each of `quants` no candidate can run on `target`, because the target lacks the precision it needs, with
+    the reason. A sweep leaves them out of its space, as it does unavailable engines. `none` is never among them:
+    it is the fp32 reference's, whose own trial says so when the target lacks fp32."""
+    return {
+        q: f"quant={q} needs {QUANT_PRECISION[q]}, which target={target.name} does not support "
+        f"(supports: {', '.join(target.precisions)})"
+        for q in quants
+        if q != "none" and QUANT_PRECISION[q] not in target.precisions
+    }
+
+
 def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: str) -> str | None:
     """Every check a candidate must pass before it is built, in order; None when it can be measured here.
     `architecture` is the model's HF class (`config.json`'s `architectures[0]`)."""

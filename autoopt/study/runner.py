@@ -22,7 +22,7 @@ from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
-from autoopt.space.validity import unavailable_engines
+from autoopt.space.validity import unavailable_engines, unsupported_quants
 from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
@@ -92,16 +92,20 @@ def open_study(
 
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
-    """`cfg` with the space's engines narrowed to those this machine can measure for the target, each one left
-    out logged with its reason (the study's fingerprint records the libraries, so a later install is a new
-    study). Raises `SweepError` when none is left."""
+    """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
+    quants whose precision the target has; each value left out logged with its reason (the study's fingerprint
+    records the target and the libraries, so a later install is a new study). Raises `SweepError` when no engine
+    is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
-    for reason in dropped.values():
+    quants = unsupported_quants(cfg.space.quant, prep.target)
+    for reason in [*dropped.values(), *quants.values()]:
         log.warning("not searched here: %s", reason)
     kept = [engine for engine in cfg.space.engine if engine not in dropped]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
-    return replace(cfg, space=replace(cfg.space, engine=kept)) if dropped else cfg
+    if not dropped and not quants:
+        return cfg
+    return replace(cfg, space=replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants]))
 
 
 def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:

@@ -38,3 +38,20 @@ def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep() -> None:
 
     with pytest.raises(SweepError, match="no engine of space=s can be measured here"):
         searchable(_cfg(target, ["ort_genai"]), SimpleNamespace(target=target))  # type: ignore[arg-type]
+
+
+def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _target(engines=["torch", "ort"], precisions=["fp32", "fp16", "int8"])  # a t4-like card: no bf16
+    cfg = _cfg(target, ["torch", "ort"])
+    cfg.space.quant = ["none", "bf16", "fp16", "int8_dynamic", "fp8"]
+
+    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+
+    assert narrowed.space.quant == ["none", "fp16", "int8_dynamic"]
+    assert narrowed.space.engine == ["torch", "ort"]
+    assert "not searched here: quant=bf16 needs bf16, which target=t does not support" in caplog.text
+    assert "quant=fp8 needs fp8" in caplog.text
+    no_fp32 = _target(engines=["torch"], precisions=["int8"])  # the reference's own trial reports that one
+    assert searchable(_cfg(no_fp32, ["torch"]), SimpleNamespace(target=no_fp32)).space.quant == ["none"]  # type: ignore[arg-type]
