@@ -2,10 +2,10 @@
 
 As in `autoopt.study.runner.run_sweep`: the parameters come from `sample` (the same conditional names),
 the fp32 reference is enqueued as trial 0, then any warm start, then one trial on each engine not yet
-covered (`engine_openers`, enqueued again while pruned: `OpenerRetries`), a candidate the target cannot run
-is pruned and costs nothing, a candidate measured before is told its earlier values and costs nothing, a failure counts as
-measured, and a sweep with `n_trials = k` stops after k distinct measured candidates or 4k asks,
-whichever comes first. After each k the hypervolume of the feasible front found so far is divided by
+covered (`engine_openers`, enqueued again while pruned: `OpenerRetries`), a candidate the target cannot
+run is pruned and costs nothing, a candidate measured before is told its earlier values and costs nothing,
+a failure counts as measured, and a sweep with `n_trials = k` stops after k distinct measured candidates
+or 4k asks, whichever comes first. After each k the hypervolume of the feasible front found so far is divided by
 the grid's, both against the sweep's reference point (fp32 latency, fp32 cost, 1 - the accuracy bar).
 """
 
