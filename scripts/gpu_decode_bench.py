@@ -60,6 +60,7 @@ from autoopt.config.schema import CandidateConfig, ModelConfig, TargetConfig
 from autoopt.engines.base import Engine
 from autoopt.engines.registry import engine_class
 from autoopt.engines.torch_compiled import INFO as COMPILED_INFO
+from autoopt.engines.torch_compiled import INT4_GROUPS
 from autoopt.result import Bandwidth
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,8 +140,9 @@ def variants(
         out.append((f"compiled bf16 {mode}", CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode=mode)))
     declared = [q for q in COMPILED_INFO.quants.get(device, ()) if q not in FLOAT_QUANTS]
     for quant in ["bf16", *(q for q in declared if quants is None or q in quants)]:
-        candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0],
-                                    quant_block_size=int4_group if quant == "int4" else 32)
+        candidate = CandidateConfig(engine="torch_compiled", quant=quant, compile_mode=compile_modes[0])
+        if quant == "int4":
+            candidate.quant_block_size = int4_group
         name = f"{quant} g{int4_group}" if quant == "int4" else quant
         if quant != "bf16":
             out.append((f"compiled {name}", candidate))
@@ -370,7 +372,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quants", default=None,
                         help="comma-separated quants benched compiled besides bf16; default every one the engine "
                         "declares for the device beyond the float casts")
-    parser.add_argument("--int4-group", type=int, default=32, choices=(32, 64, 128, 256),
+    parser.add_argument("--int4-group", type=int, default=32, choices=INT4_GROUPS,
                         help="int4's group size (input channels per scale and zero)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--target", default=None, help="conf/target name whose memory_bandwidth_gbps to use")

@@ -44,6 +44,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from autoopt.config.errors import ConfigError
+from autoopt.config.knobs import knobs_of
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
@@ -55,8 +56,7 @@ from autoopt.engines.torch_compiled.quant import quantize_weights
 log = logging.getLogger("autoopt.engines")
 
 RUNTIME_FILE = "torch_compiled_runtime.json"
-COMPILE_MODES = ("none", "default", "reduce-overhead")
-PREFILL_BUCKETS = (0, 32, 64, 128)  # 0: eager prefill at the prompt's own length
+_KNOBS = knobs_of(CandidateConfig)
 _FLOAT = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 _SNIPPET = '''\
@@ -105,14 +105,11 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
 
     Raises `ConfigError` (one line: key, value, fix) for a value this engine cannot run.
     """
+    for name in ("compile_mode", "compile_tuning", "prefill_bucket"):
+        if problem := _KNOBS[name].value_problem(getattr(candidate, name)):
+            raise ConfigError(problem)
     mode = candidate.compile_mode
     bucket = candidate.prefill_bucket
-    if mode not in COMPILE_MODES:
-        raise ConfigError(f"candidate.compile_mode={mode} is not valid; choose one of: {', '.join(COMPILE_MODES)}")
-    if bucket not in PREFILL_BUCKETS:
-        raise ConfigError(
-            f"candidate.prefill_bucket={bucket} is not valid; choose one of: {', '.join(map(str, PREFILL_BUCKETS))}"
-        )
     quants = INFO.quants.get(runtime.device)
     if quants is None:
         raise ConfigError(f"device={runtime.device} is not valid for engine torch_compiled; use cpu or cuda")
