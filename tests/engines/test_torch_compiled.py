@@ -120,11 +120,19 @@ def test_compile_tuning_is_refused_where_it_cannot_take_effect_and_pruned_before
 
 
 def test_tuned_compiles_keep_the_modes_own_options() -> None:
-    assert compile_options("reduce-overhead", "none") is None
-    assert compile_options("reduce-overhead", "coordinate_descent") == {
+    assert compile_options("reduce-overhead", "none", cpp_wrapper=False) is None
+    assert compile_options("reduce-overhead", "coordinate_descent", cpp_wrapper=False) == {
         "triton.cudagraphs": True, "coordinate_descent_tuning": True
     }
-    assert compile_options("default", "coordinate_descent") == {"coordinate_descent_tuning": True}
+    assert compile_options("default", "coordinate_descent", cpp_wrapper=False) == {"coordinate_descent_tuning": True}
+
+
+def test_the_cpu_compiles_with_the_cpp_wrapper_and_cuda_with_the_python_one() -> None:
+    cuda = RuntimeOptions(device="cuda", threads=1, batch_size=1, max_length=40, max_batch=1)
+    assert runtime_settings(_candidate(compile_mode="reduce-overhead"), RUNTIME)["cpp_wrapper"] is True
+    assert runtime_settings(_candidate(compile_mode="reduce-overhead"), cuda)["cpp_wrapper"] is False
+    for mode in ("default", "reduce-overhead"):  # no CUDA graphs on the CPU: every mode compiles the same
+        assert compile_options(mode, "none", cpp_wrapper=True) == {"cpp_wrapper": True}
 
 
 def test_prefill_buckets_cover_every_prompt_that_fits_the_cache() -> None:
@@ -353,27 +361,20 @@ def test_compiled_decode_and_bucketed_prefill_decode_like_eager_torch(tiny_model
 
 
 @pytest.mark.slow
-def test_compiled_int8_reduce_overhead_on_cpu_decodes_like_its_uncompiled_loop(tiny_model: Path) -> None:
-    # reduce-overhead on the CPU is inductor without CUDA graphs: the same tokens as the loop run eagerly.
+@pytest.mark.parametrize(
+    ("quant", "mode"),
+    [
+        ("int8_weight", "reduce-overhead"),  # on the CPU: inductor without CUDA graphs
+        ("fp8", "default"),  # _scaled_mm with float8 runs on the CPU too: inductor's lowering of it is checked here
+    ],
+)
+def test_compiled_quantized_step_decodes_like_its_uncompiled_loop(tiny_model: Path, quant: str, mode: str) -> None:
     runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=40, max_batch=1)
-    compiled = TorchCompiledEngine.load(tiny_model, _candidate("int8_weight", "reduce-overhead"), runtime)
-    uncompiled = TorchCompiledEngine.load(tiny_model, _candidate("int8_weight", "none"), runtime)
+    compiled = TorchCompiledEngine.load(tiny_model, _candidate(quant, mode), runtime)
+    uncompiled = TorchCompiledEngine.load(tiny_model, _candidate(quant, "none"), runtime)
 
     with torch._dynamo.config.patch(error_on_recompile=True):
         _assert_decodes_like(compiled, uncompiled, [(1, 12, 10), (1, 25, 12)])
     assert list(compiled.compile_report) == ["decode b1"]
-    compiled.close()
-    uncompiled.close()
-
-
-@pytest.mark.slow
-def test_compiled_fp8_decodes_like_its_uncompiled_loop(tiny_model: Path) -> None:
-    # _scaled_mm with float8 runs on the CPU too, so inductor's lowering of the float8 step is checked here.
-    runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=40, max_batch=1)
-    compiled = TorchCompiledEngine.load(tiny_model, _candidate("fp8", "default"), runtime)
-    uncompiled = TorchCompiledEngine.load(tiny_model, _candidate("fp8", "none"), runtime)
-
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        _assert_decodes_like(compiled, uncompiled, [(1, 12, 10), (1, 25, 12)])
     compiled.close()
     uncompiled.close()

@@ -4,8 +4,8 @@ The HF model is loaded with its eager modules; autoopt drives them with its own 
 preallocated once per batch size (`max_batch x max_length`), so every decode step has the same shapes:
 tokens (batch, 1), the cache position as a (1,) tensor, the whole cache behind a boolean mask. That step is
 compiled with `torch.compile` at load (`compile_mode`): `default` is inductor; `reduce-overhead` adds CUDA
-graphs on cuda, and on the CPU behaves like `default` (inductor has no CPU graphs to capture); `none` runs
-the same loop eagerly. Prefill runs apart: eagerly at the prompt's own length (`prefill_bucket=0`), or
+graphs on cuda, and on the CPU behaves like `default` (inductor has no CPU graphs to capture; there it writes
+each graph's wrapper in C++, see `compile_options`); `none` runs the same loop eagerly. Prefill runs apart: eagerly at the prompt's own length (`prefill_bucket=0`), or
 compiled once per bucketed length, the prompt right-padded to it (padded positions write cache slots that
 decode overwrites before it ever attends to them; causality keeps them out of the real positions).
 
@@ -142,6 +142,7 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
         "group_size": group,
         "compile_mode": mode,
         "compile_tuning": candidate.compile_tuning,
+        "cpp_wrapper": runtime.device == "cpu",  # see compile_options; on cuda not run yet
         "prefill_bucket": bucket,
         "attn_backend": candidate.attn_backend,
         "threads": runtime.threads,
@@ -152,20 +153,30 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
     }
 
 
-def compile_step(decoder: nn.Module, mode: str, tuning: str) -> Any:
-    """The decode step compiled with `mode`, and with `tuning` (see `compile_options`)."""
-    options = compile_options(mode, tuning)
+def compile_step(decoder: nn.Module, mode: str, tuning: str, cpp_wrapper: bool) -> Any:
+    """`decoder` compiled with `mode`, `tuning` and `cpp_wrapper` (see `compile_options`)."""
+    options = compile_options(mode, tuning, cpp_wrapper)
     if options is None:
         return torch.compile(decoder, mode=mode, fullgraph=True, dynamic=False)
     return torch.compile(decoder, options=options, fullgraph=True, dynamic=False)
 
 
-def compile_options(mode: str, tuning: str) -> dict[str, Any] | None:
-    """inductor's options for `mode` under `tuning`; None: `mode` alone says it all. With coordinate_descent,
-    inductor tunes each Triton kernel's launch config by coordinate descent, and (torch's mm decomposition, cuda
-    only) lowers a one-row matmul to a pointwise-times-reduction kernel that takes the int8 weight's cast and
-    scale in, instead of casting the whole weight to bf16 ahead of a cuBLAS call. torch.compile takes a mode or
-    options, not both, so the mode's own options are spelled out."""
+def compile_options(mode: str, tuning: str, cpp_wrapper: bool) -> dict[str, Any] | None:
+    """inductor's options for `mode` under `tuning`, with or without `cpp_wrapper`; None: `mode` alone says it all.
+
+    `cpp_wrapper` is set on the CPU (`runtime_settings`). There inductor then writes the code that calls the
+    graph's kernels in turn in C++ rather than Python, which pays where a batch-1 step of a small model launches
+    many short kernels: the built-in model decoded 1.10-1.15x faster per token with it, every quant, at about the
+    same compile time (experiments/2026-11-27-cpp-wrapper.md). The CPU has no CUDA graph to capture, so every
+    mode compiles the same there. cuda keeps the Python wrapper: a replayed CUDA graph (reduce-overhead) skips
+    the wrapper anyway, and the C++ one has not run on a card.
+
+    On cuda, with coordinate_descent, inductor tunes each Triton kernel's launch config by coordinate descent,
+    and (torch's mm decomposition) lowers a one-row matmul to a pointwise-times-reduction kernel that takes the
+    int8 weight's cast and scale in, instead of casting the whole weight to bf16 ahead of a cuBLAS call.
+    torch.compile takes a mode or options, not both, so the mode's own options are spelled out."""
+    if cpp_wrapper:
+        return {"cpp_wrapper": True}
     if tuning == "none":
         return None
     from torch._inductor import list_mode_options
@@ -279,10 +290,10 @@ class TorchCompiledEngine(Engine):
             ).to(self._device)
             step = prefill = decoder
             if mode != "none":
-                step = compile_step(decoder, mode, self._settings["compile_tuning"])
+                step = compile_step(decoder, mode, self._settings["compile_tuning"], self._settings["cpp_wrapper"])
                 if self._prefill_lengths():
                     # Prefill graphs are plain inductor: capturing a CUDA graph per length buys little once.
-                    prefill = torch.compile(decoder, mode="default", fullgraph=True, dynamic=False)
+                    prefill = compile_step(decoder, "default", "none", self._settings["cpp_wrapper"])
             slot = self._slots[batch] = _Slot(decoder, step, prefill, self._prefill_lengths())
             # Called as `generate` calls them: distinct position and `last` tensors (aliased inputs would be
             # guarded on, and the first request would compile again).
