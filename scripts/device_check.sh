@@ -98,20 +98,23 @@ EOF
 }
 
 do_sweep() {
-    local rc overrides
+    local rc overrides started
+    started=$(mktemp)  # the sweep's front.md is newer than this (sweep.log itself keeps changing while it runs)
     mapfile -t overrides < <(card_bandwidth_overrides)
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
-    "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-3}" \
+    # Its own limit, under the step's, so that a sweep cut short still leaves its front.md copied below.
+    timeout --kill-after=5 "$((${SWEEP_S:-200} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-3}" \
         search.confirm_rounds="${SWEEP_CONFIRM:-1}" export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
-    front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$OUT/sweep.log" 2>/dev/null | head -1)
+    front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$started" 2>/dev/null | head -1)
+    rm -f "$started"
     [ -n "$front" ] && cp "$front" "$OUT/sweep_front.md"
     return $rc
 }
 
 : > "$OUT/summary.txt"
-export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES BENCH_QUANTS BENCH_TUNED BENCH_INT4_GROUP SWEEP_TRIALS SWEEP_CONFIRM
+export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES BENCH_QUANTS BENCH_TUNED BENCH_INT4_GROUP SWEEP_TRIALS SWEEP_CONFIRM SWEEP_S
 export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in

@@ -23,3 +23,30 @@ def test_unknown_step_stops_with_the_list_of_steps_before_running_anything(tmp_p
     assert proc.returncode == 2
     assert "unknown step nope; steps: setup env bench tests sweep late" in proc.stderr
     assert (tmp_path / "summary.txt").read_text() == ""
+
+
+_FAKE_PYTHON = """#!/bin/bash
+# Stands in for python: the sweep writes its front, then logs more (as the real one does after its reports).
+if [ "$1" = "-m" ]; then
+    sleep 1.1
+    mkdir -p "$AUTOOPT_WORKSPACE/reports/study/stamp"
+    echo "| front |" > "$AUTOOPT_WORKSPACE/reports/study/stamp/front.md"
+    sleep 1.1
+    echo "exported"
+fi
+"""
+
+
+def test_the_sweep_step_keeps_the_front_the_sweep_wrote_though_it_logged_after_it(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text(_FAKE_PYTHON)
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {"OUT": str(out), "PY": str(fake), "AUTOOPT_WORKSPACE": str(tmp_path / "ws"), "PATH": "/usr/bin:/bin"}
+
+    proc = subprocess.run(["bash", str(SCRIPT), "sweep"], capture_output=True, text=True, env=env)
+
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "sweep_front.md").read_text() == "| front |\n"
+    assert "exported" in (out / "sweep.log").read_text()
+    assert "sweep  rc=0" in (out / "summary.txt").read_text()
