@@ -1,6 +1,7 @@
 """A deployment bundle's file layout: the one place that names its files.
 
-    model/                 every file of the built artifact (weights, graphs, tokenizer, runtime config)
+    model/                 every file of the built artifact (weights, graphs, tokenizer, runtime config), and
+                           what its engine ships to skip work at load (torch_compiled: compiled graphs)
     verify/reference.npz   held-out tokens, eval windows and fp32 reference logits
     manifest.json          what it is, what it measured (with definitions), SHA-256 of every file
     README.md              the same for a person: headline numbers, how to run and verify it

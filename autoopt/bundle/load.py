@@ -103,12 +103,18 @@ def load_bundle(
     """Load the bundle at `path` with its manifest's engine, candidate and runtime options.
 
     `threads`, `device` and `max_length` (longest prompt + completion, in tokens) override the
-    manifest's. The bundle's integrity is not checked here: that is `python -m autoopt.bundle verify`.
+    manifest's. The bundle's integrity is not checked here (that is `python -m autoopt.bundle verify`), except
+    that compiled graphs it ships are used only where their SHA-256 is the one its manifest lists.
     """
     path = Path(path)
     manifest = read_manifest(path)
     candidate = from_dict(CandidateConfig, manifest["candidate"])
     runtime = runtime_options(manifest, threads, device, max_length)
-    engine = engine_class(candidate.engine).load(path / MODEL_DIR, candidate, runtime)
+    cls = engine_class(candidate.engine)
+    # What the engine shipped to skip work at load (compiled graphs), used only where it hashes as the manifest says.
+    prefix = f"{MODEL_DIR}/"
+    recorded = {rel[len(prefix):]: sha for rel, sha in manifest.get("files", {}).items() if rel.startswith(prefix)}
+    cls.read_compiled_graphs(path / MODEL_DIR, recorded)
+    engine = cls.load(path / MODEL_DIR, candidate, runtime)
     tokenizer = Tokenizer.from_file(str(path / MODEL_DIR / TOKENIZER))
     return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer)

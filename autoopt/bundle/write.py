@@ -225,7 +225,9 @@ def export_bundle(
     try:
         shutil.copytree(artifact, tmp / MODEL_DIR)
         # The runtime's own config files get the settings the figures were measured with, before hashing.
-        engine_class(result.candidate.engine).write_runtime_config(tmp / MODEL_DIR, result.candidate, result.runtime)
+        engine = engine_class(result.candidate.engine)
+        engine.write_runtime_config(tmp / MODEL_DIR, result.candidate, result.runtime)
+        engine.write_compiled_graphs(tmp / MODEL_DIR)
         (tmp / REFERENCE).parent.mkdir()
         shutil.copyfile(reference_npz, tmp / REFERENCE)
         (tmp / README).write_text(readme(payload), encoding="utf-8")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,6 +80,19 @@ class Engine(ABC):
             f"engine {cls.name} does not write its runtime configuration; implement "
             f"{cls.__name__}.write_runtime_config before exporting bundles for it"
         )
+
+    @classmethod
+    def write_compiled_graphs(cls, folder: Path) -> None:
+        """Add to `folder` (a bundle's model folder, its runtime configuration written) the graphs its load
+        would otherwise compile, where the engine compiles at load. Default: nothing is compiled at load."""
+        return None
+
+    @classmethod
+    def read_compiled_graphs(cls, folder: Path, recorded: Mapping[str, str]) -> int:
+        """Before `load(folder, ...)`: make what `write_compiled_graphs` added to `folder` available to the load,
+        using only files whose SHA-256 matches `recorded` (the manifest's hashes, keyed by path relative to
+        `folder`). Returns how many files it used. Default: none."""
+        return 0
 
     @classmethod
     def plain_runtime_snippet(cls) -> str:

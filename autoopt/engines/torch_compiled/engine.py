@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_pro
 from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
 from autoopt.engines.torch_compiled.fuse import fuse_projections
 from autoopt.engines.torch_compiled.quant import quantize_weights
+from autoopt.engines.torch_compiled.shipped import install_shipped_graphs, ship_compiled_graphs
 
 log = logging.getLogger("autoopt.engines")
 
@@ -62,26 +63,16 @@ _FLOAT = {"none": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _SNIPPET = '''\
 # The compiled decode loop is autoopt's own code (a static-cache forward over the HF modules, compiled with
 # torch.compile); there is no plain-transformers equivalent that reproduces its speed. This runs it from the
-# bundle's folder with the settings it was measured with (torch_compiled_runtime.json).
-import json
+# bundle's folder with the settings it was measured with (torch_compiled_runtime.json), compiling at load.
 from pathlib import Path
 
 import numpy as np
 
-from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import RuntimeOptions
-from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine, load_settings
 
 
 def load(folder):
-    s = json.loads((Path(folder) / "torch_compiled_runtime.json").read_text())
-    candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], compile_mode=s["compile_mode"],
-                                prefill_bucket=s["prefill_bucket"], compile_tuning=s.get("compile_tuning", "none"),
-                                attn_backend=s.get("attn_backend", "auto"))
-    if s["group_size"] is not None:  # int4's group
-        candidate.quant_block_size = s["group_size"]
-    runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
-                             max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
+    candidate, runtime = load_settings(Path(folder))
     return TorchCompiledEngine.load(Path(folder), candidate, runtime)
 
 
@@ -151,6 +142,19 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
         # One cache and one decode graph per size; a request of another size runs padded to the next one up.
         "batch_sizes": sorted({min(runtime.batch_size, runtime.max_batch), runtime.max_batch}),
     }
+
+
+def load_settings(folder: Path) -> tuple[CandidateConfig, RuntimeOptions]:
+    """The candidate and runtime options a folder's `torch_compiled_runtime.json` was written from."""
+    s = json.loads((Path(folder) / RUNTIME_FILE).read_text())
+    candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], compile_mode=s["compile_mode"],
+                                compile_tuning=s["compile_tuning"], prefill_bucket=s["prefill_bucket"],
+                                attn_backend=s["attn_backend"])
+    if s["group_size"] is not None:
+        candidate.quant_block_size = s["group_size"]
+    runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
+                             max_batch=max(s["batch_sizes"]), batch_size=min(s["batch_sizes"]))
+    return candidate, runtime
 
 
 def compile_step(decoder: nn.Module, mode: str, tuning: str, cpp_wrapper: bool) -> Any:
@@ -322,6 +326,20 @@ class TorchCompiledEngine(Engine):
         """`torch_compiled_runtime.json`: every setting `load` applies (see `runtime_settings`)."""
         settings = runtime_settings(candidate, runtime)
         (Path(folder) / RUNTIME_FILE).write_text(json.dumps(settings, indent=2) + "\n")
+
+    @classmethod
+    def write_compiled_graphs(cls, folder: Path) -> None:
+        """The graphs a load of `folder` compiles, compiled once more in a fresh process and kept in it
+        (`shipped.ship_compiled_graphs`), so that a load on a like machine reads them instead of compiling."""
+        candidate, _ = load_settings(folder)
+        if candidate.compile_mode != "none":
+            files = ship_compiled_graphs(Path(folder))
+            log.info("torch_compiled: the bundle ships its compiled graphs (%d files)", files)
+
+    @classmethod
+    def read_compiled_graphs(cls, folder: Path, recorded: Mapping[str, str]) -> int:
+        """The graphs `write_compiled_graphs` shipped, put where this process's compiles look first."""
+        return install_shipped_graphs(folder, recorded)
 
     @classmethod
     def plain_runtime_snippet(cls) -> str:
