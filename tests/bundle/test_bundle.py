@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -299,3 +300,27 @@ def test_genai_int4_bundle_serves_and_verifies_without_torch(tiny_model: Path, t
     assert served.stdout.strip() == "[]"
     assert verified == 0
     assert "model/genai_config.json" in json.loads((out / "manifest.json").read_text())["files"]
+
+
+@pytest.mark.slow
+def test_compiled_bundle_loads_its_shipped_graphs_over_an_empty_cache_and_verifies(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    compiled = tiny_prepared(tiny_model, tmp_path / "cache", engines=["torch", "torch_compiled"],
+                             precisions=["fp32", "bf16"])
+    m = measure(compiled, CandidateConfig(engine="torch_compiled", quant="int8_weight", compile_mode="default"))
+    out = export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, tmp_path / "bundle")
+    code = (
+        "import json; from autoopt.bundle import load_bundle; "
+        f"b = load_bundle({str(out)!r}); b.generate_text('def ', 2); print(json.dumps(b.engine.compile_cache))"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "empty inductor cache")}
+
+    served = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO,
+                            env=env)
+    cache = json.loads(served.stdout.strip().splitlines()[-1])
+
+    assert any(name.startswith("model/inductor_cache/") for name in json.loads((out / "manifest.json").read_text())["files"])
+    assert cache["hits"] >= 1 and cache["misses"] == 0, cache
+    assert bundle_main(["verify", str(out), "--speed-tolerance", "10"]) == 0
+    assert "cold start" in (out / "README.md").read_text()
