@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 MODEL_DIR = "model"
-COMPILED_GRAPHS = "inductor_cache"  # in MODEL_DIR: torch_compiled's graphs, compiled at export
 REFERENCE = "verify/reference.npz"
 MANIFEST = "manifest.json"
 README = "README.md"

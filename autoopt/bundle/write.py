@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import autoopt
-from autoopt.bundle.layout import COMPILED_GRAPHS, MODEL_DIR, README, REFERENCE
+from autoopt.bundle.layout import MODEL_DIR, README, REFERENCE
 from autoopt.bundle.manifest import write_manifest
 from autoopt.bundle.verify import minimum_tolerances
 from autoopt.config.runtime import RUNTIME_ENV
@@ -130,7 +130,8 @@ def manifest_payload(result: MeasureResult, workload: dict[str, Any], resolved_c
     }
 
 
-def readme(manifest: dict[str, Any], ships_graphs: bool = False) -> str:
+def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
+    """The bundle's README.md; `graphs`: the model folder's subfolder of compiled graphs, if it ships one."""
     m = {k: v["value"] for k, v in manifest["metrics"].items()}
     target, runtime, workload, model = (manifest[k] for k in ("target", "runtime", "workload", "model"))
     requirements = engine_info(manifest["engine"]).requires[target["device"]]
@@ -167,7 +168,7 @@ def readme(manifest: dict[str, Any], ships_graphs: bool = False) -> str:
         f"- end-to-end latency per request batch: {e2e}",
         f"- time to first token: p50 {ttft:.1f} ms; time per later token: p50 {tpot:.2f} ms",
         f"- throughput: {m['speed.output_tokens_per_s']:.1f} output tokens/s (all rows of the batch)",
-        cold_start(m, ships_graphs),
+        cold_start(m, graphs),
         f"- cost: {cost}",
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
         f"  {fidelity}",
@@ -205,14 +206,14 @@ def readme(manifest: dict[str, Any], ships_graphs: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cold_start(m: dict[str, Any], ships_graphs: bool) -> str:
+def cold_start(m: dict[str, Any], graphs: str | None) -> str:
     """The README's cold-start line: the measured load, its compiled graphs' part, the first request."""
     line = f"- cold start, in a fresh process: load {m['speed.load_s']:.1f} s"
     if m.get("speed.compile_s") is not None:
         line += f", of which {m['speed.compile_s']:.1f} s on its compiled graphs (compiled, or read from a cache)"
     line += f"; first request after warm-up {m['speed.cold_first_request_ms']:.1f} ms"
-    if ships_graphs:
-        line += (f". The bundle ships those graphs (`{MODEL_DIR}/{COMPILED_GRAPHS}/`): on a machine like the one that "
+    if graphs:
+        line += (f". The bundle ships those graphs (`{MODEL_DIR}/{graphs}/`): on a machine like the one that "
                  "exported it, a first load reads them instead of compiling")
     return line
 
@@ -240,10 +241,10 @@ def export_bundle(
         # The runtime's own config files get the settings the figures were measured with, before hashing.
         engine = engine_class(result.candidate.engine)
         engine.write_runtime_config(tmp / MODEL_DIR, result.candidate, result.runtime)
-        engine.write_compiled_graphs(tmp / MODEL_DIR)
+        graphs = engine.write_compiled_graphs(tmp / MODEL_DIR)
         (tmp / REFERENCE).parent.mkdir()
         shutil.copyfile(reference_npz, tmp / REFERENCE)
-        (tmp / README).write_text(readme(payload, (tmp / MODEL_DIR / COMPILED_GRAPHS).is_dir()), encoding="utf-8")
+        (tmp / README).write_text(readme(payload, graphs), encoding="utf-8")
         write_manifest(tmp, payload)
         _replace_dir(tmp, out_dir)
     except BaseException:

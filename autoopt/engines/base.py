@@ -82,9 +82,10 @@ class Engine(ABC):
         )
 
     @classmethod
-    def write_compiled_graphs(cls, folder: Path) -> None:
+    def write_compiled_graphs(cls, folder: Path) -> str | None:
         """Add to `folder` (a bundle's model folder, its runtime configuration written) the graphs its load
-        would otherwise compile, where the engine compiles at load. Default: nothing is compiled at load."""
+        would otherwise compile, where the engine compiles at load; return the subfolder they are in. Default:
+        nothing is compiled at load (None)."""
         return None
 
     @classmethod

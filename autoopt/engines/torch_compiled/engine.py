@@ -52,7 +52,7 @@ from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_pro
 from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
 from autoopt.engines.torch_compiled.fuse import fuse_projections
 from autoopt.engines.torch_compiled.quant import quantize_weights
-from autoopt.engines.torch_compiled.shipped import install_shipped_graphs, ship_compiled_graphs
+from autoopt.engines.torch_compiled.shipped import SHIPPED_DIR, install_shipped_graphs, ship_compiled_graphs
 
 log = logging.getLogger("autoopt.engines")
 
@@ -328,13 +328,15 @@ class TorchCompiledEngine(Engine):
         (Path(folder) / RUNTIME_FILE).write_text(json.dumps(settings, indent=2) + "\n")
 
     @classmethod
-    def write_compiled_graphs(cls, folder: Path) -> None:
+    def write_compiled_graphs(cls, folder: Path) -> str | None:
         """The graphs a load of `folder` compiles, compiled once more in a fresh process and kept in it
         (`shipped.ship_compiled_graphs`), so that a load on a like machine reads them instead of compiling."""
         candidate, _ = load_settings(folder)
-        if candidate.compile_mode != "none":
-            files = ship_compiled_graphs(Path(folder))
-            log.info("torch_compiled: the bundle ships its compiled graphs (%d files)", files)
+        if candidate.compile_mode == "none":
+            return None
+        files = ship_compiled_graphs(Path(folder))
+        log.info("torch_compiled: the bundle ships its compiled graphs (%d files)", files)
+        return SHIPPED_DIR
 
     @classmethod
     def read_compiled_graphs(cls, folder: Path, recorded: Mapping[str, str]) -> int:

@@ -22,13 +22,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from autoopt.bundle.layout import COMPILED_GRAPHS
 from autoopt.digest import sha256_file
 from autoopt.engines.torch_compiled import INDUCTOR_CACHE_ENV
 
 log = logging.getLogger("autoopt.engines")
 
-SHIPPED_DIR = COMPILED_GRAPHS
+SHIPPED_DIR = "inductor_cache"
 _NOT_SHIPPED = ("locks",)  # inductor's lock files: per process, not cache entries
 
 
