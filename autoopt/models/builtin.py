@@ -16,6 +16,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import Qwen2Config
 
+from autoopt.config.schema import ModelShape
 from autoopt.models.cache import ensure_folder
 from autoopt.models.corpus import LICENSE, SOURCE, corpus_fingerprint, load_corpus
 from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
@@ -25,6 +26,7 @@ from autoopt.models.train import (
     deterministic_torch,
     parameter_count,
     perplexity,
+    qwen2_config,
     token_stream,
     train,
 )
@@ -35,6 +37,7 @@ logger = logging.getLogger("autoopt.models")
 RECIPE_VERSION = 2
 # RoPE has no hard limit; engines get room for prompt + generation beyond the training length.
 MAX_POSITIONS = 2048
+ROPE_THETA = 10000.0  # Qwen2Config's default, which the built-in model has always used
 METADATA_FILE = "autoopt_model.json"
 TINY_TOKENIZER_DOCS = 40
 
@@ -162,21 +165,18 @@ def _build(spec: BuiltinModelSpec, key: str, folder: Path) -> None:
 
 
 def _model_config(spec: BuiltinModelSpec, tokenizer: Tokenizer) -> Qwen2Config:
-    eos = tokenizer.token_to_id(EOS_TOKEN)
-    return Qwen2Config(
-        vocab_size=spec.vocab_size,
+    shape = ModelShape(
         hidden_size=spec.hidden_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
+        num_layers=spec.num_layers,
+        num_heads=spec.num_heads,
+        num_kv_heads=spec.num_kv_heads,
         intermediate_size=spec.intermediate_size,
-        max_position_embeddings=MAX_POSITIONS,
+        vocab_size=spec.vocab_size,
         tie_word_embeddings=False,
-        bos_token_id=eos,
-        eos_token_id=eos,
-        pad_token_id=eos,
-        dtype="float32",
+        rope_theta=ROPE_THETA,
+        max_position_embeddings=MAX_POSITIONS,
     )
+    return qwen2_config(shape, tokenizer.token_to_id(EOS_TOKEN))
 
 
 def _source_note(spec: BuiltinModelSpec, heldout_ppl: float) -> str:

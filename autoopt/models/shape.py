@@ -23,14 +23,13 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import Qwen2Config
 
 from autoopt.config.schema import ModelShape
 from autoopt.models.builtin import METADATA_FILE, BuiltinModelSpec
 from autoopt.models.cache import ensure_folder
 from autoopt.models.corpus import corpus_fingerprint, load_corpus
 from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
-from autoopt.models.train import build_model, parameter_count
+from autoopt.models.train import build_model, parameter_count, qwen2_config
 
 logger = logging.getLogger("autoopt.models")
 
@@ -60,32 +59,12 @@ def ensure_shape_model(shape: ModelShape, cache_root: Path) -> Path:
     return ensure_folder(folder, lambda staging: _build(shape, key, staging))
 
 
-def shape_config(shape: ModelShape, eos_token_id: int) -> Qwen2Config:
-    """The Qwen2Config of `shape`: full attention in every layer, fp32 weights (as the built-in model)."""
-    return Qwen2Config(
-        vocab_size=shape.vocab_size,
-        hidden_size=shape.hidden_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        intermediate_size=shape.intermediate_size,
-        max_position_embeddings=shape.max_position_embeddings,
-        rope_theta=shape.rope_theta,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        use_sliding_window=False,
-        bos_token_id=eos_token_id,
-        eos_token_id=eos_token_id,
-        pad_token_id=eos_token_id,
-        dtype="float32",
-    )
-
-
 def _build(shape: ModelShape, key: str, folder: Path) -> None:
     started = time.perf_counter()
     tokenizer_vocab = min(shape.vocab_size, BuiltinModelSpec().vocab_size)
     tokenizer = train_tokenizer(load_corpus().train, tokenizer_vocab)
     save_hf_tokenizer(tokenizer, folder, shape.max_position_embeddings)
-    model = build_model(shape_config(shape, tokenizer.token_to_id(EOS_TOKEN)), shape.seed)
+    model = build_model(qwen2_config(shape, tokenizer.token_to_id(EOS_TOKEN)), shape.seed)
     params = parameter_count(model)
     model.save_pretrained(folder)
     metadata = {

@@ -18,6 +18,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from autoopt.config.schema import ModelShape
 from autoopt.models.tokenizer import EOS_TOKEN
 
 logger = logging.getLogger("autoopt.models")
@@ -41,6 +42,26 @@ class Schedule:
     seq_len: int
     lr: float
     seed: int
+
+
+def qwen2_config(shape: ModelShape, eos_token_id: int) -> Qwen2Config:
+    """The Qwen2Config of `shape`: full attention in every layer, fp32 weights, end of text as bos/eos/pad."""
+    return Qwen2Config(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        intermediate_size=shape.intermediate_size,
+        max_position_embeddings=shape.max_position_embeddings,
+        rope_theta=shape.rope_theta,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        use_sliding_window=False,
+        bos_token_id=eos_token_id,
+        eos_token_id=eos_token_id,
+        pad_token_id=eos_token_id,
+        dtype="float32",
+    )
 
 
 def build_model(config: Qwen2Config, seed: int) -> Qwen2ForCausalLM:

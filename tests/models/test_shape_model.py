@@ -77,12 +77,12 @@ def test_the_0_5b_shape_has_qwen2_0_5b_parameter_count() -> None:
     import torch
     from transformers import Qwen2ForCausalLM
 
-    from autoopt.models.shape import shape_config
+    from autoopt.models.train import qwen2_config
 
     shape = load_measure_config(_compose("measure", "model=qwen2_0_5b_shape")).model.shape
     assert shape is not None
     with torch.device("meta"):  # no memory: only the parameter shapes
-        model = Qwen2ForCausalLM(shape_config(shape, eos_token_id=0))
+        model = Qwen2ForCausalLM(qwen2_config(shape, eos_token_id=0))
 
     params = sum(p.numel() for p in model.parameters())
     embedding = 151936 * 896
