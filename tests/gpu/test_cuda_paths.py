@@ -195,3 +195,42 @@ def test_the_bench_kernel_profile_sees_the_graph_replayed_kernels(tiny_model: Pa
 
     assert "unavailable" not in got, got
     assert got["kernels_per_token"] > 1 and 0 < got["busy_share"] <= 1.05 and got["top"]
+
+
+_FRESH_LOAD = """
+import json, sys
+from pathlib import Path
+import numpy as np
+from autoopt.bundle.manifest import hash_tree
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine, load_settings
+folder = Path(sys.argv[1])
+TorchCompiledEngine.read_compiled_graphs(folder, hash_tree(folder))
+engine = TorchCompiledEngine.load(folder, *load_settings(folder))
+tokens = np.stack(list(engine.generate(np.array(json.loads(sys.argv[2]), dtype=np.int64), 8)), 1)
+print(json.dumps({"cache": engine.compile_cache, "skips": engine.cudagraph_skips, "tokens": tokens.tolist()}))
+"""
+
+
+def test_a_bundle_compiled_for_the_card_ships_graphs_a_fresh_process_reads(tiny_model: Path, tmp_path: Path) -> None:
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=1)
+    candidate = CandidateConfig(engine="torch_compiled", quant="bf16", compile_mode="reduce-overhead")
+    engine_class("torch_compiled").write_runtime_config(folder, candidate, runtime)
+    assert engine_class("torch_compiled").write_compiled_graphs(folder) == "inductor_cache"
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "empty")}
+
+    proc = subprocess.run([sys.executable, "-c", _FRESH_LOAD, str(folder), json.dumps(PROMPT.tolist())], env=env,
+                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2])
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["cache"]["hits"] >= 1 and got["cache"]["misses"] == 0 and got["skips"] == 0, got
+    eager = np.stack(list(_compiled(tiny_model, quant="bf16").generate(PROMPT, 8)), 1)
+    np.testing.assert_array_equal(np.array(got["tokens"]), eager)
