@@ -378,3 +378,31 @@ def test_compiled_quantized_step_decodes_like_its_uncompiled_loop(tiny_model: Pa
     assert list(compiled.compile_report) == ["decode b1"]
     compiled.close()
     uncompiled.close()
+
+
+_MANY_ENGINES = """
+import sys
+from pathlib import Path
+import numpy as np
+import torch
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import RuntimeOptions
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
+torch._dynamo.config.recompile_limit = 2  # dynamo's default is 8: the same overflow, with fewer compiles
+for length in (20, 24, 28, 32):  # each cache length is another graph of the same forward
+    runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=length, max_batch=1)
+    engine = TorchCompiledEngine.load(Path(sys.argv[1]), CandidateConfig(engine="torch_compiled"), runtime)
+    list(engine.generate(np.ones((1, 8), dtype=np.int64), 4))
+print("loaded", length)
+"""
+
+
+@pytest.mark.slow
+def test_one_process_loads_more_compiled_engines_than_dynamos_recompile_limit(tiny_model: Path) -> None:
+    # A serving process, an in-process A/B or the GPU bench loads many engines; dynamo counts all their graphs
+    # against one limit per code object, and a fullgraph compile beyond it fails.
+    proc = subprocess.run([sys.executable, "-c", _MANY_ENGINES, str(tiny_model)], capture_output=True, text=True,
+                          timeout=600, cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("loaded 32")

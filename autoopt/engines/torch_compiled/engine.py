@@ -438,9 +438,15 @@ def _compile_cache(before: dict[str, int], after: dict[str, int]) -> dict[str, A
     return {"dir": cache_dir(), "hits": delta["hit"], "misses": delta["miss"], "bypasses": delta["bypass"]}
 
 
+_graphs_requested = 0  # graphs of `StaticDecoder.forward` every load in this process has compiled or reused
+
+
 def _raise_recompile_limit(graphs: int) -> None:
-    """Every batch size and prefill length is its own graph of the one `StaticDecoder.forward`; dynamo's
-    default limit (8 per code object) would silently fall back to eager beyond that."""
+    """Every batch size and prefill length is its own graph of the one `StaticDecoder.forward`, and dynamo counts
+    the graphs of every engine loaded in the process against one limit per code object (8 by default), beyond
+    which a fullgraph compile fails. So the limit grows with all the graphs this process's loads asked for."""
+    global _graphs_requested
+    _graphs_requested += graphs
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, graphs + 2)
+    config.recompile_limit = max(config.recompile_limit, _graphs_requested + 2)
 
