@@ -36,6 +36,17 @@ def test_the_runtime_json_gives_back_the_candidate_and_runtime_it_was_written_fr
     assert runtime_settings(read_candidate, read_runtime) == runtime_settings(candidate, RUNTIME)
 
 
+def test_a_runtime_json_from_before_compile_tuning_and_attn_backend_loads_with_their_defaults(tmp_path: Path) -> None:
+    TorchCompiledEngine.write_runtime_config(tmp_path, CandidateConfig(engine="torch_compiled"), RUNTIME)
+    path = tmp_path / "torch_compiled_runtime.json"
+    written = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in written.items() if k not in ("compile_tuning", "attn_backend")}))
+
+    candidate, _ = load_settings(tmp_path)
+
+    assert (candidate.compile_tuning, candidate.attn_backend) == ("none", "auto")
+
+
 def _shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     folder, cache = tmp_path / "model", tmp_path / "cache"
     (folder / SHIPPED_DIR / "fxgraph" / "ab").mkdir(parents=True)

@@ -5,9 +5,10 @@ preallocated once per batch size (`max_batch x max_length`), so every decode ste
 tokens (batch, 1), the cache position as a (1,) tensor, the whole cache behind a boolean mask. That step is
 compiled with `torch.compile` at load (`compile_mode`): `default` is inductor; `reduce-overhead` adds CUDA
 graphs on cuda, and on the CPU behaves like `default` (inductor has no CPU graphs to capture; there it writes
-each graph's wrapper in C++, see `compile_options`); `none` runs the same loop eagerly. Prefill runs apart: eagerly at the prompt's own length (`prefill_bucket=0`), or
-compiled once per bucketed length, the prompt right-padded to it (padded positions write cache slots that
-decode overwrites before it ever attends to them; causality keeps them out of the real positions).
+each graph's wrapper in C++, see `compile_options`); `none` runs the same loop eagerly. Prefill runs apart:
+eagerly at the prompt's own length (`prefill_bucket=0`), or compiled once per bucketed length, the prompt
+right-padded to it (padded positions write cache slots that decode overwrites before it ever attends to them;
+causality keeps them out of the real positions).
 
 Nothing compiles inside a request: every graph (each batch size, each prefill bucket) is built and run
 once by `load`, which records how long that took (`compile_seconds()`, `compile_report`) and whether
@@ -148,8 +149,10 @@ def load_settings(folder: Path) -> tuple[CandidateConfig, RuntimeOptions]:
     """The candidate and runtime options a folder's `torch_compiled_runtime.json` was written from."""
     s = json.loads((Path(folder) / RUNTIME_FILE).read_text())
     candidate = CandidateConfig(engine="torch_compiled", quant=s["quant"], compile_mode=s["compile_mode"],
-                                compile_tuning=s["compile_tuning"], prefill_bucket=s["prefill_bucket"],
-                                attn_backend=s["attn_backend"])
+                                prefill_bucket=s["prefill_bucket"],
+                                # absent from bundles written before these knobs existed: their defaults then
+                                compile_tuning=s.get("compile_tuning", "none"),
+                                attn_backend=s.get("attn_backend", "auto"))
     if s["group_size"] is not None:
         candidate.quant_block_size = s["group_size"]
     runtime = RuntimeOptions(device=s["device"], threads=s["threads"], max_length=s["max_length"],
