@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SweepConfig
@@ -48,6 +49,20 @@ def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
             f"study {study.study_name} was measured under other {', '.join(changed)}; its figures would be stale: "
             f"start a new study with study.name=<new name> (or remove this one from its storage)"
         )
+
+
+def check_reference(study: optuna.Study) -> None:
+    """Refuse, in one line, to extend a study whose trial 0, the fp32 reference every gain is relative to, was
+    interrupted, failed or pruned: it is enqueued only in a new study, so the study could never be summarized."""
+    first = study.trials[0] if study.trials else None
+    if first is None or first.state in (TrialState.COMPLETE, TrialState.WAITING):
+        return
+    what = {TrialState.RUNNING: "never finished (interrupted, or running in another process)",
+            TrialState.FAIL: "failed", TrialState.PRUNED: "was pruned"}[first.state]
+    raise ConfigError(
+        f"study {study.study_name}'s fp32 reference (trial 0) {what}; every gain is relative to it and only a new study measures it: "
+        f"start a new study with study.name=<new name> (or remove this one from its storage)"
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -23,7 +23,7 @@ from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import unavailable_engines, unsupported_quants
-from autoopt.study.fingerprint import check_fingerprint, study_fingerprint
+from autoopt.study.fingerprint import check_fingerprint, check_reference, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, summarize, write_reports
@@ -77,6 +77,7 @@ def open_study(
         load_if_exists=True,
     )
     check_fingerprint(study, study_fingerprint(cfg, prep))
+    check_reference(study)
     if not study.trials:
         study.enqueue_trial(reference_params(cfg.space))
     for params in warm:

@@ -1,0 +1,57 @@
+"""Re-running the same command resumes a study only when its fp32 reference (trial 0) can still be compared to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from autoopt.config.errors import ConfigError
+from autoopt.config.schema import BenchConfig, ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.space.sample import reference_params
+from autoopt.study.runner import open_study
+
+TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test",
+                      engines=["torch"], precisions=["fp32"])
+WORKLOAD = WorkloadConfig(name="w", prompt_lengths=[8], output_lengths=[3])
+SPACE = SpaceConfig(name="t", engine=["torch"], quant=["none"], threads=[1])
+
+
+def _cfg(workspace: Path) -> SweepConfig:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return SweepConfig(target=TARGET, model=ModelConfig(name="m", kind="hf", path="unused"), workload=WORKLOAD,
+                       space=SPACE, cache_dir=str(workspace), workspace=str(workspace))
+
+
+PREP = SimpleNamespace(target=TARGET, workload=WORKLOAD, bench=BenchConfig(), model=SimpleNamespace(key="m-key"),
+                       reference_sha256="ref")
+
+
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [(TrialState.RUNNING, "never finished"), (TrialState.FAIL, "failed"), (TrialState.PRUNED, "was pruned")],
+)
+def test_a_study_whose_reference_did_not_complete_is_refused_in_one_line(tmp_path: Path, state, said) -> None:
+    cfg = _cfg(tmp_path)
+    study, _ = open_study(cfg, PREP, "s", tmp_path)
+    reference = study.ask()  # trial 0; RUNNING: the sweep was interrupted while measuring it
+    if state != TrialState.RUNNING:
+        study.tell(reference, state=state)
+
+    with pytest.raises(ConfigError) as refused:
+        open_study(cfg, PREP, "s", tmp_path)
+
+    assert f"fp32 reference (trial 0) {said}" in str(refused.value) and "study.name=" in str(refused.value)
+
+
+def test_a_study_interrupted_before_its_first_trial_resumes_with_the_reference_as_trial_0(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    open_study(cfg, PREP, "s", tmp_path)  # interrupted before asking anything: trial 0 still waits
+
+    study, _ = open_study(cfg, PREP, "s", tmp_path)
+    first = study.ask()
+
+    assert first.number == 0 and study.trials[0].system_attrs["fixed_params"] == reference_params(SPACE)
