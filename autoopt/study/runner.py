@@ -26,7 +26,7 @@ from autoopt.space.validity import unavailable_engines, unsupported_quants
 from autoopt.study.fingerprint import check_fingerprint, check_reference, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
-from autoopt.study.summary import Summary, SweepError, gains, summarize, write_reports
+from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
 from autoopt.study.trial import Known, TrialOutcome, feasible, run_trial
 from autoopt.study.warm import warm_start_params
 from autoopt.tracking.mlflow_tracker import Tracker
@@ -186,7 +186,7 @@ def _runoff(
     s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher, progress: SweepProgress
 ) -> Runoff | None:
     """pick=fastest with the latency objective: time the front candidates within the margin side by side."""
-    if cfg.export.pick != "fastest" or cfg.search.objective != "latency" or cfg.search.confirm_rounds == 0:
+    if not runoff_due(cfg.search, cfg.export):
         return None
     contenders = pareto.contenders(s.front, cfg.export.runoff_margin)
     if len(contenders) < 2:

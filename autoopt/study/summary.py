@@ -89,8 +89,20 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     if export.pick == "fastest":
         close = len(pareto.contenders(front, export.runoff_margin)) - 1
         reason += (f"; no other front candidate within {export.runoff_margin:.0%} of it" if close == 0 else
-                   f"; {close} other front candidate(s) within {export.runoff_margin:.0%} of it, to be timed side by side")
+                   f"; {close} other front candidate(s) within {export.runoff_margin:.0%} of it, "
+                   + ("to be timed side by side" if runoff_due(search, export) else _no_runoff(search)))
     return Summary(points, ok, front, reference, hv_ref, hv, chosen, reason, records)
+
+
+def runoff_due(search: SearchConfig, export: ExportConfig) -> bool:
+    """Whether pick=fastest times the front candidates close to the fastest side by side after the trials."""
+    return export.pick == "fastest" and search.objective == "latency" and search.confirm_rounds > 0
+
+
+def _no_runoff(search: SearchConfig) -> str:
+    if search.objective != "latency":
+        return f"not timed side by side: with search.objective={search.objective} the trials' figures decide"
+    return "not timed side by side (search.confirm_rounds=0): the trials' figures decide"
 
 
 def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 
 from autoopt.config.schema import CandidateConfig, ExportConfig, SearchConfig, TargetConfig
+from autoopt.result import MeasureResult, ServingResult
 from autoopt.study.objectives import constraints, objectives
 from autoopt.study.record import TrialRecord
 from autoopt.study.summary import SweepError, summarize
@@ -69,3 +72,24 @@ def test_a_study_without_a_complete_reference_cannot_be_summarized() -> None:
 def test_nothing_feasible_is_an_error_not_an_empty_bundle() -> None:
     with pytest.raises(SweepError, match="no complete trial meets"):
         summarize(_study(result(100.0, 1.0, 0.5)), SearchConfig(), ExportConfig(), TARGET)
+
+
+def _serving(r: MeasureResult, capacity: float) -> MeasureResult:
+    """`r` with serving figures: `capacity` requests/s, costing 1/capacity per 1M output tokens at the peak."""
+    peak = ServingResult(capacity, True, 6, 4, 0.5, 40.0, 2, 4.8, 1.0 / capacity, {})
+    return replace(r, serving=peak)
+
+
+@pytest.mark.parametrize(
+    ("search", "why"),
+    [(SearchConfig(confirm_rounds=0), "search.confirm_rounds=0"), (SearchConfig(objective="serving"), "serving")],
+)
+def test_pick_fastest_says_close_candidates_are_timed_side_by_side_only_when_they_will_be(search, why) -> None:
+    close = result(21.0, 0.21, 0.97, CandidateConfig(engine="ort_genai", quant="int8_weight"))
+    study = _study(_serving(REFERENCE, 1.0), _serving(FAST, 10.0), _serving(close, 9.5))
+    assert "to be timed side by side" in summarize(study, SearchConfig(), ExportConfig(pick="fastest"), TARGET).reason
+
+    s = summarize(study, search, ExportConfig(pick="fastest"), TARGET)
+
+    assert "1 other front candidate(s) within 10%" in s.reason
+    assert "to be timed side by side" not in s.reason and why in s.reason
