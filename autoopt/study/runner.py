@@ -137,11 +137,11 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
             asked += 1
             if again := retries.after(outcome.record.candidate.engine, outcome.state == "pruned"):
                 study.enqueue_trial(again)
+            _log_trial(tracker, outcome)
             if outcome.number == 0 and outcome.state != "complete":
                 raise SweepError(
                     f"the fp32 reference (trial 0) {outcome.state}: {outcome.record.reason}; nothing to compare to"
                 )
-            _log_trial(tracker, outcome)
             if outcome.state in ("failed", "complete") and not outcome.reused:
                 new += 1
                 progress.trial_done(_front_size(known))
