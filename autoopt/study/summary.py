@@ -45,9 +45,9 @@ def _point(number: int, record: TrialRecord, values: tuple[float, float, float])
     assert r is not None
     payload = {
         "candidate": record.label,
-        "tokens_per_s": r.speed.output_tokens_per_s,
+        "output_tokens_per_s (all rows, warm)": r.speed.output_tokens_per_s,
         "top1": r.accuracy.top1_agreement,
-        "kl": r.accuracy.kl_mean,
+        "kl_mean (KL(ref‖cand), nats)": r.accuracy.kl_mean,
         "peak_rss_mb": r.memory.peak_rss_mb,
     }
     return pareto.Point(str(number), values, payload)

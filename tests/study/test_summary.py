@@ -8,8 +8,9 @@ import optuna
 import pytest
 
 from autoopt.config.schema import CandidateConfig, ExportConfig, SearchConfig, TargetConfig
+from autoopt.report.tables import front_rows
 from autoopt.result import MeasureResult, ServingResult
-from autoopt.study.objectives import constraints, objectives
+from autoopt.study.objectives import constraints, objective_labels, objectives
 from autoopt.study.record import TrialRecord
 from autoopt.study.summary import SweepError, summarize
 from tests.study.results import result
@@ -93,3 +94,13 @@ def test_pick_fastest_says_close_candidates_are_timed_side_by_side_only_when_the
 
     assert "1 other front candidate(s) within 10%" in s.reason
     assert "to be timed side by side" not in s.reason and why in s.reason
+
+
+def test_the_front_table_says_what_its_throughput_and_divergence_figures_are() -> None:
+    search = SearchConfig()
+    s = summarize(_study(REFERENCE, FAST, EXACT), search, ExportConfig(), TARGET)
+
+    (row, *_) = front_rows(s.front, objective_labels(search))
+
+    assert row["output_tokens_per_s (all rows, warm)"] == pytest.approx(50.0)  # FAST: 20 ms per request
+    assert "kl_mean (KL(ref‖cand), nats)" in row and "tokens_per_s" not in row and "kl" not in row
