@@ -57,7 +57,9 @@ def table(bench: Bench, curves: dict[str, list[Curve]], ks: Sequence[int] = KS, 
         med_t, p90_t = float(np.median(t)), float(np.percentile(t, 90, method="higher"))
         cells.append(f"{_count(med_t, most)} ({_count(p90_t, most)})")
         hits = sum(1 for x in t if x <= budget)
-        cells.append(f"{hits}/{len(runs)}")
+        # a seed that had not reached the level when its replay ended at k=most may still reach it by k=budget
+        cells.append(f"{hits}/{len(runs)}" if budget <= most or hits == len(runs)
+                     else f">={hits}/{len(runs)} (replayed to k={most})")
         distinct = [c.measured[stall] for c in runs]
         cells.append(f"{np.median(distinct):g} [{min(distinct)}]")
         rows.append("| " + " | ".join(cells) + " |")

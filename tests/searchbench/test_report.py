@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
-from autoopt.searchbench.replay import Bench, replay_all
+from autoopt.searchbench.replay import Bench, Outcome, replay_all
 from autoopt.searchbench.report import table, write_report
 
 
@@ -29,3 +30,12 @@ def test_report_has_a_row_per_sampler_a_plot_and_the_raw_curves(bench: Bench, tm
 def test_trials_to_95_says_more_than_the_budget_when_never_reached(bench: Bench) -> None:
     curves = replay_all(bench, ["random"], range(2), 1, say=lambda _: None)  # k=1: the reference only
     assert "| random | 2 | >1 (>1) | 0/2 | 1 [1] |" in table(bench, curves)
+
+
+def test_seeds_at_95_by_a_budget_beyond_the_replay_are_a_lower_bound(bench: Bench) -> None:
+    padded = replace(bench, outcomes={**bench.outcomes, **{f"x{i}": Outcome(None, {}) for i in range(32)}})
+    curves = replay_all(padded, ["random"], range(2), 2, say=lambda _: None)  # 40 candidates: 10 % is k=4
+
+    row = next(line for line in table(padded, curves).splitlines() if line.startswith("| random"))
+
+    assert "| 0/2 |" not in row and "(replayed to k=2)" in row
