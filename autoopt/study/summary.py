@@ -147,7 +147,13 @@ def gains(s: Summary) -> dict[str, Any]:
     """The pick against the fp32 reference, from the trials' own figures: how many times lower its latency
     (or higher its capacity, with the serving objective, where the first objective is -capacity) and cost."""
     ref, ch = s.reference.objectives, s.chosen.objectives
-    cost_x = ref[1] / ch[1] if math.isfinite(ref[1]) else math.inf
+    cost_x = ref[1] / ch[1] if math.isfinite(ref[1]) and ch[1] > 0 else _unpriced_ratio(ref[1], ch[1])
     if ref[0] <= 0 and ch[0] < 0:  # -capacity
         return {"capacity_x": ch[0] / ref[0] if ref[0] < 0 else math.inf, "cost_x": cost_x, "accuracy_loss": ch[2]}
     return {"latency_x": ref[0] / ch[0], "cost_x": cost_x, "accuracy_loss": ch[2]}
+
+
+def _unpriced_ratio(ref: float, chosen: float) -> float:
+    """How many times lower the chosen cost is where a ratio cannot be taken: a target priced at 0 makes every
+    cost 0 (unchanged), a reference that held no SLO has no finite cost (infinitely higher)."""
+    return 1.0 if ref == chosen else math.inf

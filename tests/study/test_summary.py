@@ -12,7 +12,7 @@ from autoopt.report.tables import front_rows
 from autoopt.result import MeasureResult, ServingResult
 from autoopt.study.objectives import constraints, objective_labels, objectives
 from autoopt.study.record import TrialRecord
-from autoopt.study.summary import SweepError, summarize
+from autoopt.study.summary import SweepError, gains, summarize
 from tests.study.results import result
 
 TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test")
@@ -104,3 +104,10 @@ def test_the_front_table_says_what_its_throughput_and_divergence_figures_are() -
 
     assert row["output_tokens_per_s (all rows, warm)"] == pytest.approx(50.0)  # FAST: 20 ms per request
     assert "kl_mean (KL(ref‖cand), nats)" in row and "tokens_per_s" not in row and "kl" not in row
+
+
+def test_gains_on_a_target_priced_at_zero_say_the_cost_is_unchanged() -> None:
+    free = [replace(r, cost=replace(r.cost, usd_per_1m_output_tokens=0.0)) for r in (REFERENCE, FAST)]
+    s = summarize(_study(*free), SearchConfig(), ExportConfig(pick="min_latency"), TARGET)
+
+    assert gains(s) == {"latency_x": 5.0, "cost_x": 1.0, "accuracy_loss": pytest.approx(0.04)}
