@@ -159,7 +159,8 @@ def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int =
     """Weights of an HF folder's `*.safetensors` as `TorchEngine.load` holds them for `quant`: stored dtype
     (none), floats cast to 2 bytes (bf16, fp16), or int8 Linear weights plus an fp32 scale per output row
     (int8_dynamic: 2-D `*.weight` tensors other than the embedding). Tables named `embed_tokens` count
-    `rows_read` rows, unless the config ties them to the lm_head."""
+    `rows_read` rows, unless the config ties them to the lm_head and it reads the table itself (int8_dynamic
+    gives a tied lm_head its own int8 copy: that copy counts, and the table counts `rows_read` rows)."""
     tied, tensors = _safetensors_tensors(folder)
     by_dtype: dict[str, int] = defaultdict(int)
     skipped = 0
@@ -173,8 +174,12 @@ def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int =
             by_dtype["I8"] += elements
             by_dtype["F32"] += 4 * shape[0]
             continue
+        own_lm_head = embedding and tied and quant == "int8_dynamic"
+        if own_lm_head:
+            by_dtype["I8"] += elements
+            by_dtype["F32"] += 4 * shape[0]
         size = elements * per
-        if embedding and not tied:
+        if embedding and (not tied or own_lm_head):
             read = size * min(rows_read, shape[0]) // shape[0]
             skipped += size - read
             size = read

@@ -73,6 +73,16 @@ def test_torch_load_time_precision_is_what_a_step_reads(tmp_path: Path) -> None:
     assert int8.by_dtype == {"I8": 16 * HIDDEN + VOCAB * HIDDEN, "F32": 4 * (16 + VOCAB) + HIDDEN * 4 + HIDDEN * 4}
 
 
+def test_int8_dynamic_tied_lm_head_reads_its_own_int8_copy_and_one_embedding_row(tmp_path: Path) -> None:
+    # quantize_dynamic swaps every nn.Linear, the tied lm_head too, for an int8 copy; the fp32 table is then
+    # only gathered from, exactly as in an untied model.
+    tied = safetensors_weight_bytes(_hf_folder(tmp_path / "tied", tied=True), quant="int8_dynamic")
+    untied = safetensors_weight_bytes(_hf_folder(tmp_path / "untied", tied=False), quant="int8_dynamic")
+
+    assert tied == untied
+    assert tied.skipped == (VOCAB - 1) * HIDDEN * 4
+
+
 def test_hf_kv_geometry_follows_the_config_and_the_cast(tmp_path: Path) -> None:
     folder = _hf_folder(tmp_path / "m", tied=False)
 
