@@ -4,6 +4,7 @@ decode sizes, library versions) and cached on disk: token windows and their teac
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -88,6 +89,16 @@ def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: 
     path = cache_dir / "reference" / f"{model.key}-{_key(model, workload, text)}.npz"
     if path.exists():
         return Reference(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Runs started together (two sweeps on one cache) wait here: the first computes it, the others reuse it.
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not path.exists():
+            _compute_reference(model, workload, text, path)
+    return Reference(path)
+
+
+def _compute_reference(model: ResolvedModel, workload: WorkloadConfig, text: str, path: Path) -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -116,8 +127,6 @@ def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: 
     logits = teacher_forced_logits(engine, ids)
     continuations = greedy_continuations(engine, prompts)
     engine.close()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, stream=stream, ids=ids, logits=logits, decode_prompts=prompts, decode_tokens=continuations)
     tmp.rename(path)
-    return Reference(path)
