@@ -188,14 +188,14 @@ def _profile(job: MeasureJob, artifact: Path, probe: Request, wall: RequestWall)
 
 def _roofline(job: MeasureJob, artifact: Path, tpot_ms: float) -> Roofline | None:
     """None without a bandwidth (a cuda target without one is refused at start-up), or for an engine whose
-    stored bytes are not counted."""
+    stored bytes are not counted (or an HF folder whose weights are not in safetensors: `pytorch_model.bin`)."""
     if job.bandwidth is None:
         return None
     c, w, batch = job.candidate, job.workload, job.runtime.batch_size
     try:
         weights, kv = artifact_weights_and_kv(c.engine, artifact, c.quant, rows_read=batch,
                                               group_size=c.quant_block_size, device=job.runtime.device)
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         log.info("no roofline: %s", e)
         return None
     context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])

@@ -1,0 +1,34 @@
+"""The measuring job's roofline: a model whose stored bytes are not counted gets none, the trial goes on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from autoopt.bench.roofline import declared_bandwidth
+from autoopt.config.runtime import RuntimeOptions
+from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.jobs.measure import MeasureJob, _roofline
+from autoopt.result import Built
+
+
+def test_a_torch_model_stored_as_pytorch_model_bin_gets_no_roofline_instead_of_failing(tmp_path: Path) -> None:
+    # transformers loads a .bin-only HF folder, and torch's artifact is the model folder itself; only
+    # safetensors headers are counted.
+    artifact = tmp_path / "model"
+    artifact.mkdir()
+    (artifact / "pytorch_model.bin").write_bytes(b"weights")
+    (artifact / "config.json").write_text(json.dumps({"num_hidden_layers": 1, "num_attention_heads": 2, "hidden_size": 8}))
+    job = MeasureJob(
+        candidate=CandidateConfig(engine="torch"),
+        target=TargetConfig(name="cpu", memory_gb=1.0, price_per_hour=1.0, price_source="test"),
+        workload=WorkloadConfig(name="w", prompt_lengths=[8], output_lengths=[4]),
+        bench=BenchConfig(),
+        runtime=RuntimeOptions(device="cpu", threads=1, max_length=12, max_batch=4),
+        model={},
+        reference="",
+        built=Built(artifact, "key", "sha", [], cached=True, seconds=0.0, build_seconds=0.0),
+        bandwidth=declared_bandwidth(10.0, "test"),
+    )
+
+    assert _roofline(job, artifact, tpot_ms=1.0) is None
