@@ -250,8 +250,8 @@ class MeasureResult:
 DEFINITIONS: dict[str, str] = {
     "speed.ttft_ms": "time to first token: prefill + first greedy token, host-visible, warm, per request batch, "
     "over all timed requests (cv spans request shapes: see ttft_cv_within_shape_median for noise)",
-    "speed.tpot_ms": "time per output token after the first: (e2e - ttft) / (output tokens - 1), warm, "
-    "over all timed requests",
+    "speed.tpot_ms": "time per output token after the first, per row: (e2e - ttft) / (output tokens per row - 1), "
+    "one decode step of the whole request batch (b rows make b tokens in it), warm, over all timed requests",
     "speed.e2e_ms": "end-to-end latency of one request batch: prompt in, last token on the host, warm, "
     "over all timed requests",
     "speed.shapes": "per request shape (prompt_len, output_len, batch): ttft/tpot/e2e percentiles (ms) over the "

@@ -14,6 +14,7 @@ from autoopt.bench.latency import run_timed, time_request
 from autoopt.bench.requests import Request
 from autoopt.config.schema import BenchConfig, CandidateConfig, bench_problem
 from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.result import DEFINITIONS
 
 PREFILL_S = 0.010
 STEP_S = 0.001
@@ -75,6 +76,15 @@ def test_time_request_counts_yielded_tokens_and_times_them() -> None:
     assert timing.ttft_s == pytest.approx(PREFILL_S)
     assert timing.e2e_s == pytest.approx(PREFILL_S + 5 * STEP_S)
     assert timing.tpot_s == pytest.approx(STEP_S)
+
+
+def test_tpot_is_one_decode_step_of_the_whole_batch_and_its_definition_says_so() -> None:
+    clock = FakeClock()
+
+    timing = time_request(FakeEngine(clock), Request(np.zeros((4, 5), dtype=np.int64), 6), clock)
+
+    assert timing.tpot_s == pytest.approx(STEP_S)  # not STEP_S / 4: the four rows advance together
+    assert "per row" in DEFINITIONS["speed.tpot_ms"] and "batch" in DEFINITIONS["speed.tpot_ms"]
 
 
 def test_too_few_tokens_is_an_error_naming_expected_and_counted() -> None:
