@@ -104,7 +104,8 @@ def measure(job: MeasureJob) -> MeasureResult:
         serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
                                   target.price_per_hour)
     probe = _profile_request(requests, job.workload)
-    wall = time_phases(engine, probe.input_ids, probe.max_new_tokens) if job.bench.profile else None
+    repeats = job.bench.profile_repeats  # the unprofiled side takes its least of as many runs as the profiled
+    wall = time_phases(engine, probe.input_ids, probe.max_new_tokens, repeats) if job.bench.profile else None
     engine.close()
 
     stats = summarize_shapes(samples.timings)
