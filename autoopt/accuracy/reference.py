@@ -67,7 +67,10 @@ def teacher_forced_logits(engine: Engine, ids: np.ndarray) -> np.ndarray:
 
 def _windows(stream: np.ndarray, count: int, length: int) -> np.ndarray:
     if len(stream) < count * length:
-        raise ValueError(f"evaluation text has {len(stream)} tokens; {count} windows of {length} need more")
+        raise ValueError(
+            f"workload.eval_windows={count} x workload.eval_window_len={length} need {count * length} tokens, but the "
+            f"evaluation text (workload.eval_text) has {len(stream)}; lower them or use a longer eval_text"
+        )
     stride = len(stream) // count
     return np.stack([stream[i * stride : i * stride + length] for i in range(count)]).astype(np.int64)
 

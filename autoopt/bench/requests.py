@@ -26,7 +26,10 @@ def make_requests(
     for i, (p, n) in enumerate(itertools.product(prompt_lengths, output_lengths)):
         span = len(tokens) - p
         if span <= 0:
-            raise ValueError(f"evaluation text has {len(tokens)} tokens, too few for prompts of {p}")
+            raise ValueError(
+                f"workload.prompt_lengths holds {p}, but the evaluation text (workload.eval_text) has {len(tokens)} "
+                "tokens; use shorter prompts or a longer eval_text"
+            )
         offsets = [(r * span // batch_size + i * 131) % span for r in range(batch_size)]
         rows = np.stack([tokens[o : o + p] for o in offsets]).astype(np.int64)
         requests.append(Request(rows, n))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import transformers
 
-from autoopt.accuracy.reference import ensure_reference
+from autoopt.accuracy.reference import _windows, ensure_reference
 from autoopt.config.schema import WorkloadConfig
 from autoopt.engines.torch.engine import TorchEngine
 from autoopt.models.source import ResolvedModel
@@ -69,3 +69,12 @@ def test_concurrent_first_runs_compute_the_reference_once(tmp_path: Path, monkey
 
     assert errors == [] and SlowEngine.loads == 1
     assert paths[0] == paths[1] and set(np.load(paths[0]).files) >= {"ids", "logits", "decode_tokens"}
+
+
+def test_too_short_text_for_the_windows_is_refused_naming_the_keys_and_the_fix() -> None:
+    with pytest.raises(ValueError) as err:
+        _windows(np.arange(100), 8, 128)
+
+    message = str(err.value)
+    assert "workload.eval_windows=8" in message and "workload.eval_window_len=128" in message
+    assert "100" in message and "workload.eval_text" in message

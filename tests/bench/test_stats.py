@@ -34,6 +34,10 @@ def test_requests_cover_every_length_pair_with_distinct_rows() -> None:
         assert r.input_ids.dtype == np.int64
 
 
-def test_too_short_text_is_refused() -> None:
-    with pytest.raises(ValueError, match="too few"):
-        make_requests(np.arange(10), [16], [4], batch_size=1)
+def test_too_short_text_is_refused_naming_the_keys_and_the_fix() -> None:
+    with pytest.raises(ValueError) as err:
+        make_requests(np.arange(10), [8, 16], [4], batch_size=1)
+
+    message = str(err.value)
+    assert "workload.prompt_lengths" in message and "16" in message and "10 tokens" in message
+    assert "workload.eval_text" in message and "\n" not in message
