@@ -149,6 +149,7 @@ def pick(
     how: str = "knee",
     weights: Sequence[float] | None = None,
     scale: Sequence[float] | None = None,
+    speed: str = "latency",
 ) -> tuple[Point, str]:
     """Choose one point of `front` and say why in one sentence.
 
@@ -156,6 +157,7 @@ def pick(
     "weights" compare each objective's distance from the front's best value divided by `scale` (e.g.
     that best latency and cost, and the accuracy bar's loss, so that a tiny spread in one objective is
     not stretched to the full range), or min-max normalised over the front when no scale is given.
+    `speed` names the first objective in the reason: "latency", or "capacity" where it is -capacity.
     """
     if how not in PICK_MODES:
         raise ValueError(f"pick how={how!r} is not known; choose one of: {', '.join(PICK_MODES)}")
@@ -169,9 +171,10 @@ def pick(
         named = ", ".join(f"{n}={w:g}" for n, w in zip(OBJECTIVES, weights or (), strict=False))
         return chosen, f"lowest weighted sum of the objectives {basis} ({named})"
     index = {"fastest": 0, "min_latency": 0, "min_cost": 1, "max_accuracy": 2}[how]
+    best_speed = "highest capacity" if speed == "capacity" else f"lowest {speed}"
     reasons = {
-        "fastest": "lowest latency on the front by the trials' own figures",
-        "min_latency": "lowest latency on the front",
+        "fastest": f"{best_speed} on the front by the trials' own figures",
+        "min_latency": f"{best_speed} on the front",
         "min_cost": "lowest cost on the front",
         "max_accuracy": "lowest accuracy loss on the front",
     }

@@ -83,9 +83,10 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     # a 2x latency difference, and a reference measured at a slow moment must not flatten the speed axis.
     best = [min(p.objectives[i] for p in front) for i in range(2)]
     scale = (abs(best[0]) or 1.0, abs(best[1]) or 1.0, max(hv_ref[2], 1e-3))
-    chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale)
+    speed = "capacity" if search.objective == "serving" else "latency"
+    chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale, speed=speed)
     if export.pick in ("knee", "weights"):
-        reason += " (latency and cost as fractions of the front's best, accuracy loss of the bar's)"
+        reason += f" ({speed} and cost as fractions of the front's best, accuracy loss of the bar's)"
     if export.pick == "fastest":
         close = len(pareto.contenders(front, export.runoff_margin)) - 1
         reason += (f"; no other front candidate within {export.runoff_margin:.0%} of it" if close == 0 else

@@ -111,3 +111,12 @@ def test_gains_on_a_target_priced_at_zero_say_the_cost_is_unchanged() -> None:
     s = summarize(_study(*free), SearchConfig(), ExportConfig(pick="min_latency"), TARGET)
 
     assert gains(s) == {"latency_x": 5.0, "cost_x": 1.0, "accuracy_loss": pytest.approx(0.04)}
+
+
+@pytest.mark.parametrize("how", ["fastest", "min_latency", "knee"])
+def test_the_serving_objective_s_pick_speaks_of_capacity_not_latency(how) -> None:
+    study = _study(_serving(REFERENCE, 1.0), _serving(FAST, 10.0), _serving(EXACT, 5.0))
+
+    s = summarize(study, SearchConfig(objective="serving"), ExportConfig(pick=how), TARGET)
+
+    assert "capacity" in s.reason and "latency" not in s.reason
