@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import transformers
 
 from autoopt.accuracy.reference import _windows, ensure_reference
 from autoopt.config.schema import WorkloadConfig
@@ -18,40 +16,26 @@ from autoopt.engines.torch.engine import TorchEngine
 from autoopt.models.source import ResolvedModel
 
 
-class SlowEngine:
-    """Stands in for the fp32 torch engine: its load takes long enough for a second caller to arrive."""
+def slow_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """TorchEngine.load counted and slowed, so that a second caller arrives while the first computes."""
+    loads: list[int] = []
+    real = TorchEngine.load.__func__  # type: ignore[attr-defined]
 
-    loads = 0
-
-    @classmethod
-    def load(cls, *args: Any, **kwargs: Any) -> SlowEngine:
-        cls.loads += 1
+    def load(cls: type[TorchEngine], *args: Any, **kwargs: Any) -> TorchEngine:
+        loads.append(1)
         time.sleep(0.5)
-        return cls()
+        return real(cls, *args, **kwargs)
 
-    def logits(self, ids: np.ndarray) -> np.ndarray:
-        return np.zeros((*ids.shape, 8), np.float32)
-
-    def generate(self, ids: np.ndarray, new_tokens: int) -> Iterator[np.ndarray]:
-        for _ in range(new_tokens):
-            yield np.zeros(ids.shape[0], np.int64)
-
-    def close(self) -> None:
-        pass
+    monkeypatch.setattr(TorchEngine, "load", classmethod(load))
+    return loads
 
 
-class RangeTokenizer:
-    @staticmethod
-    def from_pretrained(path: Path) -> Any:
-        return lambda text: {"input_ids": list(range(1000))}
-
-
-def test_concurrent_first_runs_compute_the_reference_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(TorchEngine, "load", SlowEngine.load)
-    monkeypatch.setattr(transformers, "AutoTokenizer", RangeTokenizer)
-    (tmp_path / "text.txt").write_text("held-out text")
-    workload = WorkloadConfig(name="w", eval_text=str(tmp_path / "text.txt"), eval_windows=2, eval_window_len=16)
-    model = ResolvedModel("m", tmp_path, "key")
+def test_concurrent_first_runs_compute_the_reference_once(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = slow_loads(monkeypatch)
+    workload = WorkloadConfig(name="w", eval_windows=2, eval_window_len=16)
+    model = ResolvedModel("m", tiny_model, "key")
     paths: list[Path] = []
     errors: list[BaseException] = []
 
@@ -67,7 +51,7 @@ def test_concurrent_first_runs_compute_the_reference_once(tmp_path: Path, monkey
     for thread in threads:
         thread.join()
 
-    assert errors == [] and SlowEngine.loads == 1
+    assert errors == [] and len(loads) == 1
     assert paths[0] == paths[1] and set(np.load(paths[0]).files) >= {"ids", "logits", "decode_tokens"}
 
 
