@@ -25,6 +25,7 @@ from autoopt.accuracy.decode import (
     decode_prompts,
     greedy_continuations,
 )
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 
@@ -52,6 +53,10 @@ class Reference:
         with np.load(self.path) as z:
             return {k: z[k] for k in z.files}
 
+    def stream(self) -> np.ndarray:
+        with np.load(self.path) as z:
+            return z["stream"]
+
 
 def eval_text(workload: WorkloadConfig) -> str:
     if workload.eval_text == "builtin_heldout":
@@ -67,7 +72,7 @@ def teacher_forced_logits(engine: Engine, ids: np.ndarray) -> np.ndarray:
 
 def _windows(stream: np.ndarray, count: int, length: int) -> np.ndarray:
     if len(stream) < count * length:
-        raise ValueError(
+        raise ConfigError(
             f"workload.eval_windows={count} x workload.eval_window_len={length} need {count * length} tokens, but the "
             f"evaluation text (workload.eval_text) has {len(stream)}; lower them or use a longer eval_text"
         )

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoopt.config.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Request:
@@ -26,7 +28,7 @@ def make_requests(
     for i, (p, n) in enumerate(itertools.product(prompt_lengths, output_lengths)):
         span = len(tokens) - p
         if span <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"workload.prompt_lengths holds {p}, but the evaluation text (workload.eval_text) has {len(tokens)} "
                 "tokens; use shorter prompts or a longer eval_text"
             )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
 from autoopt.accuracy.reference import Reference, ensure_reference
+from autoopt.bench.requests import make_requests
 from autoopt.bench.roofline import target_bandwidth
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
@@ -81,6 +82,8 @@ def prepare(
     os.environ.update(inductor_cache_env(cache_dir))
     model = resolve_model(model_cfg, cache_dir)
     reference = ensure_reference(model, workload, cache_dir)
+    # Every measuring job cuts its requests from this text: a prompt longer than it fails here, before any build.
+    make_requests(reference.stream(), workload.prompt_lengths, workload.output_lengths, 1)
     log.info("model %s and its fp32 reference ready (%.1fs)", model.key, time.perf_counter() - t0)
     bandwidth = target_bandwidth(target, repeats=3)
     if bandwidth is not None:
