@@ -13,5 +13,6 @@ MODEL_DIR = "model"
 REFERENCE = "verify/reference.npz"
 MANIFEST = "manifest.json"
 README = "README.md"
-# Python writes __pycache__ into a bundle the first time its code is imported; that is not tampering.
-UNHASHED = (MANIFEST, "*__pycache__/*")
+# Python writes __pycache__ into a bundle the first time its code is imported, and ort_genai's load stages its run
+# folder beside model/ (`.model-run-*`, left behind by a killed process): neither is tampering, and nothing loads them.
+UNHASHED = (MANIFEST, "*__pycache__/*", f".{MODEL_DIR}-run-*")

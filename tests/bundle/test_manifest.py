@@ -87,3 +87,15 @@ def test_manifest_module_imports_only_the_standard_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
 
     assert out.strip() == "[]"
+
+
+def test_a_genai_engine_s_staging_folder_beside_the_model_is_not_tampering(bundle: Path) -> None:
+    from autoopt.engines.ort_genai.engine import _staging_folder
+
+    write_manifest(bundle, {})
+    # What a server running the bundle (or one killed before cleaning up) leaves beside model/.
+    staging = _staging_folder(bundle / "model")
+    (Path(staging.name) / "model.onnx").write_bytes(b"\0")
+
+    assert check_hashes(bundle) == []
+    staging.cleanup()
