@@ -34,6 +34,7 @@ _DEFINITIONS = {
     "cost.price_per_hour": "on-demand price of one instance of the target",
     "build.seconds": "wall time spent building the artifact in the measuring run (0 when cached)",
     "build.build_seconds": "wall time the artifact's build steps took when first built",
+    "build.cached": "1 where every build step of the measuring run came from the cache, 0 otherwise",
 }
 _UNITS = {
     "speed.runs": "requests",
@@ -56,7 +57,9 @@ def flatten_figures(result: MeasureResult) -> dict[str, float | int | None]:
         if isinstance(value, dict):
             for key, item in value.items():
                 walk(f"{prefix}.{key}", item)
-        elif value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        elif isinstance(value, bool):  # a flag (compile_cache_warm): 1/0, as DEFINITIONS reads it
+            figures[prefix] = int(value)
+        elif value is None or isinstance(value, (int, float)):
             figures[prefix] = value
 
     d = result.to_dict()
@@ -210,7 +213,10 @@ def cold_start(m: dict[str, Any], graphs: str | None) -> str:
     """The README's cold-start line: the measured load, its compiled graphs' part, the first request."""
     line = f"- cold start, in a fresh process: load {m['speed.load_s']:.1f} s"
     if m.get("speed.compile_s") is not None:
-        line += f", of which {m['speed.compile_s']:.1f} s on its compiled graphs (compiled, or read from a cache)"
+        how = {1: "read from inductor's on-disk cache", 0: "compiled"}.get(
+            m.get("speed.compile_cache_warm"), "compiled, or read from a cache"
+        )
+        line += f", of which {m['speed.compile_s']:.1f} s on its compiled graphs ({how})"
     line += f"; first request after warm-up {m['speed.cold_first_request_ms']:.1f} ms"
     if graphs:
         line += (f". The bundle ships those graphs (`{MODEL_DIR}/{graphs}/`): on a machine like the one that "

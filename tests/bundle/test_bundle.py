@@ -5,7 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from autoopt.bundle import load_bundle
 from autoopt.bundle.__main__ import main as bundle_main
 from autoopt.bundle.manifest import check_hashes, sha256_file, write_manifest
 from autoopt.bundle.verify import effective_tolerances, minimum_tolerances, within
-from autoopt.bundle.write import export_bundle
+from autoopt.bundle.write import export_bundle, manifest_payload, readme
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import InProcessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
@@ -107,6 +107,18 @@ def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None
     assert "p50" in readme and "p90" in readme and "batch 1" in readme and "warm" in readme
     assert "python -m autoopt.serve" in readme and "python -m autoopt.bundle verify" in readme
     assert "## Run it with torch alone" in readme and "MALLOC_TRIM_THRESHOLD_=4294967296" in readme
+
+
+@pytest.mark.parametrize(("warm", "said"), [(True, "read from inductor's on-disk cache"), (False, "compiled")])
+def test_manifest_and_readme_say_whether_the_compile_time_was_a_cache_read(
+    measured: Measured, warm: bool, said: str
+) -> None:
+    speed = replace(measured.result.speed, compile_s=2.0, compile_cache_warm=warm)
+    payload = manifest_payload(replace(measured.result, speed=speed), measured.workload, {})
+
+    assert payload["metrics"]["speed.compile_cache_warm"]["value"] == int(warm)
+    assert "as recorded" not in payload["metrics"]["build.cached"]["definition"]
+    assert f"of which 2.0 s on its compiled graphs ({said})" in readme(payload)
 
 
 def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) -> None:
