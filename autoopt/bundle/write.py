@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -142,6 +143,14 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     install = "; ".join(dict.fromkeys(r.install for r in requirements))
     knobs = ", ".join(f"{k}={v}" for k, v in manifest["candidate"].items())
     env = " ".join(f"{k}={v}" for k, v in manifest["runtime_env"].items())
+    snippet = engine_class(manifest["engine"]).plain_runtime_snippet()
+    # torch_compiled's snippet runs autoopt's own decode loop: the runtime alone does not reproduce it.
+    with_autoopt = re.search(r"^(from|import) autoopt\b", snippet, re.MULTILINE) is not None
+    plain = (
+        (f"## Run it with {module} and autoopt's engine code", "autoopt's engine reads them there")
+        if with_autoopt
+        else (f"## Run it with {module} alone", "the runtime's own configuration files")
+    )
     setting = (
         f"On target `{target['name']}` ({target['device']}, threads: {runtime['threads']}), batch "
         f"{runtime['batch_size']}, prompts of {workload['prompt_lengths']} tokens, "
@@ -190,12 +199,12 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         '    with load_bundle("path/to/this/bundle") as bundle:',
         '        print(bundle.generate_text("def ", max_new_tokens=32))',
         "",
-        f"## Run it with {module} alone",
-        "Every setting it was measured with is in `model/` (the runtime's own configuration files). From the",
-        "bundle's folder, start Python with the allocator settings the measurement had:",
+        plain[0],
+        f"Every setting it was measured with is in `model/` ({plain[1]}). From the bundle's folder, start",
+        "Python with the allocator settings the measurement had:",
         f"`{env} python run.py`, where `run.py` is:",
         "",
-        *(f"    {line}" if line else "" for line in engine_class(manifest["engine"]).plain_runtime_snippet().splitlines()),
+        *(f"    {line}" if line else "" for line in snippet.splitlines()),
         "",
         "## Verify it",
         "    python -m autoopt.bundle verify .",

@@ -121,6 +121,14 @@ def test_manifest_and_readme_say_whether_the_compile_time_was_a_cache_read(
     assert f"of which 2.0 s on its compiled graphs ({said})" in readme(payload)
 
 
+def test_readme_does_not_claim_the_runtime_alone_runs_a_snippet_that_imports_autoopt(measured: Measured) -> None:
+    candidate = replace(measured.result.candidate, engine="torch_compiled", quant="int8_weight")
+    text = readme(manifest_payload(replace(measured.result, candidate=candidate), measured.workload, {}))
+
+    assert "from autoopt.engines.torch_compiled" in text
+    assert "alone" not in text and "## Run it with torch and autoopt's engine code" in text
+
+
 def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     out.mkdir()
