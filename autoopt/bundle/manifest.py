@@ -68,6 +68,8 @@ def check_hashes(folder: Path) -> list[str]:
         return [f"{MANIFEST_NAME} is missing in {folder}"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         return [f"{MANIFEST_NAME} in {folder} is unreadable: {type(e).__name__}: {e}"]
+    if not isinstance(recorded, dict):
+        return [f"{MANIFEST_NAME} in {folder} is unreadable: files is a {type(recorded).__name__}, not a table"]
     problems = []
     if manifest.get(BODY_HASH) != body_sha256(manifest):
         problems.append(f"{MANIFEST_NAME} was edited: its body no longer matches its {BODY_HASH}")

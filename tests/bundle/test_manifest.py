@@ -99,3 +99,12 @@ def test_a_genai_engine_s_staging_folder_beside_the_model_is_not_tampering(bundl
 
     assert check_hashes(bundle) == []
     staging.cleanup()
+
+
+def test_a_manifest_whose_files_entry_is_not_a_table_is_reported_not_raised(bundle: Path) -> None:
+    path = write_manifest(bundle, {})
+    manifest = json.loads(path.read_text())
+    manifest["files"] = sorted(manifest["files"])
+    path.write_text(json.dumps(manifest))
+
+    assert check_hashes(bundle) == [f"manifest.json in {bundle} is unreadable: files is a list, not a table"]
