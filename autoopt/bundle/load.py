@@ -22,7 +22,7 @@ from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict
 from autoopt.engines.base import Engine
-from autoopt.engines.registry import engine_class
+from autoopt.engines.registry import engine_class, engine_info
 
 
 @dataclass
@@ -110,6 +110,9 @@ def load_bundle(
     manifest = read_manifest(path)
     candidate = from_dict(CandidateConfig, manifest["candidate"])
     runtime = runtime_options(manifest, threads, device, max_length)
+    for requirement in engine_info(candidate.engine).requires.get(runtime.device, ()):
+        if problem := requirement.problem():  # before importing the runtime, which would raise ImportError
+            raise RuntimeError(f"bundle {path}: engine={candidate.engine} on {runtime.device} {problem}")
     cls = engine_class(candidate.engine)
     # What the engine shipped to skip work at load (compiled graphs), used only where it hashes as the manifest says.
     prefix = f"{MODEL_DIR}/"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -154,6 +155,17 @@ def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
 def test_prompt_longer_than_max_length_is_refused_with_the_fix(bundle: Path) -> None:
     with load_bundle(bundle) as loaded, pytest.raises(ValueError, match="max_length"):
         loaded.generate_text("def " * 200, max_new_tokens=4)
+
+
+def test_a_bundle_whose_runtime_is_not_installed_fails_to_load_in_one_line_with_the_fix(
+    bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else find_spec(name, *a))
+
+    # A RuntimeError is what `serve` and `verify` print as one line; an ImportError would be a traceback.
+    with pytest.raises(RuntimeError, match=r"engine=torch on cpu needs the python package 'torch': pip install"):
+        load_bundle(bundle)
 
 
 def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
