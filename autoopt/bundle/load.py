@@ -113,11 +113,17 @@ def load_bundle(
     for requirement in engine_info(candidate.engine).requires.get(runtime.device, ()):
         if problem := requirement.problem():  # before importing the runtime, which would raise ImportError
             raise RuntimeError(f"bundle {path}: engine={candidate.engine} on {runtime.device} {problem}")
+    tokenizer_path = path / MODEL_DIR / TOKENIZER
+    if not tokenizer_path.is_file():  # tokenizers' own error names no path
+        raise FileNotFoundError(
+            f"bundle {path} has no {MODEL_DIR}/{TOKENIZER}: restore it or export the bundle again "
+            f"(`python -m autoopt.bundle verify {path}` lists every missing or changed file)"
+        )
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
     cls = engine_class(candidate.engine)
     # What the engine shipped to skip work at load (compiled graphs), used only where it hashes as the manifest says.
     prefix = f"{MODEL_DIR}/"
     recorded = {rel[len(prefix):]: sha for rel, sha in manifest.get("files", {}).items() if rel.startswith(prefix)}
     cls.read_compiled_graphs(path / MODEL_DIR, recorded)
     engine = cls.load(path / MODEL_DIR, candidate, runtime)
-    tokenizer = Tokenizer.from_file(str(path / MODEL_DIR / TOKENIZER))
     return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer)

@@ -168,6 +168,14 @@ def test_a_bundle_whose_runtime_is_not_installed_fails_to_load_in_one_line_with_
         load_bundle(bundle)
 
 
+def test_a_bundle_without_its_tokenizer_fails_to_load_naming_it(bundle_copy: Path) -> None:
+    (bundle_copy / "model" / "tokenizer.json").unlink()
+
+    # FileNotFoundError is what `serve` prints as one line; tokenizers raised a bare Exception naming no path.
+    with pytest.raises(FileNotFoundError, match="has no model/tokenizer.json"):
+        load_bundle(bundle_copy)
+
+
 def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = bundle_main(["verify", str(bundle)])
 
