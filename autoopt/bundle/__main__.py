@@ -31,7 +31,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="X",
-        help="accept output tokens/s and e2e p50 within a factor X of the manifest's, either way "
+        help="accept output tokens/s, e2e p50 and TPOT p50 within a factor X of the manifest's, either way "
         f"(default: the manifest's, at most {DEFAULT_SPEED_FACTOR:g}, because a shared machine's speed can "
         "swing 3-4x minute to minute; use a smaller factor on a quiet, dedicated one)",
     )

@@ -40,15 +40,17 @@ class Summary:
     records: dict[str, TrialRecord]  # by trial number (as a string, the points' keys)
 
 
-def _point(number: int, record: TrialRecord, values: tuple[float, float, float]) -> pareto.Point:
+def _point(number: int, record: TrialRecord, values: tuple[float, float, float], device: str) -> pareto.Point:
     r = record.result
     assert r is not None
+    # The memory the target's limit is checked against (`objectives.constraints`): host RSS on a CPU target.
+    memory = ("peak_rss_mb", r.memory.peak_rss_mb) if device == "cpu" else ("device_peak_mb", r.memory.device_peak_mb)
     payload = {
         "candidate": record.label,
         "output_tokens_per_s (all rows, warm)": r.speed.output_tokens_per_s,
         "top1": r.accuracy.top1_agreement,
         "kl_mean (KL(ref‖cand), nats)": r.accuracy.kl_mean,
-        "peak_rss_mb": r.memory.peak_rss_mb,
+        memory[0]: memory[1],
     }
     return pareto.Point(str(number), values, payload)
 
@@ -61,7 +63,7 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     points, ok = [], []
     for key, record in records.items():
         assert record.result is not None
-        point = _point(int(key), record, objectives(record.result, search))
+        point = _point(int(key), record, objectives(record.result, search), target.device)
         points.append(point)
         if all(v <= 0 for v in constraints(record.result, search, target).values()):
             ok.append(point)

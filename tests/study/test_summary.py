@@ -120,3 +120,13 @@ def test_the_serving_objective_s_pick_speaks_of_capacity_not_latency(how) -> Non
     s = summarize(study, SearchConfig(objective="serving"), ExportConfig(pick=how), TARGET)
 
     assert "capacity" in s.reason and "latency" not in s.reason
+
+
+def test_on_a_gpu_target_the_front_shows_the_accelerator_memory_its_limit_is_checked_against() -> None:
+    gpu = replace(TARGET, name="h100", device="cuda")
+    on_card = [replace(r, memory=replace(r.memory, device_peak_mb=300.0)) for r in (REFERENCE, FAST)]
+
+    s = summarize(_study(*on_card), SearchConfig(), ExportConfig(), gpu)
+
+    assert all(p.payload["device_peak_mb"] == 300.0 and "peak_rss_mb" not in p.payload for p in s.points)
+    assert "peak_rss_mb" in summarize(_study(*on_card), SearchConfig(), ExportConfig(), TARGET).front[0].payload
