@@ -8,7 +8,7 @@ little arithmetic per byte, so its speed limit is bytes per step / memory bandwi
 - bandwidth: declared by the target config (`memory_bandwidth_gbps` with its `bandwidth_source`: a GPU card's
   datasheet figure, which cannot be measured from the host), or on CPU targets that leave it 0,
   `measure_bandwidth`, a numpy copy of a buffer well above the last-level cache (STREAM's rule:
-  each array >= 4x the cache), split over the engine's thread count, best of N, counting the bytes read and
+  each array >= 4x the cache), split over the target's cores, best of N, counting the bytes read and
   the bytes written (STREAM "copy" convention; the write-allocate read the CPU may add is not counted).
 - weights at stored precision: safetensors headers (torch, with the candidate's load-time cast) or the ONNX
   initializers (ort, ort_genai; MatMulNBits' packed weights, scales and zero points are initializers too).
