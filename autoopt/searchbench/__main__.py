@@ -68,6 +68,11 @@ def main(cfg: DictConfig) -> None:
         problem = environment_problem(CandidateConfig(), sweep.target)
         if problem:
             raise ConfigError(problem)
+        if sweep.search.objective != "latency":
+            raise ConfigError(
+                f"search.objective={sweep.search.objective}: the search benchmark replays the latency objective "
+                "only (its ground truth has no serving figures); drop the override"
+            )
     workspace = Path(sweep.workspace).expanduser().resolve()
     prep = prepare(sweep.model, sweep.target, sweep.workload, sweep.bench, Path(sweep.cache_dir).expanduser())
     architecture = prep.model.architecture
