@@ -28,7 +28,7 @@ from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
 from autoopt.space.sample import OpenerRetries, engine_openers, fit, reference_params, sample
-from autoopt.study.objectives import constraints, objectives
+from autoopt.study.objectives import constraints, hypervolume_reference, objectives
 from autoopt.study.warm import front_params
 
 log = logging.getLogger("autoopt.searchbench")
@@ -84,7 +84,7 @@ class Bench:
         ref_outcome = outcomes.get(key(ref))
         if ref_outcome is None or ref_outcome.values is None:
             raise ConfigError("the fp32 reference has no measurement in the ground truth: nothing to compare to")
-        hv_ref = (ref_outcome.values[0], ref_outcome.values[1], 1.0 - search.min_top1_agreement)
+        hv_ref = hypervolume_reference(ref_outcome.values[0], ref_outcome.values[1], search)
         feasible = [pareto.Point(k, o.values) for k, o in outcomes.items() if o.feasible and o.values]
         front = pareto.front(feasible)
         grid_hv = pareto.hypervolume([p.objectives for p in front], hv_ref)

@@ -7,6 +7,16 @@ import math
 from autoopt.config.schema import SearchConfig, TargetConfig
 from autoopt.result import MeasureResult, ServingResult
 
+# A reference-point axis that leaves the front no room (every cost 0 on a target priced at 0, every loss 0 under a
+# bar of top-1 1.0) is given this much, so the volume still ranks fronts by the other two objectives.
+_THIN_SLAB = 1e-9
+
+
+def hypervolume_reference(latency: float, cost: float, search: SearchConfig) -> tuple[float, float, float]:
+    """The point a front's hypervolume is measured from: the fp32 reference's latency (or -capacity) and cost,
+    and the accuracy bar's loss."""
+    return (latency, max(cost, _THIN_SLAB), max(1.0 - search.min_top1_agreement, _THIN_SLAB))
+
 
 def objective_labels(search: SearchConfig) -> tuple[str, str, str]:
     loss = "accuracy_loss (1 - top-1 agreement)"

@@ -16,7 +16,7 @@ from autoopt.config.schema import ExportConfig, SearchConfig, TargetConfig
 from autoopt.report.measurement import bottlenecks
 from autoopt.report.plots import front_3d_html, front_projections
 from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
-from autoopt.study.objectives import constraints, objective_labels, objectives
+from autoopt.study.objectives import constraints, hypervolume_reference, objective_labels, objectives
 from autoopt.study.record import TrialRecord
 from autoopt.study.trial import Known
 
@@ -78,7 +78,7 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     cost = reference.objectives[1]
     if not math.isfinite(cost):
         cost = max(p.objectives[1] for p in ok)
-    hv_ref = (reference.objectives[0], cost, 1.0 - search.min_top1_agreement)
+    hv_ref = hypervolume_reference(reference.objectives[0], cost, search)
     hv = pareto.hypervolume([p.objectives for p in front], hv_ref)
     # Distances from the front's best latency (capacity) and cost as fractions of that best value, accuracy
     # loss as a fraction of the bar's: a front whose losses span 0.004-0.005 must not weigh that spread like

@@ -130,3 +130,12 @@ def test_on_a_gpu_target_the_front_shows_the_accelerator_memory_its_limit_is_che
 
     assert all(p.payload["device_peak_mb"] == 300.0 and "peak_rss_mb" not in p.payload for p in s.points)
     assert "peak_rss_mb" in summarize(_study(*on_card), SearchConfig(), ExportConfig(), TARGET).front[0].payload
+
+
+def test_a_front_with_no_room_on_one_axis_still_has_a_volume() -> None:
+    unpriced = [replace(r, cost=replace(r.cost, usd_per_1m_output_tokens=0.0)) for r in (REFERENCE, FAST, EXACT)]
+
+    at_price_zero = summarize(_study(*unpriced), SearchConfig(), ExportConfig(), TARGET)
+    at_bar_one = summarize(_study(REFERENCE, FAST, EXACT), SearchConfig(min_top1_agreement=1.0), ExportConfig(), TARGET)
+
+    assert at_price_zero.hypervolume > 0 and at_bar_one.hypervolume > 0
