@@ -138,7 +138,7 @@ class Scheduler:
         if lead is None:
             return None
         batch = self._group(lead)
-        if len(batch) >= self.max_batch or now - lead.arrival >= self.starvation_s:
+        if len(batch) >= self.max_batch or lead.arrival + self.starvation_s <= now:
             return lead, batch, float("-inf")
         return lead, batch, min(r.arrival for r in batch) + self.max_queue_delay_s
 
@@ -169,7 +169,7 @@ class Scheduler:
     def _starving_lead(self, now: float) -> ServingRequest | None:
         if not self._starvation_allowed():
             return None
-        starving = [r for r in self._all_waiting() if now - r.arrival >= self.starvation_s]
+        starving = [r for r in self._all_waiting() if r.arrival + self.starvation_s <= now]
         return min(starving, key=lambda r: r.arrival) if starving else None
 
     def _starvation_allowed(self) -> bool:

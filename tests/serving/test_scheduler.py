@@ -142,3 +142,14 @@ def test_next_release_after_a_starvation_batch_waits_for_the_policy_group() -> N
     assert s.next_batch(2.0) is not None  # the starving 16-token request
     s.submit(req("P0", 2.0, 64))
     assert s.next_release(2.0) == pytest.approx(2.05)  # not "now": the old P3 waits its turn
+
+
+def test_a_starving_request_is_released_at_the_time_next_release_names() -> None:
+    # 0.5 + 0.1 - 0.5 < 0.1 in floating point: the release time and the starvation test must agree, or a
+    # caller that sleeps until `next_release` finds nothing due and, on a fake clock, never advances.
+    s = Scheduler(classes(), max_batch=4, max_queue_delay_s=1.0, starvation_s=0.1)
+    waiting = Ids()("P3", 0.5)
+    s.submit(waiting)
+    release = s.next_release(0.5)
+    assert release == pytest.approx(0.6)
+    assert ids(s.next_batch(release)) == [waiting.id]
