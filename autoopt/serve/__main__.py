@@ -13,6 +13,7 @@ from pathlib import Path
 
 from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_env
 from autoopt.config.errors import ConfigError
+from autoopt.config.serde import from_dict
 from autoopt.config.serving import ServingConfig, check_serving
 
 
@@ -33,7 +34,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serving.add_argument("--model-name", default=None, help="the model id clients send (default: the bundle's folder name)")
-    defaults = ServingConfig()
     serving.add_argument("--max-batch", type=int, default=None,
                          help="rows per engine call (default: the bundle's candidate.serving_max_batch)")
     serving.add_argument("--max-queue-delay-ms", type=float, default=None,
@@ -41,14 +41,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                          "(default: the bundle's candidate.serving_queue_delay_ms)")
     serving.add_argument("--policy", choices=("strict", "weighted"), default=None,
                          help="default: the bundle's candidate.serving_policy")
-    serving.add_argument("--starvation-ms", type=float, default=defaults.starvation_ms,
-                         help="a request waiting longer is served regardless of class")
+    serving.add_argument("--starvation-ms", type=float, default=None,
+                         help="a request waiting longer is served regardless of class (default: the bundle's "
+                         "workload.serving.starvation_ms)")
     serving.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser.parse_args(argv)
 
 
+def measured_serving(bundle: LoadedBundle) -> ServingConfig:
+    """The workload's serving settings (classes, starvation bound) the bundle was measured under; the defaults
+    where its manifest does not record them."""
+    recorded = bundle.manifest.get("resolved_config", {}).get("workload", {}).get("serving")
+    if recorded is None:
+        return ServingConfig()
+    try:
+        return from_dict(ServingConfig, recorded)
+    except ValueError as e:
+        raise ConfigError(f"manifest resolved_config.workload.serving: {e}; re-export the bundle with this "
+                          "autoopt version") from e
+
+
 def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingConfig:
     """The bundle's measured batcher and scheduler settings, with the command line's overrides."""
+    measured = measured_serving(bundle)
     c = bundle.candidate
     max_batch = args.max_batch or c.serving_max_batch
     delay = c.serving_queue_delay_ms if args.max_queue_delay_ms is None else args.max_queue_delay_ms
@@ -56,8 +71,9 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
         print(f"note: --max-batch {max_batch} lowered to the bundle's max_batch {bundle.runtime.max_batch}",
               file=sys.stderr)
         max_batch = bundle.runtime.max_batch
-    cfg = replace(ServingConfig(), max_batch=max_batch, max_queue_delay_ms=delay,
-                  policy=args.policy or c.serving_policy, starvation_ms=args.starvation_ms)
+    starvation_ms = measured.starvation_ms if args.starvation_ms is None else args.starvation_ms
+    cfg = replace(measured, max_batch=max_batch, max_queue_delay_ms=delay,
+                  policy=args.policy or c.serving_policy, starvation_ms=starvation_ms)
     check_serving(cfg)
     return cfg
 

@@ -1,0 +1,37 @@
+"""`python -m autoopt.serve`: the serving settings it builds from a bundle's manifest and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from autoopt.config.schema import CandidateConfig
+from autoopt.config.serde import to_dict
+from autoopt.config.serving import ServingClassConfig, ServingConfig
+from autoopt.engines.base import RuntimeOptions
+from autoopt.serve.__main__ import parse_args, serving_config
+
+
+def bundle(manifest: dict[str, Any]) -> Any:
+    runtime = RuntimeOptions(device="cpu", threads=1, batch_size=1, max_length=64, max_batch=8)
+    candidate = CandidateConfig(serving_max_batch=4, serving_queue_delay_ms=5.0, serving_policy="weighted")
+    return SimpleNamespace(path=Path("b"), manifest=manifest, candidate=candidate, runtime=runtime)
+
+
+def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_was_measured_with() -> None:
+    measured = ServingConfig(classes=[ServingClassConfig("gold", 0, 300.0, 0.5, 8, "reject", 3.0),
+                                      ServingClassConfig("bulk", 1, 0.0, 0.5, 16, "delay", 1.0)],
+                             starvation_ms=500.0, starvation_every=2)
+    manifest = {"resolved_config": {"workload": {"serving": to_dict(measured)}}}
+
+    cfg = serving_config(parse_args(["b"]), bundle(manifest))
+
+    assert cfg.classes == measured.classes
+    assert (cfg.starvation_ms, cfg.starvation_every) == (500.0, 2)
+    assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.policy) == (4, 5.0, "weighted")  # the candidate's knobs
+
+
+def test_a_manifest_without_serving_settings_serves_the_default_classes() -> None:
+    cfg = serving_config(parse_args(["b", "--starvation-ms", "100"]), bundle({}))
+    assert cfg.classes == ServingConfig().classes and cfg.starvation_ms == 100.0
