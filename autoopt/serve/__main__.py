@@ -65,7 +65,7 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
     """The bundle's measured batcher and scheduler settings, with the command line's overrides."""
     measured = measured_serving(bundle)
     c = bundle.candidate
-    max_batch = args.max_batch or c.serving_max_batch
+    max_batch = c.serving_max_batch if args.max_batch is None else args.max_batch
     delay = c.serving_queue_delay_ms if args.max_queue_delay_ms is None else args.max_queue_delay_ms
     if max_batch > bundle.runtime.max_batch:
         print(f"note: --max-batch {max_batch} lowered to the bundle's max_batch {bundle.runtime.max_batch}",

@@ -6,6 +6,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
@@ -35,3 +38,8 @@ def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_w
 def test_a_manifest_without_serving_settings_serves_the_default_classes() -> None:
     cfg = serving_config(parse_args(["b", "--starvation-ms", "100"]), bundle({}))
     assert cfg.classes == ServingConfig().classes and cfg.starvation_ms == 100.0
+
+
+def test_max_batch_zero_is_refused_not_replaced_by_the_bundles_value() -> None:
+    with pytest.raises(ConfigError, match="max_batch=0"):
+        serving_config(parse_args(["b", "--max-batch", "0"]), bundle({}))
