@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokenizers import Tokenizer
 
 from autoopt.config.serving import ServingConfig, check_serving
@@ -319,21 +319,51 @@ def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_by
 
 
 class _BodyLimit:
-    """Refuse a declared body over `limit` bytes with 413 before anything reads it (plain ASGI, so that
-    streaming responses and disconnect detection pass through untouched)."""
+    """Refuse a body over `limit` bytes with 413: a declared one before anything reads it, a chunked one (no
+    Content-Length) once `limit` bytes of it arrived. Plain ASGI, so that streaming responses and disconnect
+    detection pass through untouched."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0").decode("latin-1")
-            if not length.isdigit() or int(length) > self.limit:
-                response = error_response(413, f"request body of {length} bytes exceeds the limit of {self.limit}",
-                                          "body_too_large")
-                await response(scope, receive, send)
+            declared = dict(scope["headers"]).get(b"content-length")
+            if declared is None:
+                replay = await _read_body(receive, self.limit)
+                if replay is None:
+                    await self._refuse(f"more than {self.limit}", scope, receive, send)
+                    return
+                receive = replay
+            elif not declared.isdigit() or int(declared) > self.limit:
+                await self._refuse(declared.decode("latin-1"), scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    async def _refuse(self, length: str, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(413, f"request body of {length} bytes exceeds the limit of {self.limit}",
+                                  "body_too_large")
+        await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> Receive | None:
+    """Read a body of undeclared length up front; None once it passes `limit` bytes, else a `receive` that
+    replays it and then listens on (for the disconnect)."""
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
 
 
 def _install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:

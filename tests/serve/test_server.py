@@ -279,3 +279,18 @@ def test_client_that_gives_up_on_a_plain_request_frees_its_slot(served: ServedMo
         assert 'autoopt_requests_total{cls="P0",outcome="disconnected"} 1.0' in text
     finally:
         running.stop()
+
+
+def test_a_chunked_body_over_the_limit_gets_413_too(server: ServerThread) -> None:
+    body = b'{"prompt": "' + b"x" * (2 << 20) + b'"}'
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent with Transfer-Encoding: chunked
+        for i in range(0, len(body), 64 << 10):
+            yield body[i : i + (64 << 10)]
+
+    r = httpx.post(server.url + "/v1/completions", content=chunks(), headers={"content-type": "application/json"},
+                   timeout=30)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+    ok = httpx.post(server.url + "/v1/completions", content=iter([b'{"prompt": "x", ', b'"max_tokens": 2}']),
+                    headers={"content-type": "application/json"}, timeout=30)
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
