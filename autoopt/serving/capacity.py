@@ -1,7 +1,8 @@
 """Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling then
 bisection; the replicas a peak rate needs; and what that costs.
 
-A rate "holds" when the run did not saturate, kept up with it — the backlog cleared within the largest
+A rate "holds" when the run completed at least one request (a rate so low that none arrived within
+`duration_s` shows nothing), did not saturate, kept up with it — the backlog cleared within the largest
 SLO after the last arrival, so no class (best effort included) was left a growing queue that a short probe
 would hide — and, for every class with an SLO that was offered requests, p99 end-to-end latency <= its
 SLO and attainment >= `min_attainment`. Best-effort rejections count against nothing here: read them in
@@ -24,6 +25,8 @@ System = Callable[[float], ServingReport]  # offered rate (requests/s) -> one bo
 def violations(report: ServingReport, min_attainment: float) -> list[str]:
     """Why `report` does not hold its SLOs (empty when it does)."""
     problems = [f"saturated: {report.saturation_reason}"] if report.saturated else []
+    if report.overall.completed == 0:
+        problems.append(f"no request completed ({report.overall.offered} offered within the run): it shows nothing")
     slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
     drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
     if report.drain_s > drain_bound_s:

@@ -65,3 +65,18 @@ def test_a_backlog_that_outlasts_the_largest_slo_is_not_a_sustained_rate() -> No
     assert violations(report, 0.99) == [
         "not sustained: the backlog took 5.00s to clear after the last arrival (> 0.20s, the largest SLO)"
     ]
+
+
+def test_a_probe_rate_so_low_that_no_request_arrived_does_not_hold() -> None:
+    # Halving from a rate the engine cannot serve reaches rates where not one request arrives within
+    # duration_s: nothing was served, so nothing held (and no cost per token can be derived from it).
+    failing = fake_system(0.0, [])
+
+    def system(rate: float) -> ServingReport:
+        if rate < 1.0:
+            return summarize([], CLASSES, [], max_batch=1, duration_s=6.0, rate_rps=rate)
+        return failing(rate)
+
+    cap = find_capacity(system, start_rps=8.0, max_probes=8)
+    assert cap.rate_rps == 0.0 and cap.report is None
+    assert "no request completed" in cap.probes[-1].why_not[0]
