@@ -97,6 +97,8 @@ class ServingClassResult:
     attainment: float
     goodput_rps: float
     rejected: int
+    offered: int | None = None  # requests of this class in that run (None: recorded before it was kept)
+    completed: int | None = None  # of them, finished: the samples behind the p99s
 
 
 @dataclass(frozen=True)
@@ -104,7 +106,7 @@ class ServingResult:
     """Open-loop serving with the candidate's batcher and scheduler: its capacity, and what a peak costs."""
 
     capacity_rps: float  # highest offered rate at which every class with an SLO held it (0: none did)
-    converged: bool  # bracketed within 5 %, or the probe budget ran out first
+    converged: bool  # bracketed within 5 % (False: the probe budget ran out first)
     probes: int
     max_batch: int
     occupancy: float | None  # mean rows per batch / max_batch, at capacity
@@ -298,6 +300,9 @@ DEFINITIONS: dict[str, str] = {
     "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / bandwidth: the measured copy bandwidth on CPU "
     "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 "
     "is possible when fits_llc (the working set sits in the last-level cache)",
+    "serving.classes": "per priority class, in the highest-rate run that held every SLO: p99 of e2e, TTFT and "
+    "queue time over its completed requests (`completed` is that sample count, `offered` the requests sent), "
+    "attainment, goodput, rejections",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "

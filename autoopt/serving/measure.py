@@ -41,6 +41,8 @@ def measure_serving(
                 attainment=c.attainment,
                 goodput_rps=c.goodput_rps,
                 rejected=c.rejected,
+                offered=c.offered,
+                completed=c.completed,
             )
     return ServingResult(
         capacity_rps=capacity.rate_rps,

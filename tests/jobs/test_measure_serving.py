@@ -34,3 +34,5 @@ def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path
     assert s.capacity_rps > 0, "the tiny model holds its SLOs at some rate"
     assert set(s.classes) == {"P0", "P1", "P2", "P3"}
     assert s.replicas is not None and s.replicas >= 1 and s.usd_per_day == pytest.approx(s.replicas * 0.1 * 24)
+    counts = [(c.offered, c.completed) for c in s.classes.values()]  # every p99 comes with its sample count
+    assert all(o is not None and d is not None and d <= o for o, d in counts) and sum(d for _, d in counts) > 0
