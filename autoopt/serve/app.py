@@ -165,16 +165,20 @@ class _Detokenizer:
         return self._tokenizer.decode(self.ids)
 
 
+# One clock for the moment a request reaches the server (`_Received`) and the worker's timestamps.
+_CLOCK = time.perf_counter
+
+
 # -- metrics --------------------------------------------------------------------------------------
 class _Metrics:
     def __init__(self, classes: list[str]) -> None:
         self.registry = CollectorRegistry()
         r, cls = self.registry, ["cls"]
-        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class", cls,
+        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class: from the request reaching the server (before its body is read) to its last token", cls,
                              registry=r, buckets=LATENCY_BUCKETS)
-        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class", cls,
+        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request reaching the server", cls,
                               registry=r, buckets=LATENCY_BUCKETS)
-        self.queue = Histogram("autoopt_request_queue_seconds", "time waiting for a batch per class", cls,
+        self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its batch starting, per class", cls,
                                registry=r, buckets=LATENCY_BUCKETS)
         self.requests = Counter("autoopt_requests", "finished requests per class and outcome", ["cls", "outcome"],
                                 registry=r)
@@ -204,7 +208,7 @@ class _Server:
         self.model, self.cfg = model, cfg
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = _Metrics([c.name for c in self.classes])
-        self.worker = ServingWorker(model.engine, make_scheduler(cfg), on_batch=self.metrics.batch.observe)
+        self.worker = ServingWorker(model.engine, make_scheduler(cfg), clock=_CLOCK, on_batch=self.metrics.batch.observe)
         self.special = frozenset(
             i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
         )
@@ -318,6 +322,22 @@ def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_by
     return app
 
 
+_RECEIVED = "autoopt_received"
+
+
+class _Received:
+    """Stamp when a request reaches the server, before its body is read, parsed and tokenized: the latencies the
+    server reports start there (the scheduler's queue delay too)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})[_RECEIVED] = _CLOCK()
+        await self.app(scope, receive, send)
+
+
 class _BodyLimit:
     """Refuse a body over `limit` bytes with 413: a declared one before anything reads it, a chunked one (no
     Content-Length) once `limit` bytes of it arrived. Plain ASGI, so that streaming responses and disconnect
@@ -368,6 +388,7 @@ async def _read_body(receive: Receive, limit: int) -> Receive | None:
 
 def _install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
     app.add_middleware(_BodyLimit, limit=max_body_bytes)
+    app.add_middleware(_Received)  # added last, so it runs first
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> Response:
@@ -398,7 +419,7 @@ async def _generate(server: _Server, request: Request, body: _Body, ids: list[in
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
     worker = server.worker
-    reply = _Reply(asyncio.get_running_loop(), server.special, worker.clock())
+    reply = _Reply(asyncio.get_running_loop(), server.special, request.scope.get("state", {}).get(_RECEIVED, _CLOCK()))
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64))
     try:
         outcome = worker.submit(item, reply)

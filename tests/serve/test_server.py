@@ -294,3 +294,30 @@ def test_a_chunked_body_over_the_limit_gets_413_too(server: ServerThread) -> Non
     ok = httpx.post(server.url + "/v1/completions", content=iter([b'{"prompt": "x", ', b'"max_tokens": 2}']),
                     headers={"content-type": "application/json"}, timeout=30)
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 2
+
+
+class SlowTokenizer:
+    """The real tokenizer, taking `pause_s` to encode: time the client waits before the request is queued."""
+
+    def __init__(self, inner: Tokenizer, pause_s: float) -> None:
+        self.inner, self.pause_s = inner, pause_s
+
+    def encode(self, text: str):  # noqa: ANN201 - the tokenizers Encoding
+        time.sleep(self.pause_s)
+        return self.inner.encode(text)
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - decode, vocab, special tokens: as the real one
+        return getattr(self.inner, name)
+
+
+def test_the_reported_latencies_include_the_time_before_the_request_is_queued(served: ServedModel) -> None:
+    model = ServedModel(served.engine, SlowTokenizer(served.tokenizer, 0.3), "tiny", MAX_LENGTH)  # type: ignore[arg-type]
+    with ServerThread(create_app(model, ServingConfig(max_batch=1, max_queue_delay_ms=0.0))) as running:
+        httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 1, "priority": "P2"},
+                   timeout=30)
+        text = httpx.get(running.url + "/metrics").text
+
+    sums = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith(("autoopt_request_e2e_seconds_sum", "autoopt_request_queue_seconds_sum"))}
+    assert sums['autoopt_request_e2e_seconds_sum{cls="P2"}'] >= 0.3
+    assert sums['autoopt_request_queue_seconds_sum{cls="P2"}'] >= 0.3
