@@ -6,6 +6,7 @@ share its output."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -24,13 +25,27 @@ log = logging.getLogger("autoopt.build")
 _META = "autoopt_build.json"
 
 
+@functools.cache
+def distributions_by_module() -> dict[str, list[str]]:
+    """Installed distributions by the import package they provide (a scan of every installed one, so once)."""
+    return metadata.packages_distributions()
+
+
 def _library_versions(names: Sequence[str]) -> dict[str, str]:
+    """Versions by import name. A GPU build is another distribution of the same package (onnxruntime-gpu,
+    onnxruntime-genai-cuda), so the version is looked up through whichever distribution provides it."""
     versions = {}
     for name in names:
-        try:
-            versions[name] = metadata.version(name.replace("_", "-"))
-        except metadata.PackageNotFoundError:
-            versions[name] = "absent"
+        default = name.replace("_", "-")
+        found = []
+        for distribution in sorted(set(distributions_by_module().get(name, [default]))):
+            try:
+                version = metadata.version(distribution)
+            except metadata.PackageNotFoundError:
+                continue
+            same = distribution.lower().replace("_", "-") == default
+            found.append(version if same else f"{distribution}=={version}")
+        versions[name] = ", ".join(found) or "absent"
     return versions
 
 

@@ -4,12 +4,13 @@ entry is rebuilt."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
-from autoopt.passes import registry
+from autoopt.passes import pipeline, registry
 from autoopt.passes.pipeline import run_pipeline
 from autoopt.passes.registry import PassInfo, PassStep
 
@@ -82,3 +83,32 @@ def test_an_incomplete_entry_is_rebuilt(model: Path, tmp_path: Path) -> None:
 
     assert _runs(counter) == 2 and not again.cached
     assert "seconds" in json.loads(meta.read_text())
+
+
+def _install_fake_distribution(site: Path, distribution: str, module: str, version: str) -> None:
+    """A distribution named `distribution` that provides the import package `module` (as onnxruntime-gpu provides
+    onnxruntime, and onnxruntime-genai-cuda onnxruntime_genai)."""
+    shutil.rmtree(site, ignore_errors=True)
+    (site / module).mkdir(parents=True)
+    (site / module / "__init__.py").write_text("")
+    info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+
+
+def test_a_library_installed_under_another_distribution_name_keys_the_build_by_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site"
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setitem(registry.PASSES, "uses_fakert", PassInfo("tests.passes.counting_pass", ("fakert",)))
+    step = PassStep("uses_fakert", {"tag": "a"})
+    keys = []
+    for version in ("1.0", "2.0"):
+        _install_fake_distribution(site, "fakert-gpu", "fakert", version)
+        pipeline.distributions_by_module.cache_clear()
+        keys.append(pipeline.step_key("m", step))
+    pipeline.distributions_by_module.cache_clear()
+
+    assert keys[0] != keys[1]
