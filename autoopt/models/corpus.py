@@ -2,7 +2,9 @@
 
 Both are part of the CPython distribution (PSF-2.0), so the built-in model needs no download.
 Every module file and every pydoc topic is one document; documents are split into train and
-held-out by a hash of their name, so the split never depends on iteration order.
+held-out by a hash of their name, so the split never depends on iteration order. A held-out
+document that repeats training text under another name (a pydoc topic that is part of another,
+a module with copied docstrings) is left out of both, so held-out text is never training text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ SOURCE = (
 )
 LICENSE = "PSF-2.0"
 HELDOUT_PER_MILLE = 40
+# A held-out document sharing a passage of 2x this many characters with the training text is dropped.
+SHARED_CHARS = 200
 
 _SKIPPED_DIRS = frozenset({"test", "tests", "idlelib", "lib2to3", "turtledemo", "site-packages"})
 _DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
@@ -41,7 +45,8 @@ def load_corpus() -> Corpus:
     """Read and split the corpus (about 2 M characters, a few seconds; cached per process)."""
     documents = _first_of_each_text([*_topic_documents(), *_module_documents()])
     train = tuple(text for name, text in documents if not _is_heldout(name))
-    heldout = tuple(text for name, text in documents if _is_heldout(name))
+    joined = "\0".join(train)
+    heldout = tuple(text for name, text in documents if _is_heldout(name) and not _repeats(text, joined))
     return Corpus(train=train, heldout=heldout, fingerprint=corpus_fingerprint())
 
 
@@ -65,6 +70,12 @@ def _first_of_each_text(documents: list[tuple[str, str]]) -> list[tuple[str, str
             seen.add(text)
             unique.append((name, text))
     return unique
+
+
+def _repeats(text: str, train: str) -> bool:
+    """Whether `text` shares a passage of 2 * SHARED_CHARS characters with `train`: any such passage holds one of
+    the aligned chunks checked here."""
+    return any(text[i : i + SHARED_CHARS] in train for i in range(0, len(text) - SHARED_CHARS + 1, SHARED_CHARS))
 
 
 def _is_heldout(name: str) -> bool:

@@ -39,6 +39,18 @@ def test_corpus_split_is_deterministic_disjoint_and_holds_out_a_few_percent() ->
     assert 0.02 <= len(corpus.heldout) / (len(corpus.train) + len(corpus.heldout)) <= 0.08
 
 
+def test_no_heldout_passage_is_training_text() -> None:
+    """Pydoc topics repeat each other (specialnames is part of datamodel) and modules copy docstrings, so a
+    held-out document can hold training text under another name; evaluating on it would measure memory."""
+    corpus = load_corpus()
+    train = "\0".join(corpus.train)
+
+    shared = [text[i : i + 400] for text in corpus.heldout for i in range(0, len(text) - 399, 100)
+              if text[i : i + 400] in train]
+
+    assert not shared, f"{len(shared)} held-out passages of 400 characters occur in the training text"
+
+
 def test_tiny_random_model_is_a_loadable_qwen2_with_grouped_query_attention(tiny_folder: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(tiny_folder)
     tokenizer = AutoTokenizer.from_pretrained(tiny_folder)
