@@ -96,7 +96,8 @@ def check_model(m: ModelConfig) -> None:
 
 
 def check_shape(m: ModelConfig) -> None:
-    """A shape the Qwen2 architecture can build: positive sizes, heads dividing the width, KV heads the heads."""
+    """A shape the Qwen2 architecture can build and run: positive sizes, heads dividing the width, KV heads the
+    heads, and an even head size (rotary embeddings rotate pairs of channels)."""
     s = m.shape
     if s is None:
         raise ConfigError("model.shape is required for model.kind=shape: hidden_size, num_layers, num_heads, ...")
@@ -109,6 +110,12 @@ def check_shape(m: ModelConfig) -> None:
         raise ConfigError(
             f"model.shape: hidden_size={s.hidden_size}, num_heads={s.num_heads}, num_kv_heads={s.num_kv_heads}: "
             "num_heads must divide hidden_size and num_kv_heads must divide num_heads"
+        )
+    if (s.hidden_size // s.num_heads) % 2:
+        raise ConfigError(
+            f"model.shape: hidden_size={s.hidden_size} / num_heads={s.num_heads} gives head_dim "
+            f"{s.hidden_size // s.num_heads}, which must be even (rotary embeddings rotate pairs of channels); "
+            "change num_heads or hidden_size"
         )
 
 

@@ -65,6 +65,7 @@ def test_measure_accepts_the_0_5b_shape_as_declared() -> None:
         (replace(TINY, num_layers=0), "model.shape.num_layers=0 must be >= 1"),
         (replace(TINY, num_kv_heads=3), "num_kv_heads must divide num_heads"),
         (replace(TINY, rope_theta=0.0), "model.shape.rope_theta=0.0 must be > 0"),
+        (replace(TINY, hidden_size=12, num_heads=4, num_kv_heads=2), "head_dim 3, which must be even"),
     ],
 )
 def test_an_impossible_shape_fails_at_start_up_naming_the_key(shape: ModelShape | None, message: str) -> None:
