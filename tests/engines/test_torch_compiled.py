@@ -165,6 +165,14 @@ def test_uncompiled_loop_decodes_like_eager_torch_across_requests(tiny_model: Pa
     engine.close()
 
 
+def test_an_uncompiled_loop_reports_no_compile_time(tiny_model: Path) -> None:
+    # speed.compile_s is "seconds of the load spent compiling graphs": the report and a bundle's README print it
+    engine = TorchCompiledEngine.load(tiny_model, _candidate(prefill_bucket=32), RUNTIME)
+
+    assert engine.compile_seconds() is None
+    engine.close()
+
+
 def test_requests_beyond_the_static_cache_are_refused(tiny_model: Path) -> None:
     engine = TorchCompiledEngine.load(tiny_model, _candidate(), RUNTIME)
     with pytest.raises(ValueError, match="max_length"):

@@ -228,8 +228,10 @@ class TorchCompiledEngine(Engine):
         self.eos_token_ids = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
 
     def compile_seconds(self) -> float | None:
-        """Seconds `load` spent compiling and first running every graph (with compile_mode=none: only running
-        them once); `compile_report` has it per graph."""
+        """Seconds `load` spent compiling and first running every graph; `compile_report` has it per graph. None
+        with compile_mode=none, where `load` only runs them once (`compile_report` still times that)."""
+        if self._settings["compile_mode"] == "none":
+            return None
         return sum(self.compile_report.values())
 
     def compile_cache_warm(self) -> bool | None:
