@@ -11,7 +11,7 @@ from pathlib import Path
 import autoopt
 
 LIBRARIES = (
-    "torch", "transformers", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
+    "torch", "transformers", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai", "onnxruntime-genai-cuda",
     "onnxscript", "tensorrt", "optuna", "mlflow", "hydra-core",
 )
 
