@@ -9,6 +9,12 @@ from dataclasses import dataclass, field
 from autoopt.config.schema import CandidateConfig
 
 
+def autoopt_install(extra: str | None = None) -> str:
+    """How to install autoopt, with `extra`: from its source folder, since it is not published on a package index
+    (`pip install autoopt` would fetch whatever else goes by that name)."""
+    return f"pip install -e '.[{extra}]' in autoopt's source folder" if extra else "pip install -e . in autoopt's source folder"
+
+
 @dataclass(frozen=True)
 class Requirement:
     """A python package an engine needs on a device, and how to get it.
@@ -26,8 +32,8 @@ class Requirement:
     @property
     def install(self) -> str:
         if self.extra:
-            return f"pip install 'autoopt[{self.extra}]'"
-        return self.hint or "pip install autoopt"
+            return autoopt_install(self.extra)
+        return self.hint or autoopt_install()
 
     def problem(self) -> str | None:
         if importlib.util.find_spec(self.module) is None:

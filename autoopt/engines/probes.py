@@ -3,6 +3,8 @@ Each imports its runtime when called, never when this module is imported."""
 
 from __future__ import annotations
 
+from autoopt.engines.info import autoopt_install
+
 
 def cuda_device() -> str | None:
     import torch
@@ -19,7 +21,7 @@ def ort_provider(name: str, extra: str) -> str | None:
     if name not in available:
         return (
             f"this onnxruntime build has no {name} (it has {', '.join(available)}): install onnxruntime-gpu "
-            f"in an environment without the CPU onnxruntime (pip install 'autoopt[{extra}]')"
+            f"in an environment without the CPU onnxruntime ({autoopt_install(extra)})"
         )
     return None
 
@@ -28,5 +30,5 @@ def genai_cuda() -> str | None:
     import onnxruntime_genai as og
 
     if not og.is_cuda_available():
-        return "this onnxruntime-genai build has no CUDA support: pip install 'autoopt[genai-cuda]'"
+        return f"this onnxruntime-genai build has no CUDA support: {autoopt_install('genai-cuda')}"
     return None

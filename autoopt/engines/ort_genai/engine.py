@@ -21,6 +21,7 @@ from autoopt.artifacts import GENAI_CONFIG
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
+from autoopt.engines.info import autoopt_install
 
 log = logging.getLogger("autoopt.engines")
 
@@ -299,5 +300,5 @@ def _require_cuda() -> None:
         ]
         raise RuntimeError(
             "engine ort_genai on device cuda needs onnxruntime-genai-cuda "
-            f"(pip install 'autoopt[genai-cuda]') and a CUDA device; found providers: {', '.join(providers)}"
+            f"({autoopt_install('genai-cuda')}) and a CUDA device; found providers: {', '.join(providers)}"
         )
