@@ -1,64 +1,47 @@
-"""The sweep's loop around the trials, with preparation, launcher and tracker replaced."""
+"""The sweep's loop around the trials: a reference that cannot be measured is still recorded in MLflow."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import optuna
+import mlflow
 import pytest
 
-from autoopt.config.schema import BenchConfig, ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.config.schema import ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import JobFailed
-from autoopt.study import runner
+from autoopt.study.runner import run_sweep
 from autoopt.study.summary import SweepError
 
-TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test",
+pytestmark = pytest.mark.slow  # a real study, MLflow store and tiny model reference: about 10 s
+
+TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test",
                       engines=["torch"], precisions=["fp32"])
-WORKLOAD = WorkloadConfig(name="w", prompt_lengths=[8], output_lengths=[3])
+WORKLOAD = WorkloadConfig(name="w", prompt_lengths=[8], output_lengths=[3], eval_windows=2, eval_window_len=32)
 
 
-class RefusingLauncher:
+class CrashingLauncher:
+    """Every build crashes, as a child process that died would report it."""
+
     def launch(self, job: Any) -> Any:
         raise JobFailed("RuntimeError: the build crashed", "traceback ...")
 
 
-class RecordingTracker:
-    """Keeps what the sweep logs per trial: (number, state, reason)."""
-
-    made: list[RecordingTracker] = []
-
-    def __init__(self, *args: Any) -> None:
-        self.trials: list[tuple[int, str, str | None]] = []
-        RecordingTracker.made.append(self)
-
-    @contextmanager
-    def start_parent(self, *args: Any) -> Iterator[str]:
-        yield "parent"
-
-    def log_trial(self, number: int, params: Any, metrics: Any, state: str, reason: str | None = None,
-                  result_json: Any = None) -> str:
-        self.trials.append((number, state, reason))
-        return f"run-{number}"
-
-
-def test_a_failed_reference_is_recorded_in_the_tracker_before_the_sweep_stops(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    prep = SimpleNamespace(target=TARGET, workload=WORKLOAD, bench=BenchConfig(), reference_sha256="ref",
-                           model=SimpleNamespace(name="m", key="m-key", architecture="Qwen2ForCausalLM"),
-                           build_job=lambda candidate: candidate)
-    monkeypatch.setattr(runner, "prepare", lambda *args, **kwargs: prep)
-    monkeypatch.setattr(runner, "Tracker", RecordingTracker)
-    cfg = SweepConfig(target=TARGET, model=ModelConfig(name="m", kind="hf", path="unused"), workload=WORKLOAD,
-                      space=SpaceConfig(name="t", engine=["torch"], quant=["none"], threads=[1]),
-                      cache_dir=str(tmp_path), workspace=str(tmp_path))
+def test_a_failed_reference_is_recorded_in_mlflow_before_the_sweep_stops(tiny_model: Path, tmp_path: Path) -> None:
+    cfg = SweepConfig(target=TARGET, model=ModelConfig(name="tiny", kind="hf", path=str(tiny_model)),
+                      workload=WORKLOAD, space=SpaceConfig(name="t", engine=["torch"], quant=["none"], threads=[1]),
+                      cache_dir=str(tmp_path / "cache"), workspace=str(tmp_path / "ws"))
 
     with pytest.raises(SweepError, match=r"trial 0\) failed"):
-        runner.run_sweep(cfg, {}, RefusingLauncher())
+        run_sweep(cfg, {}, CrashingLauncher())
 
-    assert RecordingTracker.made[-1].trials == [(0, "failed", "RuntimeError: the build crashed")]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'ws' / 'mlflow.db'}")
+    try:
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    finally:
+        mlflow.set_tracking_uri(None)
+    trials = [r for r in runs if r.info.run_name == "trial-0"]
+    assert [(r.data.tags["autoopt.state"], r.data.tags["autoopt.reason"]) for r in trials] == [
+        ("failed", "RuntimeError: the build crashed")
+    ]
+    assert [r.info.status for r in runs if r.info.run_name.startswith("sweep-")] == ["FAILED"]
