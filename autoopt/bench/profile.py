@@ -111,11 +111,12 @@ def profile_request(
     wall: RequestWall,
     top: int = 5,
     warmup: int = 1,
-    repeats: int = 5,
 ) -> Profile:
-    """Load `engine_cls` afresh with its runtime's profiler, run `warmup` untimed requests and `repeats`
-    profiled ones, release it, and return the top `top` op types per phase next to `wall` (the unprofiled
-    time of the same request). The caller must have released the measured engine first if memory matters."""
+    """Load `engine_cls` afresh with its runtime's profiler, run `warmup` untimed requests and as many profiled
+    ones as `wall` (the unprofiled time of the same request) took its least of, so that both sides are alike;
+    release it, and return the top `top` op types per phase next to `wall`. The caller must have released the
+    measured engine first if memory matters."""
+    repeats = wall.repeats
     batch, prompt_len = input_ids.shape
     base: dict[str, Any] = {
         "engine": engine_name, "batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "repeats": repeats

@@ -104,7 +104,7 @@ def measure(job: MeasureJob) -> MeasureResult:
         serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
                                   target.price_per_hour)
     probe = _profile_request(requests, job.workload)
-    repeats = job.bench.profile_repeats  # the unprofiled side takes its least of as many runs as the profiled
+    repeats = job.bench.profile_repeats  # the profiled load repeats as often as this unprofiled timing (`wall`)
     wall = time_phases(engine, probe.input_ids, probe.max_new_tokens, repeats) if job.bench.profile else None
     engine.close()
 
@@ -180,7 +180,7 @@ def _profile(job: MeasureJob, artifact: Path, probe: Request, wall: RequestWall)
     c = job.candidate
     try:
         return profile_request(c.engine, engine_class(c.engine), artifact, c, job.runtime, probe.input_ids,
-                               probe.max_new_tokens, wall, repeats=job.bench.profile_repeats)
+                               probe.max_new_tokens, wall)
     except Exception as e:  # a profiler's failure must not fail the trial: the result says what happened
         batch, prompt_len = probe.input_ids.shape
         return Profile(c.engine, "failed", batch, prompt_len, probe.max_new_tokens, job.bench.profile_repeats,

@@ -146,9 +146,9 @@ def test_profile_adds_up_to_the_measured_request(name: str, quant: str, cache_di
     wall = time_phases(measured, PROMPT, NEW, repeats=3)
     measured.close()
 
-    profile = profile_request(name, cls, built.artifact, candidate, _runtime(), PROMPT, NEW, wall, repeats=3)
+    profile = profile_request(name, cls, built.artifact, candidate, _runtime(), PROMPT, NEW, wall)
 
-    assert profile.unavailable is None
+    assert profile.unavailable is None and profile.repeats == wall.repeats == 3
     assert from_dict(Profile, to_dict(profile)) == profile
     assert [p.phase for p in profile.phases] == [PREFILL, DECODE]
     assert (profile.phase(PREFILL).steps, profile.phase(DECODE).steps) == (1, NEW - 1)
