@@ -69,8 +69,8 @@ print("device", torch.cuda.get_device_name(), torch.cuda.get_device_capability()
     } > "$OUT/env.txt" 2>&1
 }
 
-do_tests() {
-    "$PY" -m pytest tests/gpu -q -rs -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
+do_tests() {  # -v: each test's name and outcome as it ends, so a step cut short still says which ran
+    "$PY" -m pytest tests/gpu -v -rs -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
 }
 
 do_bench() {

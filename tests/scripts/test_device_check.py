@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -50,3 +51,28 @@ def test_the_sweep_step_keeps_the_front_the_sweep_wrote_though_it_logged_after_i
     assert (out / "sweep_front.md").read_text() == "| front |\n"
     assert "exported" in (out / "sweep.log").read_text()
     assert "sweep  rc=0" in (out / "summary.txt").read_text()
+
+
+_STOP_AFTER_FIRST_TEST = """
+import os
+import signal
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    os.kill(os.getpid(), signal.SIGTERM)  # as the step's timeout does
+"""
+
+
+def test_a_tests_step_cut_short_still_names_the_tests_that_ran(tmp_path: Path) -> None:
+    (tmp_path / "stop_after_first_test.py").write_text(_STOP_AFTER_FIRST_TEST)
+    out = tmp_path / "out"
+    env = {"OUT": str(out), "PY": sys.executable, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path),
+           "PYTEST_ADDOPTS": "-p stop_after_first_test", "AUTOOPT_WORKSPACE": str(tmp_path / "ws"),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+
+    proc = subprocess.run(["bash", str(SCRIPT), "tests"], capture_output=True, text=True, env=env, timeout=300)
+
+    assert proc.returncode == 0, proc.stderr
+    first = "tests/gpu/test_cuda_paths.py::test_torch_cuda_fp32_generates_the_cpu_tokens"
+    assert first in (out / "pytest.txt").read_text()
+    assert "tests  rc=143" in (out / "summary.txt").read_text()
