@@ -196,7 +196,8 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
             continue
         row["peak_memory_mb"] = (torch.cuda.max_memory_allocated() - before) / 2**20 if args.device == "cuda" else None
         engines[label] = engine
-        print(f"{name} · {label}: loaded in {row['load_s']:.1f}s (compiling {row['compile_s'] or 0:.1f}s)", flush=True)
+        compiling = "" if row["compile_s"] is None else f" (compiling {row['compile_s']:.1f}s)"
+        print(f"{name} · {label}: loaded in {row['load_s']:.1f}s{compiling}", flush=True)
     if EAGER not in engines:
         for engine in engines.values():
             engine.close()
@@ -343,13 +344,14 @@ def table(models: list[dict[str, Any]]) -> str:
             k = e.get("kernels") or {}
             kern = f"{k['kernels_per_token']:.0f}, {k['busy_share']:.0%}" if k.get("busy_share") is not None else "-"
             mem = f"{e['peak_memory_mb']:.0f}" if e.get("peak_memory_mb") is not None else "-"
+            compiled = f"{e['compile_s']:.1f}" if e.get("compile_s") is not None else "-"  # None: nothing compiled
             g = e["greedy"]
             margins = g.get("divergence_margins") or []
             tie = f", margin ≤ {max(margins):.2f}" if margins else ""
             lines.append(
                 f"| {m['model']} | {e['label']} | {d['median']:.1f} ({d['p10']:.1f}-{d['p90']:.1f}) | "
                 f"{s['median']:.2f} ({s['p10']:.2f}-{s['p90']:.2f}) | {e['ttft_ms']['median']:.2f} | "
-                f"{e['tpot_ms']['median']:.3f} | {mem} | {e['compile_s'] or 0:.1f} | {eff} | {kern} | "
+                f"{e['tpot_ms']['median']:.3f} | {mem} | {compiled} | {eff} | {kern} | "
                 f"{g['identical_prompts']}/{g['prompts']} (prefix {g.get('prefix_agreement', 0):.0%}{tie}) |"
             )
     return "\n".join(lines)

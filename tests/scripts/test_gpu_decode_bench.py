@@ -127,3 +127,16 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
     assert eager["greedy"]["token_agreement"] == 1.0 and eager["compile_s"] is None
     assert compiled["compile_s"] > 0
     assert "| eager bf16 |" in proc.stdout and "compiled int4" in proc.stdout
+
+
+def test_the_table_shows_no_compile_time_for_an_engine_that_compiled_nothing() -> None:
+    figure = {"median": 2.0, "p10": 1.0, "p90": 3.0, "n": 2}
+    greedy = {"prompts": 2, "identical_prompts": 2, "prefix_agreement": 1.0, "divergence_margins": []}
+    row = {"label": "eager bf16", "decode_tokens_per_s": figure, "speedup_vs_eager": figure, "ttft_ms": figure,
+           "tpot_ms": figure, "roofline": None, "kernels": None, "peak_memory_mb": None, "greedy": greedy}
+
+    eager, compiled = _bench().table([{"model": "m", "engines": [{**row, "compile_s": None},
+                                                                 {**row, "compile_s": 12.34}]}]).splitlines()[2:]
+
+    columns = [line.split("|")[8].strip() for line in (eager, compiled)]
+    assert columns == ["-", "12.3"]
