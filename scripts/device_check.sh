@@ -10,17 +10,18 @@
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
-# Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=150 (with setup's 45
-# and env's 30: at most 585 s in all), BENCH_ROUNDS=8, BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape
-# first: it is the headline, and the bench rewrites its JSON after each model, so a timeout keeps the models
-# already done), BENCH_MODES=reduce-overhead (each mode and each quant is one more compile; on the H200 the
-# 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than reduce-overhead: add it back with
-# BENCH_MODES=reduce-overhead,default only if BENCH_S allows), BENCH_QUANTS=int8_weight,int4 (fp8, whose compile
-# was the longest at 47.6 s, was measured on the first run), BENCH_TUNED=int8_weight,bf16 (each also compiled with
-# compile_tuning=coordinate_descent, which tunes longer: the A/B for int8's slowness), BENCH_INT4_GROUP=128 (a
-# quarter of group 32's scale bytes; the first run's int4 was group 32; on the CPU the built-in model's
-# teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat), SWEEP_TRIALS=3 and SWEEP_CONFIRM=1 (a smoke of
-# the sweep within its budget: workload=smoke, no runoff; its compiled trials took 40-75 s each there).
+# Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=SWEEP_S (the tests run beside
+# the sweep, so the same limit costs nothing; with setup's 45 and env's 30: at most 585 s in all), BENCH_ROUNDS=8,
+# BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape first: it is the headline, and the bench rewrites its JSON after
+# each model, so a timeout keeps the models already done), BENCH_MODES=reduce-overhead (each mode and each quant is one
+# more compile; on the H200 the 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than
+# reduce-overhead: add it back with BENCH_MODES=reduce-overhead,default only if BENCH_S allows),
+# BENCH_QUANTS=int8_weight,int4 (fp8, whose compile was the longest at 47.6 s, was measured on the first run),
+# BENCH_TUNED=int8_weight,bf16 (each also compiled with compile_tuning=coordinate_descent, which tunes longer: the A/B
+# for int8's slowness), BENCH_INT4_GROUP=128 (a quarter of group 32's scale bytes; the first run's int4 was group 32; on
+# the CPU the built-in model's teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat), SWEEP_TRIALS=3 and
+# SWEEP_CONFIRM=1 (a smoke of the sweep within its budget: workload=smoke, no runoff; its compiled trials took 40-75 s
+# each there).
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
 # Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
@@ -120,10 +121,10 @@ for s in "${steps[@]}"; do
     case $s in
         setup) step setup 45 bash -c do_setup ;;
         env) step env 30 bash -c do_env ;;
-        tests) step tests "${TESTS_S:-150}" bash -c do_tests ;;
+        tests) step tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests ;;
         bench) step bench "${BENCH_S:-310}" bash -c do_bench ;;
         sweep) step sweep "${SWEEP_S:-200}" bash -c do_sweep ;;
-        late) step tests "${TESTS_S:-150}" bash -c do_tests & step sweep "${SWEEP_S:-200}" bash -c do_sweep; wait ;;
+        late) step tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests & step sweep "${SWEEP_S:-200}" bash -c do_sweep; wait ;;
         *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,19 @@ def test_a_tests_step_cut_short_still_names_the_tests_that_ran(tmp_path: Path) -
     first = "tests/gpu/test_cuda_paths.py::test_torch_cuda_fp32_generates_the_cpu_tokens"
     assert first in (out / "pytest.txt").read_text()
     assert "tests  rc=143" in (out / "summary.txt").read_text()
+
+
+def test_the_tests_beside_the_sweep_may_run_as_long_as_it(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text('#!/bin/bash\n[ "$1" = "-" ] && cat > /dev/null\nexit 0\n')  # "-": the bandwidth heredoc
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = {"OUT": str(out), "PY": str(fake), "AUTOOPT_WORKSPACE": str(tmp_path / "ws"), "PATH": "/usr/bin:/bin",
+           "SWEEP_S": "240"}
+
+    proc = subprocess.run(["bash", str(SCRIPT), "late"], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+
+    assert proc.returncode == 0, proc.stderr
+    limits = dict(re.findall(r"^(\w+)\s+rc=0\s+\d+s \(limit (\d+)s\)$", (out / "summary.txt").read_text(), re.M))
+    assert limits == {"tests": "240", "sweep": "240"}
