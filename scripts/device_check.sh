@@ -13,7 +13,7 @@
 # Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=SWEEP_S (the tests run beside
 # the sweep, so the same limit costs nothing; with setup's 45 and env's 30: at most 585 s in all), BENCH_ROUNDS=8,
 # BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape first: it is the headline, and the bench rewrites its JSON after
-# each model, so a timeout keeps the models already done), BENCH_MODES=reduce-overhead (each mode and each quant is one
+# each stage of each model: loads, greedy check, timings, each kernel profile, so a timeout keeps what it finished), BENCH_MODES=reduce-overhead (each mode and each quant is one
 # more compile; on the H200 the 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than
 # reduce-overhead: add it back with BENCH_MODES=reduce-overhead,default only if BENCH_S allows),
 # BENCH_QUANTS=int8_weight,int4 (fp8, whose compile was the longest at 47.6 s, was measured on the first run),

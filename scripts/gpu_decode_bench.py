@@ -38,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -166,13 +167,23 @@ def _allocated() -> int:
     return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
 
 
-def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Bandwidth | None) -> dict[str, Any]:
+def bench_model(
+    name: str, folder: Path, args: argparse.Namespace, bandwidth: Bandwidth | None,
+    save: Callable[[dict[str, Any]], None] = lambda model: None,
+) -> dict[str, Any]:
+    """Every variant of one model, loaded, checked against eager's greedy tokens and timed in interleaved rounds,
+    then profiled. `save` gets the model's figures so far after each stage (marked `partial`), so a run cut short
+    by its time limit keeps the loads, the timings and the profiles it finished."""
     runtime = RuntimeOptions(device=args.device, threads=args.threads, max_length=args.prompt + args.new,
                              max_batch=1, batch_size=1)
     prompts, prompt_source = bench_prompts(folder, args.prompts, args.prompt)
     context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
+
+    def checkpoint() -> None:
+        save({"model": name, "path": str(folder), "partial": True, "engines": list(rows.values())})
+
     for label, candidate in variants(args.device, args.compile_modes, args.tuned, args.quants, args.int4_group):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
@@ -198,6 +209,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
         engines[label] = engine
         compiling = "" if row["compile_s"] is None else f" (compiling {row['compile_s']:.1f}s)"
         print(f"{name} · {label}: loaded in {row['load_s']:.1f}s{compiling}", flush=True)
+        checkpoint()
     if EAGER not in engines:
         for engine in engines.values():
             engine.close()
@@ -211,6 +223,7 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
             engines.pop(label).close()
             continue
         rows[label]["greedy"] = greedy_agreement(engines[EAGER], prompts, reference, outputs)
+    checkpoint()
     samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": []} for label in engines}
     for r in range(args.rounds):
         order = list(engines) if r % 2 == 0 else list(reversed(engines))
@@ -220,15 +233,18 @@ def bench_model(name: str, folder: Path, args: argparse.Namespace, bandwidth: Ba
             samples[label]["ttft"].append(1e3 * timing.ttft_s)
             samples[label]["tpot"].append(1e3 * timing.tpot_s)
     eager_tpot = samples[EAGER]["tpot"]
-    for label, engine in engines.items():
+    for label in engines:
         row, tpot = rows[label], samples[label]["tpot"]
         row["ttft_ms"] = spread(samples[label]["ttft"])
         row["tpot_ms"] = spread(tpot)
         row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
         row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
         row["roofline"] = _roofline(row, folder, args, context, bandwidth)
-        row["kernels"] = kernel_profile(engine, prompts[0], args.new) if args.device == "cuda" else None
+    checkpoint()
+    for label, engine in engines.items():
+        rows[label]["kernels"] = kernel_profile(engine, prompts[0], args.new) if args.device == "cuda" else None
         engine.close()
+        checkpoint()
     return {"model": name, "path": str(folder), "safetensors_mb": _folder_mb(folder), "prompts": prompt_source,
             "engines": list(rows.values())}
 
@@ -381,7 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bandwidth-gbps", type=float, default=0.0)
     parser.add_argument("--bandwidth-source", default="")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "autoopt")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON (rewritten after each model)")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the JSON (rewritten after each stage of each model)")
     args = parser.parse_args(argv)
     modes = args.compile_modes or ("reduce-overhead,default" if args.device == "cuda" else "default")
     args.compile_modes = [m for m in modes.split(",") if m]
@@ -417,7 +433,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     for spec in [s for s in args.models.split(",") if s]:
         name, folder = resolve_folder(spec, args.cache_dir)
-        report["models"].append(bench_model(name, folder, args, bandwidth))
+        done = list(report["models"])
+
+        def save(model: dict[str, Any], done: list[dict[str, Any]] = done) -> None:
+            args.out.write_text(json.dumps({**report, "models": [*done, model]}, indent=2) + "\n")
+
+        report["models"].append(bench_model(name, folder, args, bandwidth, save))
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{device_name}, batch 1, prompt {args.prompt}, {args.new} new tokens, {args.rounds} interleaved rounds; "
           f"bandwidth {report['bandwidth']}\n")

@@ -140,3 +140,20 @@ def test_the_table_shows_no_compile_time_for_an_engine_that_compiled_nothing() -
 
     columns = [line.split("|")[8].strip() for line in (eager, compiled)]
     assert columns == ["-", "12.3"]
+
+
+def test_each_stage_of_a_model_is_saved_as_it_finishes(tiny_model: Path, tmp_path: Path) -> None:
+    bench = _bench()
+    args = bench.parse_args(["--device", "cpu", "--models", str(tiny_model), "--rounds", "2", "--prompts", "1",
+                             "--prompt", "8", "--new", "3", "--compile-modes", "none", "--quants", "",
+                             "--threads", "1", "--out", str(tmp_path / "bench.json")])
+    saved: list[dict] = []
+
+    model = bench.bench_model("tiny", tiny_model, args, None, lambda m: saved.append(json.loads(json.dumps(m))))
+
+    stages = [[set(e) for e in s["engines"]] for s in saved]
+    assert all(s["partial"] for s in saved) and "partial" not in model
+    assert [len(s) for s in stages[:2]] == [1, 2] and "greedy" not in stages[1][1]  # each load, as it ends
+    timed = next(i for i, s in enumerate(stages) if all("tpot_ms" in e for e in s))
+    assert "greedy" in stages[timed - 1][1] and "tpot_ms" not in stages[timed - 1][1]  # checked, then timed
+    assert timed < len(saved) - 1 and all("kernels" in e for e in stages[-1])  # then the profiles
