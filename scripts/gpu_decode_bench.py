@@ -314,12 +314,21 @@ def kernel_profile(engine: Engine, prompt: np.ndarray, new: int) -> dict[str, An
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:6]
     return {
         "method": "torch.profiler (CPU + CUDA activity), one request of the timed shape, profiled after the rounds",
-        "kernels_per_token": sum(e.count for e in kernels) / new,
+        **per_token(kernels, new),
         "device_busy_ms": busy_ms,
         "wall_ms": wall_ms,
         "busy_share": busy_ms / wall_ms if wall_ms else None,
         "top": [{"kernel": e.key[:100], "ms": e.self_device_time_total / 1e3, "count": e.count} for e in top],
     }
+
+
+COPIES = ("Memcpy", "Memset")  # the profiler's names for the card's copy and fill events, which launch no kernel
+
+
+def per_token(events: list[Any], new: int) -> dict[str, float]:
+    """Kernel launches and copies (host to device and back, fills) per generated token, counted apart."""
+    copies = sum(e.count for e in events if e.key.startswith(COPIES))
+    return {"kernels_per_token": (sum(e.count for e in events) - copies) / new, "copies_per_token": copies / new}
 
 
 def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace, context: float,

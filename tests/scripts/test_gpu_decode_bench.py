@@ -157,3 +157,12 @@ def test_each_stage_of_a_model_is_saved_as_it_finishes(tiny_model: Path, tmp_pat
     timed = next(i for i, s in enumerate(stages) if all("tpot_ms" in e for e in s))
     assert "greedy" in stages[timed - 1][1] and "tpot_ms" not in stages[timed - 1][1]  # checked, then timed
     assert timed < len(saved) - 1 and all("kernels" in e for e in stages[-1])  # then the profiles
+
+
+def test_copies_are_counted_apart_from_kernels() -> None:
+    from types import SimpleNamespace as Event
+
+    events = [Event(key="ampere_bf16_s16816gemm", count=48), Event(key="Memcpy DtoH (Device -> Pinned)", count=8),
+              Event(key="Memset (Device)", count=4), Event(key="triton_red_fused_0", count=16)]
+
+    assert _bench().per_token(events, 8) == {"kernels_per_token": 8.0, "copies_per_token": 1.5}
