@@ -93,13 +93,15 @@ def _compiled(model: Path, quant: str = "none", compile_mode: str = "none", attn
     return engine_class("torch_compiled").load(model, candidate, runtime)
 
 
-def _assert_decodes_its_own_greedy_tokens(engine: Engine, prompt: np.ndarray, tokens: np.ndarray) -> None:
+def _assert_decodes_its_own_greedy_tokens(
+    engine: Engine, prompt: np.ndarray, tokens: np.ndarray, tolerance: float = 0.05
+) -> None:
     """The compiled step's greedy `tokens` (1, new), teacher-forced through the engine's HF forward over the same
-    quantized weights: each must be that forward's top token, or within 0.05 of it (a near tie that the two
+    quantized weights: each must be that forward's top token, or within `tolerance` of it (a near tie that the two
     paths' kernels may order differently; a wrong kernel is off by about the logits' own scale, ~0.5 here)."""
     logits = engine.logits(np.concatenate([prompt, tokens[:, :-1]], axis=1))[0, prompt.shape[1] - 1 :]
     gaps = logits.max(-1) - logits[np.arange(tokens.shape[1]), tokens[0]]
-    assert gaps.max() < 0.05, f"the compiled step's tokens fall behind the forward's top token by {gaps.round(3)}"
+    assert gaps.max() < tolerance, f"the compiled step's tokens fall behind the forward's top token by {gaps.round(3)}"
 
 
 @pytest.mark.parametrize("backend", ["math", "efficient"])
@@ -156,7 +158,8 @@ def test_compiled_loop_bf16_under_cudnn_stays_close_to_fp32(tiny_model: Path) ->
     got = engine.logits(PROMPT)
 
     assert np.abs(got - ref).max() < 0.1
-    _assert_decodes_its_own_greedy_tokens(engine, PROMPT, np.stack(list(engine.generate(PROMPT, 8)), 1))
+    tokens = np.stack(list(engine.generate(PROMPT, 8)), 1)
+    _assert_decodes_its_own_greedy_tokens(engine, PROMPT, tokens, tolerance=0.1)  # bf16 both ways, as above
 
 
 @pytest.mark.skipif(not FP8_CARD, reason="float8 matmul needs compute capability 8.9+")
