@@ -11,8 +11,8 @@ from pathlib import Path
 import autoopt
 
 LIBRARIES = (
-    "torch", "transformers", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai", "onnxruntime-genai-cuda",
-    "onnxscript", "tensorrt", "optuna", "mlflow", "hydra-core",
+    "torch", "transformers", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxruntime-genai",
+    "onnxruntime-genai-cuda", "onnxscript", "tensorrt", "optuna", "mlflow", "hydra-core",
 )
 
 

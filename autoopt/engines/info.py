@@ -12,7 +12,8 @@ from autoopt.config.schema import CandidateConfig
 def autoopt_install(extra: str | None = None) -> str:
     """How to install autoopt, with `extra`: from its source folder, since it is not published on a package index
     (`pip install autoopt` would fetch whatever else goes by that name)."""
-    return f"pip install -e '.[{extra}]' in autoopt's source folder" if extra else "pip install -e . in autoopt's source folder"
+    spec = f"'.[{extra}]'" if extra else "."
+    return f"pip install -e {spec} in autoopt's source folder"
 
 
 @dataclass(frozen=True)

@@ -174,12 +174,13 @@ class _Metrics:
     def __init__(self, classes: list[str]) -> None:
         self.registry = CollectorRegistry()
         r, cls = self.registry, ["cls"]
-        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class: from the request reaching the server (before its body is read) to its last token", cls,
+        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class: from the request "
+                             "reaching the server (before its body is read) to its last token", cls,
                              registry=r, buckets=LATENCY_BUCKETS)
-        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request reaching the server", cls,
-                              registry=r, buckets=LATENCY_BUCKETS)
-        self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its batch starting, per class", cls,
-                               registry=r, buckets=LATENCY_BUCKETS)
+        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request "
+                              "reaching the server", cls, registry=r, buckets=LATENCY_BUCKETS)
+        self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its "
+                               "batch starting, per class", cls, registry=r, buckets=LATENCY_BUCKETS)
         self.requests = Counter("autoopt_requests", "finished requests per class and outcome", ["cls", "outcome"],
                                 registry=r)
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
@@ -208,7 +209,8 @@ class _Server:
         self.model, self.cfg = model, cfg
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = _Metrics([c.name for c in self.classes])
-        self.worker = ServingWorker(model.engine, make_scheduler(cfg), clock=_CLOCK, on_batch=self.metrics.batch.observe)
+        self.worker = ServingWorker(model.engine, make_scheduler(cfg), clock=_CLOCK,
+                                    on_batch=self.metrics.batch.observe)
         self.special = frozenset(
             i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
         )
@@ -419,7 +421,8 @@ async def _generate(server: _Server, request: Request, body: _Body, ids: list[in
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
     worker = server.worker
-    reply = _Reply(asyncio.get_running_loop(), server.special, request.scope.get("state", {}).get(_RECEIVED, _CLOCK()))
+    received = request.scope.get("state", {}).get(_RECEIVED, _CLOCK())
+    reply = _Reply(asyncio.get_running_loop(), server.special, received)
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64))
     try:
         outcome = worker.submit(item, reply)

@@ -20,7 +20,8 @@ TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, pr
 def test_a_workload_longer_than_its_evaluation_text_fails_before_any_trial(
     tiny_model: Path, tmp_path: Path, settings: dict, key: str
 ) -> None:
-    workload = WorkloadConfig(**{"name": "w", "output_lengths": [3], "eval_windows": 2, "eval_window_len": 32, **settings})
+    base = {"name": "w", "output_lengths": [3], "eval_windows": 2, "eval_window_len": 32}
+    workload = WorkloadConfig(**{**base, **settings})
 
     with pytest.raises(ConfigError, match=key):
         prepare(ModelConfig(name="tiny", kind="hf", path=str(tiny_model)), TARGET, workload, BenchConfig(), tmp_path)
