@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -158,3 +159,21 @@ def test_sweep_on_a_gpu_target_without_a_gpu_stops_before_any_work() -> None:
     assert proc.stderr.strip().splitlines() == [
         "error: target=t4 needs a CUDA device; this machine has none (measure it on the target itself)"
     ]
+
+
+
+@pytest.mark.parametrize(("primary", "local", "extra"), [("config", "sweep", ""), ("measure", "measure", "output: mine.json\n")])
+def test_local_settings_override_the_primary_configs_own_values(primary: str, local: str, extra: str, tmp_path) -> None:
+    """README: your own settings go in conf/local/<sweep|measure>.yaml; the primary file's own values (its bench
+    block, measure's output) must not silently override them."""
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF, conf, ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    (conf / "local" / f"{local}.yaml").write_text("# @package _global_\nbench:\n  min_seconds: 7.5\n" + extra)
+    register()
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose(primary, overrides=["workspace=/tmp/ws", "cache_dir=/tmp/cache"])
+
+    assert cfg.bench.min_seconds == 7.5
+    if extra:
+        assert cfg.output == "mine.json"
