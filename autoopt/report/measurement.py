@@ -9,8 +9,10 @@ from autoopt.config.serde import to_dict
 from autoopt.result import MeasureResult, Percentiles, Profile
 
 
-def _pct(p: Percentiles) -> str:
-    return f"p50 {p.p50:9.2f}  p90 {p.p90:9.2f}  p99 {p.p99:9.2f}  (n={p.n}, cv={p.cv:.1%})"
+def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
+    # Noise is the cv across repeats of one shape; `p.cv` also holds the spread between shapes.
+    noise = "" if cv_within_shape is None else f", cv within shape {cv_within_shape:.1%}"
+    return f"p50 {p.p50:9.2f}  p90 {p.p90:9.2f}  p99 {p.p99:9.2f}  (n={p.n}{noise})"
 
 
 def measurement_table(r: MeasureResult) -> str:
@@ -22,9 +24,9 @@ def measurement_table(r: MeasureResult) -> str:
         f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
         f"build       {' -> '.join(r.build.steps) or '(none: loads the model folder)'}; {build}",
         f"batch       {r.runtime.batch_size} rows, {r.runtime.threads} threads, {s.runs} timed requests in {s.seconds:.1f}s (warm)",
-        f"TTFT ms     {_pct(s.ttft_ms)}",
-        f"TPOT ms     {_pct(s.tpot_ms)}",
-        f"e2e ms      {_pct(s.e2e_ms)}",
+        f"TTFT ms     {_pct(s.ttft_ms, s.ttft_cv_within_shape_median)}",
+        f"TPOT ms     {_pct(s.tpot_ms, s.tpot_cv_within_shape_median)}",
+        f"e2e ms      {_pct(s.e2e_ms, s.e2e_cv_within_shape_median)}",
         f"throughput  {s.output_tokens_per_s:.1f} output tokens/s (all rows)",
         f"cold start  load {s.load_s:.2f}s"
         + (f" (of which compiling {s.compile_s:.1f}s"
