@@ -54,9 +54,24 @@ def _check_key(key: str, value: str, schema: type) -> None:
             where = ".".join(parts[:i]) or "the top level"
             raise ConfigError(f"unknown key {key}; {where} takes: {', '.join(sorted(hints))}")
         node = hints[part]
+    if typing.get_origin(node) is list:
+        _check_list(key, value, typing.get_args(node)[0])
+        return
     expected = _SCALARS.get(node)  # type: ignore[call-overload]
     if expected and not _parses_as(node, value):  # type: ignore[arg-type]
         raise ConfigError(f"{key}={value} must be {expected}")
+
+
+def _check_list(key: str, value: str, item: type) -> None:
+    if value.startswith("${"):
+        return
+    if not (value.startswith("[") and value.endswith("]")):
+        raise ConfigError(f"{key}={value} must be a list: write {key}=[{value}]")
+    expected = _SCALARS.get(item)
+    items = [v.strip() for v in value[1:-1].split(",") if v.strip()]
+    bad = [v for v in items if expected and not _parses_as(item, v)]
+    if bad:
+        raise ConfigError(f"{key}={value} has {bad[0]}; each item must be {expected}")
 
 
 def _parses_as(kind: type, value: str) -> bool:

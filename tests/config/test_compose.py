@@ -97,6 +97,8 @@ BAD_OVERRIDES = [
     ("candidate.threads=abc", "candidate.threads=abc must be an integer"),
     ("bench.min_seconds=x", "bench.min_seconds=x must be a number"),
     ("candidate.fuse=maybe", "candidate.fuse=maybe must be true or false"),
+    ("workload.prompt_lengths=64", "workload.prompt_lengths=64 must be a list: write workload.prompt_lengths=[64]"),
+    ("workload.output_lengths=[8,x]", "workload.output_lengths=[8,x] has x; each item must be an integer"),
 ]
 
 
@@ -128,6 +130,7 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
         ("export.runoff_margin=2", "error: export.runoff_margin=2.0 must be within [0, 1] (0 = no runoff)"),
         ("search.min_decode_prefix_agreement=1.5",
          "error: search.min_decode_prefix_agreement=1.5 must be within [0, 1] (0 = no bar)"),
+        ("space.engine=ort", "error: space.engine=ort must be a list: write space.engine=[ort]"),
     ],
 )
 def test_sweep_cli_bad_override_exits_2_with_one_line(override: str, message: str) -> None:
