@@ -122,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (KeyError, TypeError, ValueError) as e:  # e.g. a manifest.json that is not JSON or lacks a field
+        print(f"error: bundle {args.bundle} cannot be loaded: {type(e).__name__}: {e}; `python -m autoopt.bundle "
+              f"verify {args.bundle}` names what is missing or changed, or export the bundle again", file=sys.stderr)
+        return 2
     load_s = time.perf_counter() - t0
     with bundle:
         if args.prompt is not None:

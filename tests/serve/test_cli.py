@@ -13,7 +13,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.serve.__main__ import parse_args, serving_config
+from autoopt.serve.__main__ import main, parse_args, serving_config
 
 
 def bundle(manifest: dict[str, Any]) -> Any:
@@ -43,3 +43,15 @@ def test_a_manifest_without_serving_settings_serves_the_default_classes() -> Non
 def test_max_batch_zero_is_refused_not_replaced_by_the_bundles_value() -> None:
     with pytest.raises(ConfigError, match="max_batch=0"):
         serving_config(parse_args(["b", "--max-batch", "0"]), bundle({}))
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"files": {}}', "[]"])
+def test_a_corrupt_manifest_fails_in_one_line_naming_the_bundle(
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "manifest.json").write_text(text)
+
+    assert main([str(tmp_path), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: bundle {tmp_path} cannot be loaded: ")
+    assert f"python -m autoopt.bundle verify {tmp_path}" in err[0]
