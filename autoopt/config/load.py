@@ -151,8 +151,17 @@ def check_bench(b: BenchConfig) -> None:
         raise ConfigError(problem)
 
 
+def check_output(output: str | None) -> None:
+    """Before the measurement, not after it: the result is written only at the end."""
+    if output and not Path(output).parent.is_dir():
+        raise ConfigError(f"output={output}: folder {Path(output).parent} does not exist; create it or choose another path")
+    if output and Path(output).is_dir():
+        raise ConfigError(f"output={output} is a folder; give a file path such as output={Path(output) / 'result.json'}")
+
+
 def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     m = to_typed(cfg, MeasureConfig)
+    check_output(m.output)
     check_target(m.target)
     check_model(m.model)
     check_workload(m.workload)

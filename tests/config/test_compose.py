@@ -44,6 +44,15 @@ def test_cpu_target_detects_cores_and_memory() -> None:
     assert typed.target.price_source
 
 
+@pytest.mark.parametrize(("output", "message"), [
+    ("/nonexistent/r.json", "output=/nonexistent/r.json: folder /nonexistent does not exist"),
+    ("/tmp", "output=/tmp is a folder; give a file path"),
+])
+def test_an_output_that_cannot_be_written_is_refused_before_measuring(output: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_measure_config(_compose(f"output={output}"))
+
+
 def test_gpu_targets_name_their_price_source() -> None:
     for name in ("t4", "a100", "h100"):
         cfg = _compose(f"target={name}")
