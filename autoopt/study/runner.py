@@ -17,7 +17,7 @@ from autoopt.config.schema import SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import tree_sha256
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
-from autoopt.jobs.launch import Launcher, SubprocessLauncher
+from autoopt.jobs.launch import JobFailed, Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
@@ -176,7 +176,10 @@ def _confirm(
     progress.step(f"confirm: fp32 reference and trial {s.chosen.key} timed alternately")
     reference, chosen = s.records[s.reference.key].result, s.records[s.chosen.key].result
     assert reference is not None and chosen is not None
-    confirmation = confirm(prep, reference, chosen, cfg.search.latency, launcher, cfg.search.confirm_rounds)
+    try:
+        confirmation = confirm(prep, reference, chosen, cfg.search.latency, launcher, cfg.search.confirm_rounds)
+    except JobFailed as e:
+        raise _failed_after_trials(e, f"timing trial {s.chosen.key} against the fp32 reference", cfg) from e
     log.info("confirmed side by side: %s tokens/s, %s lower %s", confirmation.speedup, confirmation.latency_gain,
              cfg.search.latency)
     return confirmation
@@ -195,10 +198,24 @@ def _runoff(
     progress.step(f"runoff: trials {keys} (within {cfg.export.runoff_margin:.0%} of the fastest) timed side by side")
     results = [r for p in contenders if (r := s.records[p.key].result) is not None]
     assert len(results) == len(contenders)  # the front holds complete trials only; decide() pairs them by index
-    samples = side_by_side(prep, results, launcher, cfg.search.confirm_rounds)
+    try:
+        samples = side_by_side(prep, results, launcher, cfg.search.confirm_rounds)
+    except JobFailed as e:
+        raise _failed_after_trials(e, f"the runoff of trials {keys}", cfg) from e
     runoff = decide(contenders, samples, cfg.search.latency)
     log.info("runoff of trials %s: %s", keys, runoff.reason)
     return runoff
+
+
+def _failed_after_trials(e: JobFailed, step: str, cfg: SweepConfig) -> SweepError:
+    """A child failing after the trials ends the sweep in one line; its traceback goes to the workspace's logs."""
+    log_file = Path(cfg.workspace).expanduser().resolve() / "logs" / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text(f"{e.reason}\n\n{e.detail}")
+    return SweepError(
+        f"{step} failed: {e.reason} (the child's traceback is in {log_file}); the trials are kept in the study; "
+        "search.confirm_rounds=0 skips the timings after the trials"
+    )
 
 
 def _runoff_metrics(r: Runoff | None) -> dict[str, float]:

@@ -1,0 +1,59 @@
+"""A child that crashes or times out after the trials (runoff, confirmation) ends the sweep in one line
+naming the fix, with its traceback in the workspace's logs: never a bare JobFailed traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from autoopt import pareto
+from autoopt.config.schema import (
+    BenchConfig,
+    CandidateConfig,
+    ModelConfig,
+    SpaceConfig,
+    SweepConfig,
+    TargetConfig,
+    WorkloadConfig,
+)
+from autoopt.jobs.launch import JobFailed
+from autoopt.study.progress import SweepProgress
+from autoopt.study.record import TrialRecord
+from autoopt.study.runner import _confirm, _runoff
+from autoopt.study.summary import Summary, SweepError
+from tests.study.results import result
+
+
+class TimingOut:
+    def launch(self, job: Any) -> Any:
+        raise JobFailed("SpeedJob timed out after 600s", "the child's log")
+
+
+def _sweep(tmp_path: Path) -> tuple[Summary, Any, SweepConfig]:
+    points = [pareto.Point("0", (10.0, 1.0, 0.0)), pareto.Point("1", (5.0, 1.0, 0.0)), pareto.Point("2", (5.1, 1.0, 0.0))]
+    records = {p.key: TrialRecord(CandidateConfig(threads=int(p.key) + 1), p.key, key=p.key,
+                                  result=result(p.objectives[0], 1.0, 1.0, CandidateConfig(threads=int(p.key) + 1)))
+               for p in points}
+    summary = Summary(points, points, points[1:], points[0], (20.0, 2.0, 1.0), 1.0, points[1], "fastest", records)
+    prep = SimpleNamespace(workload=WorkloadConfig(name="w"), bench=BenchConfig(), reference=SimpleNamespace(path="r"))
+    cfg = SweepConfig(target=TargetConfig(name="cpu"), model=ModelConfig(), workload=WorkloadConfig(name="w"),
+                      space=SpaceConfig(name="s"), cache_dir=str(tmp_path / "cache"), workspace=str(tmp_path / "ws"))
+    return summary, prep, cfg
+
+
+@pytest.mark.parametrize(("step", "what"), [(_confirm, "timing trial 1 against the fp32 reference"),
+                                            (_runoff, "the runoff of trials 1, 2")])
+def test_a_child_failing_after_the_trials_ends_the_sweep_in_one_line(step: Any, what: str, tmp_path: Path) -> None:
+    summary, prep, cfg = _sweep(tmp_path)
+
+    with pytest.raises(SweepError) as err:
+        step(summary, prep, cfg, TimingOut(), SweepProgress(1))
+
+    message = str(err.value)
+    assert message.startswith(f"{what} failed: SpeedJob timed out after 600s")
+    assert "search.confirm_rounds=0" in message and "\n" not in message
+    [log_file] = (tmp_path / "ws" / "logs").iterdir()
+    assert str(log_file) in message and "the child's log" in log_file.read_text()
