@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
@@ -38,24 +40,32 @@ def main(cfg: DictConfig) -> None:
 
     prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir))
     launcher = SubprocessLauncher()
-    try:
+    with exit_on_job_failure(m.workspace):
         built = launcher.launch(prep.build_job(m.candidate))
         result = launcher.launch(prep.measure_job(m.candidate, built))
-    except JobFailed as e:
-        log_file = Path(m.workspace) / "logs" / f"measure-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text(f"{e.reason}\n\n{e.detail}")
-        print(f"error: {e.reason}\n(the child's traceback is in {log_file})", file=sys.stderr)
-        sys.exit(1)
     print(measurement_table(result))
+    if m.output:  # before the cold starts, so that one failing keeps the measurement
+        Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {m.output}")
     if m.coldstart:
         from autoopt.jobs.coldstart import cold_starts
         from autoopt.report.measurement import coldstart_table
 
-        print(coldstart_table(cold_starts(prep, m.candidate, built, launcher)))
-    if m.output:
-        Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
-        print(f"wrote {m.output}")
+        with exit_on_job_failure(m.workspace):
+            print(coldstart_table(cold_starts(prep, m.candidate, built, launcher)))
+
+
+@contextmanager
+def exit_on_job_failure(workspace: str) -> Iterator[None]:
+    """A child that raised, crashed or timed out: its reason on stderr, its traceback in the workspace, exit 1."""
+    try:
+        yield
+    except JobFailed as e:
+        log_file = Path(workspace) / "logs" / f"measure-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(f"{e.reason}\n\n{e.detail}")
+        print(f"error: {e.reason}\n(the child's traceback is in {log_file})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""`python -m autoopt.measure coldstart=true`: a cold-start child that crashes or times out fails in one line
+with exit 1 and keeps the measurement already made (output=)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import autoopt.jobs.coldstart
+import autoopt.jobs.launch
+import autoopt.jobs.prepare
+import autoopt.report.measurement
+from autoopt.jobs.launch import JobFailed
+from tests.study.results import result
+
+
+class Launcher:
+    def launch(self, job: Any) -> Any:
+        return job
+
+
+def _failing_cold_starts(*args: Any) -> Any:
+    raise JobFailed("ColdStartJob timed out after 600s", "the child's log")
+
+
+def test_a_failed_cold_start_exits_1_in_one_line_and_keeps_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from autoopt.measure import main
+
+    measured = result(10.0, 1.0, 1.0)
+    prep = SimpleNamespace(build_job=lambda c: "built", measure_job=lambda c, built: measured)
+    monkeypatch.setattr(autoopt.jobs.prepare, "prepare", lambda *args: prep)
+    monkeypatch.setattr(autoopt.jobs.launch, "SubprocessLauncher", Launcher)
+    monkeypatch.setattr(autoopt.jobs.coldstart, "cold_starts", _failing_cold_starts)
+    monkeypatch.setattr(autoopt.report.measurement, "measurement_table", lambda r: "table")
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["measure", "coldstart=true", f"output={out}", f"workspace={tmp_path / 'ws'}",
+                                      f"cache_dir={tmp_path / 'cache'}"])
+
+    with pytest.raises(SystemExit) as exit_:
+        main()
+
+    assert exit_.value.code == 1
+    assert out.is_file()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ColdStartJob timed out after 600s") and "Traceback" not in err
