@@ -151,6 +151,18 @@ def check_bench(b: BenchConfig) -> None:
         raise ConfigError(problem)
 
 
+def check_cache_dir(cache_dir: str) -> None:
+    """Created here, so that a path that cannot be a writable folder fails before any work, in one line."""
+    path = Path(cache_dir).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cache_dir={cache_dir} cannot be created ({e.strerror}); set cache_dir= or AUTOOPT_CACHE "
+                          "to a writable folder") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"cache_dir={cache_dir} is not writable; set cache_dir= or AUTOOPT_CACHE to a writable folder")
+
+
 def check_output(output: str | None) -> None:
     """Before the measurement, not after it: the result is written only at the end."""
     if output and not Path(output).parent.is_dir():
@@ -161,6 +173,7 @@ def check_output(output: str | None) -> None:
 
 def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     m = to_typed(cfg, MeasureConfig)
+    check_cache_dir(m.cache_dir)
     check_output(m.output)
     check_target(m.target)
     check_model(m.model)
@@ -181,6 +194,7 @@ PICKS = ("fastest", "knee", "min_latency", "min_cost", "max_accuracy", "weights"
 
 def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
     s = to_typed(cfg, SweepConfig)
+    check_cache_dir(s.cache_dir)
     check_target(s.target)
     check_model(s.model)
     check_sweep_model(s.model)

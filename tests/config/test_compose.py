@@ -53,6 +53,13 @@ def test_an_output_that_cannot_be_written_is_refused_before_measuring(output: st
         load_measure_config(_compose(f"output={output}"))
 
 
+def test_a_cache_dir_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path) -> None:
+    (tmp_path / "a_file").write_text("")
+
+    with pytest.raises(ConfigError, match=f"cache_dir={tmp_path}/a_file/cache cannot be created .*AUTOOPT_CACHE"):
+        load_measure_config(_compose(f"cache_dir={tmp_path}/a_file/cache"))
+
+
 def test_gpu_targets_name_their_price_source() -> None:
     for name in ("t4", "a100", "h100"):
         cfg = _compose(f"target={name}")
