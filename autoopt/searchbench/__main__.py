@@ -47,6 +47,10 @@ def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     unknown = [s for s in options.samplers.split(",") if s not in SAMPLERS]
     if unknown or options.seeds < 1 or options.max_trials < 1:
         parser.error(f"--samplers takes {', '.join(SAMPLERS)}; --seeds and --max-trials must be >= 1")
+    # before the grid is measured, which can take hours
+    for flag, path in (("--truth", options.truth), ("--prior", options.prior)):
+        if path is not None and not path.is_file():
+            parser.error(f"{flag} {path}: no such file; give a ground-truth file that python -m autoopt.searchbench wrote")
     return options, rest
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+from autoopt.searchbench.__main__ import _options
+
 
 def test_the_serving_objective_is_refused_in_one_line_before_any_measurement(tmp_path) -> None:
     cmd = [sys.executable, "-m", "autoopt.searchbench", "search.objective=serving", f"workspace={tmp_path}"]
@@ -14,3 +18,14 @@ def test_the_serving_objective_is_refused_in_one_line_before_any_measurement(tmp
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "search.objective=serving" in proc.stderr
     assert not (tmp_path / "searchbench").exists()
+
+
+@pytest.mark.parametrize("flag", ["--truth", "--prior"])
+def test_a_missing_ground_truth_file_is_refused_before_any_measurement(
+    flag: str, tmp_path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _options([flag, str(tmp_path / "gone.json")])
+
+    assert exit_.value.code == 2
+    assert f"{flag} {tmp_path / 'gone.json'}: no such file" in capsys.readouterr().err
