@@ -56,7 +56,10 @@ def body_sha256(manifest: dict[str, Any]) -> str:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    if not isinstance(manifest, dict):
+        raise TypeError(f"{MANIFEST_NAME} holds a {type(manifest).__name__}, not an object")
+    return manifest
 
 
 def check_hashes(folder: Path) -> list[str]:

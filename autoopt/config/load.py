@@ -137,7 +137,10 @@ def check_workload(w: WorkloadConfig) -> None:
     for key in ("batch_size", "eval_windows", "eval_window_len"):
         if getattr(w, key) < 1:
             raise ConfigError(f"workload.{key}={getattr(w, key)} must be >= 1")
-    check_serving(w.serving)
+    try:
+        check_serving(w.serving)
+    except ConfigError as e:  # its keys read from the serving config; here they sit under workload
+        raise ConfigError(f"workload.{e}") from None
     for key, knob_name in SERVING_KNOBS.items():
         if getattr(w.serving, key) != getattr(ServingConfig(), key):
             raise ConfigError(f"workload.serving.{key} is a search knob: set candidate.{knob_name} or space.{knob_name}")

@@ -108,3 +108,11 @@ def test_a_manifest_whose_files_entry_is_not_a_table_is_reported_not_raised(bund
     path.write_text(json.dumps(manifest))
 
     assert check_hashes(bundle) == [f"manifest.json in {bundle} is unreadable: files is a list, not a table"]
+
+
+def test_a_manifest_that_is_not_an_object_is_reported_not_raised(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text("[]")
+
+    (problem,) = check_hashes(tmp_path)
+
+    assert "unreadable" in problem and "not an object" in problem

@@ -196,3 +196,8 @@ def test_local_settings_override_the_primary_configs_own_values(primary: str, lo
     assert cfg.bench.min_seconds == 7.5
     if extra:
         assert cfg.output == "mine.json"
+
+
+def test_a_bad_serving_setting_names_the_key_as_it_is_overridden() -> None:
+    with pytest.raises(ConfigError, match=r"^workload\.serving\.rate_rps=0\.0 must be positive"):
+        load_measure_config(_compose("workload.serving.rate_rps=0"))
