@@ -207,14 +207,15 @@ def _runoff(
     return runoff
 
 
-def _failed_after_trials(e: JobFailed, step: str, cfg: SweepConfig) -> SweepError:
+def _failed_after_trials(
+    e: JobFailed, step: str, cfg: SweepConfig, fix: str = "search.confirm_rounds=0 skips the timings after the trials"
+) -> SweepError:
     """A child failing after the trials ends the sweep in one line; its traceback goes to the workspace's logs."""
     log_file = Path(cfg.workspace).expanduser().resolve() / "logs" / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
     log_file.write_text(f"{e.reason}\n\n{e.detail}")
     return SweepError(
-        f"{step} failed: {e.reason} (the child's traceback is in {log_file}); the trials are kept in the study; "
-        "search.confirm_rounds=0 skips the timings after the trials"
+        f"{step} failed: {e.reason} (the child's traceback is in {log_file}); the trials are kept in the study; {fix}"
     )
 
 
@@ -262,7 +263,11 @@ def export_measured(
     artifact = Path(result.build.artifact)
     if not artifact.is_dir():
         log.warning("trial %s's artifact is gone (build cache cleared?): rebuilding and re-measuring it", s.chosen.key)
-        result = _remeasure(result, prep, launcher)
+        try:
+            result = _remeasure(result, prep, launcher)
+        except JobFailed as e:
+            raise _failed_after_trials(e, f"rebuilding trial {s.chosen.key} for export", cfg,
+                                       "run the same command again to retry the export") from e
     elif tree_sha256(artifact) != result.build.sha256:
         raise SweepError(
             f"{artifact} changed since trial {s.chosen.key} measured it; remove that folder and run the same "

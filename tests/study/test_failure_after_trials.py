@@ -22,7 +22,7 @@ from autoopt.config.schema import (
 from autoopt.jobs.launch import JobFailed
 from autoopt.study.progress import SweepProgress
 from autoopt.study.record import TrialRecord
-from autoopt.study.runner import _confirm, _runoff
+from autoopt.study.runner import _confirm, _runoff, export_measured
 from autoopt.study.summary import Summary, SweepError
 from tests.study.results import result
 
@@ -57,3 +57,16 @@ def test_a_child_failing_after_the_trials_ends_the_sweep_in_one_line(step: Any, 
     assert "search.confirm_rounds=0" in message and "\n" not in message
     [log_file] = (tmp_path / "ws" / "logs").iterdir()
     assert str(log_file) in message and "the child's log" in log_file.read_text()
+
+
+def test_a_rebuild_failing_at_export_ends_the_sweep_in_one_line(tmp_path: Path) -> None:
+    summary, prep, cfg = _sweep(tmp_path)
+    chosen = summary.records[summary.chosen.key].result
+    assert chosen is not None and not Path(chosen.build.artifact).is_dir()  # gone: the export rebuilds it
+    prep = SimpleNamespace(**vars(prep), reference_sha256=chosen.reference_sha256, build_job=lambda c: c)
+
+    with pytest.raises(SweepError) as err:
+        export_measured(summary, prep, cfg, {}, tmp_path / "bundle", TimingOut())
+
+    assert str(err.value).startswith("rebuilding trial 1 for export failed: SpeedJob timed out after 600s")
+    assert "run the same command again" in str(err.value) and "confirm_rounds" not in str(err.value)
