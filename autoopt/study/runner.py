@@ -13,6 +13,7 @@ import optuna
 
 from autoopt import pareto
 from autoopt.bundle.write import export_bundle
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import tree_sha256
@@ -61,12 +62,24 @@ def study_name(cfg: SweepConfig, prep: Prepared) -> str:
     return cfg.study.name or f"{prep.model.name}-{prep.model.key[-12:]}-{cfg.target.name}-{cfg.workload.name}-{cfg.space.name}"
 
 
+def _study_names(storage: str) -> list[str]:
+    """The storage's studies; a URL that cannot be opened (unknown scheme, missing driver or folder) in one line."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return optuna.get_all_study_names(storage)
+    except (SQLAlchemyError, ImportError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"study.storage={storage} cannot be opened: {first}; give an RDB URL Optuna can open, "
+                          "e.g. sqlite:////abs/path/optuna.db, or leave it empty for the workspace's") from None
+
+
 def open_study(
     cfg: SweepConfig, prep: Prepared, name: str, workspace: Path
 ) -> tuple[optuna.Study, list[dict[str, object]]]:
     """The study, created or resumed, and the engine openers it enqueued (none when resumed)."""
     storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
-    new = name not in optuna.get_all_study_names(storage)
+    new = name not in _study_names(storage)
     # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
     sources, warm = warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key) if new else ([], [])
     study = optuna.create_study(

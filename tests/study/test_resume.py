@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -55,3 +56,14 @@ def test_a_study_interrupted_before_its_first_trial_resumes_with_the_reference_a
     first = study.ask()
 
     assert first.number == 0 and study.trials[0].system_attrs["fixed_params"] == reference_params(SPACE)
+
+
+@pytest.mark.parametrize("storage", ["foo://bar", "sqlite:////nonexistent/folder/optuna.db"])
+def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path: Path, storage: str) -> None:
+    cfg = _cfg(tmp_path)
+    cfg = replace(cfg, study=replace(cfg.study, storage=storage))
+
+    with pytest.raises(ConfigError, match=f"^study.storage={storage} cannot be opened: ") as refused:
+        open_study(cfg, PREP, "s", tmp_path)
+
+    assert "\n" not in str(refused.value)
