@@ -51,7 +51,7 @@ def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
         )
 
 
-def check_reference(study: optuna.Study) -> None:
+def check_reference(study: optuna.Study, storage: str) -> None:
     """Refuse, in one line, to extend a study whose trial 0, the fp32 reference every gain is relative to, was
     interrupted, failed or pruned: it is enqueued only in a new study, so the study could never be summarized."""
     first = study.trials[0] if study.trials else None
@@ -60,8 +60,9 @@ def check_reference(study: optuna.Study) -> None:
     what = {TrialState.RUNNING: "never finished (interrupted, or running in another process)",
             TrialState.FAIL: "failed", TrialState.PRUNED: "was pruned"}[first.state]
     raise ConfigError(
-        f"study {study.study_name}'s fp32 reference (trial 0) {what}; every gain is relative to it and only a new study measures it: "
-        f"start a new study with study.name=<new name> (or remove this one from its storage)"
+        f"study {study.study_name}'s fp32 reference (trial 0) {what}; every gain is relative to it and only a new study "
+        f"measures it: start a new study with study.name=<new name>, or remove this one "
+        f"(optuna delete-study --study-name {study.study_name} --storage {storage})"
     )
 
 

@@ -90,7 +90,7 @@ def open_study(
         load_if_exists=True,
     )
     check_fingerprint(study, study_fingerprint(cfg, prep))
-    check_reference(study)
+    check_reference(study, storage)
     if not study.trials:
         study.enqueue_trial(reference_params(cfg.space))
     for params in warm:

@@ -46,6 +46,9 @@ def test_a_study_whose_reference_did_not_complete_is_refused_in_one_line(tmp_pat
         open_study(cfg, PREP, "s", tmp_path)
 
     assert f"fp32 reference (trial 0) {said}" in str(refused.value) and "study.name=" in str(refused.value)
+    assert f"optuna delete-study --study-name s --storage sqlite:///{tmp_path / 'optuna.db'}" in str(refused.value)
+    optuna.delete_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")  # what that command does
+    assert open_study(cfg, PREP, "s", tmp_path)[0].trials[0].state == TrialState.WAITING  # the reference, anew
 
 
 def test_a_study_interrupted_before_its_first_trial_resumes_with_the_reference_as_trial_0(tmp_path: Path) -> None:
