@@ -7,6 +7,7 @@ run or tracking URI.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
 import os
@@ -37,6 +38,21 @@ def _import_mlflow() -> Any:
 
     _quiet_mlflow()  # mlflow configures its loggers on import; lower them again
     return mlflow
+
+
+@contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Held while a tracker opens a SQLite store: MLflow creates and migrates a new store's schema, and creates an
+    experiment, with no guard against another process doing the same (two sweeps started together in one
+    workspace), and the later one crashes on what the first created. Other stores are servers: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(f".{db.name}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _key(name: str) -> str:
@@ -73,19 +89,20 @@ class Tracker:
 
         self._entities = Metric, Param
         self.uri = uri
-        self._client = mlflow.MlflowClient(tracking_uri=uri)
-        found = self._client.get_experiment_by_name(experiment)
-        if found is not None and found.lifecycle_stage == "deleted":
-            raise ValueError(
-                f"MLflow experiment {experiment!r} is deleted in {uri}; restore it in the UI, purge it with "
-                f"`mlflow gc --backend-store-uri {uri}`, or choose another experiment name"
-            )
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = Path(artifact_root).expanduser().resolve()
-            location.mkdir(parents=True, exist_ok=True)
-            self.experiment_id = self._client.create_experiment(experiment, artifact_location=location.as_uri())
+        with _store_lock(uri):
+            self._client = mlflow.MlflowClient(tracking_uri=uri)
+            found = self._client.get_experiment_by_name(experiment)
+            if found is not None and found.lifecycle_stage == "deleted":
+                raise ValueError(
+                    f"MLflow experiment {experiment!r} is deleted in {uri}; restore it in the UI, purge it with "
+                    f"`mlflow gc --backend-store-uri {uri}`, or choose another experiment name"
+                )
+            if found is not None:
+                self.experiment_id = found.experiment_id
+            else:
+                location = Path(artifact_root).expanduser().resolve()
+                location.mkdir(parents=True, exist_ok=True)
+                self.experiment_id = self._client.create_experiment(experiment, artifact_location=location.as_uri())
         self.parent_run_id: str | None = None
 
     @contextmanager
