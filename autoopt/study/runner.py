@@ -48,14 +48,17 @@ class SweepOutcome:
     confirmation: Confirmation | None  # the pick against the fp32 reference, timed side by side
 
 
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchConfig, earlier_trials: int = 0) -> optuna.samplers.BaseSampler:
+    """The study's sampler, seeded by `search.seed` plus the trials the study already holds: a resumed study seeded
+    as at its start would propose its first run's candidates again, each one reused, measuring nothing."""
+    seed = search.seed + earlier_trials
     if search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=search.seed, population_size=8)
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # Multivariate, grouped TPE: independent TPE kept re-proposing measured candidates in autoopt's
     # conditional space and stalled (experiments/2026-11-27-search-benchmark.md).
-    return optuna.samplers.TPESampler(seed=search.seed, n_startup_trials=6, multivariate=True, group=True)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, group=True)
 
 
 def study_name(cfg: SweepConfig, prep: Prepared) -> str:
@@ -86,9 +89,9 @@ def open_study(
         study_name=name,
         storage=storage,
         directions=["minimize"] * 3,
-        sampler=make_sampler(cfg.search),
         load_if_exists=True,
     )
+    study.sampler = make_sampler(cfg.search, len(study.trials))
     check_fingerprint(study, study_fingerprint(cfg, prep))
     check_reference(study, storage)
     if not study.trials:

@@ -70,3 +70,21 @@ def test_a_storage_that_cannot_be_opened_is_refused_in_one_line(tmp_path: Path, 
         open_study(cfg, PREP, "s", tmp_path)
 
     assert "\n" not in str(refused.value)
+
+
+def test_a_resumed_study_does_not_propose_its_first_run_s_candidates_again(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    cfg = replace(cfg, search=replace(cfg.search, sampler="random"))
+
+    def run_once() -> float:
+        study, _ = open_study(cfg, PREP, "s", tmp_path)
+        if not study.trials[0].state.is_finished():
+            study.tell(study.ask(), (1.0, 1.0, 0.0))  # the reference
+        trial = study.ask()
+        x = trial.suggest_float("x", 0.0, 1.0)
+        study.tell(trial, (x, x, 0.0))
+        return x
+
+    first, resumed = run_once(), run_once()
+
+    assert first != resumed
