@@ -20,6 +20,7 @@ from autoopt.digest import tree_sha256
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
 from autoopt.jobs.launch import JobFailed, Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
+from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
@@ -82,25 +83,27 @@ def open_study(
 ) -> tuple[optuna.Study, list[dict[str, object]]]:
     """The study, created or resumed, and the engine openers it enqueued (none when resumed)."""
     storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
-    new = name not in _study_names(storage)
-    # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
-    sources, warm = warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key) if new else ([], [])
-    study = optuna.create_study(
-        study_name=name,
-        storage=storage,
-        directions=["minimize"] * 3,
-        load_if_exists=True,
-    )
-    study.sampler = make_sampler(cfg.search, len(study.trials))
-    check_fingerprint(study, study_fingerprint(cfg, prep))
-    check_reference(study, storage)
-    if not study.trials:
-        study.enqueue_trial(reference_params(cfg.space))
-    for params in warm:
-        study.enqueue_trial(params, skip_if_exists=True)
-    openers = engine_openers(cfg.space, [reference_params(cfg.space), *warm], cfg.search.seed) if new else []
-    for params in openers:
-        study.enqueue_trial(params)
+    with sqlite_store_lock(storage):  # two sweeps started at once: one creates the store, then the other
+        new = name not in _study_names(storage)
+        # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
+        sources, warm = (warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key)
+                         if new else ([], []))
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            directions=["minimize"] * 3,
+            load_if_exists=True,
+        )
+        study.sampler = make_sampler(cfg.search, len(study.trials))
+        check_fingerprint(study, study_fingerprint(cfg, prep))
+        check_reference(study, storage)
+        if not study.trials:
+            study.enqueue_trial(reference_params(cfg.space))
+        for params in warm:
+            study.enqueue_trial(params, skip_if_exists=True)
+        openers = engine_openers(cfg.space, [reference_params(cfg.space), *warm], cfg.search.seed) if new else []
+        for params in openers:
+            study.enqueue_trial(params)
     if sources:
         log.info("warm start: %d front candidates of %s measured first", len(warm), ", ".join(sources))
     elif new and cfg.search.warm_start:

@@ -7,7 +7,6 @@ run or tracking URI.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
 
 STATES = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}  # autoopt state -> MLflow run status
@@ -38,21 +38,6 @@ def _import_mlflow() -> Any:
 
     _quiet_mlflow()  # mlflow configures its loggers on import; lower them again
     return mlflow
-
-
-@contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Held while a tracker opens a SQLite store: MLflow creates and migrates a new store's schema, and creates an
-    experiment, with no guard against another process doing the same (two sweeps started together in one
-    workspace), and the later one crashes on what the first created. Other stores are servers: no lock."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(f".{db.name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
 
 
 def _key(name: str) -> str:
@@ -89,7 +74,7 @@ class Tracker:
 
         self._entities = Metric, Param
         self.uri = uri
-        with _store_lock(uri):
+        with sqlite_store_lock(uri):
             self._client = mlflow.MlflowClient(tracking_uri=uri)
             found = self._client.get_experiment_by_name(experiment)
             if found is not None and found.lifecycle_stage == "deleted":

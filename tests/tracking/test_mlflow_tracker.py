@@ -93,7 +93,6 @@ def test_tracker_logs_parent_nested_trials_and_front_outside_the_cwd(
     assert Tracker(uri, "sweep-test", tmp_path / "elsewhere").experiment_id == tracker.experiment_id
 
 
-
 _OPEN_WHEN_TOLD = """
 import sys, time
 from pathlib import Path
