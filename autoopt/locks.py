@@ -1,4 +1,4 @@
-"""An exclusive lock for opening a SQLite store that several processes may create at once."""
+"""Exclusive file locks for work that concurrent processes must do once: cache entries, shared SQLite stores."""
 
 from __future__ import annotations
 
@@ -6,6 +6,23 @@ import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (created if missing) until the block ends; other processes
+    asking for it wait."""
+    with Path(path).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def lock_beside(path: Path) -> Path:
+    """The lock file guarding `path`: a hidden file next to it."""
+    return path.with_name(f".{path.name}.lock")
 
 
 @contextmanager
@@ -19,6 +36,5 @@ def sqlite_store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///") or not db.parent.is_dir():
         yield
         return
-    with open(db.with_name(f".{db.name}.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    with exclusive_lock(lock_beside(db)):
         yield

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,9 +60,7 @@ def exit_on_job_failure(workspace: str) -> Iterator[None]:
     try:
         yield
     except JobFailed as e:
-        log_file = Path(workspace) / "logs" / f"measure-{time.strftime('%Y%m%d-%H%M%S')}.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text(f"{e.reason}\n\n{e.detail}")
+        log_file = e.save_log(workspace, "measure")
         print(f"error: {e.reason}\n(the child's traceback is in {log_file})", file=sys.stderr)
         sys.exit(1)
 

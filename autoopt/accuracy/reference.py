@@ -4,7 +4,6 @@ decode sizes, library versions) and cached on disk: token windows and their teac
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -28,6 +27,7 @@ from autoopt.accuracy.decode import (
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.locks import exclusive_lock, lock_beside
 
 if TYPE_CHECKING:
     from autoopt.models.source import ResolvedModel
@@ -99,8 +99,7 @@ def ensure_reference(model: ResolvedModel, workload: WorkloadConfig, cache_dir: 
         return Reference(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Runs started together (two sweeps on one cache) wait here: the first computes it, the others reuse it.
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(lock_beside(path)):
         if not path.exists():
             _compute_reference(model, workload, text, path)
     return Reference(path)

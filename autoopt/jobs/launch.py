@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -53,6 +54,13 @@ class JobFailed(RuntimeError):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+
+    def save_log(self, workspace: str | Path, prefix: str) -> Path:
+        """Write the reason and the child's traceback to `<workspace>/logs/<prefix>-<time>.log`; return its path."""
+        log_file = Path(workspace).expanduser().resolve() / "logs" / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(f"{self.reason}\n\n{self.detail}")
+        return log_file
 
 
 class Launcher(Protocol):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+
+from autoopt.locks import exclusive_lock
 
 
 def ensure_folder(folder: Path, build: Callable[[Path], None]) -> Path:
@@ -17,20 +17,10 @@ def ensure_folder(folder: Path, build: Callable[[Path], None]) -> Path:
     if folder.is_dir():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(folder.parent / f"{folder.name}.lock"):
+    with exclusive_lock(folder.parent / f"{folder.name}.lock"):
         if not folder.is_dir():  # another process may have finished while we waited
             _build_atomically(folder, build)
     return folder
-
-
-@contextlib.contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build_atomically(folder: Path, build: Callable[[Path], None]) -> None:

@@ -5,7 +5,6 @@ share its output."""
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -17,6 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from autoopt.digest import tree_sha256
+from autoopt.locks import exclusive_lock, lock_beside
 from autoopt.passes.registry import PASSES, PassStep, pass_function
 from autoopt.result import Built
 
@@ -98,8 +98,7 @@ def _run_step_cached(step: PassStep, src: Path, dst: Path) -> bool:
     if _complete(dst):
         return True
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with open(dst.parent / f".{dst.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(lock_beside(dst)):
         if _complete(dst):
             return True
         if dst.exists():

@@ -18,6 +18,11 @@ def hypervolume_reference(latency: float, cost: float, search: SearchConfig) -> 
     return (latency, max(cost, _THIN_SLAB), max(1.0 - search.min_top1_agreement, _THIN_SLAB))
 
 
+def speed_objective(search: SearchConfig) -> str:
+    """What the first objective measures, in words: latency, or capacity (minimized as -capacity)."""
+    return "capacity" if search.objective == "serving" else "latency"
+
+
 def objective_labels(search: SearchConfig) -> tuple[str, str, str]:
     loss = "accuracy_loss (1 - top-1 agreement)"
     if search.objective == "serving":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autoopt.config.schema import SweepConfig
+from autoopt.study.objectives import speed_objective
 from autoopt.study.runner import SweepOutcome
 from autoopt.study.summary import front_console, gains
 
@@ -17,8 +18,7 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
         bars += f", decode prefix agreement >= {cfg.search.min_decode_prefix_agreement}"
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
           f"({bars}), hypervolume {s.hypervolume:.4g} "
-          f"(reference point: fp32 {'capacity' if cfg.search.objective == 'serving' else 'latency'}, fp32 cost, "
-          "accuracy-bar loss)")
+          f"(reference point: fp32 {speed_objective(cfg.search)}, fp32 cost, accuracy-bar loss)")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
     first = (f"{g['latency_x']:.2f}x lower {lat} latency" if "latency_x" in g

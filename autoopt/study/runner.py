@@ -230,9 +230,7 @@ def _failed_after_trials(
     e: JobFailed, step: str, cfg: SweepConfig, fix: str = "search.confirm_rounds=0 skips the timings after the trials"
 ) -> SweepError:
     """A child failing after the trials ends the sweep in one line; its traceback goes to the workspace's logs."""
-    log_file = Path(cfg.workspace).expanduser().resolve() / "logs" / f"sweep-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    log_file.write_text(f"{e.reason}\n\n{e.detail}")
+    log_file = e.save_log(cfg.workspace, "sweep")
     return SweepError(
         f"{step} failed: {e.reason} (the child's traceback is in {log_file}); the trials are kept in the study; {fix}"
     )

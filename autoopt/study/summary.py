@@ -16,7 +16,13 @@ from autoopt.config.schema import ExportConfig, SearchConfig, TargetConfig
 from autoopt.report.measurement import bottlenecks
 from autoopt.report.plots import front_3d_html, front_projections
 from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
-from autoopt.study.objectives import constraints, hypervolume_reference, objective_labels, objectives
+from autoopt.study.objectives import (
+    constraints,
+    hypervolume_reference,
+    objective_labels,
+    objectives,
+    speed_objective,
+)
 from autoopt.study.record import TrialRecord
 from autoopt.study.trial import Known
 
@@ -85,7 +91,7 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     # a 2x latency difference, and a reference measured at a slow moment must not flatten the speed axis.
     best = [min(p.objectives[i] for p in front) for i in range(2)]
     scale = (abs(best[0]) or 1.0, abs(best[1]) or 1.0, max(hv_ref[2], 1e-3))
-    speed = "capacity" if search.objective == "serving" else "latency"
+    speed = speed_objective(search)
     chosen, reason = pareto.pick(front, export.pick, export.weights, scale=scale, speed=speed)
     if export.pick in ("knee", "weights"):
         reason += f" ({speed} and cost as fractions of the front's best, accuracy loss of the bar's)"

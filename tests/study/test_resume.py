@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,7 +14,7 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.schema import BenchConfig, ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
 from autoopt.space.sample import reference_params
 from autoopt.study.runner import open_study
-from tests.conftest import REPO
+from tests.together import run_together
 
 TARGET = TargetConfig(name="cpu", memory_gb=8.0, cores=2, price_per_hour=0.1, price_source="test",
                       engines=["torch"], precisions=["fp32"])
@@ -94,32 +91,13 @@ def test_a_resumed_study_does_not_propose_its_first_run_s_candidates_again(tmp_p
     assert first != resumed
 
 
-_OPEN_WHEN_TOLD = """
-import sys, time
-from pathlib import Path
-from tests.study.test_resume import PREP, _cfg
-from autoopt.study.runner import open_study
-folder, name, index = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-(folder / f"ready-{index}").touch()
-while not (folder / "go").exists():
-    time.sleep(0.005)
-open_study(_cfg(folder), PREP, name, folder)
-"""
-
-
 def test_sweeps_opening_one_new_optuna_store_together_all_succeed(tmp_path: Path) -> None:
     names = ["study-a", "study-b", "study-c"]
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, str(tmp_path), name, str(i)],
-                              stderr=subprocess.PIPE, text=True, cwd=REPO) for i, name in enumerate(names)]
-    deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("ready-*"))) < len(procs):
-        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a process did not start"
-        time.sleep(0.05)
-    (tmp_path / "go").touch()
 
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    failed = run_together("from tests.study.test_resume import PREP, _cfg\nfrom autoopt.study.runner import open_study",
+                          "open_study(_cfg(folder), PREP, name, folder)", tmp_path, names)
 
-    assert [p.returncode for p in procs] == [0] * len(procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+    assert failed == []
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     for name in names:
         trials = optuna.load_study(study_name=name, storage=storage).trials

@@ -3,12 +3,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from autoopt.tracking import numeric_metrics
+from tests.together import run_together
 
 
 def test_importing_tracking_does_not_import_mlflow() -> None:
@@ -93,32 +93,10 @@ def test_tracker_logs_parent_nested_trials_and_front_outside_the_cwd(
     assert Tracker(uri, "sweep-test", tmp_path / "elsewhere").experiment_id == tracker.experiment_id
 
 
-_OPEN_WHEN_TOLD = """
-import sys, time
-from pathlib import Path
-import mlflow  # noqa: F401  (imported before the signal, so that the processes open the store together)
-from autoopt.tracking import Tracker
-folder, name, index = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-(folder / f"ready-{index}").touch()
-while not (folder / "go").exists():
-    time.sleep(0.005)
-Tracker(f"sqlite:///{folder / 'mlflow.db'}", name, folder / "artifacts")
-"""
-
-
 def test_trackers_opening_one_new_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
     names = ["study-a", "study-b", "study-b"]  # two sweeps of other studies, and one study run twice
-    procs = [
-        subprocess.Popen([sys.executable, "-c", _OPEN_WHEN_TOLD, str(tmp_path), name, str(i)],
-                         stderr=subprocess.PIPE, text=True)
-        for i, name in enumerate(names)
-    ]
-    deadline = time.monotonic() + 120
-    while len(list(tmp_path.glob("ready-*"))) < len(procs):
-        assert all(p.poll() is None for p in procs) and time.monotonic() < deadline, "a tracker process did not start"
-        time.sleep(0.05)
-    (tmp_path / "go").touch()
 
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    failed = run_together("import mlflow\nfrom autoopt.tracking import Tracker",
+                          "Tracker(f\"sqlite:///{folder / 'mlflow.db'}\", name, folder / 'artifacts')", tmp_path, names)
 
-    assert [p.returncode for p in procs] == [0] * len(procs), [e.strip().splitlines()[-1] for e in errors if e.strip()]
+    assert failed == []
