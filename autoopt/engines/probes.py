@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from autoopt.engines.info import autoopt_install
 
+# The GPU builds install into the CPU builds' package directories: installing one over the other leaves a mix.
+CPU_BUILDS_OUT = "pip uninstall -y onnxruntime onnxruntime-genai"
+
 
 def cuda_device() -> str | None:
     import torch
@@ -20,8 +23,8 @@ def ort_provider(name: str, extra: str) -> str | None:
     available = onnxruntime.get_available_providers()
     if name not in available:
         return (
-            f"this onnxruntime build has no {name} (it has {', '.join(available)}): install onnxruntime-gpu "
-            f"in an environment without the CPU onnxruntime ({autoopt_install(extra)})"
+            f"this onnxruntime build has no {name} (it has {', '.join(available)}): {CPU_BUILDS_OUT}, "
+            f"then {autoopt_install(extra)}"
         )
     return None
 
@@ -30,5 +33,5 @@ def genai_cuda() -> str | None:
     import onnxruntime_genai as og
 
     if not og.is_cuda_available():
-        return f"this onnxruntime-genai build has no CUDA support: {autoopt_install('genai-cuda')}"
+        return f"this onnxruntime-genai build has no CUDA support: {CPU_BUILDS_OUT}, then {autoopt_install('gpu')}"
     return None

@@ -26,7 +26,7 @@ INFO = EngineInfo(
     engine_class="autoopt.engines.ort.engine:OrtEngine",
     quants={"cpu": ("none", "int8_dynamic", "int8_static", "int8_weight", "int4"), "cuda": ("none", "fp16", "int4")},
     requires={
-        "cpu": (Requirement("onnxruntime"),),
+        "cpu": (Requirement("onnxruntime", "cpu"),),
         "cuda": (Requirement("onnxruntime", "gpu", probe=partial(ort_provider, "CUDAExecutionProvider", "gpu")),),
     },
     rule=rule,

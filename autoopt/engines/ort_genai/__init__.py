@@ -15,8 +15,8 @@ INFO = EngineInfo(
     engine_class="autoopt.engines.ort_genai.engine:GenaiEngine",
     quants={"cpu": ("none", "int8_weight", "int4"), "cuda": ("none", "fp16", "bf16", "int4")},
     requires={
-        "cpu": (Requirement("onnxruntime_genai"),),
-        "cuda": (Requirement("onnxruntime_genai", "genai-cuda", probe=genai_cuda),),
+        "cpu": (Requirement("onnxruntime_genai", "cpu"),),
+        "cuda": (Requirement("onnxruntime_genai", "gpu", probe=genai_cuda),),
     },
     description="onnxruntime-genai model builder (fused GQA, MatMulNBits int4/int8) and its generator",
     # The text-only causal LMs the 0.18 builder's `create_model` has a class for (multimodal ones left out).

@@ -22,6 +22,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
+from autoopt.engines.probes import CPU_BUILDS_OUT
 
 log = logging.getLogger("autoopt.engines")
 
@@ -300,5 +301,5 @@ def _require_cuda() -> None:
         ]
         raise RuntimeError(
             "engine ort_genai on device cuda needs onnxruntime-genai-cuda "
-            f"({autoopt_install('genai-cuda')}) and a CUDA device; found providers: {', '.join(providers)}"
+            f"({CPU_BUILDS_OUT}, then {autoopt_install('gpu')}) and a CUDA device; found providers: {', '.join(providers)}"
         )
