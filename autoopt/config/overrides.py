@@ -4,7 +4,9 @@ misspelt key, group option or value type fails in one line that lists what is va
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+import tempfile
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,41 @@ def exit_on_config_error() -> Iterator[None]:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_run_dir(config_name: str, args: list[str]) -> None:
+    """Hydra creates its run folder (under `workspace`) before autoopt starts, and a path it cannot create ends in
+    Hydra's traceback: resolve that folder as Hydra will and refuse it here, in one line."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name, overrides=[a for a in args if not a.startswith("-")], return_hydra_config=True)
+            with open_dict(cfg):
+                cfg.hydra.runtime.cwd = os.getcwd()
+            HydraConfig.instance().set_config(cfg)
+            run_dir = Path(cfg.hydra.run.dir)
+    except (HydraException, OmegaConfBaseException):
+        return  # an override Hydra itself rejects: it says why, in its own words
+    # Its parent (workspace/hydra/sweep) is kept from run to run, so creating it now leaves nothing behind; a
+    # folder made and removed in it is the one test of writability that also holds for root and read-only mounts.
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = f"{e.strerror}: {e.filename}"
+    else:
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=run_dir.parent))
+            return
+        except OSError as e:
+            why = f"nothing can be created in {run_dir.parent}: {e.strerror}"
+    raise ConfigError(
+        f"cannot create the run folder {run_dir} ({why}); set workspace= or AUTOOPT_WORKSPACE to a writable folder"
+    )
 
 
 def check_overrides(args: list[str], conf_dir: Path, schema: type) -> None:

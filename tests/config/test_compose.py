@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from autoopt.config import ConfigError, MeasureConfig
 from autoopt.config.load import load_measure_config
-from autoopt.config.overrides import check_overrides
+from autoopt.config.overrides import check_overrides, check_run_dir
 from autoopt.config.store import register
 from autoopt.space.validity import target_problem
 from tests.conftest import REPO
@@ -201,3 +202,23 @@ def test_local_settings_override_the_primary_configs_own_values(primary: str, lo
 def test_a_bad_serving_setting_names_the_key_as_it_is_overridden() -> None:
     with pytest.raises(ConfigError, match=r"^workload\.serving\.rate_rps=0\.0 must be positive"):
         load_measure_config(_compose("workload.serving.rate_rps=0"))
+
+
+@pytest.mark.parametrize("module", ["autoopt", "autoopt.measure", "autoopt.searchbench"])
+def test_a_workspace_that_cannot_be_a_folder_fails_in_one_line_before_hydra(module: str, tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {**os.environ, "AUTOOPT_WORKSPACE": str(blocker / "workspace")}
+    proc = subprocess.run([sys.executable, "-m", module], capture_output=True, text=True, cwd=REPO, env=env)
+
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: cannot create the run folder {blocker}/workspace/hydra/")
+    assert "set workspace= or AUTOOPT_WORKSPACE to a writable folder" in proc.stderr
+
+
+def test_the_run_folder_check_leaves_only_the_folder_hydra_keeps_between_runs(tmp_path) -> None:
+    register()
+    check_run_dir("config", [f"workspace={tmp_path}/ws"])
+
+    assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["ws", "ws/hydra", "ws/hydra/sweep"]
