@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from autoopt import pareto
+from autoopt.bench.profile import format_profile
 from autoopt.bundle.write import export_bundle
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SearchConfig, SweepConfig
@@ -256,7 +257,9 @@ def _log_trial(tracker: Tracker, outcome: TrialOutcome) -> None:
     record = outcome.record
     result = record.result.to_dict() if record.result else None
     metrics = flatten({k: v for k, v in (result or {}).items() if k in _METRIC_GROUPS})
-    tracker.log_trial(outcome.number, to_dict(record.candidate), metrics, outcome.state, record.reason, result)
+    profile = record.result.profile if record.result else None
+    texts = {"profile.md": format_profile(profile)} if profile else None
+    tracker.log_trial(outcome.number, to_dict(record.candidate), metrics, outcome.state, record.reason, result, texts)
 
 
 def _front_size(known: Known) -> int:

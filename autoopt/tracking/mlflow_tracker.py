@@ -116,10 +116,11 @@ class Tracker:
         state: str,
         reason: str | None = None,
         result_json: Mapping[str, Any] | None = None,
+        texts: Mapping[str, str] | None = None,
     ) -> str:
         """One nested run `trial-<number>` under the parent: `params` are the candidate's knobs,
         `metrics` every numeric figure (see `numeric_metrics`), tags `autoopt.state` and `autoopt.reason`,
-        and `result.json` as an artifact when given. Returns the run id."""
+        and `result.json` and `texts` ({file name: content}) as artifacts when given. Returns the run id."""
         parent = self._require_parent()
         if state not in STATES:
             raise ValueError(f"trial state={state!r} is not known; choose one of: {', '.join(STATES)}")
@@ -130,6 +131,8 @@ class Tracker:
         self._log(run_id, params=_params(params), metrics=numeric_metrics(metrics))
         if result_json is not None:
             self._client.log_dict(run_id, dict(result_json), "result.json")
+        for name, text in (texts or {}).items():
+            self._client.log_text(run_id, text, name)
         self._client.set_terminated(run_id, STATES[state])
         return run_id
 

@@ -54,6 +54,9 @@ def test_sweep_leaves_parent_nested_runs_and_front_artifacts_in_mlflow(sweep) ->
     reference = next(r for r in children if r.data.tags["autoopt.trial"] == "0")
     assert reference.data.metrics["accuracy.top1_agreement"] == 1.0
     assert reference.data.metrics["accuracy.kl_mean"] == 0.0
+    for run in measured:  # each measured candidate carries where its time went, as a table
+        profile = client.download_artifacts(run.info.run_id, "profile.md", str(workspace / "downloaded" / run.info.run_id))
+        assert "| decode |" in Path(profile).read_text()
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"front.csv", "front.md", "bottlenecks.md", "front.png", "front_3d.html", "chosen.json"} <= artifacts
     assert parents[0].data.metrics["hypervolume"] >= 0

@@ -59,7 +59,7 @@ def test_tracker_logs_parent_nested_trials_and_front_outside_the_cwd(
         tracker.log_trial(0, {"engine": "torch", "quant": "none"}, {"speed": {"e2e_ms": {"p90": 20.0}}}, "complete")
         tracker.log_trial(1, {"engine": "torch", "quant": "int4"}, {}, "pruned", "int4 needs engine ort")
         tracker.log_trial(2, result["candidate"], {**result, "memory": {"device_peak_mb": None}}, "complete",
-                          None, result)  # fmt: skip
+                          None, result, {"profile.md": "| phase | op type |"})  # fmt: skip
         tracker.log_front(files, {"hypervolume": 0.42}, {"engine": "ort", "quant": "int4"})
 
     mlflow.set_tracking_uri(uri)
@@ -87,6 +87,7 @@ def test_tracker_logs_parent_nested_trials_and_front_outside_the_cwd(
     assert parent_files == {"front.csv", "front.md", "front.png", "front.html", "chosen.json"}
     trial_2 = artifacts / by_name["trial-2"].info.run_id / "artifacts" / "result.json"
     assert json.loads(trial_2.read_text()) == result
+    assert (trial_2.parent / "profile.md").read_text() == "| phase | op type |"
     assert not (artifacts / by_name["trial-1"].info.run_id / "artifacts").exists()
     assert list(cwd.iterdir()) == []
     assert tracker.ui_command() == f"mlflow ui --backend-store-uri {uri}"
