@@ -102,6 +102,18 @@ class ServingClassResult:
 
 
 @dataclass(frozen=True)
+class ServingProbe:
+    """One run of the capacity search: the offered rate, whether every SLO held, and what each class got."""
+
+    rate_rps: float
+    holds: bool
+    why_not: list[str]
+    completed_rps: float  # requests completed / the run's duration (below rate_rps once the engine falls behind)
+    e2e_p99_ms: dict[str, float | None]  # per class; None where none completed
+    completed: dict[str, int]  # per class: the samples behind its p99
+
+
+@dataclass(frozen=True)
 class ServingResult:
     """Open-loop serving with the candidate's batcher and scheduler: its capacity, and what a peak costs."""
 
@@ -115,6 +127,7 @@ class ServingResult:
     usd_per_day: float | None
     usd_per_1m_output_tokens_at_peak: float | None
     classes: dict[str, ServingClassResult]
+    load_curve: list[ServingProbe] = field(default_factory=list)  # every probe, in the order run ([]: recorded before)
 
 
 @dataclass(frozen=True)
@@ -304,6 +317,8 @@ DEFINITIONS: dict[str, str] = {
     "queue time over its completed requests (`completed` is that sample count, `offered` the requests sent), "
     "attainment, goodput, rejections",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
+    "serving.load_curve": "every run of the capacity search, in order: offered rate, whether every SLO held (and "
+    "why not), completed requests per second of the run, and per class e2e p99 (ms) with its completed count",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "
     "the peak rate x 1e6",

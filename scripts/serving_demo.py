@@ -118,7 +118,8 @@ def main() -> None:
             line = f"capacity max_batch={batch}: {cap.rate_rps:.2f} req/s ({len(cap.probes)} probes" \
                    f"{', converged' if cap.converged else ', NOT converged'})"
             if cap.report is not None:
-                cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=PRICE_PER_HOUR)
+                cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=PRICE_PER_HOUR,
+                                    tokens_per_request=float(np.mean(args.output_lengths)))
                 line += (f"; peak 10 req/s needs {cost.replicas} replicas, ${cost.usd_per_day:.2f}/day, "
                          f"${cost.usd_per_million_tokens_at_capacity:.3f} per 1M output tokens at capacity")
             print(line, flush=True)

@@ -18,7 +18,7 @@ from autoopt.config.serde import to_dict
 from autoopt.engines.registry import engine_class, engine_info
 from autoopt.result import DEFINITIONS, MeasureResult
 
-FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build")
+FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build", "roofline", "serving")  # the last two may be absent
 _PERCENTILES = {
     "p50": "median of",
     "p90": "90th percentile of",
@@ -36,6 +36,18 @@ _DEFINITIONS = {
     "build.seconds": "wall time spent building the artifact in the measuring run (0 when cached)",
     "build.build_seconds": "wall time the artifact's build steps took when first built",
     "build.cached": "1 where every build step of the measuring run came from the cache, 0 otherwise",
+    "roofline.weight_bytes": "bytes of weights one decode step reads, at stored precision",
+    "roofline.kv_bytes": "bytes of KV cache one decode step reads at the workload's mean decode context",
+    "roofline.mean_context": "the workload's mean decode context, in tokens",
+    "roofline.steps_per_s": "decode steps per second measured (1000 / TPOT p50)",
+    "roofline.bandwidth_gb_per_s": "the memory bandwidth divided by (GB/s, 1e9 bytes)",
+    "roofline.bound_steps_per_s": "decode steps per second the bandwidth allows: bandwidth / bytes_per_step",
+    "roofline.fits_llc": "1 where bytes_per_step fits the last-level cache (then efficiency can exceed 1)",
+    "serving.converged": "1 where the capacity search bracketed the capacity within 5 %, 0 where its probes ran out",
+    "serving.probes": "open-loop runs the capacity search made",
+    "serving.max_batch": "rows the dynamic batcher may put in one batch",
+    "serving.occupancy": "mean rows per batch / max_batch, in the capacity run",
+    "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
 }
 _UNITS = {
     "speed.runs": "requests",
@@ -47,6 +59,18 @@ _UNITS = {
     "accuracy.tokens": "positions",
     "cost.usd_per_1m_output_tokens": "USD per 1M output tokens",
     "cost.price_per_hour": "USD/hour",
+    "roofline.weight_bytes": "bytes",
+    "roofline.kv_bytes": "bytes",
+    "roofline.bytes_per_step": "bytes",
+    "roofline.mean_context": "tokens",
+    "roofline.steps_per_s": "steps/s",
+    "roofline.bound_steps_per_s": "steps/s",
+    "roofline.bandwidth_gb_per_s": "GB/s",
+    "roofline.efficiency": "ratio",
+    "serving.usd_per_day": "USD/day",
+    "serving.usd_per_1m_output_tokens_at_peak": "USD per 1M output tokens",
+    "serving.replicas": "replicas",
+    "serving.occupancy": "fraction",
 }
 
 
@@ -65,7 +89,8 @@ def flatten_figures(result: MeasureResult) -> dict[str, float | int | None]:
 
     d = result.to_dict()
     for group in FIGURE_GROUPS:
-        walk(group, d[group])
+        if d[group] is not None:
+            walk(group, d[group])
     return figures
 
 
@@ -75,6 +100,9 @@ def definition(figure: str) -> str:
     if figure in _DEFINITIONS:
         return _DEFINITIONS[figure]
     parent, _, stat = figure.rpartition(".")
+    if figure.startswith("serving.classes."):
+        name = parent.rpartition(".")[2]
+        return f"{stat} of class {name}: {DEFINITIONS['serving.classes']}"
     if parent in DEFINITIONS and stat in _PERCENTILES:
         return f"{_PERCENTILES[stat]} {parent} ({DEFINITIONS[parent]})"
     return f"{figure.replace('.', ' ').replace('_', ' ')} (as recorded by autoopt.result.MeasureResult)"
@@ -88,8 +116,11 @@ def unit(figure: str) -> str:
         return "ratio"
     if stat == "n":
         return "requests"
-    name = figure.split(".")[1]
-    for suffix, symbol in (("_ms", "ms"), ("_s", "s"), ("seconds", "s"), ("_mb", "MiB")):
+    parts = figure.split(".")
+    name = parts[-2] if parts[-1] in _PERCENTILES else parts[-1]
+    if name in ("attainment",):
+        return "fraction"
+    for suffix, symbol in (("_ms", "ms"), ("_rps", "requests/s"), ("_s", "s"), ("seconds", "s"), ("_mb", "MiB")):
         if name.endswith(suffix):
             return symbol
     return ""
@@ -184,6 +215,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"- cost: {cost}",
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
         f"  {fidelity}",
+        *under_load(m, manifest["candidate"]),
         "",
         "Every figure, its definition and its unit are in `manifest.json` under `metrics`.",
         "",
@@ -216,6 +248,32 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         "`--manifest-sha256` to be sure the manifest itself is the one exported.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
+    """The README's serving lines, for a candidate measured under open-loop load (none otherwise)."""
+    if m.get("serving.capacity_rps") is None:
+        return []
+    lines = [
+        f"- under open-loop load (dynamic batches of up to {candidate['serving_max_batch']} rows, queue delay "
+        f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority): capacity "
+        f"{m['serving.capacity_rps']:.2f} requests/s, the highest offered rate at which every class kept its "
+        "SLO; at that rate:",
+    ]
+    names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})
+    for name in names:
+        c = {k.rsplit(".", 1)[1]: v for k, v in m.items() if k.startswith(f"serving.classes.{name}.")}
+        slo = f"SLO {c['slo_ms']:.0f} ms" if c["slo_ms"] else "best effort"
+        p99 = "none completed" if c["e2e_p99_ms"] is None else f"e2e p99 {c['e2e_p99_ms']:.0f} ms"
+        samples = "" if c.get("completed") is None else f" over {c['completed']} of {c['offered']} requests"
+        lines.append(f"  - {name} ({slo}): {p99}{samples}, attainment {c['attainment']:.3f}")
+    if m.get("serving.replicas") is not None:
+        lines.append(
+            f"  - a peak of {m['serving.peak_rate_rps']:.1f} requests/s needs {m['serving.replicas']} replica(s): "
+            f"${m['serving.usd_per_day']:.2f} per day, ${m['serving.usd_per_1m_output_tokens_at_peak']:.4f} per 1M "
+            "output tokens"
+        )
+    return lines
 
 
 def cold_start(m: dict[str, Any], graphs: str | None) -> str:

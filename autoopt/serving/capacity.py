@@ -50,6 +50,7 @@ class Probe:
     rate_rps: float
     holds: bool
     why_not: tuple[str, ...]
+    report: ServingReport  # the run at that rate: the load curve's point
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def find_capacity(
         nonlocal best
         report = system(rate)
         why = violations(report, min_attainment)
-        probes.append(Probe(rate, not why, tuple(why)))
+        probes.append(Probe(rate, not why, tuple(why), report))
         if not why and (best is None or rate > best[0]):
             best = (rate, report)
         return not why
@@ -124,8 +125,9 @@ def find_capacity(
 
 @dataclass(frozen=True)
 class CostAtLoad:
-    """Replicas for the peak rate and what they cost. Token figures use the capacity run's mean output
-    tokens per completed request."""
+    """Replicas for the peak rate and what they cost. Token figures use the workload's expected output tokens
+    per request, not the capacity run's sample of them: every candidate serves the same traffic, so only its
+    replicas may change its cost (the sample differs from rate to rate and would make equal costs differ)."""
 
     peak_rate_rps: float
     capacity_rps: float
@@ -142,11 +144,9 @@ def replicas_needed(peak_rate_rps: float, capacity_rps: float) -> int:
     return max(1, math.ceil(peak_rate_rps / capacity_rps - 1e-9))
 
 
-def cost_at_load(capacity: Capacity, peak_rate_rps: float, price_per_hour: float) -> CostAtLoad:
+def cost_at_load(capacity: Capacity, peak_rate_rps: float, price_per_hour: float, tokens_per_request: float) -> CostAtLoad:
     if capacity.report is None or capacity.rate_rps <= 0:
         raise ValueError("no probed rate held the SLOs; lower the load, relax the SLOs or pick a faster candidate")
-    overall = capacity.report.overall
-    tokens_per_request = overall.output_tokens / max(overall.completed, 1)
     replicas = replicas_needed(peak_rate_rps, capacity.rate_rps)
 
     def per_million(hourly: float, rate: float) -> float:

@@ -9,8 +9,8 @@ import numpy as np
 
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
-from autoopt.result import ServingClassResult, ServingResult
-from autoopt.serving.capacity import cost_at_load, find_capacity
+from autoopt.result import ServingClassResult, ServingProbe, ServingResult
+from autoopt.serving.capacity import Probe, cost_at_load, find_capacity
 from autoopt.serving.runner import engine_system, warm_up
 
 MAX_PROBES = 8  # doubling + bisection steps per candidate: bounds a trial's serving time
@@ -29,7 +29,8 @@ def measure_serving(
     capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
     peak = cfg.peak_rate_rps or cfg.rate_rps
     report = capacity.report
-    cost = cost_at_load(capacity, peak, price_per_hour) if report is not None else None
+    expected_tokens = float(np.mean(output_lengths))  # make_arrivals draws each request's length uniformly from them
+    cost = cost_at_load(capacity, peak, price_per_hour, expected_tokens) if report is not None else None
     classes = {}
     if report is not None:
         for c in report.classes:
@@ -55,4 +56,17 @@ def measure_serving(
         usd_per_day=cost.usd_per_day if cost else None,
         usd_per_1m_output_tokens_at_peak=cost.usd_per_million_tokens_at_peak if cost else None,
         classes=classes,
+        load_curve=[_point(p) for p in capacity.probes],
+    )
+
+
+def _point(p: Probe) -> ServingProbe:
+    r = p.report
+    return ServingProbe(
+        rate_rps=p.rate_rps,
+        holds=p.holds,
+        why_not=list(p.why_not),
+        completed_rps=r.overall.completed / r.duration_s if r.duration_s > 0 else 0.0,
+        e2e_p99_ms={c.name: c.e2e.p99 for c in r.classes},
+        completed={c.name: c.completed for c in r.classes},
     )

@@ -13,6 +13,7 @@ import optuna
 
 from autoopt import pareto
 from autoopt.config.schema import ExportConfig, SearchConfig, TargetConfig
+from autoopt.report.load_curve import load_curve_markdown, load_curve_png
 from autoopt.report.measurement import bottlenecks
 from autoopt.report.plots import front_3d_html, front_projections
 from autoopt.report.tables import console_table, front_rows, to_csv, to_markdown
@@ -123,13 +124,21 @@ def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:
     where = folder / "bottlenecks.md"
     where.write_text(bottleneck_markdown(s) + "\n")
     labels = {p.key: f"{p.key}: {p.payload['candidate']}" for p in s.points}
-    return [
+    files = [
         to_csv(rows, folder / "front.csv"),
         md,
         where,
         front_projections(s.points, s.front, names, folder / "front.png", chosen_key=s.chosen.key),
         front_3d_html(s.points, s.front, names, folder / "front_3d.html", labels=labels, chosen_key=s.chosen.key),
     ]
+    chosen = s.records[s.chosen.key].result
+    if chosen is not None and chosen.serving is not None and chosen.serving.load_curve:
+        curve = folder / "load_curve.md"
+        curve.write_text(f"Trial {s.chosen.key} (chosen): {s.chosen.payload['candidate']}\n\n"
+                         + load_curve_markdown(chosen.serving) + "\n")
+        title = f"Load curve of the chosen candidate (trial {s.chosen.key}): {s.chosen.payload['candidate']}"
+        files += [curve, load_curve_png(chosen.serving, folder / "load_curve.png", title)]
+    return files
 
 
 def bottleneck_markdown(s: Summary) -> str:

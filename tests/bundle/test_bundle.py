@@ -19,7 +19,7 @@ from autoopt.bundle.write import export_bundle, manifest_payload, readme
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import InProcessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
-from autoopt.result import MeasureResult
+from autoopt.result import DEFINITIONS, MeasureResult
 
 REPO = Path(__file__).resolve().parents[2]
 SEARCH_MACHINERY = ("optuna", "mlflow", "hydra", "omegaconf")
@@ -120,6 +120,30 @@ def test_manifest_and_readme_say_whether_the_compile_time_was_a_cache_read(
     assert payload["metrics"]["speed.compile_cache_warm"]["value"] == int(warm)
     assert "as recorded" not in payload["metrics"]["build.cached"]["definition"]
     assert f"of which 2.0 s on its compiled graphs ({said})" in readme(payload)
+
+
+def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_class(measured: Measured) -> None:
+    from autoopt.result import ServingClassResult, ServingResult
+
+    classes = {"P0": ServingClassResult(200.0, 120.0, 20.0, 5.0, 1.0, 2.0, 0, 30, 30),
+               "P3": ServingClassResult(0.0, None, None, None, 1.0, 0.0, 0, 0, 0)}
+    serving = ServingResult(12.5, True, 7, 4, 0.6, 40.0, 4, 9.6, 0.05, classes)
+    payload = manifest_payload(replace(measured.result, serving=serving), measured.workload, {})
+    text = readme(payload)
+    figures = payload["metrics"]
+
+    assert figures["serving.capacity_rps"]["value"] == 12.5 and figures["serving.capacity_rps"]["unit"] == "requests/s"
+    assert figures["serving.classes.P0.e2e_p99_ms"] == {
+        "value": 120.0, "unit": "ms", "definition": f"e2e_p99_ms of class P0: {DEFINITIONS['serving.classes']}"}
+    assert figures["roofline.efficiency"]["value"] == measured.result.roofline.efficiency
+    said = {f: m["definition"] for f, m in figures.items() if f.split(".")[0] in ("serving", "roofline")}
+    assert not [f for f, d in said.items() if "as recorded" in d]
+
+    assert "capacity 12.50 requests/s, the highest offered rate at which every class kept its SLO" in text
+    assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
+    assert "  - P3 (best effort): none completed over 0 of 0 requests" in text
+    assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text
+    assert "under open-loop load" not in readme(manifest_payload(measured.result, measured.workload, {}))
 
 
 def test_readme_does_not_claim_the_runtime_alone_runs_a_snippet_that_imports_autoopt(measured: Measured) -> None:

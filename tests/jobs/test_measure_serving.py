@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path, tmp_path: Path) -> None:
     serving = ServingConfig(rate_rps=20.0, duration_s=1.0, max_requests=30, peak_rate_rps=100.0)
-    workload = WorkloadConfig(name="w", prompt_lengths=[16], output_lengths=[4], eval_windows=2, eval_window_len=32,
+    workload = WorkloadConfig(name="w", prompt_lengths=[16], output_lengths=[2, 6], eval_windows=2, eval_window_len=32,
                               serving=serving)
     target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
     bench = BenchConfig(warmup_runs=1, min_runs=2, min_seconds=0.0)
@@ -34,5 +34,12 @@ def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path
     assert s.capacity_rps > 0, "the tiny model holds its SLOs at some rate"
     assert set(s.classes) == {"P0", "P1", "P2", "P3"}
     assert s.replicas is not None and s.replicas >= 1 and s.usd_per_day == pytest.approx(s.replicas * 0.1 * 24)
+    # the workload's expected 4 tokens per request, whichever lengths the capacity run happened to draw
+    assert s.usd_per_1m_output_tokens_at_peak == pytest.approx(s.replicas * 0.1 / (100.0 * 4 * 3600) * 1e6)
     counts = [(c.offered, c.completed) for c in s.classes.values()]  # every p99 comes with its sample count
     assert all(o is not None and d is not None and d <= o for o, d in counts) and sum(d for _, d in counts) > 0
+    curve = s.load_curve  # every probe of the search, with what each class got
+    assert len(curve) == s.probes and {p.rate_rps for p in curve if p.holds} and max(
+        p.rate_rps for p in curve if p.holds) == s.capacity_rps
+    assert all(set(p.e2e_p99_ms) == set(p.completed) == set(s.classes) for p in curve)
+    assert all(p.why_not for p in curve if not p.holds) and not any(p.why_not for p in curve if p.holds)

@@ -36,7 +36,7 @@ def test_no_rate_holds_gives_zero_capacity_and_a_clear_cost_error() -> None:
     cap = find_capacity(fake_system(0.0, []), start_rps=1.0, max_probes=6)
     assert cap.rate_rps == 0.0 and cap.report is None and not cap.converged
     with pytest.raises(ValueError, match="no probed rate held"):
-        cost_at_load(cap, 10.0, 1.0)
+        cost_at_load(cap, 10.0, 1.0, 10.0)
 
 
 def test_violations_name_the_class_and_the_bound() -> None:
@@ -48,7 +48,7 @@ def test_violations_name_the_class_and_the_bound() -> None:
 def test_replicas_and_cost_at_load() -> None:
     cap = find_capacity(fake_system(4.0, []), start_rps=4.0)
     assert cap.rate_rps == 4.0
-    cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=2.0)
+    cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=2.0, tokens_per_request=10.0)
     assert cost.replicas == 3 and cost.usd_per_day == pytest.approx(3 * 2.0 * 24)
     assert cost.usd_per_million_tokens_at_capacity == pytest.approx(2.0 / (4.0 * 10 * 3600) * 1e6)
     assert cost.usd_per_million_tokens_at_peak == pytest.approx(6.0 / (10.0 * 10 * 3600) * 1e6)

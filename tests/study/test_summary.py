@@ -139,3 +139,20 @@ def test_a_front_with_no_room_on_one_axis_still_has_a_volume() -> None:
     at_bar_one = summarize(_study(REFERENCE, FAST, EXACT), SearchConfig(min_top1_agreement=1.0), ExportConfig(), TARGET)
 
     assert at_price_zero.hypervolume > 0 and at_bar_one.hypervolume > 0
+
+
+def test_a_serving_pick_s_reports_carry_its_load_curve(tmp_path) -> None:
+    from autoopt.result import ServingProbe
+    from autoopt.study.summary import write_reports
+
+    curve = [ServingProbe(4.0, True, [], 3.9, {}, {}), ServingProbe(8.0, False, ["saturated"], 5.0, {}, {})]
+    fast = replace(FAST, serving=replace(_serving(FAST, 4.0).serving, load_curve=curve))
+    s = summarize(_study(_serving(REFERENCE, 1.0), fast), SearchConfig(objective="serving"),
+                  ExportConfig(pick="fastest"), TARGET)
+
+    files = {p.name for p in write_reports(s, SearchConfig(objective="serving"), tmp_path)}
+
+    assert {"load_curve.md", "load_curve.png"} <= files
+    assert "| 8.00 | no | 5.00 |" in (tmp_path / "load_curve.md").read_text()
+    assert "load_curve.md" not in {p.name for p in write_reports(summarize(_study(REFERENCE, FAST), SearchConfig(),
+                                                                           ExportConfig(), TARGET), SearchConfig(), tmp_path / "latency")}

@@ -1,0 +1,79 @@
+"""The capacity search's runs as a load curve: each class's e2e p99 and the completed rate against the offered
+rate, as a Markdown table and a PNG. Where the p99s cross their SLOs, and where completions stop following
+the offered rate, is the knee a serving decision rests on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from autoopt.result import ServingResult
+
+
+def load_curve_markdown(serving: ServingResult) -> str:
+    """One row per probe, sorted by offered rate; per class its e2e p99 (ms) and, in brackets, the completed
+    requests behind it."""
+    names = list(serving.classes)
+    slos = "; ".join(f"{n} {c.slo_ms:.0f} ms" if c.slo_ms > 0 else f"{n} best effort" for n, c in serving.classes.items())
+    lines = [
+        f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, "
+        f"{'bracketed within 5 %' if serving.converged else 'probe budget ran out before 5 %'}). SLOs: {slos}.",
+        "",
+        "| offered req/s | holds | completed req/s | " + " | ".join(f"{n} e2e p99 ms (n)" for n in names) + " | why not |",
+        "|---:|---|---:|" + "---:|" * len(names) + "---|",
+    ]
+    for p in sorted(serving.load_curve, key=lambda p: p.rate_rps):
+        cells = [
+            "-" if p.e2e_p99_ms.get(n) is None else f"{p.e2e_p99_ms[n]:.0f} ({p.completed.get(n, 0)})" for n in names
+        ]
+        why = "; ".join(p.why_not).replace("|", "/")
+        lines.append(
+            f"| {p.rate_rps:.2f} | {'yes' if p.holds else 'no'} | {p.completed_rps:.2f} | " + " | ".join(cells)
+            + f" | {why} |"
+        )
+    return "\n".join(lines)
+
+
+def load_curve_png(serving: ServingResult, path: Path, title: str) -> Path:
+    """Left: each class's e2e p99 against the offered rate (log scale), its SLO dashed in the same colour.
+    Right: completed against offered rate, with the line where they are equal. Filled markers held every
+    SLO, hollow ones did not; the dotted line is the capacity."""
+    from matplotlib.figure import Figure  # the object API needs no display and leaves pyplot's backend alone
+    from matplotlib.ticker import FuncFormatter
+
+    curve = sorted(serving.load_curve, key=lambda p: p.rate_rps)
+    rates = [p.rate_rps for p in curve]
+    fig = Figure(figsize=(12.8, 5.0), dpi=120, layout="constrained")
+    latency, rate = fig.subplots(1, 2)
+    cycle = [f"C{i}" for i in range(10)]
+    for i, (name, cls) in enumerate(serving.classes.items()):
+        colour = cycle[i % len(cycle)]
+        points = [(p.rate_rps, p.e2e_p99_ms[name], p.holds) for p in curve if p.e2e_p99_ms.get(name) is not None]
+        if points:
+            latency.plot([x for x, _, _ in points], [y for _, y, _ in points], color=colour, lw=1, label=name)
+            for x, y, holds in points:
+                latency.scatter([x], [y], s=36, color=colour if holds else "white", edgecolors=colour, zorder=3)
+        if cls.slo_ms > 0:
+            latency.axhline(cls.slo_ms, color=colour, ls="--", lw=0.8)
+    rate.plot(rates, rates, color="#9a9a9a", ls="--", lw=0.8, label="completed = offered")
+    rate.plot(rates, [p.completed_rps for p in curve], color="C0", lw=1)
+    for p in curve:
+        rate.scatter([p.rate_rps], [p.completed_rps], s=36, color="C0" if p.holds else "white", edgecolors="C0", zorder=3)
+    for ax in (latency, rate):
+        if serving.capacity_rps > 0:
+            ax.axvline(serving.capacity_rps, color="black", ls=":", lw=1, label=f"capacity {serving.capacity_rps:.2f}")
+        ax.set_xlabel("offered requests/s (open loop)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    latency.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    latency.yaxis.set_major_formatter(plain)
+    latency.yaxis.set_minor_formatter(plain)
+    latency.set_ylabel("e2e p99 ms (from each scheduled send time); dashed: SLO")
+    latency.set_title("p99 per class; hollow: some SLO missed", fontsize=10)
+    rate.set_ylabel("completed requests/s")
+    rate.set_title("completed against offered", fontsize=10)
+    fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
