@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -59,8 +60,11 @@ def make_sampler(search: SearchConfig, earlier_trials: int = 0) -> optuna.sample
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     # Multivariate, grouped TPE: independent TPE kept re-proposing measured candidates in autoopt's
-    # conditional space and stalled (experiments/2026-11-27-search-benchmark.md).
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, group=True)
+    # conditional space and stalled (experiments/2026-11-27-search-benchmark.md). Optuna marks both options
+    # experimental; chosen on purpose, so the user's console is spared that warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=6, multivariate=True, group=True)
 
 
 def study_name(cfg: SweepConfig, prep: Prepared) -> str:
