@@ -111,6 +111,7 @@ class ServingProbe:
     completed_rps: float  # requests completed / the run's duration (below rate_rps once the engine falls behind)
     e2e_p99_ms: dict[str, float | None]  # per class; None where none completed
     completed: dict[str, int]  # per class: the samples behind its p99
+    utilization: float | None = None  # seconds running batches / the arrival window (None: recorded before it was kept)
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,8 @@ DEFINITIONS: dict[str, str] = {
     "attainment, goodput, rejections",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.load_curve": "every run of the capacity search, in order: offered rate, whether every SLO held (and "
-    "why not), completed requests per second of the run, and per class e2e p99 (ms) with its completed count",
+    "why not), completed requests per second of the run, utilization (seconds the engine ran batches / the "
+    "arrival window; above 1 it cannot keep up), and per class e2e p99 (ms) with its completed count",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "
     "the peak rate x 1e6",

@@ -44,8 +44,8 @@ class ServingConfig:
     rate_rps: float = 4.0  # offered requests per second
     arrival: str = "poisson"  # poisson | gamma (bursty)
     burstiness: float = 1.0  # gamma: coefficient of variation of inter-arrival times (1 = poisson)
-    duration_s: float = 20.0  # arrivals stop after this much scheduled time ...
-    max_requests: int = 200  # ... or after this many requests, whichever comes first
+    duration_s: float = 20.0  # a run offers rate x duration_s requests over this much scheduled time ...
+    max_requests: int = 200  # ... or this many, if fewer (single runs only: a capacity probe offers its whole duration)
     seed: int = 0
     classes: list[ServingClassConfig] = field(default_factory=default_classes)
     policy: str = "strict"  # strict: most urgent class first | weighted: by class weight

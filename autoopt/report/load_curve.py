@@ -10,24 +10,27 @@ from autoopt.result import ServingResult
 
 
 def load_curve_markdown(serving: ServingResult) -> str:
-    """One row per probe, sorted by offered rate; per class its e2e p99 (ms) and, in brackets, the completed
-    requests behind it."""
+    """One row per probe, sorted by offered rate: its completed rate, its utilization (busy: the share of the
+    arrival window the engine spent running batches), and per class its e2e p99 (ms) and, in brackets, the
+    completed requests behind it."""
     names = list(serving.classes)
     slos = "; ".join(f"{n} {c.slo_ms:.0f} ms" if c.slo_ms > 0 else f"{n} best effort" for n, c in serving.classes.items())
     lines = [
         f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, "
         f"{'bracketed within 5 %' if serving.converged else 'probe budget ran out before 5 %'}). SLOs: {slos}.",
         "",
-        "| offered req/s | holds | completed req/s | " + " | ".join(f"{n} e2e p99 ms (n)" for n in names) + " | why not |",
-        "|---:|---|---:|" + "---:|" * len(names) + "---|",
+        "| offered req/s | holds | completed req/s | busy | " + " | ".join(f"{n} e2e p99 ms (n)" for n in names)
+        + " | why not |",
+        "|---:|---|---:|---:|" + "---:|" * len(names) + "---|",
     ]
     for p in sorted(serving.load_curve, key=lambda p: p.rate_rps):
         cells = [
             "-" if p.e2e_p99_ms.get(n) is None else f"{p.e2e_p99_ms[n]:.0f} ({p.completed.get(n, 0)})" for n in names
         ]
         why = "; ".join(p.why_not).replace("|", "/")
+        busy = "-" if p.utilization is None else f"{p.utilization:.0%}"
         lines.append(
-            f"| {p.rate_rps:.2f} | {'yes' if p.holds else 'no'} | {p.completed_rps:.2f} | " + " | ".join(cells)
+            f"| {p.rate_rps:.2f} | {'yes' if p.holds else 'no'} | {p.completed_rps:.2f} | {busy} | " + " | ".join(cells)
             + f" | {why} |"
         )
     return "\n".join(lines)

@@ -2,10 +2,12 @@
 bisection; the replicas a peak rate needs; and what that costs.
 
 A rate "holds" when the run completed at least one request (a rate so low that none arrived within
-`duration_s` shows nothing), did not saturate, kept up with it — the backlog cleared within the largest
-SLO after the last arrival, so no class (best effort included) was left a growing queue that a short probe
-would hide — and, for every class with an SLO that was offered requests, p99 end-to-end latency <= its
-SLO and attainment >= `min_attainment`. Best-effort rejections count against nothing here: read them in
+`duration_s` shows nothing), did not saturate, kept up with it — the engine ran batches for no longer than
+the arrivals lasted (utilization <= 1), and the backlog cleared within the largest SLO after the last
+arrival, so no class (best effort included) was left a growing queue that a short probe would hide — and,
+for every class with an SLO that was offered requests, p99 end-to-end latency <= its SLO and attainment
+>= `min_attainment`. The drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T)
+times the rate the engine completes; utilization compares the work offered with the time it had. Best-effort rejections count against nothing here: read them in
 the report.
 """
 
@@ -29,6 +31,11 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
         problems.append(f"no request completed ({report.overall.offered} offered within the run): it shows nothing")
     slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
     drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
+    if report.utilization > 1.0:
+        problems.append(
+            f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, "
+            f"{report.utilization:.0%} of the arrival window: it completes less than the offered rate"
+        )
     if report.drain_s > drain_bound_s:
         problems.append(
             f"not sustained: the backlog took {report.drain_s:.2f}s to clear after the last arrival "

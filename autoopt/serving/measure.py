@@ -69,4 +69,5 @@ def _point(p: Probe) -> ServingProbe:
         completed_rps=r.overall.completed / r.duration_s if r.duration_s > 0 else 0.0,
         e2e_p99_ms={c.name: c.e2e.p99 for c in r.classes},
         completed={c.name: c.completed for c in r.classes},
+        utilization=r.utilization,
     )

@@ -7,6 +7,8 @@ Definitions (all latencies from the request's SCHEDULED send time, in ms):
   unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
 - goodput: requests meeting their SLO per second of the run.
 - occupancy: mean rows per batch / max_batch.
+- utilization: seconds the engine ran batches / the arrival window (the last arrival plus one mean gap, the
+  expected span of the arrivals). Above 1 the run offered more work than the engine can do in that time.
 """
 
 from __future__ import annotations
@@ -88,6 +90,14 @@ class ServingReport:
     overall: ClassMetrics
     drain_s: float = 0.0  # from the last arrival to the last token: how long the backlog took to clear
     extra: dict[str, Any] = field(default_factory=dict)  # the caller's notes (engine, policy, ...)
+    busy_s: float = 0.0  # seconds the engine spent running batches
+
+    @property
+    def utilization(self) -> float:
+        """busy_s / the arrival window (see the module's definitions); 0 for a run without arrivals."""
+        last_arrival = self.duration_s - self.drain_s
+        window = last_arrival + (1.0 / self.rate_rps if self.rate_rps > 0 else 0.0)
+        return self.busy_s / window if window > 0 else 0.0
 
     def by_class(self, name: str) -> ClassMetrics:
         for c in self.classes:
@@ -125,6 +135,7 @@ def summarize(
     saturation_reason: str = "",
     extra: dict[str, Any] | None = None,
     drain_s: float = 0.0,
+    busy_s: float = 0.0,
 ) -> ServingReport:
     """Build the report from per-request records and the row count of every batch run."""
     slo = {c.name: c.slo_ms for c in classes}
@@ -146,6 +157,7 @@ def summarize(
         overall=overall,
         drain_s=drain_s,
         extra=dict(extra or {}),
+        busy_s=busy_s,
     )
 
 

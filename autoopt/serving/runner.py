@@ -76,6 +76,7 @@ def run_open_loop(
         return True
 
     batch_rows: list[int] = []
+    busy_s = 0.0
     reason = ""
     while True:
         t = now()
@@ -91,7 +92,9 @@ def run_open_loop(
         if batch:
             for request in batch:
                 records[request.id].start = t
+            started = now()
             batch_rows.append(run_batch(engine, batch, now, on_token).rows)
+            busy_s += now() - started
             continue
         release = scheduler.next_release(t)
         if not pending and release is None:
@@ -112,6 +115,7 @@ def run_open_loop(
         saturation_reason=reason,
         extra=extra,
         drain_s=end - last_arrival,
+        busy_s=busy_s,
     )
 
 
@@ -153,10 +157,10 @@ def engine_system(
 def probe_arrivals(
     cfg: ServingConfig, tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], rate_rps: float
 ) -> list[Arrival]:
-    """A capacity probe offers its rate for the whole `duration_s`: `max_requests` bounds it only at rates
-    below max_requests / duration_s. Capped by count alone, a high rate would be a short burst that a fast
-    engine drains within its SLOs, and the search would double past any real capacity. (A rate the engine
-    cannot sustain is stopped early by the saturation check.) Above that bound the sequence is drawn for
-    the larger count from the same seed: the same mix of classes and lengths, not the same requests."""
-    steady = replace(cfg, max_requests=max(cfg.max_requests, math.ceil(rate_rps * cfg.duration_s)))
+    """A capacity probe offers its rate for the whole `duration_s`, never capped by `max_requests`: capped by
+    count, a high rate would be a short burst that a fast engine drains within its SLOs, and the search would
+    double past any real capacity. (A rate the engine cannot sustain is stopped early by the saturation
+    check.) Each count draws its sequence from the same seed: the same mix of classes and lengths, not the
+    same requests."""
+    steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
     return make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)

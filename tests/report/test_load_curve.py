@@ -14,9 +14,9 @@ def _class(slo_ms: float) -> ServingClassResult:
 
 def _serving() -> ServingResult:
     probes = [  # in the order a capacity search runs them: doubling, then bisecting
-        ServingProbe(4.0, True, [], 3.9, {"P0": 40.0, "P3": 90.0}, {"P0": 2, "P3": 20}),
+        ServingProbe(4.0, True, [], 3.9, {"P0": 40.0, "P3": 90.0}, {"P0": 2, "P3": 20}, 0.41),
         ServingProbe(8.0, False, ["P0 e2e p99 450 ms > 200 ms"], 6.1, {"P0": 450.0, "P3": None}, {"P0": 3, "P3": 0}),
-        ServingProbe(6.0, True, [], 5.8, {"P0": 150.0, "P3": 300.0}, {"P0": 4, "P3": 33}),
+        ServingProbe(6.0, True, [], 5.8, {"P0": 150.0, "P3": 300.0}, {"P0": 4, "P3": 33}, 0.83),
     ]
     return ServingResult(6.0, False, 3, 4, 0.5, 40.0, 7, 1.0, 2.0, {"P0": _class(200.0), "P3": _class(0.0)}, probes)
 
@@ -26,11 +26,11 @@ def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_sam
 
     assert lines[0].startswith("Capacity 6.00 requests/s (max_batch 4, probe budget ran out before 5 %)")
     assert "SLOs: P0 200 ms; P3 best effort." in lines[0]
-    assert lines[2] == "| offered req/s | holds | completed req/s | P0 e2e p99 ms (n) | P3 e2e p99 ms (n) | why not |"
+    assert lines[2] == "| offered req/s | holds | completed req/s | busy | P0 e2e p99 ms (n) | P3 e2e p99 ms (n) | why not |"
     rows = lines[4:]
     assert [r.split(" | ")[0] for r in rows] == ["| 4.00", "| 6.00", "| 8.00"]
-    assert rows[1] == "| 6.00 | yes | 5.80 | 150 (4) | 300 (33) |  |"
-    assert rows[2] == "| 8.00 | no | 6.10 | 450 (3) | - | P0 e2e p99 450 ms > 200 ms |"
+    assert rows[1] == "| 6.00 | yes | 5.80 | 83% | 150 (4) | 300 (33) |  |"
+    assert rows[2] == "| 8.00 | no | 6.10 | - | 450 (3) | - | P0 e2e p99 450 ms > 200 ms |"
 
 
 def test_the_picture_is_written(tmp_path: Path) -> None:

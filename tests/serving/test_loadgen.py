@@ -58,3 +58,15 @@ def test_a_capacity_probe_offers_its_rate_for_the_whole_duration_not_a_burst() -
 
     assert len(slow) <= 80 and slow[-1].time_s <= 6.0
     assert len(fast) > 1000 and 5.5 < fast[-1].time_s <= 6.0
+
+
+@pytest.mark.parametrize("arrival", ["poisson", "gamma"])
+def test_a_run_at_rate_r_offers_r_times_its_duration_whatever_the_seed(arrival: str) -> None:
+    """A free seeded count is off from rate x duration by its own luck, the same way at every rate."""
+    for seed in range(8):
+        cfg = ServingConfig(duration_s=6.0, max_requests=10_000, seed=seed, arrival=arrival, burstiness=3.0)
+        arrivals = make_arrivals(cfg, TOKENS, [16], [4], rate_rps=5.0)
+
+        assert len(arrivals) == 30
+        assert arrivals[0].time_s > 0.0 and arrivals[-1].time_s < 6.0
+        assert [a.time_s for a in arrivals] == sorted(a.time_s for a in arrivals)

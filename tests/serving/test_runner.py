@@ -106,3 +106,27 @@ def test_real_open_loop_run_on_the_trained_builtin_model(cache_dir: Path) -> Non
     assert overall.completed > 0 and report.batches > 0 and 0 < report.occupancy <= 1
     assert overall.e2e.p50 is not None and overall.ttft.p50 is not None and overall.ttft.p50 <= overall.e2e.p50
     assert report.output_tokens_per_s > 0
+
+
+def test_a_rate_beyond_what_the_engine_completes_is_not_sustained_though_its_backlog_drains_within_the_slo() -> None:
+    from autoopt.serving.capacity import violations
+
+    # One request takes 0.1 s (batch 1): the engine completes 10 requests/s. Offered 11/s for 6 s, the backlog
+    # of about 0.6 s clears within the 2 s SLO, so only the work offered against the time it had shows it.
+    classes = [ServingClassConfig("P0", 0, 2000.0, 1.0, 256)]
+    cfg = ServingConfig(classes=classes, max_batch=1, max_requests=10_000, duration_s=6.0)
+    clock = FakeClock()
+    arrivals = make_arrivals(cfg, np.arange(100), [8], [10], rate_rps=11.0)
+    report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=11.0, clock=clock, sleep=clock.sleep)
+
+    assert not report.saturated and report.drain_s < 2.0
+    assert report.busy_s == pytest.approx(report.overall.completed * 0.1)
+    assert report.utilization > 1.0
+    assert [v for v in violations(report, 0.99) if v.startswith("not sustained")] == [
+        f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, {report.utilization:.0%} of the "
+        "arrival window: it completes less than the offered rate"]
+
+    clock = FakeClock()  # at 8/s the same engine keeps up
+    arrivals = make_arrivals(cfg, np.arange(100), [8], [10], rate_rps=8.0)
+    report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=8.0, clock=clock, sleep=clock.sleep)
+    assert 0.6 < report.utilization < 1.0 and violations(report, 0.99) == []

@@ -153,6 +153,6 @@ def test_a_serving_pick_s_reports_carry_its_load_curve(tmp_path) -> None:
     files = {p.name for p in write_reports(s, SearchConfig(objective="serving"), tmp_path)}
 
     assert {"load_curve.md", "load_curve.png"} <= files
-    assert "| 8.00 | no | 5.00 |" in (tmp_path / "load_curve.md").read_text()
+    assert "| 8.00 | no | 5.00 | - |" in (tmp_path / "load_curve.md").read_text()
     assert "load_curve.md" not in {p.name for p in write_reports(summarize(_study(REFERENCE, FAST), SearchConfig(),
                                                                            ExportConfig(), TARGET), SearchConfig(), tmp_path / "latency")}
