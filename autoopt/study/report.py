@@ -16,9 +16,11 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     bars = f"top-1 agreement >= {cfg.search.min_top1_agreement}"
     if cfg.search.min_decode_prefix_agreement > 0:
         bars += f", decode prefix agreement >= {cfg.search.min_decode_prefix_agreement}"
+    # 0 is common with the serving objective: the cost at the peak moves in whole replicas, often the reference's.
+    none_better = "; 0: no feasible candidate beats the reference in all three at once" if s.hypervolume == 0 else ""
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
           f"({bars}), hypervolume {s.hypervolume:.4g} "
-          f"(reference point: fp32 {speed_objective(cfg.search)}, fp32 cost, accuracy-bar loss)")
+          f"(reference point: fp32 {speed_objective(cfg.search)}, fp32 cost, accuracy-bar loss{none_better})")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
     first = (f"{g['latency_x']:.2f}x lower {lat} latency" if "latency_x" in g

@@ -23,6 +23,8 @@ def test_a_serving_sweep_reports_the_pick_s_load_curve_and_bundles_its_capacity(
 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the capacity (requests/s within every SLO)" in proc.stdout
+    said_hv = re.search(r"hypervolume (\S+) \(reference point: fp32 capacity, fp32 cost, accuracy-bar loss(.*?)\)", proc.stdout)
+    assert said_hv and (said_hv.group(2) != "") == (float(said_hv.group(1)) == 0)  # a 0 is explained
     (reports,) = (tmp_path / "reports").glob("*/*")
     curve = (reports / "load_curve.md").read_text()
     assert (reports / "load_curve.png").stat().st_size > 0
