@@ -4,10 +4,17 @@ PY := $(VENV)/bin/python
 
 .PHONY: setup run test test-fast lint measure
 
-setup: $(VENV)/.installed
+# AUTOOPT_EXTRAS=gpu installs the CUDA builds of the ONNX runtimes (scripts/setup.sh); the stamp names the extras,
+# so switching them reinstalls.
+comma := ,
+EXTRAS := $(or $(AUTOOPT_EXTRAS),cpu)
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-$(VENV)/.installed: pyproject.toml scripts/setup.sh
-	bash scripts/setup.sh
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/setup.sh
+	rm -f $(VENV)/.installed*
+	AUTOOPT_EXTRAS=$(EXTRAS) bash scripts/setup.sh
 	touch $@
 
 run: setup  ## the main job on the built-in model

@@ -108,7 +108,7 @@ class ServingProbe:
     rate_rps: float
     holds: bool
     why_not: list[str]
-    completed_rps: float  # requests completed / the run's duration (below rate_rps once the engine falls behind)
+    completed_rps: float  # requests completed / the longer of the arrival window and the run (start to last token)
     e2e_p99_ms: dict[str, float | None]  # per class; None where none completed
     completed: dict[str, int]  # per class: the samples behind its p99
     utilization: float | None = None  # seconds running batches / the arrival window (None: recorded before it was kept)
@@ -323,5 +323,5 @@ DEFINITIONS: dict[str, str] = {
     "arrival window; above 1 it cannot keep up), and per class e2e p99 (ms) with its completed count",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "
-    "the peak rate x 1e6",
+    "the peak rate x 1e6, at the workload's mean output length per request",
 }

@@ -40,9 +40,11 @@ _DEFINITIONS = {
     "roofline.kv_bytes": "bytes of KV cache one decode step reads at the workload's mean decode context",
     "roofline.mean_context": "the workload's mean decode context, in tokens",
     "roofline.steps_per_s": "decode steps per second measured (1000 / TPOT p50)",
-    "roofline.bandwidth_gb_per_s": "the memory bandwidth divided by (GB/s, 1e9 bytes)",
+    "roofline.bandwidth_gb_per_s": "the memory bandwidth efficiency is taken against: measured on CPU targets, the "
+    "target's declared one elsewhere",
     "roofline.bound_steps_per_s": "decode steps per second the bandwidth allows: bandwidth / bytes_per_step",
-    "roofline.fits_llc": "1 where bytes_per_step fits the last-level cache (then efficiency can exceed 1)",
+    "roofline.fits_llc": "1 where bytes_per_step fits the last-level cache (then efficiency can exceed 1), 0 where "
+    "it does not, None where the cache size is unknown",
     "serving.converged": "1 where the capacity search bracketed the capacity within 5 %, 0 where its probes ran out",
     "serving.probes": "open-loop runs the capacity search made",
     "serving.max_batch": "rows the dynamic batcher may put in one batch",
@@ -71,6 +73,8 @@ _UNITS = {
     "serving.usd_per_1m_output_tokens_at_peak": "USD per 1M output tokens",
     "serving.replicas": "replicas",
     "serving.occupancy": "fraction",
+    "serving.max_batch": "rows",
+    "serving.probes": "runs",
 }
 
 
@@ -118,8 +122,10 @@ def unit(figure: str) -> str:
         return "requests"
     parts = figure.split(".")
     name = parts[-2] if parts[-1] in _PERCENTILES else parts[-1]
-    if name in ("attainment",):
+    if name == "attainment":
         return "fraction"
+    if name in ("offered", "completed", "rejected"):
+        return "requests"
     for suffix, symbol in (("_ms", "ms"), ("_rps", "requests/s"), ("_s", "s"), ("seconds", "s"), ("_mb", "MiB")):
         if name.endswith(suffix):
             return symbol
@@ -254,16 +260,22 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     """The README's serving lines, for a candidate measured under open-loop load (none otherwise)."""
     if m.get("serving.capacity_rps") is None:
         return []
+    load = (f"- under open-loop load (dynamic batches of up to {m['serving.max_batch']} rows, queue delay "
+            f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority)")
+    if not m["serving.capacity_rps"]:
+        return [f"{load}: no offered rate held every class's SLO"]
+    bound = "" if m["serving.converged"] else " (a lower bound: the probes ran out before bracketing it within 5 %)"
     lines = [
-        f"- under open-loop load (dynamic batches of up to {candidate['serving_max_batch']} rows, queue delay "
-        f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority): capacity "
-        f"{m['serving.capacity_rps']:.2f} requests/s, the highest offered rate at which every class kept its "
-        "SLO; at that rate:",
+        f"{load}: capacity {m['serving.capacity_rps']:.2f} requests/s{bound}, the highest offered rate at which "
+        "every class kept its SLO; at that rate:",
     ]
-    names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})
+    names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})  # names hold no '.'
     for name in names:
         c = {k.rsplit(".", 1)[1]: v for k, v in m.items() if k.startswith(f"serving.classes.{name}.")}
         slo = f"SLO {c['slo_ms']:.0f} ms" if c["slo_ms"] else "best effort"
+        if c.get("offered") == 0:
+            lines.append(f"  - {name} ({slo}): not offered at that rate")
+            continue
         p99 = "none completed" if c["e2e_p99_ms"] is None else f"e2e p99 {c['e2e_p99_ms']:.0f} ms"
         samples = "" if c.get("completed") is None else f" over {c['completed']} of {c['offered']} requests"
         lines.append(f"  - {name} ({slo}): {p99}{samples}, attainment {c['attainment']:.3f}")

@@ -38,16 +38,20 @@ def check_run_dir(config_name: str, args: list[str]) -> None:
     from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    if any(a.startswith("-") for a in args):
+        return  # Hydra's own flags (--config-name X, -m, ...) change what it composes: left to Hydra
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=[a for a in args if not a.startswith("-")], return_hydra_config=True)
+            cfg = compose(config_name, overrides=args, return_hydra_config=True)
             with open_dict(cfg):
                 cfg.hydra.runtime.cwd = os.getcwd()
             HydraConfig.instance().set_config(cfg)
             run_dir = Path(cfg.hydra.run.dir)
     except (HydraException, OmegaConfBaseException):
         return  # an override Hydra itself rejects: it says why, in its own words
-    # Its parent (workspace/hydra/sweep) is kept from run to run, so creating it now leaves nothing behind; a
+    finally:
+        HydraConfig.instance().cfg = None  # hydra.main sets its own
+    # Its parent (workspace/hydra/<command>) is kept from run to run, so creating it now leaves nothing behind; a
     # folder made and removed in it is the one test of writability that also holds for root and read-only mounts.
     try:
         run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,9 @@ def check_serving(cfg: ServingConfig) -> None:
         key = f"serving.classes[{i}]"
         if not c.name:
             raise ConfigError(f"{key}.name is empty; name the class, e.g. P{i}")
+        if "." in c.name or "|" in c.name:
+            raise ConfigError(f"{key}.name={c.name} has a '.' or '|' (figures are keyed serving.classes.<name>.<figure>); "
+                              "use letters, digits, - or _")
         _non_negative(f"{key}.priority", c.priority)
         _non_negative(f"{key}.slo_ms", c.slo_ms)
         _non_negative(f"{key}.share", c.share)

@@ -7,8 +7,8 @@ the arrivals lasted (utilization <= 1), and the backlog cleared within the large
 arrival, so no class (best effort included) was left a growing queue that a short probe would hide — and,
 for every class with an SLO that was offered requests, p99 end-to-end latency <= its SLO and attainment
 >= `min_attainment`. The drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T)
-times the rate the engine completes; utilization compares the work offered with the time it had. Best-effort rejections count against nothing here: read them in
-the report.
+times the rate the engine completes; utilization compares the work offered with the time it had.
+Best-effort rejections count against nothing here: read them in the report.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
     problems = [f"saturated: {report.saturation_reason}"] if report.saturated else []
     if report.overall.completed == 0:
         problems.append(f"no request completed ({report.overall.offered} offered within the run): it shows nothing")
-    slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
-    drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
     if report.utilization > 1.0:
         problems.append(
             f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, "
             f"{report.utilization:.0%} of the arrival window: it completes less than the offered rate"
         )
+    slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
+    drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
     if report.drain_s > drain_bound_s:
         problems.append(
             f"not sustained: the backlog took {report.drain_s:.2f}s to clear after the last arrival "

@@ -2,10 +2,10 @@
 
 A run at rate R offers exactly min(max_requests, round(R x duration_s)) requests over the window
 count / R: the arrival process (Poisson or gamma) conditioned on its count, its gaps drawn at unit rate and
-scaled to that window. Left free, a seeded Poisson count over a few seconds is off by 10-15 % from R x
-duration_s, the same way at every rate, and every figure measured "at rate R" would be taken at another
-rate. Two rates with the same count offer the same sequence of requests (classes, lengths, prompts), only
-compressed in time.
+scaled to that window. Left free, a Poisson count is off R x duration_s by about 1 / sqrt(R x duration_s)
+(13 % at 60 requests), and a figure measured "at rate R" would be taken at another rate. The requests
+(classes, lengths, prompts) come from a stream of their own: every count offers the same first requests, and
+two rates with the same count the same sequence, only compressed in time.
 """
 
 from __future__ import annotations
@@ -60,16 +60,17 @@ def make_arrivals(
         raise ValueError(f"rate_rps={rate} must be positive")
     if len(tokens) <= max(prompt_lengths):
         raise ValueError(f"the token stream has {len(tokens)} tokens, too few for prompts of {max(prompt_lengths)}")
-    rng = np.random.default_rng(cfg.seed)
     n = min(cfg.max_requests, round(rate * cfg.duration_s))
+    # One stream per draw, so that the first k of each are the same at any count n.
+    gaps_rng, class_rng, prompt_rng, output_rng, offset_rng = (np.random.default_rng([cfg.seed, i]) for i in range(5))
     # n + 1 gaps: the n arrivals and the gap after the last, so that the window ends one gap after it.
-    ends = np.cumsum(unit_gaps(cfg.arrival, cfg.burstiness, n + 1, rng))
+    ends = np.cumsum(unit_gaps(cfg.arrival, cfg.burstiness, n + 1, gaps_rng))
     times = ends[:n] / ends[n] * (n / rate)
     shares = np.asarray([c.share for c in cfg.classes], dtype=np.float64)
-    classes = rng.choice(len(cfg.classes), size=n, p=shares / shares.sum())
-    prompts = rng.choice(prompt_lengths, size=n)
-    outputs = rng.choice(output_lengths, size=n)
-    offsets = rng.random(n)
+    classes = class_rng.choice(len(cfg.classes), size=n, p=shares / shares.sum())
+    prompts = prompt_rng.choice(prompt_lengths, size=n)
+    outputs = output_rng.choice(output_lengths, size=n)
+    offsets = offset_rng.random(n)
     arrivals = []
     for i in range(n):
         p = int(prompts[i])

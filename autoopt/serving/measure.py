@@ -62,11 +62,12 @@ def measure_serving(
 
 def _point(p: Probe) -> ServingProbe:
     r = p.report
+    span = max(r.duration_s, r.overall.offered / r.rate_rps)  # a last arrival early in its window ends the run early
     return ServingProbe(
         rate_rps=p.rate_rps,
         holds=p.holds,
         why_not=list(p.why_not),
-        completed_rps=r.overall.completed / r.duration_s if r.duration_s > 0 else 0.0,
+        completed_rps=r.overall.completed / span if span > 0 else 0.0,
         e2e_p99_ms={c.name: c.e2e.p99 for c in r.classes},
         completed={c.name: c.completed for c in r.classes},
         utilization=r.utilization,

@@ -7,8 +7,9 @@ Definitions (all latencies from the request's SCHEDULED send time, in ms):
   unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
 - goodput: requests meeting their SLO per second of the run.
 - occupancy: mean rows per batch / max_batch.
-- utilization: seconds the engine ran batches / the arrival window (the last arrival plus one mean gap, the
-  expected span of the arrivals). Above 1 the run offered more work than the engine can do in that time.
+- utilization: seconds the engine ran batches / the arrival window, offered / rate (the span
+  `autoopt.serving.loadgen.make_arrivals` spreads its requests over). Above 1 the run offered more work
+  than the engine can do in that time.
 """
 
 from __future__ import annotations
@@ -95,8 +96,7 @@ class ServingReport:
     @property
     def utilization(self) -> float:
         """busy_s / the arrival window (see the module's definitions); 0 for a run without arrivals."""
-        last_arrival = self.duration_s - self.drain_s
-        window = last_arrival + (1.0 / self.rate_rps if self.rate_rps > 0 else 0.0)
+        window = self.overall.offered / self.rate_rps if self.rate_rps > 0 else 0.0
         return self.busy_s / window if window > 0 else 0.0
 
     def by_class(self, name: str) -> ClassMetrics:

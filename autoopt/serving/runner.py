@@ -160,7 +160,6 @@ def probe_arrivals(
     """A capacity probe offers its rate for the whole `duration_s`, never capped by `max_requests`: capped by
     count, a high rate would be a short burst that a fast engine drains within its SLOs, and the search would
     double past any real capacity. (A rate the engine cannot sustain is stopped early by the saturation
-    check.) Each count draws its sequence from the same seed: the same mix of classes and lengths, not the
-    same requests."""
+    check.) Every count offers the same first requests (see `autoopt.serving.loadgen`)."""
     steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
     return make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)

@@ -141,9 +141,15 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
 
     assert "capacity 12.50 requests/s, the highest offered rate at which every class kept its SLO" in text
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
-    assert "  - P3 (best effort): none completed over 0 of 0 requests" in text
+    assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text
     assert "under open-loop load" not in readme(manifest_payload(measured.result, measured.workload, {}))
+    unbracketed = replace(serving, converged=False)
+    text = readme(manifest_payload(replace(measured.result, serving=unbracketed), measured.workload, {}))
+    assert "capacity 12.50 requests/s (a lower bound: the probes ran out before bracketing it within 5 %)" in text
+    none_held = replace(serving, capacity_rps=0.0, replicas=None, usd_per_day=None, usd_per_1m_output_tokens_at_peak=None)
+    text = readme(manifest_payload(replace(measured.result, serving=none_held), measured.workload, {}))
+    assert "no offered rate held every class's SLO" in text and "capacity 0.00" not in text
 
 
 def test_readme_does_not_claim_the_runtime_alone_runs_a_snippet_that_imports_autoopt(measured: Measured) -> None:

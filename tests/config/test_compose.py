@@ -217,6 +217,11 @@ def test_a_workspace_that_cannot_be_a_folder_fails_in_one_line_before_hydra(modu
     assert "set workspace= or AUTOOPT_WORKSPACE to a writable folder" in proc.stderr
 
 
+def test_a_run_folder_in_a_folder_nothing_can_be_created_in_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"cannot create the run folder /proc/autoopt-run \(nothing can be created in /proc"):
+        check_run_dir("measure", ["hydra.run.dir=/proc/autoopt-run"])
+
+
 def test_the_run_folder_check_leaves_only_the_folder_hydra_keeps_between_runs(tmp_path) -> None:
     register()
     check_run_dir("config", [f"workspace={tmp_path}/ws"])

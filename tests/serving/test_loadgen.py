@@ -36,7 +36,7 @@ def test_mean_rate_matches_target_and_gamma_is_burstier(arrival: str, burstiness
 def test_bounded_by_requests_and_by_duration_with_class_mix_and_lengths_from_workload() -> None:
     cfg = ServingConfig(rate_rps=100.0, max_requests=2000, duration_s=5.0)
     arrivals = make_arrivals(cfg, TOKENS, [16, 32], [4, 8])
-    assert 400 < len(arrivals) < 600 and arrivals[-1].time_s <= 5.0
+    assert len(arrivals) == 500 and arrivals[-1].time_s < 5.0
     assert len(make_arrivals(ServingConfig(rate_rps=100.0, max_requests=30), TOKENS, [16], [4])) == 30
     shares = {c.name: c.share for c in cfg.classes}
     for name, share in shares.items():
@@ -56,8 +56,8 @@ def test_a_capacity_probe_offers_its_rate_for_the_whole_duration_not_a_burst() -
     slow = probe_arrivals(cfg, tokens, [16], [4], rate_rps=5.0)
     fast = probe_arrivals(cfg, tokens, [16], [4], rate_rps=200.0)
 
-    assert len(slow) <= 80 and slow[-1].time_s <= 6.0
-    assert len(fast) > 1000 and 5.5 < fast[-1].time_s <= 6.0
+    assert len(slow) == 30 and slow[-1].time_s < 6.0
+    assert len(fast) == 1200 and 5.9 < fast[-1].time_s < 6.0
 
 
 @pytest.mark.parametrize("arrival", ["poisson", "gamma"])
@@ -70,3 +70,13 @@ def test_a_run_at_rate_r_offers_r_times_its_duration_whatever_the_seed(arrival: 
         assert len(arrivals) == 30
         assert arrivals[0].time_s > 0.0 and arrivals[-1].time_s < 6.0
         assert [a.time_s for a in arrivals] == sorted(a.time_s for a in arrivals)
+
+
+def test_every_count_offers_the_same_first_requests() -> None:
+    """Bisection compares rates: the requests it offers at a higher rate begin with those of the lower one."""
+    cfg = ServingConfig(duration_s=6.0, max_requests=10_000)
+    low, high = make_arrivals(cfg, TOKENS, [16, 32], [4, 8], 5.0), make_arrivals(cfg, TOKENS, [16, 32], [4, 8], 5.5)
+
+    assert (len(low), len(high)) == (30, 33)
+    assert [(a.cls, a.prompt_ids.tolist(), a.max_new_tokens) for a in low] == [
+        (a.cls, a.prompt_ids.tolist(), a.max_new_tokens) for a in high[:30]]

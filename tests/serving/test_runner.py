@@ -130,3 +130,17 @@ def test_a_rate_beyond_what_the_engine_completes_is_not_sustained_though_its_bac
     arrivals = make_arrivals(cfg, np.arange(100), [8], [10], rate_rps=8.0)
     report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=8.0, clock=clock, sleep=clock.sleep)
     assert 0.6 < report.utilization < 1.0 and violations(report, 0.99) == []
+
+
+@pytest.mark.parametrize(("arrival", "burstiness"), [("poisson", 1.0), ("gamma", 3.0)])
+def test_utilization_is_the_work_offered_over_the_window_it_was_offered_in(arrival: str, burstiness: float) -> None:
+    # 0.1 s per request at 2 requests/s: 20 % of the window, however the bursty gaps fall.
+    classes = [ServingClassConfig("P0", 0, 60_000.0, 1.0, 256)]
+    for seed in range(4):
+        cfg = ServingConfig(classes=classes, max_batch=1, max_requests=10_000, duration_s=6.0, arrival=arrival,
+                            burstiness=burstiness, seed=seed)
+        clock = FakeClock()
+        arrivals = make_arrivals(cfg, np.arange(100), [8], [10], rate_rps=2.0)
+        report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=2.0, clock=clock, sleep=clock.sleep)
+
+        assert report.utilization == pytest.approx(0.2)

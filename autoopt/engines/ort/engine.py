@@ -16,6 +16,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
+from autoopt.engines.probes import CPU_BUILDS_OUT
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 Cache = np.ndarray | ort.OrtValue  # one KV tensor: host array, or an ORT value left on the device
@@ -78,7 +79,7 @@ class OrtEngine(Engine):
     numpy in and out, which on a device copies the KV each step: it reproduces CPU figures only)."""
 
     name = "ort"
-    install_hint: ClassVar[str] = f"onnxruntime-gpu ({autoopt_install('gpu')})"
+    install_hint: ClassVar[str] = f"onnxruntime-gpu ({CPU_BUILDS_OUT}, then {autoopt_install('gpu')})"
 
     def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool):
         self._session = session

@@ -11,11 +11,12 @@ from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
 from autoopt.engines.base import RuntimeOptions
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.ort.engine import OrtEngine
+from autoopt.engines.probes import CPU_BUILDS_OUT
 
 
 class TensorrtEngine(OrtEngine):
     name = "ort_tensorrt"
-    install_hint: ClassVar[str] = f"onnxruntime-gpu with TensorRT ({autoopt_install('gpu,tensorrt')})"
+    install_hint: ClassVar[str] = f"onnxruntime-gpu with TensorRT ({CPU_BUILDS_OUT}, then {autoopt_install('gpu,tensorrt')})"
 
     @classmethod
     def providers(cls, artifact: Path, runtime: RuntimeOptions) -> list[str | tuple[str, dict[str, str]]]:
