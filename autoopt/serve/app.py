@@ -188,9 +188,15 @@ class _Metrics:
         self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
         self.batch = Histogram("autoopt_batch_size", "rows per engine call", registry=r,
                                buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
+        self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
+                            "the utilization a capacity probe must keep at or below 1", registry=r)
         for name in classes:
             for metric in (self.e2e, self.ttft, self.queue, self.rejections, self.depth):
                 metric.labels(name)
+
+    def batch_done(self, rows: int, seconds: float) -> None:
+        self.batch.observe(rows)
+        self.busy.inc(seconds)
 
     def record(self, cls: str, reply: _Reply, outcome: str) -> None:
         self.requests.labels(cls, outcome).inc()
@@ -210,7 +216,7 @@ class _Server:
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = _Metrics([c.name for c in self.classes])
         self.worker = ServingWorker(model.engine, make_scheduler(cfg), clock=_CLOCK,
-                                    on_batch=self.metrics.batch.observe)
+                                    on_batch=self.metrics.batch_done)
         self.special = frozenset(
             i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
         )

@@ -51,7 +51,7 @@ class ServingWorker:
         scheduler: Scheduler,
         *,
         clock: Callable[[], float] = time.perf_counter,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, float], None] | None = None,  # after each batch: its rows and its seconds
     ) -> None:
         self._engine, self._scheduler, self._clock = engine, scheduler, clock
         self._on_batch = on_batch
@@ -132,13 +132,13 @@ class ServingWorker:
         start = self._clock()
         for sink in sinks:
             sink.started(start)
-        if self._on_batch is not None:
-            self._on_batch(len(batch))
         error: BaseException | None = None
         try:
             run_batch(self._engine, batch, self._clock, on_token)
         except Exception as e:  # reported to every waiting client; the server keeps serving
             error = e
+        if self._on_batch is not None:
+            self._on_batch(len(batch), self._clock() - start)
         for request_id in list(open_rows):
             self._finish(open_rows, request_id, by_id[request_id], error)
         with self._cond:

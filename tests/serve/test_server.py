@@ -132,14 +132,23 @@ def test_concurrent_requests_are_batched(server: ServerThread) -> None:
     def call() -> None:
         httpx.post(server.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 24}, timeout=30)
 
-    before = _batch_stats(server.url)
+    before, busy_before = _batch_stats(server.url), _metric(server.url, "autoopt_engine_busy_seconds_total")
+    started = time.perf_counter()
     threads = [threading.Thread(target=call) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
+    wall = time.perf_counter() - started
     count, rows = (a - b for a, b in zip(_batch_stats(server.url), before, strict=True))
     assert rows == 8 and count < 8  # some calls shared a batch
+    busy = _metric(server.url, "autoopt_engine_busy_seconds_total") - busy_before
+    assert 0 < busy <= wall  # one engine thread: never busier than the time that passed
+
+
+def _metric(url: str, name: str) -> float:
+    (value,) = [float(line.split()[1]) for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith(name + " ")]
+    return value
 
 
 def _batch_stats(url: str) -> tuple[float, float]:
