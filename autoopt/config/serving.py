@@ -89,8 +89,8 @@ def check_serving(cfg: ServingConfig) -> None:
         if not c.name:
             raise ConfigError(f"{key}.name is empty; name the class, e.g. P{i}")
         if "." in c.name or "|" in c.name:
-            raise ConfigError(f"{key}.name={c.name} has a '.' or '|' (figures are keyed serving.classes.<name>.<figure>); "
-                              "use letters, digits, - or _")
+            raise ConfigError(f"{key}.name={c.name} has a '.' or '|' (figures are keyed serving.classes.<name>.<figure>, "
+                              "and tables split on '|'); rename it without them")
         _non_negative(f"{key}.priority", c.priority)
         _non_negative(f"{key}.slo_ms", c.slo_ms)
         _non_negative(f"{key}.share", c.share)

@@ -29,6 +29,8 @@ def test_defaults_are_valid_and_work_as_an_omegaconf_structured_config() -> None
         ({"classes": [ServingClassConfig("A", 0), ServingClassConfig("B", 0)]}, "priority repeats 0"),
         ({"classes": [ServingClassConfig("A", 0, on_full="drop")]}, "serving.classes[0].on_full='drop'"),
         ({"classes": [ServingClassConfig("A", 0, queue_limit=0)]}, "serving.classes[0].queue_limit=0"),
+        ({"classes": [ServingClassConfig("gold.tier", 0)]}, "serving.classes[0].name=gold.tier has a '.' or '|'"),
+        ({"classes": [ServingClassConfig("a|b", 0)]}, "serving.classes[0].name=a|b has a '.' or '|'"),
     ],
 )
 def test_check_names_the_key_the_value_and_the_fix(change: dict[str, object], message: str) -> None:
