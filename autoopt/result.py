@@ -304,7 +304,7 @@ DEFINITIONS: dict[str, str] = {
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests; "
-    "doubling then bisection to 5 %",
+    "doubling, then narrowing to 5 % (see autoopt.serving.capacity.next_rate)",
     "profile.phases": "one representative request (middle prompt length, shortest output), on a separate "
     "profiled load after the timed runs: per phase (prefill = first generate step, decode = the rest) the top "
     "op types by self time from the runtime's own profiler (torch.profiler / ONNX Runtime profiling): ms, "

@@ -1,5 +1,5 @@
-"""Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling then
-bisection; the replicas a peak rate needs; and what that costs.
+"""Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling, then
+narrowing the bracket; the replicas a peak rate needs; and what that costs.
 
 A rate "holds" when the run completed at least one request (a rate so low that none arrived within
 `duration_s` shows nothing), did not saturate, kept up with it — the engine ran batches for no longer than
@@ -21,6 +21,7 @@ from typing import Any
 from autoopt.serving.metrics import ServingReport
 
 BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class has an SLO
+SAFEGUARD = 0.1  # an interpolated probe stays this share of the bracket away from either end
 System = Callable[[float], ServingReport]  # offered rate (requests/s) -> one bounded open-loop run
 
 
@@ -85,16 +86,18 @@ def find_capacity(
     max_probes: int = 16,
     min_rps: float = 1e-3,
 ) -> Capacity:
-    """Double from `start_rps` while the SLOs hold (halve while they do not), then bisect the bracket
-    [highest holding, lowest failing] until (high - low) / high <= `tolerance`."""
+    """Double from `start_rps` while the SLOs hold (halve while they do not), then narrow the bracket
+    [highest holding, lowest failing] until (high - low) / high <= `tolerance`: at the rate where utilization
+    reaches 1 (see `next_rate`) when the failing end ran over it, at the middle otherwise."""
     if start_rps <= 0:
         raise ValueError(f"start_rps={start_rps} must be positive")
     probes: list[Probe] = []
     best: tuple[float, ServingReport] | None = None
+    reports: dict[float, ServingReport] = {}
 
     def probe(rate: float) -> bool:
         nonlocal best
-        report = system(rate)
+        report = reports[rate] = system(rate)
         why = violations(report, min_attainment)
         probes.append(Probe(rate, not why, tuple(why), report))
         if not why and (best is None or rate > best[0]):
@@ -115,7 +118,7 @@ def find_capacity(
         else:
             high = rate
     while len(probes) < max_probes and low > 0 and (high - low) / high > tolerance:
-        rate = (low + high) / 2
+        rate = next_rate(low, high, reports[low].utilization, reports[high].utilization)
         if probe(rate):
             low = rate
         else:
@@ -128,6 +131,17 @@ def find_capacity(
         tolerance=tolerance,
         converged=converged,
     )
+
+
+def next_rate(low: float, high: float, u_low: float, u_high: float) -> float:
+    """The next rate to probe inside [low, high] (low held, high failed): where utilization, taken as linear in
+    the rate between the two, reaches 1, when high ran over 1 (kept SAFEGUARD of the bracket from either end, so
+    that it always narrows); the middle when high failed on its SLOs alone, which says nothing of where."""
+    if not u_low < 1.0 < u_high:
+        return (low + high) / 2
+    crossing = low + (1.0 - u_low) / (u_high - u_low) * (high - low)
+    margin = SAFEGUARD * (high - low)
+    return min(max(crossing, low + margin), high - margin)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from autoopt.result import ServingClassResult, ServingProbe, ServingResult
 from autoopt.serving.capacity import Probe, cost_at_load, find_capacity
 from autoopt.serving.runner import engine_system, warm_up
 
-MAX_PROBES = 8  # doubling + bisection steps per candidate: bounds a trial's serving time
+MAX_PROBES = 8  # doubling + narrowing steps per candidate: bounds a trial's serving time
 
 
 def measure_serving(

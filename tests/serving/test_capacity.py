@@ -80,3 +80,25 @@ def test_a_probe_rate_so_low_that_no_request_arrived_does_not_hold() -> None:
     cap = find_capacity(system, start_rps=8.0, max_probes=8)
     assert cap.rate_rps == 0.0 and cap.report is None
     assert "no request completed" in cap.probes[-1].why_not[0]
+
+
+def saturating_system(throughput: float, calls: list[float]):
+    """A system that meets every SLO but is busy rate / throughput of each run's arrival window."""
+
+    def system(rate: float) -> ServingReport:
+        calls.append(rate)
+        records = [RequestRecord(i, "P0", float(i), DONE, i, i + 0.01, i + 0.1, 10) for i in range(20)]
+        return summarize(records, CLASSES, [1] * 20, max_batch=1, duration_s=20.0 / rate + 0.1, rate_rps=rate,
+                         drain_s=0.1, busy_s=20.0 / throughput)
+
+    return system
+
+
+def test_a_bracket_whose_failing_end_ran_over_is_narrowed_where_utilization_reaches_1() -> None:
+    bisected, interpolated = [], []
+    find_capacity(saturating_system(7.3, bisected), start_rps=1.0, tolerance=0.05, max_probes=4)
+    cap = find_capacity(saturating_system(7.3, interpolated), start_rps=1.0, tolerance=0.05)
+
+    assert bisected == [1.0, 2.0, 4.0, 8.0]  # then the bracket [4, 8]
+    assert cap.converged and 7.3 * 0.95 <= cap.rate_rps <= 7.3 * (1 + 1e-9)
+    assert len(interpolated) <= 6  # bisecting [4, 8] to 5 % takes 4 more probes; the crossing, at most 2
