@@ -28,7 +28,7 @@ def load_curve_markdown(serving: ServingResult) -> str:
             "-" if p.e2e_p99_ms.get(n) is None else f"{p.e2e_p99_ms[n]:.0f} ({p.completed.get(n, 0)})" for n in names
         ]
         why = "; ".join(p.why_not).replace("|", "/")
-        busy = "-" if p.utilization is None else f"{p.utilization:.0%}"
+        busy = "-" if p.utilization is None else f"{p.utilization:.1%}"  # 100.4 % fails: not rounded to 100 %
         lines.append(
             f"| {p.rate_rps:.2f} | {'yes' if p.holds else 'no'} | {p.completed_rps:.2f} | {busy} | " + " | ".join(cells)
             + f" | {why} |"

@@ -33,7 +33,7 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
     if report.utilization > 1.0:
         problems.append(
             f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, "
-            f"{report.utilization:.0%} of the arrival window: it completes less than the offered rate"
+            f"{report.utilization:.1%} of the arrival window: it completes less than the offered rate"
         )
     slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
     drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S

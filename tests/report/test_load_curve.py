@@ -29,7 +29,7 @@ def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_sam
     assert lines[2] == "| offered req/s | holds | completed req/s | busy | P0 e2e p99 ms (n) | P3 e2e p99 ms (n) | why not |"
     rows = lines[4:]
     assert [r.split(" | ")[0] for r in rows] == ["| 4.00", "| 6.00", "| 8.00"]
-    assert rows[1] == "| 6.00 | yes | 5.80 | 83% | 150 (4) | 300 (33) |  |"
+    assert rows[1] == "| 6.00 | yes | 5.80 | 83.0% | 150 (4) | 300 (33) |  |"
     assert rows[2] == "| 8.00 | no | 6.10 | - | 450 (3) | - | P0 e2e p99 450 ms > 200 ms |"
 
 

@@ -123,7 +123,7 @@ def test_a_rate_beyond_what_the_engine_completes_is_not_sustained_though_its_bac
     assert report.busy_s == pytest.approx(report.overall.completed * 0.1)
     assert report.utilization > 1.0
     assert [v for v in violations(report, 0.99) if v.startswith("not sustained")] == [
-        f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, {report.utilization:.0%} of the "
+        f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, {report.utilization:.1%} of the "
         "arrival window: it completes less than the offered rate"]
 
     clock = FakeClock()  # at 8/s the same engine keeps up
