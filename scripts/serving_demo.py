@@ -26,7 +26,7 @@ from autoopt.engines.registry import engine_class
 from autoopt.models import load_corpus
 from autoopt.models.source import resolve_model
 from autoopt.serving.capacity import cost_at_load, find_capacity
-from autoopt.serving.loadgen import make_arrivals
+from autoopt.serving.loadgen import expected_output_tokens, make_arrivals
 from autoopt.serving.metrics import ServingReport
 from autoopt.serving.runner import engine_system, run_open_loop, warm_up
 
@@ -119,7 +119,7 @@ def main() -> None:
                    f"{', converged' if cap.converged else ', NOT converged'})"
             if cap.report is not None:
                 cost = cost_at_load(cap, peak_rate_rps=10.0, price_per_hour=PRICE_PER_HOUR,
-                                    tokens_per_request=float(np.mean(args.output_lengths)))
+                                    tokens_per_request=expected_output_tokens(args.output_lengths))
                 line += (f"; peak 10 req/s needs {cost.replicas} replicas, ${cost.usd_per_day:.2f}/day, "
                          f"${cost.usd_per_million_tokens_at_capacity:.3f} per 1M output tokens at capacity")
             print(line, flush=True)

@@ -42,6 +42,11 @@ def unit_gaps(arrival: str, burstiness: float, count: int, rng: np.random.Genera
     raise ValueError(f"arrival={arrival!r} is not known; choose poisson or gamma")
 
 
+def expected_output_tokens(output_lengths: list[int]) -> float:
+    """Output tokens per request in expectation: `make_arrivals` draws each request's length uniformly from them."""
+    return float(np.mean(output_lengths))
+
+
 def make_arrivals(
     cfg: ServingConfig,
     tokens: np.ndarray,

@@ -11,6 +11,7 @@ from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.result import ServingClassResult, ServingProbe, ServingResult
 from autoopt.serving.capacity import Probe, cost_at_load, find_capacity
+from autoopt.serving.loadgen import expected_output_tokens
 from autoopt.serving.runner import engine_system, warm_up
 
 MAX_PROBES = 8  # doubling + narrowing steps per candidate: bounds a trial's serving time
@@ -29,8 +30,8 @@ def measure_serving(
     capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
     peak = cfg.peak_rate_rps or cfg.rate_rps
     report = capacity.report
-    expected_tokens = float(np.mean(output_lengths))  # make_arrivals draws each request's length uniformly from them
-    cost = cost_at_load(capacity, peak, price_per_hour, expected_tokens) if report is not None else None
+    tokens = expected_output_tokens(list(output_lengths))
+    cost = cost_at_load(capacity, peak, price_per_hour, tokens) if report is not None else None
     classes = {}
     if report is not None:
         for c in report.classes:
