@@ -129,6 +129,8 @@ class ServingResult:
     usd_per_1m_output_tokens_at_peak: float | None
     classes: dict[str, ServingClassResult]
     load_curve: list[ServingProbe] = field(default_factory=list)  # every probe, in the order run ([]: recorded before)
+    warmup_s: float | None = None  # each probe's warm-up, served but not judged (None: recorded before it was kept)
+    judged_s: float | None = None  # each probe's judged arrivals' span after it (None: as above)
 
 
 @dataclass(frozen=True)
@@ -303,7 +305,9 @@ DEFINITIONS: dict[str, str] = {
     "accuracy.decode_tokens": "generated positions compared: decode prompts x new tokens per prompt",
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
-    "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests; "
+    "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests "
+    "(those sent after the probe's warm-up, workload.serving.warmup_s, which is load only), with prompts of "
+    "exactly the workload's lengths (a batch holds prompts of one length: more varied lengths fill fewer rows); "
     "doubling, then narrowing to 5 % (see autoopt.serving.capacity.next_rate)",
     "profile.phases": "one representative request (middle prompt length, shortest output), on a separate "
     "profiled load after the timed runs: per phase (prefill = first generate step, decode = the rest) the top "

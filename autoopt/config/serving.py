@@ -23,7 +23,8 @@ class ServingClassConfig:
     slo_ms: float = 0.0  # 0 = best effort (no deadline)
     share: float = 0.25  # fraction of the offered traffic
     queue_limit: int = 64  # requests waiting in this class at most
-    on_full: str = "reject"  # reject (HTTP 429) | delay (held back until the class queue has room)
+    on_full: str = "reject"  # reject (HTTP 429) | delay (held back until the class queue has room; rejected
+    # once saturation_queue requests wait in all)
     weight: float = 1.0  # policy=weighted: relative share of batches led by this class
 
 
@@ -46,6 +47,7 @@ class ServingConfig:
     burstiness: float = 1.0  # gamma: coefficient of variation of inter-arrival times (1 = poisson)
     duration_s: float = 20.0  # a run offers rate x duration_s requests over this much scheduled time ...
     max_requests: int = 200  # ... or this many, if fewer (single runs only: a capacity probe offers its whole duration)
+    warmup_s: float = 2.0  # a capacity probe first offers this much of the same traffic, served but not judged
     seed: int = 0
     classes: list[ServingClassConfig] = field(default_factory=default_classes)
     policy: str = "strict"  # strict: most urgent class first | weighted: by class weight
@@ -55,7 +57,7 @@ class ServingConfig:
     starvation_every: int = 4  # ... but such requests lead at most one batch in this many
     peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps
     saturation_lag_factor: float = 10.0  # stop a run once the oldest waiting request lags this x the largest SLO
-    saturation_queue: int = 512  # ... or once this many requests wait
+    saturation_queue: int = 512  # ... or once this many requests wait (a server rejects a "delay" class's beyond it)
     min_attainment: float = 0.99  # capacity: every class with an SLO meets it for at least this fraction
 
 
@@ -65,6 +67,7 @@ def check_serving(cfg: ServingConfig) -> None:
     _choice("serving.arrival", cfg.arrival, ARRIVALS)
     _positive("serving.burstiness", cfg.burstiness)
     _positive("serving.duration_s", cfg.duration_s)
+    _non_negative("serving.warmup_s", cfg.warmup_s)
     _positive("serving.max_requests", cfg.max_requests)
     _choice("serving.policy", cfg.policy, POLICIES)
     _positive("serving.max_batch", cfg.max_batch)

@@ -8,7 +8,8 @@ arrival, so no class (best effort included) was left a growing queue that a shor
 for every class with an SLO that was offered requests, p99 end-to-end latency <= its SLO and attainment
 >= `min_attainment`. The drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T)
 times the rate the engine completes; utilization compares the work offered with the time it had.
-Best-effort rejections count against nothing here: read them in the report.
+Best-effort rejections count against nothing here: read them in the report. A probe's figures count the
+requests sent after its warm-up (see `autoopt.serving.runner`), its utilization all of them.
 """
 
 from __future__ import annotations

@@ -58,6 +58,8 @@ def measure_serving(
         usd_per_1m_output_tokens_at_peak=cost.usd_per_million_tokens_at_peak if cost else None,
         classes=classes,
         load_curve=[_point(p) for p in capacity.probes],
+        warmup_s=cfg.warmup_s,
+        judged_s=cfg.duration_s,
     )
 
 

@@ -8,8 +8,12 @@ Definitions (all latencies from the request's SCHEDULED send time, in ms):
 - goodput: requests meeting their SLO per second of the run.
 - occupancy: mean rows per batch / max_batch.
 - utilization: seconds the engine ran batches / the arrival window, offered / rate (the span
-  `autoopt.serving.loadgen.make_arrivals` spreads its requests over). Above 1 the run offered more work
-  than the engine can do in that time.
+  `autoopt.serving.loadgen.make_arrivals` spreads its requests over), warm-up included. Above 1 the run
+  offered more work than the engine can do in that time.
+
+A run may start with a warm-up (`warmup_s`): its requests load the engine but are not judged. Every figure
+but utilization and drain counts only the requests sent after it (and the batches started after it), and
+`duration_s` starts at its end.
 """
 
 from __future__ import annotations
@@ -79,7 +83,7 @@ class ServingReport:
     """One open-loop run. `saturated` runs stopped early; their unfinished requests count as misses."""
 
     rate_rps: float  # target offered rate
-    duration_s: float  # from the run's start to its last token (or the stop)
+    duration_s: float  # from the warm-up's end (the run's start without one) to its last token (or the stop)
     saturated: bool
     saturation_reason: str
     max_batch: int
@@ -91,12 +95,15 @@ class ServingReport:
     overall: ClassMetrics
     drain_s: float = 0.0  # from the last arrival to the last token: how long the backlog took to clear
     extra: dict[str, Any] = field(default_factory=dict)  # the caller's notes (engine, policy, ...)
-    busy_s: float = 0.0  # seconds the engine spent running batches
+    busy_s: float = 0.0  # seconds the engine spent running batches, warm-up included
+    warmup_s: float = 0.0  # requests sent before this were load, not judged
+    warmup_offered: int = 0  # how many
 
     @property
     def utilization(self) -> float:
         """busy_s / the arrival window (see the module's definitions); 0 for a run without arrivals."""
-        window = self.overall.offered / self.rate_rps if self.rate_rps > 0 else 0.0
+        offered = self.overall.offered + self.warmup_offered
+        window = offered / self.rate_rps if self.rate_rps > 0 else 0.0
         return self.busy_s / window if window > 0 else 0.0
 
     def by_class(self, name: str) -> ClassMetrics:
@@ -136,8 +143,11 @@ def summarize(
     extra: dict[str, Any] | None = None,
     drain_s: float = 0.0,
     busy_s: float = 0.0,
+    warmup_s: float = 0.0,
+    warmup_offered: int = 0,
 ) -> ServingReport:
-    """Build the report from per-request records and the row count of every batch run."""
+    """Build the report from the judged requests' records and the row count of every batch run (warm-up
+    included: `warmup_offered` requests sent before `warmup_s`, whose records are not among `records`)."""
     slo = {c.name: c.slo_ms for c in classes}
     per_class = tuple(_class_metrics(c.name, c.slo_ms, [r for r in records if r.cls == c.name], slo, duration_s)
                       for c in classes)
@@ -158,6 +168,8 @@ def summarize(
         drain_s=drain_s,
         extra=dict(extra or {}),
         busy_s=busy_s,
+        warmup_s=warmup_s,
+        warmup_offered=warmup_offered,
     )
 
 

@@ -3,7 +3,10 @@ releases batches, each batch runs through the engine (see `autoopt.serving.batch
 no continuous batching), and every request's tokens are timestamped on a real clock.
 
 Open loop: a request's send time never depends on earlier replies, so a backlog shows up as latency
-counted from the scheduled send time. The run stops early (`saturated=True`) once the oldest waiting
+counted from the scheduled send time. A capacity probe starts with `warmup_s` of the same traffic whose
+requests are served but not judged: from an empty queue a short probe sees less queueing than the rate
+brings in steady state, so the figures count only the requests sent after it (the work of all of them counts
+in the utilization). The run stops early (`saturated=True`) once the oldest waiting
 request lags more than `saturation_lag_factor` x the largest SLO, or more than `saturation_queue`
 requests wait: past that point the system cannot catch up and the rest would only burn time.
 """
@@ -38,6 +41,7 @@ def make_scheduler(cfg: ServingConfig) -> Scheduler:
         max_queue_delay_s=cfg.max_queue_delay_ms / 1e3,
         starvation_s=cfg.starvation_ms / 1e3,
         starvation_every=cfg.starvation_every,
+        max_waiting=cfg.saturation_queue,
     )
 
 
@@ -55,8 +59,10 @@ def run_open_loop(
     clock: Callable[[], float] = time.perf_counter,
     sleep: Callable[[float], None] = time.sleep,
     extra: dict[str, Any] | None = None,
+    judged_from_s: float = 0.0,
 ) -> ServingReport:
-    """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler."""
+    """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler. The report
+    judges the requests sent at or after `judged_from_s`; earlier ones are load only (a warm-up)."""
     scheduler = make_scheduler(cfg)
     records = {a.id: RequestRecord(a.id, a.cls, a.time_s) for a in arrivals}
     pending = deque(sorted(arrivals, key=lambda a: a.time_s))
@@ -75,7 +81,7 @@ def run_open_loop(
             record.outcome = DONE
         return True
 
-    batch_rows: list[int] = []
+    batch_rows: list[tuple[float, int]] = []  # (start, rows) of every batch run
     busy_s = 0.0
     reason = ""
     while True:
@@ -93,7 +99,7 @@ def run_open_loop(
             for request in batch:
                 records[request.id].start = t
             started = now()
-            batch_rows.append(run_batch(engine, batch, now, on_token).rows)
+            batch_rows.append((started, run_batch(engine, batch, now, on_token).rows))
             busy_s += now() - started
             continue
         release = scheduler.next_release(t)
@@ -103,19 +109,22 @@ def run_open_loop(
         sleep(max(0.0, wake - now()))
     end = now()
     offered = [r for r in records.values() if r.arrival <= end]  # later ones were never sent
+    judged = [r for r in offered if r.arrival >= judged_from_s]
     last_arrival = max((r.arrival for r in offered), default=0.0)
     return summarize(
-        offered,
+        judged,
         cfg.classes,
-        batch_rows,
+        [rows for started, rows in batch_rows if started >= judged_from_s],
         max_batch=cfg.max_batch,
-        duration_s=end,
+        duration_s=max(0.0, end - judged_from_s),
         rate_rps=cfg.rate_rps if rate_rps is None else rate_rps,
         saturated=bool(reason),
         saturation_reason=reason,
         extra=extra,
         drain_s=end - last_arrival,
         busy_s=busy_s,
+        warmup_s=judged_from_s,
+        warmup_offered=len(offered) - len(judged),
     )
 
 
@@ -149,7 +158,7 @@ def engine_system(
 
     def system(rate_rps: float) -> ServingReport:
         arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
-        return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps)
+        return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps, judged_from_s=cfg.warmup_s)
 
     return system
 
@@ -157,9 +166,10 @@ def engine_system(
 def probe_arrivals(
     cfg: ServingConfig, tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], rate_rps: float
 ) -> list[Arrival]:
-    """A capacity probe offers its rate for the whole `duration_s`, never capped by `max_requests`: capped by
-    count, a high rate would be a short burst that a fast engine drains within its SLOs, and the search would
-    double past any real capacity. (A rate the engine cannot sustain is stopped early by the saturation
+    """A capacity probe offers its rate for `warmup_s` + `duration_s`, never capped by `max_requests`: capped
+    by count, a high rate would be a short burst that a fast engine drains within its SLOs, and the search
+    would double past any real capacity. (A rate the engine cannot sustain is stopped early by the saturation
     check.) Every count offers the same first requests (see `autoopt.serving.loadgen`)."""
-    steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
+    seconds = cfg.warmup_s + cfg.duration_s
+    steady = replace(cfg, duration_s=seconds, max_requests=math.ceil(rate_rps * seconds))
     return make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)

@@ -64,6 +64,7 @@ class Scheduler:
         max_queue_delay_s: float = 0.0,
         starvation_s: float = float("inf"),
         starvation_every: int = 4,
+        max_waiting: int | None = None,
     ) -> None:
         if policy not in ("strict", "weighted"):
             raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
@@ -79,15 +80,17 @@ class Scheduler:
         self.starvation_s = starvation_s
         self.starvation_every = starvation_every
         self._since_starving = starvation_every  # batches released since the last starvation-led one
+        self.max_waiting = max_waiting  # a "delay" class holds a request back only while fewer wait in all
 
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:
-        """Admit `request`: QUEUED, DELAYED (held until its class has room) or REJECTED (class full)."""
+        """Admit `request`: QUEUED, DELAYED (held until its class has room) or REJECTED (class full, and for a
+        "delay" class `max_waiting` requests already waiting in all)."""
         queue = self._queue(request.cls)
         if len(queue.waiting) < queue.config.queue_limit:
             queue.waiting.append(request)
             return QUEUED
-        if queue.config.on_full == "delay":
+        if queue.config.on_full == "delay" and (self.max_waiting is None or len(self) < self.max_waiting):
             queue.held.append(request)
             return DELAYED
         queue.rejected += 1

@@ -18,14 +18,15 @@ def _serving() -> ServingResult:
         ServingProbe(8.0, False, ["P0 e2e p99 450 ms > 200 ms"], 6.1, {"P0": 450.0, "P3": None}, {"P0": 3, "P3": 0}),
         ServingProbe(6.0, True, [], 5.8, {"P0": 150.0, "P3": 300.0}, {"P0": 4, "P3": 33}, 0.83),
     ]
-    return ServingResult(6.0, False, 3, 4, 0.5, 40.0, 7, 1.0, 2.0, {"P0": _class(200.0), "P3": _class(0.0)}, probes)
+    return ServingResult(6.0, False, 3, 4, 0.5, 40.0, 7, 1.0, 2.0, {"P0": _class(200.0), "P3": _class(0.0)}, probes,
+                         warmup_s=2.0, judged_s=6.0)
 
 
 def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_samples() -> None:
     lines = load_curve_markdown(_serving()).splitlines()
 
     assert lines[0].startswith("Capacity 6.00 requests/s (max_batch 4, probe budget ran out before 5 %)")
-    assert "SLOs: P0 200 ms; P3 best effort." in lines[0]
+    assert "SLOs: P0 200 ms; P3 best effort. Each probe: 2 s of warm-up traffic (served, not judged), then 6 s " in lines[0]
     assert lines[2] == "| offered req/s | holds | completed req/s | busy | P0 e2e p99 ms (n) | P3 e2e p99 ms (n) | why not |"
     rows = lines[4:]
     assert [r.split(" | ")[0] for r in rows] == ["| 4.00", "| 6.00", "| 8.00"]

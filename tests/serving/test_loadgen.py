@@ -50,14 +50,14 @@ def test_bounded_by_requests_and_by_duration_with_class_mix_and_lengths_from_wor
 def test_a_capacity_probe_offers_its_rate_for_the_whole_duration_not_a_burst() -> None:
     from autoopt.serving.runner import probe_arrivals
 
-    cfg = ServingConfig(duration_s=6.0, max_requests=80)
+    cfg = ServingConfig(duration_s=6.0, warmup_s=2.0, max_requests=80)
     tokens = np.arange(1000, dtype=np.int64)
 
     slow = probe_arrivals(cfg, tokens, [16], [4], rate_rps=5.0)
     fast = probe_arrivals(cfg, tokens, [16], [4], rate_rps=200.0)
 
-    assert len(slow) == 30 and slow[-1].time_s < 6.0
-    assert len(fast) == 1200 and 5.9 < fast[-1].time_s < 6.0
+    assert len(slow) == 40 and slow[-1].time_s < 8.0
+    assert len(fast) == 1600 and 7.9 < fast[-1].time_s < 8.0
 
 
 @pytest.mark.parametrize("arrival", ["poisson", "gamma"])

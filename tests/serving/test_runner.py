@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -144,3 +145,56 @@ def test_utilization_is_the_work_offered_over_the_window_it_was_offered_in(arriv
         report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=2.0, clock=clock, sleep=clock.sleep)
 
         assert report.utilization == pytest.approx(0.2)
+
+
+def test_warm_up_requests_load_the_engine_but_only_later_ones_are_judged() -> None:
+    # Five requests of 0.1 s each (batch 1) arrive in the warm-up; the one judged request queues behind them.
+    classes = [ServingClassConfig("P0", 0, 2000.0, 1.0, 64)]
+    cfg = ServingConfig(classes=classes, max_batch=1)
+    clock = FakeClock()
+    arrivals = [arrival(i, i * 0.01, "P0", 10) for i in range(5)] + [arrival(5, 0.05, "P0", 10)]
+    report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=10.0, clock=clock, sleep=clock.sleep,
+                           judged_from_s=0.05)
+
+    assert report.overall.offered == report.overall.completed == 1 and report.warmup_offered == 5
+    assert report.overall.e2e.p50 == pytest.approx(550.0)  # waited 0.45 s behind the warm-up's work, then ran 0.1 s
+    assert report.batches == 5 and report.duration_s == pytest.approx(0.55)  # the batches started after 0.05 s
+    assert report.busy_s == pytest.approx(0.6) and report.utilization == pytest.approx(1.0)  # 6 requests in 0.6 s
+
+
+def test_a_capacity_probe_offers_its_warm_up_before_the_judged_requests() -> None:
+    from autoopt.serving.runner import engine_system, probe_arrivals
+
+    cfg = ServingConfig(classes=[ServingClassConfig("P0", 0, 60_000.0, 1.0, 256)], max_batch=4, duration_s=1.0,
+                        warmup_s=0.5, max_requests=3)
+    tokens = np.arange(100)
+    arrivals = probe_arrivals(cfg, tokens, [8], [2], 40.0)
+    assert len(arrivals) == 60  # 40/s over 1.5 s, not capped by max_requests
+    no_warm_up = probe_arrivals(replace(cfg, warmup_s=0.0), tokens, [8], [2], 40.0)
+    assert [a.cls for a in no_warm_up] == [a.cls for a in arrivals[:40]]  # the same first requests
+
+    report = engine_system(SteppedEngine(FakeClock(), 0.0), cfg, tokens, [8], [2])(40.0)
+    warm = sum(a.time_s < 0.5 for a in arrivals)
+    assert report.warmup_offered == warm and report.overall.offered == 60 - warm and report.warmup_s == 0.5
+
+
+def test_near_saturation_a_probe_from_an_empty_queue_understates_the_latency_its_rate_brings() -> None:
+    """M/D/1 at 95 % busy (0.1 s per request, batch 1): its queue grows for far longer than a probe lasts, so
+    the requests sent after a warm-up wait longer than those of a probe that starts empty, seed after seed."""
+    from autoopt.serving.runner import probe_arrivals
+
+    classes = [ServingClassConfig("P0", 0, 60_000.0, 1.0, 10_000)]
+
+    def p99(warmup_s: float, seed: int) -> float:
+        cfg = ServingConfig(classes=classes, max_batch=1, duration_s=6.0, warmup_s=warmup_s, seed=seed,
+                            saturation_queue=10_000, saturation_lag_factor=100.0)
+        clock = FakeClock()
+        arrivals = probe_arrivals(cfg, np.arange(100), [8], [10], 9.5)
+        report = run_open_loop(SteppedEngine(clock, 0.01), cfg, arrivals, rate_rps=9.5, clock=clock, sleep=clock.sleep,
+                               judged_from_s=warmup_s)
+        assert report.overall.e2e.p99 is not None
+        return report.overall.e2e.p99
+
+    cold = [p99(0.0, seed) for seed in range(20)]
+    warm = [p99(2.0, seed) for seed in range(20)]
+    assert np.mean(warm) > 1.1 * np.mean(cold)

@@ -153,3 +153,11 @@ def test_a_starving_request_is_released_at_the_time_next_release_names() -> None
     release = s.next_release(0.5)
     assert release == pytest.approx(0.6)
     assert ids(s.next_batch(release)) == [waiting.id]
+
+
+def test_a_delay_class_is_rejected_once_max_waiting_requests_wait_in_all() -> None:
+    s, req = Scheduler(classes(limit=1, on_full="delay"), max_batch=1, max_waiting=3), Ids()
+    outcomes = [s.submit(req("P3", 0.1 * i)) for i in range(5)]
+    assert outcomes == [QUEUED, DELAYED, DELAYED, REJECTED, REJECTED] and len(s) == 3
+    s.next_batch(1.0)
+    assert s.submit(req("P3", 1.0)) == DELAYED  # room again
