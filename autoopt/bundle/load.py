@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict
 from autoopt.engines.base import Engine
 from autoopt.engines.registry import engine_class, engine_info
+from autoopt.serving.runner import warm_up
 
 
 @dataclass
@@ -56,6 +58,17 @@ class LoadedBundle:
                 break
             completion.append(token)
         return self.tokenizer.decode(completion)
+
+    def warm_up(self, max_batch: int = 1) -> float:
+        """What to run before taking traffic: a 2-token generation per prompt length of the measured workload, at
+        each batch size up to `max_batch`. It covers the candidate's own warm-up strategy, after which the
+        manifest's `speed.cold_first_request_ms` was measured; without it the first requests pay the runtime's
+        one-time costs. Returns the seconds it took."""
+        lengths = list(self.manifest["workload"]["prompt_lengths"])
+        ids = np.arange(max(lengths), dtype=np.int64) % self.tokenizer.get_vocab_size()  # the shapes matter, not the text
+        t0 = time.perf_counter()
+        warm_up(self.engine, ids, lengths, max_batch)
+        return time.perf_counter() - t0
 
     def close(self) -> None:
         self.engine.close()

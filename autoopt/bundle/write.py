@@ -50,9 +50,11 @@ _DEFINITIONS = {
     "serving.max_batch": "rows the dynamic batcher may put in one batch",
     "serving.occupancy": "mean rows per batch / max_batch, in the capacity run",
     "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
+    "serving.warmup_s": "each capacity probe's first seconds of traffic, served but not judged (None: not recorded)",
+    "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded)",
 }
 _UNITS = {
-    "speed.runs": "requests",
+    "speed.runs": "request batches",
     "speed.output_tokens_per_s": "tokens/s",
     "accuracy.kl_mean": "nats",
     "accuracy.top1_agreement": "fraction",
@@ -75,6 +77,8 @@ _UNITS = {
     "serving.occupancy": "fraction",
     "serving.max_batch": "rows",
     "serving.probes": "runs",
+    "serving.warmup_s": "s",
+    "serving.judged_s": "s",
 }
 
 
@@ -119,7 +123,7 @@ def unit(figure: str) -> str:
     if stat == "cv":
         return "ratio"
     if stat == "n":
-        return "requests"
+        return "request batches"
     parts = figure.split(".")
     name = parts[-2] if parts[-1] in _PERCENTILES else parts[-1]
     if name == "attainment":
@@ -217,7 +221,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"- end-to-end latency per request batch: {e2e}",
         f"- time to first token: p50 {ttft:.1f} ms; time per later token: p50 {tpot:.2f} ms",
         f"- throughput: {m['speed.output_tokens_per_s']:.1f} output tokens/s (all rows of the batch)",
-        cold_start(m, graphs),
+        cold_start(m, graphs, manifest["candidate"]["warmup"]),
         f"- cost: {cost}",
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
         f"  {fidelity}",
@@ -235,6 +239,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         "    from autoopt.bundle import load_bundle",
         "",
         '    with load_bundle("path/to/this/bundle") as bundle:',
+        "        bundle.warm_up()  # before taking traffic: the cold-start figure above is the first request after it",
         '        print(bundle.generate_text("def ", max_new_tokens=32))',
         "",
         plain[0],
@@ -243,6 +248,10 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"`{env} python run.py`, where `run.py` is:",
         "",
         *(f"    {line}" if line else "" for line in snippet.splitlines()),
+        "",
+        "Before it takes traffic, run one short generation per prompt length (and batch size) it will serve, as",
+        "`bundle.warm_up()` and `python -m autoopt.serve` do: the first request otherwise pays the runtime's",
+        "one-time costs, which no figure above includes but the cold start's.",
         "",
         "## Verify it",
         "    python -m autoopt.bundle verify .",
@@ -260,14 +269,17 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     """The README's serving lines, for a candidate measured under open-loop load (none otherwise)."""
     if m.get("serving.capacity_rps") is None:
         return []
+    probe = "" if m.get("serving.warmup_s") is None else (
+        f"; each probe {m['serving.warmup_s']:g} s of warm-up traffic, then {m['serving.judged_s']:g} s judged")
     load = (f"- under open-loop load (dynamic batches of up to {m['serving.max_batch']} rows, queue delay "
-            f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority)")
+            f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority{probe})")
     if not m["serving.capacity_rps"]:
         return [f"{load}: no offered rate held every class's SLO"]
     bound = "" if m["serving.converged"] else " (a lower bound: the probes ran out before bracketing it within 5 %)"
     lines = [
         f"{load}: capacity {m['serving.capacity_rps']:.2f} requests/s{bound}, the highest offered rate at which "
-        "every class kept its SLO; at that rate:",
+        "every class kept its SLO, with prompts of exactly the workload's lengths (a batch holds prompts of one "
+        "length: more varied lengths fill fewer rows); at that rate:",
     ]
     names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})  # names hold no '.'
     for name in names:
@@ -288,15 +300,17 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     return lines
 
 
-def cold_start(m: dict[str, Any], graphs: str | None) -> str:
-    """The README's cold-start line: the measured load, its compiled graphs' part, the first request."""
+def cold_start(m: dict[str, Any], graphs: str | None, warmup: str) -> str:
+    """The README's cold-start line: the measured load, its compiled graphs' part, the first request (after the
+    candidate's warm-up strategy `warmup`)."""
     line = f"- cold start, in a fresh process: load {m['speed.load_s']:.1f} s"
     if m.get("speed.compile_s") is not None:
         how = {1: "read from inductor's on-disk cache", 0: "compiled"}.get(
             m.get("speed.compile_cache_warm"), "compiled, or read from a cache"
         )
         line += f", of which {m['speed.compile_s']:.1f} s on its compiled graphs ({how})"
-    line += f"; first request after warm-up {m['speed.cold_first_request_ms']:.1f} ms"
+    after = "without warm-up" if warmup == "none" else f"after the warm-up `{warmup}`"
+    line += f"; first request {after} {m['speed.cold_first_request_ms']:.1f} ms"
     if graphs:
         line += (f". The bundle ships those graphs (`{MODEL_DIR}/{graphs}/`): on a machine like the one that "
                  "exported it, a first load reads them instead of compiling")

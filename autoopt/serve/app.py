@@ -129,12 +129,12 @@ class _Reply:
     def token(self, index: int, token: int, t: float) -> bool:
         if self.cancelled:
             return False
+        if index == 0:
+            self.first = t
+        self.last = t  # an end-of-text token ends the reply when it is generated: its time counts too
         if token in self._special:
             self.finish_reason = "stop"
             return False
-        if index == 0:
-            self.first = t
-        self.last = t
         self._post(("token", token))
         return True
 

@@ -127,7 +127,7 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
 
     classes = {"P0": ServingClassResult(200.0, 120.0, 20.0, 5.0, 1.0, 2.0, 0, 30, 30),
                "P3": ServingClassResult(0.0, None, None, None, 1.0, 0.0, 0, 0, 0)}
-    serving = ServingResult(12.5, True, 7, 4, 0.6, 40.0, 4, 9.6, 0.05, classes)
+    serving = ServingResult(12.5, True, 7, 4, 0.6, 40.0, 4, 9.6, 0.05, classes, warmup_s=2.0, judged_s=6.0)
     payload = manifest_payload(replace(measured.result, serving=serving), measured.workload, {})
     text = readme(payload)
     figures = payload["metrics"]
@@ -139,7 +139,8 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     said = {f: m["definition"] for f, m in figures.items() if f.split(".")[0] in ("serving", "roofline")}
     assert not [f for f, d in said.items() if "as recorded" in d]
 
-    assert "capacity 12.50 requests/s, the highest offered rate at which every class kept its SLO" in text
+    assert "strict priority; each probe 2 s of warm-up traffic, then 6 s judged): capacity 12.50 requests/s, the " \
+        "highest offered rate at which every class kept its SLO, with prompts of exactly the workload's lengths" in text
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text
@@ -180,6 +181,16 @@ def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
         assert isinstance(text, str)
         assert loaded.candidate == CandidateConfig()
         assert loaded.runtime.threads == 1
+
+
+def test_a_loaded_bundle_warms_up_every_measured_prompt_length_at_each_batch_size(bundle: Path) -> None:
+    with load_bundle(bundle, threads=1) as loaded:
+        calls: list[tuple[int, ...]] = []
+        generate = loaded.engine.generate
+        loaded.engine.generate = lambda ids, n: (calls.append(ids.shape), generate(ids, n))[1]  # type: ignore[method-assign]
+        assert loaded.warm_up(max_batch=2) > 0
+    lengths = loaded.manifest["workload"]["prompt_lengths"]
+    assert sorted(calls) == sorted((rows, p) for p in lengths for rows in (1, 2))
 
 
 def test_prompt_longer_than_max_length_is_refused_with_the_fix(bundle: Path) -> None:
