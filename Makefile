@@ -17,8 +17,8 @@ $(STAMP): pyproject.toml scripts/setup.sh
 	AUTOOPT_EXTRAS=$(EXTRAS) bash scripts/setup.sh
 	touch $@
 
-run: setup  ## the main job on the built-in model
-	$(PY) -m autoopt target=cpu
+run: setup  ## the main job on the built-in model; ARGS="key=value ..." adds Hydra overrides
+	$(PY) -m autoopt target=cpu $(ARGS)
 
 lint: setup
 	$(PY) -m ruff check autoopt tests

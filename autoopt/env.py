@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -24,6 +26,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def console_script(name: str) -> str:
+    """`name` as a command the user can paste: the copy beside this interpreter (a venv's bin/, often not on
+    PATH) when there is one."""
+    beside = Path(sys.executable).with_name(name)
+    return shlex.quote(str(beside)) if beside.exists() else name
 
 
 def git_commit() -> str | None:

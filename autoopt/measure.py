@@ -37,7 +37,8 @@ def main(cfg: DictConfig) -> None:
     from autoopt.jobs.prepare import prepare
     from autoopt.report.measurement import measurement_table
 
-    prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser())
+    with exit_on_config_error():  # e.g. prompts longer than the model's positions
+        prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser())
     launcher = SubprocessLauncher()
     with exit_on_job_failure(m.workspace):
         built = launcher.launch(prep.build_job(m.candidate))

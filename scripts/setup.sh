@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# Create .venv and install autoopt with its CPU stack. torch goes in first, pinned: an open torch
-# requirement lets pip pick a multi-GB CUDA build on a machine that has no GPU.
-# Elsewhere than these machines, point TORCH_INDEX_URL at a CPU wheel index if PyPI's default build
-# for your platform is a CUDA one (e.g. TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu).
+# Create .venv and install autoopt: torch first, pinned to 2.13.0 and to the build the extras need, then
+# the package with its extras (AUTOOPT_EXTRAS, default cpu).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# A venv made where python3-venv is missing has no pip; make it again rather than fail on every run.
+.venv/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf .venv && "$python" -m venv .venv; }
 .venv/bin/python -m pip install -q --upgrade pip
-if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
-  .venv/bin/python -m pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} torch==2.13.0
-fi
-# AUTOOPT_EXTRAS=gpu installs the CUDA builds of onnxruntime and onnxruntime-genai instead of the CPU ones.
-# The two builds share package directories: when the other build is present, both go (removing one
-# deletes files the other installed) and the chosen one is installed afresh.
+# AUTOOPT_EXTRAS=gpu installs the CUDA builds of torch, onnxruntime and onnxruntime-genai instead of the CPU ones.
 extras="${AUTOOPT_EXTRAS:-cpu}"
+gpu=0
+[[ ",$extras," == *,gpu,* ]] && gpu=1
+# On Linux x86_64, PyPI's torch==2.13.0 is the multi-GB CUDA build; the CPU one is torch==2.13.0+cpu, from a
+# local wheel or PyTorch's CPU index (TORCH_INDEX_URL overrides where the wanted build comes from).
+torch_req=torch==2.13.0
+torch_index=""
+if [ "$gpu" = 0 ] && [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then
+  torch_req=torch==2.13.0+cpu
+  torch_index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
+elif [ -n "${TORCH_INDEX_URL:-}" ]; then
+  torch_index="$TORCH_INDEX_URL"
+fi
+wanted_torch() {
+  .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0' or (torch.version.cuda is not None) != bool($gpu))" 2>/dev/null
+}
+if ! wanted_torch; then
+  # The configured sources first (they may hold the wheel, offline); the build's own index otherwise.
+  .venv/bin/python -m pip install -q "$torch_req" 2>/dev/null \
+    || .venv/bin/python -m pip install -q ${torch_index:+--index-url "$torch_index"} "$torch_req"
+  wanted_torch || { echo "error: the torch installed is not the $([ "$gpu" = 1 ] && echo CUDA || echo CPU) build of 2.13.0 that AUTOOPT_EXTRAS=$extras needs; set TORCH_INDEX_URL to an index that has it (e.g. https://download.pytorch.org/whl/cu128)" >&2; exit 1; }
+fi
+# The CPU and CUDA builds of the ONNX runtimes share package directories: when the other build is present,
+# both go (removing one deletes files the other installed) and the chosen one is installed afresh.
 other="onnxruntime-gpu onnxruntime-genai-cuda"
-[[ ",$extras," == *,gpu,* ]] && other="onnxruntime onnxruntime-genai"
+[ "$gpu" = 1 ] && other="onnxruntime onnxruntime-genai"
 # shellcheck disable=SC2086
 if .venv/bin/python -m pip show -q $other >/dev/null 2>&1; then
   .venv/bin/python -m pip uninstall -q -y onnxruntime onnxruntime-genai onnxruntime-gpu onnxruntime-genai-cuda 2>/dev/null || true

@@ -226,5 +226,7 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
         raise ConfigError(f"export.runoff_margin={s.export.runoff_margin} must be within [0, 1] (0 = no runoff)")
     if len(s.export.weights) != 3:
         raise ConfigError(f"export.weights={s.export.weights} needs 3 numbers: latency, cost, accuracy loss")
+    if min(s.export.weights) < 0 or not any(s.export.weights):
+        raise ConfigError(f"export.weights={s.export.weights} must be non-negative and not all zero, e.g. [1, 1, 1]")
     s.target = resolve_target(s.target)
     return s

@@ -88,6 +88,14 @@ def _check_key(key: str, value: str, schema: type) -> None:
     node: object = schema
     parts = key.split(".")
     for i, part in enumerate(parts):
+        if typing.get_origin(node) is list:  # a list of configs (serving.classes): indexed by position only
+            if not part.isdigit():
+                rest = ".".join(parts[i + 1:])
+                where = ".".join(parts[:i])
+                raise ConfigError(f"{where} is a list: index it by position, e.g. {where}.0{'.' + rest if rest else ''}"
+                                  f"={value} (not {part})")
+            node = typing.get_args(node)[0]
+            continue
         if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
             return  # inside a free-form dict or list: nothing to check against
         hints = typing.get_type_hints(node)

@@ -13,6 +13,7 @@ from autoopt.accuracy.decode import DECODE_MAX_LENGTH, DECODE_ROWS_PER_CALL
 from autoopt.accuracy.reference import Reference, ensure_reference
 from autoopt.bench.requests import make_requests
 from autoopt.bench.roofline import target_bandwidth
+from autoopt.config.errors import ConfigError
 from autoopt.config.runtime import resolve_runtime
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.config.serving import SERVING_KNOBS, ServingConfig
@@ -68,6 +69,18 @@ class Prepared:
         )
 
 
+def check_context(model: ResolvedModel, workload: WorkloadConfig) -> None:
+    """Refuse, in one line, requests longer than the model's positions: past them its outputs mean nothing,
+    though every engine would still time them."""
+    longest = max(workload.prompt_lengths) + max(workload.output_lengths)
+    limit = model.max_positions
+    if limit is not None and longest > limit:
+        raise ConfigError(
+            f"workload.prompt_lengths + output_lengths reach {longest} tokens, past the {limit} positions of "
+            f"model {model.name} (config.json max_position_embeddings); shorten the prompts or outputs"
+        )
+
+
 def prepare(
     model_cfg: ModelConfig,
     target: TargetConfig,
@@ -81,6 +94,7 @@ def prepare(
     # confirmation or cold-start run of the same torch_compiled graphs compiles from it.
     os.environ.update(inductor_cache_env(cache_dir))
     model = resolve_model(model_cfg, cache_dir)
+    check_context(model, workload)
     reference = ensure_reference(model, workload, cache_dir)
     # Every measuring job cuts its requests from this text: a prompt longer than it fails here, before any build.
     make_requests(reference.stream(), workload.prompt_lengths, workload.output_lengths, 1)

@@ -25,6 +25,13 @@ class ResolvedModel:
         config = json.loads((self.path / "config.json").read_text())
         return (config.get("architectures") or ["?"])[0]
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model was made for (`config.json`'s `max_position_embeddings`), if it says."""
+        config = json.loads((self.path / "config.json").read_text())
+        value = config.get("max_position_embeddings")
+        return int(value) if value else None
+
     def describe(self) -> dict[str, object]:
         meta = self.path / "autoopt_model.json"
         info: dict[str, object] = json.loads(meta.read_text()) if meta.is_file() else {}

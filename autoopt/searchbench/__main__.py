@@ -78,7 +78,8 @@ def main(cfg: DictConfig) -> None:
                 "only (its ground truth has no serving figures); drop the override"
             )
     workspace = Path(sweep.workspace).expanduser().resolve()
-    prep = prepare(sweep.model, sweep.target, sweep.workload, sweep.bench, Path(sweep.cache_dir).expanduser())
+    with exit_on_config_error():  # e.g. prompts longer than the model's positions
+        prep = prepare(sweep.model, sweep.target, sweep.workload, sweep.bench, Path(sweep.cache_dir).expanduser())
     architecture = prep.model.architecture
     grid = enumerate_grid(
         sweep.space, lambda c: candidate_key(c, prep), lambda c: candidate_problem(c, prep.target, architecture)

@@ -11,7 +11,7 @@ from optuna.trial import TrialState
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SweepConfig
-from autoopt.env import cpu_model, library_versions
+from autoopt.env import console_script, cpu_model, library_versions
 from autoopt.jobs.prepare import Prepared
 
 FINGERPRINT_ATTR = "fingerprint"
@@ -62,7 +62,7 @@ def check_reference(study: optuna.Study, storage: str) -> None:
     raise ConfigError(
         f"study {study.study_name}'s fp32 reference (trial 0) {what}; every gain is relative to it and only a new study "
         f"measures it: start a new study with study.name=<new name>, or remove this one "
-        f"(optuna delete-study --study-name {study.study_name} --storage {storage})"
+        f"({console_script('optuna')} delete-study --study-name {study.study_name} --storage {storage})"
     )
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from autoopt.env import console_script
 from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
 
@@ -150,7 +151,7 @@ class Tracker:
         """The command that opens this store in the MLflow UI (for an http store, its address)."""
         if self.uri.startswith(("http://", "https://")):
             return self.uri
-        return f"mlflow ui --backend-store-uri {shlex.quote(self.uri)}"
+        return f"{console_script('mlflow')} ui --backend-store-uri {shlex.quote(self.uri)}"
 
     def _require_parent(self) -> str:
         if self.parent_run_id is None:

@@ -116,6 +116,10 @@ BAD_OVERRIDES = [
     ("candidate.fuse=maybe", "candidate.fuse=maybe must be true or false"),
     ("workload.prompt_lengths=64", "workload.prompt_lengths=64 must be a list: write workload.prompt_lengths=[64]"),
     ("workload.output_lengths=[8,x]", "workload.output_lengths=[8,x] has x; each item must be an integer"),
+    ("workload.serving.classes.P0.slo_ms=-5", "workload.serving.classes is a list: index it by position, e.g. "
+     "workload.serving.classes.0.slo_ms=-5 (not P0)"),
+    ("workload.serving.classes.0.sloms=5", "unknown key workload.serving.classes.0.sloms; workload.serving.classes.0 "
+     "takes: name, on_full, priority"),
 ]
 
 
@@ -148,6 +152,10 @@ def test_cli_bad_override_exits_2_with_one_line() -> None:
         ("search.min_decode_prefix_agreement=1.5",
          "error: search.min_decode_prefix_agreement=1.5 must be within [0, 1] (0 = no bar)"),
         ("space.engine=ort", "error: space.engine=ort must be a list: write space.engine=[ort]"),
+        ("export.weights=[0,0,0]", "error: export.weights=[0.0, 0.0, 0.0] must be non-negative and not all zero, "
+         "e.g. [1, 1, 1]"),
+        ("export.weights=[1,-1,1]", "error: export.weights=[1.0, -1.0, 1.0] must be non-negative and not all zero, "
+         "e.g. [1, 1, 1]"),
     ],
 )
 def test_sweep_cli_bad_override_exits_2_with_one_line(override: str, message: str) -> None:

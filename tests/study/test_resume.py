@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import BenchConfig, ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.env import console_script
 from autoopt.space.sample import reference_params
 from autoopt.study.runner import open_study
 from tests.together import run_together
@@ -47,7 +48,7 @@ def test_a_study_whose_reference_did_not_complete_is_refused_in_one_line(tmp_pat
         open_study(cfg, PREP, "s", tmp_path)
 
     assert f"fp32 reference (trial 0) {said}" in str(refused.value) and "study.name=" in str(refused.value)
-    assert f"optuna delete-study --study-name s --storage sqlite:///{tmp_path / 'optuna.db'}" in str(refused.value)
+    assert f"{console_script('optuna')} delete-study --study-name s --storage sqlite:///{tmp_path / 'optuna.db'}" in str(refused.value)
     optuna.delete_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")  # what that command does
     assert open_study(cfg, PREP, "s", tmp_path)[0].trials[0].state == TrialState.WAITING  # the reference, anew
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from autoopt.env import console_script
 from autoopt.tracking import numeric_metrics
 from tests.together import run_together
 
@@ -90,7 +91,7 @@ def test_tracker_logs_parent_nested_trials_and_front_outside_the_cwd(
     assert (trial_2.parent / "profile.md").read_text() == "| phase | op type |"
     assert not (artifacts / by_name["trial-1"].info.run_id / "artifacts").exists()
     assert list(cwd.iterdir()) == []
-    assert tracker.ui_command() == f"mlflow ui --backend-store-uri {uri}"
+    assert tracker.ui_command() == f"{console_script('mlflow')} ui --backend-store-uri {uri}"
     assert Tracker(uri, "sweep-test", tmp_path / "elsewhere").experiment_id == tracker.experiment_id
 
 
@@ -101,3 +102,10 @@ def test_trackers_opening_one_new_sqlite_store_together_all_succeed(tmp_path: Pa
                           "Tracker(f\"sqlite:///{folder / 'mlflow.db'}\", name, folder / 'artifacts')", tmp_path, names)
 
     assert failed == []
+
+
+def test_printed_commands_name_the_copy_beside_this_interpreter_which_a_venv_leaves_off_path() -> None:
+    beside = Path(sys.executable).with_name("mlflow")
+    assert beside.exists()  # the tests run from the venv the README's setup makes
+    assert console_script("mlflow") == str(beside)
+    assert console_script("no-such-tool") == "no-such-tool"
