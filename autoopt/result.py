@@ -76,6 +76,7 @@ class AccuracyResult:
     decode_prefix_agreement: float
     decode_token_agreement: float
     decode_tokens: int
+    decode_self_agreement: float | None = None  # None: recorded before it was measured
 
 
 @dataclass
@@ -303,6 +304,10 @@ DEFINITIONS: dict[str, str] = {
     "accuracy.decode_token_agreement": "fraction of generated positions where the candidate's own generate() token "
     "equals the reference's greedy token (contexts differ after a divergence)",
     "accuracy.decode_tokens": "generated positions compared: decode prompts x new tokens per prompt",
+    "accuracy.decode_self_agreement": "fraction of the candidate's own generate() tokens (KV-cache decode path) "
+    "that its own teacher-forced logits() pick on the same context: 1.0 up to near-ties between the two paths' "
+    "kernels; far below where the decode path computes something else than the model the accuracy figures "
+    "describe",
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests "

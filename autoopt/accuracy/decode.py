@@ -6,20 +6,27 @@ held-out prompts with its own cache, and its tokens are compared with the refere
 continuation of the same prompts.
 
 After the first divergence the candidate continues on its own tokens, so later positions compare
-different contexts: `prefix_agreement` is the strict figure, `token_agreement` the lenient one.
+different contexts: `prefix_agreement` is the strict figure, `token_agreement` the lenient one. Neither
+tells a near-tie that flipped (a quantized model may legitimately continue otherwise) from a decode path
+that computes something else: `self_agreement` does. It feeds the candidate's own continuation back through
+its teacher-forced `logits()` and counts the positions where that argmax is the token `generate()` chose, on
+the same context. A correct KV cache gives 1.0 up to near-ties between the two kernels; a broken one, about
+what chance gives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from autoopt.engines.base import Engine
 
-# Sizes of the decode check, the same for the reference and every candidate. Four prompts of 64
-# tokens, 32 greedy tokens each: one batched call, a fraction of a second on the built-in model.
-DECODE_PROMPTS = 4
+# Sizes of the decode check, the same for the reference and every candidate. Eight prompts of 64
+# tokens, 32 greedy tokens each: two batched calls, a fraction of a second on the built-in model. They are
+# the most varied of DECODE_POOL held-out prompts (see `most_varied`).
+DECODE_PROMPTS = 8
+DECODE_POOL = 32
 DECODE_PROMPT_LEN = 64
 DECODE_NEW_TOKENS = 32
 DECODE_ROWS_PER_CALL = 4  # rows per generate() call; engines are loaded with max_batch >= 4
@@ -35,6 +42,7 @@ class DecodeFidelity:
     prompts: int
     new_tokens: int  # per prompt
     first_divergence: tuple[int, ...]  # per prompt: index of the first differing token, new_tokens if none
+    self_agreement: float | None = None  # generate()'s tokens = argmax of its own logits() on the same context
 
     @property
     def tokens(self) -> int:
@@ -53,6 +61,22 @@ def decode_prompts(stream: np.ndarray, count: int = DECODE_PROMPTS, length: int 
     stride = len(stream) // count
     starts = [i * stride + (stride - length) // 2 for i in range(count)]
     return np.stack([stream[s : s + length] for s in starts]).astype(np.int64)
+
+
+def most_varied(continuations: np.ndarray, count: int) -> np.ndarray:
+    """Indices (ascending) of `count` rows of `continuations` with the most distinct tokens, no two alike.
+
+    A small model's greedy continuation often falls into a loop or repeats one token; checked against such a
+    row, a decode path that emits that token gets most positions right whatever it computes. Rows with
+    varied tokens make the check discriminate."""
+    order = sorted(range(len(continuations)), key=lambda i: (-len(set(continuations[i].tolist())), i))
+    kept: list[int] = []
+    for i in order:
+        if not any(np.array_equal(continuations[i], continuations[j]) for j in kept):
+            kept.append(i)
+        if len(kept) == count:
+            break
+    return np.asarray(sorted(kept if len(kept) == count else order[:count]), dtype=np.int64)
 
 
 def greedy_continuations(engine: Engine, prompts: np.ndarray, new_tokens: int = DECODE_NEW_TOKENS) -> np.ndarray:
@@ -97,4 +121,15 @@ def decode_fidelity(engine: Engine, prompts: np.ndarray, reference_tokens: np.nd
     `DECODE_ROWS_PER_CALL`.
     """
     candidate = greedy_continuations(engine, prompts, reference_tokens.shape[1])
-    return compare_continuations(reference_tokens, candidate)
+    return replace(compare_continuations(reference_tokens, candidate),
+                   self_agreement=self_agreement(engine, prompts, candidate))
+
+
+def self_agreement(engine: Engine, prompts: np.ndarray, continuations: np.ndarray) -> float:
+    """Fraction of `continuations` (the engine's own greedy tokens after `prompts`) that its teacher-forced
+    `logits()` also picks: position k is compared on the prompt and the first k tokens of its own continuation."""
+    ids = np.concatenate([prompts, continuations[:, :-1]], axis=1).astype(np.int64)
+    start = prompts.shape[1] - 1  # the logits at the prompt's last position predict the first new token
+    picked = [np.asarray(engine.logits(ids[i : i + DECODE_ROWS_PER_CALL]))[:, start:].argmax(axis=-1)
+              for i in range(0, len(ids), DECODE_ROWS_PER_CALL)]
+    return float((np.concatenate(picked) == continuations).mean())

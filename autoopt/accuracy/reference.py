@@ -18,11 +18,13 @@ import numpy as np
 from autoopt.accuracy.decode import (
     DECODE_MAX_LENGTH,
     DECODE_NEW_TOKENS,
+    DECODE_POOL,
     DECODE_PROMPT_LEN,
     DECODE_PROMPTS,
     DECODE_ROWS_PER_CALL,
     decode_prompts,
     greedy_continuations,
+    most_varied,
 )
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("autoopt.accuracy")
 
 CHUNK_ROWS = 4  # windows per forward pass, the same for the reference and every candidate
-FORMAT = 2  # 2: adds decode_prompts and decode_tokens; older files lack them and are not reused
+FORMAT = 3  # 2: adds decode_prompts and decode_tokens; 3: the most varied of a pool. Older files are not reused
 
 
 @dataclass(frozen=True)
@@ -85,9 +87,9 @@ def _key(model: ResolvedModel, workload: WorkloadConfig, text: str) -> str:
         "model": model.key,
         "text": hashlib.sha256(text.encode()).hexdigest(),
         "windows": [workload.eval_windows, workload.eval_window_len],
-        "decode": [DECODE_PROMPTS, DECODE_PROMPT_LEN, DECODE_NEW_TOKENS, DECODE_ROWS_PER_CALL],
+        "decode": [DECODE_PROMPTS, DECODE_POOL, DECODE_PROMPT_LEN, DECODE_NEW_TOKENS, DECODE_ROWS_PER_CALL],
         "format": FORMAT,
-        "libs": [metadata.version(p) for p in ("torch", "transformers", "numpy")],
+        "libs": [metadata.version(p) for p in ("torch", "transformers", "tokenizers", "numpy")],  # tokenizers: the stream
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -123,7 +125,7 @@ def _compute_reference(model: ResolvedModel, workload: WorkloadConfig, text: str
     tokenizer = AutoTokenizer.from_pretrained(model.path)
     stream = np.asarray(tokenizer(text)["input_ids"], dtype=np.int64)
     ids = _windows(stream, workload.eval_windows, workload.eval_window_len)
-    prompts = decode_prompts(stream)
+    pool = decode_prompts(stream, max(DECODE_PROMPTS, min(DECODE_POOL, len(stream) // DECODE_PROMPT_LEN)))
     runtime = RuntimeOptions(
         device="cpu",
         threads=len(os.sched_getaffinity(0)),
@@ -132,8 +134,10 @@ def _compute_reference(model: ResolvedModel, workload: WorkloadConfig, text: str
     )
     engine = TorchEngine.load(model.path, CandidateConfig(), runtime)
     logits = teacher_forced_logits(engine, ids)
-    continuations = greedy_continuations(engine, prompts)
+    pooled = greedy_continuations(engine, pool)
     engine.close()
+    keep = most_varied(pooled, DECODE_PROMPTS)
+    prompts, continuations = pool[keep], pooled[keep]
     tmp = path.with_name(path.stem + ".tmp.npz")
     np.savez(tmp, stream=stream, ids=ids, logits=logits, decode_prompts=prompts, decode_tokens=continuations)
     tmp.rename(path)

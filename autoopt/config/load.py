@@ -220,6 +220,10 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
         raise ConfigError(
             f"search.min_decode_prefix_agreement={s.search.min_decode_prefix_agreement} must be within [0, 1] (0 = no bar)"
         )
+    if not 0.0 <= s.search.min_decode_self_agreement <= 1.0:
+        raise ConfigError(
+            f"search.min_decode_self_agreement={s.search.min_decode_self_agreement} must be within [0, 1] (0 = no bar)"
+        )
     if s.export.pick not in PICKS:
         raise ConfigError(f"export.pick={s.export.pick} is not valid; choose one of: {', '.join(PICKS)}")
     if not 0.0 <= s.export.runoff_margin <= 1.0:

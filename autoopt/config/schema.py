@@ -234,6 +234,9 @@ class SearchConfig:
     # greedy-decode bar: mean share of each decode-check output generated before the first token that differs
     # from the fp32 reference's (accuracy.decode_prefix_agreement); 1.0 = identical greedy output; 0 = no bar
     min_decode_prefix_agreement: float = 0.0
+    # decode-path bar: share of the candidate's own generate() tokens that its own teacher-forced logits pick on
+    # the same context (accuracy.decode_self_agreement): the top-1 bar holds for the path it decodes with; 0 = no bar
+    min_decode_self_agreement: float = 0.9
     confirm_rounds: int = 3  # after the sweep, fp32 reference and pick timed alternately this often; 0 = skip
     # earlier studies (same storage) whose fronts are measured first; auto = every earlier study of the model
     warm_start: list[str] = field(default_factory=lambda: ["auto"])

@@ -155,6 +155,7 @@ def measure(job: MeasureJob) -> MeasureResult:
             decode_prefix_agreement=decode.prefix_agreement,
             decode_token_agreement=decode.token_agreement,
             decode_tokens=decode.tokens,
+            decode_self_agreement=decode.self_agreement,
         ),
         cost=CostResult(
             usd_per_1m_output_tokens=usd_per_million_tokens(target.price_per_hour, tokens_per_s),

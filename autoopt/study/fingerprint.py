@@ -26,6 +26,7 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
             "latency": cfg.search.latency,
             "min_top1_agreement": cfg.search.min_top1_agreement,
             "min_decode_prefix_agreement": cfg.search.min_decode_prefix_agreement,
+            "min_decode_self_agreement": cfg.search.min_decode_self_agreement,
         },
         "target": asdict(prep.target),
         "workload": asdict(prep.workload),

@@ -55,7 +55,10 @@ def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) ->
     """Optuna constraint values: a candidate is feasible when every value is <= 0.
 
     accuracy_bar = bar - top-1 agreement; decode_bar (only with `search.min_decode_prefix_agreement` > 0) =
-    that bar - the decode path's prefix agreement (1.0 = identical greedy output); memory = memory used - the target's memory (GB), where memory
+    that bar - the decode path's prefix agreement (1.0 = identical greedy output); decode_self (with
+    `search.min_decode_self_agreement` > 0, on results that measured it) = that bar - the share of its decode
+    path's tokens its own teacher-forced logits pick, so that the top-1 bar speaks for the path it decodes with;
+    memory = memory used - the target's memory (GB), where memory
     used is the process's peak RSS on CPU targets and the accelerator's peak on GPU targets. An engine
     that cannot report its accelerator peak gets no memory constraint (never host RSS against GPU memory);
     `memory_unmeasured` = 0 records that. With the serving objective, `serving_slos` requires that some
@@ -64,6 +67,8 @@ def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) ->
     values = {"accuracy_bar": search.min_top1_agreement - r.accuracy.top1_agreement}
     if search.min_decode_prefix_agreement > 0:
         values["decode_bar"] = search.min_decode_prefix_agreement - r.accuracy.decode_prefix_agreement
+    if search.min_decode_self_agreement > 0 and r.accuracy.decode_self_agreement is not None:
+        values["decode_self"] = search.min_decode_self_agreement - r.accuracy.decode_self_agreement
     if search.objective == "serving":
         values["serving_slos"] = 0.0 if _serving(r).capacity_rps > 0 else 1.0  # some rate held every SLO
     used_mb = r.memory.peak_rss_mb if target.device == "cpu" else r.memory.device_peak_mb

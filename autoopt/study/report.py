@@ -16,6 +16,8 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     bars = f"top-1 agreement >= {cfg.search.min_top1_agreement}"
     if cfg.search.min_decode_prefix_agreement > 0:
         bars += f", decode prefix agreement >= {cfg.search.min_decode_prefix_agreement}"
+    if cfg.search.min_decode_self_agreement > 0:
+        bars += f", decode self-agreement >= {cfg.search.min_decode_self_agreement}"
     # 0 is common with the serving objective: the cost at the peak moves in whole replicas, often the reference's.
     none_better = "; 0: no feasible candidate beats the reference in all three at once" if s.hypervolume == 0 else ""
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "

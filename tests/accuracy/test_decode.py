@@ -13,12 +13,14 @@ import pytest
 from autoopt.accuracy.decode import (
     DECODE_MAX_LENGTH,
     DECODE_NEW_TOKENS,
+    DECODE_POOL,
     DECODE_PROMPT_LEN,
     DECODE_PROMPTS,
     compare_continuations,
     decode_fidelity,
     decode_prompts,
     greedy_continuations,
+    most_varied,
 )
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
@@ -179,7 +181,17 @@ def test_reference_file_holds_the_decode_continuations(tiny_model: Path, tmp_pat
     assert ref["decode_prompts"].shape == (DECODE_PROMPTS, DECODE_PROMPT_LEN)
     assert ref["decode_tokens"].shape == (DECODE_PROMPTS, DECODE_NEW_TOKENS)
     assert ref["decode_prompts"].dtype == ref["decode_tokens"].dtype == np.int64
-    np.testing.assert_array_equal(ref["decode_prompts"], decode_prompts(ref["stream"]))
+    pool = decode_prompts(ref["stream"], DECODE_POOL)
+    assert all(any(np.array_equal(p, q) for q in pool) for p in ref["decode_prompts"])  # held-out slices
+    assert len({r.tobytes() for r in ref["decode_tokens"]}) == DECODE_PROMPTS  # no two continuations alike
+
+
+def test_the_most_varied_continuations_are_kept_and_no_two_alike() -> None:
+    loop = [1, 2] * 4
+    rows = np.asarray([[7] * 8, loop, list(range(8)), loop, [3, 4, 5, 3, 4, 5, 3, 4], list(range(10, 18))])
+
+    assert most_varied(rows, 3).tolist() == [2, 4, 5]
+    assert most_varied(rows, 4).tolist() == [1, 2, 4, 5]  # the loop once: its copy is skipped
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +218,7 @@ def test_fp32_torch_engine_decodes_exactly_like_its_reference(trained: tuple[Pat
     f = decode_fidelity(engine, ref["decode_prompts"], ref["decode_tokens"])
     engine.close()
 
-    assert f.prefix_agreement == 1.0 and f.token_agreement == 1.0
+    assert f.prefix_agreement == 1.0 and f.token_agreement == 1.0 and f.self_agreement == 1.0
     assert f.tokens == DECODE_PROMPTS * DECODE_NEW_TOKENS
 
 
@@ -224,3 +236,5 @@ def test_a_broken_kv_path_passes_prefill_but_fails_decode_fidelity(
 
     assert top1 == 1.0
     assert f.prefix_agreement < 1.0 and f.token_agreement < 1.0
+    # Its own logits() disagree with what its decode path chose, whatever the reference's continuation is.
+    assert f.self_agreement is not None and f.self_agreement < 0.75

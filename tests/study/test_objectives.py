@@ -63,3 +63,14 @@ def test_the_decode_bar_is_a_constraint_only_when_set() -> None:
     assert "decode_bar" not in constraints(r, SearchConfig(), CPU)
     assert constraints(r, SearchConfig(min_decode_prefix_agreement=1.0), CPU)["decode_bar"] == pytest.approx(1.0 - prefix)
     assert constraints(r, SearchConfig(min_decode_prefix_agreement=prefix), CPU)["decode_bar"] <= 0
+
+
+def test_the_decode_path_must_pick_what_its_own_logits_pick_by_default() -> None:
+    r = result(80.0, 0.3, 0.97)
+    broken = replace(r, accuracy=replace(r.accuracy, decode_self_agreement=0.56))
+    sound = replace(r, accuracy=replace(r.accuracy, decode_self_agreement=0.99))
+
+    assert constraints(broken, SearchConfig(), CPU)["decode_self"] == pytest.approx(0.9 - 0.56)
+    assert constraints(sound, SearchConfig(), CPU)["decode_self"] <= 0
+    assert "decode_self" not in constraints(broken, SearchConfig(min_decode_self_agreement=0.0), CPU)
+    assert "decode_self" not in constraints(r, SearchConfig(), CPU)  # recorded before it was measured
