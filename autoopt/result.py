@@ -319,7 +319,8 @@ DEFINITIONS: dict[str, str] = {
     "op types by self time from the runtime's own profiler (torch.profiler / ONNX Runtime profiling): ms, "
     "share of all op time, calls; the least disturbed of `repeats` runs",
     "roofline.bytes_per_step": "bytes one decode step must read: weights at stored precision (an embedding read "
-    "by Gather counts one row per sequence) + KV cache at the workload's mean decode context",
+    "by Gather counts one row per sequence) + KV cache at the workload's mean decode context (at the whole "
+    "preallocated length for static caches whose attention reads all of it: torch kv_cache=static, torch_compiled)",
     "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / bandwidth: the measured copy bandwidth on CPU "
     "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 "
     "is possible when fits_llc (the working set sits in the last-level cache)",

@@ -52,7 +52,8 @@ _SAFETENSORS_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "F8_E4M3": 1, "F8_E5M2": 1,
 }  # fmt: skip
-_TORCH_CASTS = {"bf16": 2, "fp16": 2}  # quant → bytes per float element after TorchEngine.load's cast
+# quant → the float dtype TorchEngine.load casts every float tensor to (whatever the checkpoint stores), its bytes
+_TORCH_CASTS = {"none": ("F32", 4), "int8_dynamic": ("F32", 4), "bf16": ("BF16", 2), "fp16": ("F16", 2)}
 _LOAD_TIME_QUANTS = ("int8_weight", "int4", "fp8")  # torch_compiled's load-time quantizations, bf16 activations
 _GATHERS = {"Gather", "GatherBlockQuantized"}  # ops whose input 0 table is read by row
 
@@ -156,9 +157,10 @@ def target_bandwidth(target: TargetConfig, repeats: int = 3) -> Bandwidth | None
 
 
 def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int = 1) -> WeightBytes:
-    """Weights of an HF folder's `*.safetensors` as `TorchEngine.load` holds them for `quant`: stored dtype
-    (none), floats cast to 2 bytes (bf16, fp16), or int8 Linear weights plus an fp32 scale per output row
-    (int8_dynamic: 2-D `*.weight` tensors other than the embedding). Tables named `embed_tokens` count
+    """Weights of an HF folder's `*.safetensors` as `TorchEngine.load` holds them for `quant`: floats cast to
+    fp32 (none; a bf16 checkpoint is loaded as fp32), to 2 bytes (bf16, fp16), or int8 Linear weights plus an
+    fp32 scale per output row and fp32 otherwise (int8_dynamic: 2-D `*.weight` tensors other than the
+    embedding). Tables named `embed_tokens` count
     `rows_read` rows, unless the config ties them to the lm_head and it reads the table itself (int8_dynamic
     gives a tied lm_head its own int8 copy: that copy counts, and the table counts `rows_read` rows)."""
     tied, tensors = _safetensors_tensors(folder)
@@ -169,7 +171,7 @@ def safetensors_weight_bytes(folder: Path, quant: str = "none", rows_read: int =
         per = _SAFETENSORS_BYTES[dtype]
         embedding = "embed_tokens" in name and len(shape) == 2
         if quant in _TORCH_CASTS and dtype in ("F32", "F16", "BF16"):
-            dtype, per = ("BF16" if quant == "bf16" else "F16"), _TORCH_CASTS[quant]
+            dtype, per = _TORCH_CASTS[quant]
         if quant == "int8_dynamic" and name.endswith(".weight") and len(shape) == 2 and not embedding:
             by_dtype["I8"] += elements
             by_dtype["F32"] += 4 * shape[0]
@@ -301,7 +303,7 @@ def hf_kv_geometry(folder: Path, quant: str = "none") -> KvGeometry:
         layers=config["num_hidden_layers"],
         kv_heads=config.get("num_key_value_heads", heads),
         head_dim=head_dim,
-        dtype_bytes=_TORCH_CASTS.get(quant, 4),
+        dtype_bytes=_TORCH_CASTS.get(quant, ("F32", 4))[1],
     )
 
 
@@ -393,7 +395,7 @@ def artifact_weights_and_kv(
     if engine == "torch_compiled" and quant in _LOAD_TIME_QUANTS:
         kv = hf_kv_geometry(artifact, "bf16")  # bf16 activations, so a bf16 cache
         return weight_only_bytes(artifact, quant, group_size, device, rows_read), kv
-    if engine == "torch_compiled" and quant in ("none", *_TORCH_CASTS):
+    if engine == "torch_compiled" and quant in ("none", "bf16", "fp16"):
         engine = "torch"  # the same weights, cast the same way, as eager torch
     if engine == "torch":
         return safetensors_weight_bytes(artifact, quant, rows_read), hf_kv_geometry(artifact, quant)

@@ -37,8 +37,9 @@ _DEFINITIONS = {
     "build.build_seconds": "wall time the artifact's build steps took when first built",
     "build.cached": "1 where every build step of the measuring run came from the cache, 0 otherwise",
     "roofline.weight_bytes": "bytes of weights one decode step reads, at stored precision",
-    "roofline.kv_bytes": "bytes of KV cache one decode step reads at the workload's mean decode context",
-    "roofline.mean_context": "the workload's mean decode context, in tokens",
+    "roofline.kv_bytes": "bytes of KV cache one decode step reads at roofline.mean_context",
+    "roofline.mean_context": "the context a decode step reads: the workload's mean decode context, or the whole "
+    "preallocated length for static caches whose attention reads all of it (torch kv_cache=static, torch_compiled)",
     "roofline.steps_per_s": "decode steps per second measured (1000 / TPOT p50)",
     "roofline.bandwidth_gb_per_s": "the memory bandwidth efficiency is taken against: measured on CPU targets, the "
     "target's declared one elsewhere",

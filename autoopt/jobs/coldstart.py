@@ -32,6 +32,10 @@ class ColdStart:
     warmup_s: float  # the strategy's own time
     first_request_ms: dict[str, float]  # "batch x prompt x output" -> e2e of that shape's first request, after warm-up
     peak_rss_mb: float
+    # Part of load_s spent compiling graphs, and whether inductor's on-disk cache served them (None: nothing
+    # compiled). Every process of a run shares that cache, so a strategy after the first reads it.
+    compile_s: float | None = None
+    compile_cache_warm: bool | None = None
 
     @property
     def ready_s(self) -> float:
@@ -70,8 +74,9 @@ class ColdStartJob:
             shape = "x".join(map(str, request.shape))
             first[shape] = time_request(engine, request).e2e_s * 1e3
         peak = peak_rss_mb()
+        compile_s, cache_warm = engine.compile_seconds(), engine.compile_cache_warm()
         engine.close()
-        return ColdStart(self.candidate.warmup, load_s, warmup_s, first, peak)
+        return ColdStart(self.candidate.warmup, load_s, warmup_s, first, peak, compile_s, cache_warm)
 
 
 def cold_starts(prep: Prepared, candidate: CandidateConfig, built: Built, launcher: Launcher) -> list[ColdStart]:

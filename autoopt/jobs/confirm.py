@@ -97,6 +97,7 @@ class Confirmation:
     latency_gain: Ratio  # reference latency over the candidate's, per round
     reference: list[SpeedSample]
     candidate: list[SpeedSample]
+    batches: tuple[int, int] = (1, 1)  # rows per request: the reference's, the candidate's
 
 
 def side_by_side(
@@ -127,4 +128,5 @@ def confirm(
         ),
         reference=ref_runs,
         candidate=cand_runs,
+        batches=(reference.runtime.batch_size, candidate.runtime.batch_size),
     )

@@ -92,17 +92,19 @@ def measure(job: MeasureJob) -> MeasureResult:
     samples = run_timed(engine, requests, job.bench)
     if engine.static_kv_allocations() != allocations:
         raise RuntimeError(f"engine {candidate.engine} allocated its static KV cache inside a timed request")
+    serving = None
+    if job.serving is not None:
+        w = job.workload
+        serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
+                                  target.price_per_hour)
+    # After the timed runs and the capacity probes' batches (which the memory constraint must cover), before the
+    # accuracy pass's own arrays.
     peak_rss = peak_rss_mb()
     device_peak = engine.device_peak_memory_bytes()
 
     ids = reference["ids"]
     fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids)
     decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
-    serving = None
-    if job.serving is not None:
-        w = job.workload
-        serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
-                                  target.price_per_hour)
     probe = _profile_request(requests, job.workload)
     repeats = job.bench.profile_repeats  # the profiled load repeats as often as this unprofiled timing (`wall`)
     wall = time_phases(engine, probe.input_ids, probe.max_new_tokens, repeats) if job.bench.profile else None
@@ -201,4 +203,6 @@ def _roofline(job: MeasureJob, artifact: Path, tpot_ms: float) -> Roofline | Non
         log.info("no roofline: %s", e)
         return None
     context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
+    if c.engine == "torch_compiled" or (c.engine == "torch" and c.kv_cache == "static"):
+        context = job.runtime.max_length  # their attention reads the whole preallocated cache, behind a mask
     return roofline(weights, kv, context, tpot_ms, job.bandwidth, batch=batch)

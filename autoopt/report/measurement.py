@@ -33,13 +33,16 @@ def measurement_table(r: MeasureResult) -> str:
            + {True: ", from inductor's cache", False: ", from scratch", None: ""}[s.compile_cache_warm] + ")"
            if s.compile_s is not None else "")
         + f", warm-up '{s.warmup}' {s.warmup_s:.2f}s, "
-        f"first request {s.cold_first_request_ms:.1f} ms",
-        f"memory      peak RSS {m.peak_rss_mb:.0f} MB"
-        + (f", device peak {m.device_peak_mb:.0f} MB" if m.device_peak_mb is not None else "")
-        + f", artifact {m.artifact_mb:.1f} MB on disk",
+        f"first request {s.cold_first_request_ms:.1f} ms (the workload's first prompt and output length)",
+        f"memory      peak RSS {m.peak_rss_mb:.0f} MiB"
+        + (f", device peak {m.device_peak_mb:.0f} MiB" if m.device_peak_mb is not None else "")
+        + f", artifact {m.artifact_mb:.1f} MiB on disk",
         f"accuracy    top-1 agreement {a.top1_agreement:.4f}, KL(ref||cand) {a.kl_mean:.3e} nats, "
         f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)"
         + (f" — {r.model['accuracy']}" if r.model.get("accuracy") else ""),
+        f"decode      greedy prefix agreement {a.decode_prefix_agreement:.3f}, token agreement "
+        f"{a.decode_token_agreement:.3f} ({a.decode_tokens} tokens)"
+        + ("" if a.decode_self_agreement is None else f", self-agreement {a.decode_self_agreement:.3f}"),
         f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
     ]
     if r.roofline is not None:
@@ -66,11 +69,15 @@ def bottlenecks(profile: Profile, top: int = 3) -> str:
 def coldstart_table(starts: Sequence[Any]) -> str:
     """Cold start per warm-up strategy (`autoopt.jobs.coldstart.ColdStart`), one fresh process each."""
     shapes = list(starts[0].first_request_ms)
-    head = ["warm-up", "load s", "warm-up s", "ready s", *[f"first {s} ms" for s in shapes], "peak RSS MB"]
+    head = ["warm-up", "load s", "of it compiling", "warm-up s", "ready s", *[f"first {s} ms" for s in shapes],
+            "peak RSS MiB"]
     rows = [head]
     for c in starts:
         firsts = [f"{c.first_request_ms[s]:.1f}" for s in shapes]
-        rows.append([c.warmup, f"{c.load_s:.2f}", f"{c.warmup_s:.2f}", f"{c.ready_s:.2f}", *firsts, f"{c.peak_rss_mb:.0f}"])
+        compiling = "-" if c.compile_s is None else (
+            f"{c.compile_s:.1f}s" + {True: " (cache)", False: " (scratch)", None: ""}[c.compile_cache_warm])
+        rows.append([c.warmup, f"{c.load_s:.2f}", compiling, f"{c.warmup_s:.2f}", f"{c.ready_s:.2f}", *firsts,
+                     f"{c.peak_rss_mb:.0f}"])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["cold start (each strategy in a fresh process; first request of each batch x prompt x output shape)"]
     lines += ["  ".join(cell.rjust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]

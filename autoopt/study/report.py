@@ -32,8 +32,12 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
           "trial figures, taken minutes apart)")
     if o.confirmation:
         c = o.confirmation
+        ref_batch, batch = c.batches
+        across = "" if ref_batch == batch else (": across batch sizes, tokens/s includes what batching adds and "
+                                                "the latency is per request batch")
         print(f"side by side {c.speedup} output tokens/s and {c.latency_gain} lower {lat} than the fp32 reference "
-              "(timed alternately, each run in a fresh process)")
+              f"(timed alternately, each run in a fresh process; batch {batch} against the reference's {ref_batch}"
+              f"{across})")
     print(f"bundle      {o.bundle}   (check it: python -m autoopt.bundle verify {o.bundle})")
     print(f"reports     {o.reports[0].parent}")
     print(f"MLflow UI   {o.ui_command}")
