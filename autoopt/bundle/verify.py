@@ -43,6 +43,10 @@ _MINIMUM: dict[str, Tolerance] = {
 }
 
 
+# Checked where the manifest records them (bundles exported before a figure existed lack it).
+_WHERE_RECORDED: dict[str, Tolerance] = {"accuracy.decode_self_agreement": {"abs": 0.05}}
+
+
 def minimum_tolerances() -> dict[str, Tolerance]:
     """The figures verify always checks, with the loosest tolerance it accepts for each."""
     return {figure: dict(tol) for figure, tol in _MINIMUM.items()}
@@ -157,6 +161,7 @@ def measure_accuracy(bundle: LoadedBundle, reference: dict[str, np.ndarray]) -> 
         "accuracy.perplexity": fid.perplexity,
         "accuracy.decode_prefix_agreement": decode.prefix_agreement,
         "accuracy.decode_token_agreement": decode.token_agreement,
+        "accuracy.decode_self_agreement": decode.self_agreement,
     }
 
 
@@ -195,6 +200,8 @@ def verify_bundle(
         log.info("verify · accuracy · %.1fs", time.perf_counter() - t0)
 
     checks = [Check(figure, manifest["metrics"][figure]["value"], now[figure], tol) for figure, tol in tolerances.items()]
+    recorded = {f: manifest["metrics"].get(f, {}).get("value") for f in _WHERE_RECORDED}
+    checks += [Check(f, value, now[f], dict(_WHERE_RECORDED[f])) for f, value in recorded.items() if value is not None]
     return Verification(checks=checks, manifest_sha256=body)
 
 

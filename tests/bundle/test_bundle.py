@@ -223,6 +223,7 @@ def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixtu
     out = capsys.readouterr().out
     assert code == 0, out
     assert "accuracy.top1_agreement" in out and "speed.e2e_ms.p50" in out and "OK" in out
+    assert "accuracy.decode_self_agreement" in out  # recorded by this version, so checked
 
 
 def test_verify_names_a_model_file_with_one_flipped_byte(
