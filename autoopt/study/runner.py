@@ -32,7 +32,7 @@ from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
 from autoopt.study.trial import Known, TrialOutcome, feasible, run_trial
-from autoopt.study.warm import warm_start_params
+from autoopt.study.warm import AUTO, check_named, warm_start_params
 from autoopt.tracking.mlflow_tracker import Tracker
 
 log = logging.getLogger("autoopt.study")
@@ -83,11 +83,15 @@ def _study_names(storage: str) -> list[str]:
                           "e.g. sqlite:////abs/path/optuna.db, or leave it empty for the workspace's") from None
 
 
+def study_storage(cfg: SweepConfig, workspace: Path) -> str:
+    return cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
+
+
 def open_study(
     cfg: SweepConfig, prep: Prepared, name: str, workspace: Path
 ) -> tuple[optuna.Study, list[dict[str, object]]]:
     """The study, created or resumed, and the engine openers it enqueued (none when resumed)."""
-    storage = cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
+    storage = study_storage(cfg, workspace)
     with sqlite_store_lock(storage):  # two sweeps started at once: one creates the store, then the other
         new = name not in _study_names(storage)
         # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
@@ -138,6 +142,10 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
     workspace = Path(cfg.workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if any(name != AUTO for name in cfg.search.warm_start):  # a name the storage lacks: before the model work
+        storage = study_storage(cfg, workspace)
+        with sqlite_store_lock(storage):
+            check_named(cfg.search.warm_start, set(_study_names(storage)))
     prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser(),
                    serving=cfg.search.objective == "serving")
     cfg = searchable(cfg, prep)

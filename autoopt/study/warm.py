@@ -45,21 +45,27 @@ def earlier_studies(storage: str | optuna.storages.BaseStorage, current: str, mo
             if s.study_name != current and s.user_attrs.get(FINGERPRINT_ATTR, {}).get("model") == model_key]
 
 
+def check_named(names: Sequence[str], available: set[str], current: str | None = None) -> None:
+    """Refuse, in one line, a study in `names` (but `auto`) that is `current` or that `available` lacks."""
+    for name in names:
+        if name == AUTO:
+            continue
+        if name == current:
+            raise ConfigError(f"search.warm_start names this study ({name}); name earlier studies")
+        if name not in available:
+            raise ConfigError(
+                f"search.warm_start names study {name!r}, which the storage lacks; it has: "
+                f"{', '.join(sorted(available - {current or ''})) or 'no other study'}"
+            )
+
+
 def warm_start_params(storage: str | optuna.storages.BaseStorage, names: Sequence[str], space: Any,
                       current: str, model_key: str) -> tuple[list[str], list[dict[str, Any]]]:
     """The studies `names` stand for (`auto`: every earlier study of the model) and the front candidates
     of theirs that `space` can produce, in order, once each."""
     if AUTO in names:
         names = [*earlier_studies(storage, current, model_key), *(n for n in names if n != AUTO)]
-    available = set(optuna.get_all_study_names(storage))
-    for name in names:
-        if name == current:
-            raise ConfigError(f"search.warm_start names this study ({name}); name earlier studies")
-        if name not in available:
-            raise ConfigError(
-                f"search.warm_start names study {name!r}, which the storage lacks; it has: "
-                f"{', '.join(sorted(available - {current})) or 'no other study'}"
-            )
+    check_named(names, set(optuna.get_all_study_names(storage)), current)
     out: list[dict[str, Any]] = []
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)

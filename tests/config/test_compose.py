@@ -235,3 +235,13 @@ def test_the_run_folder_check_leaves_only_the_folder_hydra_keeps_between_runs(tm
     check_run_dir("config", [f"workspace={tmp_path}/ws"])
 
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["ws", "ws/hydra", "ws/hydra/sweep"]
+
+
+def test_a_warm_start_study_the_storage_lacks_is_refused_before_any_model_work(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "autoopt", "search.warm_start=[nope]", f"workspace={tmp_path}"],
+                          capture_output=True, text=True, cwd=REPO)
+
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: search.warm_start names study 'nope', which the storage lacks; it has: no other study")
+    assert "fp32 reference ready" not in proc.stderr + proc.stdout
