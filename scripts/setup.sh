@@ -12,23 +12,31 @@ extras="${AUTOOPT_EXTRAS:-cpu}"
 gpu=0
 [[ ",$extras," == *,gpu,* ]] && gpu=1
 # On Linux x86_64, PyPI's torch==2.13.0 is the multi-GB CUDA build; the CPU one is torch==2.13.0+cpu, from a
-# local wheel or PyTorch's CPU index (TORCH_INDEX_URL overrides where the wanted build comes from).
+# local wheel or PyTorch's CPU index. TORCH_INDEX_URL, when set, is the one place torch comes from.
 torch_req=torch==2.13.0
-torch_index=""
-if [ "$gpu" = 0 ] && [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then
-  torch_req=torch==2.13.0+cpu
-  torch_index="${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
-elif [ -n "${TORCH_INDEX_URL:-}" ]; then
-  torch_index="$TORCH_INDEX_URL"
+build=CUDA
+example=https://download.pytorch.org/whl/cu128
+if [ "$gpu" = 0 ]; then
+  build=CPU
+  example=https://download.pytorch.org/whl/cpu
+  if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then torch_req=torch==2.13.0+cpu; fi
 fi
 wanted_torch() {
   .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0' or (torch.version.cuda is not None) != bool($gpu))" 2>/dev/null
 }
 if ! wanted_torch; then
-  # The configured sources first (they may hold the wheel, offline); the build's own index otherwise.
-  .venv/bin/python -m pip install -q "$torch_req" 2>/dev/null \
-    || .venv/bin/python -m pip install -q ${torch_index:+--index-url "$torch_index"} "$torch_req"
-  wanted_torch || { echo "error: the torch installed is not the $([ "$gpu" = 1 ] && echo CUDA || echo CPU) build of 2.13.0 that AUTOOPT_EXTRAS=$extras needs; set TORCH_INDEX_URL to an index that has it (e.g. https://download.pytorch.org/whl/cu128)" >&2; exit 1; }
+  # pip counts 2.13.0+cpu as satisfying torch==2.13.0: a build of the wrong kind goes first.
+  .venv/bin/python -m pip uninstall -q -y torch 2>/dev/null || true
+  if [ -n "${TORCH_INDEX_URL:-}" ]; then
+    .venv/bin/python -m pip install -q --index-url "$TORCH_INDEX_URL" "$torch_req"
+  elif [ "$torch_req" = torch==2.13.0+cpu ]; then
+    # The configured sources first (they may hold the wheel, offline); PyTorch's CPU index otherwise.
+    .venv/bin/python -m pip install -q "$torch_req" 2>/dev/null \
+      || .venv/bin/python -m pip install -q --index-url "$example" "$torch_req"
+  else
+    .venv/bin/python -m pip install -q "$torch_req"
+  fi
+  wanted_torch || { echo "error: the torch installed is not the $build build of 2.13.0 that AUTOOPT_EXTRAS=$extras needs; set TORCH_INDEX_URL to an index that has it (e.g. $example)" >&2; exit 1; }
 fi
 # The CPU and CUDA builds of the ONNX runtimes share package directories: when the other build is present,
 # both go (removing one deletes files the other installed) and the chosen one is installed afresh.

@@ -72,12 +72,12 @@ class Prepared:
 def check_context(model: ResolvedModel, workload: WorkloadConfig) -> None:
     """Refuse, in one line, requests longer than the model's positions: past them its outputs mean nothing,
     though every engine would still time them."""
-    longest = max(workload.prompt_lengths) + max(workload.output_lengths)
+    longest = max(workload.prompt_lengths) + max(workload.output_lengths) - 1  # the last token is never fed back
     limit = model.max_positions
     if limit is not None and longest > limit:
         raise ConfigError(
-            f"workload.prompt_lengths + output_lengths reach {longest} tokens, past the {limit} positions of "
-            f"model {model.name} (config.json max_position_embeddings); shorten the prompts or outputs"
+            f"workload.prompt_lengths + output_lengths need {longest} positions, past the {limit} of model "
+            f"{model.name} (config.json max_position_embeddings); shorten the prompts or outputs"
         )
 
 

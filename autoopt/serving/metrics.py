@@ -7,8 +7,8 @@ Definitions (all latencies from the request's SCHEDULED send time, in ms):
   unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
 - goodput: requests meeting their SLO per second of the run.
 - occupancy: mean rows per batch / max_batch.
-- utilization: seconds the engine ran batches / the arrival window, offered / rate (the span
-  `autoopt.serving.loadgen.make_arrivals` spreads its requests over), warm-up included. Above 1 the run
+- utilization: seconds the engine ran batches / the arrival window: the warm-up's seconds plus offered / rate
+  (the span `autoopt.serving.loadgen.make_arrivals` spreads the judged requests over). Above 1 the run
   offered more work than the engine can do in that time.
 
 A run may start with a warm-up (`warmup_s`): its requests load the engine but are not judged. Every figure
@@ -102,8 +102,7 @@ class ServingReport:
     @property
     def utilization(self) -> float:
         """busy_s / the arrival window (see the module's definitions); 0 for a run without arrivals."""
-        offered = self.overall.offered + self.warmup_offered
-        window = offered / self.rate_rps if self.rate_rps > 0 else 0.0
+        window = self.warmup_s + (self.overall.offered / self.rate_rps if self.rate_rps > 0 else 0.0)
         return self.busy_s / window if window > 0 else 0.0
 
     def by_class(self, name: str) -> ClassMetrics:
@@ -146,8 +145,9 @@ def summarize(
     warmup_s: float = 0.0,
     warmup_offered: int = 0,
 ) -> ServingReport:
-    """Build the report from the judged requests' records and the row count of every batch run (warm-up
-    included: `warmup_offered` requests sent before `warmup_s`, whose records are not among `records`)."""
+    """Build the report from the judged requests' records and the row counts of the batches started after the
+    warm-up (`warmup_offered` requests sent before `warmup_s`, whose records are not among `records`; their
+    engine time is in `busy_s`)."""
     slo = {c.name: c.slo_ms for c in classes}
     per_class = tuple(_class_metrics(c.name, c.slo_ms, [r for r in records if r.cls == c.name], slo, duration_s)
                       for c in classes)

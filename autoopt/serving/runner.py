@@ -30,6 +30,7 @@ from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport
 from autoopt.serving.scheduler import Scheduler, ServingRequest
 
 BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
+WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its requests' draws
 
 
 def make_scheduler(cfg: ServingConfig) -> Scheduler:
@@ -166,10 +167,19 @@ def engine_system(
 def probe_arrivals(
     cfg: ServingConfig, tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], rate_rps: float
 ) -> list[Arrival]:
-    """A capacity probe offers its rate for `warmup_s` + `duration_s`, never capped by `max_requests`: capped
-    by count, a high rate would be a short burst that a fast engine drains within its SLOs, and the search
-    would double past any real capacity. (A rate the engine cannot sustain is stopped early by the saturation
-    check.) Every count offers the same first requests (see `autoopt.serving.loadgen`)."""
-    seconds = cfg.warmup_s + cfg.duration_s
-    steady = replace(cfg, duration_s=seconds, max_requests=math.ceil(rate_rps * seconds))
-    return make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)
+    """A capacity probe offers its rate for `warmup_s`, then for `duration_s`, never capped by `max_requests`:
+    capped by count, a high rate would be a short burst that a fast engine drains within its SLOs, and the
+    search would double past any real capacity. (A rate the engine cannot sustain is stopped early by the
+    saturation check.) The judged phase offers exactly round(rate x duration_s) requests (count-conditioned,
+    see `autoopt.serving.loadgen`: every count offers the same first requests). The warm-up is a free Poisson
+    count over `warmup_s` (seeded), spread by the same process: conditioned on its count too, it would bring
+    exactly its share of work and leave the queue as empty as no warm-up at all, where a real arrival
+    process leaves it as its luck had it. Its requests are drawn apart from the judged ones (another seed)."""
+    warm: list[Arrival] = []
+    count = int(np.random.default_rng([cfg.seed, WARMUP_STREAM]).poisson(rate_rps * cfg.warmup_s)) if cfg.warmup_s else 0
+    if count:
+        window = replace(cfg, duration_s=cfg.warmup_s, max_requests=count, seed=cfg.seed + WARMUP_STREAM)
+        warm = make_arrivals(window, tokens, prompt_lengths, output_lengths, count / cfg.warmup_s)
+    steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
+    judged = make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)
+    return warm + [replace(a, id=len(warm) + a.id, time_s=cfg.warmup_s + a.time_s) for a in judged]
