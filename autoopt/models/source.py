@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoopt.config.schema import ModelConfig
 from autoopt.digest import folder_fingerprint
@@ -19,17 +20,18 @@ class ResolvedModel:
     path: Path
     key: str  # changes whenever the weights or the recipe that made them change
 
+    def hf_config(self) -> dict[str, Any]:
+        return json.loads((self.path / "config.json").read_text())
+
     @property
     def architecture(self) -> str:
         """The HF model class the folder declares (`config.json`'s `architectures[0]`)."""
-        config = json.loads((self.path / "config.json").read_text())
-        return (config.get("architectures") or ["?"])[0]
+        return (self.hf_config().get("architectures") or ["?"])[0]
 
     @property
     def max_positions(self) -> int | None:
         """The longest sequence the model was made for (`config.json`'s `max_position_embeddings`), if it says."""
-        config = json.loads((self.path / "config.json").read_text())
-        value = config.get("max_position_embeddings")
+        value = self.hf_config().get("max_position_embeddings")
         return int(value) if value else None
 
     def describe(self) -> dict[str, object]:
