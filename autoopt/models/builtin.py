@@ -7,17 +7,15 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from tokenizers import Tokenizer
 from transformers import Qwen2Config
 
 from autoopt.config.schema import ModelShape
-from autoopt.models.cache import ensure_folder
+from autoopt.models.cache import build_versions, ensure_folder
 from autoopt.models.corpus import LICENSE, SOURCE, corpus_fingerprint, load_corpus
 from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
 from autoopt.models.train import (
@@ -64,8 +62,7 @@ def cache_key(spec: BuiltinModelSpec) -> str:
         "spec": dataclasses.asdict(spec),
         "corpus": corpus_fingerprint(),
         "seed": spec.seed,
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "torch": torch.__version__,
+        **build_versions(),
         "recipe": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -156,8 +153,7 @@ def _build(spec: BuiltinModelSpec, key: str, folder: Path) -> None:
         "corpus_fingerprint": corpus.fingerprint,
         "source": SOURCE,
         "license": LICENSE,
-        "torch": torch.__version__,
-        "python": sys.version.split()[0],
+        **build_versions(),
         "cpu_count": os.cpu_count(),
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import tokenizers
+import torch
+import transformers
+
 from autoopt.locks import exclusive_lock
+
+
+def build_versions() -> dict[str, str]:
+    """The libraries whose versions decide what a deterministic model build produces: torch's random streams
+    and kernels, transformers' module init, tokenizers' BPE trainer. Part of every built model's cache key."""
+    return {
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
 
 
 def ensure_folder(folder: Path, build: Callable[[Path], None]) -> Path:

@@ -17,16 +17,12 @@ import dataclasses
 import hashlib
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
-import torch
-import transformers
-
 from autoopt.config.schema import ModelShape
 from autoopt.models.builtin import METADATA_FILE, BuiltinModelSpec
-from autoopt.models.cache import ensure_folder
+from autoopt.models.cache import build_versions, ensure_folder
 from autoopt.models.corpus import corpus_fingerprint, load_corpus
 from autoopt.models.tokenizer import EOS_TOKEN, save_hf_tokenizer, train_tokenizer
 from autoopt.models.train import build_model, parameter_count, qwen2_config
@@ -44,9 +40,7 @@ def shape_cache_key(shape: ModelShape) -> str:
     payload = {
         "shape": dataclasses.asdict(shape),
         "tokenizer_corpus": corpus_fingerprint(),  # the tokenizer is trained on it
-        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
-        "torch": torch.__version__,  # the random init's stream
-        "transformers": transformers.__version__,  # the modules' own init
+        **build_versions(),
         "recipe": RECIPE_VERSION,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -76,8 +70,7 @@ def _build(shape: ModelShape, key: str, folder: Path) -> None:
         "weights": f"random: seeded init (seed {shape.seed}), never trained",
         "accuracy": ACCURACY_NOTE,
         "tokenizer": f"the built-in byte-level BPE at {tokenizer.get_vocab_size()} entries (ids < vocab_size)",
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
+        **build_versions(),
     }
     (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
     logger.info("built shape model %s: %.1fM parameters, random weights, in %.1fs", key, params / 1e6,

@@ -11,8 +11,11 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import autoopt.models.cache
 from autoopt.models import BuiltinModelSpec, ensure_builtin_model, load_corpus, tiny_random_model
 from autoopt.models.builtin import cache_key
+from autoopt.models.shape import shape_cache_key
+from tests.models.test_shape_model import TINY
 
 HF_FILES = (
     "config.json",
@@ -22,8 +25,6 @@ HF_FILES = (
     "tokenizer_config.json",
     "special_tokens_map.json",
 )
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tiny_random_model(tmp_path_factory.mktemp("tiny"))
@@ -95,6 +96,17 @@ def test_every_spec_field_changes_the_cache_key() -> None:
     keys = {cache_key(variant) for variant in [spec, dataclasses.replace(spec, seed=1), *changed]}
 
     assert len(keys) == len(changed) + 2
+
+
+@pytest.mark.parametrize("library", ["torch", "transformers", "tokenizers"])
+def test_each_build_library_version_changes_both_cache_keys(library: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec, shape = BuiltinModelSpec(), TINY
+    before = cache_key(spec), shape_cache_key(shape)
+
+    monkeypatch.setattr(getattr(autoopt.models.cache, library), "__version__", "0.0.0-other")
+
+    after = cache_key(spec), shape_cache_key(shape)
+    assert before[0] != after[0] and before[1] != after[1]
 
 
 def test_a_cached_folder_is_returned_without_training(tmp_path: Path) -> None:
