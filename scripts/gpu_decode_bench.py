@@ -59,7 +59,7 @@ from autoopt.config.load import check_model, check_target, to_typed
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig, ModelConfig, TargetConfig
 from autoopt.engines.base import Engine
-from autoopt.engines.registry import engine_class
+from autoopt.engines.registry import engine_class, engine_info
 from autoopt.engines.torch_compiled import INFO as COMPILED_INFO
 from autoopt.engines.torch_compiled import INT4_GROUPS
 from autoopt.result import Bandwidth
@@ -177,7 +177,7 @@ def bench_model(
     runtime = RuntimeOptions(device=args.device, threads=args.threads, max_length=args.prompt + args.new,
                              max_batch=1, batch_size=1)
     prompts, prompt_source = bench_prompts(folder, args.prompts, args.prompt)
-    context = mean_decode_context([(args.prompt, args.new)])
+    mean_context = mean_decode_context([(args.prompt, args.new)])
     rows: dict[str, dict[str, Any]] = {}
     engines: dict[str, Engine] = {}
 
@@ -189,7 +189,9 @@ def bench_model(
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
                                "quant_block_size": candidate.quant_block_size if candidate.quant == "int4" else None,
-                               "compile_tuning": candidate.compile_tuning if compiled else None}
+                               "compile_tuning": candidate.compile_tuning if compiled else None,
+                               "decode_context": engine_info(candidate.engine).decode_context(
+                                   candidate, mean_context, runtime.max_length)}
         rows[label] = row
         before = _allocated()
         if args.device == "cuda":
@@ -239,7 +241,7 @@ def bench_model(
         row["tpot_ms"] = spread(tpot)
         row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
         row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
-        row["roofline"] = _roofline(row, folder, args, context, bandwidth)
+        row["roofline"] = _roofline(row, folder, args, bandwidth)
     checkpoint()
     for label, engine in engines.items():
         rows[label]["kernels"] = kernel_profile(engine, prompts[0], args.new) if args.device == "cuda" else None
@@ -331,7 +333,7 @@ def per_token(events: list[Any], new: int) -> dict[str, float]:
     return {"kernels_per_token": (sum(e.count for e in events) - copies) / new, "copies_per_token": copies / new}
 
 
-def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace, context: float,
+def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace,
               bandwidth: Bandwidth | None) -> dict[str, Any] | None:
     if bandwidth is None:
         return {"unavailable": "no bandwidth for this device: pass --bandwidth-gbps or --target"}
@@ -340,7 +342,7 @@ def _roofline(row: dict[str, Any], folder: Path, args: argparse.Namespace, conte
                                               group_size=row["quant_block_size"], device=args.device)
     except ValueError as e:
         return {"unavailable": str(e)}
-    return asdict(roofline(weights, kv, context, row["tpot_ms"]["median"], bandwidth))
+    return asdict(roofline(weights, kv, row["decode_context"], row["tpot_ms"]["median"], bandwidth))
 
 
 def _one_line(e: Exception) -> str:

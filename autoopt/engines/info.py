@@ -50,7 +50,9 @@ class EngineInfo:
     to the packages that must be present to run there. Which knobs an engine takes is declared on the
     knobs themselves (`autoopt.config.schema.CandidateConfig`); how its artifact is built, in
     `autoopt.passes.plan`. `rule`, when given, returns why a candidate the table allows still cannot
-    run on a device; `architectures` the model classes it takes.
+    run on a device; `architectures` the model classes it takes. `static_cache`, when given, says whether
+    a candidate decodes over a preallocated KV cache whose attention reads every slot (the unused ones behind
+    a mask), which is what a decode step's KV bytes then count.
     """
 
     name: str
@@ -62,6 +64,11 @@ class EngineInfo:
     architectures: tuple[str, ...] | None = None  # HF `architectures[0]` it can build and run; None: any causal LM
     # the float a quant's activations are computed in, where the target must support more than the quant itself
     compute_precision: dict[str, str] = field(default_factory=dict)
+    static_cache: Callable[[CandidateConfig], bool] | None = None
+
+    def decode_context(self, candidate: CandidateConfig, mean_context: float, max_length: int) -> float:
+        """The positions one decode step's attention reads, on average over a request."""
+        return max_length if self.static_cache and self.static_cache(candidate) else mean_context
 
     def model_problem(self, architecture: str) -> str | None:
         if self.architectures is None or architecture in self.architectures:

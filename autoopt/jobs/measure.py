@@ -25,7 +25,7 @@ from autoopt.config.schema import BenchConfig, CandidateConfig, TargetConfig, Wo
 from autoopt.config.serving import ServingConfig
 from autoopt.cost import usd_per_million_tokens
 from autoopt.digest import sha256_file
-from autoopt.engines.registry import engine_class
+from autoopt.engines.registry import engine_class, engine_info
 from autoopt.env import fingerprint
 from autoopt.result import (
     AccuracyResult,
@@ -202,7 +202,6 @@ def _roofline(job: MeasureJob, artifact: Path, tpot_ms: float) -> Roofline | Non
     except (ValueError, FileNotFoundError) as e:
         log.info("no roofline: %s", e)
         return None
-    context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
-    if c.engine == "torch_compiled" or (c.engine == "torch" and c.kv_cache == "static"):
-        context = job.runtime.max_length  # their attention reads the whole preallocated cache, behind a mask
+    mean_context = mean_decode_context([(p, n) for p in w.prompt_lengths for n in w.output_lengths])
+    context = engine_info(c.engine).decode_context(c, mean_context, job.runtime.max_length)
     return roofline(weights, kv, context, tpot_ms, job.bandwidth, batch=batch)

@@ -123,6 +123,9 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
         assert 0.0 <= greedy["prefix_agreement"] <= 1.0 and len(greedy["first_divergence"]) == 2
         assert engine["kernels"] is None  # the kernel profile is for cards
         assert engine["peak_memory_mb"] is None  # no GPU: nothing to read
+    # the compiled step attends over its whole 16 + 6 cache; eager's dynamic cache over what is filled
+    assert {engines[label]["roofline"]["mean_context"] for label in required[1:]} == {22}
+    assert engines["eager bf16"]["roofline"]["mean_context"] < 22
     eager, compiled = engines["eager bf16"], engines["compiled bf16 default"]
     assert eager["greedy"]["token_agreement"] == 1.0 and eager["compile_s"] is None
     assert compiled["compile_s"] > 0

@@ -30,4 +30,5 @@ INFO = EngineInfo(
     },
     description="HF transformers eager; int8_dynamic = torch.ao dynamic quantization of nn.Linear",
     rule=_rule,
+    static_cache=lambda candidate: candidate.kv_cache == "static",
 )

@@ -82,4 +82,5 @@ INFO = EngineInfo(
     rule=_rule,
     architectures=("Qwen2ForCausalLM", "LlamaForCausalLM"),
     compute_precision={q: COMPUTE_PRECISION[q] for q in ("int8_weight", "int4", "fp8")},
+    static_cache=lambda candidate: True,  # its decode step has fixed shapes: the whole cache, every token
 )
