@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_sweep_config
-from autoopt.config.overrides import CONF_DIR, check_overrides, check_run_dir, exit_on_config_error
+from autoopt.config.overrides import CONF_DIR, check_composition, check_overrides, exit_on_config_error
 from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.config.store import register
 from autoopt.space.validity import environment_problem
@@ -42,5 +42,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with exit_on_config_error():
         check_overrides(sys.argv[1:], CONF_DIR, SweepConfig)
-        check_run_dir("config", sys.argv[1:])
+        check_composition("config", sys.argv[1:])
     main()

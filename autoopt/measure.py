@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_measure_config
-from autoopt.config.overrides import CONF_DIR, check_overrides, check_run_dir, exit_on_config_error
+from autoopt.config.overrides import CONF_DIR, check_composition, check_overrides, exit_on_config_error
 from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
 from autoopt.jobs.launch import JobFailed
@@ -69,5 +69,5 @@ def exit_on_job_failure(workspace: str) -> Iterator[None]:
 if __name__ == "__main__":
     with exit_on_config_error():
         check_overrides(sys.argv[1:], CONF_DIR, MeasureConfig)
-        check_run_dir("measure", sys.argv[1:])
+        check_composition("measure", sys.argv[1:])
     main()

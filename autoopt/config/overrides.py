@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import tempfile
 import typing
@@ -29,9 +30,10 @@ def exit_on_config_error() -> Iterator[None]:
         sys.exit(2)
 
 
-def check_run_dir(config_name: str, args: list[str]) -> None:
-    """Hydra creates its run folder (under `workspace`) before autoopt starts, and a path it cannot create ends in
-    Hydra's traceback: resolve that folder as Hydra will and refuse it here, in one line."""
+def check_composition(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """Compose the config as Hydra will and refuse, in one line, what Hydra would end in a multi-line report: a
+    file under conf/ (conf/local/ included) that does not fit its schema, an override it cannot parse, and a run
+    folder (under `workspace`) it cannot create, which it creates before autoopt starts."""
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
@@ -41,14 +43,14 @@ def check_run_dir(config_name: str, args: list[str]) -> None:
     if any(a.startswith("-") for a in args):
         return  # Hydra's own flags (--config-name X, -m, ...) change what it composes: left to Hydra
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             cfg = compose(config_name, overrides=args, return_hydra_config=True)
             with open_dict(cfg):
                 cfg.hydra.runtime.cwd = os.getcwd()
             HydraConfig.instance().set_config(cfg)
             run_dir = Path(cfg.hydra.run.dir)
-    except (HydraException, OmegaConfBaseException):
-        return  # an override Hydra itself rejects: it says why, in its own words
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_one_line(e)) from None
     finally:
         HydraConfig.instance().cfg = None  # hydra.main sets its own
     # Its parent (workspace/hydra/<command>) is kept from run to run, so creating it now leaves nothing behind; a
@@ -66,6 +68,16 @@ def check_run_dir(config_name: str, args: list[str]) -> None:
     raise ConfigError(
         f"cannot create the run folder {run_dir} ({why}); set workspace= or AUTOOPT_WORKSPACE to a writable folder"
     )
+
+
+def _one_line(e: Exception) -> str:
+    """Hydra's composition error without its type lines: "In 'target/x': Key 'y' not in 'TargetConfig' (at
+    target.y)"."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    key = next((line.partition(":")[2].strip() for line in lines if line.startswith("full_key:")), None)
+    kept = [line for line in lines if not line.startswith(("full_key:", "reference_type=", "object_type=", "See https"))]
+    text = re.sub(r" \w+ raised while composing config:", "", " ".join(kept))
+    return f"{text} (at {key})" if key else text
 
 
 def check_overrides(args: list[str], conf_dir: Path, schema: type) -> None:

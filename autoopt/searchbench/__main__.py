@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_sweep_config
-from autoopt.config.overrides import CONF_DIR, check_overrides, check_run_dir, exit_on_config_error
+from autoopt.config.overrides import CONF_DIR, check_composition, check_overrides, exit_on_config_error
 from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.config.store import register
 from autoopt.space.validity import environment_problem
@@ -123,6 +123,6 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with exit_on_config_error():
         check_overrides(_HYDRA_ARGS, CONF_DIR, SweepConfig)
-        check_run_dir("config", _HYDRA_ARGS)
+        check_composition("config", _HYDRA_ARGS)
     sys.argv = [sys.argv[0], *_HYDRA_ARGS]
     main()

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 from autoopt.config import ConfigError, MeasureConfig
 from autoopt.config.load import load_measure_config
-from autoopt.config.overrides import check_overrides, check_run_dir
+from autoopt.config.overrides import check_composition, check_overrides
 from autoopt.config.store import register
 from autoopt.space.validity import target_problem
 from tests.conftest import REPO
@@ -227,12 +227,33 @@ def test_a_workspace_that_cannot_be_a_folder_fails_in_one_line_before_hydra(modu
 
 def test_a_run_folder_in_a_folder_nothing_can_be_created_in_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"cannot create the run folder /proc/autoopt-run \(nothing can be created in /proc"):
-        check_run_dir("measure", ["hydra.run.dir=/proc/autoopt-run"])
+        check_composition("measure", ["hydra.run.dir=/proc/autoopt-run"])
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("search:\n  n_trails: 3\n", r"^In 'local/sweep': Key 'n_trails' not in 'SearchConfig' \(at search.n_trails\)$"),
+    ("search:\n  n_trials: many\n", r"^In 'local/sweep': Value 'many' of type 'str' could not be converted to Integer "
+                                     r"\(at search.n_trials\)$"),
+])
+def test_a_local_file_that_does_not_fit_the_schema_is_refused_in_one_line(tmp_path, text: str, message: str) -> None:
+    conf = shutil.copytree(CONF, tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    (conf / "local").mkdir()
+    (conf / "local" / "sweep.yaml").write_text("# @package _global_\n" + text)
+    register()
+
+    with pytest.raises(ConfigError, match=message):
+        check_composition("config", [f"workspace={tmp_path}/ws"], conf)
+
+
+def test_an_override_hydra_cannot_parse_is_refused_in_one_line() -> None:
+    register()
+    with pytest.raises(ConfigError, match=r"^Error parsing override 'model.path' missing EQUAL at '<EOF>'$"):
+        check_composition("config", ["model.path"])
 
 
 def test_the_run_folder_check_leaves_only_the_folder_hydra_keeps_between_runs(tmp_path) -> None:
     register()
-    check_run_dir("config", [f"workspace={tmp_path}/ws"])
+    check_composition("config", [f"workspace={tmp_path}/ws"])
 
     assert [p.relative_to(tmp_path).as_posix() for p in sorted(tmp_path.rglob("*"))] == ["ws", "ws/hydra", "ws/hydra/sweep"]
 
