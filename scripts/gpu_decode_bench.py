@@ -20,8 +20,10 @@ warm-up): prompts are slices of the built-in corpus's held-out text (random ids 
 tokenizer), and where an engine's tokens first differ, eager's logit margin between the two tokens says whether
 that was a near tie (`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved rounds: each round runs one request on every engine, the order reversed
 on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios to
-eager. Figures are medians with p10-p90 over rounds. On cuda each engine then runs one more request under
-torch.profiler (`kernel_profile`): kernels per generated token and the share of the wall the card was busy. compile_s is what compiling took in this process
+eager. Figures are medians with p10-p90 over rounds. On cuda, once every model is timed, each engine runs two more
+requests under torch.profiler, the first dropped (`kernel_profile`): kernels per generated token and the share of
+the rounds' median e2e the card was busy. --float-only models get eager and compiled bf16 only. compile_s is what
+compiling took in this process
 (inductor's caches may already be warm from an earlier engine of the same graph).
 
 Roofline: bytes a decode step must move (`autoopt.bench.roofline`: weights at the precision the engine holds,
@@ -41,7 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -170,10 +172,12 @@ def _allocated() -> int:
 def bench_model(
     name: str, folder: Path, args: argparse.Namespace, bandwidth: Bandwidth | None,
     save: Callable[[dict[str, Any]], None] = lambda model: None,
-) -> dict[str, Any]:
-    """Every variant of one model, loaded, checked against eager's greedy tokens and timed in interleaved rounds,
-    then profiled. `save` gets the model's figures so far after each stage (marked `partial`), so a run cut short
-    by its time limit keeps the loads, the timings and the profiles it finished."""
+) -> tuple[dict[str, Any], list[Profiling]]:
+    """Every variant of one model, loaded, checked against eager's greedy tokens and timed in interleaved rounds.
+    `save` gets the model's figures so far after each stage (marked `partial`), so a run cut short by its time
+    limit keeps the loads and timings it finished. On cuda the engines stay loaded and are returned for
+    `kernel_profile`, which `main` runs once every model is timed: a profiler session can leave later work
+    slower, so none comes before a timing."""
     runtime = RuntimeOptions(device=args.device, threads=args.threads, max_length=args.prompt + args.new,
                              max_batch=1, batch_size=1)
     prompts, prompt_source = bench_prompts(folder, args.prompts, args.prompt)
@@ -184,7 +188,9 @@ def bench_model(
     def checkpoint() -> None:
         save({"model": name, "path": str(folder), "partial": True, "engines": list(rows.values())})
 
-    for label, candidate in variants(args.device, args.compile_modes, args.tuned, args.quants, args.int4_group):
+    float_only = name in args.float_only
+    for label, candidate in variants(args.device, args.compile_modes, [] if float_only else args.tuned,
+                                     [] if float_only else args.quants, args.int4_group):
         compiled = candidate.engine == "torch_compiled"
         row: dict[str, Any] = {"label": label, "engine": candidate.engine, "quant": candidate.quant,
                                "compile_mode": candidate.compile_mode if compiled else None,
@@ -215,7 +221,7 @@ def bench_model(
     if EAGER not in engines:
         for engine in engines.values():
             engine.close()
-        return {"model": name, "path": str(folder), "engines": list(rows.values()), "error": "eager failed to load"}
+        return {"model": name, "path": str(folder), "engines": list(rows.values()), "error": "eager failed to load"}, []
     reference = [greedy(engines[EAGER], p, args.new) for p in prompts]
     for label, engine in list(engines.items()):
         try:
@@ -226,7 +232,7 @@ def bench_model(
             continue
         rows[label]["greedy"] = greedy_agreement(engines[EAGER], prompts, reference, outputs)
     checkpoint()
-    samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": []} for label in engines}
+    samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": [], "e2e": []} for label in engines}
     for r in range(args.rounds):
         order = list(engines) if r % 2 == 0 else list(reversed(engines))
         for label in order:
@@ -234,21 +240,33 @@ def bench_model(
             timing = time_request(engines[label], Request(prompts[r % len(prompts)], args.new))
             samples[label]["ttft"].append(1e3 * timing.ttft_s)
             samples[label]["tpot"].append(1e3 * timing.tpot_s)
+            samples[label]["e2e"].append(1e3 * timing.e2e_s)
     eager_tpot = samples[EAGER]["tpot"]
     for label in engines:
         row, tpot = rows[label], samples[label]["tpot"]
         row["ttft_ms"] = spread(samples[label]["ttft"])
         row["tpot_ms"] = spread(tpot)
+        row["e2e_ms"] = spread(samples[label]["e2e"])
         row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
         row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
         row["roofline"] = _roofline(row, folder, args, bandwidth)
     checkpoint()
-    for label, engine in engines.items():
-        rows[label]["kernels"] = kernel_profile(engine, prompts[0], args.new) if args.device == "cuda" else None
-        engine.close()
-        checkpoint()
+    profiling = [Profiling(rows[label], engine, prompts[0]) for label, engine in engines.items()]
+    if args.device != "cuda":  # the kernel profile is for cards
+        for job in profiling:
+            job.row["kernels"] = None
+            job.engine.close()
+        profiling = []
     return {"model": name, "path": str(folder), "safetensors_mb": _folder_mb(folder), "prompts": prompt_source,
-            "engines": list(rows.values())}
+            "engines": list(rows.values())}, profiling
+
+
+class Profiling(NamedTuple):
+    """A timed engine awaiting its kernel profile: its row of figures, and the prompt its rounds began with."""
+
+    row: dict[str, Any]
+    engine: Engine
+    prompt: np.ndarray
 
 
 def bench_prompts(folder: Path, count: int, length: int) -> tuple[list[np.ndarray], str]:
@@ -298,24 +316,33 @@ def greedy_agreement(eager: Engine, prompts: list[np.ndarray], reference: list[n
     }
 
 
-def kernel_profile(engine: Engine, prompt: np.ndarray, new: int) -> dict[str, Any]:
-    """One more request, under torch.profiler with CUDA activity (after the timed rounds, so it slows none of
-    them): the kernels it ran per generated token and how long the card was busy with them against the
-    request's wall time. A card busy a small share of the wall waits on launches or the host; busy most of it,
-    on its kernels, and then the top kernels say which."""
+def kernel_profile(engine: Engine, prompt: np.ndarray, new: int, wall_ms: float, device: str = "cuda") -> dict[str, Any]:
+    """Two more requests under torch.profiler, recording only `device`'s activity, the first a warm-up step whose
+    events are dropped (a profiler session can miss the kernels of its first moments): the kernels the second
+    ran per generated token, and how long the card was busy with them against `wall_ms`, the request's median
+    end-to-end time in the unprofiled rounds (the profiler's own overhead would inflate a wall measured under
+    it, and an eager loop's far more than a graph replay's). A card busy a small share of the wall waits on
+    launches or the host; busy most of it, on its kernels, and then the top kernels say which. `device="cpu"`
+    profiles CPU operators instead, which is how the method is tested without a card."""
     from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
 
+    activity, kind = (ProfilerActivity.CUDA, DeviceType.CUDA) if device == "cuda" else (ProfilerActivity.CPU,
+                                                                                        DeviceType.CPU)
     try:
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            wall_ms = 1e3 * time_request(engine, Request(prompt, new)).e2e_s
-        kernels = [e for e in prof.key_averages() if e.device_type == DeviceType.CUDA]
+        with profile(activities=[activity], schedule=schedule(wait=0, warmup=1, active=1, repeat=1)) as prof:
+            for _ in range(2):
+                time_request(engine, Request(prompt, new))
+                prof.step()
+        # ProfilerStep#N is the schedule's own marker of a step, not work
+        kernels = [e for e in prof.key_averages() if e.device_type == kind and not e.key.startswith("ProfilerStep")]
     except Exception as e:  # the profiler's own failure (CUPTI, CUDA graphs) is recorded, not fatal
         return {"unavailable": _one_line(e)}
     busy_ms = sum(e.self_device_time_total for e in kernels) / 1e3
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:6]
     return {
-        "method": "torch.profiler (CPU + CUDA activity), one request of the timed shape, profiled after the rounds",
+        "method": f"torch.profiler ({device} activity only), one request of the timed shape after one dropped "
+        "warm-up request, profiled after every model's rounds; wall = the rounds' median e2e",
         **per_token(kernels, new),
         "device_busy_ms": busy_ms,
         "wall_ms": wall_ms,
@@ -398,6 +425,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tuned", default=None,
                         help="comma-separated quants also benched with compile_tuning=coordinate_descent (cuda only); "
                         "default int8_weight,bf16 on cuda (int8 is slow there untuned), none on cpu")
+    parser.add_argument("--float-only", default="",
+                        help="comma-separated models (a conf/model name, or a folder's name) benched as eager bf16 and compiled bf16 only (no "
+                        "quantized or tuned variants: each is one more compile)")
     parser.add_argument("--quants", default=None,
                         help="comma-separated quants benched compiled besides bf16; default every one the engine "
                         "declares for the device beyond the float casts")
@@ -415,6 +445,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tuned = args.tuned if args.tuned is not None else ("int8_weight,bf16" if args.device == "cuda" else "")
     args.tuned = [q for q in tuned.split(",") if q]
     args.quants = None if args.quants is None else [q for q in args.quants.split(",") if q]
+    args.float_only = [m for m in args.float_only.split(",") if m]
     if args.rounds < 1 or args.prompts < 1 or args.new < 2:
         parser.error("--rounds and --prompts must be >= 1 and --new >= 2")
     return args
@@ -442,6 +473,7 @@ def main(argv: list[str] | None = None) -> None:
         "bandwidth": None if bandwidth is None else {"gb_per_s": bandwidth.gb_per_s, "method": bandwidth.method},
         "models": [],
     }
+    profiling: list[Profiling] = []
     for spec in [s for s in args.models.split(",") if s]:
         name, folder = resolve_folder(spec, args.cache_dir)
         done = list(report["models"])
@@ -449,7 +481,13 @@ def main(argv: list[str] | None = None) -> None:
         def save(model: dict[str, Any], done: list[dict[str, Any]] = done) -> None:
             args.out.write_text(json.dumps({**report, "models": [*done, model]}, indent=2) + "\n")
 
-        report["models"].append(bench_model(name, folder, args, bandwidth, save))
+        model, waiting = bench_model(name, folder, args, bandwidth, save)
+        report["models"].append(model)
+        profiling += waiting
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for job in profiling:
+        job.row["kernels"] = kernel_profile(job.engine, job.prompt, args.new, job.row["e2e_ms"]["median"])
+        job.engine.close()
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\n{device_name}, batch 1, prompt {args.prompt}, {args.new} new tokens, {args.rounds} interleaved rounds; "
           f"bandwidth {report['bandwidth']}\n")

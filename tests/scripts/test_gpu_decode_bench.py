@@ -152,14 +152,49 @@ def test_each_stage_of_a_model_is_saved_as_it_finishes(tiny_model: Path, tmp_pat
                              "--threads", "1", "--out", str(tmp_path / "bench.json")])
     saved: list[dict] = []
 
-    model = bench.bench_model("tiny", tiny_model, args, None, lambda m: saved.append(json.loads(json.dumps(m))))
+    model, waiting = bench.bench_model("tiny", tiny_model, args, None, lambda m: saved.append(json.loads(json.dumps(m))))
 
     stages = [[set(e) for e in s["engines"]] for s in saved]
     assert all(s["partial"] for s in saved) and "partial" not in model
     assert [len(s) for s in stages[:2]] == [1, 2] and "greedy" not in stages[1][1]  # each load, as it ends
     timed = next(i for i, s in enumerate(stages) if all("tpot_ms" in e for e in s))
     assert "greedy" in stages[timed - 1][1] and "tpot_ms" not in stages[timed - 1][1]  # checked, then timed
-    assert timed < len(saved) - 1 and all("kernels" in e for e in stages[-1])  # then the profiles
+    assert timed == len(saved) - 1  # the timings are the last stage: profiles wait for every model's timings
+    assert waiting == [] and all(e["kernels"] is None for e in model["engines"])  # on a card only
+
+
+def test_a_float_only_model_is_benched_as_eager_and_compiled_bf16_only(tiny_model: Path, tmp_path: Path) -> None:
+    bench = _bench()
+    args = bench.parse_args(["--device", "cpu", "--models", str(tiny_model), "--rounds", "1", "--prompts", "1",
+                             "--prompt", "8", "--new", "2", "--compile-modes", "none", "--tuned", "int8_weight",
+                             "--float-only", "tiny", "--threads", "1", "--out", str(tmp_path / "bench.json")])
+
+    model, _ = bench.bench_model("tiny", tiny_model, args, None)
+
+    assert [e["label"] for e in model["engines"]] == ["eager bf16", "compiled bf16 none"]
+
+
+def test_the_kernel_profile_counts_one_request_after_a_dropped_warm_up(tiny_model: Path) -> None:
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    from autoopt.config.schema import CandidateConfig
+    from autoopt.engines.base import RuntimeOptions
+    from autoopt.engines.registry import engine_class
+
+    bench = _bench()
+    engine = engine_class("torch").load(tiny_model, CandidateConfig(), RuntimeOptions(device="cpu", threads=1,
+                                                                                        max_length=32, max_batch=1))
+    prompt = np.array([[5, 17, 42, 7, 99, 3]])
+    bench.greedy(engine, prompt, 4)
+    with profile(activities=[ProfilerActivity.CPU]) as one:
+        bench.greedy(engine, prompt, 4)
+    operators = sum(e.count for e in one.key_averages() if e.device_type == DeviceType.CPU)
+
+    got = bench.kernel_profile(engine, prompt, 4, wall_ms=10.0, device="cpu")
+
+    assert got["kernels_per_token"] * 4 == operators
+    assert got["wall_ms"] == 10.0 and "warm-up" in got["method"]
 
 
 def test_copies_are_counted_apart_from_kernels() -> None:
