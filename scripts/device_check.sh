@@ -12,20 +12,23 @@
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
 # Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=SWEEP_S (the tests run beside
 # the sweep, so the same limit costs nothing; with setup's 45 and env's 30: at most 585 s in all), BENCH_ROUNDS=8,
-# BENCH_MODELS=qwen2_0_5b_shape,builtin (the 0.5B shape first: it is the headline, and the bench rewrites its JSON after
-# each stage of each model: loads, greedy check, timings, each kernel profile, so a timeout keeps what it finished), BENCH_MODES=reduce-overhead (each mode and each quant is one
+# BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin (the built-in model first, as eager and compiled bf16
+# only: its bar is compiled vs eager, it costs one compile, and training it there also serves the sweep; then the 0.5B
+# shape with every variant. The bench rewrites its JSON after each stage of each model: loads, greedy check, timings,
+# then, once every model is timed, each kernel profile, so a timeout keeps what it finished), BENCH_MODES=reduce-overhead (each mode and each quant is one
 # more compile; on the H200 the 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than
 # reduce-overhead: add it back with BENCH_MODES=reduce-overhead,default only if BENCH_S allows),
 # BENCH_QUANTS=int8_weight,int4 (fp8, whose compile was the longest at 47.6 s, was measured on the first run),
-# BENCH_TUNED=int8_weight,bf16 (each also compiled with compile_tuning=coordinate_descent, which tunes longer: the A/B
-# for int8's slowness), BENCH_INT4_GROUP=128 (a quarter of group 32's scale bytes; the first run's int4 was group 32; on
+# BENCH_TUNED=int8_weight (also compiled with compile_tuning=coordinate_descent, which tunes longer: the A/B for int8's
+# slowness), BENCH_INT4_GROUP=128 (a quarter of group 32's scale bytes; the first run's int4 was group 32; on
 # the CPU the built-in model's teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat), SWEEP_TRIALS=3 and
-# SWEEP_CONFIRM=1 (a smoke of the sweep within its budget: workload=smoke, no runoff; its compiled trials took 40-75 s
-# each there).
+# SWEEP_CONFIRM=1 (a smoke of the sweep within its budget: workload=smoke, batch 1, no coordinate-descent tuning, no
+# runoff; its compiled trials took 40-75 s each there). Its trials run beside the tests, so its per-trial figures are
+# taken on a shared card and CPU; the pick's speed-up is the confirmation's, interleaved with fp32.
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
 # Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
-# bench.log, bench.json, sweep.log, sweep_front.md. The sweep is priced as target=h100 (an H100 PCIe), but its
+# bench.log, bench.json, sweep.log, sweep_front.md, workspace.tar.gz (the sweep's logs and reports: trial tracebacks). The sweep is priced as target=h100 (an H100 PCIe), but its
 # rooflines use the bandwidth of the card it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
 # Ran on an H200 on 2026-11-27 (experiments/2026-11-27-h200-compiled-decode.md); the budgets above follow it.
 set -uo pipefail
@@ -39,11 +42,13 @@ export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(setup env bench late)
 
-step() {  # step NAME SECONDS COMMAND...: run under timeout, record exit status and duration
+step() {  # step [-s SIGNAL] NAME SECONDS COMMAND...: run under timeout, record exit status and duration
+    local signal=TERM
+    [ "$1" = -s ] && { signal=$2; shift 2; }
     local name=$1 limit=$2; shift 2
     local start=$SECONDS rc
     echo "== $name (limit ${limit}s) ==" >&2
-    timeout --kill-after=10 "$limit" "$@"
+    timeout -s "$signal" --kill-after=10 "$limit" "$@"
     rc=$?
     [ $rc -eq 124 ] && echo "$name: timed out after ${limit}s" >&2
     printf '%-6s rc=%-3s %4ss (limit %ss)\n' "$name" "$rc" "$((SECONDS - start))" "$limit" >> "$OUT/summary.txt"
@@ -70,14 +75,15 @@ print("device", torch.cuda.get_device_name(), torch.cuda.get_device_capability()
     } > "$OUT/env.txt" 2>&1
 }
 
-do_tests() {  # -v: each test's name and outcome as it ends, so a step cut short still says which ran
+do_tests() {  # -v: each test's name and outcome as it ends; stopped by SIGINT (below), pytest still prints its failures
     "$PY" -m pytest tests/gpu -v -rs -p no:cacheprovider > "$OUT/pytest.txt" 2>&1
 }
 
 do_bench() {
-    "$PY" scripts/gpu_decode_bench.py --device cuda --models "${BENCH_MODELS:-qwen2_0_5b_shape,builtin}" \
+    "$PY" scripts/gpu_decode_bench.py --device cuda --models "${BENCH_MODELS:-builtin,qwen2_0_5b_shape}" \
+        --float-only "${BENCH_FLOAT_ONLY-builtin}" --threads "$(nproc)" \
         --rounds "${BENCH_ROUNDS:-8}" --compile-modes "${BENCH_MODES:-reduce-overhead}" \
-        --quants "${BENCH_QUANTS:-int8_weight,int4}" --tuned "${BENCH_TUNED:-int8_weight,bf16}" \
+        --quants "${BENCH_QUANTS:-int8_weight,int4}" --tuned "${BENCH_TUNED-int8_weight}" \
         --int4-group "${BENCH_INT4_GROUP:-128}" \
         --out "$OUT/bench.json" > "$OUT/bench.log" 2>&1
 }
@@ -105,26 +111,27 @@ do_sweep() {
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
     # Its own limit, under the step's, so that a sweep cut short still leaves its front.md copied below.
     timeout --kill-after=5 "$((${SWEEP_S:-200} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-3}" \
-        search.confirm_rounds="${SWEEP_CONFIRM:-1}" export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
+        search.confirm_rounds="${SWEEP_CONFIRM:-1}" space.batch_size=[1] space.compile_tuning=[none] export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
     front=$(find "$AUTOOPT_WORKSPACE" -name front.md -newer "$started" 2>/dev/null | head -1)
     rm -f "$started"
     [ -n "$front" ] && cp "$front" "$OUT/sweep_front.md"
+    tar -czf "$OUT/workspace.tar.gz" -C "$AUTOOPT_WORKSPACE" --exclude='*.db' --exclude=bundles . 2>/dev/null
     return $rc
 }
 
 : > "$OUT/summary.txt"
-export OUT PY BENCH_MODELS BENCH_ROUNDS BENCH_MODES BENCH_QUANTS BENCH_TUNED BENCH_INT4_GROUP SWEEP_TRIALS SWEEP_CONFIRM SWEEP_S
+export OUT PY BENCH_MODELS BENCH_FLOAT_ONLY BENCH_ROUNDS BENCH_MODES BENCH_QUANTS BENCH_TUNED BENCH_INT4_GROUP SWEEP_TRIALS SWEEP_CONFIRM SWEEP_S
 export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in
         setup) step setup 45 bash -c do_setup ;;
         env) step env 30 bash -c do_env ;;
-        tests) step tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests ;;
+        tests) step -s INT tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests ;;
         bench) step bench "${BENCH_S:-310}" bash -c do_bench ;;
         sweep) step sweep "${SWEEP_S:-200}" bash -c do_sweep ;;
-        late) step tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests & step sweep "${SWEEP_S:-200}" bash -c do_sweep; wait ;;
+        late) step -s INT tests "${TESTS_S:-${SWEEP_S:-200}}" bash -c do_tests & step sweep "${SWEEP_S:-200}" bash -c do_sweep; wait ;;
         *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -52,6 +53,8 @@ def test_the_sweep_step_keeps_the_front_the_sweep_wrote_though_it_logged_after_i
     assert (out / "sweep_front.md").read_text() == "| front |\n"
     assert "exported" in (out / "sweep.log").read_text()
     assert "sweep  rc=0" in (out / "summary.txt").read_text()
+    with tarfile.open(out / "workspace.tar.gz") as tar:  # the logs and reports, tracebacks of failed trials among them
+        assert "./reports/study/stamp/front.md" in tar.getnames()
 
 
 _STOP_AFTER_FIRST_TEST = """
@@ -60,11 +63,11 @@ import signal
 
 
 def pytest_runtest_logfinish(nodeid, location):
-    os.kill(os.getpid(), signal.SIGTERM)  # as the step's timeout does
+    os.kill(os.getpid(), signal.SIGINT)  # as the step's timeout does
 """
 
 
-def test_a_tests_step_cut_short_still_names_the_tests_that_ran(tmp_path: Path) -> None:
+def test_a_tests_step_cut_short_still_names_the_tests_that_ran_and_what_they_said(tmp_path: Path) -> None:
     (tmp_path / "stop_after_first_test.py").write_text(_STOP_AFTER_FIRST_TEST)
     out = tmp_path / "out"
     env = {"OUT": str(out), "PY": sys.executable, "PATH": "/usr/bin:/bin", "PYTHONPATH": str(tmp_path),
@@ -75,8 +78,10 @@ def test_a_tests_step_cut_short_still_names_the_tests_that_ran(tmp_path: Path) -
 
     assert proc.returncode == 0, proc.stderr
     first = "tests/gpu/test_cuda_paths.py::test_torch_cuda_fp32_generates_the_cpu_tokens"
-    assert first in (out / "pytest.txt").read_text()
-    assert "tests  rc=143" in (out / "summary.txt").read_text()
+    report = (out / "pytest.txt").read_text()
+    assert first in report
+    assert "KeyboardInterrupt" in report and "SKIPPED [1]" in report  # the summary, with each test's reason
+    assert "tests  rc=2 " in (out / "summary.txt").read_text()
 
 
 def test_the_tests_beside_the_sweep_may_run_as_long_as_it(tmp_path: Path) -> None:
