@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from autoopt.bench.latency import time_request
+from autoopt.bench.requests import Request
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
@@ -203,7 +205,9 @@ def test_the_bench_kernel_profile_sees_the_graph_replayed_kernels(tiny_model: Pa
     spec.loader.exec_module(bench)
     engine = _compiled(tiny_model, compile_mode="reduce-overhead")
 
-    got = bench.kernel_profile(engine, PROMPT, 8)
+    wall_ms = 1e3 * time_request(engine, Request(PROMPT, 8)).e2e_s
+
+    got = bench.kernel_profile(engine, PROMPT, 8, wall_ms)
 
     assert "unavailable" not in got, got
     assert got["kernels_per_token"] > 1 and 0 < got["busy_share"] <= 1.05 and got["top"]
