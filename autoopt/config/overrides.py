@@ -31,9 +31,11 @@ def exit_on_config_error() -> Iterator[None]:
 
 
 def check_composition(config_name: str, args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Compose the config as Hydra will and refuse, in one line, what Hydra would end in a multi-line report: a
-    file under conf/ (conf/local/ included) that does not fit its schema, an override it cannot parse, and a run
-    folder (under `workspace`) it cannot create, which it creates before autoopt starts."""
+    """Compose the config as Hydra will and refuse, in one line, what Hydra would end in a multi-line report or a
+    traceback: a file under conf/ (conf/local/ included) that is not YAML or does not fit its schema, an override
+    it cannot parse or merge, and a run folder (under `workspace`) it cannot create, which it creates before
+    autoopt starts."""
+    import yaml
     from hydra import compose, initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
     from hydra.errors import HydraException
@@ -49,7 +51,7 @@ def check_composition(config_name: str, args: list[str], conf_dir: Path = CONF_D
                 cfg.hydra.runtime.cwd = os.getcwd()
             HydraConfig.instance().set_config(cfg)
             run_dir = Path(cfg.hydra.run.dir)
-    except (HydraException, OmegaConfBaseException) as e:
+    except (HydraException, OmegaConfBaseException, yaml.YAMLError) as e:
         raise ConfigError(_one_line(e)) from None
     finally:
         HydraConfig.instance().cfg = None  # hydra.main sets its own
@@ -70,10 +72,14 @@ def check_composition(config_name: str, args: list[str], conf_dir: Path = CONF_D
     )
 
 
-def _one_line(e: Exception) -> str:
-    """Hydra's composition error without its type lines: "In 'target/x': Key 'y' not in 'TargetConfig' (at
-    target.y)"."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+def _one_line(e: BaseException) -> str:
+    """Hydra's composition error and its cause (where Hydra chains the reason), without type dumps or search
+    paths: "In 'target/x': Key 'y' not in 'TargetConfig' (at target.y)"."""
+    lines: list[str] = []
+    cause: BaseException | None = e
+    while cause is not None:
+        lines += [line.strip() for line in str(cause).split("Config search path:")[0].splitlines() if line.strip()]
+        cause = cause.__cause__
     key = next((line.partition(":")[2].strip() for line in lines if line.startswith("full_key:")), None)
     kept = [line for line in lines if not line.startswith(("full_key:", "reference_type=", "object_type=", "See https"))]
     text = re.sub(r" \w+ raised while composing config:", "", " ".join(kept))

@@ -234,6 +234,7 @@ def test_a_run_folder_in_a_folder_nothing_can_be_created_in_is_refused() -> None
     ("search:\n  n_trails: 3\n", r"^In 'local/sweep': Key 'n_trails' not in 'SearchConfig' \(at search.n_trails\)$"),
     ("search:\n  n_trials: many\n", r"^In 'local/sweep': Value 'many' of type 'str' could not be converted to Integer "
                                      r"\(at search.n_trials\)$"),
+    ("search:\n  n_trials: [3\n", r"^while parsing a flow sequence .* expected ',' or ']', but got '<stream end>'"),
 ])
 def test_a_local_file_that_does_not_fit_the_schema_is_refused_in_one_line(tmp_path, text: str, message: str) -> None:
     conf = shutil.copytree(CONF, tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
@@ -245,10 +246,16 @@ def test_a_local_file_that_does_not_fit_the_schema_is_refused_in_one_line(tmp_pa
         check_composition("config", [f"workspace={tmp_path}/ws"], conf)
 
 
-def test_an_override_hydra_cannot_parse_is_refused_in_one_line() -> None:
+@pytest.mark.parametrize(("override", "message"), [
+    ("model.path", r"^Error parsing override 'model.path' missing EQUAL at '<EOF>'$"),
+    ("model.path=[1]", r"^Error merging override model.path=\[1\] Cannot convert 'list' to string: '\[1\]' "
+                       r"\(at model.path\)$"),  # the reason is the cause Hydra chains
+])
+def test_an_override_hydra_cannot_parse_or_merge_is_refused_in_one_line_with_its_reason(override: str,
+                                                                                       message: str) -> None:
     register()
-    with pytest.raises(ConfigError, match=r"^Error parsing override 'model.path' missing EQUAL at '<EOF>'$"):
-        check_composition("config", ["model.path"])
+    with pytest.raises(ConfigError, match=message):
+        check_composition("config", [override])
 
 
 def test_the_run_folder_check_leaves_only_the_folder_hydra_keeps_between_runs(tmp_path) -> None:
