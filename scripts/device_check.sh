@@ -11,7 +11,8 @@
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
 # Budgets (seconds) and sizes come from the environment: BENCH_S=310 SWEEP_S=200 TESTS_S=SWEEP_S (the tests run beside
-# the sweep, so the same limit costs nothing; with setup's 45 and env's 30: at most 585 s in all), BENCH_ROUNDS=8,
+# the sweep, so the same limit costs nothing; with setup's 45 and env's 30: 585 s of limits, and up to 10 s more while a step
+# stopped at its limit shuts down), BENCH_ROUNDS=8,
 # BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin (the built-in model first, as eager and compiled bf16
 # only: its bar is compiled vs eager, it costs one compile, and training it there also serves the sweep; then the 0.5B
 # shape with every variant. The bench rewrites its JSON after each stage of each model: loads, greedy check, timings,

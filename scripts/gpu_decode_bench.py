@@ -222,35 +222,40 @@ def bench_model(
         for engine in engines.values():
             engine.close()
         return {"model": name, "path": str(folder), "engines": list(rows.values()), "error": "eager failed to load"}, []
-    reference = [greedy(engines[EAGER], p, args.new) for p in prompts]
-    for label, engine in list(engines.items()):
-        try:
-            outputs = [greedy(engine, p, args.new) for p in prompts]
-        except Exception as e:
-            rows[label]["error"] = _one_line(e)
-            engines.pop(label).close()
-            continue
-        rows[label]["greedy"] = greedy_agreement(engines[EAGER], prompts, reference, outputs)
-    checkpoint()
-    samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": [], "e2e": []} for label in engines}
-    for r in range(args.rounds):
-        order = list(engines) if r % 2 == 0 else list(reversed(engines))
-        for label in order:
-            # tokens arrive as host arrays, so each timestamp includes the device work
-            timing = time_request(engines[label], Request(prompts[r % len(prompts)], args.new))
-            samples[label]["ttft"].append(1e3 * timing.ttft_s)
-            samples[label]["tpot"].append(1e3 * timing.tpot_s)
-            samples[label]["e2e"].append(1e3 * timing.e2e_s)
-    eager_tpot = samples[EAGER]["tpot"]
-    for label in engines:
-        row, tpot = rows[label], samples[label]["tpot"]
-        row["ttft_ms"] = spread(samples[label]["ttft"])
-        row["tpot_ms"] = spread(tpot)
-        row["e2e_ms"] = spread(samples[label]["e2e"])
-        row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
-        row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
-        row["roofline"] = _roofline(row, folder, args, bandwidth)
-    checkpoint()
+    try:  # a failure here ends this model's bench: its engines are closed, and main goes on with the next model
+        reference = [greedy(engines[EAGER], p, args.new) for p in prompts]
+        for label, engine in list(engines.items()):
+            try:
+                outputs = [greedy(engine, p, args.new) for p in prompts]
+            except Exception as e:
+                rows[label]["error"] = _one_line(e)
+                engines.pop(label).close()
+                continue
+            rows[label]["greedy"] = greedy_agreement(engines[EAGER], prompts, reference, outputs)
+        checkpoint()
+        samples: dict[str, dict[str, list[float]]] = {label: {"ttft": [], "tpot": [], "e2e": []} for label in engines}
+        for r in range(args.rounds):
+            order = list(engines) if r % 2 == 0 else list(reversed(engines))
+            for label in order:
+                # tokens arrive as host arrays, so each timestamp includes the device work
+                timing = time_request(engines[label], Request(prompts[r % len(prompts)], args.new))
+                samples[label]["ttft"].append(1e3 * timing.ttft_s)
+                samples[label]["tpot"].append(1e3 * timing.tpot_s)
+                samples[label]["e2e"].append(1e3 * timing.e2e_s)
+        eager_tpot = samples[EAGER]["tpot"]
+        for label in engines:
+            row, tpot = rows[label], samples[label]["tpot"]
+            row["ttft_ms"] = spread(samples[label]["ttft"])
+            row["tpot_ms"] = spread(tpot)
+            row["e2e_ms"] = spread(samples[label]["e2e"])
+            row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
+            row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
+            row["roofline"] = _roofline(row, folder, args, bandwidth)
+        checkpoint()
+    except BaseException:
+        for engine in engines.values():
+            engine.close()
+        raise
     profiling = [Profiling(rows[label], engine, prompts[0]) for label, engine in engines.items()]
     if args.device != "cuda":  # the kernel profile is for cards
         for job in profiling:
@@ -317,31 +322,35 @@ def greedy_agreement(eager: Engine, prompts: list[np.ndarray], reference: list[n
 
 
 def kernel_profile(engine: Engine, prompt: np.ndarray, new: int, wall_ms: float, device: str = "cuda") -> dict[str, Any]:
-    """Two more requests under torch.profiler, recording only `device`'s activity, the first a warm-up step whose
-    events are dropped (a profiler session can miss the kernels of its first moments): the kernels the second
+    """Two more requests under torch.profiler, the first a warm-up step whose events are dropped (a profiler
+    session can miss the kernels of its first moments): the kernels the second
     ran per generated token, and how long the card was busy with them against `wall_ms`, the request's median
     end-to-end time in the unprofiled rounds (the profiler's own overhead would inflate a wall measured under
     it, and an eager loop's far more than a graph replay's). A card busy a small share of the wall waits on
     launches or the host; busy most of it, on its kernels, and then the top kernels say which. `device="cpu"`
-    profiles CPU operators instead, which is how the method is tested without a card."""
+    counts CPU operators instead, which is how the method is tested without a card. A profile that saw no
+    device event is "unavailable", not a count of zero."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    activity, kind = (ProfilerActivity.CUDA, DeviceType.CUDA) if device == "cuda" else (ProfilerActivity.CPU,
-                                                                                        DeviceType.CPU)
+    # CPU activity too: some CUDA-only sessions have been reported to record no kernels
+    activities, kind = ([ProfilerActivity.CPU, ProfilerActivity.CUDA], DeviceType.CUDA) if device == "cuda" else (
+        [ProfilerActivity.CPU], DeviceType.CPU)
     try:
-        with profile(activities=[activity], schedule=schedule(wait=0, warmup=1, active=1, repeat=1)) as prof:
+        with profile(activities=activities, schedule=schedule(wait=0, warmup=1, active=1, repeat=1)) as prof:
             for _ in range(2):
                 time_request(engine, Request(prompt, new))
                 prof.step()
-        # ProfilerStep#N is the schedule's own marker of a step, not work
-        kernels = [e for e in prof.key_averages() if e.device_type == kind and not e.key.startswith("ProfilerStep")]
+        # user annotations (the schedule's ProfilerStep#N among them) mark regions, they are not work
+        kernels = [e for e in prof.key_averages() if e.device_type == kind and not e.is_user_annotation]
     except Exception as e:  # the profiler's own failure (CUPTI, CUDA graphs) is recorded, not fatal
         return {"unavailable": _one_line(e)}
+    if not kernels:
+        return {"unavailable": f"the profiler recorded no {device} event"}
     busy_ms = sum(e.self_device_time_total for e in kernels) / 1e3
     top = sorted(kernels, key=lambda e: e.self_device_time_total, reverse=True)[:6]
     return {
-        "method": f"torch.profiler ({device} activity only), one request of the timed shape after one dropped "
+        "method": f"torch.profiler ({device} events), one request of the timed shape after one dropped "
         "warm-up request, profiled after every model's rounds; wall = the rounds' median e2e",
         **per_token(kernels, new),
         "device_busy_ms": busy_ms,
@@ -388,7 +397,9 @@ def table(models: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
-        for e in m["engines"]:
+        if "engines" not in m:
+            lines.append(f"| {m['model']} | - | failed: {m.get('error', 'not benched')} ||||||||| ")
+        for e in m.get("engines", []):
             if "error" in e or "tpot_ms" not in e:
                 lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} ||||||||| ")
                 continue
@@ -474,14 +485,25 @@ def main(argv: list[str] | None = None) -> None:
         "models": [],
     }
     profiling: list[Profiling] = []
+    saved: dict[str, dict[str, Any]] = {}  # each model's figures as last saved, kept if it fails later
     for spec in [s for s in args.models.split(",") if s]:
-        name, folder = resolve_folder(spec, args.cache_dir)
+        try:
+            name, folder = resolve_folder(spec, args.cache_dir)
+        except Exception as e:
+            print(f"{spec}: failed: {_one_line(e)}", flush=True)
+            report["models"].append({"model": spec, "error": _one_line(e)})
+            continue
         done = list(report["models"])
 
-        def save(model: dict[str, Any], done: list[dict[str, Any]] = done) -> None:
+        def save(model: dict[str, Any], done: list[dict[str, Any]] = done, name: str = name) -> None:
+            saved[name] = model
             args.out.write_text(json.dumps({**report, "models": [*done, model]}, indent=2) + "\n")
 
-        model, waiting = bench_model(name, folder, args, bandwidth, save)
+        try:
+            model, waiting = bench_model(name, folder, args, bandwidth, save)
+        except Exception as e:  # one model's failure costs neither the others nor the profiles of those timed
+            print(f"{name}: failed: {_one_line(e)}", flush=True)
+            model, waiting = {**saved.get(name, {"model": name}), "error": _one_line(e)}, []
         report["models"].append(model)
         profiling += waiting
         args.out.write_text(json.dumps(report, indent=2) + "\n")

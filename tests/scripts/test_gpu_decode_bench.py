@@ -174,6 +174,20 @@ def test_a_float_only_model_is_benched_as_eager_and_compiled_bf16_only(tiny_mode
     assert [e["label"] for e in model["engines"]] == ["eager bf16", "compiled bf16 none"]
 
 
+def test_a_model_that_fails_is_recorded_and_the_others_keep_their_figures(tiny_model: Path, tmp_path: Path) -> None:
+    bench = _bench()
+    out = tmp_path / "bench.json"
+
+    (tmp_path / "not_a_model").mkdir()
+    bench.main(["--device", "cpu", "--models", f"{tmp_path / 'not_a_model'},{tiny_model}", "--rounds", "1", "--prompts", "1",
+                "--prompt", "8", "--new", "2", "--compile-modes", "none", "--quants", "", "--threads", "1",
+                "--out", str(out)])
+
+    failed, timed = json.loads(out.read_text())["models"]
+    assert failed["model"] == str(tmp_path / "not_a_model") and "config.json" in failed["error"]
+    assert "error" not in timed and all("tpot_ms" in e for e in timed["engines"])
+
+
 def test_the_kernel_profile_counts_one_request_after_a_dropped_warm_up(tiny_model: Path) -> None:
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
