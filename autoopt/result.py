@@ -290,7 +290,8 @@ DEFINITIONS: dict[str, str] = {
     "speed.compile_cache_warm": "1 where inductor's on-disk cache served the compiled graphs (so compile_s was mostly a "
     "cache read), 0 where it compiled from scratch; absent where nothing was compiled",
     "speed.warmup_s": "seconds the warm-up strategy spent before the first timed request",
-    "speed.cold_first_request_ms": "e2e latency of the first request after load and warm-up",
+    "speed.cold_first_request_ms": "e2e latency of the first request after load and warm-up: the workload's first "
+    "prompt length and first output length, at the measured batch size",
     "memory.peak_rss_mb": "peak resident set size of the measuring process after load, warm-up and timed runs",
     "memory.device_peak_mb": "peak accelerator memory allocated by the runtime (None on CPU)",
     "memory.artifact_mb": "size on disk of the built artifact folder",

@@ -222,7 +222,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"- end-to-end latency per request batch: {e2e}",
         f"- time to first token: p50 {ttft:.1f} ms; time per later token: p50 {tpot:.2f} ms",
         f"- throughput: {m['speed.output_tokens_per_s']:.1f} output tokens/s (all rows of the batch)",
-        cold_start(m, graphs, manifest["candidate"]["warmup"]),
+        cold_start(m, graphs, manifest["candidate"]["warmup"], workload, runtime["batch_size"]),
         f"- cost: {cost}",
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
         f"  {fidelity}",
@@ -249,6 +249,11 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"`{env} python run.py`, where `run.py` is:",
         "",
         *(f"    {line}" if line else "" for line in snippet.splitlines()),
+        "",
+        f"`model/` is configured for at most {runtime['max_length']} tokens of prompt plus completion (the longest "
+        "measured request): autoopt's loader refuses a longer request, the runtime's own API may cut it short "
+        "(`load_bundle(..., max_length=N)` raises the limit).",
+        *engine_class(manifest["engine"]).plain_runtime_caveats(),
         "",
         "Before it takes traffic, run one short generation per prompt length (and batch size) it will serve, as",
         "`bundle.warm_up()` and `python -m autoopt.serve` do: the first request otherwise pays the runtime's",
@@ -301,9 +306,9 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     return lines
 
 
-def cold_start(m: dict[str, Any], graphs: str | None, warmup: str) -> str:
+def cold_start(m: dict[str, Any], graphs: str | None, warmup: str, workload: dict[str, Any], batch: int) -> str:
     """The README's cold-start line: the measured load, its compiled graphs' part, the first request (after the
-    candidate's warm-up strategy `warmup`)."""
+    candidate's warm-up strategy `warmup`; the workload's first shape)."""
     line = f"- cold start, in a fresh process: load {m['speed.load_s']:.1f} s"
     if m.get("speed.compile_s") is not None:
         how = {1: "read from inductor's on-disk cache", 0: "compiled"}.get(
@@ -311,7 +316,8 @@ def cold_start(m: dict[str, Any], graphs: str | None, warmup: str) -> str:
         )
         line += f", of which {m['speed.compile_s']:.1f} s on its compiled graphs ({how})"
     after = "without warm-up" if warmup == "none" else f"after the warm-up `{warmup}`"
-    line += f"; first request {after} {m['speed.cold_first_request_ms']:.1f} ms"
+    shape = f"{workload['prompt_lengths'][0]}-token prompt, {workload['output_lengths'][0]} new tokens, batch {batch}"
+    line += f"; first request ({shape}) {after} {m['speed.cold_first_request_ms']:.1f} ms"
     if graphs:
         line += (f". The bundle ships those graphs (`{MODEL_DIR}/{graphs}/`): on a machine like the one that "
                  "exported it, a first load reads them instead of compiling")

@@ -96,6 +96,12 @@ class Engine(ABC):
         return 0
 
     @classmethod
+    def plain_runtime_caveats(cls) -> list[str]:
+        """Lines for a bundle's README where the snippet's runtime, run alone, decodes some input differently
+        from autoopt's loader. Default: none."""
+        return []
+
+    @classmethod
     def plain_runtime_snippet(cls) -> str:
         """Python source that uses only the runtime's own API (no autoopt) on a folder written by
         `write_runtime_config`. It defines `load(folder)` → a model, and `generate(model, prompt_ids,

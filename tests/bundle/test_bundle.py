@@ -108,6 +108,10 @@ def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None
     assert "p50" in readme and "p90" in readme and "batch 1" in readme and "warm" in readme
     assert "python -m autoopt.serve" in readme and "python -m autoopt.bundle verify" in readme
     assert "## Run it with torch alone" in readme and "MALLOC_TRIM_THRESHOLD_=4294967296" in readme
+    assert "configured for at most 96 tokens of prompt plus completion" in readme
+    workload = json.loads((bundle / "manifest.json").read_text())["workload"]
+    shape = f"{workload['prompt_lengths'][0]}-token prompt, {workload['output_lengths'][0]} new tokens, batch 1"
+    assert f"first request ({shape}) after the warm-up" in readme  # the cold start's shape
 
 
 @pytest.mark.parametrize(("warm", "said"), [(True, "read from inductor's on-disk cache"), (False, "compiled")])

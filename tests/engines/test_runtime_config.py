@@ -182,6 +182,30 @@ def test_plain_snippet_on_the_written_folder_decodes_the_engines_tokens(
     assert len(plain) == 20 or expected[len(plain) - 1] in _eos_ids(folder)
 
 
+@pytest.mark.slow
+def test_genai_alone_drops_a_prompts_trailing_end_of_text_which_the_bundle_readme_says(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    candidate = CandidateConfig(engine="ort_genai")
+    artifact = run_pipeline(tiny_model, "tiny", plan(candidate, "cpu"), tmp_path / "cache").artifact
+    folder = _bundle_copy(artifact, tmp_path, candidate, RUNTIME)
+    (pad,) = _eos_ids(folder)
+    assert json.loads((folder / "genai_config.json").read_text())["model"]["pad_token_id"] == pad
+    load, generate = _snippet("ort_genai")
+    prompt = np.random.default_rng(3).integers(1, 500, size=(1, 16), dtype=np.int64)
+    ended = np.concatenate([prompt, [[pad]]], axis=1)
+
+    model = load(folder)
+    plain = [list(generate(model, p[0].tolist(), 8)) for p in (prompt, ended)]
+    engine = engine_class("ort_genai").load(folder, candidate, RUNTIME)
+    kept = [int(t[0]) for t in engine.generate(ended, 8)]
+    engine.close()
+
+    assert plain[1] == plain[0]  # the trailing id was taken for padding
+    assert kept != plain[1]  # autoopt's loader decoded after it
+    assert any("trailing `pad_token_id`" in line for line in engine_class("ort_genai").plain_runtime_caveats())
+
+
 def _eos_ids(folder: Path) -> set[int]:
     for name in ("genai_config.json", "config.json"):
         if (folder / name).exists():

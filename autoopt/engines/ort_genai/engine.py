@@ -150,6 +150,14 @@ class GenaiEngine(Engine):
         path.write_text(json.dumps(config, indent=4) + "\n")
 
     @classmethod
+    def plain_runtime_caveats(cls) -> list[str]:
+        return [
+            "onnxruntime-genai takes a prompt's trailing `pad_token_id` ids (genai_config.json) for padding and "
+            "drops them. The builder set that id to end-of-text, so run alone, a prompt that ends in end-of-text "
+            "decodes as if it did not; autoopt's loader keeps every prompt id.",
+        ]
+
+    @classmethod
     def plain_runtime_snippet(cls) -> str:
         return _SNIPPET
 
