@@ -161,7 +161,8 @@ def manifest_payload(result: MeasureResult, workload: dict[str, Any], resolved_c
             "price_source": result.cost.price_source,
         },
         "runtime": to_dict(runtime),
-        "runtime_env": RUNTIME_ENV,
+        # as the measuring process had it (autoopt.jobs.launch, MeasureJob.env): serve and verify re-exec with it
+        "runtime_env": {**RUNTIME_ENV, "OMP_NUM_THREADS": str(runtime.threads)},
         "workload": {
             "name": workload.get("name"),
             "prompt_lengths": list(workload["prompt_lengths"]),
@@ -262,7 +263,8 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         "## Verify it",
         "    python -m autoopt.bundle verify .",
         "",
-        "checks the SHA-256 of every file against `manifest.json`, then re-measures accuracy on",
+        "checks the SHA-256 of every file against `manifest.json` and that `model/`'s runtime files hold the",
+        "manifest's settings, then re-measures accuracy on",
         f"`{REFERENCE}` and speed on the workload above and compares both with the manifest's figures",
         "within tolerances no looser than autoopt's built-in minimums (speed only within a factor: shared",
         "machines swing 3-4x minute to minute). It prints the manifest's own SHA-256: pin it elsewhere and pass",

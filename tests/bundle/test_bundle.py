@@ -109,6 +109,7 @@ def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None
     assert "python -m autoopt.serve" in readme and "python -m autoopt.bundle verify" in readme
     assert "## Run it with torch alone" in readme and "MALLOC_TRIM_THRESHOLD_=4294967296" in readme
     assert "configured for at most 96 tokens of prompt plus completion" in readme
+    assert "OMP_NUM_THREADS=1 python run.py" in readme  # the measurement's environment, threads included
     workload = json.loads((bundle / "manifest.json").read_text())["workload"]
     shape = f"{workload['prompt_lengths'][0]}-token prompt, {workload['output_lengths'][0]} new tokens, batch 1"
     assert f"first request ({shape}) after the warm-up" in readme  # the cold start's shape
@@ -268,6 +269,19 @@ def test_verify_fails_when_accuracy_drifts_from_the_manifest(
     assert any(
         line.startswith("accuracy.top1_agreement") and line.endswith("NO") for line in out.splitlines()
     )
+
+
+def test_verify_fails_when_the_shipped_runtime_settings_are_not_the_measured_ones(
+    bundle_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = bundle_copy / "model" / "torch_runtime.json"  # what the runtime's own API reads
+    settings.write_text(json.dumps({**json.loads(settings.read_text()), "threads": 3}))
+    _reexport_manifest(bundle_copy, lambda manifest: None)  # an exporter that wrote it so: every hash holds
+
+    code = bundle_main(["verify", str(bundle_copy)])
+
+    assert code == 1
+    assert "model/ does not hold the measured settings: torch: threads is 3" in capsys.readouterr().out
 
 
 def test_verify_fails_on_an_edited_manifest_body(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
