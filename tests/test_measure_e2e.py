@@ -52,7 +52,9 @@ def test_builtin_model_has_learned_something(results) -> None:
 def test_int4_genai_is_clearly_faster_than_torch_fp32_and_measurably_different(results) -> None:
     ref, int4 = results["torch-none"], results["ort_genai-int4"]
 
-    assert int4["speed"]["output_tokens_per_s"] > 2 * ref["speed"]["output_tokens_per_s"]
+    # Medians per token: the two were measured one after the other, and a burst of other work on this shared
+    # machine moves a total (tokens/s) by more than it moves a median.
+    assert ref["speed"]["tpot_ms"]["p50"] > 2 * int4["speed"]["tpot_ms"]["p50"]
     assert int4["accuracy"]["top1_agreement"] < 1.0
     assert int4["accuracy"]["kl_mean"] > 0.0
     assert int4["cost"]["usd_per_1m_output_tokens"] < ref["cost"]["usd_per_1m_output_tokens"]
