@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from autoopt.bench.contention import other_cpu_share
 from autoopt.bench.latency import run_timed, warm_up
 from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_shapes
@@ -22,12 +23,15 @@ from autoopt.jobs.launch import Launcher
 from autoopt.jobs.prepare import Prepared
 from autoopt.result import Built, MeasureResult
 
+CONTENDED_SHARE = 0.25
+
 
 @dataclass(frozen=True)
 class SpeedSample:
     tokens_per_s: float  # output tokens (all rows) per second of the timed runs
     latency_ms: dict[str, float]  # "{ttft,tpot,e2e}_{p50,p90,p99}" -> ms, over every timed request
     runs: int
+    other_cpu_share: float = 0.0  # of all CPUs, taken by other processes while the runs were timed
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class SpeedJob:
                                  self.runtime.batch_size)
         engine = engine_class(self.candidate.engine).load(Path(self.built.artifact), self.candidate, self.runtime)
         warm_up(engine, requests, self.candidate.warmup)
-        samples = run_timed(engine, requests, self.bench)
+        with other_cpu_share() as other:
+            samples = run_timed(engine, requests, self.bench)
         engine.close()
         stats = summarize_shapes(samples.timings)
         latency = {
@@ -65,7 +70,7 @@ class SpeedJob:
             for kind in ("ttft", "tpot", "e2e")
             for pct in ("p50", "p90", "p99")
         }
-        return SpeedSample(samples.output_tokens_per_s, latency, len(samples.timings))
+        return SpeedSample(samples.output_tokens_per_s, latency, len(samples.timings), other.share)
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,17 @@ class Confirmation:
     reference: list[SpeedSample]
     candidate: list[SpeedSample]
     batches: tuple[int, int] = (1, 1)  # rows per request: the reference's, the candidate's
+
+    @property
+    def other_cpu_share(self) -> float:
+        """The most of the machine other processes took during any one timed run."""
+        return max(s.other_cpu_share for s in [*self.reference, *self.candidate])
+
+    @property
+    def contended(self) -> bool:
+        """Whether other work took enough of the machine (a quarter of its CPUs: half a core of two) that the
+        ratio may say more about it than about the candidates."""
+        return self.other_cpu_share > CONTENDED_SHARE
 
 
 def side_by_side(

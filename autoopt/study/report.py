@@ -37,7 +37,8 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
                                                 "the latency is per request batch")
         print(f"side by side {c.speedup} output tokens/s and {c.latency_gain} lower {lat} than the fp32 reference "
               f"(timed alternately, each run in a fresh process; batch {batch} against the reference's {ref_batch}"
-              f"{across})")
+              f"{across}; other processes took up to {c.other_cpu_share:.0%} of the CPUs"
+              f"{', so the ratio is suspect: rerun on a quiet machine' if c.contended else ''})")
     print(f"bundle      {o.bundle}   (check it: python -m autoopt.bundle verify {o.bundle})")
     print(f"reports     {o.reports[0].parent}")
     print(f"MLflow UI   {o.ui_command}")

@@ -212,8 +212,13 @@ def _confirm(
         confirmation = confirm(prep, reference, chosen, cfg.search.latency, launcher, cfg.search.confirm_rounds)
     except JobFailed as e:
         raise _failed_after_trials(e, f"timing trial {s.chosen.key} against the fp32 reference", cfg) from e
-    log.info("confirmed side by side: %s tokens/s, %s lower %s", confirmation.speedup, confirmation.latency_gain,
-             cfg.search.latency)
+    log.info("confirmed side by side: %s tokens/s, %s lower %s; other processes took up to %.0f %% of the CPUs "
+             "during a run", confirmation.speedup, confirmation.latency_gain, cfg.search.latency,
+             100 * confirmation.other_cpu_share)
+    if confirmation.contended:
+        log.warning("other work took up to %.0f %% of this machine's CPUs while the side-by-side ran: its ratio may "
+                    "say as much about that work as about the candidates; rerun on a quiet machine",
+                    100 * confirmation.other_cpu_share)
     return confirmation
 
 
@@ -260,9 +265,10 @@ def _runoff_metrics(r: Runoff | None) -> dict[str, float]:
 def _confirmation_metrics(c: Confirmation | None) -> dict[str, float]:
     if c is None:
         return {}
-    return {f"confirm.{name}.{stat}": getattr(ratio, stat)
-            for name, ratio in (("speedup", c.speedup), ("latency_gain", c.latency_gain))
-            for stat in ("median", "low", "high")}
+    return {**{f"confirm.{name}.{stat}": getattr(ratio, stat)
+               for name, ratio in (("speedup", c.speedup), ("latency_gain", c.latency_gain))
+               for stat in ("median", "low", "high")},
+            "confirm.other_cpu_share.max": c.other_cpu_share}
 
 
 def _log_trial(tracker: Tracker, outcome: TrialOutcome) -> None:
