@@ -485,25 +485,21 @@ def main(argv: list[str] | None = None) -> None:
         "models": [],
     }
     profiling: list[Profiling] = []
-    saved: dict[str, dict[str, Any]] = {}  # each model's figures as last saved, kept if it fails later
     for spec in [s for s in args.models.split(",") if s]:
-        try:
-            name, folder = resolve_folder(spec, args.cache_dir)
-        except Exception as e:
-            print(f"{spec}: failed: {_one_line(e)}", flush=True)
-            report["models"].append({"model": spec, "error": _one_line(e)})
-            continue
         done = list(report["models"])
+        latest: dict[str, Any] = {"model": spec}  # the model's figures as last saved, kept if it fails later
 
-        def save(model: dict[str, Any], done: list[dict[str, Any]] = done, name: str = name) -> None:
-            saved[name] = model
+        def save(model: dict[str, Any], done: list[dict[str, Any]] = done, latest: dict[str, Any] = latest) -> None:
+            latest.clear()
+            latest.update(model)
             args.out.write_text(json.dumps({**report, "models": [*done, model]}, indent=2) + "\n")
 
         try:
+            name, folder = resolve_folder(spec, args.cache_dir)
             model, waiting = bench_model(name, folder, args, bandwidth, save)
         except Exception as e:  # one model's failure costs neither the others nor the profiles of those timed
-            print(f"{name}: failed: {_one_line(e)}", flush=True)
-            model, waiting = {**saved.get(name, {"model": name}), "error": _one_line(e)}, []
+            print(f"{spec}: failed: {_one_line(e)}", flush=True)
+            model, waiting = {**latest, "error": _one_line(e)}, []
         report["models"].append(model)
         profiling += waiting
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -25,6 +25,7 @@ from autoopt.bundle.layout import REFERENCE
 from autoopt.bundle.load import LoadedBundle, load_bundle
 from autoopt.bundle.manifest import BODY_HASH, check_hashes, read_manifest
 from autoopt.config.schema import BenchConfig
+from autoopt.engines.base import SETTINGS_DIFFER
 
 log = logging.getLogger("autoopt.bundle")
 
@@ -216,7 +217,7 @@ class _Collect(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "but loaded with" in record.getMessage():  # engines' warn-if-written-differs checks
+        if getattr(record, SETTINGS_DIFFER, False):
             self.messages.append(record.getMessage())
 
 

@@ -113,6 +113,9 @@ class Engine(ABC):
         )
 
 
+SETTINGS_DIFFER = "autoopt_settings_differ"  # set on a log record that says a written setting was overridden
+
+
 def warn_if_written_differs(engine: str, path: Path, settings: dict[str, Any]) -> None:
     """A bundle's folder carries the settings it was measured with (`write_runtime_config`, a JSON file at
     `path`); log when this load applies other values (e.g. `serve --threads`)."""
@@ -121,4 +124,5 @@ def warn_if_written_differs(engine: str, path: Path, settings: dict[str, Any]) -
     written = json.loads(path.read_text())
     for key, value in settings.items():
         if written.get(key, value) != value:
-            log.warning("%s: %s is %r in %s but loaded with %r", engine, key, written[key], path, value)
+            log.warning("%s: %s is %r in %s but loaded with %r", engine, key, written[key], path, value,
+                        extra={SETTINGS_DIFFER: True})

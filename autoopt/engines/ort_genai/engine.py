@@ -19,7 +19,7 @@ from onnx import helper
 
 from autoopt.artifacts import GENAI_CONFIG
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
@@ -237,7 +237,8 @@ def _warn_if_written_differs(artifact: Path, overlay: dict[str, Any]) -> None:
     for key, found, applied in pairs:
         # The builder's own config sets none of the session options; only a written one can disagree.
         if "intra_op_num_threads" in session and found is not None and found != applied:
-            log.warning("ort_genai: %s is %r in %s but loaded with %r", key, found, path, applied)
+            log.warning("ort_genai: %s is %r in %s but loaded with %r", key, found, path, applied,
+                        extra={SETTINGS_DIFFER: True})
 
 
 def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[str], int]:
