@@ -29,6 +29,9 @@ class Engine(ABC):
     """
 
     name: ClassVar[str]
+    # Whether `generate` takes rows of different prompt lengths (`prompt_lengths`); an engine whose loaded
+    # settings cannot mask padding sets it False, and the serving scheduler then batches equal lengths only.
+    mixed_lengths: bool = True
 
     @classmethod
     @abstractmethod
@@ -36,11 +39,16 @@ class Engine(ABC):
         """Load the artifact built for `candidate`. Called once per process."""
 
     @abstractmethod
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
         """Greedy decoding with a KV cache, never stopping early at EOS.
 
-        `input_ids` is int64 (batch, prompt_len), all rows the same length. Yields `max_new_tokens`
-        int64 arrays of shape (batch,): the first right after prefill, then one per decode step.
+        `input_ids` is int64 (batch, width). Without `prompt_lengths` every row is a prompt of `width` ids.
+        With it (where `mixed_lengths`), row r's prompt is its first `prompt_lengths[r]` ids and the rest of
+        the row is padding of any value: each row decodes as its prompt would alone, padding masked out.
+        Yields `max_new_tokens` int64 arrays of shape (batch,): the first right after prefill, then one per
+        decode step.
         """
 
     @abstractmethod
@@ -114,6 +122,25 @@ class Engine(ABC):
 
 
 SETTINGS_DIFFER = "autoopt_settings_differ"  # set on a log record that says a written setting was overridden
+
+
+def prompt_lengths_of(input_ids: np.ndarray, prompt_lengths: np.ndarray | list[int]) -> np.ndarray:
+    """`prompt_lengths` as int64 (batch,), checked against `input_ids` (batch, width): each in 1..width."""
+    lengths = np.asarray(prompt_lengths, dtype=np.int64)
+    batch, width = input_ids.shape
+    if lengths.shape != (batch,) or lengths.min(initial=1) < 1 or lengths.max(initial=1) > width:
+        raise ValueError(f"prompt_lengths {lengths.tolist()} must give each of {batch} rows a length in 1..{width}")
+    return lengths
+
+
+def left_aligned(input_ids: np.ndarray, prompt_lengths: np.ndarray | list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose prompt is their first `prompt_lengths[r]` ids → each row rotated so that its prompt ends at the
+    last column (its padding moved before it), and the attention mask (1 = prompt, 0 = padding)."""
+    lengths = prompt_lengths_of(input_ids, prompt_lengths)
+    width = input_ids.shape[1]
+    mask = np.arange(width)[None, :] >= (width - lengths)[:, None]
+    rotated = np.stack([np.roll(row, width - length) for row, length in zip(input_ids, lengths, strict=True)])
+    return rotated, mask.astype(np.int64)
 
 
 def warn_if_written_differs(engine: str, path: Path, settings: dict[str, Any]) -> None:

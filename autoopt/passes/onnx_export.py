@@ -3,8 +3,9 @@
 Graph contract (what `OrtEngine` feeds): inputs `input_ids` int64 (batch, seq), `attention_mask`
 int64 (batch, past + seq) and `past_key_values.{i}.key|value` (batch, kv_heads, past, head_dim);
 outputs `logits` (batch, seq, vocab) and `present.{i}.key|value` (batch, kv_heads, past + seq,
-head_dim). Prefill passes past tensors of length 0. Position ids follow from the cache length, so
-rows must not be padded.
+head_dim). Prefill passes past tensors of length 0. Position ids follow from the cache length, so a
+left-padded row's positions are offset by its padding (masked out by `attention_mask`): rotary attention
+depends on distances between positions only, so the offset moves rounding, not the arithmetic.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from autoopt.artifacts import ONNX_MODEL as MODEL_FILE
 from autoopt.artifacts import ORT_SESSION as SESSION_FILE
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
+from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
@@ -162,19 +162,24 @@ class OrtEngine(Engine):
                 f"found providers: {', '.join(available)}"
             )
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        mask = np.ones(input_ids.shape, dtype=np.int64)
+        if prompt_lengths is not None:
+            input_ids, mask = left_aligned(input_ids, prompt_lengths)
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        past, past_len = self._empty_past(ids.shape[0]), 0
+        past = self._empty_past(ids.shape[0])
         for _ in range(max_new_tokens):
-            logits, past = self._run(ids, past, past_len)
-            past_len += ids.shape[1]
+            logits, past = self._run(ids, past, mask)
             token = logits[:, -1, :].argmax(axis=-1)
             yield token
             ids = token[:, None]
+            mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
-        logits, _ = self._run(ids, self._empty_past(ids.shape[0]), 0)
+        logits, _ = self._run(ids, self._empty_past(ids.shape[0]), np.ones(ids.shape, dtype=np.int64))
         return logits.astype(np.float32, copy=False)
 
     def device_peak_memory_bytes(self) -> int | None:
@@ -188,9 +193,9 @@ class OrtEngine(Engine):
         empty = np.zeros((batch, self._kv_heads, 0, self._head_dim), dtype=self._kv_dtype)
         return [empty] * len(self._past_names)
 
-    def _run(self, ids: np.ndarray, past: list[Cache], past_len: int) -> tuple[np.ndarray, list[Cache]]:
-        """One step: `ids` (batch, new) after `past_len` cached positions → host logits, new cache."""
-        mask = np.ones((ids.shape[0], past_len + ids.shape[1]), dtype=np.int64)
+    def _run(self, ids: np.ndarray, past: list[Cache], mask: np.ndarray) -> tuple[np.ndarray, list[Cache]]:
+        """One step: `ids` (batch, new) after the cached positions, `mask` (batch, cached + new; 0 = padding)
+        → host logits, new cache."""
         if not self._bind_io:
             logits, *present = self._session.run(
                 ["logits", *self._present_names],

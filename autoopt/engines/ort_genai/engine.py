@@ -19,14 +19,15 @@ from onnx import helper
 
 from autoopt.artifacts import GENAI_CONFIG
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions
+from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions, prompt_lengths_of
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
 
 log = logging.getLogger("autoopt.engines")
 
-_LOGITS = "logits"  # the builder's name for the decoder's logits output
+_LOGITS = "logits"  # the builder's names for the decoder's logits output and token input
+_INPUT_IDS = "input_ids"
 
 _SNIPPET = '''\
 import onnxruntime_genai as og
@@ -161,11 +162,18 @@ class GenaiEngine(Engine):
     def plain_runtime_snippet(cls) -> str:
         return _SNIPPET
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
-        batch, prompt_len = input_ids.shape
-        generator = self._request_generator(batch, prompt_len + max_new_tokens)
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        batch, width = input_ids.shape
+        generator = self._request_generator(batch, width + max_new_tokens)
+        ids = input_ids.astype(np.int32)
+        if prompt_lengths is not None:
+            # The Generator masks a row's trailing pad ids and positions each row from its own start.
+            for row, length in enumerate(prompt_lengths_of(input_ids, prompt_lengths)):
+                ids[row, length:] = self._vocab
         # append_tokens runs the prefill; the first generate_next_token only picks from its logits.
-        generator.append_tokens(input_ids.astype(np.int32))
+        generator.append_tokens(ids)
         for _ in range(max_new_tokens):
             generator.generate_next_token()
             yield generator.get_next_tokens().astype(np.int64)
@@ -298,7 +306,19 @@ def _append_sentinel_logit(source: Path, target: Path, vocab: int) -> None:
         )
     )
     output.type.tensor_type.shape.dim[rank - 1].dim_value = vocab + 1
+    _clamp_input_ids(graph, vocab - 1)
     onnx.save(model, str(target))
+
+
+def _clamp_input_ids(graph: onnx.GraphProto, largest: int) -> None:
+    """Feed the graph min(input_ids, `largest`): the Generator passes a padded prompt's pad ids (the sentinel,
+    one past the vocabulary) through the embedding, masked out of attention but still gathered."""
+    (ids,) = [i for i in graph.input if i.name == _INPUT_IDS]
+    for node in graph.node:
+        node.input[:] = ["input_ids_clamped" if name == _INPUT_IDS else name for name in node.input]
+    bound = helper.make_tensor("input_ids_largest", ids.type.tensor_type.elem_type, [], [largest])
+    graph.initializer.append(bound)
+    graph.node.insert(0, helper.make_node("Min", [_INPUT_IDS, bound.name], ["input_ids_clamped"], name="/autoopt/clamp_ids"))
 
 
 def _require_cuda() -> None:

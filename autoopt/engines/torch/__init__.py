@@ -15,7 +15,8 @@ ATTENTION_DTYPE = {"none": "float32", "int8_dynamic": "float32", "bf16": "bfloat
 
 
 def _rule(candidate: CandidateConfig, device: str) -> str | None:
-    # HF's SDPA path passes a mask over a static cache's unused slots; a dynamic cache of equal-length rows needs none.
+    # HF's SDPA path passes a mask over a static cache's unused slots; a dynamic cache of equal-length rows needs
+    # none (rows of mixed lengths do: such an engine serves equal lengths only, `TorchEngine.mixed_lengths`).
     dtype = ATTENTION_DTYPE.get(candidate.quant, "float32")
     return attn_backend_problem(candidate.attn_backend, device, dtype, masked=candidate.kv_cache == "static")
 

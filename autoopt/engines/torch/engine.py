@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
+from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
 from autoopt.models.forward import cache_keyword
 
@@ -108,6 +108,8 @@ class TorchEngine(Engine):
         self._static_length: dict[int, int] = {}  # positions each of those holds
         self._allocations = 0
         self._cache_keyword = cache_keyword(model)
+        # Padding needs an attention mask, which cuda's FlashAttention kernel does not take.
+        self.mixed_lengths = not (device.type == "cuda" and attn_backend == "flash")
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
@@ -170,14 +172,27 @@ class TorchEngine(Engine):
         return cache
 
     @torch.inference_mode()
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
+        padded = {}
+        if prompt_lengths is not None:
+            input_ids, mask = left_aligned(input_ids, prompt_lengths)
+            mask = torch.from_numpy(mask).to(self._device)
+            padded = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
         cache = self._cache(ids.shape[0], ids.shape[1] + max_new_tokens)
         for _ in range(max_new_tokens):
             with sdpa_context(self._attn_backend):
-                out = self._model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self._cache_keyword: cache})
+                out = self._model(
+                    input_ids=ids, use_cache=True, logits_to_keep=1, **padded, **{self._cache_keyword: cache}
+                )
             ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
             yield ids[:, 0].cpu().numpy()
+            if padded:
+                mask = padded["attention_mask"]
+                padded = {"attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1),
+                          "position_ids": padded["position_ids"][:, -1:] + 1}
 
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:

@@ -13,7 +13,8 @@ from torch.nn.attention import sdpa_kernel
 class StaticDecoder(nn.Module):
     """The HF model's layers over KV buffers for one batch size (registered buffers, so that CUDA graphs treat
     them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
-    (T,) into the cache, attends to every slot at or before each position, and returns the greedy next token
+    (T,) into the cache, attends to every slot at or before each position from the row's `starts` on (the
+    first slot of its prompt; 0 unless its prompt was left-padded), and returns the greedy next token
     (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied; its
     projections must be fused first (`fuse_projections`).
 
@@ -37,6 +38,9 @@ class StaticDecoder(nn.Module):
         self.register_buffer("cos", cos)
         self.register_buffer("sin", sin)
         self.register_buffer("slots", torch.arange(capacity, device=device))
+        # Per row, the first slot its prompt fills: rows of a batch with shorter prompts are left-padded to the
+        # longest, and attend from there on. The engine sets them before each request's prefill.
+        self.register_buffer("starts", torch.zeros(batch, dtype=torch.long, device=device))
         for i in range(len(self.layers)):
             shape = (batch, self.kv_heads, capacity, self.head_dim)
             self.register_buffer(f"k{i}", torch.zeros(shape, dtype=dtype, device=device))
@@ -51,8 +55,13 @@ class StaticDecoder(nn.Module):
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         batch, length = ids.shape
         x = self.embed(ids)
-        cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]  # (1, 1, T, D)
-        mask = self.slots[None, :] <= positions[:, None]  # (T, capacity): True = attend
+        # Rotary angles at each row's own position, counted from its first prompt slot: (batch, 1, T, D).
+        rotary = (positions[None, :] - self.starts[:, None]).clamp(min=0)
+        cos, sin = self.cos[rotary][:, None], self.sin[rotary][:, None]
+        slots, at = self.slots[None, None, :], positions[None, :, None]
+        # (batch, 1, T, capacity), True = attend: the row's prompt up to the position, and a padding position
+        # itself (a query that attends to nothing gives NaN, which masked weights of 0 would still carry along).
+        mask = (((slots >= self.starts[:, None, None]) & (slots <= at)) | (slots == at))[:, None]
         for i, layer in enumerate(self.layers):
             attn = layer.self_attn
             h = layer.input_layernorm(x)

@@ -47,7 +47,7 @@ from transformers import AutoModelForCausalLM
 from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of
 from autoopt.config.schema import CandidateConfig
-from autoopt.engines.base import Engine, RuntimeOptions, warn_if_written_differs
+from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_problem
 from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
@@ -362,8 +362,14 @@ class TorchCompiledEngine(Engine):
         )
 
     @torch.inference_mode()
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
         batch, prompt_len = input_ids.shape
+        starts = np.zeros(batch, dtype=np.int64)
+        if prompt_lengths is not None:
+            input_ids, _ = left_aligned(input_ids, prompt_lengths)
+            starts = prompt_len - np.asarray(prompt_lengths, dtype=np.int64)
         if prompt_len + max_new_tokens - 1 > self._capacity:
             raise ValueError(
                 f"prompt {prompt_len} + {max_new_tokens} new tokens needs {prompt_len + max_new_tokens - 1} cache "
@@ -374,6 +380,8 @@ class TorchCompiledEngine(Engine):
         rows = slot.decoder.k0.shape[0]
         if rows > batch:  # pad with copies of row 0: real values, never read back
             ids = torch.cat([ids, ids[:1].expand(rows - batch, -1)])
+            starts = np.concatenate([starts, np.repeat(starts[:1], rows - batch)])
+        slot.decoder.starts.copy_(torch.from_numpy(starts))
         last = self._positions[prompt_len - 1]
         length = next((n for n in slot.lengths if n >= prompt_len), None)
         if length is None:  # eager prefill at the prompt's own length
