@@ -59,9 +59,18 @@ _UNITS = {
     "speed.output_tokens_per_s": "tokens/s",
     "accuracy.kl_mean": "nats",
     "accuracy.top1_agreement": "fraction",
-    "accuracy.perplexity": "",
-    "accuracy.reference_perplexity": "",
+    "accuracy.perplexity": "dimensionless",
+    "accuracy.reference_perplexity": "dimensionless",
     "accuracy.tokens": "positions",
+    "accuracy.decode_prefix_agreement": "fraction",
+    "accuracy.decode_token_agreement": "fraction",
+    "accuracy.decode_self_agreement": "fraction",
+    "accuracy.decode_tokens": "tokens",
+    "speed.cycles": "passes",
+    "speed.compile_cache_warm": "flag",
+    "build.cached": "flag",
+    "roofline.fits_llc": "flag",
+    "serving.converged": "flag",
     "cost.usd_per_1m_output_tokens": "USD per 1M output tokens",
     "cost.price_per_hour": "USD/hour",
     "roofline.weight_bytes": "bytes",
@@ -121,7 +130,7 @@ def unit(figure: str) -> str:
     if figure in _UNITS:
         return _UNITS[figure]
     stat = figure.rpartition(".")[2]
-    if stat == "cv":
+    if stat == "cv" or stat.endswith("_cv_within_shape_median"):
         return "ratio"
     if stat == "n":
         return "request batches"

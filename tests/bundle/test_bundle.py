@@ -95,7 +95,8 @@ def test_manifest_hashes_every_file_and_defines_every_metric(bundle: Path, measu
         metrics["speed.e2e_ms.p90"]["unit"] == "ms"
         and "90th percentile" in metrics["speed.e2e_ms.p90"]["definition"]
     )
-    assert all(entry["definition"] and "unit" in entry for entry in metrics.values())
+    assert all(entry["definition"] for entry in metrics.values())
+    assert not [figure for figure, entry in metrics.items() if not entry["unit"]]
     assert metrics["speed.seconds"]["unit"] == "s" and metrics["memory.device_peak_mb"]["value"] is None
     assert manifest["runtime"] == asdict(measured.result.runtime)
     assert manifest["runtime"] == {"device": "cpu", "threads": 1, "batch_size": 1, "max_length": 96, "max_batch": 4}
@@ -143,6 +144,7 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     assert figures["roofline.efficiency"]["value"] == measured.result.roofline.efficiency
     said = {f: m["definition"] for f, m in figures.items() if f.split(".")[0] in ("serving", "roofline")}
     assert not [f for f, d in said.items() if "as recorded" in d]
+    assert not [f for f, m in figures.items() if not m["unit"]]
 
     assert "strict priority; each probe 2 s of warm-up traffic, then 6 s judged): capacity 12.50 requests/s, the " \
         "highest offered rate at which every class kept its SLO, with prompts of exactly the workload's lengths" in text
