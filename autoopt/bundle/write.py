@@ -53,6 +53,8 @@ _DEFINITIONS = {
     "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
     "serving.warmup_s": "each capacity probe's first seconds of traffic, served but not judged (None: not recorded)",
     "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded)",
+    "serving.mixed_lengths": "1 where rows a batch's lead prompt length left free took shorter prompts (padded to "
+    "the lead's length), 0 where a batch held one length (None: not recorded, measured with one length per batch)",
 }
 _UNITS = {
     "speed.runs": "request batches",
@@ -71,6 +73,7 @@ _UNITS = {
     "build.cached": "flag",
     "roofline.fits_llc": "flag",
     "serving.converged": "flag",
+    "serving.mixed_lengths": "flag",
     "cost.usd_per_1m_output_tokens": "USD per 1M output tokens",
     "cost.price_per_hour": "USD/hour",
     "roofline.weight_bytes": "bytes",
@@ -282,6 +285,12 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _batching(m: dict[str, Any]) -> str:
+    if m.get("serving.mixed_lengths"):
+        return "a batch takes its lead's prompt length, then fills free rows with shorter prompts, padded"
+    return "a batch holds prompts of one length: more varied lengths fill fewer rows"
+
+
 def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     """The README's serving lines, for a candidate measured under open-loop load (none otherwise)."""
     if m.get("serving.capacity_rps") is None:
@@ -295,8 +304,7 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     bound = "" if m["serving.converged"] else " (a lower bound: the probes ran out before bracketing it within 5 %)"
     lines = [
         f"{load}: capacity {m['serving.capacity_rps']:.2f} requests/s{bound}, the highest offered rate at which "
-        "every class kept its SLO, with prompts of exactly the workload's lengths (a batch holds prompts of one "
-        "length: more varied lengths fill fewer rows); at that rate:",
+        f"every class kept its SLO, with prompts of the workload's lengths ({_batching(m)}); at that rate:",
     ]
     names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})  # names hold no '.'
     for name in names:

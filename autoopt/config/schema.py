@@ -144,6 +144,9 @@ class CandidateConfig:
                                          label="qd={value:g}ms", show_default=False)
     serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
                                "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
+    serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
+                                     "prompts, padded to the lead's length (prefill computes the padding)",
+                                     choices=(False, True), label="mixlen")
 
 
 # The precision a quantization scheme needs the target to support.

@@ -9,7 +9,8 @@ from autoopt.config.errors import ConfigError
 
 ARRIVALS = ("poisson", "gamma")
 # ServingConfig fields that a candidate carries as search knobs (CandidateConfig), never the workload.
-SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy"}
+SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy",
+                 "mix_lengths": "serving_mix_lengths"}
 POLICIES = ("strict", "weighted")
 ON_FULL = ("reject", "delay")
 
@@ -53,6 +54,7 @@ class ServingConfig:
     policy: str = "strict"  # strict: most urgent class first | weighted: by class weight
     max_batch: int = 4  # rows per engine call
     max_queue_delay_ms: float = 10.0  # a partial batch is released once its oldest request waited this long
+    mix_lengths: bool = False  # rows left after the lead's prompt length take shorter prompts, padded to it
     starvation_ms: float = 2000.0  # a request waiting longer is served next, whatever its class ...
     starvation_every: int = 4  # ... but such requests lead at most one batch in this many
     peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps

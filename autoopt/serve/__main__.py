@@ -41,6 +41,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                          "(default: the bundle's candidate.serving_queue_delay_ms)")
     serving.add_argument("--policy", choices=("strict", "weighted"), default=None,
                          help="default: the bundle's candidate.serving_policy")
+    serving.add_argument("--mix-lengths", action=argparse.BooleanOptionalAction, default=None,
+                         help="fill a batch's free rows with prompts of other lengths, padded (default: the bundle's "
+                         "candidate.serving_mix_lengths)")
     serving.add_argument("--starvation-ms", type=float, default=None,
                          help="a request waiting longer is served regardless of class (default: the bundle's "
                          "workload.serving.starvation_ms)")
@@ -73,7 +76,8 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
         max_batch = bundle.runtime.max_batch
     starvation_ms = measured.starvation_ms if args.starvation_ms is None else args.starvation_ms
     cfg = replace(measured, max_batch=max_batch, max_queue_delay_ms=delay,
-                  policy=args.policy or c.serving_policy, starvation_ms=starvation_ms)
+                  policy=args.policy or c.serving_policy, starvation_ms=starvation_ms,
+                  mix_lengths=c.serving_mix_lengths if args.mix_lengths is None else args.mix_lengths)
     check_serving(cfg)
     return cfg
 

@@ -32,21 +32,28 @@ class BatchRun:
 
 
 def run_batch(engine: Engine, batch: list[ServingRequest], clock: Callable[[], float], on_token: TokenSink) -> BatchRun:
-    """Generate for `batch` (equal prompt lengths) and report each row's tokens through `on_token`.
+    """Generate for `batch` and report each row's tokens through `on_token`.
 
-    A row is complete at its own last token (`max_new_tokens` of its request): shorter rows ride along
-    untracked until the longest finishes. A row stops being tracked early when `on_token` returns False
-    (end of text, a client that went away); once no row is tracked the engine's generator is closed, so
-    no more decode steps run. `clock` timestamps each yielded step (host arrays: the device is done).
+    Rows of different prompt lengths go in one call, padded after each prompt (`prompt_lengths`; the engine
+    masks the padding), so the prefill runs at the longest prompt's length for every row. A row is complete
+    at its own last token (`max_new_tokens` of its request): shorter rows ride along untracked until the
+    longest finishes. A row stops being tracked early when `on_token` returns False (end of text, a client
+    that went away); once no row is tracked the engine's generator is closed, so no more decode steps run.
+    `clock` timestamps each yielded step (host arrays: the device is done).
     """
-    lengths = {r.prompt_len for r in batch}
-    if len(lengths) != 1:
-        raise ValueError(f"a batch needs equal prompt lengths, got {sorted(lengths)}; the scheduler groups them")
-    ids = np.stack([np.asarray(r.prompt_ids, dtype=np.int64) for r in batch])
+    lengths = [r.prompt_len for r in batch]
+    mixed = len(set(lengths)) > 1
+    if mixed and not engine.mixed_lengths:
+        raise ValueError(f"engine {engine.name} as loaded takes equal prompt lengths only, got {sorted(set(lengths))}")
+    ids = np.zeros((len(batch), max(lengths)), dtype=np.int64)
+    for row, request in enumerate(batch):
+        ids[row, : request.prompt_len] = request.prompt_ids
     live = [r.max_new_tokens > 0 for r in batch]
     steps = 0
     start = clock()
-    generator = engine.generate(ids, max(r.max_new_tokens for r in batch))
+    new_tokens = max(r.max_new_tokens for r in batch)
+    padding = {"prompt_lengths": np.asarray(lengths)} if mixed else {}
+    generator = engine.generate(ids, new_tokens, **padding)
     try:
         for index, tokens in enumerate(generator):
             now = clock()

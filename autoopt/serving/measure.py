@@ -60,6 +60,7 @@ def measure_serving(
         load_curve=[_point(p) for p in capacity.probes],
         warmup_s=cfg.warmup_s,
         judged_s=cfg.duration_s,
+        mixed_lengths=cfg.mix_lengths and engine.mixed_lengths,
     )
 
 

@@ -33,8 +33,9 @@ BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
 WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its requests' draws
 
 
-def make_scheduler(cfg: ServingConfig) -> Scheduler:
-    """The scheduler `cfg` describes (shared by the open-loop runner and the HTTP server)."""
+def make_scheduler(cfg: ServingConfig, engine: Engine) -> Scheduler:
+    """The scheduler `cfg` describes for `engine` (shared by the open-loop runner and the HTTP server): it mixes
+    prompt lengths in a batch where both allow it."""
     return Scheduler(
         cfg.classes,
         policy=cfg.policy,
@@ -43,6 +44,7 @@ def make_scheduler(cfg: ServingConfig) -> Scheduler:
         starvation_s=cfg.starvation_ms / 1e3,
         starvation_every=cfg.starvation_every,
         max_waiting=cfg.saturation_queue,
+        mix_lengths=cfg.mix_lengths and engine.mixed_lengths,
     )
 
 
@@ -64,7 +66,7 @@ def run_open_loop(
 ) -> ServingReport:
     """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler. The report
     judges the requests sent at or after `judged_from_s`; earlier ones are load only (a warm-up)."""
-    scheduler = make_scheduler(cfg)
+    scheduler = make_scheduler(cfg, engine)
     records = {a.id: RequestRecord(a.id, a.cls, a.time_s) for a in arrivals}
     pending = deque(sorted(arrivals, key=lambda a: a.time_s))
     lag_bound = saturation_lag_s(cfg)

@@ -9,8 +9,11 @@ Contract, in the order `next_batch` applies it:
 2. Otherwise the policy picks the lead class among those with waiting requests: `strict` takes the most
    urgent (lowest priority number); `weighted` is smooth weighted round-robin over class weights.
    The lead request is its class's oldest.
-3. The batch holds the lead and other waiting requests of the SAME prompt length (the engines take
-   equal-length rows), most urgent class first, oldest first within a class, up to `max_batch`.
+3. The batch holds the lead and other waiting requests of the lead's prompt length, most urgent class
+   first, oldest first within a class, up to `max_batch`; with `mix_lengths`, rows still free then take
+   shorter prompts in the same order, padded to the lead's length. A batch's prefill runs at its longest
+   prompt, so a joining row never makes it longer than the lead's own: the lead pays for an extra row as
+   for one of its own length, never for a longer prompt.
 4. It is released when full, or once its oldest request has waited `max_queue_delay_s`; until then
    `next_batch` returns None and `next_release` says when to look again.
 Waiting time always counts from a request's `arrival` (its scheduled send time), so a backlog is never
@@ -65,6 +68,7 @@ class Scheduler:
         starvation_s: float = float("inf"),
         starvation_every: int = 4,
         max_waiting: int | None = None,
+        mix_lengths: bool = False,
     ) -> None:
         if policy not in ("strict", "weighted"):
             raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
@@ -81,6 +85,7 @@ class Scheduler:
         self.starvation_every = starvation_every
         self._since_starving = starvation_every  # batches released since the last starvation-led one
         self.max_waiting = max_waiting  # a "delay" class holds a request back only while fewer wait in all
+        self.mix_lengths = mix_lengths
 
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:
@@ -198,14 +203,10 @@ class Scheduler:
         self._queues[name].credit -= total
 
     def _group(self, lead: ServingRequest) -> list[ServingRequest]:
-        batch = [lead]
-        for queue in self._queues.values():
-            for request in queue.waiting:
-                if len(batch) == self.max_batch:
-                    return batch
-                if request is not lead and request.prompt_len == lead.prompt_len:
-                    batch.append(request)
-        return batch
+        waiting = [r for q in self._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
+        same = [r for r in waiting if r.prompt_len == lead.prompt_len]
+        shorter = [r for r in waiting if r.prompt_len < lead.prompt_len] if self.mix_lengths else []
+        return [lead, *same, *shorter][: self.max_batch]
 
     @staticmethod
     def _promote(queue: _ClassQueue) -> None:

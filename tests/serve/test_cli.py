@@ -18,7 +18,8 @@ from autoopt.serve.__main__ import main, parse_args, serving_config
 
 def bundle(manifest: dict[str, Any]) -> Any:
     runtime = RuntimeOptions(device="cpu", threads=1, batch_size=1, max_length=64, max_batch=8)
-    candidate = CandidateConfig(serving_max_batch=4, serving_queue_delay_ms=5.0, serving_policy="weighted")
+    candidate = CandidateConfig(serving_max_batch=4, serving_queue_delay_ms=5.0, serving_policy="weighted",
+                                serving_mix_lengths=True)
     return SimpleNamespace(path=Path("b"), manifest=manifest, candidate=candidate, runtime=runtime)
 
 
@@ -32,7 +33,8 @@ def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_w
 
     assert cfg.classes == measured.classes
     assert (cfg.starvation_ms, cfg.starvation_every) == (500.0, 2)
-    assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.policy) == (4, 5.0, "weighted")  # the candidate's knobs
+    assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.policy, cfg.mix_lengths) == (4, 5.0, "weighted", True)
+    assert not serving_config(parse_args(["b", "--no-mix-lengths"]), bundle(manifest)).mix_lengths
 
 
 def test_a_manifest_without_serving_settings_serves_the_default_classes() -> None:

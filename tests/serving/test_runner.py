@@ -30,14 +30,17 @@ class SteppedEngine(Engine):
     name = "stepped"
 
     def __init__(self, clock: FakeClock, step_s: float) -> None:
-        self.clock, self.step_s, self.calls = clock, step_s, []
+        self.clock, self.step_s, self.calls, self.inputs = clock, step_s, [], []
 
     @classmethod
     def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
         raise NotImplementedError
 
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+    def generate(
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+    ) -> Iterator[np.ndarray]:
         self.calls.append((input_ids.shape[0], max_new_tokens))
+        self.inputs.append((input_ids.copy(), None if prompt_lengths is None else prompt_lengths.tolist()))
         for i in range(max_new_tokens):
             self.clock.t += self.step_s
             yield np.full(input_ids.shape[0], i, dtype=np.int64)
@@ -64,6 +67,29 @@ def test_rows_complete_at_their_own_last_token_and_latency_counts_from_scheduled
     assert p0.e2e.p50 == pytest.approx(0.001e3 + 20.0)  # released at 1 ms (full), 2 steps
     assert p3.e2e.p50 == pytest.approx(60.0)  # 1 ms wait + 6 steps - its 1 ms later arrival
     assert report.occupancy == 1.0 and not report.saturated
+
+
+def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:
+    clock = FakeClock()
+    engine = SteppedEngine(clock, 0.01)
+    cfg = ServingConfig(classes=CLASSES, max_batch=2, max_queue_delay_ms=5.0, mix_lengths=True)
+    lead = Arrival(0, 0.0, "P0", np.arange(1, 6, dtype=np.int64), 2)
+    short = Arrival(1, 0.001, "P3", np.array([7, 8, 9], dtype=np.int64), 2)
+    run_open_loop(engine, cfg, [lead, short], clock=clock, sleep=clock.sleep)
+    ((ids, lengths),) = engine.inputs
+    assert lengths == [5, 3]
+    np.testing.assert_array_equal(ids, [[1, 2, 3, 4, 5], [7, 8, 9, 0, 0]])
+
+
+@pytest.mark.parametrize("where", ["config", "engine"])
+def test_equal_lengths_only_where_the_config_or_the_loaded_engine_says_so(where: str) -> None:
+    clock = FakeClock()
+    engine = SteppedEngine(clock, 0.01)
+    cfg = ServingConfig(classes=CLASSES, max_batch=2, max_queue_delay_ms=5.0, mix_lengths=where != "config")
+    engine.mixed_lengths = where != "engine"
+    arrivals = [arrival(0, 0.0, "P0", 2, prompt_len=5), arrival(1, 0.001, "P3", 2, prompt_len=3)]
+    run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep)
+    assert [(ids.shape, lengths) for ids, lengths in engine.inputs] == [((1, 5), None), ((1, 3), None)]
 
 
 def test_overload_is_detected_and_the_run_stops_early_with_misses_counted() -> None:

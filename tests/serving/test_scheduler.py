@@ -75,8 +75,19 @@ def test_starvation_bound_serves_an_old_low_class_request_before_urgent_ones() -
     assert ids(s.next_batch(2.1)) == [old.id]  # waited 2.1 s >= 2 s: served regardless of class
 
 
-def test_batch_holds_only_equal_prompt_lengths_up_to_max_batch() -> None:
-    s, req = Scheduler(classes(), max_batch=3), Ids()
+def test_batch_takes_the_leads_length_then_fills_with_shorter_prompts_most_urgent_first() -> None:
+    s, req = Scheduler(classes(), max_batch=3, mix_lengths=True), Ids()
+    longer, a, b, c = req("P1", 0.0, 64), req("P1", 0.0, 16), req("P3", 0.0, 32), req("P2", 0.0, 16)
+    d, e = req("P0", 0.1, 32), req("P3", 0.0, 16)
+    for r in (longer, a, b, c, d, e):
+        s.submit(r)
+    # P0 leads; its length first (the P3), then the most urgent shorter one; the longer P1 never joins it
+    assert ids(s.next_batch(0.2)) == [d.id, b.id, a.id]
+    assert ids(s.next_batch(0.2)) == [longer.id, c.id, e.id]  # the P1 leads its own: both shorter rows join
+
+
+def test_without_mix_lengths_a_batch_holds_only_equal_prompt_lengths_up_to_max_batch() -> None:
+    s, req = Scheduler(classes(), max_batch=3, mix_lengths=False), Ids()
     a, b, c, d, e = req("P1", 0.0, 16), req("P1", 0.0, 32), req("P2", 0.0, 16), req("P0", 0.1, 32), req("P3", 0.0, 16)
     for r in (a, b, c, d, e):
         s.submit(r)
@@ -99,8 +110,8 @@ def test_partial_batch_waits_for_max_queue_delay_unless_full() -> None:
 
 
 def test_next_release_never_points_to_the_past_for_a_waiting_group() -> None:
-    s, req = Scheduler(classes(), max_batch=4, max_queue_delay_s=0.05, starvation_s=1.0), Ids()
-    s.submit(req("P3", 0.0, 16))  # due at 0.05, but P0 leads and its group is not due
+    s, req = Scheduler(classes(), max_batch=4, max_queue_delay_s=0.05, starvation_s=1.0, mix_lengths=False), Ids()
+    s.submit(req("P3", 0.0, 16))  # due at 0.05, but P0 leads and its group (another length) is not due
     s.submit(req("P0", 0.04, 32))
     assert s.next_batch(0.06) is None
     assert s.next_release(0.06) == pytest.approx(0.09)
