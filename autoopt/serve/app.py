@@ -215,7 +215,7 @@ class _Server:
         self.model, self.cfg = model, cfg
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = _Metrics([c.name for c in self.classes])
-        self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine), clock=_CLOCK,
+        self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine, model.max_length), clock=_CLOCK,
                                     on_batch=self.metrics.batch_done)
         self.special = frozenset(
             i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special

@@ -33,9 +33,9 @@ BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
 WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its requests' draws
 
 
-def make_scheduler(cfg: ServingConfig, engine: Engine) -> Scheduler:
+def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = None) -> Scheduler:
     """The scheduler `cfg` describes for `engine` (shared by the open-loop runner and the HTTP server): it mixes
-    prompt lengths in a batch where both allow it."""
+    prompt lengths in a batch where both allow it, within `max_length` tokens (prompt + new) a row."""
     return Scheduler(
         cfg.classes,
         policy=cfg.policy,
@@ -45,6 +45,7 @@ def make_scheduler(cfg: ServingConfig, engine: Engine) -> Scheduler:
         starvation_every=cfg.starvation_every,
         max_waiting=cfg.saturation_queue,
         mix_lengths=cfg.mix_lengths and engine.mixed_lengths,
+        max_length=max_length,
     )
 
 

@@ -11,9 +11,9 @@ Contract, in the order `next_batch` applies it:
    The lead request is its class's oldest.
 3. The batch holds the lead and other waiting requests of the lead's prompt length, most urgent class
    first, oldest first within a class, up to `max_batch`; with `mix_lengths`, rows still free then take
-   shorter prompts in the same order, padded to the lead's length. A batch's prefill runs at its longest
-   prompt, so a joining row never makes it longer than the lead's own: the lead pays for an extra row as
-   for one of its own length, never for a longer prompt.
+   shorter prompts in the same order, padded to the lead's length, whose new tokens fit `max_length` after
+   it. A batch's prefill runs at its longest prompt, so a joining row never makes it longer than the lead's
+   own; like any row, one that asks for more tokens than the others lengthens the batch's decoding.
 4. It is released when full, or once its oldest request has waited `max_queue_delay_s`; until then
    `next_batch` returns None and `next_release` says when to look again.
 Waiting time always counts from a request's `arrival` (its scheduled send time), so a backlog is never
@@ -24,6 +24,7 @@ Not thread-safe: one owner calls it (the open-loop runner's thread, or the serve
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,7 @@ class Scheduler:
         starvation_every: int = 4,
         max_waiting: int | None = None,
         mix_lengths: bool = False,
+        max_length: int | None = None,
     ) -> None:
         if policy not in ("strict", "weighted"):
             raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
@@ -86,6 +88,7 @@ class Scheduler:
         self._since_starving = starvation_every  # batches released since the last starvation-led one
         self.max_waiting = max_waiting  # a "delay" class holds a request back only while fewer wait in all
         self.mix_lengths = mix_lengths
+        self.max_length = max_length  # a batch's width + its rows' new tokens; None: unbounded
 
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:
@@ -205,7 +208,10 @@ class Scheduler:
     def _group(self, lead: ServingRequest) -> list[ServingRequest]:
         waiting = [r for q in self._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
         same = [r for r in waiting if r.prompt_len == lead.prompt_len]
-        shorter = [r for r in waiting if r.prompt_len < lead.prompt_len] if self.mix_lengths else []
+        shorter = []
+        if self.mix_lengths:
+            room = (self.max_length or math.inf) - lead.prompt_len  # new tokens a row padded to the lead may ask
+            shorter = [r for r in waiting if r.prompt_len < lead.prompt_len and r.max_new_tokens <= room]
         return [lead, *same, *shorter][: self.max_batch]
 
     @staticmethod

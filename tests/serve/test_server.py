@@ -146,6 +146,53 @@ def test_concurrent_requests_are_batched(server: ServerThread) -> None:
     assert 0 < busy <= wall  # one engine thread: never busier than the time that passed
 
 
+class RecordingEngine(Engine):
+    """The real engine, recording the prompt lengths of each call it gets."""
+
+    name = "recording"
+    mixed_lengths = True
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner, self.calls = inner, []
+
+    @classmethod
+    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None):
+        self.calls.append(None if prompt_lengths is None else prompt_lengths.tolist())
+        padding = {} if prompt_lengths is None else {"prompt_lengths": prompt_lengths}
+        return self.inner.generate(input_ids, max_new_tokens, **padding)
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
+        return self.inner.logits(input_ids)
+
+
+def test_with_mix_lengths_concurrent_prompts_of_different_lengths_share_a_batch_and_keep_their_text(
+    served: ServedModel, client: openai.OpenAI
+) -> None:
+    prompts = [[5, 17, 42, 7, 99, 3, 11, 64, 8, 1, 2, 250], [8, 1, 2, 250, 31], [300, 4, 77, 120, 6, 9, 12, 13]]
+    alone = [client.completions.create(model="tiny", prompt=p, max_tokens=6).choices[0].text for p in prompts]
+    engine = RecordingEngine(served.engine)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=4, max_queue_delay_ms=200.0, mix_lengths=True))
+    with ServerThread(app) as running:
+        mixed = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+        texts: dict[int, str] = {}
+
+        def call(i: int) -> None:
+            texts[i] = mixed.completions.create(model="tiny", prompt=prompts[i], max_tokens=6).choices[0].text
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(prompts))]
+        for t in threads:  # the longest first, so that it leads and the shorter ones can join it
+            t.start()
+            time.sleep(0.05)
+        for t in threads:
+            t.join(30)
+    assert [texts[i] for i in range(len(prompts))] == alone
+    assert any(lengths and len(set(lengths)) > 1 for lengths in engine.calls)  # a batch held several lengths
+
+
 def _metric(url: str, name: str) -> float:
     (value,) = [float(line.split()[1]) for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith(name + " ")]
     return value

@@ -86,6 +86,16 @@ def test_batch_takes_the_leads_length_then_fills_with_shorter_prompts_most_urgen
     assert ids(s.next_batch(0.2)) == [longer.id, c.id, e.id]  # the P1 leads its own: both shorter rows join
 
 
+def test_a_shorter_prompt_joins_only_if_its_new_tokens_fit_max_length_after_the_leads_prompt() -> None:
+    s, req = Scheduler(classes(), max_batch=4, mix_lengths=True, max_length=40), Ids()
+    lead = req("P0", 0.0, 24)
+    fits, too_long = req("P1", 0.0, 4, new=16), req("P1", 0.0, 4, new=17)  # 24 + 16 = 40
+    for r in (lead, fits, too_long):
+        s.submit(r)
+    assert ids(s.next_batch(0.1)) == [lead.id, fits.id]
+    assert ids(s.next_batch(0.1)) == [too_long.id]
+
+
 def test_without_mix_lengths_a_batch_holds_only_equal_prompt_lengths_up_to_max_batch() -> None:
     s, req = Scheduler(classes(), max_batch=3, mix_lengths=False), Ids()
     a, b, c, d, e = req("P1", 0.0, 16), req("P1", 0.0, 32), req("P2", 0.0, 16), req("P0", 0.1, 32), req("P3", 0.0, 16)
