@@ -29,9 +29,9 @@ class Engine(ABC):
     """
 
     name: ClassVar[str]
-    # Whether `generate` takes rows of different prompt lengths (`prompt_lengths`); an engine whose loaded
-    # settings cannot mask padding sets it False, and the serving scheduler then batches equal lengths only.
-    mixed_lengths: bool = True
+    # Whether `generate` takes rows of different prompt lengths (`prompt_lengths`); where False (the default,
+    # or loaded settings that cannot mask padding) the serving scheduler batches equal lengths only.
+    mixed_lengths: bool = False
 
     @classmethod
     @abstractmethod
@@ -46,7 +46,8 @@ class Engine(ABC):
 
         `input_ids` is int64 (batch, width). Without `prompt_lengths` every row is a prompt of `width` ids.
         With it (where `mixed_lengths`), row r's prompt is its first `prompt_lengths[r]` ids and the rest of
-        the row is padding of any value: each row decodes as its prompt would alone, padding masked out.
+        the row is padding of any value: each row decodes as its prompt would alone, padding masked out (up
+        to rounding where an engine's positions count the padding, as ort's do).
         Yields `max_new_tokens` int64 arrays of shape (batch,): the first right after prefill, then one per
         decode step.
         """

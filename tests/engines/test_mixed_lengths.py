@@ -41,12 +41,19 @@ def mixed_batch(folder: Path, lengths: list[int] = LENGTHS) -> tuple[list[np.nda
 
 
 def assert_rows_decode_as_alone(engine: Engine, folder: Path, lengths: list[int] = LENGTHS, new: int = NEW) -> None:
+    """Each row of the padded batch as its prompt alone; and a batch of equal rows the same before and after it (a
+    static cache or generator reused after padding), with or without `prompt_lengths`."""
     prompts, ids = mixed_batch(folder, lengths)
+    equal = np.stack([prompts[int(np.argmax(lengths))]] * len(lengths))
+    before = greedy_tokens(engine, equal, new)
     steps = list(engine.generate(ids, new, prompt_lengths=np.asarray(lengths)))
     assert len(steps) == new and all(s.shape == (len(lengths),) and s.dtype == np.int64 for s in steps)
     together = np.stack(steps, axis=1)
     for row, ids_of_row in enumerate(prompts):
         np.testing.assert_array_equal(together[row], greedy_tokens(engine, ids_of_row[None], new)[0], f"row {row}")
+    np.testing.assert_array_equal(greedy_tokens(engine, equal, new), before)
+    full = np.full(len(lengths), equal.shape[1])
+    np.testing.assert_array_equal(np.stack(list(engine.generate(equal, new, prompt_lengths=full)), axis=1), before)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ class SteppedEngine(Engine):
     """Scheduling test double: each step costs `step_s` on the fake clock. Not a measurement."""
 
     name = "stepped"
+    mixed_lengths = True
 
     def __init__(self, clock: FakeClock, step_s: float) -> None:
         self.clock, self.step_s, self.calls, self.inputs = clock, step_s, [], []
@@ -81,12 +82,15 @@ def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:
     np.testing.assert_array_equal(ids, [[1, 2, 3, 4, 5], [7, 8, 9, 0, 0]])
 
 
-@pytest.mark.parametrize("where", ["config", "engine"])
+@pytest.mark.parametrize("where", ["config", "engine", "undeclared"])
 def test_equal_lengths_only_where_the_config_or_the_loaded_engine_says_so(where: str) -> None:
     clock = FakeClock()
     engine = SteppedEngine(clock, 0.01)
     cfg = ServingConfig(classes=CLASSES, max_batch=2, max_queue_delay_ms=5.0, mix_lengths=where != "config")
-    engine.mixed_lengths = where != "engine"
+    if where == "engine":
+        engine.mixed_lengths = False
+    if where == "undeclared":  # an engine that says nothing (a test double, a new engine) is not assumed able
+        engine.mixed_lengths = Engine.mixed_lengths
     arrivals = [arrival(0, 0.0, "P0", 2, prompt_len=5), arrival(1, 0.001, "P3", 2, prompt_len=3)]
     run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep)
     assert [(ids.shape, lengths) for ids, lengths in engine.inputs] == [((1, 5), None), ((1, 3), None)]

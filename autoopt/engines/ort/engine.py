@@ -79,6 +79,7 @@ class OrtEngine(Engine):
     numpy in and out, which on a device copies the KV each step: it reproduces CPU figures only)."""
 
     name = "ort"
+    mixed_lengths = True
     install_hint: ClassVar[str] = f"onnxruntime-gpu ({CPU_BUILDS_OUT}, then {autoopt_install('gpu')})"
 
     def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool):

@@ -96,6 +96,7 @@ class GenaiEngine(Engine):
     """
 
     name = "ort_genai"
+    mixed_lengths = True
 
     def __init__(
         self,

@@ -210,6 +210,7 @@ class _Slot:
 
 class TorchCompiledEngine(Engine):
     name = "torch_compiled"
+    mixed_lengths = True
 
     def __init__(self, model: nn.Module, device: torch.device, settings: dict[str, Any]):
         self._model = model
