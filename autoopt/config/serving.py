@@ -4,6 +4,7 @@ batcher/scheduler knobs. Plain dataclasses, so OmegaConf can use them as structu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from autoopt.config.errors import ConfigError
 
@@ -61,6 +62,16 @@ class ServingConfig:
     saturation_lag_factor: float = 10.0  # stop a run once the oldest waiting request lags this x the largest SLO
     saturation_queue: int = 512  # ... or once this many requests wait (a server rejects a "delay" class's beyond it)
     min_attainment: float = 0.99  # capacity: every class with an SLO meets it for at least this fraction
+
+
+def without_serving_knobs(workload: dict[str, Any]) -> dict[str, Any]:
+    """A workload's fields (`asdict`) without the serving settings that are candidate knobs (SERVING_KNOBS, held at
+    their defaults in a workload): what fingerprints record, so that a new knob does not make earlier studies
+    and ground truths look measured under another workload."""
+    serving = workload.get("serving")
+    if not isinstance(serving, dict):
+        return workload
+    return {**workload, "serving": {k: v for k, v in serving.items() if k not in SERVING_KNOBS}}
 
 
 def check_serving(cfg: ServingConfig) -> None:

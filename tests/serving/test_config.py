@@ -37,3 +37,16 @@ def test_check_names_the_key_the_value_and_the_fix(change: dict[str, object], me
     with pytest.raises(ConfigError) as error:
         check_serving(replace(ServingConfig(), **change))
     assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_fingerprints_leave_out_the_serving_settings_that_are_candidate_knobs() -> None:
+    from dataclasses import asdict
+
+    from autoopt.config.schema import WorkloadConfig
+    from autoopt.config.serving import SERVING_KNOBS, without_serving_knobs
+
+    workload = asdict(WorkloadConfig())
+    kept = without_serving_knobs(workload)
+    assert not set(SERVING_KNOBS) & set(kept["serving"])
+    assert kept["serving"]["rate_rps"] == workload["serving"]["rate_rps"] and kept["prompt_lengths"]
+    assert without_serving_knobs({"serving": None}) == {"serving": None}
