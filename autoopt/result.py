@@ -132,7 +132,7 @@ class ServingResult:
     load_curve: list[ServingProbe] = field(default_factory=list)  # every probe, in the order run ([]: recorded before)
     warmup_s: float | None = None  # each probe's warm-up, served but not judged (None: recorded before it was kept)
     judged_s: float | None = None  # each probe's judged arrivals' span after it (None: as above)
-    mixed_lengths: bool | None = None  # free rows of a batch took shorter prompts, padded (None: recorded before)
+    mixed_lengths: bool | None = None  # free rows of a batch could take shorter prompts, padded (None: recorded before)
 
 
 @dataclass(frozen=True)
@@ -314,7 +314,7 @@ DEFINITIONS: dict[str, str] = {
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests "
     "(those sent after the probe's warm-up, workload.serving.warmup_s, which is load only), with prompts of "
-    "the workload's lengths (where serving.mixed_lengths is 1, rows a batch's lead length leaves free take shorter "
+    "the workload's lengths (where serving.mixed_lengths is 1, rows a batch's lead length leaves free may take shorter "
     "prompts, padded to the lead's length; otherwise one length per batch, so more varied lengths fill fewer "
     "rows); "
     "doubling, then narrowing to 5 % (see autoopt.serving.capacity.next_rate)",

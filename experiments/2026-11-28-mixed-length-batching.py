@@ -4,7 +4,10 @@ prompts 64/128 tokens, outputs 8/16), each search `--rounds` times per setting, 
 round to round.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-28-mixed-length-batching.py [--rounds 3]
-        [--prompts 64,128] [--outputs 8,16]
+        [--prompts 64,128] [--outputs 8,16] [--rule shorter|lead-first-any|any]
+
+`--rule` picks which requests fill a mixing batch: `shorter` is autoopt's scheduler as committed; the two
+others replace its grouping here, for the earlier variants of the record.
 """
 
 from __future__ import annotations
@@ -26,9 +29,32 @@ from autoopt.models.source import resolve_model
 from autoopt.passes.pipeline import run_pipeline
 from autoopt.passes.plan import plan
 from autoopt.serving.measure import measure_serving
+from autoopt.serving.scheduler import Scheduler, ServingRequest
 
 SERVE = ServingConfig(rate_rps=8.0, warmup_s=2.0, duration_s=6.0, peak_rate_rps=40.0, max_batch=4,
                       max_queue_delay_ms=5.0, policy="strict")
+
+
+def _waiting(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]:
+    return [r for q in scheduler._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
+
+
+def _any_length(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]:
+    """Any waiting request, in urgency order, whatever its length (with mixing on)."""
+    if not scheduler.mix_lengths:
+        return _lead_first_any(scheduler, lead)
+    return [lead, *_waiting(scheduler, lead)][: scheduler.max_batch]
+
+
+def _lead_first_any(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]:
+    """The lead's length first, then (with mixing on) any other length, longer ones included."""
+    waiting = _waiting(scheduler, lead)
+    same = [r for r in waiting if r.prompt_len == lead.prompt_len]
+    other = [r for r in waiting if r.prompt_len != lead.prompt_len] if scheduler.mix_lengths else []
+    return [lead, *same, *other][: scheduler.max_batch]
+
+
+RULES = {"shorter": Scheduler._group, "lead-first-any": _lead_first_any, "any": _any_length}
 
 
 def main() -> None:
@@ -38,8 +64,10 @@ def main() -> None:
     parser.add_argument("--knobs", default='{"quant": "int8_weight", "quant_block_size": 128}')
     parser.add_argument("--prompts", default="64,128", help="prompt lengths (conf/workload/serve.yaml's)")
     parser.add_argument("--outputs", default="8,16", help="output lengths (conf/workload/serve.yaml's)")
+    parser.add_argument("--rule", choices=list(RULES), default="shorter")
     args = parser.parse_args()
     prompts, outputs = ([int(n) for n in a.split(",")] for a in (args.prompts, args.outputs))
+    Scheduler._group = RULES[args.rule]
     cache = Path.home() / ".cache" / "autoopt"
     folder = resolve_model(ModelConfig(), cache).path
     candidate = CandidateConfig(engine=args.engine, **json.loads(args.knobs))

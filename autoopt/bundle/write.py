@@ -53,8 +53,9 @@ _DEFINITIONS = {
     "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
     "serving.warmup_s": "each capacity probe's first seconds of traffic, served but not judged (None: not recorded)",
     "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded)",
-    "serving.mixed_lengths": "1 where rows a batch's lead prompt length left free took shorter prompts (padded to "
-    "the lead's length), 0 where a batch held one length (None: not recorded, measured with one length per batch)",
+    "serving.mixed_lengths": "1 where the scheduler could fill rows a batch's lead prompt length left free with "
+    "shorter prompts, padded to the lead's length (serving_mix_lengths on an engine that masks padding), 0 where "
+    "each batch held one length (None: not recorded, measured with one length per batch)",
 }
 _UNITS = {
     "speed.runs": "request batches",
@@ -287,7 +288,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
 
 def _batching(m: dict[str, Any]) -> str:
     if m.get("serving.mixed_lengths"):
-        return "a batch takes its lead's prompt length, then fills free rows with shorter prompts, padded"
+        return "a batch takes its lead's prompt length, then may fill free rows with shorter prompts, padded"
     return "a batch holds prompts of one length: more varied lengths fill fewer rows"
 
 

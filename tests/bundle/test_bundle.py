@@ -151,8 +151,8 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
         "holds prompts of one length: more varied lengths fill fewer rows)" in text  # not recorded: measured so
     mixed = readme(manifest_payload(replace(measured.result, serving=replace(serving, mixed_lengths=True)),
                                     measured.workload, {}))
-    assert "with prompts of the workload's lengths (a batch takes its lead's prompt length, then fills free rows " \
-        "with shorter prompts, padded)" in mixed
+    assert "with prompts of the workload's lengths (a batch takes its lead's prompt length, then may fill free " \
+        "rows with shorter prompts, padded)" in mixed
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text
