@@ -42,7 +42,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serving.add_argument("--policy", choices=("strict", "weighted"), default=None,
                          help="default: the bundle's candidate.serving_policy")
     serving.add_argument("--mix-lengths", action=argparse.BooleanOptionalAction, default=None,
-                         help="fill a batch's free rows with prompts of other lengths, padded (default: the bundle's "
+                         help="fill a batch's free rows with shorter prompts, padded (default: the bundle's "
                          "candidate.serving_mix_lengths)")
     serving.add_argument("--starvation-ms", type=float, default=None,
                          help="a request waiting longer is served regardless of class (default: the bundle's "

@@ -33,6 +33,11 @@ BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
 WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its requests' draws
 
 
+def mixes_lengths(cfg: ServingConfig, engine: Engine) -> bool:
+    """Whether a batch's free rows may take other prompt lengths: the config asks and the engine can mask them."""
+    return cfg.mix_lengths and engine.mixed_lengths
+
+
 def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = None) -> Scheduler:
     """The scheduler `cfg` describes for `engine` (shared by the open-loop runner and the HTTP server): it mixes
     prompt lengths in a batch where both allow it, within `max_length` tokens (prompt + new) a row."""
@@ -44,7 +49,7 @@ def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = 
         starvation_s=cfg.starvation_ms / 1e3,
         starvation_every=cfg.starvation_every,
         max_waiting=cfg.saturation_queue,
-        mix_lengths=cfg.mix_lengths and engine.mixed_lengths,
+        mix_lengths=mixes_lengths(cfg, engine),
         max_length=max_length,
     )
 

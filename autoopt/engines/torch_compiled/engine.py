@@ -369,8 +369,8 @@ class TorchCompiledEngine(Engine):
         batch, prompt_len = input_ids.shape
         starts = np.zeros(batch, dtype=np.int64)
         if prompt_lengths is not None:
-            input_ids, _ = left_aligned(input_ids, prompt_lengths)
-            starts = prompt_len - np.asarray(prompt_lengths, dtype=np.int64)
+            input_ids, mask = left_aligned(input_ids, prompt_lengths)
+            starts = prompt_len - mask.sum(axis=1)
         if prompt_len + max_new_tokens - 1 > self._capacity:
             raise ValueError(
                 f"prompt {prompt_len} + {max_new_tokens} new tokens needs {prompt_len + max_new_tokens - 1} cache "
