@@ -14,6 +14,7 @@ import numpy as np
 
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
+from autoopt.engines.stream import DecodeStream
 
 __all__ = ["Engine", "RuntimeOptions", "warn_if_written_differs"]
 
@@ -32,6 +33,8 @@ class Engine(ABC):
     # Whether `generate` takes rows of different prompt lengths (`prompt_lengths`); where False (the default,
     # or loaded settings that cannot mask padding) the serving scheduler batches equal lengths only.
     mixed_lengths: bool = False
+    # Whether `stream()` gives rows that join and leave between decode steps (continuous batching), as loaded.
+    continuous: bool = False
 
     @classmethod
     @abstractmethod
@@ -51,6 +54,10 @@ class Engine(ABC):
         Yields `max_new_tokens` int64 arrays of shape (batch,): the first right after prefill, then one per
         decode step.
         """
+
+    def stream(self) -> DecodeStream:
+        """A new, empty batch that requests join and leave between decode steps (where `continuous`)."""
+        raise NotImplementedError(f"engine {self.name} as loaded has no continuous batching (Engine.continuous)")
 
     @abstractmethod
     def logits(self, input_ids: np.ndarray) -> np.ndarray:

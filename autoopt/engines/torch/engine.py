@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
+from autoopt.engines.stream import KVOps, PaddedStream
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
 from autoopt.models.forward import cache_keyword
 
@@ -110,6 +111,8 @@ class TorchEngine(Engine):
         self._cache_keyword = cache_keyword(model)
         # Padding needs an attention mask, which cuda's FlashAttention kernel does not take.
         self.mixed_lengths = not (device.type == "cuda" and attn_backend == "flash")
+        # A stream reshapes its rows' caches between steps; a static cache is one fixed buffer per batch size.
+        self.continuous = self.mixed_lengths and kv_cache != "static"
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
@@ -194,6 +197,11 @@ class TorchEngine(Engine):
                 padded = {"attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1),
                           "position_ids": padded["position_ids"][:, -1:] + 1}
 
+    def stream(self) -> TorchStream:
+        if not self.continuous:
+            return super().stream()
+        return TorchStream(self)
+
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64)).to(self._device)
@@ -211,3 +219,42 @@ class TorchEngine(Engine):
         self._static.clear()
         del self._model
 
+
+
+class _TorchKV(KVOps[torch.Tensor]):
+    def pad_left(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, 0, n, 0))
+
+    def cat(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(xs)
+
+    def take(self, x: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        return x[rows]
+
+
+class TorchStream(PaddedStream):
+    """Continuous batching on `TorchEngine` (dynamic KV cache): each row's positions count its context only."""
+
+    def __init__(self, engine: TorchEngine) -> None:
+        super().__init__(_TorchKV())
+        self._engine = engine
+
+    @torch.inference_mode()
+    def _forward(self, ids: np.ndarray, kv: list[torch.Tensor], **padded: torch.Tensor) -> tuple[torch.Tensor, list]:
+        e = self._engine
+        cache = DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)) or None, config=e._model.config)
+        with sdpa_context(e._attn_backend):
+            out = e._model(input_ids=torch.from_numpy(ids).to(e._device), use_cache=True, logits_to_keep=1,
+                           **padded, **{e._cache_keyword: cache})
+        tokens = out.logits[:, -1, :].argmax(dim=-1)
+        return tokens, [t for layer in cache.layers for t in (layer.keys, layer.values)]
+
+    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[torch.Tensor]]:
+        tokens, kv = self._forward(prompt_ids, [])
+        return int(tokens[0]), kv
+
+    def _decode(self, tokens: np.ndarray, kv: list[torch.Tensor], mask: np.ndarray) -> tuple[np.ndarray, list]:
+        attention = torch.from_numpy(mask).to(self._engine._device)
+        positions = attention[:, :-1].sum(dim=-1, keepdim=True)
+        out, kv = self._forward(tokens, kv, attention_mask=attention, position_ids=positions)
+        return out.cpu().numpy(), kv

@@ -1,0 +1,129 @@
+"""Continuous batching's engine side: rows that join and leave a running batch between decode steps.
+
+A `PaddedStream` keeps every row's KV cache in one batch of a shared length, each row's context at the right
+end and padding (masked out) before it, as `left_aligned` lays out a batch of prompts. A joining request is
+prefilled alone; its cache is padded on the left to the batch's length, or the batch's to its own when it is
+longer. A row that leaves is dropped, and the columns no remaining row uses are cut, so the cache is never
+longer than its longest live row. Each `step` decodes every row at once.
+
+Engines supply the model calls (`_prefill`, `_decode`) and the array operations on their cache tensors
+(`KVOps`); the bookkeeping (which row is which request, the mask, the padding) is here, once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+class DecodeStream(ABC):
+    """A batch whose rows change between decode steps. Rows are keyed by the caller (a request id).
+
+    Each row decodes greedily as its prompt would alone through the engine's `generate` (up to rounding where
+    the engine's positions count the padding, as ort's do)."""
+
+    @abstractmethod
+    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+        """Prefill `prompt_ids` (int64, (prompt_len,)) as a new row; return its first token."""
+
+    @abstractmethod
+    def step(self) -> dict[int, int]:
+        """One decode step for every row: key → its next token."""
+
+    @abstractmethod
+    def leave(self, key: int) -> None:
+        """Drop a row (its request is complete or its client went away)."""
+
+    @property
+    @abstractmethod
+    def rows(self) -> int:
+        """Rows now in the batch."""
+
+
+class KVOps(ABC, Generic[T]):
+    """The four operations a stream needs on one cache tensor (batch, heads, positions, head_dim)."""
+
+    @abstractmethod
+    def pad_left(self, x: T, n: int) -> T:
+        """`n` zero positions before the existing ones."""
+
+    @abstractmethod
+    def cat(self, xs: list[T]) -> T:
+        """Concatenated along the batch."""
+
+    @abstractmethod
+    def take(self, x: T, rows: list[int]) -> T:
+        """Those rows, in that order."""
+
+    def cut_left(self, x: T, n: int) -> T:
+        """Without its first `n` positions."""
+        return x[:, :, n:]
+
+
+class PaddedStream(DecodeStream):
+    """The shared-length layout described in the module doc. Subclasses run the model."""
+
+    def __init__(self, ops: KVOps[Any]) -> None:
+        self._ops = ops
+        self._keys: list[int] = []
+        self._kv: list[Any] = []  # one tensor per cache input, (rows, heads, length, head_dim)
+        self._mask = np.zeros((0, 0), dtype=np.int64)  # (rows, length): 1 = context, 0 = padding
+        self._last = np.zeros(0, dtype=np.int64)  # each row's newest token, not yet in the cache
+
+    @abstractmethod
+    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[Any]]:
+        """One prompt alone, (1, prompt_len) → its first token and its cache tensors."""
+
+    @abstractmethod
+    def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray) -> tuple[np.ndarray, list[Any]]:
+        """`tokens` (rows, 1) after `kv`; `mask` (rows, length + 1) covers both → next tokens (rows,), new cache."""
+
+    @property
+    def rows(self) -> int:
+        return len(self._keys)
+
+    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+        if key in self._keys:
+            raise ValueError(f"row {key} is already in the stream")
+        ids = np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1))
+        token, kv = self._prefill(ids)
+        length, own = self._mask.shape[1], ids.shape[1]
+        if not self._keys:
+            self._kv, self._mask = kv, np.ones((1, own), dtype=np.int64)
+        else:
+            if own > length:
+                self._kv = [self._ops.pad_left(x, own - length) for x in self._kv]
+                self._mask = np.pad(self._mask, ((0, 0), (own - length, 0)))
+                length = own
+            kv = [self._ops.pad_left(x, length - own) for x in kv]
+            self._kv = [self._ops.cat([x, y]) for x, y in zip(self._kv, kv, strict=True)]
+            row = (np.arange(length) >= length - own).astype(np.int64)[None, :]
+            self._mask = np.concatenate([self._mask, row])
+        self._keys.append(key)
+        self._last = np.append(self._last, token)
+        return token
+
+    def step(self) -> dict[int, int]:
+        if not self._keys:
+            return {}
+        mask = np.pad(self._mask, ((0, 0), (0, 1)), constant_values=1)
+        tokens, self._kv = self._decode(self._last[:, None], self._kv, mask)
+        self._mask, self._last = mask, np.asarray(tokens, dtype=np.int64).reshape(-1)
+        return dict(zip(self._keys, self._last.tolist(), strict=True))
+
+    def leave(self, key: int) -> None:
+        index = self._keys.index(key)
+        keep = [r for r in range(len(self._keys)) if r != index]
+        del self._keys[index]
+        self._last = self._last[keep]
+        if not keep:
+            self._kv, self._mask = [], np.zeros((0, 0), dtype=np.int64)
+            return
+        self._mask = self._mask[keep]
+        unused = int(self._mask.any(axis=0).argmax())  # leading columns no remaining row attends to
+        self._mask = self._mask[:, unused:]
+        self._kv = [self._ops.cut_left(self._ops.take(x, keep), unused) for x in self._kv]
