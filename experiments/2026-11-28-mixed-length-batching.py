@@ -39,19 +39,19 @@ def _waiting(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]
     return [r for q in scheduler._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
 
 
-def _any_length(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]:
+def _any_length(scheduler: Scheduler, lead: ServingRequest, size: int) -> list[ServingRequest]:
     """Any waiting request, in urgency order, whatever its length (with mixing on)."""
     if not scheduler.mix_lengths:
-        return _lead_first_any(scheduler, lead)
-    return [lead, *_waiting(scheduler, lead)][: scheduler.max_batch]
+        return _lead_first_any(scheduler, lead, size)
+    return [lead, *_waiting(scheduler, lead)][:size]
 
 
-def _lead_first_any(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]:
+def _lead_first_any(scheduler: Scheduler, lead: ServingRequest, size: int) -> list[ServingRequest]:
     """The lead's length first, then (with mixing on) any other length, longer ones included."""
     waiting = _waiting(scheduler, lead)
     same = [r for r in waiting if r.prompt_len == lead.prompt_len]
     other = [r for r in waiting if r.prompt_len != lead.prompt_len] if scheduler.mix_lengths else []
-    return [lead, *same, *other][: scheduler.max_batch]
+    return [lead, *same, *other][:size]
 
 
 RULES = {"shorter": Scheduler._group, "lead-first-any": _lead_first_any, "any": _any_length}

@@ -147,6 +147,10 @@ class CandidateConfig:
     serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
                                      "prompts, padded to the lead's length (prefill computes the padding)",
                                      choices=(False, True), label="mixlen")
+    serving_batching: str = knob("group", "serving: a batch runs until its longest row is done (group), or "
+                                 "requests join and leave the running batch between decode steps (continuous; "
+                                 "torch with a dynamic KV cache)", ("torch",),
+                                 choices=("group", "continuous"), label="{value}", show_default=False)
 
 
 # The precision a quantization scheme needs the target to support.

@@ -11,8 +11,9 @@ from autoopt.config.errors import ConfigError
 ARRIVALS = ("poisson", "gamma")
 # ServingConfig fields that a candidate carries as search knobs (CandidateConfig), never the workload.
 SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy",
-                 "mix_lengths": "serving_mix_lengths"}
+                 "mix_lengths": "serving_mix_lengths", "batching": "serving_batching"}
 POLICIES = ("strict", "weighted")
+BATCHING = ("group", "continuous")
 ON_FULL = ("reject", "delay")
 
 
@@ -56,6 +57,7 @@ class ServingConfig:
     max_batch: int = 4  # rows per engine call
     max_queue_delay_ms: float = 10.0  # a partial batch is released once its oldest request waited this long
     mix_lengths: bool = False  # rows left after the lead's prompt length take shorter prompts, padded to it
+    batching: str = "group"  # group: a batch runs to its longest row | continuous: rows join and leave between steps
     starvation_ms: float = 2000.0  # a request waiting longer is served next, whatever its class ...
     starvation_every: int = 4  # ... but such requests lead at most one batch in this many
     peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps
@@ -83,6 +85,7 @@ def check_serving(cfg: ServingConfig) -> None:
     _non_negative("serving.warmup_s", cfg.warmup_s)
     _positive("serving.max_requests", cfg.max_requests)
     _choice("serving.policy", cfg.policy, POLICIES)
+    _choice("serving.batching", cfg.batching, BATCHING)
     _positive("serving.max_batch", cfg.max_batch)
     _non_negative("serving.max_queue_delay_ms", cfg.max_queue_delay_ms)
     _positive("serving.starvation_ms", cfg.starvation_ms)

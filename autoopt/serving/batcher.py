@@ -1,10 +1,12 @@
-"""Run one released batch through an engine and timestamp every row's tokens.
+"""Run requests through an engine and timestamp every row's tokens, in one of two ways (`serving.batching`):
 
-Batching is per request group: a batch is formed by the scheduler, run to its longest row's
-`max_new_tokens`, and only then is the next batch formed. No engine behind `autoopt.engines.base`
-can join a request to a running batch between decode steps (their `generate` is one synchronous
-call per group, and onnxruntime-genai's static Generator batch refuses a second `append_tokens`), so
-there is no continuous batching here; a request that arrives mid-batch waits for the batch to end.
+- group (`run_batch`): a batch formed by the scheduler runs to its longest row's `max_new_tokens` through one
+  `generate` call, and only then is the next batch formed; a request that arrives mid-batch waits for it to end.
+- continuous (`ContinuousBatch`): between decode steps, requests join the running batch (each prefilled alone,
+  which holds the other rows' next step) and complete rows leave it, through the engine's `DecodeStream`. Only
+  engines whose `continuous` is true have one: onnxruntime-genai's static Generator batch refuses a second
+  `append_tokens`, and autoopt's ONNX graph positions every cache column, so a row's cached keys could not stay
+  at their positions as others join and leave.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoopt.engines.base import Engine
+from autoopt.engines.stream import DecodeStream
 from autoopt.serving.scheduler import ServingRequest
 
 # on_token(request, index, token, t) -> keep tracking this row? `index` counts from 0 (0 = first token).
@@ -70,3 +73,58 @@ def run_batch(engine: Engine, batch: list[ServingRequest], clock: Callable[[], f
         if close is not None:
             close()
     return BatchRun(start=start, end=clock(), rows=len(batch), steps=steps)
+
+
+class ContinuousBatch:
+    """A `DecodeStream`'s rows as requests: each joins with its prefill (its first token reported at once), gets one
+    token per `step`, and leaves at its last token or when `on_token` returns False."""
+
+    def __init__(self, engine: Engine, max_rows: int, clock: Callable[[], float], on_token: TokenSink) -> None:
+        if not engine.continuous:
+            raise ValueError(f"engine {engine.name} as loaded has no continuous batching; use serving batching=group")
+        self._stream: DecodeStream = engine.stream()
+        self._max_rows, self._clock, self._on_token = max_rows, clock, on_token
+        self._rows: dict[int, tuple[ServingRequest, int]] = {}  # id -> (request, tokens reported)
+
+    @property
+    def rows(self) -> int:
+        return len(self._rows)
+
+    @property
+    def room(self) -> int:
+        return self._max_rows - len(self._rows)
+
+    def join(self, requests: list[ServingRequest]) -> None:
+        if len(requests) > self.room:
+            raise ValueError(f"{len(requests)} requests cannot join a stream with room for {self.room}")
+        for request in requests:
+            if request.max_new_tokens < 1:
+                raise ValueError(f"request {request.id} asks for {request.max_new_tokens} new tokens; at least 1")
+            token = self._stream.join(request.id, request.prompt_ids)
+            self._rows[request.id] = (request, 0)
+            self._report(request.id, token, self._clock())
+
+    def step(self) -> int:
+        """One decode step for every row; returns how many rows it carried."""
+        rows = len(self._rows)
+        tokens = self._stream.step()
+        now = self._clock()
+        for key, token in tokens.items():
+            self._report(key, token, now)
+        return rows
+
+    def drop(self, request_id: int) -> None:
+        """Stop a row whatever its sink says (the engine failed under it)."""
+        if self._rows.pop(request_id, None) is not None:
+            self._stream.leave(request_id)
+
+    def requests(self) -> list[ServingRequest]:
+        return [request for request, _ in self._rows.values()]
+
+    def _report(self, key: int, token: int, t: float) -> None:
+        request, index = self._rows[key]
+        keep = self._on_token(request, index, token, t)
+        if keep and index + 1 < request.max_new_tokens:
+            self._rows[key] = (request, index + 1)
+        else:
+            self.drop(key)

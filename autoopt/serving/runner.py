@@ -1,6 +1,6 @@
 """An open-loop serving run in ONE thread: arrivals are admitted at their scheduled times, the scheduler
-releases batches, each batch runs through the engine (see `autoopt.serving.batcher`: per request group,
-no continuous batching), and every request's tokens are timestamped on a real clock.
+releases batches, each batch runs through the engine (see `autoopt.serving.batcher`: per request group, or
+joining a running batch between decode steps), and every request's tokens are timestamped on a real clock.
 
 Open loop: a request's send time never depends on earlier replies, so a backlog shows up as latency
 counted from the scheduled send time. A capacity probe starts with `warmup_s` of the same traffic whose
@@ -24,7 +24,7 @@ import numpy as np
 
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
-from autoopt.serving.batcher import run_batch
+from autoopt.serving.batcher import ContinuousBatch, run_batch
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport, summarize
 from autoopt.serving.scheduler import Scheduler, ServingRequest
@@ -34,8 +34,19 @@ WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its reque
 
 
 def mixes_lengths(cfg: ServingConfig, engine: Engine) -> bool:
-    """Whether a batch's free rows may take other prompt lengths: the config asks and the engine can mask them."""
-    return cfg.mix_lengths and engine.mixed_lengths
+    """Whether a group batch's free rows may take other prompt lengths: the config asks and the engine can mask them
+    (continuous batching takes any length anyway)."""
+    return cfg.mix_lengths and engine.mixed_lengths and cfg.batching == "group"
+
+
+def continuous(cfg: ServingConfig, engine: Engine) -> bool:
+    """Whether requests join and leave a running batch between decode steps; an engine that cannot is refused."""
+    if cfg.batching != "continuous":
+        return False
+    if not engine.continuous:
+        raise ValueError(f"serving batching=continuous: engine {engine.name} as loaded has no continuous batching "
+                         "(torch with a dynamic KV cache has); use batching=group")
+    return True
 
 
 def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = None) -> Scheduler:
@@ -51,6 +62,7 @@ def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = 
         max_waiting=cfg.saturation_queue,
         mix_lengths=mixes_lengths(cfg, engine),
         max_length=max_length,
+        continuous=continuous(cfg, engine),
     )
 
 
@@ -90,9 +102,10 @@ def run_open_loop(
             record.outcome = DONE
         return True
 
-    batch_rows: list[tuple[float, int]] = []  # (start, rows) of every batch run
+    batch_rows: list[tuple[float, int]] = []  # (start, rows) of every batch run (continuous: every decode step)
     busy_s = 0.0
     reason = ""
+    stream = ContinuousBatch(engine, cfg.max_batch, now, on_token) if scheduler.continuous else None
     while True:
         t = now()
         while pending and pending[0].time_s <= t:
@@ -103,15 +116,21 @@ def run_open_loop(
         reason = _saturation(scheduler, t, lag_bound, cfg.saturation_queue)
         if reason:
             break
-        batch = scheduler.next_batch(t)
-        if batch:
-            for request in batch:
+        room = None if stream is None else stream.room
+        batch = scheduler.next_batch(t, room) if room != 0 else None
+        if batch or (stream is not None and stream.rows):
+            for request in batch or []:
                 records[request.id].start = t
             started = now()
-            batch_rows.append((started, run_batch(engine, batch, now, on_token).rows))
+            if stream is None:
+                batch_rows.append((started, run_batch(engine, batch, now, on_token).rows))
+            else:
+                stream.join(batch or [])
+                if stream.rows:
+                    batch_rows.append((now(), stream.step()))
             busy_s += now() - started
             continue
-        release = scheduler.next_release(t)
+        release = scheduler.next_release(t, room)
         if not pending and release is None:
             break
         wake = min(x for x in (pending[0].time_s if pending else None, release) if x is not None)

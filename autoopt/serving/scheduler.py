@@ -14,6 +14,8 @@ Contract, in the order `next_batch` applies it:
    shorter prompts in the same order, padded to the lead's length, whose new tokens fit `max_length` after
    it. A batch's prefill runs at its longest prompt, so a joining row never makes it longer than the lead's
    own; like any row, one that asks for more tokens than the others lengthens the batch's decoding.
+   With `continuous` (rows join a running batch between decode steps, `autoopt.serving.batcher`), any prompt
+   length joins, and the caller passes the rows its running batch has free (`room`) in place of `max_batch`.
 4. It is released when full, or once its oldest request has waited `max_queue_delay_s`; until then
    `next_batch` returns None and `next_release` says when to look again.
 Waiting time always counts from a request's `arrival` (its scheduled send time), so a backlog is never
@@ -71,6 +73,7 @@ class Scheduler:
         max_waiting: int | None = None,
         mix_lengths: bool = False,
         max_length: int | None = None,
+        continuous: bool = False,
     ) -> None:
         if policy not in ("strict", "weighted"):
             raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
@@ -89,6 +92,7 @@ class Scheduler:
         self.max_waiting = max_waiting  # a "delay" class holds a request back only while fewer wait in all
         self.mix_lengths = mix_lengths
         self.max_length = max_length  # a batch's width + its rows' new tokens; None: unbounded
+        self.continuous = continuous
 
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:
@@ -116,9 +120,10 @@ class Scheduler:
         return False
 
     # -- batching --------------------------------------------------------------------------------
-    def next_batch(self, now: float) -> list[ServingRequest] | None:
-        """The batch to run now, removed from the queues, or None if none is due yet (see module doc)."""
-        plan = self._plan(now)
+    def next_batch(self, now: float, room: int | None = None) -> list[ServingRequest] | None:
+        """The batch to run now, removed from the queues, or None if none is due yet (see module doc). `room`: the
+        rows a running batch has free (continuous batching); None: `max_batch`."""
+        plan = self._plan(now, room)
         if plan is None or plan[2] > now:
             return None
         lead, batch, _ = plan
@@ -132,10 +137,10 @@ class Scheduler:
             self._promote(queue)
         return batch
 
-    def next_release(self, now: float) -> float | None:
-        """When `next_batch` may next return a batch if nothing new arrives: `now` if one is due,
+    def next_release(self, now: float, room: int | None = None) -> float | None:
+        """When `next_batch(now, room)` may next return a batch if nothing new arrives: `now` if one is due,
         None when nothing waits."""
-        plan = self._plan(now)
+        plan = self._plan(now, room)
         if plan is None:
             return None
         due = plan[2]
@@ -143,13 +148,14 @@ class Scheduler:
             due = min(due, min(r.arrival for r in self._all_waiting()) + self.starvation_s)
         return max(now, due)
 
-    def _plan(self, now: float) -> tuple[ServingRequest, list[ServingRequest], float] | None:
+    def _plan(self, now: float, room: int | None) -> tuple[ServingRequest, list[ServingRequest], float] | None:
         """(lead, its batch, when that batch is due) - due at once when full or when the lead starves."""
+        size = self.max_batch if room is None else min(room, self.max_batch)
         lead = self._starving_lead(now) or self._policy_lead()
-        if lead is None:
+        if lead is None or size < 1:
             return None
-        batch = self._group(lead)
-        if len(batch) >= self.max_batch or lead.arrival + self.starvation_s <= now:
+        batch = self._group(lead, size)
+        if len(batch) >= size or lead.arrival + self.starvation_s <= now:
             return lead, batch, float("-inf")
         return lead, batch, min(r.arrival for r in batch) + self.max_queue_delay_s
 
@@ -205,14 +211,16 @@ class Scheduler:
             q.credit += q.config.weight
         self._queues[name].credit -= total
 
-    def _group(self, lead: ServingRequest) -> list[ServingRequest]:
+    def _group(self, lead: ServingRequest, size: int) -> list[ServingRequest]:
         waiting = [r for q in self._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
+        if self.continuous:
+            return [lead, *waiting][:size]
         same = [r for r in waiting if r.prompt_len == lead.prompt_len]
         shorter = []
         if self.mix_lengths:
             room = (self.max_length or math.inf) - lead.prompt_len  # new tokens a row padded to the lead may ask
             shorter = [r for r in waiting if r.prompt_len < lead.prompt_len and r.max_new_tokens <= room]
-        return [lead, *same, *shorter][: self.max_batch]
+        return [lead, *same, *shorter][:size]
 
     @staticmethod
     def _promote(queue: _ClassQueue) -> None:

@@ -1,8 +1,8 @@
 """The engine in one worker thread, fed by the scheduler: what the HTTP server runs requests through.
 
 Other threads (the asyncio event loop) call `submit`, `cancel`, `close` and `snapshot`; they are
-thread-safe. The worker thread alone calls the engine and the sinks. Batching is per request group, as
-in the open-loop runner (`autoopt.serving.batcher`).
+thread-safe. The worker thread alone calls the engine and the sinks. Batching is per request group, or
+continuous where the scheduler says so, as in the open-loop runner (`autoopt.serving.batcher`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autoopt.engines.base import Engine
-from autoopt.serving.batcher import run_batch
+from autoopt.serving.batcher import ContinuousBatch, run_batch
 from autoopt.serving.scheduler import REJECTED, Scheduler, ServingRequest
 
 
@@ -51,7 +51,7 @@ class ServingWorker:
         scheduler: Scheduler,
         *,
         clock: Callable[[], float] = time.perf_counter,
-        on_batch: Callable[[int, float], None] | None = None,  # after each batch: its rows and its seconds
+        on_batch: Callable[[int, float], None] | None = None,  # after each batch (continuous: each step): rows, seconds
     ) -> None:
         self._engine, self._scheduler, self._clock = engine, scheduler, clock
         self._on_batch = on_batch
@@ -115,8 +115,56 @@ class ServingWorker:
                 self._cond.wait(None if release is None else max(0.0, release - now))
 
     def _loop(self) -> None:
+        if self._scheduler.continuous:
+            self._loop_continuous()
+            return
         while (work := self._next()) is not None:
             self._run(*work)
+
+    def _loop_continuous(self) -> None:
+        sinks: dict[int, RequestSink] = {}  # rows still tracked
+
+        def on_token(request: ServingRequest, index: int, token: int, t: float) -> bool:
+            keep = sinks[request.id].token(index, token, t)
+            if not keep or index + 1 >= request.max_new_tokens:
+                sinks.pop(request.id).finished(None)
+            return keep
+
+        stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
+        while (joining := self._joining(stream, sinks)) is not None:
+            start = self._clock()
+            for request in joining:
+                sinks[request.id].started(start)
+            try:
+                stream.join(joining)
+                rows = stream.step() if stream.rows else 0
+            except Exception as e:  # reported to every row of the stream; the server keeps serving with a new one
+                for request_id in list(sinks):
+                    sinks.pop(request_id).finished(e)
+                stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
+                rows = 0
+            if rows and self._on_batch is not None:
+                self._on_batch(rows, self._clock() - start)
+            with self._cond:
+                self._active = stream.rows
+
+    def _joining(self, stream: ContinuousBatch, sinks: dict[int, RequestSink]) -> list[ServingRequest] | None:
+        """The requests to join `stream` now ([] while it runs and none is due; it waits while the stream is
+        empty), their sinks moved into `sinks`; None once closing and nothing is left."""
+        with self._cond:
+            while True:
+                now = self._clock()
+                batch = self._scheduler.next_batch(now, stream.room) if stream.room else None
+                if batch:
+                    sinks.update((r.id, self._sinks.pop(r.id)) for r in batch)
+                    self._active = stream.rows + len(batch)
+                    return batch
+                if stream.rows:
+                    return []
+                if self._closing and len(self._scheduler) == 0:
+                    return None
+                release = self._scheduler.next_release(now, stream.room)
+                self._cond.wait(None if release is None else max(0.0, release - now))
 
     def _run(self, batch: list[ServingRequest], sinks: list[RequestSink]) -> None:
         by_id = {r.id: s for r, s in zip(batch, sinks, strict=True)}

@@ -140,6 +140,11 @@ def test_the_compiled_engine_refuses_a_cpu_less_backend_in_one_line() -> None:
         (CandidateConfig(engine="torch_compiled", quant="bf16", attn_backend="flash"), "no attention mask"),
         # transformers asks SDPA for grouped-query attention when a dynamic cache needs no mask.
         (CandidateConfig(engine="torch", quant="bf16", attn_backend="efficient"), "use kv_cache=static"),
+        # Continuous batching masks its decode steps, and prefills each joining row alone without a mask.
+        (CandidateConfig(engine="torch", quant="bf16", attn_backend="flash", serving_batching="continuous"),
+         "no attention mask"),
+        (CandidateConfig(engine="torch", quant="bf16", attn_backend="efficient", serving_batching="continuous"),
+         "no grouped-query attention"),
     ],
 )
 def test_cuda_backend_rules_prune_what_the_kernels_refuse(candidate: CandidateConfig, reason: str) -> None:
@@ -154,6 +159,7 @@ def test_cuda_backend_rules_prune_what_the_kernels_refuse(candidate: CandidateCo
         CandidateConfig(engine="torch", quant="bf16", attn_backend="flash"),
         CandidateConfig(engine="torch", quant="fp16", kv_cache="static", attn_backend="efficient"),
         CandidateConfig(engine="torch", attn_backend="math"),
+        CandidateConfig(engine="torch", quant="bf16", serving_batching="continuous"),
         CandidateConfig(engine="torch_compiled", quant="int4", attn_backend="efficient"),
         CandidateConfig(engine="torch_compiled", attn_backend="cudnn"),
     ],

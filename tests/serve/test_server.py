@@ -18,6 +18,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
+from autoopt.engines.stream import DecodeStream
 from autoopt.serve.app import ServedModel, create_app
 from autoopt.serve.server import ServerThread
 
@@ -191,6 +192,86 @@ def test_with_mix_lengths_concurrent_prompts_of_different_lengths_share_a_batch_
             t.join(30)
     assert [texts[i] for i in range(len(prompts))] == alone
     assert any(lengths and len(set(lengths)) > 1 for lengths in engine.calls)  # a batch held several lengths
+
+
+class PacedStreams(Engine):
+    """The real engine's continuous batching with a pause after each step, recording each step's rows."""
+
+    name = "paced-streams"
+    continuous = True
+
+    def __init__(self, inner: Engine, pause_s: float) -> None:
+        self.inner, self.pause_s, self.steps = inner, pause_s, []
+
+    @classmethod
+    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None):
+        return self.inner.generate(input_ids, max_new_tokens)  # the worker's warm-up only
+
+    def stream(self) -> DecodeStream:
+        outer, inner = self, self.inner.stream()
+
+        class Paced(DecodeStream):
+            rows = property(lambda _: inner.rows)
+            join, leave = inner.join, inner.leave
+
+            def step(self) -> dict[int, int]:
+                outer.steps.append(inner.rows)
+                time.sleep(outer.pause_s)
+                return inner.step()
+
+        return Paced()
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
+        return self.inner.logits(input_ids)
+
+
+def test_with_continuous_batching_a_later_request_joins_the_running_one_and_each_keeps_its_text(
+    served: ServedModel, client: openai.OpenAI
+) -> None:
+    first, later = [5, 17, 42, 7, 99, 3, 11, 64, 8, 1, 2, 250], [8, 1, 2, 250, 31]
+    alone = [client.completions.create(model="tiny", prompt=p, max_tokens=n).choices[0].text
+             for p, n in ((first, 40), (later, 4))]
+    engine = PacedStreams(served.engine, 0.02)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=4, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        paced = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+        texts: dict[int, str] = {}
+        done: list[int] = []
+
+        def call(i: int, prompt: list[int], new: int) -> None:
+            texts[i] = paced.completions.create(model="tiny", prompt=prompt, max_tokens=new).choices[0].text
+            done.append(i)
+
+        long_one = threading.Thread(target=call, args=(0, first, 40))
+        long_one.start()
+        wait_until(lambda: active_rows(running.url) == 1)
+        call(1, later, 4)  # sent while the first runs (40 steps of 20 ms): it joins, and ends first
+        long_one.join(30)
+        observed_rows = _metric(running.url, "autoopt_batch_size_sum")
+    assert [texts[0], texts[1]] == alone
+    assert done == [1, 0] and 2 in engine.steps
+    assert observed_rows == sum(engine.steps)  # every step's rows reached /metrics
+
+
+def test_with_continuous_batching_a_client_that_disconnects_leaves_the_stream(served: ServedModel) -> None:
+    engine = PacedStreams(served.engine, 0.02)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        body = {"prompt": PROMPT, "max_tokens": 200, "stream": True}
+        with httpx.stream("POST", running.url + "/v1/completions", json=body, timeout=30) as r:
+            next(line for line in r.iter_lines() if line.startswith("data: "))
+        wait_until(lambda: active_rows(running.url) == 0)
+        steps = len(engine.steps)
+        assert steps < 150
+        time.sleep(0.2)
+        assert len(engine.steps) == steps  # an empty stream takes no step
+        ok = httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 2}, timeout=30)
+        assert ok.status_code == 200
 
 
 def _metric(url: str, name: str) -> float:

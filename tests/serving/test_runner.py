@@ -9,6 +9,7 @@ import pytest
 
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine
+from autoopt.engines.stream import DecodeStream
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.runner import run_open_loop
 
@@ -48,6 +49,38 @@ class SteppedEngine(Engine):
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
         raise NotImplementedError
+
+
+class SteppedStream(DecodeStream):
+    """Scheduling test double: a join costs `prefill_s`, a step `step_s`, on the fake clock. Not a measurement."""
+
+    def __init__(self, engine: SteppedEngine, prefill_s: float) -> None:
+        self.engine, self.prefill_s, self.keys, self.steps = engine, prefill_s, [], []
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+        self.engine.clock.t += self.prefill_s
+        self.keys.append(key)
+        return 0
+
+    def step(self) -> dict[int, int]:
+        self.engine.clock.t += self.engine.step_s
+        self.steps.append(list(self.keys))
+        return {k: 1 for k in self.keys}
+
+    def leave(self, key: int) -> None:
+        self.keys.remove(key)
+
+
+class StreamingEngine(SteppedEngine):
+    continuous = True
+
+    def stream(self) -> SteppedStream:
+        self.opened = SteppedStream(self, prefill_s=self.step_s)
+        return self.opened
 
 
 CLASSES = [ServingClassConfig("P0", 0, 200.0, 0.5, 64), ServingClassConfig("P3", 3, 0.0, 0.5, 64, "delay")]
@@ -96,6 +129,32 @@ def test_equal_lengths_only_where_the_config_or_the_loaded_engine_says_so(where:
     assert [(ids.shape, lengths) for ids, lengths in engine.inputs] == [((1, 5), None), ((1, 3), None)]
 
 
+@pytest.mark.parametrize("batching", ["group", "continuous"])
+def test_with_continuous_batching_an_urgent_request_joins_the_running_batch_at_the_next_step(batching: str) -> None:
+    clock = FakeClock()
+    engine = StreamingEngine(clock, 0.01)
+    cfg = ServingConfig(classes=CLASSES, max_batch=2, max_queue_delay_ms=0.0, batching=batching)
+    arrivals = [arrival(0, 0.0, "P3", 10, prompt_len=64), arrival(1, 0.025, "P0", 2, prompt_len=8)]
+    report = run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep)
+    p0, p3 = report.by_class("P0"), report.by_class("P3")
+    if batching == "group":  # P0 waits for P3's 10 steps (0.1 s), then runs its own 2
+        assert p0.e2e.p50 == pytest.approx(120.0 - 25.0) and p3.e2e.p50 == pytest.approx(100.0)
+        return
+    # P3 joins (prefill 0.01 s, token 1) and steps at 0.02 and 0.03; P0 joins at 0.03 (token 1 at 0.04), and its
+    # second token comes with the step at 0.05, where it leaves; P3 steps on alone to its 10th token.
+    assert p0.e2e.p50 == pytest.approx(50.0 - 25.0) and p0.ttft.p50 == pytest.approx(40.0 - 25.0)
+    assert p3.e2e.p50 == pytest.approx(110.0)
+    assert [len(rows) for rows in engine.opened.steps] == [1, 1, 2, 1, 1, 1, 1, 1, 1]
+    assert report.batches == 9 and report.mean_batch_rows == pytest.approx(10 / 9)
+
+
+def test_continuous_batching_on_an_engine_without_a_stream_is_refused_in_one_line() -> None:
+    clock = FakeClock()
+    cfg = ServingConfig(classes=CLASSES, batching="continuous")
+    with pytest.raises(ValueError, match="engine stepped as loaded has no continuous batching"):
+        run_open_loop(SteppedEngine(clock, 0.01), cfg, [arrival(0, 0.0, "P0", 2)], clock=clock, sleep=clock.sleep)
+
+
 def test_overload_is_detected_and_the_run_stops_early_with_misses_counted() -> None:
     clock = FakeClock()
     cfg = ServingConfig(classes=CLASSES, max_batch=1, saturation_lag_factor=5.0, max_requests=400, duration_s=100)
@@ -117,7 +176,8 @@ def test_strict_priority_keeps_p0_fast_while_p3_waits_under_overload() -> None:
 
 
 @pytest.mark.slow
-def test_real_open_loop_run_on_the_trained_builtin_model(cache_dir: Path) -> None:
+@pytest.mark.parametrize("batching", ["group", "continuous"])
+def test_real_open_loop_run_on_the_trained_builtin_model(batching: str, cache_dir: Path) -> None:
     from autoopt.config.schema import CandidateConfig, ModelConfig
     from autoopt.engines.base import RuntimeOptions
     from autoopt.engines.registry import engine_class
@@ -128,12 +188,15 @@ def test_real_open_loop_run_on_the_trained_builtin_model(cache_dir: Path) -> Non
     runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=64, max_batch=4)
     engine = engine_class("torch").load(folder, CandidateConfig(engine="torch"), runtime)
     tokens = np.arange(3, 400, dtype=np.int64)
-    cfg = ServingConfig(rate_rps=4.0, max_requests=12, duration_s=6.0, max_batch=4, max_queue_delay_ms=20.0)
+    cfg = ServingConfig(rate_rps=4.0, max_requests=12, duration_s=6.0, max_batch=4, max_queue_delay_ms=20.0,
+                        batching=batching)
     warm_up(engine, tokens, [16, 32], cfg.max_batch)
-    report = run_open_loop(engine, cfg, make_arrivals(cfg, tokens, [16, 32], [4, 8]))
+    arrivals = make_arrivals(cfg, tokens, [16, 32], [4, 8])
+    report = run_open_loop(engine, cfg, arrivals)
     engine.close()
     overall = report.overall
     assert overall.offered == 12 and overall.completed + overall.rejected + overall.unfinished == 12
+    assert overall.completed == 12 and overall.output_tokens == sum(a.max_new_tokens for a in arrivals)
     assert overall.completed > 0 and report.batches > 0 and 0 < report.occupancy <= 1
     assert overall.e2e.p50 is not None and overall.ttft.p50 is not None and overall.ttft.p50 <= overall.e2e.p50
     assert report.output_tokens_per_s > 0

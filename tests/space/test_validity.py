@@ -24,6 +24,12 @@ T4 = TargetConfig(name="t4", device="cuda", precisions=["fp32", "fp16", "int8", 
         (CandidateConfig(engine="torch", fuse=True), CPU, "candidate.fuse does not apply to engine=torch"),
         (CandidateConfig(engine="ort", threads=3), CPU, "threads=3 exceeds the 2 cores of target=cpu"),
         (CandidateConfig(engine="ort", quant="fp16", fuse=True), T4, "fuse=true needs the fp32 graph on cuda"),
+        (CandidateConfig(engine="ort", serving_batching="continuous"), CPU,
+         "candidate.serving_batching does not apply to engine=ort"),
+        (CandidateConfig(engine="torch", kv_cache="static", serving_batching="continuous"), CPU,
+         "serving_batching=continuous needs kv_cache=dynamic"),
+        (CandidateConfig(engine="torch", serving_batching="continuous", serving_mix_lengths=True), CPU,
+         "serving_mix_lengths=true shapes group batches only"),
     ],
 )
 def test_target_rejects_what_it_cannot_run_with_the_reason(candidate, target, reason) -> None:
@@ -39,6 +45,7 @@ def test_target_rejects_what_it_cannot_run_with_the_reason(candidate, target, re
     [
         CandidateConfig(),
         CandidateConfig(engine="torch", quant="int8_dynamic", kv_cache="static"),
+        CandidateConfig(engine="torch", quant="int8_dynamic", serving_batching="continuous"),
         CandidateConfig(engine="ort", quant="int4", fuse=True, graph_opt="basic", quant_block_size=128),
         CandidateConfig(engine="ort_genai", quant="int4", kv_cache="static", threads=1),
     ],

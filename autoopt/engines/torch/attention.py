@@ -47,7 +47,8 @@ def attn_backend_problem(
             )
         if masked:
             return (
-                "attn_backend=flash on cuda takes no attention mask and this candidate's static KV cache needs one; "
+                "attn_backend=flash on cuda takes no attention mask and this candidate needs one (a static KV cache, or "
+                "serving_batching=continuous); "
                 "use efficient, cudnn or math"
             )
     if device == "cuda" and repeats_kv(backend) and not masked and not expands_gqa:
