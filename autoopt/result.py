@@ -133,6 +133,7 @@ class ServingResult:
     warmup_s: float | None = None  # each probe's warm-up, served but not judged (None: recorded before it was kept)
     judged_s: float | None = None  # each probe's judged arrivals' span after it (None: as above)
     mixed_lengths: bool | None = None  # free rows of a batch could take shorter prompts, padded (None: recorded before)
+    continuous: bool | None = None  # requests joined and left a running batch between decode steps (None: as above)
 
 
 @dataclass(frozen=True)
@@ -314,9 +315,10 @@ DEFINITIONS: dict[str, str] = {
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests "
     "(those sent after the probe's warm-up, workload.serving.warmup_s, which is load only), with prompts of "
-    "the workload's lengths (where serving.mixed_lengths is 1, rows a batch's lead length leaves free may take shorter "
-    "prompts, padded to the lead's length; otherwise one length per batch, so more varied lengths fill fewer "
-    "rows); "
+    "the workload's lengths (where serving.continuous is 1, requests of any length join the running batch between "
+    "decode steps and leave it at their last token; where serving.mixed_lengths is 1, rows a batch's lead length "
+    "leaves free may take shorter prompts, padded to the lead's length; otherwise one length per batch, so more "
+    "varied lengths fill fewer rows); "
     "doubling, then narrowing to 5 % (see autoopt.serving.capacity.next_rate)",
     "profile.phases": "one representative request (middle prompt length, shortest output), on a separate "
     "profiled load after the timed runs: per phase (prefill = first generate step, decode = the rest) the top "

@@ -49,13 +49,17 @@ _DEFINITIONS = {
     "serving.converged": "1 where the capacity search bracketed the capacity within 5 %, 0 where its probes ran out",
     "serving.probes": "open-loop runs the capacity search made",
     "serving.max_batch": "rows the dynamic batcher may put in one batch",
-    "serving.occupancy": "mean rows per batch / max_batch, in the capacity run",
+    "serving.occupancy": "mean rows per batch (with continuous batching: per decode step) / max_batch, in the "
+    "capacity run",
     "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
     "serving.warmup_s": "each capacity probe's first seconds of traffic, served but not judged (None: not recorded)",
     "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded)",
     "serving.mixed_lengths": "1 where the scheduler could fill rows a batch's lead prompt length left free with "
     "shorter prompts, padded to the lead's length (serving_mix_lengths on an engine that masks padding), 0 where "
     "each batch held one length (None: not recorded, measured with one length per batch)",
+    "serving.continuous": "1 where requests joined the running batch between decode steps and left it at their "
+    "last token (serving_batching=continuous), 0 where a batch ran until its longest row was done (None: not "
+    "recorded, measured that way)",
 }
 _UNITS = {
     "speed.runs": "request batches",
@@ -75,6 +79,7 @@ _UNITS = {
     "roofline.fits_llc": "flag",
     "serving.converged": "flag",
     "serving.mixed_lengths": "flag",
+    "serving.continuous": "flag",
     "cost.usd_per_1m_output_tokens": "USD per 1M output tokens",
     "cost.price_per_hour": "USD/hour",
     "roofline.weight_bytes": "bytes",
@@ -287,6 +292,8 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
 
 
 def _batching(m: dict[str, Any]) -> str:
+    if m.get("serving.continuous"):
+        return "requests of any length join the running batch between decode steps and leave it at their last token"
     if m.get("serving.mixed_lengths"):
         return "a batch takes its lead's prompt length, then may fill free rows with shorter prompts, padded"
     return "a batch holds prompts of one length: more varied lengths fill fewer rows"
@@ -298,7 +305,8 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
         return []
     probe = "" if m.get("serving.warmup_s") is None else (
         f"; each probe {m['serving.warmup_s']:g} s of warm-up traffic, then {m['serving.judged_s']:g} s judged")
-    load = (f"- under open-loop load (dynamic batches of up to {m['serving.max_batch']} rows, queue delay "
+    batches = "a continuous batch" if m.get("serving.continuous") else "dynamic batches"
+    load = (f"- under open-loop load ({batches} of up to {m['serving.max_batch']} rows, queue delay "
             f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority{probe})")
     if not m["serving.capacity_rps"]:
         return [f"{load}: no offered rate held every class's SLO"]

@@ -14,7 +14,8 @@ from pathlib import Path
 from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_env
 from autoopt.config.errors import ConfigError
 from autoopt.config.serde import from_dict
-from autoopt.config.serving import ServingConfig, check_serving
+from autoopt.config.serving import BATCHING, ServingConfig, check_serving
+from autoopt.serving.runner import continuous
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -44,6 +45,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serving.add_argument("--mix-lengths", action=argparse.BooleanOptionalAction, default=None,
                          help="fill a batch's free rows with shorter prompts, padded (default: the bundle's "
                          "candidate.serving_mix_lengths)")
+    serving.add_argument("--batching", choices=BATCHING, default=None,
+                         help="group: a batch runs until its longest row is done; continuous: requests join and leave "
+                         "the running batch between decode steps (default: the bundle's candidate.serving_batching)")
     serving.add_argument("--starvation-ms", type=float, default=None,
                          help="a request waiting longer is served regardless of class (default: the bundle's "
                          "workload.serving.starvation_ms)")
@@ -77,7 +81,8 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
     starvation_ms = measured.starvation_ms if args.starvation_ms is None else args.starvation_ms
     cfg = replace(measured, max_batch=max_batch, max_queue_delay_ms=delay,
                   policy=args.policy or c.serving_policy, starvation_ms=starvation_ms,
-                  mix_lengths=c.serving_mix_lengths if args.mix_lengths is None else args.mix_lengths)
+                  mix_lengths=c.serving_mix_lengths if args.mix_lengths is None else args.mix_lengths,
+                  batching=args.batching or c.serving_batching)
     check_serving(cfg)
     return cfg
 
@@ -105,7 +110,8 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
 
     try:
         cfg = serving_config(args, bundle)
-    except ConfigError as e:
+        continuous(cfg, bundle.engine)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     name = args.model_name or bundle.path.resolve().name
@@ -116,7 +122,7 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
           file=sys.stderr)
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)
     print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
-          f"policy {cfg.policy}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
+          f"policy {cfg.policy}, {cfg.batching} batching) on http://{args.host}:{args.port}/v1", file=sys.stderr)
     serve(model, cfg, args.host, args.port, log_level=args.log_level)
     return 0
 

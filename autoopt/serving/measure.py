@@ -12,7 +12,7 @@ from autoopt.engines.base import Engine
 from autoopt.result import ServingClassResult, ServingProbe, ServingResult
 from autoopt.serving.capacity import Probe, cost_at_load, find_capacity
 from autoopt.serving.loadgen import expected_output_tokens
-from autoopt.serving.runner import engine_system, mixes_lengths, warm_up
+from autoopt.serving.runner import continuous, engine_system, mixes_lengths, warm_up
 
 MAX_PROBES = 8  # doubling + narrowing steps per candidate: bounds a trial's serving time
 
@@ -61,6 +61,7 @@ def measure_serving(
         warmup_s=cfg.warmup_s,
         judged_s=cfg.duration_s,
         mixed_lengths=mixes_lengths(cfg, engine),
+        continuous=continuous(cfg, engine),
     )
 
 

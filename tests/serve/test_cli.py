@@ -13,7 +13,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.serve.__main__ import main, parse_args, serving_config
+from autoopt.serve.__main__ import main, parse_args, serve_bundle, serving_config
 
 
 def bundle(manifest: dict[str, Any]) -> Any:
@@ -35,6 +35,18 @@ def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_w
     assert (cfg.starvation_ms, cfg.starvation_every) == (500.0, 2)
     assert (cfg.max_batch, cfg.max_queue_delay_ms, cfg.policy, cfg.mix_lengths) == (4, 5.0, "weighted", True)
     assert not serving_config(parse_args(["b", "--no-mix-lengths"]), bundle(manifest)).mix_lengths
+    assert cfg.batching == "group"
+    assert serving_config(parse_args(["b", "--batching", "continuous"]), bundle(manifest)).batching == "continuous"
+
+
+def test_continuous_batching_on_an_engine_without_a_stream_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    loaded = bundle({})
+    loaded.engine = SimpleNamespace(name="ort_genai", continuous=False)
+
+    assert serve_bundle(loaded, parse_args(["b", "--batching", "continuous"])) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: serving batching=continuous: engine ort_genai as loaded has no continuous batching (torch "
+                   "with a dynamic KV cache has); use batching=group"]
 
 
 def test_a_manifest_without_serving_settings_serves_the_default_classes() -> None:
