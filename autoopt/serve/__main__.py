@@ -117,7 +117,7 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     name = args.model_name or bundle.path.resolve().name
     # Before the port opens (and /health answers): the first requests would otherwise pay the runtime's one-time
     # costs, which neither the cold-start figure (measured after the candidate's warm-up) nor the capacity has.
-    seconds = bundle.warm_up(cfg.max_batch)
+    seconds = bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine))
     print(f"warmed up every prompt length of the measured workload at batch 1..{cfg.max_batch} in {seconds:.1f}s",
           file=sys.stderr)
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)

@@ -186,7 +186,8 @@ class _Metrics:
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
         self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
         self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
-        self.batch = Histogram("autoopt_batch_size", "rows per engine call", registry=r,
+        self.batch = Histogram("autoopt_batch_size", "rows per engine call (continuous batching: per decode step)",
+                               registry=r,
                                buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
         self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
                             "the utilization a capacity probe must keep at or below 1", registry=r)
@@ -195,7 +196,8 @@ class _Metrics:
                 metric.labels(name)
 
     def batch_done(self, rows: int, seconds: float) -> None:
-        self.batch.observe(rows)
+        if rows:
+            self.batch.observe(rows)
         self.busy.inc(seconds)
 
     def record(self, cls: str, reply: _Reply, outcome: str) -> None:

@@ -97,9 +97,9 @@ class ContinuousBatch:
     def join(self, requests: list[ServingRequest]) -> None:
         if len(requests) > self.room:
             raise ValueError(f"{len(requests)} requests cannot join a stream with room for {self.room}")
+        if asks_none := [r.id for r in requests if r.max_new_tokens < 1]:
+            raise ValueError(f"requests {asks_none} ask for no new tokens; a row needs at least 1")
         for request in requests:
-            if request.max_new_tokens < 1:
-                raise ValueError(f"request {request.id} asks for {request.max_new_tokens} new tokens; at least 1")
             token = self._stream.join(request.id, request.prompt_ids)
             self._rows[request.id] = (request, 0)
             self._report(request.id, token, self._clock())

@@ -25,7 +25,7 @@ def measure_serving(
     output_lengths: Sequence[int],
     price_per_hour: float,
 ) -> ServingResult:
-    warm_up(engine, tokens, prompt_lengths, cfg.max_batch)
+    warm_up(engine, tokens, prompt_lengths, cfg.max_batch, stream=continuous(cfg, engine))
     system = engine_system(engine, cfg, tokens, list(prompt_lengths), list(output_lengths))
     capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
     peak = cfg.peak_rate_rps or cfg.rate_rps

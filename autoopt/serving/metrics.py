@@ -87,9 +87,9 @@ class ServingReport:
     saturated: bool
     saturation_reason: str
     max_batch: int
-    batches: int
+    batches: int  # engine calls: batches, or with continuous batching decode steps
     mean_batch_rows: float
-    occupancy: float  # mean rows per batch / max_batch
+    occupancy: float  # mean rows per batch (per decode step) / max_batch
     output_tokens_per_s: float
     classes: tuple[ClassMetrics, ...]
     overall: ClassMetrics

@@ -165,13 +165,23 @@ def _saturation(scheduler: Scheduler, t: float, lag_bound: float, queue_bound: i
     return ""
 
 
-def warm_up(engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int) -> None:
-    """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run."""
-    for p in sorted(set(prompt_lengths)):
+def warm_up(
+    engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int, stream: bool = False
+) -> None:
+    """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run; with
+    `stream`, also each prompt length joining a stream and two decode steps of up to `max_batch` rows."""
+    lengths = sorted(set(prompt_lengths))
+    for p in lengths:
         for rows in range(1, max_batch + 1):
             ids = np.stack([np.asarray(tokens[:p], dtype=np.int64)] * rows)
             for _ in engine.generate(ids, 2):
                 pass
+    if stream:
+        decode = engine.stream()
+        for key, p in enumerate((lengths * max_batch)[:max_batch]):
+            decode.join(key, np.asarray(tokens[:p], dtype=np.int64))
+            decode.step()
+            decode.step()
 
 
 def engine_system(

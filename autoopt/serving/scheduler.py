@@ -15,7 +15,8 @@ Contract, in the order `next_batch` applies it:
    it. A batch's prefill runs at its longest prompt, so a joining row never makes it longer than the lead's
    own; like any row, one that asks for more tokens than the others lengthens the batch's decoding.
    With `continuous` (rows join a running batch between decode steps, `autoopt.serving.batcher`), any prompt
-   length joins, and the caller passes the rows its running batch has free (`room`) in place of `max_batch`.
+   length joins, the caller passes the rows its running batch has free (`room`) in place of `max_batch`, and
+   a join is due at once: each joiner is prefilled alone, so waiting for others would gain nothing.
 4. It is released when full, or once its oldest request has waited `max_queue_delay_s`; until then
    `next_batch` returns None and `next_release` says when to look again.
 Waiting time always counts from a request's `arrival` (its scheduled send time), so a backlog is never
@@ -139,7 +140,7 @@ class Scheduler:
 
     def next_release(self, now: float, room: int | None = None) -> float | None:
         """When `next_batch(now, room)` may next return a batch if nothing new arrives: `now` if one is due,
-        None when nothing waits."""
+        None when nothing waits or `room` is 0 (no row can take one until a row leaves)."""
         plan = self._plan(now, room)
         if plan is None:
             return None
@@ -155,7 +156,7 @@ class Scheduler:
         if lead is None or size < 1:
             return None
         batch = self._group(lead, size)
-        if len(batch) >= size or lead.arrival + self.starvation_s <= now:
+        if self.continuous or len(batch) >= size or lead.arrival + self.starvation_s <= now:
             return lead, batch, float("-inf")
         return lead, batch, min(r.arrival for r in batch) + self.max_queue_delay_s
 

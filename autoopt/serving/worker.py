@@ -51,7 +51,8 @@ class ServingWorker:
         scheduler: Scheduler,
         *,
         clock: Callable[[], float] = time.perf_counter,
-        on_batch: Callable[[int, float], None] | None = None,  # after each batch (continuous: each step): rows, seconds
+        # after each batch (continuous: each step, with the joiners' prefills before it): its rows and its seconds
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._engine, self._scheduler, self._clock = engine, scheduler, clock
         self._on_batch = on_batch
@@ -135,15 +136,19 @@ class ServingWorker:
             start = self._clock()
             for request in joining:
                 sinks[request.id].started(start)
+                try:  # a failed prefill leaves the stream as it was: only this request gets the error
+                    stream.join([request])
+                except Exception as e:
+                    if request.id in sinks:
+                        sinks.pop(request.id).finished(e)
+            rows = 0
             try:
-                stream.join(joining)
                 rows = stream.step() if stream.rows else 0
             except Exception as e:  # reported to every row of the stream; the server keeps serving with a new one
                 for request_id in list(sinks):
                     sinks.pop(request_id).finished(e)
                 stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
-                rows = 0
-            if rows and self._on_batch is not None:
+            if self._on_batch is not None:  # rows 0: only joiners' prefills ran (each left at its first token)
                 self._on_batch(rows, self._clock() - start)
             with self._cond:
                 self._active = stream.rows

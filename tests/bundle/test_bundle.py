@@ -153,6 +153,11 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
                                     measured.workload, {}))
     assert "with prompts of the workload's lengths (a batch takes its lead's prompt length, then may fill free " \
         "rows with shorter prompts, padded)" in mixed
+    streamed = manifest_payload(replace(measured.result, serving=replace(serving, continuous=True)), measured.workload, {})
+    assert streamed["metrics"]["serving.continuous"]["value"] == 1
+    assert "under open-loop load (a continuous batch of up to 4 rows" in readme(streamed)
+    assert "(requests of any length join the running batch between decode steps and leave it at their last " \
+        "token)" in readme(streamed)
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text

@@ -14,7 +14,7 @@ import pytest
 from autoopt.config.schema import CandidateConfig, ModelConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
-from autoopt.engines.stream import DecodeStream
+from autoopt.engines.stream import DecodeStream, KVOps, PaddedStream
 from autoopt.models.source import resolve_model
 from autoopt.passes.pipeline import run_pipeline
 from autoopt.passes.plan import plan
@@ -74,3 +74,71 @@ def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
     for row, _, _, new in SCHEDULE:
         np.testing.assert_array_equal(got[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
     engine.close()
+
+
+class _NumpyKV(KVOps[np.ndarray]):
+    def pad_left(self, x: np.ndarray, n: int) -> np.ndarray:
+        return np.pad(x, ((0, 0), (0, 0), (n, 0), (0, 0)))
+
+    def cat(self, xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs)
+
+    def take(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
+        return x[rows]
+
+
+def _next_token(context: list[tuple[int, int]]) -> int:
+    return hash(tuple(context)) % 997
+
+
+class _Visible(PaddedStream):
+    """A model whose cache holds (token, position) pairs and whose next token depends on every pair a row sees:
+    it checks, at every step, that each row sees exactly its own context at positions 0..n-1, packed at the right."""
+
+    def __init__(self) -> None:
+        super().__init__(_NumpyKV())
+
+    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[np.ndarray]]:
+        n = prompt_ids.shape[1]
+        kv = np.stack([prompt_ids[0], np.arange(n)], axis=-1)[None, None]
+        return _next_token([(int(p), int(t)) for t, p in kv[0, 0]]), [kv]
+
+    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, list]:
+        assert kv[0].shape[2] == mask.shape[1] - 1
+        new = np.stack([tokens[:, 0], mask[:, :-1].sum(axis=-1)], axis=-1)[:, None, None, :]
+        cache = np.concatenate([kv[0], new], axis=2)
+        out = []
+        for row in range(cache.shape[0]):
+            seen = cache[row, 0][mask[row] == 1]
+            assert seen[:, 1].tolist() == list(range(len(seen)))
+            assert mask[row, -len(seen):].all() and not mask[row, : -len(seen)].any()
+            out.append(_next_token([(int(p), int(t)) for t, p in seen]))
+        return np.array(out), [cache]
+
+
+def _alone(prompt: np.ndarray, new: int) -> list[int]:
+    context, out = [(i, int(t)) for i, t in enumerate(prompt)], []
+    for _ in range(new):
+        out.append(_next_token(context))
+        context.append((len(context), out[-1]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_joins_and_leaves_keep_each_rows_context_and_the_cache_no_longer_than_its_longest_row(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    stream, live, got, want = _Visible(), {}, {}, {}
+    for key in range(40):
+        if len(live) < 4 and rng.random() < 0.6:
+            prompt, new = rng.integers(1, 900, rng.integers(1, 20)), int(rng.integers(1, 12))
+            want[key], got[key], live[key] = _alone(prompt, new), [stream.join(key, prompt)], new
+        for row, token in stream.step().items():
+            got[row].append(token)
+        for row in [r for r, new in live.items() if len(got[r]) >= new]:
+            stream.leave(row)
+            del live[row]
+        if live:
+            longest = int(stream._mask.sum(axis=1).max())  # the longest live row's context
+            assert stream._mask.shape[1] == longest == stream._kv[0].shape[2]
+    for row, tokens in got.items():
+        assert tokens[: len(want[row])] == want[row][: len(tokens)]

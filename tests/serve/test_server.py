@@ -200,8 +200,8 @@ class PacedStreams(Engine):
     name = "paced-streams"
     continuous = True
 
-    def __init__(self, inner: Engine, pause_s: float) -> None:
-        self.inner, self.pause_s, self.steps = inner, pause_s, []
+    def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None) -> None:
+        self.inner, self.pause_s, self.steps, self.fail_at_step = inner, pause_s, [], fail_at_step
 
     @classmethod
     def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
@@ -220,6 +220,8 @@ class PacedStreams(Engine):
             def step(self) -> dict[int, int]:
                 outer.steps.append(inner.rows)
                 time.sleep(outer.pause_s)
+                if len(outer.steps) == outer.fail_at_step:
+                    raise RuntimeError("injected engine failure")
                 return inner.step()
 
         return Paced()
@@ -255,6 +257,36 @@ def test_with_continuous_batching_a_later_request_joins_the_running_one_and_each
     assert [texts[0], texts[1]] == alone
     assert done == [1, 0] and 2 in engine.steps
     assert observed_rows == sum(engine.steps)  # every step's rows reached /metrics
+
+
+def test_with_continuous_batching_a_failed_step_fails_its_rows_and_the_next_request_is_served(
+    served: ServedModel,
+) -> None:
+    engine = PacedStreams(served.engine, 0.01, fail_at_step=3)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        body = {"prompt": PROMPT, "max_tokens": 20}
+        failed = httpx.post(running.url + "/v1/completions", json=body, timeout=30)
+        assert failed.status_code == 500 and "injected engine failure" in failed.json()["error"]["message"]
+        ok = httpx.post(running.url + "/v1/completions", json=body, timeout=30)
+        assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 20
+        assert active_rows(running.url) == 0
+
+
+def test_with_continuous_batching_shutdown_mid_request_finishes_it(served: ServedModel) -> None:
+    engine = PacedStreams(served.engine, 0.02)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+    running = ServerThread(app).start()
+    results: dict[str, httpx.Response] = {}
+    caller = threading.Thread(target=lambda: results.setdefault("r", httpx.post(
+        running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 30}, timeout=30)))
+    caller.start()
+    wait_until(lambda: active_rows(running.url) == 1)
+    assert running.stop(timeout_s=30)
+    caller.join(30)
+    assert results["r"].status_code == 200 and results["r"].json()["usage"]["completion_tokens"] == 30
 
 
 def test_with_continuous_batching_a_client_that_disconnects_leaves_the_stream(served: ServedModel) -> None:

@@ -184,14 +184,13 @@ def test_a_delay_class_is_rejected_once_max_waiting_requests_wait_in_all() -> No
     assert s.submit(req("P3", 1.0)) == DELAYED  # room again
 
 
-def test_continuous_joins_take_any_length_most_urgent_first_up_to_the_free_rows() -> None:
+def test_continuous_joins_take_any_length_most_urgent_first_up_to_the_free_rows_at_once() -> None:
     s, req = Scheduler(classes(), max_batch=4, max_queue_delay_s=0.05, continuous=True), Ids()
     long_p3, short_p1, other_p0 = req("P3", 0.0, 64), req("P1", 0.01, 8), req("P0", 0.02, 30)
     for r in (long_p3, short_p1, other_p0):
         s.submit(r)
     assert s.next_batch(0.02, room=0) is None  # a full stream takes nobody
     assert s.next_release(0.02, room=0) is None
-    assert ids(s.next_batch(0.02, room=2)) == [other_p0.id, short_p1.id]  # fills the free rows: due at once
-    assert s.next_batch(0.02, room=3) is None  # one waiting, three rows free: it waits for the queue delay
-    assert s.next_release(0.02, room=3) == pytest.approx(0.05)
-    assert ids(s.next_batch(0.05, room=3)) == [long_p3.id]
+    assert ids(s.next_batch(0.02, room=2)) == [other_p0.id, short_p1.id]
+    assert s.next_release(0.02, room=3) == pytest.approx(0.02)  # one waiting, rows free: no queue delay
+    assert ids(s.next_batch(0.02, room=3)) == [long_p3.id]

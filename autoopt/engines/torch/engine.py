@@ -111,8 +111,10 @@ class TorchEngine(Engine):
         self._cache_keyword = cache_keyword(model)
         # Padding needs an attention mask, which cuda's FlashAttention kernel does not take.
         self.mixed_lengths = not (device.type == "cuda" and attn_backend == "flash")
-        # A stream reshapes its rows' caches between steps; a static cache is one fixed buffer per batch size.
-        self.continuous = self.mixed_lengths and kv_cache != "static"
+        # A stream reshapes its rows' caches between steps: a static cache is one fixed buffer per batch size, and a
+        # sliding-window layer keeps fewer positions than the rows' shared mask covers.
+        sliding = any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
+        self.continuous = self.mixed_lengths and kv_cache != "static" and not sliding
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
@@ -238,23 +240,33 @@ class TorchStream(PaddedStream):
     def __init__(self, engine: TorchEngine) -> None:
         super().__init__(_TorchKV())
         self._engine = engine
+        self._cache = DynamicCache(config=engine._model.config)  # holds exactly `self._held` after a step
+        self._held: list[torch.Tensor] = []
 
     @torch.inference_mode()
-    def _forward(self, ids: np.ndarray, kv: list[torch.Tensor], **padded: torch.Tensor) -> tuple[torch.Tensor, list]:
+    def _forward(self, ids: np.ndarray, cache: DynamicCache, **padded: torch.Tensor) -> torch.Tensor:
         e = self._engine
-        cache = DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)) or None, config=e._model.config)
         with sdpa_context(e._attn_backend):
             out = e._model(input_ids=torch.from_numpy(ids).to(e._device), use_cache=True, logits_to_keep=1,
                            **padded, **{e._cache_keyword: cache})
-        tokens = out.logits[:, -1, :].argmax(dim=-1)
-        return tokens, [t for layer in cache.layers for t in (layer.keys, layer.values)]
+        return out.logits[:, -1, :].argmax(dim=-1)
 
     def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[torch.Tensor]]:
-        tokens, kv = self._forward(prompt_ids, [])
-        return int(tokens[0]), kv
+        cache = DynamicCache(config=self._engine._model.config)
+        tokens = self._forward(prompt_ids, cache)
+        return int(tokens[0]), _tensors(cache)
 
     def _decode(self, tokens: np.ndarray, kv: list[torch.Tensor], mask: np.ndarray) -> tuple[np.ndarray, list]:
+        if len(kv) != len(self._held) or any(a is not b for a, b in zip(kv, self._held, strict=False)):
+            # rows joined or left since the last step: their tensors go into a new cache (copied once, not per step)
+            self._cache = DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)),
+                                       config=self._engine._model.config)
         attention = torch.from_numpy(mask).to(self._engine._device)
         positions = attention[:, :-1].sum(dim=-1, keepdim=True)
-        out, kv = self._forward(tokens, kv, attention_mask=attention, position_ids=positions)
-        return out.cpu().numpy(), kv
+        out = self._forward(tokens, self._cache, attention_mask=attention, position_ids=positions)
+        self._held = _tensors(self._cache)
+        return out.cpu().numpy(), self._held
+
+
+def _tensors(cache: DynamicCache) -> list[torch.Tensor]:
+    return [t for layer in cache.layers for t in (layer.keys, layer.values)]
