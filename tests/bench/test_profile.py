@@ -133,13 +133,18 @@ def _runtime() -> RuntimeOptions:
     return RuntimeOptions(device="cpu", threads=2, max_length=PROMPT.shape[1] + NEW, max_batch=1)
 
 
+# ort_genai with a static cache: it reuses one Generator per batch size. With a dynamic cache every request builds
+# a new one, outside any op; on an AMD EPYC VM (2026-11-28) that took 12-15 ms, more than the 7 ms of ops in the
+# prefill it precedes, so the ops covered 36 % of that step's wall (the profile shows it; this bound cannot hold).
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "quant"), [("torch", "none"), ("torch_compiled", "none"), ("ort", "none"), ("ort_genai", "int4")]
+    ("name", "knobs"),
+    [("torch", {}), ("torch_compiled", {}), ("ort", {}), ("ort_genai", {"quant": "int4", "kv_cache": "static"})],
+    ids=["torch", "torch_compiled", "ort", "ort_genai-int4-static"],
 )
-def test_profile_adds_up_to_the_measured_request(name: str, quant: str, cache_dir: Path) -> None:
+def test_profile_adds_up_to_the_measured_request(name: str, knobs: dict, cache_dir: Path) -> None:
     model = resolve_model(ModelConfig(), cache_dir)
-    candidate = CandidateConfig(engine=name, quant=quant)  # type: ignore[arg-type]
+    candidate = CandidateConfig(engine=name, **knobs)  # type: ignore[arg-type]
     built = run_pipeline(model.path, model.key, plan(candidate, "cpu"), cache_dir)
     cls = engine_class(name)
     measured = cls.load(built.artifact, candidate, _runtime())
