@@ -140,8 +140,8 @@ class CandidateConfig:
     serving_max_batch: int = knob(4, "serving: most rows the dynamic batcher puts in one engine call",
                                   choices=(1, 2, 4, 8, 16), label="mb={value}", show_default=False)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
-                                         "waited this long (ms; continuous batching joins at once)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
-                                         label="qd={value:g}ms", show_default=False)
+                                         "waited this long (ms; continuous batching joins at once)",
+                                         choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0), label="qd={value:g}ms", show_default=False)
     serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
                                "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
     serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "

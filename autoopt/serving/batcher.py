@@ -113,18 +113,11 @@ class ContinuousBatch:
             self._report(key, token, now)
         return rows
 
-    def drop(self, request_id: int) -> None:
-        """Stop a row whatever its sink says (the engine failed under it)."""
-        if self._rows.pop(request_id, None) is not None:
-            self._stream.leave(request_id)
-
-    def requests(self) -> list[ServingRequest]:
-        return [request for request, _ in self._rows.values()]
-
     def _report(self, key: int, token: int, t: float) -> None:
         request, index = self._rows[key]
         keep = self._on_token(request, index, token, t)
         if keep and index + 1 < request.max_new_tokens:
             self._rows[key] = (request, index + 1)
         else:
-            self.drop(key)
+            del self._rows[key]
+            self._stream.leave(key)

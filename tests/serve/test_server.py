@@ -200,8 +200,10 @@ class PacedStreams(Engine):
     name = "paced-streams"
     continuous = True
 
-    def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None) -> None:
+    def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None,
+                 fail_prompt_len: int | None = None) -> None:
         self.inner, self.pause_s, self.steps, self.fail_at_step = inner, pause_s, [], fail_at_step
+        self.fail_prompt_len = fail_prompt_len
 
     @classmethod
     def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
@@ -215,7 +217,12 @@ class PacedStreams(Engine):
 
         class Paced(DecodeStream):
             rows = property(lambda _: inner.rows)
-            join, leave = inner.join, inner.leave
+            leave = inner.leave
+
+            def join(self, key: int, prompt_ids: np.ndarray) -> int:
+                if len(prompt_ids) == outer.fail_prompt_len:
+                    raise RuntimeError("injected prefill failure")
+                return inner.join(key, prompt_ids)
 
             def step(self) -> dict[int, int]:
                 outer.steps.append(inner.rows)
@@ -272,6 +279,22 @@ def test_with_continuous_batching_a_failed_step_fails_its_rows_and_the_next_requ
         ok = httpx.post(running.url + "/v1/completions", json=body, timeout=30)
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 20
         assert active_rows(running.url) == 0
+
+
+def test_with_continuous_batching_a_failed_prefill_fails_only_its_request(served: ServedModel) -> None:
+    engine = PacedStreams(served.engine, 0.02, fail_prompt_len=3)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        results: dict[str, httpx.Response] = {}
+        caller = threading.Thread(target=lambda: results.setdefault("r", httpx.post(
+            running.url + "/v1/completions", json={"prompt": [5, 17, 42, 7], "max_tokens": 30}, timeout=30)))
+        caller.start()
+        wait_until(lambda: active_rows(running.url) == 1)
+        failed = httpx.post(running.url + "/v1/completions", json={"prompt": [8, 1, 2], "max_tokens": 4}, timeout=30)
+        caller.join(30)
+    assert failed.status_code == 500 and "injected prefill failure" in failed.json()["error"]["message"]
+    assert results["r"].status_code == 200 and results["r"].json()["usage"]["completion_tokens"] == 30
 
 
 def test_with_continuous_batching_shutdown_mid_request_finishes_it(served: ServedModel) -> None:

@@ -222,7 +222,6 @@ class TorchEngine(Engine):
         del self._model
 
 
-
 class _TorchKV(KVOps[torch.Tensor]):
     def pad_left(self, x: torch.Tensor, n: int) -> torch.Tensor:
         return torch.nn.functional.pad(x, (0, 0, n, 0))
