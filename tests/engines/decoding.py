@@ -1,10 +1,16 @@
-"""Prompts and greedy decoding shared by the engine tests."""
+"""Prompts, built engines and greedy decoding shared by the engine tests."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from autoopt.engines.base import Engine
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.registry import engine_class
+from autoopt.passes.pipeline import run_pipeline
+from autoopt.passes.plan import plan
 
 
 def prompt(i: int, batch: int, length: int, seed: int = 100) -> np.ndarray:
@@ -17,3 +23,10 @@ def greedy_tokens(engine: Engine, ids: np.ndarray, new: int) -> np.ndarray:
     steps = list(engine.generate(ids, new))
     assert len(steps) == new and all(s.shape == (ids.shape[0],) and s.dtype == np.int64 for s in steps)
     return np.stack(steps, axis=1)
+
+
+def built_engine(name: str, model: Path, cache: Path, runtime: RuntimeOptions, **knobs: object) -> Engine:
+    """Engine `name` loaded on the built-in model's artifact for a CPU candidate with `knobs`."""
+    candidate = CandidateConfig(engine=name, **knobs)  # type: ignore[arg-type]
+    built = run_pipeline(model, "builtin", plan(candidate, "cpu"), cache)
+    return engine_class(name).load(built.artifact, candidate, runtime)

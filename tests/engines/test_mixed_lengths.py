@@ -14,15 +14,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from autoopt.config.schema import CandidateConfig, ModelConfig
+from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, prompt_lengths_of
-from autoopt.engines.registry import engine_class
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from autoopt.models import load_corpus
-from autoopt.models.source import resolve_model
-from autoopt.passes.pipeline import run_pipeline
-from autoopt.passes.plan import plan
-from tests.engines.decoding import greedy_tokens
+from tests.engines.decoding import built_engine, greedy_tokens
 
 LENGTHS = [9, 16, 12]  # one batch; the batch of 3 also runs in a larger static slot (max_batch 4)
 NEW = 10
@@ -56,22 +52,11 @@ def assert_rows_decode_as_alone(engine: Engine, folder: Path, lengths: list[int]
     np.testing.assert_array_equal(np.stack(list(engine.generate(equal, new, prompt_lengths=full)), axis=1), before)
 
 
-@pytest.fixture(scope="module")
-def builtin(cache_dir: Path) -> Path:
-    return resolve_model(ModelConfig(), cache_dir).path
-
-
-def _load(name: str, model: Path, cache: Path, **knobs: object) -> Engine:
-    candidate = CandidateConfig(engine=name, **knobs)  # type: ignore[arg-type]
-    built = run_pipeline(model, "builtin", plan(candidate, "cpu"), cache)
-    return engine_class(name).load(built.artifact, candidate, RUNTIME)
-
-
 @pytest.mark.slow
 def test_each_shorter_row_decodes_differently_with_its_padding_seen(builtin: Path) -> None:
     """What lets the check below fail: a shorter row's tokens change when its padding is taken for prompt, after
     it (where genai pads) or before it (where the other engines move it)."""
-    engine = _load("torch", builtin, Path())
+    engine = built_engine("torch", builtin, Path(), RUNTIME)
     prompts, ids = mixed_batch(builtin)
     width = ids.shape[1]
     for row, ids_of_row in enumerate(prompts):
@@ -103,7 +88,7 @@ def test_each_shorter_row_decodes_differently_with_its_padding_seen(builtin: Pat
 def test_each_row_of_a_mixed_batch_decodes_as_its_prompt_alone(
     name: str, knobs: dict, builtin: Path, cache_dir: Path
 ) -> None:
-    engine = _load(name, builtin, cache_dir, **knobs)
+    engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
     assert engine.mixed_lengths
     assert_rows_decode_as_alone(engine, builtin)
     engine.close()

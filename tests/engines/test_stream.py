@@ -11,14 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoopt.config.schema import CandidateConfig, ModelConfig
-from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.engines.registry import engine_class
+from autoopt.engines.base import RuntimeOptions
 from autoopt.engines.stream import DecodeStream, KVOps, PaddedStream
-from autoopt.models.source import resolve_model
-from autoopt.passes.pipeline import run_pipeline
-from autoopt.passes.plan import plan
-from tests.engines.decoding import greedy_tokens
+from tests.engines.decoding import built_engine, greedy_tokens
 from tests.engines.test_mixed_lengths import mixed_batch
 
 RUNTIME = RuntimeOptions(device="cpu", threads=2, max_length=48, max_batch=4)
@@ -45,17 +40,6 @@ def run_schedule(stream: DecodeStream, prompts: list[np.ndarray]) -> dict[int, l
     return out
 
 
-@pytest.fixture(scope="module")
-def builtin(cache_dir: Path) -> Path:
-    return resolve_model(ModelConfig(), cache_dir).path
-
-
-def _load(name: str, model: Path, cache: Path, **knobs: object) -> Engine:
-    candidate = CandidateConfig(engine=name, **knobs)  # type: ignore[arg-type]
-    built = run_pipeline(model, "builtin", plan(candidate, "cpu"), cache)
-    return engine_class(name).load(built.artifact, candidate, RUNTIME)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "knobs"),
@@ -65,7 +49,7 @@ def _load(name: str, model: Path, cache: Path, **knobs: object) -> Engine:
 def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
     name: str, knobs: dict, builtin: Path, cache_dir: Path
 ) -> None:
-    engine = _load(name, builtin, cache_dir, **knobs)
+    engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
     assert engine.continuous
     prompts, _ = mixed_batch(builtin, [length for _, length, _, _ in SCHEDULE])
     stream = engine.stream()
