@@ -5,7 +5,7 @@ space checks, candidate labels and the README's knob table are all derived from 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
@@ -25,8 +25,10 @@ class Knob:
     must keep its default. `quants`, when set, restricts the knob to candidates with one of those
     quantization schemes (it is neither sampled nor allowed to differ from its default otherwise).
     `engine_quants` narrows `quants` for some engines: ((engine, quants), ...), where an engine's own kernels take
-    the knob for fewer schemes (a block size means nothing to a per-channel int8). `label` formats the knob in
-    a candidate's short name ("" = not shown).
+    the knob for fewer schemes (a block size means nothing to a per-channel int8). `only_with`: ((knob, values),
+    ...), other knobs that must hold one of those values for this one to change anything (a queue delay means
+    nothing to a batch of one row); those knobs are declared before it, so the sampler has drawn them first.
+    `label` formats the knob in a candidate's short name ("" = not shown).
     """
 
     name: str
@@ -40,14 +42,25 @@ class Knob:
     zero: str = "0"  # how the label shows 0 for an open-range knob ("all" cores, the workload's batch)
     show_default: bool = True  # False: the label shows the knob only when it is set away from its default
     engine_quants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    only_with: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def quants_for(self, engine: str) -> tuple[str, ...] | None:
         """The schemes the knob applies to on `engine` (None: all)."""
         return dict(self.engine_quants).get(engine, self.quants)
 
-    def applies(self, engine: str, quant: str) -> bool:
+    def applies(self, engine: str, quant: str, others: Mapping[str, Any]) -> bool:
+        """Whether the knob changes anything on a candidate of `engine` and `quant` whose other knobs are `others`
+        (those of `only_with` at least)."""
         quants = self.quants_for(engine)
-        return engine in self.engines and (quants is None or quant in quants)
+        return (engine in self.engines and (quants is None or quant in quants)
+                and all(others[name] in values for name, values in self.only_with))
+
+    def unused_by(self, others: Mapping[str, Any]) -> str | None:
+        """The `only_with` knob whose value in `others` leaves this one without effect, as `name=value`."""
+        for name, values in self.only_with:
+            if others[name] not in values:
+                return f"{name}={_join([others[name]])}"
+        return None
 
     def value_problem(self, value: Any) -> str | None:
         if self.choices is None:
@@ -79,9 +92,11 @@ def knob(
     zero: str = "0",
     show_default: bool = True,
     engine_quants: tuple[tuple[str, tuple[str, ...]], ...] = (),
+    only_with: tuple[tuple[str, tuple[Any, ...]], ...] = (),
 ) -> Any:
     """A dataclass field that declares a knob (its name is the field's name)."""
-    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero, show_default, engine_quants)
+    spec = Knob("", default, meaning, engines, choices, minimum, quants, label, zero, show_default, engine_quants,
+                only_with)
     return field(default=default, metadata={_KNOB: spec})
 
 
@@ -121,11 +136,18 @@ def candidate_value_problem(candidate: Any) -> str | None:
 
 def inapplicable_knob(candidate: Any) -> str | None:
     """A knob set away from its default on a candidate it does not apply to."""
+    values = vars(candidate)
     for k in knobs_of(type(candidate)).values():
-        value = getattr(candidate, k.name)
-        if value != k.default and not k.applies(candidate.engine, candidate.quant):
-            where = f"engine={candidate.engine}" if candidate.engine not in k.engines else f"quant={candidate.quant}"
-            return f"candidate.{k.name} does not apply to {where}; it is used by {_users(k)}"
+        if values[k.name] == k.default or k.applies(candidate.engine, candidate.quant, values):
+            continue
+        if candidate.engine not in k.engines:
+            where = f"engine={candidate.engine}"
+        elif (quants := k.quants_for(candidate.engine)) is not None and candidate.quant not in quants:
+            where = f"quant={candidate.quant}"
+        else:
+            return (f"candidate.{k.name} changes nothing with {k.unused_by(values)}; leave it at its default "
+                    f"({_join([k.default])}), it applies {_conditions(k)}")
+        return f"candidate.{k.name} does not apply to {where}; it is used by {_users(k)}"
     return None
 
 
@@ -148,7 +170,8 @@ def label(candidate: Any) -> str:
     """A short name: engine and quant, then every other knob that applies to this candidate."""
     parts = [candidate.engine, candidate.quant]
     for k in knobs_of(type(candidate)).values():
-        if k.name in ("engine", "quant") or not k.label or not k.applies(candidate.engine, candidate.quant):
+        if k.name in ("engine", "quant") or not k.label or not k.applies(candidate.engine, candidate.quant,
+                                                                        vars(candidate)):
             continue
         if not k.show_default and getattr(candidate, k.name) == k.default:
             continue
@@ -167,6 +190,8 @@ def markdown_table(candidate: type) -> str:
             ("all" if names == list(ENGINES) else ", ".join(names)) + (f" ({'/'.join(quants)})" if quants else "")
             for quants, names in _by_quants(k).items()
         )
+        if k.only_with:
+            engines += f"; {_conditions(k)}"
         default = str(k.default).lower() if isinstance(k.default, bool) else k.default
         rows.append(f"| `candidate.{k.name}` | {values} | {default} | {engines} | {k.meaning} |")
     return "\n".join(rows)
@@ -187,6 +212,11 @@ def _users(k: Knob) -> str:
         f"engines {_join(engines)}" + (f" with quant {_join(quants)}" if quants else "")
         for quants, engines in _by_quants(k).items()
     )
+
+
+def _conditions(k: Knob) -> str:
+    """A knob's `only_with`, as one phrase: 'with serving_batching group and serving_max_batch 2/4/8/16'."""
+    return "with " + " and ".join(f"{name} {_join(values, '/')}" for name, values in k.only_with)
 
 
 def _join(values: Any, sep: str = ", ") -> str:

@@ -75,6 +75,11 @@ class WorkloadConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)  # open-loop traffic: rate, classes, SLOs
 
 
+# The serving knobs that shape group batches only: under continuous batching a request joins at once, whatever the
+# batch, and with one row per batch nothing waits for company or pads to a lead.
+_GROUPED = (("serving_batching", ("group",)), ("serving_max_batch", (2, 4, 8, 16)))
+
+
 @dataclass
 class CandidateConfig:
     """One point of the search space. Each field is a knob, declared here once (see `config.knobs`):
@@ -139,19 +144,18 @@ class CandidateConfig:
                        "one per prompt shape", choices=("none", "one", "shapes"), label="warm={value}")
     serving_max_batch: int = knob(4, "serving: most rows the dynamic batcher puts in one engine call",
                                   choices=(1, 2, 4, 8, 16), label="mb={value}", show_default=False)
-    serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
-                                         "waited this long (ms; continuous batching joins at once)",
-                                         choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0), label="qd={value:g}ms", show_default=False)
-    serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
-                               "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
-    serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
-                                     "prompts, padded to the lead's length (prefill computes the padding)",
-                                     choices=(False, True), label="mixlen")
     serving_batching: str = knob("group", "serving: a batch runs until its longest row is done (group), or "
                                  "requests join and leave the running batch between decode steps (continuous; "
                                  "torch with a dynamic KV cache)", ("torch",),
                                  choices=("group", "continuous"), label="{value}", show_default=False)
-
+    serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
+                                         "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
+                                         label="qd={value:g}ms", show_default=False, only_with=_GROUPED)
+    serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
+                               "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
+    serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
+                                     "prompts, padded to the lead's length (prefill computes the padding)",
+                                     choices=(False, True), label="mixlen", only_with=_GROUPED)
 
 # The precision a quantization scheme needs the target to support.
 QUANT_PRECISION = {

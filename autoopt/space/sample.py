@@ -5,7 +5,7 @@ every parameter keeps one fixed set of choices, which Optuna's samplers require.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import optuna
@@ -25,26 +25,34 @@ def _choices(space: Any, engine: str, knob: str) -> list[object]:
     return values
 
 
-def _applicable(engine: str, quant: str) -> list[str]:
-    return [k.name for k in _KNOBS.values() if k.name not in ("engine", "quant") and k.applies(engine, quant)]
+def _draw(engine: str, quant: str, pick: Callable[[str], object]) -> dict[str, object]:
+    """Every knob of a candidate of `engine` and `quant`: `pick(name)` for each that applies, in declaration order
+    (a knob that applies only with some values of another is asked after it), the default for the others."""
+    values: dict[str, object] = {k.name: k.default for k in _KNOBS.values()} | {"engine": engine, "quant": quant}
+    for k in _KNOBS.values():
+        if k.name not in ("engine", "quant") and k.applies(engine, quant, values):
+            values[k.name] = pick(k.name)
+    return values
 
 
 def sample(trial: optuna.Trial, space: Any) -> CandidateConfig:
     engine = trial.suggest_categorical("engine", space.engine)
     quant = trial.suggest_categorical(f"{engine}.quant", _choices(space, engine, "quant"))
-    knobs: dict[str, object] = {"quant": quant}
-    for name in _applicable(engine, quant):
-        knobs[name] = trial.suggest_categorical(f"{engine}.{name}", _choices(space, engine, name))
-    return CandidateConfig(engine=engine, **knobs)  # type: ignore[arg-type]
+    values = _draw(engine, quant, lambda name: trial.suggest_categorical(f"{engine}.{name}", _choices(space, engine, name)))
+    return CandidateConfig(**values)  # type: ignore[arg-type]
 
 
 def reference_params(space: Any) -> dict[str, object]:
     """Trial parameters of the fp32 torch reference: default knobs where the space has them."""
     params: dict[str, object] = {"engine": "torch", "torch.quant": "none"}
-    for name in _applicable("torch", "none"):
+
+    def pick(name: str) -> object:
         choices = _choices(space, "torch", name)
         default = _KNOBS[name].default
-        params[f"torch.{name}"] = default if default in choices else choices[0]
+        params[f"torch.{name}"] = value = default if default in choices else choices[0]
+        return value
+
+    _draw("torch", "none", pick)
     return params
 
 

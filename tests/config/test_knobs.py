@@ -69,9 +69,10 @@ def test_label_shows_only_the_knobs_that_apply() -> None:
 
 def test_an_engine_can_take_a_knob_for_fewer_quants_than_the_others() -> None:
     block = KNOBS["quant_block_size"]  # torch_compiled's int8_weight is per channel: no block to size
+    others = vars(CandidateConfig())
 
-    assert block.applies("ort", "int8_weight") and block.applies("torch_compiled", "int4")
-    assert not block.applies("torch_compiled", "int8_weight")
+    assert block.applies("ort", "int8_weight", others) and block.applies("torch_compiled", "int4", others)
+    assert not block.applies("torch_compiled", "int8_weight", others)
     assert inapplicable_knob(CandidateConfig(engine="torch_compiled", quant="int8_weight", quant_block_size=128)) == (
         "candidate.quant_block_size does not apply to quant=int8_weight; it is used by engines ort, ort_genai with "
         "quant int4, int8_weight; engines torch_compiled with quant int4"
@@ -84,3 +85,19 @@ def test_a_measurement_survives_its_json_round_trip() -> None:
     original = result(50.0, 0.5, 0.99, CandidateConfig(engine="ort_genai", quant="int4"))
 
     assert from_dict(type(original), to_dict(original)) == original
+
+
+@pytest.mark.parametrize(("knob", "value"), [("serving_queue_delay_ms", 5.0), ("serving_mix_lengths", True)])
+def test_a_group_batching_knob_applies_only_where_a_group_can_wait_or_pad(knob: str, value: object) -> None:
+    grouped = CandidateConfig(serving_max_batch=4, **{knob: value})
+    assert inapplicable_knob(grouped) is None
+    for other in ({"serving_batching": "continuous"}, {"serving_max_batch": 1}):
+        assert not KNOBS[knob].applies("torch", "none", vars(CandidateConfig(**other)))
+        name, setting = next(iter(other.items()))
+        assert inapplicable_knob(CandidateConfig(**other, **{knob: value})) == (
+            f"candidate.{knob} changes nothing with {name}={setting}; leave it at its default "
+            f"({str(KNOBS[knob].default).lower()}), it applies with serving_batching group and serving_max_batch "
+            "2/4/8/16"
+        )
+    assert "qd=5ms" in label(CandidateConfig(serving_queue_delay_ms=5.0))
+    assert "qd=" not in label(CandidateConfig(serving_queue_delay_ms=5.0, serving_max_batch=1))

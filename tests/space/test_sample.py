@@ -146,3 +146,20 @@ def test_openers_visit_their_engine_even_where_most_of_its_candidates_are_pruned
                 measured.append(candidate.engine)
 
         assert measured[0] == "torch" and sorted(measured[1:]) == ["ort", "ort_genai"], seed
+
+
+def test_group_batching_knobs_are_not_sampled_where_they_change_nothing() -> None:
+    space = SpaceConfig(name="s", engine=["torch"], quant=["none"], serving_max_batch=[1, 4],
+                        serving_batching=["group", "continuous"], serving_queue_delay_ms=[0.0, 20.0],
+                        serving_mix_lengths=[False, True])
+    study, seen = _study(), set()
+    for _ in range(60):
+        trial = study.ask()
+        c = sample(trial, space)
+        study.tell(trial, [0.0, 0.0, 0.0])
+        grouped = c.serving_batching == "group" and c.serving_max_batch > 1
+        assert ("torch.serving_queue_delay_ms" in trial.params) == grouped
+        assert ("torch.serving_mix_lengths" in trial.params) == grouped
+        seen.add((c.serving_batching, c.serving_max_batch, c.serving_queue_delay_ms, c.serving_mix_lengths))
+    assert seen == {("group", 4, d, m) for d in (0.0, 20.0) for m in (False, True)} | {
+        ("group", 1, 10.0, False), ("continuous", 1, 10.0, False), ("continuous", 4, 10.0, False)}

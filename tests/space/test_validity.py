@@ -29,7 +29,10 @@ T4 = TargetConfig(name="t4", device="cuda", precisions=["fp32", "fp16", "int8", 
         (CandidateConfig(engine="torch", kv_cache="static", serving_batching="continuous"), CPU,
          "serving_batching=continuous needs kv_cache=dynamic"),
         (CandidateConfig(engine="torch", serving_batching="continuous", serving_mix_lengths=True), CPU,
-         "serving_mix_lengths=true shapes group batches only"),
+         "candidate.serving_mix_lengths changes nothing with serving_batching=continuous; leave it at its default "
+         "(false), it applies with serving_batching group and serving_max_batch 2/4/8/16"),
+        (CandidateConfig(serving_max_batch=1, serving_queue_delay_ms=5.0), CPU,
+         "candidate.serving_queue_delay_ms changes nothing with serving_max_batch=1"),
     ],
 )
 def test_target_rejects_what_it_cannot_run_with_the_reason(candidate, target, reason) -> None:

@@ -21,8 +21,6 @@ def _rule(candidate: CandidateConfig, device: str) -> str | None:
     continuous = candidate.serving_batching == "continuous"
     if continuous and candidate.kv_cache == "static":
         return "serving_batching=continuous needs kv_cache=dynamic (rows join and leave a batch's cache between steps)"
-    if continuous and candidate.serving_mix_lengths:
-        return "serving_mix_lengths=true shapes group batches only (continuous batching takes any length); set it false"
     if continuous:  # its decode steps pass a mask, and each joining row's prefill (dynamic cache, alone) none
         return (attn_backend_problem(candidate.attn_backend, device, dtype, masked=True)
                 or attn_backend_problem(candidate.attn_backend, device, dtype, masked=False))
