@@ -118,7 +118,19 @@ def flatten_figures(result: MeasureResult) -> dict[str, float | int | None]:
     for group in FIGURE_GROUPS:
         if d[group] is not None:
             walk(group, d[group])
+    for shape in d["speed"]["shapes"]:  # a list: keyed by its shape, as `speed.shapes.p128_o32_b1.e2e_ms.p90`
+        key = shape_key(shape["prompt_len"], shape["output_len"], shape["batch"])
+        for name in ("ttft_ms", "tpot_ms", "e2e_ms"):
+            walk(f"speed.shapes.{key}.{name}", shape[name])
     return figures
+
+
+def shape_key(prompt_len: int, output_len: int, batch: int) -> str:
+    """A request shape as a figure's path segment: `p128_o32_b1`."""
+    return f"p{prompt_len}_o{output_len}_b{batch}"
+
+
+_SHAPE_KEY = re.compile(r"p(\d+)_o(\d+)_b(\d+)")
 
 
 def definition(figure: str) -> str:
@@ -127,6 +139,11 @@ def definition(figure: str) -> str:
     if figure in _DEFINITIONS:
         return _DEFINITIONS[figure]
     parent, _, stat = figure.rpartition(".")
+    if figure.startswith("speed.shapes.") and (shape := _SHAPE_KEY.fullmatch(figure.split(".")[2])):
+        prompt_len, output_len, batch = shape.groups()
+        latency = parent.rpartition(".")[2]
+        return (f"{_PERCENTILES.get(stat, stat)} speed.{latency} over the timed repeats of one request shape: "
+                f"{prompt_len} prompt tokens, {output_len} new tokens, batch {batch} ({DEFINITIONS['speed.shapes']})")
     if figure.startswith("serving.classes."):
         name = parent.rpartition(".")[2]
         return f"{stat} of class {name}: {DEFINITIONS['serving.classes']}"
@@ -246,6 +263,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",
         f"  {fidelity}",
         *under_load(m, manifest["candidate"]),
+        *per_shape(m),
         "",
         "Every figure, its definition and its unit are in `manifest.json` under `metrics`.",
         "",
@@ -289,6 +307,22 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         "`--manifest-sha256` to be sure the manifest itself is the one exported.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def per_shape(m: dict[str, Any]) -> list[str]:
+    """The README's table of latency per request shape (none where the manifest has no per-shape figures)."""
+    keys = {k.split(".")[2] for k in m if k.startswith("speed.shapes.")}
+    shapes = sorted((tuple(map(int, match.groups())), key) for key in keys if (match := _SHAPE_KEY.fullmatch(key)))
+    if not shapes:
+        return []
+    lines = ["", "Per request shape (warm; ms; n = timed repeats of that shape, cv = their spread of e2e):", "",
+             "| prompt tokens | new tokens | batch | TTFT p50 | TPOT p50 | e2e p50 | e2e p90 | e2e cv | n |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (prompt_len, output_len, batch), key in shapes:
+        f = {k.split(".", 3)[3]: v for k, v in m.items() if k.startswith(f"speed.shapes.{key}.")}
+        lines.append(f"| {prompt_len} | {output_len} | {batch} | {f['ttft_ms.p50']:.1f} | {f['tpot_ms.p50']:.2f} | "
+                     f"{f['e2e_ms.p50']:.1f} | {f['e2e_ms.p90']:.1f} | {f['e2e_ms.cv']:.3f} | {f['e2e_ms.n']} |")
+    return lines
 
 
 def _batching(m: dict[str, Any]) -> str:

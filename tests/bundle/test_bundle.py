@@ -98,6 +98,13 @@ def test_manifest_hashes_every_file_and_defines_every_metric(bundle: Path, measu
     assert all(entry["definition"] for entry in metrics.values())
     assert not [figure for figure, entry in metrics.items() if not entry["unit"]]
     assert metrics["speed.seconds"]["unit"] == "s" and metrics["memory.device_peak_mb"]["value"] is None
+    for shape in measured.result.speed.shapes:  # each request shape's figures, keyed by the shape
+        key = f"speed.shapes.p{shape.prompt_len}_o{shape.output_len}_b{shape.batch}"
+        assert metrics[f"{key}.e2e_ms.p90"]["value"] == shape.e2e_ms.p90
+        assert metrics[f"{key}.ttft_ms.n"]["value"] == shape.ttft_ms.n and metrics[f"{key}.tpot_ms.p50"]["unit"] == "ms"
+        assert (f"{shape.prompt_len} prompt tokens, {shape.output_len} new tokens, batch {shape.batch}"
+                in metrics[f"{key}.e2e_ms.p90"]["definition"])
+    assert measured.result.speed.shapes  # the loop above checked something
     assert manifest["runtime"] == asdict(measured.result.runtime)
     assert manifest["runtime"] == {"device": "cpu", "threads": 1, "batch_size": 1, "max_length": 96, "max_batch": 4}
     assert manifest["target"]["device"] == "cpu" and manifest["engine"] == "torch"
@@ -114,6 +121,13 @@ def test_readme_states_headline_numbers_with_their_meaning(bundle: Path) -> None
     workload = json.loads((bundle / "manifest.json").read_text())["workload"]
     shape = f"{workload['prompt_lengths'][0]}-token prompt, {workload['output_lengths'][0]} new tokens, batch 1"
     assert f"first request ({shape}) after the warm-up" in readme  # the cold start's shape
+    metrics = json.loads((bundle / "manifest.json").read_text())["metrics"]
+    for p in workload["prompt_lengths"]:  # one row per request shape, with its own figures
+        for o in workload["output_lengths"]:
+            key = f"speed.shapes.p{p}_o{o}_b1"
+            row = (f"| {p} | {o} | 1 | {metrics[f'{key}.ttft_ms.p50']['value']:.1f} | "
+                   f"{metrics[f'{key}.tpot_ms.p50']['value']:.2f} | {metrics[f'{key}.e2e_ms.p50']['value']:.1f} | ")
+            assert row in readme
 
 
 @pytest.mark.parametrize(("warm", "said"), [(True, "read from inductor's on-disk cache"), (False, "compiled")])
