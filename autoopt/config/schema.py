@@ -146,7 +146,7 @@ class CandidateConfig:
                                   choices=(1, 2, 4, 8, 16), label="mb={value}", show_default=False)
     serving_batching: str = knob("group", "serving: a batch runs until its longest row is done (group), or "
                                  "requests join and leave the running batch between decode steps (continuous; "
-                                 "torch with a dynamic KV cache)", ("torch",),
+                                 "torch with a dynamic KV cache, torch_compiled)", ("torch", "torch_compiled"),
                                  choices=("group", "continuous"), label="{value}", show_default=False)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
                                          "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),

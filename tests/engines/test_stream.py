@@ -10,9 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from autoopt.engines.base import RuntimeOptions
+from autoopt.config.schema import CandidateConfig
+from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.stream import DecodeStream, KVOps, PaddedStream
+from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from tests.engines.decoding import built_engine, greedy_tokens
 from tests.engines.test_mixed_lengths import mixed_batch
 
@@ -43,7 +46,13 @@ def run_schedule(stream: DecodeStream, prompts: list[np.ndarray]) -> dict[int, l
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "knobs"),
-    [("torch", {}), ("torch", {"quant": "int8_dynamic"}), ("torch", {"quant": "bf16"})],
+    [
+        ("torch", {}),
+        ("torch", {"quant": "int8_dynamic"}),
+        ("torch", {"quant": "bf16"}),
+        ("torch_compiled", {"compile_mode": "none"}),
+        ("torch_compiled", {"compile_mode": "none", "quant": "int8_weight"}),
+    ],
     ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())) or "fp32",
 )
 def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
@@ -51,12 +60,29 @@ def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
 ) -> None:
     engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
     assert engine.continuous
-    prompts, _ = mixed_batch(builtin, [length for _, length, _, _ in SCHEDULE])
+    assert_stream_decodes_as_alone(engine, builtin)
+    engine.close()
+
+
+def assert_stream_decodes_as_alone(engine: Engine, folder: Path) -> None:
+    prompts, _ = mixed_batch(folder, [length for _, length, _, _ in SCHEDULE])
     stream = engine.stream()
     got = run_schedule(stream, prompts)
     assert stream.rows == 0
     for row, _, _, new in SCHEDULE:
         np.testing.assert_array_equal(got[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [1, 4], ids=["joined-in-the-b1-slot", "joined-in-a-row-of-its-own"])
+def test_the_compiled_step_serves_a_stream_without_recompiling(builtin: Path, batch_size: int) -> None:
+    """The stream steps through the graph `load` compiled for the largest slot; its prompts are prefilled in the
+    engine's smaller slot, or where it has none (batch_size = max_batch) in a one-row slot of the stream's own."""
+    runtime = RuntimeOptions(device="cpu", threads=2, batch_size=batch_size, max_length=48, max_batch=4)
+    engine = TorchCompiledEngine.load(builtin, CandidateConfig(engine="torch_compiled"), runtime)
+    assert set(engine.compile_report) == {f"decode b{b}" for b in {batch_size, 4}}
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert_stream_decodes_as_alone(engine, builtin)
     engine.close()
 
 
@@ -126,3 +152,25 @@ def test_random_joins_and_leaves_keep_each_rows_context_and_the_cache_no_longer_
             assert stream._mask.shape[1] == longest == stream._kv[0].shape[2]
     for row, tokens in got.items():
         assert tokens[: len(want[row])] == want[row][: len(tokens)]
+
+
+@pytest.mark.slow
+def test_a_compiled_stream_that_never_empties_stays_within_the_static_cache(builtin: Path) -> None:
+    """Rows joining every 6 steps, each 8 + 12 tokens, overlap for 66 steps: the cache (32 positions) holds any
+    one of them, and the stream cuts the columns no live row uses, so it never runs out of positions."""
+    runtime = RuntimeOptions(device="cpu", threads=2, max_length=32, max_batch=4)
+    engine = TorchCompiledEngine.load(builtin, CandidateConfig(engine="torch_compiled", compile_mode="none"), runtime)
+    text = mixed_batch(builtin, [80])[0][0]
+    prompts = [text[8 * i : 8 * (i + 1)] for i in range(10)]
+    stream, got = engine.stream(), {}
+    for step in range(66):
+        if step % 6 == 0 and step < 60:
+            got[step // 6] = [stream.join(step // 6, prompts[step // 6])]
+        for row, token in stream.step().items():
+            got[row].append(token)
+            if len(got[row]) == 12:
+                stream.leave(row)
+    assert stream.rows == 0
+    for row, tokens in got.items():
+        np.testing.assert_array_equal(tokens, greedy_tokens(engine, prompts[row][None], 12)[0], f"row {row}")
+    engine.close()

@@ -46,6 +46,10 @@ class StaticDecoder(nn.Module):
             self.register_buffer(f"k{i}", torch.zeros(shape, dtype=dtype, device=device))
             self.register_buffer(f"v{i}", torch.zeros(shape, dtype=dtype, device=device))
 
+    def caches(self) -> list[torch.Tensor]:
+        """Every layer's key and value buffer, (batch, kv_heads, capacity, head_dim) each."""
+        return [getattr(self, f"{kind}{i}") for i in range(len(self.layers)) for kind in ("k", "v")]
+
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
         if self.backends is None:
             return self._step(ids, positions, last)

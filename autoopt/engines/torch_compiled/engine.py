@@ -54,6 +54,7 @@ from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architec
 from autoopt.engines.torch_compiled.fuse import fuse_projections
 from autoopt.engines.torch_compiled.quant import quantize_weights
 from autoopt.engines.torch_compiled.shipped import SHIPPED_DIR, install_shipped_graphs, ship_compiled_graphs
+from autoopt.engines.torch_compiled.stream import TorchCompiledStream
 
 log = logging.getLogger("autoopt.engines")
 
@@ -211,6 +212,7 @@ class _Slot:
 class TorchCompiledEngine(Engine):
     name = "torch_compiled"
     mixed_lengths = True
+    continuous = True
 
     def __init__(self, model: nn.Module, device: torch.device, settings: dict[str, Any]):
         self._model = model
@@ -219,6 +221,7 @@ class TorchCompiledEngine(Engine):
         self._capacity = settings["max_length"]
         self._graphs = device.type == "cuda" and settings["compile_mode"] == "reduce-overhead"
         self._slots: dict[int, _Slot] = {}
+        self._lone: _Slot | None = None  # see `_joiner`
         # One (1,) tensor per cache position, each its own storage: a slice of one arange would differ in
         # storage offset from step to step, which compiled graphs guard on.
         self._positions = [torch.tensor([p], device=device) for p in range(self._capacity)]
@@ -285,19 +288,24 @@ class TorchCompiledEngine(Engine):
     def _prefill_lengths(self) -> list[int]:
         return prefill_lengths(self._settings["prefill_bucket"], self._capacity)
 
-    @torch.inference_mode()
-    def _build_slots(self) -> None:
-        """Allocate each batch size's cache and run every graph once (compiling it), timing each."""
+    def _decoder(self, batch: int) -> StaticDecoder:
+        """A new uncompiled step over a cache of `batch` rows."""
         positions = torch.arange(self._capacity, device=self._device)[None]
         dtype = getattr(torch, self._settings["dtype"])
         cos, sin = self._model.model.rotary_emb(torch.zeros(1, dtype=dtype, device=self._device), positions)
         cos, sin = cos[0], sin[0]  # (capacity, head_dim), computed in fp32 and cast as the HF forward does
-        mode = self._settings["compile_mode"]
         backend = self._settings["attn_backend"]
+        return StaticDecoder(
+            self._model, batch, self._capacity, cos, sin, sdpa_backends(backend), repeats_kv(backend)
+        ).to(self._device)
+
+    @torch.inference_mode()
+    def _build_slots(self) -> None:
+        """Allocate each batch size's cache and run every graph once (compiling it), timing each."""
+        positions = torch.arange(self._capacity, device=self._device)[None]
+        mode = self._settings["compile_mode"]
         for batch in self._settings["batch_sizes"]:
-            decoder = StaticDecoder(
-                self._model, batch, self._capacity, cos, sin, sdpa_backends(backend), repeats_kv(backend)
-            ).to(self._device)
+            decoder = self._decoder(batch)
             step = prefill = decoder
             if mode != "none":
                 step = compile_step(decoder, mode, self._settings["compile_tuning"], self._settings["cpp_wrapper"])
@@ -383,17 +391,38 @@ class TorchCompiledEngine(Engine):
             ids = torch.cat([ids, ids[:1].expand(rows - batch, -1)])
             starts = np.concatenate([starts, np.repeat(starts[:1], rows - batch)])
         slot.decoder.starts.copy_(torch.from_numpy(starts))
-        last = self._positions[prompt_len - 1]
-        length = next((n for n in slot.lengths if n >= prompt_len), None)
-        if length is None:  # eager prefill at the prompt's own length
-            token = slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
-        else:
-            padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
-            token = slot.prefill(padded, torch.arange(length, device=self._device), last)
+        token = self._prefill(slot, ids)
         yield token[:batch].cpu().numpy()
         for position in range(prompt_len, prompt_len + max_new_tokens - 1):
             token = self._call(slot.step, token[:, None], self._positions[position], self._positions[0])
             yield token[:batch].cpu().numpy()
+
+    def _prefill(self, slot: _Slot, ids: torch.Tensor) -> torch.Tensor:
+        """`ids` (the slot's rows, prompt_len) into the slot's cache from position 0, after its `starts` are set: the
+        first greedy token of each row. Eager at the prompt's own length, or through the bucket's graph."""
+        prompt_len = ids.shape[1]
+        last = self._positions[prompt_len - 1]
+        length = next((n for n in slot.lengths if n >= prompt_len), None)
+        if length is None:
+            return slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
+        padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
+        return slot.prefill(padded, torch.arange(length, device=self._device), last)
+
+    def stream(self) -> TorchCompiledStream:
+        """A continuous batch in the largest slot's cache, its rows prefilled apart (`TorchCompiledStream`). It
+        owns that cache while it has rows: a `generate` of that many rows meanwhile would overwrite them."""
+        big = self._slots[max(self._slots)]
+        smaller = [slot for size, slot in sorted(self._slots.items()) if slot is not big]
+        joiner = smaller[0] if smaller else self._joiner()
+        return TorchCompiledStream(self, big, joiner)
+
+    def _joiner(self) -> _Slot:
+        """An uncompiled one-row slot (a cache of one row, the weights shared) to prefill a stream's rows in, where
+        the engine has no slot smaller than the stream's."""
+        if self._lone is None:
+            decoder = self._decoder(1)
+            self._lone = _Slot(decoder, decoder, decoder, [])
+        return self._lone
 
     @torch.inference_mode()
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
