@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,9 +14,9 @@ from autoopt.config.schema import CandidateConfig, ModelConfig
 from autoopt.engines.base import RuntimeOptions
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from autoopt.models.source import resolve_model
-from tests.engines.decoding import built_engine, greedy_tokens
-from tests.engines.test_mixed_lengths import assert_rows_decode_as_alone, mixed_batch
-from tests.engines.test_stream import SCHEDULE, run_schedule
+from tests.engines.decoding import built_engine
+from tests.engines.test_mixed_lengths import assert_rows_decode_as_alone
+from tests.engines.test_stream import assert_stream_decodes_as_alone
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 
@@ -54,9 +53,17 @@ def test_the_graph_captured_step_decodes_a_mixed_batch_as_alone_without_recompil
 def test_rows_joining_and_leaving_a_stream_on_cuda_decode_as_alone(builtin: Path, cache_dir: Path, backend: str) -> None:
     engine = built_engine("torch", builtin, cache_dir, CUDA, attn_backend=backend)
     assert engine.continuous
-    prompts, _ = mixed_batch(builtin, [length for _, length, _, _ in SCHEDULE])
-    stream = engine.stream()
-    got = run_schedule(stream, prompts)
-    for row, _, _, new in SCHEDULE:
-        np.testing.assert_array_equal(got[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
+    assert_stream_decodes_as_alone(engine, builtin)
+    engine.close()
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_a_stream_on_the_graph_captured_step_decodes_as_alone_without_recompiling(builtin: Path, batch_size: int) -> None:
+    """Joins and leaves move the rows' columns in place in the slot's buffers, which the captured graph reads."""
+    runtime = RuntimeOptions(device="cuda", threads=2, batch_size=batch_size, max_length=48, max_batch=4)
+    engine = TorchCompiledEngine.load(builtin, CandidateConfig(engine="torch_compiled", compile_mode="reduce-overhead"),
+                                      runtime)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert_stream_decodes_as_alone(engine, builtin)
+    assert engine.cudagraph_skips == 0
     engine.close()
