@@ -123,7 +123,8 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)
     print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
           f"policy {cfg.policy}, {cfg.batching} batching) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    serve(model, cfg, args.host, args.port, log_level=args.log_level)
+    how = serve(model, cfg, args.host, args.port, log_level=args.log_level)
+    print(f"stopped ({how}) after finishing the requests in flight", file=sys.stderr)
     return 0
 
 

@@ -4,8 +4,10 @@ in-flight requests run to completion (up to `graceful_timeout_s`), then the engi
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,9 +25,34 @@ def uvicorn_server(app: FastAPI, host: str, port: int, *, log_level: str = "info
     return uvicorn.Server(config)
 
 
-def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
-    """Serve until SIGINT/SIGTERM, then finish in-flight requests and return."""
-    uvicorn_server(create_app(model, cfg), host, port, log_level=log_level).run()
+class Stopped(Exception):
+    """The server was told to stop by a signal, after its graceful shutdown."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> str:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and return the signal's name.
+
+    uvicorn handles the signal during the run and raises it again once it has shut down, with the handlers it
+    found in place. Those are set here to unwind the stack (a Python exception): otherwise SIGTERM's default
+    action ends the process before the caller closes the engine (ort_genai's staged folder beside the model would
+    stay behind), and SIGINT's lets asyncio cancel the finished server and print a traceback."""
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn_server(create_app(model, cfg), host, port, log_level=log_level).run()
+    except Stopped as e:
+        return str(e)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return "shutdown"
 
 
 class ServerThread:

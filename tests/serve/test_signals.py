@@ -1,0 +1,80 @@
+"""`python -m autoopt.serve` stopped by SIGTERM or Ctrl-C (SIGINT) while a reply streams: the reply completes, the
+process exits 0 with one line, and the bundle holds what it held before (ort_genai stages a folder beside its
+model while loaded; SIGTERM's default action used to end the process before the engine removed it)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autoopt.bundle.write import export_bundle
+from autoopt.config.schema import CandidateConfig
+from tests.bundle.test_bundle import REPO, measure, tiny_prepared
+
+
+@pytest.fixture(scope="module")
+def genai_bundle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("signals")
+    prep = tiny_prepared(tiny_model, tmp / "cache", engines=["ort_genai"], precisions=["fp32", "int4"])
+    m = measure(prep, CandidateConfig(engine="ort_genai", quant="int4"))
+    return export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, tmp / "bundle")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/health")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not answer /health")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_server_after_the_reply_in_flight_and_leaves_the_bundle_as_it_was(
+    genai_bundle: Path, signum: int
+) -> None:
+    before = sorted(p.name for p in genai_bundle.rglob("*"))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--port", str(port), "--max-length", "640"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_healthy(port, proc)
+        assert [p.name for p in genai_bundle.glob(".model-run-*")]  # staged while it serves
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps({"prompt": [5, 6, 7], "max_tokens": 600, "stream": True}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        first = reply.readline()  # the reply has started
+        proc.send_signal(signum)
+        rest = reply.read().decode()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert first.startswith(b"data: ") and rest.rstrip().endswith("data: [DONE]")
+    assert proc.returncode == 0, err
+    assert f"stopped ({signal.Signals(signum).name}) after finishing the requests in flight" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in genai_bundle.rglob("*")) == before
