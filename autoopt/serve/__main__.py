@@ -68,12 +68,21 @@ def measured_serving(bundle: LoadedBundle) -> ServingConfig:
                           "autoopt version") from e
 
 
+def measured_under_load(bundle: LoadedBundle) -> bool:
+    """Whether the bundle's batcher settings were measured (a serving search). Otherwise (a latency search, one
+    request at a time) they are the knobs' defaults, and `serve` runs without a queue delay: it would add to every
+    request that arrives alone, which the measured latency never had."""
+    return "serving.capacity_rps" in bundle.manifest.get("metrics", {})
+
+
 def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingConfig:
     """The bundle's measured batcher and scheduler settings, with the command line's overrides."""
     measured = measured_serving(bundle)
     c = bundle.candidate
     max_batch = c.serving_max_batch if args.max_batch is None else args.max_batch
     delay = c.serving_queue_delay_ms if args.max_queue_delay_ms is None else args.max_queue_delay_ms
+    if args.max_queue_delay_ms is None and not measured_under_load(bundle):
+        delay = 0.0  # see measured_under_load
     if max_batch > bundle.runtime.max_batch:
         print(f"note: --max-batch {max_batch} lowered to the bundle's max_batch {bundle.runtime.max_batch}",
               file=sys.stderr)
@@ -114,6 +123,10 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not measured_under_load(bundle):
+        print("note: this bundle was measured one request at a time, not under load, so its batcher settings were "
+              f"not measured: queue delay {cfg.max_queue_delay_ms:g} ms, up to {cfg.max_batch} rows a batch "
+              "(--max-queue-delay-ms and --max-batch set others)", file=sys.stderr)
     name = args.model_name or bundle.path.resolve().name
     # Before the port opens (and /health answers): the first requests would otherwise pay the runtime's one-time
     # costs, which neither the cold-start figure (measured after the candidate's warm-up) nor the capacity has.

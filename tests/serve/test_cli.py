@@ -27,7 +27,8 @@ def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_w
     measured = ServingConfig(classes=[ServingClassConfig("gold", 0, 300.0, 0.5, 8, "reject", 3.0),
                                       ServingClassConfig("bulk", 1, 0.0, 0.5, 16, "delay", 1.0)],
                              starvation_ms=500.0, starvation_every=2)
-    manifest = {"resolved_config": {"workload": {"serving": to_dict(measured)}}}
+    manifest = {"resolved_config": {"workload": {"serving": to_dict(measured)}},
+                "metrics": {"serving.capacity_rps": {"value": 12.0}}}
 
     cfg = serving_config(parse_args(["b"]), bundle(manifest))
 
@@ -47,6 +48,12 @@ def test_continuous_batching_on_an_engine_without_a_stream_fails_in_one_line(cap
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: serving batching=continuous: engine ort_genai as loaded has no continuous batching (torch "
                    "with a dynamic KV cache and torch_compiled have); use batching=group"]
+
+
+def test_a_bundle_measured_one_request_at_a_time_serves_without_a_queue_delay() -> None:
+    cfg = serving_config(parse_args(["b"]), bundle({}))
+    assert (cfg.max_batch, cfg.max_queue_delay_ms) == (4, 0.0)
+    assert serving_config(parse_args(["b", "--max-queue-delay-ms", "7"]), bundle({})).max_queue_delay_ms == 7.0
 
 
 def test_a_manifest_without_serving_settings_serves_the_default_classes() -> None:
