@@ -3,7 +3,10 @@ open-loop runner: HTTP in asyncio, the engine in one worker thread (`autoopt.ser
 
 Endpoints: POST /v1/completions, POST /v1/chat/completions (both with `"stream": true` as SSE),
 GET /v1/models, GET /health, GET /metrics (Prometheus). Greedy decoding only: sampling fields such as
-`temperature` are accepted and ignored. A request's class comes from its `priority` field (0-3 or
+`temperature` are accepted and ignored; `stop` (up to 4 strings) ends the text before the first one found and
+stops its row; `stream_options.include_usage` adds a last chunk with the usage. Fields that would change the
+reply and are not implemented (`echo`, `logprobs`, `top_logprobs`, `best_of`, `suffix`) get a 400, never a
+reply that silently lacks them. Chat content is text, or a list of text parts (joined). A request's class comes from its `priority` field (0-3 or
 "P0".."P3") or an `X-Priority` header, default the least urgent class. Errors are JSON
 `{"error": {"message", "type", "code"}}`: 400 malformed/oversized, 404 unknown model, 413 body too
 large, 429 class queue full (with Retry-After), 503 shutting down, 500 engine failure.
@@ -19,7 +22,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -38,6 +41,7 @@ from autoopt.serving.scheduler import REJECTED, ServingRequest
 from autoopt.serving.worker import ServingWorker, WorkerClosed
 
 DEFAULT_MAX_TOKENS = 16
+MAX_STOPS = 4  # OpenAI's limit on `stop` strings
 MAX_BODY_BYTES = 1 << 20
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
@@ -73,25 +77,65 @@ def error_response(status: int, message: str, code: str, kind: str = "invalid_re
 
 
 # -- request bodies ---------------------------------------------------------------------------------
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    include_usage: StrictBool = False
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: StrictStr | None = None
     max_tokens: StrictInt | None = Field(default=None, ge=1)
     stream: StrictBool = False
+    stream_options: StreamOptions | None = None
     priority: StrictInt | StrictStr | None = None
     n: StrictInt = 1
+    stop: StrictStr | list[StrictStr] | None = None
+    # OpenAI fields that would change the reply and are not implemented: refused, never silently ignored
+    echo: StrictBool = False
+    logprobs: StrictInt | StrictBool | None = None
+    top_logprobs: StrictInt | None = None
+    best_of: StrictInt | None = None
+    suffix: StrictStr | None = None
+
+    def stops(self) -> list[str]:
+        stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        if len(stops) > MAX_STOPS or "" in stops:
+            raise ApiError(400, f"stop holds {len(stops)} strings{' (one empty)' if '' in stops else ''}; give at "
+                           f"most {MAX_STOPS}, none empty", "invalid_stop")
+        return stops
+
+    def refuse_unsupported(self) -> None:
+        unsupported = {"echo": self.echo, "logprobs": self.logprobs not in (None, False, 0),
+                       "top_logprobs": self.top_logprobs not in (None, 0),
+                       "best_of": self.best_of not in (None, 1), "suffix": self.suffix is not None}
+        for name, asked in unsupported.items():
+            if asked:
+                raise ApiError(400, f"{name} is not supported by this server (greedy text only); leave it out",
+                               "unsupported_parameter")
 
 
 class CompletionBody(_Body):
     prompt: StrictStr | list[StrictInt] | list[StrictStr]
 
 
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: StrictStr
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: StrictStr
-    content: StrictStr
+    content: StrictStr | list[TextPart]  # text, or OpenAI's content parts of type text (joined)
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class ChatBody(_Body):
@@ -101,7 +145,7 @@ class ChatBody(_Body):
 
 def chat_prompt(messages: list[ChatMessage]) -> str:
     """The simple chat template: one "role: content" line per message, then "assistant:"."""
-    return "".join(f"{m.role}: {m.content}\n" for m in messages) + "assistant:"
+    return "".join(f"{m.role}: {m.text()}\n" for m in messages) + "assistant:"
 
 
 # -- the bridge from the worker thread to one request -------------------------------------------
@@ -142,27 +186,44 @@ class _Reply:
         self._post(("end", error))
 
 
-class _Detokenizer:
-    """Incremental text: the new suffix of the decoded tokens, holding back an incomplete UTF-8 tail."""
+class _Text:
+    """A reply's text as its tokens arrive. `push` returns the new text that is safe to send: it holds back an
+    incomplete UTF-8 tail, and a tail that could still grow into one of `stops`. At the first stop string the text
+    ends before it and `stopped` is set: the caller stops generating."""
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
-        self._tokenizer, self.ids, self._sent = tokenizer, [], 0
+    def __init__(self, tokenizer: Tokenizer, stops: list[str]) -> None:
+        self._tokenizer, self._stops = tokenizer, stops
+        self.ids: list[int] = []
+        self.stopped = False
+        self._text, self._sent = "", 0
 
     def push(self, token: int) -> str:
         self.ids.append(token)
         text = self._tokenizer.decode(self.ids)
         if text.endswith("\ufffd"):
             return ""
-        delta, self._sent = text[self._sent :], len(text)
-        return delta
+        found = [i for i in (text.find(stop) for stop in self._stops) if i >= 0]
+        if found:
+            self.stopped, self._text = True, text[: min(found)]
+            return self.flush()
+        self._text = text
+        return self._emit(len(text) - self._partial_stop(text))
 
     def flush(self) -> str:
-        text = self.text()
-        delta, self._sent = text[self._sent :], len(text)
-        return delta
+        """Everything not yet sent (the reply is over)."""
+        return self._emit(len(self._text))
 
     def text(self) -> str:
-        return self._tokenizer.decode(self.ids)
+        return self._text
+
+    def _emit(self, upto: int) -> str:
+        delta = self._text[self._sent : upto]
+        self._sent = max(self._sent, upto)
+        return delta
+
+    def _partial_stop(self, text: str) -> int:
+        """The longest tail of `text` that is a stop string's beginning."""
+        return max((k for stop in self._stops for k in range(1, len(stop)) if text.endswith(stop[:k])), default=0)
 
 
 # One clock for the moment a request reaches the server (`_Received`) and the worker's timestamps.
@@ -407,6 +468,11 @@ def _install_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> Response:
         first = e.errors()[0] if e.errors() else {}
+        if first.get("type") == "json_invalid":  # its loc is the character offset
+            at = first.get("loc", ("body", "?"))[-1]
+            reason = first.get("ctx", {}).get("error", first.get("msg", ""))
+            return error_response(400, f"the request body is not valid JSON (at character {at}): {reason}",
+                                  "invalid_request")
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         message = f"{where}: {first.get('msg', 'invalid request')}"
         return error_response(400, message, "invalid_request")
@@ -425,6 +491,8 @@ async def _generate(server: _Server, request: Request, body: _Body, ids: list[in
                     *, chat: bool) -> Response:
     if body.n != 1:
         raise ApiError(400, f"n={body.n} is not supported; greedy decoding gives one choice, send n=1", "invalid_n")
+    body.refuse_unsupported()
+    stops = body.stops()
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
@@ -441,7 +509,8 @@ async def _generate(server: _Server, request: Request, body: _Body, ids: list[in
         retry = max(1, round(server.cfg.max_queue_delay_ms / 1e3 + 1))
         raise ApiError(429, f"the {cls} queue is full; retry later or send a lower-priority request",
                        "queue_full", "rate_limit_error", {"Retry-After": str(retry)})
-    meta = _Meta(server, request, item, reply, chat, len(ids))
+    usage = body.stream_options is not None and body.stream_options.include_usage
+    meta = _Meta(server, request, item, reply, chat, len(ids), stops, usage)
     if body.stream:
         return StreamingResponse(_stream(meta), media_type="text/event-stream")
     return await _complete(meta)
@@ -455,6 +524,8 @@ class _Meta:
     reply: _Reply
     chat: bool
     prompt_tokens: int
+    stops: list[str]
+    stream_usage: bool  # a streamed reply ends with a chunk that holds the usage (stream_options.include_usage)
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -464,6 +535,14 @@ class _Meta:
         """The client went away: drop the request if it waits, stop tracking its row if it runs."""
         self.reply.cancelled = True
         self.server.worker.cancel(self.item.id)
+
+    def text(self) -> _Text:
+        return _Text(self.server.model.tokenizer, self.stops)
+
+    def stop(self) -> None:
+        """A stop string ended the reply: its row stops at its next token."""
+        self.reply.cancelled = True
+        self.reply.finish_reason = "stop"
 
     def usage(self, completion_tokens: int) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
@@ -476,7 +555,7 @@ async def _wait_disconnect(request: Request) -> None:
 
 
 async def _complete(meta: _Meta) -> Response:
-    detok = _Detokenizer(meta.server.model.tokenizer)
+    detok = meta.text()
     gone = asyncio.ensure_future(_wait_disconnect(meta.request))
     outcome = "disconnected"
     try:
@@ -490,7 +569,10 @@ async def _complete(meta: _Meta) -> Response:
             kind, value = get.result()
             if kind == "token":
                 detok.push(value)
-                continue
+                if not detok.stopped:
+                    continue
+                meta.stop()
+                value = None
             if value is not None:
                 outcome = "error"
                 raise ApiError(500, f"the engine failed: {type(value).__name__}: {value}", "engine_error",
@@ -518,7 +600,7 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _stream(meta: _Meta) -> AsyncIterator[str]:
-    detok = _Detokenizer(meta.server.model.tokenizer)
+    detok = meta.text()
     cid, created, model = meta.id, int(time.time()), meta.server.model.model_name
 
     def chunk(delta: str, reason: str | None, first: bool = False) -> str:
@@ -540,7 +622,10 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
                 delta = detok.push(value)
                 if delta:
                     yield chunk(delta, None)
-                continue
+                if not detok.stopped:
+                    continue
+                meta.stop()
+                value = None
             if value is not None:
                 outcome = "error"
                 error = {"message": f"the engine failed: {type(value).__name__}: {value}", "type": "server_error",
@@ -552,6 +637,10 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
             if rest:
                 yield chunk(rest, None)
             yield chunk("", meta.reply.finish_reason)
+            if meta.stream_usage:
+                kind = "chat.completion.chunk" if meta.chat else "text_completion"
+                yield _sse({"id": cid, "object": kind, "created": created, "model": model, "choices": [],
+                            "usage": meta.usage(len(detok.ids))})
             yield _sse("[DONE]")
             return
     finally:

@@ -111,6 +111,50 @@ def test_streaming_matches_the_non_streamed_text(client: openai.OpenAI) -> None:
     assert chat[0].choices[0].delta.role == "assistant" and chat[-1].choices[0].finish_reason is not None
 
 
+def test_a_stop_string_ends_the_text_before_it_streamed_or_not(client: openai.OpenAI) -> None:
+    whole = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40)
+    text = whole.choices[0].text
+    stop = text[len(text) // 3 : len(text) // 3 + 3]  # spans tokens or not: the stream holds back its beginning
+    cut = text.find(stop)
+    assert whole.usage is not None and whole.usage.completion_tokens == 40 and cut > 0
+
+    stopped = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, stop=["\x00never", stop])
+    chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, stop=stop, stream=True))
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=40)
+    said = chat.choices[0].message.content or ""
+    chat_stop = said[len(said) // 2 : len(said) // 2 + 2]
+    chat_stopped = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                  max_tokens=40, stop=chat_stop)
+
+    assert stopped.choices[0].text == text[:cut] and stopped.choices[0].finish_reason == "stop"
+    assert stopped.usage is not None and stopped.usage.completion_tokens < 40  # the row stopped generating
+    assert "".join(c.choices[0].text for c in chunks) == text[:cut] and chunks[-1].choices[0].finish_reason == "stop"
+    assert chat_stopped.choices[0].message.content == said[: said.find(chat_stop)]
+
+
+def test_a_stream_asked_for_its_usage_ends_with_it(client: openai.OpenAI) -> None:
+    chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 5 and all(c.usage is None for c in chunks[:-1])
+
+
+def test_chat_content_may_be_a_list_of_text_parts(client: openai.OpenAI) -> None:
+    parts = [{"type": "text", "text": "What does "}, {"type": "text", "text": "os.path.join do?"}]
+    as_parts = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": parts}],
+                                              max_tokens=6)
+    as_text = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "What does os.path.join do?"}], max_tokens=6)
+    assert as_parts.choices[0].message.content == as_text.choices[0].message.content
+
+
+def test_a_body_that_is_not_json_gets_a_message_that_says_so(server: ServerThread) -> None:
+    r = httpx.post(server.url + "/v1/completions", content=b'{"prompt": "x",,}',
+                   headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("the request body is not valid JSON (at character 15)")
+
+
 def test_raw_stream_ends_with_done(server: ServerThread) -> None:
     with httpx.stream("POST", server.url + "/v1/completions", timeout=30,
                       json={"prompt": PROMPT, "max_tokens": 3, "stream": True}) as r:
@@ -363,6 +407,16 @@ BAD_REQUESTS = [
     ("/v1/chat/completions", {"messages": []}, 400, "invalid_request"),
     ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 400, "invalid_request"),
     ("/v1/chat/completions", {"messages": "hello"}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_stop"),
+    ("/v1/completions", {"prompt": "x", "stop": ""}, 400, "invalid_stop"),
+    ("/v1/completions", {"prompt": "x", "echo": True}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "best_of": 3}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "suffix": "}"}, 400, "unsupported_parameter"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400,
+     "unsupported_parameter"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+     "invalid_request"),
     ("/v1/nothing", {"prompt": "x"}, 404, "not_found"),
     ("/v1/completions", b"x" * (2 << 20), 413, "body_too_large"),
 ]
