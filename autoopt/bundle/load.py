@@ -6,6 +6,7 @@ Hydra or OmegaConf, so a deployment needs autoopt's core and the candidate's run
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from tokenizers import Tokenizer
 from autoopt.artifacts import TOKENIZER
 from autoopt.bundle.layout import MODEL_DIR
 from autoopt.bundle.manifest import read_manifest
+from autoopt.config.errors import ConfigError
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict
@@ -47,7 +49,8 @@ class LoadedBundle:
         if needed > self.runtime.max_length:
             raise ValueError(
                 f"prompt ({len(ids)} tokens) + max_new_tokens ({max_new_tokens}) = {needed} exceeds the "
-                f"bundle's max_length {self.runtime.max_length}; load it with max_length={needed} or more"
+                f"bundle's max_length {self.runtime.max_length}; load it with a max_length of {needed} or more "
+                "(python -m autoopt.serve --max-length, or load_bundle(..., max_length=))"
             )
         special = {i for i, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
         completion = []
@@ -93,6 +96,21 @@ def runtime_options(
     )
 
 
+def model_context_length(folder: Path) -> int | None:
+    """The longest sequence the model folder declares (HF `config.json`'s `max_position_embeddings`, or
+    onnxruntime-genai's `context_length`); None where it declares none."""
+    for name, keys in (("config.json", ("max_position_embeddings",)), ("genai_config.json", ("model", "context_length"))):
+        try:
+            value: Any = json.loads((folder / name).read_text())
+            for key in keys:
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def runtime_env_missing(manifest: dict[str, Any]) -> dict[str, str]:
     """The manifest's process environment (allocator settings read at process start) that this process
     lacks; empty when the process already runs as the measurement did."""
@@ -126,6 +144,10 @@ def load_bundle(
     for requirement in engine_info(candidate.engine).requires.get(runtime.device, ()):
         if problem := requirement.problem():  # before importing the runtime, which would raise ImportError
             raise RuntimeError(f"bundle {path}: engine={candidate.engine} on {runtime.device} {problem}")
+    context = model_context_length(path / MODEL_DIR)
+    if context is not None and runtime.max_length > context:
+        raise ConfigError(f"bundle {path}: max_length {runtime.max_length} exceeds the model's context length "
+                          f"{context}; give a max_length of {context} or less")
     tokenizer_path = path / MODEL_DIR / TOKENIZER
     if not tokenizer_path.is_file():  # tokenizers' own error names no path
         raise FileNotFoundError(

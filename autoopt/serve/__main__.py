@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,14 +26,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("bundle", type=Path, help="the bundle folder (holds manifest.json)")
     parser.add_argument("--prompt", default=None, help="complete this text once and exit instead of serving")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="--prompt: tokens to generate at most")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads (default: the manifest's)")
+    parser.add_argument("--max-new-tokens", type=_at_least(1), default=32, help="--prompt: tokens to generate at most")
+    parser.add_argument("--threads", type=_at_least(1), default=None, help="intra-op threads (default: the manifest's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: the manifest's target")
-    parser.add_argument("--max-length", type=int, default=None,
+    parser.add_argument("--max-length", type=_at_least(2), default=None,
                         help="longest prompt + completion in tokens (default: the manifest's)")
     serving = parser.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serving.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serving.add_argument("--port", type=_at_least(0, 65535), default=8000, help="port (default 8000)")
     serving.add_argument("--model-name", default=None, help="the model id clients send (default: the bundle's folder name)")
     serving.add_argument("--max-batch", type=int, default=None,
                          help="rows per engine call (default: the bundle's candidate.serving_max_batch)")
@@ -53,6 +53,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                          "workload.serving.starvation_ms)")
     serving.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     return parser.parse_args(argv)
+
+
+def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]; argparse names the option in its one-line error."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{value} is not an integer in [{low}, {high if high is not None else '...'}]")
+        return value
+
+    parse.__name__ = "integer"  # argparse's "invalid integer value: 'x'"
+    return parse
 
 
 def measured_serving(bundle: LoadedBundle) -> ServingConfig:
@@ -148,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         bundle = load_bundle(args.bundle, threads=args.threads, device=args.device, max_length=args.max_length)
-    except (FileNotFoundError, RuntimeError) as e:
+    except (ConfigError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except (KeyError, TypeError, ValueError) as e:  # e.g. a manifest.json that is not JSON or lacks a field

@@ -16,6 +16,7 @@ from autoopt.bundle.__main__ import main as bundle_main
 from autoopt.bundle.manifest import check_hashes, sha256_file, write_manifest
 from autoopt.bundle.verify import effective_tolerances, minimum_tolerances, within
 from autoopt.bundle.write import export_bundle, manifest_payload, readme
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import InProcessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
@@ -222,6 +223,12 @@ def test_a_loaded_bundle_warms_up_every_measured_prompt_length_at_each_batch_siz
         assert loaded.warm_up(max_batch=2) > 0
     lengths = loaded.manifest["workload"]["prompt_lengths"]
     assert sorted(calls) == sorted((rows, p) for p in lengths for rows in (1, 2))
+
+
+def test_a_max_length_beyond_the_models_context_is_refused_at_load_in_one_line(bundle: Path) -> None:
+    context = json.loads((bundle / "model" / "config.json").read_text())["max_position_embeddings"]
+    with pytest.raises(ConfigError, match=f"max_length {context + 1} exceeds the model's context length {context}; "):
+        load_bundle(bundle, max_length=context + 1)
 
 
 def test_prompt_longer_than_max_length_is_refused_with_the_fix(bundle: Path) -> None:

@@ -76,3 +76,17 @@ def test_a_corrupt_manifest_fails_in_one_line_naming_the_bundle(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: bundle {tmp_path} cannot be loaded: ")
     assert f"python -m autoopt.bundle verify {tmp_path}" in err[0]
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--port", "99999"], "argument --port: 99999 is not an integer in [0, 65535]"),
+    (["--threads", "-2"], "argument --threads: -2 is not an integer in [1, ...]"),
+    (["--prompt", "hi", "--max-new-tokens", "0"], "argument --max-new-tokens: 0 is not an integer in [1, ...]"),
+    (["--max-length", "x"], "argument --max-length: invalid integer value: 'x'"),
+])
+def test_numbers_out_of_range_are_refused_before_anything_loads(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["b", *argv])
+    assert stop.value.code == 2 and said in capsys.readouterr().err

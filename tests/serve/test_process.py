@@ -1,6 +1,7 @@
-"""`python -m autoopt.serve` stopped by SIGTERM or Ctrl-C (SIGINT) while a reply streams: the reply completes, the
-process exits 0 with one line, and the bundle holds what it held before (ort_genai stages a folder beside its
-model while loaded; SIGTERM's default action used to end the process before the engine removed it)."""
+"""`python -m autoopt.serve` as a process, on an ort_genai bundle of the tiny model: stopped by SIGTERM or Ctrl-C
+(SIGINT) while a reply streams, the reply completes, the process exits 0 with one line, and the bundle holds what
+it held before (ort_genai stages a folder beside its model while loaded; SIGTERM's default action used to end the
+process before the engine removed it). A max_length beyond the model's context fails at load, in one line."""
 
 from __future__ import annotations
 
@@ -78,3 +79,14 @@ def test_a_signal_stops_the_server_after_the_reply_in_flight_and_leaves_the_bund
     assert f"stopped ({signal.Signals(signum).name}) after finishing the requests in flight" in err
     assert "Traceback" not in err and "measured one request at a time, not under load" in err
     assert sorted(p.name for p in genai_bundle.rglob("*")) == before
+
+
+@pytest.mark.slow
+def test_a_max_length_beyond_the_genai_models_context_fails_at_load_in_one_line(genai_bundle: Path) -> None:
+    context = json.loads((genai_bundle / "model" / "genai_config.json").read_text())["model"]["context_length"]
+    proc = subprocess.run([sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--prompt", "hi",
+                           "--max-length", str(context + 1)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: bundle {genai_bundle}: max_length {context + 1} exceeds the model's context length {context}; give a "
+        f"max_length of {context} or less"]
