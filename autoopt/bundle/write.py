@@ -340,8 +340,11 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     probe = "" if m.get("serving.warmup_s") is None else (
         f"; each probe {m['serving.warmup_s']:g} s of warm-up traffic, then {m['serving.judged_s']:g} s judged")
     batches = "a continuous batch" if m.get("serving.continuous") else "dynamic batches"
-    load = (f"- under open-loop load ({batches} of up to {m['serving.max_batch']} rows, queue delay "
-            f"{candidate['serving_queue_delay_ms']} ms, {candidate['serving_policy']} priority{probe})")
+    # a queue delay holds a partial group batch: nothing under continuous batching, or with one row a batch
+    waits = not m.get("serving.continuous") and m["serving.max_batch"] > 1
+    delay = f"queue delay {candidate['serving_queue_delay_ms']} ms, " if waits else ""
+    load = (f"- under open-loop load ({batches} of up to {m['serving.max_batch']} rows, {delay}"
+            f"{candidate['serving_policy']} priority{probe})")
     if not m["serving.capacity_rps"]:
         return [f"{load}: no offered rate held every class's SLO"]
     bound = "" if m["serving.converged"] else " (a lower bound: the probes ran out before bracketing it within 5 %)"

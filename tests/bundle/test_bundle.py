@@ -170,7 +170,8 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
         "rows with shorter prompts, padded)" in mixed
     streamed = manifest_payload(replace(measured.result, serving=replace(serving, continuous=True)), measured.workload, {})
     assert streamed["metrics"]["serving.continuous"]["value"] == 1
-    assert "under open-loop load (a continuous batch of up to 4 rows" in readme(streamed)
+    assert "under open-loop load (a continuous batch of up to 4 rows, strict priority;" in readme(streamed)
+    assert "under open-loop load (dynamic batches of up to 4 rows, queue delay " in text
     assert "(requests of any length join the running batch between decode steps and leave it at their last " \
         "token)" in readme(streamed)
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
