@@ -27,7 +27,7 @@ from autoopt.config.schema import CandidateConfig, SearchConfig, TargetConfig
 from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
-from autoopt.space.sample import OpenerRetries, engine_openers, fit, reference_params, sample
+from autoopt.space.sample import OpenerRetries, engine_openers, fitted_params, reference_params, sample
 from autoopt.study.objectives import constraints, hypervolume_reference, objectives
 from autoopt.study.warm import front_params
 
@@ -214,4 +214,4 @@ def prior_front(
     """The parameters of another ground truth's feasible front (its `outcomes` under this run's objectives,
     `params` by key) that `space` can produce: what `search.warm_start` would enqueue from that study."""
     pairs = [(params[k], o.values) for k, o in outcomes.items() if o.feasible and o.values is not None]
-    return [p for p in front_params(pairs) if fit(p, space) is not None]
+    return [fitted for p in front_params(pairs) if (fitted := fitted_params(p, space)) is not None]

@@ -95,27 +95,46 @@ class OpenerRetries:
 
 
 class _FixedParams:
-    """Answers `sample`'s questions from a fixed parameter set; `missing` and `outside` collect the names it
-    could not answer from the set or whose value the space does not offer."""
+    """Answers `sample`'s questions from a fixed parameter set. A parameter the set lacks is its knob's default
+    where the space offers that: the set was recorded when the knob did not apply to that candidate (an older
+    autoopt, or a knob that applies to more engines now), so the candidate ran at the default. `asked` holds every
+    answer; `missing` and `outside` the names it could not answer or whose value the space does not offer."""
 
     def __init__(self, params: dict[str, object]):
         self.params = params
+        self.asked: dict[str, object] = {}
         self.missing: list[str] = []
         self.outside: list[str] = []
 
     def suggest_categorical(self, name: str, choices: list[object]) -> object:
-        if name not in self.params:
-            self.missing.append(name)
-            return choices[0]
-        value = self.params[name]
-        if not any(value == c and type(value) is type(c) for c in choices):
+        if name in self.params:
+            value = self.params[name]
+        else:
+            knob = _KNOBS.get(name.partition(".")[2])  # "<engine>.<knob>"
+            if knob is None or not _offered(knob.default, choices):
+                self.missing.append(name)
+                return choices[0]
+            value = knob.default
+        if not _offered(value, choices):
             self.outside.append(name)
+        self.asked[name] = value
         return value
 
 
+def _offered(value: object, choices: list[object]) -> bool:
+    return any(value == c and type(value) is type(c) for c in choices)
+
+
 def fit(params: dict[str, object], space: Any) -> CandidateConfig | None:
-    """The candidate `params` give in `space`, or None where the space asks a parameter they lack or they
-    hold a value the space does not offer (parameters from another space, or another study)."""
+    """The candidate `params` give in `space`, or None where the space asks a parameter they lack (and whose
+    default it does not offer) or they hold a value the space does not offer (parameters from another space)."""
+    fitted = fitted_params(params, space)
+    return None if fitted is None else sample(_FixedParams(fitted), space)  # type: ignore[arg-type]
+
+
+def fitted_params(params: dict[str, object], space: Any) -> dict[str, object] | None:
+    """`params` as `space`'s sampler asks them now (see `_FixedParams`): what to enqueue for that candidate; None
+    where it is not one of the space's."""
     trial = _FixedParams(params)
-    candidate = sample(trial, space)  # type: ignore[arg-type]
-    return None if trial.missing or trial.outside else candidate
+    sample(trial, space)  # type: ignore[arg-type]
+    return None if trial.missing or trial.outside else trial.asked

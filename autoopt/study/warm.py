@@ -18,7 +18,7 @@ import optuna
 
 from autoopt import pareto
 from autoopt.config.errors import ConfigError
-from autoopt.space.sample import fit
+from autoopt.space.sample import fitted_params
 from autoopt.study.fingerprint import FINGERPRINT_ATTR
 from autoopt.study.trial import feasible
 
@@ -71,6 +71,7 @@ def warm_start_params(storage: str | optuna.storages.BaseStorage, names: Sequenc
         study = optuna.load_study(study_name=name, storage=storage)
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         for params in front_params((t.params, t.values) for t in done if feasible(t)):
-            if fit(params, space) is not None and params not in out:  # once, though several studies have it
-                out.append(params)
+            fitted = fitted_params(params, space)
+            if fitted is not None and fitted not in out:  # once, though several studies have it
+                out.append(fitted)
     return list(dict.fromkeys(names)), out

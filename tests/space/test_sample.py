@@ -4,7 +4,7 @@ import optuna
 
 from autoopt.config.knobs import label
 from autoopt.config.schema import SpaceConfig
-from autoopt.space.sample import fit, reference_params, sample
+from autoopt.space.sample import fit, fitted_params, reference_params, sample
 
 SPACE = SpaceConfig(
     name="t",
@@ -62,7 +62,8 @@ def test_fit_gives_the_candidate_params_produce_and_refuses_foreign_ones() -> No
     candidate = fit(full, SPACE)
     assert candidate is not None and (candidate.engine, candidate.quant, candidate.kv_cache) == ("ort_genai", "int4", "static")
     assert fit({**full, "ort_genai.quant_block_size": 64}, SPACE) is None  # a value the space lacks
-    assert fit({"engine": "ort_genai", "ort_genai.quant": "int4"}, SPACE) is None  # parameters it asks are missing
+    narrower = SpaceConfig(**{**vars(SPACE), "quant_block_size": [128]})
+    assert fit({"engine": "ort_genai", "ort_genai.quant": "int4"}, narrower) is None  # lacks one without its default
     assert fit({**full, "ort_genai.threads": False}, SPACE) is None  # 0 and False are not the same choice
 
 
@@ -163,3 +164,17 @@ def test_group_batching_knobs_are_not_sampled_where_they_change_nothing() -> Non
         seen.add((c.serving_batching, c.serving_max_batch, c.serving_queue_delay_ms, c.serving_mix_lengths))
     assert seen == {("group", 4, d, m) for d in (0.0, 20.0) for m in (False, True)} | {
         ("group", 1, 10.0, False), ("continuous", 1, 10.0, False), ("continuous", 4, 10.0, False)}
+
+
+def test_a_parameter_an_older_study_never_asked_is_its_knobs_default() -> None:
+    """Recorded when the knob did not apply to the candidate (serving_batching before torch_compiled took it), the
+    candidate ran at the default: it fits where the space offers that, and is enqueued with it."""
+    space = SpaceConfig(name="s", engine=["torch", "torch_compiled"], quant=["none"], serving_batching=["group"])
+    older = {"engine": "torch_compiled", "torch_compiled.quant": "none", "torch_compiled.compile_mode": "default",
+             "torch_compiled.threads": 0}
+    fitted = fitted_params(older, space)
+    assert fitted is not None and fitted["torch_compiled.serving_batching"] == "group"
+    assert {k: fitted[k] for k in older if k != "engine"} == {k: v for k, v in older.items() if k != "engine"}
+    candidate = fit(older, space)
+    assert candidate is not None and candidate.serving_batching == "group"
+    assert fitted_params(older, SpaceConfig(**{**vars(space), "serving_batching": ["continuous"]})) is None
