@@ -169,7 +169,9 @@ def warm_up(
     engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int, stream: bool = False
 ) -> None:
     """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run; with
-    `stream`, also each prompt length joining a stream and two decode steps of up to `max_batch` rows."""
+    `stream`, also each prompt length joining a stream, and a decode step of each row count up to `max_batch`.
+    Every stream row leaves after its step, as a one-token request would: a static cache holds any rows that each
+    fit alone, not rows kept past their requests."""
     lengths = sorted(set(prompt_lengths))
     for p in lengths:
         for rows in range(1, max_batch + 1):
@@ -178,10 +180,16 @@ def warm_up(
                 pass
     if stream:
         decode = engine.stream()
-        for key, p in enumerate((lengths * max_batch)[:max_batch]):
-            decode.join(key, np.asarray(tokens[:p], dtype=np.int64))
+        for p in lengths:
+            decode.join(0, np.asarray(tokens[:p], dtype=np.int64))
             decode.step()
+            decode.leave(0)
+        for rows in range(2, max_batch + 1):
+            for key, p in enumerate((lengths * rows)[:rows]):
+                decode.join(key, np.asarray(tokens[:p], dtype=np.int64))
             decode.step()
+            for key in range(rows):
+                decode.leave(key)
 
 
 def engine_system(

@@ -296,3 +296,17 @@ def test_near_saturation_a_probe_from_an_empty_queue_understates_the_latency_its
     cold = [p99(0.0, seed) for seed in range(20)]
     warm = [p99(2.0, seed) for seed in range(20)]
     assert np.mean(warm) > 1.05 * np.mean(cold)
+
+
+def test_a_stream_warm_up_fits_a_static_cache_sized_for_the_workload(tiny_model: Path) -> None:
+    """torch_compiled's cache holds prompt + new tokens of the longest request (here 16 + 4); the warm-up's rows
+    leave after their step, so eight of them fit (kept on, each join would have widened the cache by two)."""
+    from autoopt.config.schema import CandidateConfig
+    from autoopt.engines.base import RuntimeOptions
+    from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
+    from autoopt.serving.runner import warm_up
+
+    runtime = RuntimeOptions(device="cpu", threads=1, max_length=20, max_batch=8)
+    engine = TorchCompiledEngine.load(tiny_model, CandidateConfig(engine="torch_compiled", compile_mode="none"), runtime)
+    warm_up(engine, np.arange(3, 40, dtype=np.int64), [12, 16], 8, stream=True)
+    engine.close()
