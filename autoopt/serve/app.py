@@ -108,7 +108,7 @@ class _Body(BaseModel):
         return stops
 
     def refuse_unsupported(self) -> None:
-        unsupported = {"echo": self.echo, "logprobs": self.logprobs not in (None, False, 0),
+        unsupported = {"echo": self.echo, "logprobs": self.logprobs is not None and self.logprobs is not False,
                        "top_logprobs": self.top_logprobs not in (None, 0),
                        "best_of": self.best_of not in (None, 1), "suffix": self.suffix is not None}
         for name, asked in unsupported.items():
@@ -199,18 +199,16 @@ class _Text:
 
     def push(self, token: int) -> str:
         self.ids.append(token)
-        text = self._tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        found = [i for i in (text.find(stop) for stop in self._stops) if i >= 0]
+        self._text = self._tokenizer.decode(self.ids)
+        complete = self._text.rstrip("\ufffd")  # the last character's bytes may still be arriving
+        found = [i for i in (complete.find(stop) for stop in self._stops) if i >= 0]
         if found:
-            self.stopped, self._text = True, text[: min(found)]
+            self.stopped, self._text = True, complete[: min(found)]
             return self.flush()
-        self._text = text
-        return self._emit(len(text) - self._partial_stop(text))
+        return self._emit(len(complete) - self._partial_stop(complete))
 
     def flush(self) -> str:
-        """Everything not yet sent (the reply is over)."""
+        """Everything not yet sent (the reply is over: an incomplete last character stays as U+FFFD)."""
         return self._emit(len(self._text))
 
     def text(self) -> str:
@@ -493,6 +491,8 @@ async def _generate(server: _Server, request: Request, body: _Body, ids: list[in
         raise ApiError(400, f"n={body.n} is not supported; greedy decoding gives one choice, send n=1", "invalid_n")
     body.refuse_unsupported()
     stops = body.stops()
+    if body.stream_options is not None and not body.stream:
+        raise ApiError(400, "stream_options is only allowed with stream=true", "invalid_request")
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))

@@ -127,9 +127,24 @@ def test_a_stop_string_ends_the_text_before_it_streamed_or_not(client: openai.Op
                                                   max_tokens=40, stop=chat_stop)
 
     assert stopped.choices[0].text == text[:cut] and stopped.choices[0].finish_reason == "stop"
-    assert stopped.usage is not None and stopped.usage.completion_tokens < 40  # the row stopped generating
+    assert stopped.usage is not None and stopped.usage.completion_tokens < 40  # tokens read until the stop
     assert "".join(c.choices[0].text for c in chunks) == text[:cut] and chunks[-1].choices[0].finish_reason == "stop"
     assert chat_stopped.choices[0].message.content == said[: said.find(chat_stop)]
+
+
+def test_a_stop_string_stops_the_engine_generating_its_row(served: ServedModel) -> None:
+    running, engine = paced_server(served, 0.002, ServingConfig().classes)
+    try:
+        body = {"prompt": PROMPT, "max_tokens": 40}
+        text = httpx.post(running.url + "/v1/completions", json=body, timeout=30).json()["choices"][0]["text"]
+        steps = engine.steps
+        stop = text[len(text) // 3 : len(text) // 3 + 3]
+        stopped = httpx.post(running.url + "/v1/completions", json={**body, "stop": stop}, timeout=30).json()
+        wait_until(lambda: active_rows(running.url) == 0)
+    finally:
+        running.stop()
+    assert steps == 40 and stopped["choices"][0]["finish_reason"] == "stop"
+    assert engine.steps - steps <= stopped["usage"]["completion_tokens"] + 1 < 40  # one step after it, at most
 
 
 def test_a_stream_asked_for_its_usage_ends_with_it(client: openai.OpenAI) -> None:
@@ -412,6 +427,8 @@ BAD_REQUESTS = [
     ("/v1/completions", {"prompt": "x", "echo": True}, 400, "unsupported_parameter"),
     ("/v1/completions", {"prompt": "x", "logprobs": 2}, 400, "unsupported_parameter"),
     ("/v1/completions", {"prompt": "x", "best_of": 3}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 0}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "stream_options": {"include_usage": True}}, 400, "invalid_request"),
     ("/v1/completions", {"prompt": "x", "suffix": "}"}, 400, "unsupported_parameter"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400,
      "unsupported_parameter"),
