@@ -15,6 +15,7 @@ from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_e
 from autoopt.config.errors import ConfigError
 from autoopt.config.serde import from_dict
 from autoopt.config.serving import BATCHING, ServingConfig, check_serving
+from autoopt.serve.signals import Stopped, stopping_on_signals
 from autoopt.serving.runner import continuous
 
 
@@ -149,8 +150,7 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)
     print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
           f"policy {cfg.policy}, {cfg.batching} batching) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    how = serve(model, cfg, args.host, args.port, log_level=args.log_level)
-    print(f"stopped ({how}) after finishing the requests in flight", file=sys.stderr)
+    serve(model, cfg, args.host, args.port, log_level=args.log_level)
     return 0
 
 
@@ -158,6 +158,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if argv is None:  # a command: run with the allocator settings the bundle was measured with
         reexec_with_runtime_env(args.bundle, "autoopt.serve", sys.argv[1:])
+    with stopping_on_signals():
+        try:
+            return _run(args)
+        except Stopped as e:
+            if e.cut_off:
+                print(f"stopped ({e}): a second signal stopped the server without waiting for the requests in flight",
+                      file=sys.stderr)
+                return 1
+            print(f"stopped ({e}); no request was left unanswered", file=sys.stderr)
+            return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         bundle = load_bundle(args.bundle, threads=args.threads, device=args.device, max_length=args.max_length)

@@ -4,16 +4,15 @@ in-flight requests run to completion (up to `graceful_timeout_s`), then the engi
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
-from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from autoopt.config.serving import ServingConfig
 from autoopt.serve.app import Servable, create_app
+from autoopt.serve.signals import Stopped
 
 GRACEFUL_TIMEOUT_S = 60
 
@@ -25,36 +24,16 @@ def uvicorn_server(app: FastAPI, host: str, port: int, *, log_level: str = "info
     return uvicorn.Server(config)
 
 
-class Stopped(Exception):
-    """The server was told to stop by a signal, after its graceful shutdown."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _stopped(signum: int, frame: FrameType | None) -> None:
-    raise Stopped(signum)
-
-
-def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> str:
-    """Serve until SIGINT/SIGTERM, then finish in-flight requests and return the signal's name.
-
-    uvicorn handles the signal during the run and raises it again once it has shut down, with the handlers it
-    found in place. Those are set here to unwind the stack (a Python exception): otherwise SIGTERM's default
-    action ends the process before the caller closes the engine (ort_genai's staged folder beside the model would
-    stay behind), and SIGINT's lets asyncio cancel the finished server and print a traceback."""
-    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
+    """Serve until SIGINT/SIGTERM, finishing in-flight requests first. uvicorn handles the signal during the run
+    and raises it again once it has shut down, with the handlers it found: inside `stopping_on_signals`, that
+    raises `Stopped` here (with `cut_off` where a second signal ended the wait for the requests in flight)."""
+    server = uvicorn_server(create_app(model, cfg), host, port, log_level=log_level)
     try:
-        uvicorn_server(create_app(model, cfg), host, port, log_level=log_level).run()
+        server.run()
     except Stopped as e:
-        return str(e)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return "shutdown"
-
-
+        e.cut_off = server.force_exit
+        raise
 class ServerThread:
     """uvicorn in a daemon thread on `host`:`port` (0 = a free port, read `.port` after `start`)."""
 

@@ -1,0 +1,35 @@
+"""Stopping `python -m autoopt.serve` by a signal through Python, so that the stack unwinds and the engine closes.
+Standard library only: the command installs it before it imports the server (a `--prompt` run never does)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+from types import FrameType
+
+
+class Stopped(Exception):
+    """A signal asked the process to stop (raised by the handlers `stopping_on_signals` installs). `cut_off`: a
+    second signal made the server stop without waiting for the requests in flight."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.cut_off = False
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stopping_on_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise `Stopped` inside the block, wherever the main thread is (loading a bundle, warming it
+    up), so the stack unwinds and the engine closes: SIGTERM's default action would end the process first
+    (ort_genai's staged folder beside the model would stay behind), and SIGINT's lets asyncio print a traceback."""
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
