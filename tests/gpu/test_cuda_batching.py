@@ -43,9 +43,10 @@ def test_the_graph_captured_step_decodes_a_mixed_batch_as_alone_without_recompil
     runtime = RuntimeOptions(device="cuda", threads=2, batch_size=4, max_length=32, max_batch=4)
     candidate = CandidateConfig(engine="torch_compiled", compile_mode="reduce-overhead", prefill_bucket=32)
     engine = TorchCompiledEngine.load(builtin, candidate, runtime)
+    skips = _cudagraph_skips()
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert_rows_decode_as_alone(engine, builtin)
-    assert engine.cudagraph_skips == 0
+    assert engine.cudagraph_skips == 0 and _cudagraph_skips() == skips  # none at load, none since
     engine.close()
 
 
@@ -63,7 +64,13 @@ def test_a_stream_on_the_graph_captured_step_decodes_as_alone_without_recompilin
     runtime = RuntimeOptions(device="cuda", threads=2, batch_size=batch_size, max_length=48, max_batch=4)
     engine = TorchCompiledEngine.load(builtin, CandidateConfig(engine="torch_compiled", compile_mode="reduce-overhead"),
                                       runtime)
+    skips = _cudagraph_skips()
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert_stream_decodes_as_alone(engine, builtin)
-    assert engine.cudagraph_skips == 0
+    assert engine.cudagraph_skips == 0 and _cudagraph_skips() == skips  # none at load, none since
     engine.close()
+
+
+def _cudagraph_skips() -> int:
+    """inductor's running count of graphs compiled without the CUDA graph reduce-overhead asked for."""
+    return int(torch._dynamo.utils.counters["inductor"]["cudagraph_skips"])

@@ -409,16 +409,16 @@ class TorchCompiledEngine(Engine):
         return slot.prefill(padded, torch.arange(length, device=self._device), last)
 
     def stream(self) -> TorchCompiledStream:
-        """A continuous batch in the largest slot's cache, its rows prefilled apart (`TorchCompiledStream`). It
-        owns that cache while it has rows: a `generate` of that many rows meanwhile would overwrite them."""
+        """A continuous batch in the largest slot's cache, its rows prefilled one at a time in the one-row slot
+        (`TorchCompiledStream`). It owns that cache while it has rows: a `generate` of that many rows meanwhile
+        would overwrite them."""
         big = self._slots[max(self._slots)]
-        smaller = [slot for size, slot in sorted(self._slots.items()) if slot is not big]
-        joiner = smaller[0] if smaller else self._joiner()
-        return TorchCompiledStream(self, big, joiner)
+        one = self._slots.get(1)
+        return TorchCompiledStream(self, big, one if one is not None and one is not big else self._joiner())
 
     def _joiner(self) -> _Slot:
         """An uncompiled one-row slot (a cache of one row, the weights shared) to prefill a stream's rows in, where
-        the engine has no slot smaller than the stream's."""
+        the engine has no one-row slot besides the stream's."""
         if self._lone is None:
             decoder = self._decoder(1)
             self._lone = _Slot(decoder, decoder, decoder, [])
@@ -442,6 +442,7 @@ class TorchCompiledEngine(Engine):
 
     def close(self) -> None:
         self._slots.clear()
+        self._lone = None
         del self._model
 
 

@@ -7,9 +7,9 @@ its other columns are masked by the decoder's `starts` buffer, which also offset
 that each row is positioned from its own first token. A free row's start is the capacity: it attends only to the
 column being written (never to nothing, which would give NaN), and its token is ignored.
 
-- join: the prompt (n tokens) is prefilled alone in another slot's cache (a smaller slot of the engine, or a
-  one-row slot of the stream's own), at columns [0, n), and its keys and values are copied into a free row at
-  [width - n, width). Where n > width, every row first moves right by n - width (one copy of the cache).
+- join: the prompt (n tokens) is prefilled alone in a one-row cache (the engine's one-row slot, or one of the
+  stream's own), at columns [0, n), and its keys and values are copied into a free row at [width - n, width).
+  Where n > width, every row first moves right by n - width (one copy of the cache).
 - step: the slot's decode graph for all its rows at column `width` (free rows too: a graph's batch is fixed).
 - leave: the row is freed, and the leading columns no live row uses are cut by moving every row left (one
   copy), so `width` is always the longest live row's context and a row fits wherever it would fit alone.
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 class TorchCompiledStream(DecodeStream):
-    """The layout in the module doc over `slot`'s cache; prompts are prefilled in `joiner`'s (another slot)."""
+    """The layout in the module doc over `slot`'s cache; prompts are prefilled in `joiner`'s (a one-row slot)."""
 
     def __init__(self, engine: TorchCompiledEngine, slot: _Slot, joiner: _Slot) -> None:
         self._engine, self._slot, self._joiner = engine, slot, joiner
@@ -62,8 +62,7 @@ class TorchCompiledStream(DecodeStream):
                              "with a larger max_length")
         joiner = self._joiner.decoder
         joiner.starts.zero_()
-        rows = joiner.starts.shape[0]  # a smaller slot of more than one row: its other rows copy this one, unread
-        token = self._engine._prefill(self._joiner, ids.expand(rows, -1))[0]
+        token = self._engine._prefill(self._joiner, ids)[0]
         if n > self._width:
             self._move(n - self._width)
         row = self._keys.index(None)
