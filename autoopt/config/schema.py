@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from autoopt.config.knobs import ENGINES, WEIGHT_ONLY, knob, space_schema
-from autoopt.config.serving import ServingConfig
+from autoopt.config.serving import BATCHING, POLICIES, ServingConfig
 
 # OmegaConf's marker for a required value, spelt out so that deployed bundles, which load engines and
 # therefore this module, need no OmegaConf.
@@ -75,9 +75,10 @@ class WorkloadConfig:
     serving: ServingConfig = field(default_factory=ServingConfig)  # open-loop traffic: rate, classes, SLOs
 
 
+_MAX_BATCH = (1, 2, 4, 8, 16)
 # The serving knobs that shape group batches only: under continuous batching a request joins at once, whatever the
 # batch, and with one row per batch nothing waits for company or pads to a lead.
-_GROUPED = (("serving_batching", ("group",)), ("serving_max_batch", (2, 4, 8, 16)))
+_GROUPED = (("serving_batching", BATCHING[:1]), ("serving_max_batch", _MAX_BATCH[1:]))
 
 
 @dataclass
@@ -143,19 +144,20 @@ class CandidateConfig:
     warmup: str = knob("one", "warm-up before the first request: nothing, one request at the largest prompt, "
                        "one per prompt shape", choices=("none", "one", "shapes"), label="warm={value}")
     serving_max_batch: int = knob(4, "serving: most rows the dynamic batcher puts in one engine call",
-                                  choices=(1, 2, 4, 8, 16), label="mb={value}", show_default=False)
+                                  choices=_MAX_BATCH, label="mb={value}", show_default=False)
     serving_batching: str = knob("group", "serving: a batch runs until its longest row is done (group), or "
                                  "requests join and leave the running batch between decode steps (continuous; "
                                  "torch with a dynamic KV cache, torch_compiled)", ("torch", "torch_compiled"),
-                                 choices=("group", "continuous"), label="{value}", show_default=False)
+                                 choices=BATCHING, label="{value}", show_default=False)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
                                          "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
                                          label="qd={value:g}ms", show_default=False, only_with=_GROUPED)
     serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
-                               "class weight", choices=("strict", "weighted"), label="{value}", show_default=False)
+                               "class weight", choices=POLICIES, label="{value}", show_default=False)
     serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
                                      "prompts, padded to the lead's length (prefill computes the padding)",
                                      choices=(False, True), label="mixlen", only_with=_GROUPED)
+
 
 # The precision a quantization scheme needs the target to support.
 QUANT_PRECISION = {

@@ -6,8 +6,8 @@ GET /v1/models, GET /health, GET /metrics (Prometheus). Greedy decoding only: sa
 `temperature` are accepted and ignored; `stop` (up to 4 strings) ends the text before the first one found and
 stops its row; `stream_options.include_usage` adds a last chunk with the usage. Fields that would change the
 reply and are not implemented (`echo`, `logprobs`, `top_logprobs`, `best_of`, `suffix`) get a 400, never a
-reply that silently lacks them. Chat content is text, or a list of text parts (joined). A request's class comes from its `priority` field (0-3 or
-"P0".."P3") or an `X-Priority` header, default the least urgent class. Errors are JSON
+reply that silently lacks them. Chat content is text, or a list of text parts (joined). A request's class comes
+from its `priority` field (0-3 or "P0".."P3") or an `X-Priority` header, default the least urgent class. Errors are JSON
 `{"error": {"message", "type", "code"}}`: 400 malformed/oversized, 404 unknown model, 413 body too
 large, 429 class queue full (with Retry-After), 503 shutting down, 500 engine failure.
 """

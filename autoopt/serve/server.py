@@ -34,6 +34,8 @@ def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_leve
     except Stopped as e:
         e.cut_off = server.force_exit
         raise
+
+
 class ServerThread:
     """uvicorn in a daemon thread on `host`:`port` (0 = a free port, read `.port` after `start`)."""
 

@@ -125,16 +125,21 @@ def _offered(value: object, choices: list[object]) -> bool:
     return any(value == c and type(value) is type(c) for c in choices)
 
 
+def _fitted(params: dict[str, object], space: Any) -> tuple[CandidateConfig, dict[str, object]] | None:
+    trial = _FixedParams(params)
+    candidate = sample(trial, space)  # type: ignore[arg-type]
+    return None if trial.missing or trial.outside else (candidate, trial.asked)
+
+
 def fit(params: dict[str, object], space: Any) -> CandidateConfig | None:
     """The candidate `params` give in `space`, or None where the space asks a parameter they lack (and whose
     default it does not offer) or they hold a value the space does not offer (parameters from another space)."""
-    fitted = fitted_params(params, space)
-    return None if fitted is None else sample(_FixedParams(fitted), space)  # type: ignore[arg-type]
+    fitted = _fitted(params, space)
+    return None if fitted is None else fitted[0]
 
 
 def fitted_params(params: dict[str, object], space: Any) -> dict[str, object] | None:
     """`params` as `space`'s sampler asks them now (see `_FixedParams`): what to enqueue for that candidate; None
     where it is not one of the space's."""
-    trial = _FixedParams(params)
-    sample(trial, space)  # type: ignore[arg-type]
-    return None if trial.missing or trial.outside else trial.asked
+    fitted = _fitted(params, space)
+    return None if fitted is None else fitted[1]
