@@ -152,8 +152,9 @@ class CandidateConfig:
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
                                          "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
                                          label="qd={value:g}ms", show_default=False, only_with=_GROUPED)
-    serving_policy: str = knob("strict", "serving: which class leads the next batch: the most urgent, or by "
-                               "class weight", choices=POLICIES, label="{value}", show_default=False)
+    serving_policy: str = knob("strict", "serving: which class's requests take a batch's rows: the most urgent "
+                               "first, or in turn by class weight", choices=POLICIES, label="{value}",
+                               show_default=False)
     serving_mix_lengths: bool = knob(False, "serving: rows a batch's lead prompt length leaves free take shorter "
                                      "prompts, padded to the lead's length (prefill computes the padding)",
                                      choices=(False, True), label="mixlen", only_with=_GROUPED)

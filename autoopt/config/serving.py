@@ -28,7 +28,7 @@ class ServingClassConfig:
     queue_limit: int = 64  # requests waiting in this class at most
     on_full: str = "reject"  # reject (HTTP 429) | delay (held back until the class queue has room; rejected
     # once saturation_queue requests wait in all)
-    weight: float = 1.0  # policy=weighted: relative share of batches led by this class
+    weight: float = 1.0  # policy=weighted: relative share of the batch rows this class's requests take
 
 
 def default_classes() -> list[ServingClassConfig]:

@@ -9,11 +9,14 @@ Contract, in the order `next_batch` applies it:
 2. Otherwise the policy picks the lead class among those with waiting requests: `strict` takes the most
    urgent (lowest priority number); `weighted` is smooth weighted round-robin over class weights.
    The lead request is its class's oldest.
-3. The batch holds the lead and other waiting requests of the lead's prompt length, most urgent class
-   first, oldest first within a class, up to `max_batch`; with `mix_lengths`, rows still free then take
-   shorter prompts in the same order, padded to the lead's length, whose new tokens fit `max_length` after
-   it. A batch's prefill runs at its longest prompt, so a joining row never makes it longer than the lead's
-   own; like any row, one that asks for more tokens than the others lengthens the batch's decoding.
+3. The batch holds the lead and other waiting requests of the lead's prompt length, up to `max_batch`;
+   with `mix_lengths`, rows still free then take shorter prompts, padded to the lead's length, whose new
+   tokens fit `max_length` after it. A batch's prefill runs at its longest prompt, so a joining row never
+   makes it longer than the lead's own; like any row, one that asks for more tokens than the others
+   lengthens the batch's decoding. `strict` fills the rows most urgent class first; `weighted` gives each
+   row in turn, by the same round-robin, to one of the classes with a request that may take it, so that
+   under overload each class's share of the rows served follows the weights, however many rows a batch
+   has. Either way a class gives its requests of the lead's length first, oldest first.
    With `continuous` (rows join a running batch between decode steps, `autoopt.serving.batcher`), any prompt
    length joins, the caller passes the rows its running batch has free (`room`) in place of `max_batch`, and
    a join is due at once: each joiner is prefilled alone, so waiting for others would gain nothing.
@@ -32,7 +35,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoopt.config.serving import ServingClassConfig
+from autoopt.config.serving import POLICIES, ServingClassConfig
 
 QUEUED, DELAYED, REJECTED = "queued", "delayed", "rejected"
 
@@ -48,6 +51,14 @@ class ServingRequest:
     max_new_tokens: int
     arrival: float  # scheduled send time, on the scheduler's clock
     prompt_ids: Any = field(default=None, repr=False)
+
+
+@dataclass
+class _Plan:
+    batch: list[ServingRequest]  # its lead first
+    due: float  # when it is released if nothing changes
+    by_starvation: bool  # its lead was chosen by the starvation bound
+    credits: dict[str, float]  # the classes' round-robin credits once it is released
 
 
 @dataclass
@@ -76,8 +87,8 @@ class Scheduler:
         max_length: int | None = None,
         continuous: bool = False,
     ) -> None:
-        if policy not in ("strict", "weighted"):
-            raise ValueError(f"policy={policy!r} is not known; choose strict or weighted")
+        if policy not in POLICIES:
+            raise ValueError(f"policy={policy!r} is not known; choose one of: {', '.join(POLICIES)}")
         if starvation_every < 1:
             raise ValueError(f"starvation_every={starvation_every} must be at least 1")
         if max_batch < 1:
@@ -125,18 +136,16 @@ class Scheduler:
         """The batch to run now, removed from the queues, or None if none is due yet (see module doc). `room`: the
         rows a running batch has free (continuous batching); None: `max_batch`."""
         plan = self._plan(now, room)
-        if plan is None or plan[2] > now:
+        if plan is None or plan.due > now:
             return None
-        lead, batch, _ = plan
-        by_starvation = self._starving_lead(now) is lead
-        self._since_starving = 0 if by_starvation else self._since_starving + 1
-        if self.policy == "weighted" and not by_starvation:
-            self._charge(lead.cls)
-        for request in batch:
+        self._since_starving = 0 if plan.by_starvation else self._since_starving + 1
+        for name, credit in plan.credits.items():
+            self._queues[name].credit = credit
+        for request in plan.batch:
             self._queues[request.cls].waiting.remove(request)
         for queue in self._queues.values():
             self._promote(queue)
-        return batch
+        return plan.batch
 
     def next_release(self, now: float, room: int | None = None) -> float | None:
         """When `next_batch(now, room)` may next return a batch if nothing new arrives: `now` if one is due,
@@ -144,21 +153,25 @@ class Scheduler:
         plan = self._plan(now, room)
         if plan is None:
             return None
-        due = plan[2]
+        due = plan.due
         if self._starvation_allowed():
             due = min(due, min(r.arrival for r in self._all_waiting()) + self.starvation_s)
         return max(now, due)
 
-    def _plan(self, now: float, room: int | None) -> tuple[ServingRequest, list[ServingRequest], float] | None:
-        """(lead, its batch, when that batch is due) - due at once when full or when the lead starves."""
+    def _plan(self, now: float, room: int | None) -> _Plan | None:
+        """The batch `next_batch` would release, due at once when full or when its lead starves."""
         size = self.max_batch if room is None else min(room, self.max_batch)
-        lead = self._starving_lead(now) or self._policy_lead()
-        if lead is None or size < 1:
+        if size < 1 or not self._all_waiting():
             return None
-        batch = self._group(lead, size)
+        credits = {name: q.credit for name, q in self._queues.items()}
+        starving = self._starving_lead(now)
+        lead = starving or self._next_row(self._all_waiting(), credits)
+        batch = [lead, *self._fill(lead, size - 1, credits)]
         if self.continuous or len(batch) >= size or lead.arrival + self.starvation_s <= now:
-            return lead, batch, float("-inf")
-        return lead, batch, min(r.arrival for r in batch) + self.max_queue_delay_s
+            due = float("-inf")
+        else:
+            due = min(r.arrival for r in batch) + self.max_queue_delay_s
+        return _Plan(batch, due, starving is lead, credits)
 
     # -- state -----------------------------------------------------------------------------------
     def depth(self) -> dict[str, int]:
@@ -193,35 +206,34 @@ class Scheduler:
     def _starvation_allowed(self) -> bool:
         return self._since_starving >= self.starvation_every - 1
 
-    def _policy_lead(self) -> ServingRequest | None:
-        candidates = [q for q in self._queues.values() if q.waiting]
-        if not candidates:
-            return None
+    def _next_row(self, eligible: list[ServingRequest], credits: dict[str, float]) -> ServingRequest:
+        """The request that takes the next row among `eligible` (urgency, then age order): strict, the first;
+        weighted, the first of the class that smooth weighted round-robin (nginx's) picks among those with one
+        there, charged in `credits`."""
         if self.policy == "strict":
-            return candidates[0].waiting[0]  # queues are kept in priority order
-        return self._weighted_pick(candidates).waiting[0]
+            return eligible[0]
+        contenders = {r.cls: self._queues[r.cls].config for r in eligible}
+        chosen = max(contenders.values(), key=lambda c: (credits[c.name] + c.weight, -c.priority)).name
+        for name, config in contenders.items():
+            credits[name] += config.weight
+        credits[chosen] -= sum(c.weight for c in contenders.values())
+        return next(r for r in eligible if r.cls == chosen)
 
-    def _weighted_pick(self, candidates: list[_ClassQueue]) -> _ClassQueue:
-        # Smooth weighted round-robin (nginx): peek only; `_charge` commits once a batch is released.
-        return max(candidates, key=lambda q: (q.credit + q.config.weight, -q.config.priority))
-
-    def _charge(self, name: str) -> None:
-        candidates = [q for q in self._queues.values() if q.waiting]
-        total = sum(q.config.weight for q in candidates)
-        for q in candidates:
-            q.credit += q.config.weight
-        self._queues[name].credit -= total
-
-    def _group(self, lead: ServingRequest, size: int) -> list[ServingRequest]:
+    def _fill(self, lead: ServingRequest, rows: int, credits: dict[str, float]) -> list[ServingRequest]:
+        """Up to `rows` waiting requests to batch with `lead`, in the policy's order (module doc, 3.)."""
         waiting = [r for q in self._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
-        if self.continuous:
-            return [lead, *waiting][:size]
-        same = [r for r in waiting if r.prompt_len == lead.prompt_len]
-        shorter = []
-        if self.mix_lengths:
-            room = (self.max_length or math.inf) - lead.prompt_len  # new tokens a row padded to the lead may ask
-            shorter = [r for r in waiting if r.prompt_len < lead.prompt_len and r.max_new_tokens <= room]
-        return [lead, *same, *shorter][:size]
+        if not self.continuous:
+            same = [r for r in waiting if r.prompt_len == lead.prompt_len]
+            shorter = []
+            if self.mix_lengths:
+                room = (self.max_length or math.inf) - lead.prompt_len  # new tokens a row padded to the lead may ask
+                shorter = [r for r in waiting if r.prompt_len < lead.prompt_len and r.max_new_tokens <= room]
+            waiting = [*same, *shorter]
+        taken: list[ServingRequest] = []
+        while waiting and len(taken) < rows:
+            taken.append(self._next_row(waiting, credits))
+            waiting.remove(taken[-1])
+        return taken
 
     @staticmethod
     def _promote(queue: _ClassQueue) -> None:

@@ -49,6 +49,44 @@ def test_weighted_policy_leads_in_proportion_to_weights_and_serves_every_class()
     assert "P3" in served[:9]  # never starved for long under weighted round-robin
 
 
+@pytest.mark.parametrize("continuous", [False, True])
+def test_weighted_policy_shares_the_rows_of_full_batches_by_weight(continuous: bool) -> None:
+    s, req = Scheduler(classes(limit=200), policy="weighted", max_batch=4, continuous=continuous), Ids()
+    for i in range(180):
+        for name in ("P0", "P3"):
+            s.submit(req(name, i * 1e-3))
+    rows = [r.cls for _ in range(45) for r in s.next_batch(10.0)]  # type: ignore[union-attr]
+    assert len(rows) == 180 and rows.count("P0") == 160 and rows.count("P3") == 20  # weights 8 : 1
+    assert "P3" in rows[:9]
+
+
+def test_weighted_policy_gives_rows_only_to_classes_that_may_take_them_and_keeps_fifo() -> None:
+    s, req = Scheduler(classes(), policy="weighted", max_batch=3), Ids()
+    p0_short, p3_a, p3_b, p0_long = req("P0", 0.0, 16), req("P3", 0.1, 64), req("P3", 0.2, 64), req("P0", 0.3, 64)
+    for r in (p0_short, p3_a, p3_b, p0_long):
+        s.submit(r)
+    assert ids(s.next_batch(1.0)) == [p0_short.id]  # the lead; no other request has its length
+    assert ids(s.next_batch(1.0)) == [p0_long.id, p3_a.id, p3_b.id]
+
+
+def test_strict_policy_fills_rows_most_urgent_class_first() -> None:
+    s, req = Scheduler(classes(), policy="strict", max_batch=3), Ids()
+    p3, p1, p0a, p0b = req("P3", 0.0), req("P1", 0.1), req("P0", 0.2), req("P0", 0.3)
+    for r in (p3, p1, p0a, p0b):
+        s.submit(r)
+    assert ids(s.next_batch(1.0)) == [p0a.id, p0b.id, p1.id]
+
+
+def test_planning_a_batch_does_not_spend_round_robin_credit() -> None:
+    s, req = Scheduler(classes(), policy="weighted", max_batch=2, max_queue_delay_s=1.0), Ids()
+    p0, p3 = req("P0", 0.0, 16), req("P3", 0.0, 64)  # two lengths: each batch is one row, released after 1 s
+    s.submit(p0)
+    s.submit(p3)
+    for i in range(20):  # 20 charges would hand P3 (weight 1 to P0's 8) the lead
+        assert s.next_batch(i / 40) is None and s.next_release(i / 40) == 1.0
+    assert ids(s.next_batch(1.0)) == [p0.id]
+
+
 def test_queue_limit_rejects_when_on_full_is_reject() -> None:
     s, req = Scheduler(classes(limit=2), max_batch=1), Ids()
     outcomes = [s.submit(req("P1", 0.0)) for _ in range(3)]
