@@ -539,10 +539,17 @@ class _Meta:
     def text(self) -> _Text:
         return _Text(self.server.model.tokenizer, self.stops)
 
-    def stop(self) -> None:
-        """A stop string ended the reply: its row stops at its next token."""
-        self.reply.cancelled = True
-        self.reply.finish_reason = "stop"
+    def take(self, detok: _Text, item: tuple[str, Any]) -> tuple[str, bool, str | None]:
+        """One item of the reply's queue: (the text it adds, whether the reply ended, the engine's failure if it
+        ended with one). At a stop string the reply ends and its row stops at its next token."""
+        kind, value = item
+        if kind == "token":
+            delta = detok.push(value)
+            if detok.stopped:
+                self.reply.cancelled = True
+                self.reply.finish_reason = "stop"
+            return delta, detok.stopped, None
+        return "", True, None if value is None else f"the engine failed: {type(value).__name__}: {value}"
 
     def usage(self, completion_tokens: int) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
@@ -566,17 +573,12 @@ async def _complete(meta: _Meta) -> Response:
                 get.cancel()
                 meta.abandon()
                 return Response(status_code=499)  # nobody reads it
-            kind, value = get.result()
-            if kind == "token":
-                detok.push(value)
-                if not detok.stopped:
-                    continue
-                meta.stop()
-                value = None
-            if value is not None:
+            _, ended, failure = meta.take(detok, get.result())
+            if not ended:
+                continue
+            if failure:
                 outcome = "error"
-                raise ApiError(500, f"the engine failed: {type(value).__name__}: {value}", "engine_error",
-                               "server_error")
+                raise ApiError(500, failure, "engine_error", "server_error")
             outcome = "ok"
             break
     finally:
@@ -617,20 +619,14 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
         if meta.chat:
             yield chunk("", None, first=True)
         while True:
-            kind, value = await meta.reply.queue.get()
-            if kind == "token":
-                delta = detok.push(value)
-                if delta:
-                    yield chunk(delta, None)
-                if not detok.stopped:
-                    continue
-                meta.stop()
-                value = None
-            if value is not None:
+            delta, ended, failure = meta.take(detok, await meta.reply.queue.get())
+            if delta:
+                yield chunk(delta, None)
+            if not ended:
+                continue
+            if failure:
                 outcome = "error"
-                error = {"message": f"the engine failed: {type(value).__name__}: {value}", "type": "server_error",
-                         "code": "engine_error"}
-                yield _sse({"error": error})
+                yield _sse({"error": {"message": failure, "type": "server_error", "code": "engine_error"}})
                 return
             outcome = "ok"
             rest = detok.flush()

@@ -3,6 +3,7 @@ model on the torch engine (contracts, not quality)."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -338,6 +339,19 @@ def test_with_continuous_batching_a_failed_step_fails_its_rows_and_the_next_requ
         ok = httpx.post(running.url + "/v1/completions", json=body, timeout=30)
         assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 20
         assert active_rows(running.url) == 0
+
+
+def test_a_failed_step_ends_a_stream_with_an_error_event_after_the_text_so_far(served: ServedModel) -> None:
+    engine = PacedStreams(served.engine, 0.01, fail_at_step=3)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        body = {"prompt": [5, 17, 42, 7], "max_tokens": 20, "stream": True}
+        with httpx.stream("POST", running.url + "/v1/completions", json=body, timeout=30) as response:
+            events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    *chunks, last = [json.loads(e) for e in events]
+    assert "injected engine failure" in last["error"]["message"] and last["error"]["code"] == "engine_error"
+    assert chunks and all(c["choices"][0]["finish_reason"] is None for c in chunks)  # no [DONE], no finish
 
 
 def test_with_continuous_batching_a_failed_prefill_fails_only_its_request(served: ServedModel) -> None:
