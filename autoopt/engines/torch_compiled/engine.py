@@ -31,6 +31,7 @@ experiments/2026-11-27-h200-compiled-decode.md).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -288,15 +289,20 @@ class TorchCompiledEngine(Engine):
     def _prefill_lengths(self) -> list[int]:
         return prefill_lengths(self._settings["prefill_bucket"], self._capacity)
 
-    def _decoder(self, batch: int) -> StaticDecoder:
-        """A new uncompiled step over a cache of `batch` rows."""
+    @functools.cached_property
+    def _rotary(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin, (capacity, head_dim) each, computed in fp32 and cast as the HF forward does; every decoder
+        shares them."""
         positions = torch.arange(self._capacity, device=self._device)[None]
         dtype = getattr(torch, self._settings["dtype"])
         cos, sin = self._model.model.rotary_emb(torch.zeros(1, dtype=dtype, device=self._device), positions)
-        cos, sin = cos[0], sin[0]  # (capacity, head_dim), computed in fp32 and cast as the HF forward does
+        return cos[0], sin[0]
+
+    def _decoder(self, batch: int) -> StaticDecoder:
+        """A new uncompiled step over a cache of `batch` rows."""
         backend = self._settings["attn_backend"]
         return StaticDecoder(
-            self._model, batch, self._capacity, cos, sin, sdpa_backends(backend), repeats_kv(backend)
+            self._model, batch, self._capacity, *self._rotary, sdpa_backends(backend), repeats_kv(backend)
         ).to(self._device)
 
     @torch.inference_mode()
