@@ -25,6 +25,15 @@ def _choices(space: Any, engine: str, knob: str) -> list[object]:
     return values
 
 
+def param_choices(space: Any, param: str) -> list[object] | None:
+    """The choices `sample` offers the trial parameter `param` (`engine`, or `<engine>.<knob>`) over `space`; None
+    for a parameter it never asks (a knob that no longer exists)."""
+    if param == "engine":
+        return list(space.engine)
+    engine, _, knob = param.partition(".")
+    return _choices(space, engine, knob) if knob in _KNOBS else None
+
+
 def _draw(engine: str, quant: str, pick: Callable[[str], object]) -> dict[str, object]:
     """Every knob of a candidate of `engine` and `quant`: `pick(name)` for each that applies, in declaration order
     (a knob that applies only with some values of another is asked after it), the default for the others."""

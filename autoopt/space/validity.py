@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autoopt.config.knobs import candidate_value_problem, inapplicable_knob
-from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig
+from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig, WorkloadConfig
 from autoopt.engines.probes import cuda_device
 from autoopt.engines.registry import engine_info
 from autoopt.passes.plan import plan
@@ -93,6 +93,19 @@ def unsupported_quants(quants: Sequence[str], target: TargetConfig) -> dict[str,
         for q in quants
         if q != "none" and QUANT_PRECISION[q] not in target.precisions
     }
+
+
+def inert_under_workload(mix_lengths: Sequence[bool], workload: WorkloadConfig) -> str | None:
+    """Why the space's `serving_mix_lengths` values (`mix_lengths`) other than false change nothing under
+    `workload`, or None. A sweep searches only false there, as it leaves out unavailable engines: otherwise
+    every group-batching candidate would be measured twice over."""
+    lengths = sorted(set(workload.prompt_lengths))
+    if len(lengths) > 1 or not any(mix_lengths):
+        return None
+    return (
+        f"serving_mix_lengths=true changes nothing where every prompt has one length "
+        f"(workload={workload.name}: prompt_lengths={lengths})"
+    )
 
 
 def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: str) -> str | None:

@@ -14,6 +14,7 @@ from autoopt.config.schema import SweepConfig
 from autoopt.config.serving import without_serving_knobs
 from autoopt.env import console_script, cpu_model, library_versions
 from autoopt.jobs.prepare import Prepared
+from autoopt.space.sample import param_choices
 
 FINGERPRINT_ATTR = "fingerprint"
 
@@ -50,6 +51,26 @@ def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:
         raise ConfigError(
             f"study {study.study_name} was measured under other {', '.join(changed)}; its figures would be stale: "
             f"start a new study with study.name=<new name> (or remove this one from its storage)"
+        )
+
+
+def check_space(study: optuna.Study, space: Any) -> None:
+    """Refuse, in one line, to extend a study over a space (as narrowed for this machine) that offers one of its
+    parameters other choices than its trials had. Optuna's samplers fix each parameter's choices within a study:
+    a trial asking for others would fail with "CategoricalDistribution does not support dynamic value space"."""
+    recorded: dict[str, Any] = {}
+    for trial in study.get_trials(deepcopy=False):
+        recorded.update(trial.distributions)
+    changed = []
+    for param, distribution in sorted(recorded.items()):
+        choices = param_choices(space, param)
+        if choices is not None and tuple(choices) != tuple(distribution.choices):
+            changed.append(f"{param} {list(distribution.choices)} -> {choices}")
+    if changed:
+        raise ConfigError(
+            f"study {study.study_name} searched other choices ({'; '.join(changed)}), and a study's choices are "
+            f"fixed: start a new study with study.name=<new name> (its warm start measures this one's front first), "
+            f"or search the values it has"
         )
 
 

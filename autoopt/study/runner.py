@@ -26,8 +26,8 @@ from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
-from autoopt.space.validity import unavailable_engines, unsupported_quants
-from autoopt.study.fingerprint import check_fingerprint, check_reference, study_fingerprint
+from autoopt.space.validity import inert_under_workload, unavailable_engines, unsupported_quants
+from autoopt.study.fingerprint import check_fingerprint, check_reference, check_space, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
@@ -105,6 +105,7 @@ def open_study(
         )
         study.sampler = make_sampler(cfg.search, len(study.trials))
         check_fingerprint(study, study_fingerprint(cfg, prep))
+        check_space(study, cfg.space)
         check_reference(study, storage)
         if not study.trials:
             study.enqueue_trial(reference_params(cfg.space))
@@ -122,19 +123,21 @@ def open_study(
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
-    quants whose precision the target has; each value left out logged with its reason (the study's fingerprint
-    records the target and the libraries, so a later install is a new study). Raises `SweepError` when no engine
-    is left."""
+    quants whose precision the target has; and to what changes something under the workload (mixing prompt lengths
+    only where it has several); each value left out logged with its reason (the study's fingerprint records the
+    target and the libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
-    for reason in [*dropped.values(), *quants.values()]:
+    inert = inert_under_workload(cfg.space.serving_mix_lengths, cfg.workload)
+    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else [])]:
         log.warning("not searched here: %s", reason)
     kept = [engine for engine in cfg.space.engine if engine not in dropped]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
-    if not dropped and not quants:
+    if not dropped and not quants and not inert:
         return cfg
-    return replace(cfg, space=replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants]))
+    space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
+    return replace(cfg, space=replace(space, serving_mix_lengths=[False]) if inert else space)
 
 
 def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:

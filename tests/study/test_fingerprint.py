@@ -6,7 +6,9 @@ import optuna
 import pytest
 
 from autoopt.config.errors import ConfigError
-from autoopt.study.fingerprint import check_fingerprint
+from autoopt.config.schema import SpaceConfig
+from autoopt.space.sample import sample
+from autoopt.study.fingerprint import check_fingerprint, check_space
 
 FINGERPRINT = {
     "objectives": {"objective": "latency", "latency": "e2e_p90", "min_top1_agreement": 0.95},
@@ -53,3 +55,23 @@ def test_a_changed_bar_objective_price_workload_or_bench_is_refused_naming_what_
         check_fingerprint(study, {**FINGERPRINT, key: change})
 
     assert f"measured under other {key}" in str(refused.value) and "study.name=" in str(refused.value)
+
+
+def test_a_study_extends_only_over_the_choices_its_trials_had() -> None:
+    study = _study()
+    space = SpaceConfig(name="s", engine=["torch", "ort_genai"], quant=["none", "int4"])
+    study.enqueue_trial({"engine": "torch"})
+    trial = study.ask()
+    sample(trial, space)
+    study.tell(trial, [1.0, 1.0, 0.0])
+
+    check_space(study, space)
+    check_space(study, SpaceConfig(name="s", engine=["torch", "ort_genai"], quant=["none", "int4", "fp8"]))  # neither runs fp8
+    with pytest.raises(ConfigError) as refused:
+        check_space(study, SpaceConfig(name="s", engine=["torch", "ort_genai"], quant=["none", "int8_dynamic", "int4"]))
+
+    message = str(refused.value)
+    assert "searched other choices (torch.quant ['none'] -> ['none', 'int8_dynamic'])" in message
+    assert "study.name=" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"engine \['torch', 'ort_genai'\] -> \['torch'\]"):
+        check_space(study, SpaceConfig(name="s", engine=["torch"], quant=["none", "int4"]))

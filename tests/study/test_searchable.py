@@ -55,3 +55,17 @@ def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_r
     assert "quant=fp8 needs fp8" in caplog.text
     no_fp32 = _target(engines=["torch"], precisions=["int8"])  # the reference's own trial reports that one
     assert searchable(_cfg(no_fp32, ["torch"]), SimpleNamespace(target=no_fp32)).space.quant == ["none"]  # type: ignore[arg-type]
+
+
+def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(caplog: pytest.LogCaptureFixture) -> None:
+    target = _target(engines=["torch"])
+    cfg = _cfg(target, ["torch"])
+    cfg.space.serving_mix_lengths = [False, True]
+    cfg.workload.prompt_lengths = [128, 128]
+
+    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+
+    assert narrowed.space.serving_mix_lengths == [False]
+    assert "not searched here: serving_mix_lengths=true changes nothing where every prompt has one length" in caplog.text
+    cfg.workload.prompt_lengths = [64, 128]
+    assert searchable(cfg, SimpleNamespace(target=target)).space.serving_mix_lengths == [False, True]  # type: ignore[arg-type]

@@ -83,6 +83,22 @@ def test_rerun_extends_the_same_study_without_remeasuring(sweep, cache_dir: Path
     assert "with 0 of 1 candidates measured: the others proposed were pruned or measured before" in said
 
 
+def test_a_rerun_over_other_space_values_is_refused_in_one_line(sweep, cache_dir: Path) -> None:
+    import optuna
+
+    workspace, _ = sweep
+    storage = f"sqlite:///{workspace / 'optuna.db'}"
+    (before,) = optuna.get_all_study_summaries(storage)
+
+    proc = _sweep(workspace, cache_dir, "space.quant=[none,int4]")
+
+    (after,) = optuna.get_all_study_summaries(storage)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: study " in proc.stderr
+    assert "searched other choices (torch.quant ['none', 'int8_dynamic'] -> ['none'])" in " ".join(proc.stderr.split())
+    assert after.n_trials == before.n_trials
+
+
 def test_exported_bundle_verifies(sweep) -> None:
     workspace, _ = sweep
     (bundle,) = (workspace / "bundles").iterdir()
