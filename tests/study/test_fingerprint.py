@@ -75,3 +75,14 @@ def test_a_study_extends_only_over_the_choices_its_trials_had() -> None:
     assert "study.name=" in message and "\n" not in message
     with pytest.raises(ConfigError, match=r"engine \['torch', 'ort_genai'\] -> \['torch'\]"):
         check_space(study, SpaceConfig(name="s", engine=["torch"], quant=["none", "int4"]))
+
+
+def test_parameters_of_engines_or_knobs_that_no_longer_exist_are_not_compared() -> None:
+    study = _study()
+    space = SpaceConfig(name="s", engine=["torch"], quant=["none"])
+    distribution = optuna.distributions.CategoricalDistribution(["a", "b"])
+    for param in ("retired_engine.quant", "torch.retired_knob"):
+        study.add_trial(optuna.trial.create_trial(params={param: "a"}, distributions={param: distribution},
+                                                  values=[1.0, 1.0, 0.0]))
+
+    check_space(study, space)
