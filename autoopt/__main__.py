@@ -12,6 +12,7 @@ from autoopt.config.load import load_sweep_config
 from autoopt.config.overrides import CONF_DIR, check_composition, check_overrides, exit_on_config_error
 from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.config.store import register
+from autoopt.signals import Stopped, stopping_on_signals
 from autoopt.space.validity import environment_problem
 
 register()
@@ -31,11 +32,15 @@ def main(cfg: DictConfig) -> None:
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
     try:
-        with exit_on_config_error():  # e.g. a study measured under another fingerprint
+        with exit_on_config_error(), stopping_on_signals():  # e.g. a study measured under another fingerprint
             outcome = run_sweep(sweep, resolved)  # type: ignore[arg-type]
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except Stopped as e:
+        print(f"stopped ({e}): the trials that finished are in the study, the one in flight is recorded as "
+              f"interrupted; the same command goes on with the study", file=sys.stderr)
+        sys.exit(128 + e.signum)
     print_outcome(outcome, sweep)
 
 

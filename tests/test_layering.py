@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "autoopt"
 
 # Bottom to top. A module may import its own layer and the layers below it, never above.
 LAYERS: list[set[str]] = [
-    {"config", "artifacts", "digest", "locks", "result", "env", "cost", "pareto"},
+    {"config", "artifacts", "digest", "locks", "result", "env", "cost", "pareto", "signals"},
     {"models", "passes"},
     {"engines"},
     {"bench", "accuracy", "space"},

@@ -15,8 +15,8 @@ from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_e
 from autoopt.config.errors import ConfigError
 from autoopt.config.serde import from_dict
 from autoopt.config.serving import BATCHING, ServingConfig, check_serving
-from autoopt.serve.signals import Stopped, stopping_on_signals
 from autoopt.serving.runner import continuous
+from autoopt.signals import Stopped, stopping_on_signals
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from autoopt.config.serving import ServingConfig
 from autoopt.serve.app import Servable, create_app
-from autoopt.serve.signals import Stopped
+from autoopt.signals import Stopped
 
 GRACEFUL_TIMEOUT_S = 60
 

@@ -76,6 +76,30 @@ def run_trial(
     progress: SweepProgress | None = None,
 ) -> TrialOutcome:
     trial = study.ask()
+    try:
+        return _run(study, trial, prep, cfg, known, launcher, progress)
+    except BaseException as e:  # a signal (autoopt.signals.Stopped), Ctrl-C, a bug: the trial must not stay RUNNING
+        interrupted(study, trial, e)
+        raise
+
+
+def interrupted(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> None:
+    """Record `trial` as failed by what stopped the sweep, without its candidate key: not a failure of the candidate,
+    so a later run proposes it again."""
+    trial.set_user_attr("key", None)
+    trial.set_user_attr("reason", f"interrupted: {type(error).__name__}: {error}".removesuffix(": "))
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def _run(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    prep: Prepared,
+    cfg: SweepConfig,
+    known: Known,
+    launcher: Launcher,
+    progress: SweepProgress | None,
+) -> TrialOutcome:
     candidate = sample(trial, cfg.space)
     record = TrialRecord(candidate, label(candidate))
     record.write(trial)

@@ -21,6 +21,7 @@ from typing import Any
 from autoopt.env import console_script
 from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
+from autoopt.signals import Stopped
 
 STATES = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}  # autoopt state -> MLflow run status
 _BATCH = 100  # MLflow takes at most 100 params or tags per log_batch call
@@ -94,7 +95,7 @@ class Tracker:
     @contextmanager
     def start_parent(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> Iterator[str]:
         """Open the study's parent run and yield its id; it ends FINISHED, or FAILED if the block raises
-        (KILLED on Ctrl-C)."""
+        (KILLED on Ctrl-C or a signal: `autoopt.signals.Stopped`)."""
         run = self._client.create_run(self.experiment_id, run_name=run_name, tags={k: str(v) for k, v in tags.items()})
         self.parent_run_id = run.info.run_id
         status = "FAILED"
@@ -102,7 +103,7 @@ class Tracker:
             self._log(self.parent_run_id, params=_params(params), metrics={})
             yield self.parent_run_id
             status = "FINISHED"
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Stopped):
             status = "KILLED"
             raise
         finally:

@@ -1,5 +1,6 @@
-"""Stopping `python -m autoopt.serve` by a signal through Python, so that the stack unwinds and the engine closes.
-Standard library only: the command installs it before it imports the server (a `--prompt` run never does)."""
+"""Stopping a long command (`python -m autoopt`, `python -m autoopt.serve`) by a signal through Python, so that the
+stack unwinds: the sweep records its trial in flight as interrupted, the server closes its engine. Standard library
+only: `autoopt.serve` installs it before it imports the server (a `--prompt` run never does)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class Stopped(Exception):
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
+        self.signum = signum
         self.cut_off = False
 
 
@@ -24,9 +26,10 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def stopping_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM raise `Stopped` inside the block, wherever the main thread is (loading a bundle, warming it
-    up), so the stack unwinds and the engine closes: SIGTERM's default action would end the process first
-    (ort_genai's staged folder beside the model would stay behind), and SIGINT's lets asyncio print a traceback."""
+    """SIGINT and SIGTERM raise `Stopped` inside the block, wherever the main thread is (loading a bundle, waiting for
+    a trial's job), so the stack unwinds: SIGTERM's default action would end the process first (ort_genai's staged
+    folder beside a bundle's model would stay behind, a sweep's trial would stay RUNNING in the study), and SIGINT's
+    prints a traceback."""
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
