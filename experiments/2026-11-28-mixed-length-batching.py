@@ -39,22 +39,24 @@ def _waiting(scheduler: Scheduler, lead: ServingRequest) -> list[ServingRequest]
     return [r for q in scheduler._queues.values() for r in q.waiting if r is not lead]  # urgency, then age
 
 
-def _any_length(scheduler: Scheduler, lead: ServingRequest, size: int) -> list[ServingRequest]:
+def _any_length(scheduler: Scheduler, lead: ServingRequest, rows: int, credits: dict) -> list[ServingRequest]:
     """Any waiting request, in urgency order, whatever its length (with mixing on)."""
     if not scheduler.mix_lengths:
-        return _lead_first_any(scheduler, lead, size)
-    return [lead, *_waiting(scheduler, lead)][:size]
+        return _lead_first_any(scheduler, lead, rows, credits)
+    return _waiting(scheduler, lead)[:rows]
 
 
-def _lead_first_any(scheduler: Scheduler, lead: ServingRequest, size: int) -> list[ServingRequest]:
+def _lead_first_any(scheduler: Scheduler, lead: ServingRequest, rows: int, credits: dict) -> list[ServingRequest]:
     """The lead's length first, then (with mixing on) any other length, longer ones included."""
     waiting = _waiting(scheduler, lead)
     same = [r for r in waiting if r.prompt_len == lead.prompt_len]
     other = [r for r in waiting if r.prompt_len != lead.prompt_len] if scheduler.mix_lengths else []
-    return [lead, *same, *other][:size]
+    return [*same, *other][:rows]
 
 
-RULES = {"shorter": Scheduler._group, "lead-first-any": _lead_first_any, "any": _any_length}
+# Each rule stands in for Scheduler._fill (the rows after the lead; strict policy, so no credit is charged).
+# At the commits the record names it was Scheduler._group, which returned the lead too.
+RULES = {"shorter": Scheduler._fill, "lead-first-any": _lead_first_any, "any": _any_length}
 
 
 def main() -> None:
@@ -67,7 +69,7 @@ def main() -> None:
     parser.add_argument("--rule", choices=list(RULES), default="shorter")
     args = parser.parse_args()
     prompts, outputs = ([int(n) for n in a.split(",")] for a in (args.prompts, args.outputs))
-    Scheduler._group = RULES[args.rule]
+    Scheduler._fill = RULES[args.rule]
     cache = Path.home() / ".cache" / "autoopt"
     folder = resolve_model(ModelConfig(), cache).path
     candidate = CandidateConfig(engine=args.engine, **json.loads(args.knobs))
