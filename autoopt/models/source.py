@@ -29,6 +29,11 @@ class ResolvedModel:
         return (self.hf_config().get("architectures") or ["?"])[0]
 
     @property
+    def tied_embeddings(self) -> bool:
+        """Whether the lm_head shares the token embedding table (`tie_word_embeddings`, as transformers reads it)."""
+        return _tied(self.hf_config(), self.path)
+
+    @property
     def max_positions(self) -> int | None:
         """The longest sequence the model was made for (`config.json`'s `max_position_embeddings`), if it says."""
         value = self.hf_config().get("max_position_embeddings")
@@ -51,6 +56,25 @@ def model_architecture(model: ModelConfig) -> str:
         return BUILTIN_ARCHITECTURE
     config = json.loads((Path(model.path) / "config.json").read_text())  # type: ignore[arg-type]
     return (config.get("architectures") or ["?"])[0]
+
+
+def model_tied_embeddings(model: ModelConfig) -> bool:
+    """Whether `model` will resolve to one whose lm_head shares the embedding table, read without resolving it."""
+    if model.kind == "builtin":
+        return False
+    if model.kind == "shape":
+        assert model.shape is not None  # validated at start-up: kind=shape has a shape
+        return model.shape.tie_word_embeddings
+    path = Path(model.path)  # type: ignore[arg-type]
+    return _tied(json.loads((path / "config.json").read_text()), path)
+
+
+def _tied(config: dict[str, Any], path: Path) -> bool:
+    if "tie_word_embeddings" in config:
+        return bool(config["tie_word_embeddings"])
+    from transformers import AutoConfig  # the model class's own default
+
+    return bool(AutoConfig.from_pretrained(path).tie_word_embeddings)
 
 
 def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:

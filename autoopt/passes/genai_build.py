@@ -375,6 +375,12 @@ def _check_lm_head(graph: object, nodes: list, levers: Levers) -> list[str]:
 def _check_embeddings(graph: object, levers: Levers, has_zero_points: bool) -> list[str]:
     dtypes = {i.name: i.data_type for i in graph.initializer}
     nodes = [n for n in graph.node if n.name.startswith(_EMBED_NODE)]
+    if shared := _shared_with_lm_head(graph, nodes):
+        # A checkpoint with tied embeddings: the lookup reads the quantized lm_head's table (reshaped).
+        if levers.embeddings != "int4":
+            return [f"{_EMBED_NODE} reads the quantized lm_head's table ({shared}): the checkpoint ties its "
+                    f"embeddings, so embeddings={levers.embeddings} was ignored"]
+        return []
     if levers.embeddings == "int4":
         ok = [
             n
@@ -387,3 +393,14 @@ def _check_embeddings(graph: object, levers: Levers, has_zero_points: bool) -> l
         return [] if ok else [f"{_EMBED_NODE} is not an int4 GatherBlockQuantized, embeddings=int4 was requested"]
     ok = [n for n in nodes if n.op_type == "Gather" and dtypes.get(n.input[0]) in _FLOAT_TYPES]
     return [] if ok else [f"{_EMBED_NODE} is not a Gather on a float table, embeddings=fp32 was requested"]
+
+
+def _shared_with_lm_head(graph: object, nodes: list) -> str | None:
+    """The quantized lm_head weight the embedding lookup reads through a Reshape (the builder's tied-embedding
+    layout), or None."""
+    head = {n.input[1] for n in graph.node if n.op_type == "MatMulNBits" and re.sub(r"_Q\d+$", "", n.name) == _LM_HEAD_NODE}
+    reshaped = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "Reshape"}
+    for node in nodes:
+        if node.op_type == "GatherBlockQuantized" and reshaped.get(node.input[0]) in head:
+            return reshaped[node.input[0]]
+    return None

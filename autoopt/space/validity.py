@@ -108,14 +108,34 @@ def inert_under_workload(mix_lengths: Sequence[bool], workload: WorkloadConfig) 
     )
 
 
-def candidate_problem(c: CandidateConfig, target: TargetConfig, architecture: str) -> str | None:
+def tied_embeddings_problem(c: CandidateConfig) -> str | None:
+    """Why onnxruntime-genai's builder cannot build `c` as asked from a checkpoint whose lm_head shares the embedding
+    table (Qwen2.5 up to 3B, say): it quantizes the tied table with an int4 body whatever quant_embeddings says (the
+    lookup reads the lm_head's table, or, with quant_lm_head=fp32, one of its own), and with an int8 lm_head it
+    writes a lookup that reads a tensor nothing defines (the graph does not load)."""
+    if c.engine != "ort_genai" or c.quant != "int4":
+        return None
+    if c.quant_lm_head == "int8":
+        return ("engine=ort_genai: with tied embeddings the builder's quant_lm_head=int8 graph reads a tensor it never "
+                "writes; choose quant_lm_head=same or fp32")
+    if c.quant_embeddings != "int4":
+        return ("engine=ort_genai: with tied embeddings the builder quantizes the embedding table with the int4 body, "
+                f"so quant_embeddings={c.quant_embeddings} would be ignored; choose quant_embeddings=int4")
+    return None
+
+
+def candidate_problem(
+    c: CandidateConfig, target: TargetConfig, architecture: str, *, tied_embeddings: bool = False
+) -> str | None:
     """Every check a candidate must pass before it is built, in order; None when it can be measured here.
-    `architecture` is the model's HF class (`config.json`'s `architectures[0]`)."""
+    `architecture` is the model's HF class (`config.json`'s `architectures[0]`); `tied_embeddings` whether its
+    lm_head shares the embedding table."""
     return (
         candidate_value_problem(c)
         or inapplicable_knob(c)
         or target_problem(c, target)
         or engine_info(c.engine).model_problem(architecture)
+        or (tied_embeddings_problem(c) if tied_embeddings else None)
         or build_problem(c, target.device)
         or environment_problem(c, target)
     )

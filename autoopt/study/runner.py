@@ -129,15 +129,37 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
     inert = inert_under_workload(cfg.space.serving_mix_lengths, cfg.workload)
-    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else [])]:
+    tied = tied_embedding_levers(cfg.space) if prep.model.tied_embeddings else {}
+    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else []), *tied.values()]:
         log.warning("not searched here: %s", reason)
     kept = [engine for engine in cfg.space.engine if engine not in dropped]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
-    if not dropped and not quants and not inert:
+    if not dropped and not quants and not inert and not tied:
         return cfg
     space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
-    return replace(cfg, space=replace(space, serving_mix_lengths=[False]) if inert else space)
+    if inert:
+        space = replace(space, serving_mix_lengths=[False])
+    if "quant_lm_head" in tied:
+        space = replace(space, quant_lm_head=[v for v in space.quant_lm_head if v != "int8"] or ["same"])
+    if "quant_embeddings" in tied:
+        space = replace(space, quant_embeddings=["int4"])
+    return replace(cfg, space=space)
+
+
+def tied_embedding_levers(space: Any) -> dict[str, str]:
+    """The ort_genai int4 lever values of `space` its builder cannot honour on a checkpoint with tied embeddings
+    (`autoopt.space.validity.tied_embeddings_problem`), by knob, each with the reason it is replaced."""
+    out: dict[str, str] = {}
+    if "ort_genai" not in space.engine or "int4" not in space.quant:
+        return out
+    if "int8" in space.quant_lm_head:
+        out["quant_lm_head"] = ("quant_lm_head=int8 on a checkpoint with tied embeddings (onnxruntime-genai's builder "
+                                "writes a graph that does not load); the lm_head is searched as the body or fp32")
+    if space.quant_embeddings != ["int4"]:
+        out["quant_embeddings"] = ("quant_embeddings other than int4 on a checkpoint with tied embeddings "
+                                   "(onnxruntime-genai's builder quantizes the tied table with the int4 body)")
+    return out
 
 
 def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:

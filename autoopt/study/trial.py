@@ -105,7 +105,8 @@ def _run(
     record.write(trial)
     name = f"trial {trial.number} · {record.label}"
 
-    problem = candidate_problem(candidate, prep.target, prep.model.architecture)
+    problem = candidate_problem(candidate, prep.target, prep.model.architecture,
+                                tied_embeddings=prep.model.tied_embeddings)
     if problem:
         return _prune(study, trial, record, problem, name)
 

@@ -224,3 +224,49 @@ def test_lever_builds_load_and_change_the_logits(builds):
     assert all(np.isfinite(v).all() for v in logits.values())
     assert np.abs(logits["lm_fp32"] - logits["default"]).max() > 0
     assert np.abs(logits["emb_int4"] - logits["default"]).max() > 0
+
+
+# --- a checkpoint with tied embeddings (Qwen2.5 up to 3B) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tied_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path_factory.mktemp("tied") / "model"
+    shutil.copytree(tiny_model, out)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    model.config.tie_word_embeddings = True
+    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
+    for weights in out.glob("*.safetensors"):
+        weights.unlink()
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.mark.slow
+def test_on_tied_embeddings_the_lookup_reads_the_int4_lm_heads_table_and_fp32_embeddings_are_refused(
+    tied_model: Path, tiny_model: Path, tmp_path: Path
+):
+    from autoopt.config.schema import CandidateConfig
+    from autoopt.models.source import ResolvedModel
+    from autoopt.space.validity import tied_embeddings_problem
+
+    assert ResolvedModel("tied", tied_model, "k").tied_embeddings
+    assert not ResolvedModel("untied", tiny_model, "k").tied_embeddings
+    run_genai_build(tied_model, tmp_path / "shared", precision="int4", execution_provider="cpu", embeddings="int4")
+    run_genai_build(tied_model, tmp_path / "own", precision="int4", execution_provider="cpu", embeddings="int4",
+                    lm_head="fp32")
+
+    assert _ops(tmp_path / "shared", "/model/embed_tokens/") == ["Reshape", "GatherBlockQuantized"]
+    assert _ops(tmp_path / "own", "/model/embed_tokens/") == ["GatherBlockQuantized"]
+    assert _ops(tmp_path / "own", "/lm_head/") == ["MatMul"]
+    with pytest.raises(RuntimeError, match="the checkpoint ties its embeddings, so embeddings=fp32 was ignored"):
+        check_levers(tmp_path / "shared" / "model.onnx", resolve_levers("int4", "cpu"))
+    refused = [tied_embeddings_problem(CandidateConfig(engine="ort_genai", quant="int4", **kw))
+               for kw in ({}, {"quant_lm_head": "int8", "quant_embeddings": "int4"})]
+    assert "quant_embeddings=fp32 would be ignored" in refused[0] and "quant_lm_head=int8" in refused[1]
+    assert tied_embeddings_problem(CandidateConfig(engine="ort_genai", quant="int4", quant_embeddings="int4")) is None

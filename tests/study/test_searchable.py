@@ -17,6 +17,10 @@ def _cfg(target: TargetConfig, engines: list[str]) -> SweepConfig:
                        cache_dir="unused", workspace="unused")
 
 
+def _prep(target: TargetConfig, tied: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(target=target, model=SimpleNamespace(tied_embeddings=tied))
+
+
 def _target(**kw: object) -> TargetConfig:
     return TargetConfig(**{"name": "t", "memory_gb": 8.0, "cores": 2, "price_per_hour": 0.1, "price_source": "test",
                            **kw})
@@ -26,7 +30,7 @@ def test_engines_the_target_lacks_leave_the_space_with_a_logged_reason(caplog: p
     target = _target(engines=["torch", "ort"])
     cfg = _cfg(target, ["torch", "ort", "ort_tensorrt"])
 
-    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+    narrowed = searchable(cfg, _prep(target))  # type: ignore[arg-type]
 
     assert narrowed.space.engine == ["torch", "ort"]
     assert cfg.space.engine == ["torch", "ort", "ort_tensorrt"]  # the caller's config is left as it was
@@ -37,7 +41,7 @@ def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep() -> None:
     target = _target(engines=["torch"])
 
     with pytest.raises(SweepError, match="no engine of space=s can be measured here"):
-        searchable(_cfg(target, ["ort_genai"]), SimpleNamespace(target=target))  # type: ignore[arg-type]
+        searchable(_cfg(target, ["ort_genai"]), _prep(target))  # type: ignore[arg-type]
 
 
 def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_reason(
@@ -47,14 +51,14 @@ def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_r
     cfg = _cfg(target, ["torch", "ort"])
     cfg.space.quant = ["none", "bf16", "fp16", "int8_dynamic", "fp8"]
 
-    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+    narrowed = searchable(cfg, _prep(target))  # type: ignore[arg-type]
 
     assert narrowed.space.quant == ["none", "fp16", "int8_dynamic"]
     assert narrowed.space.engine == ["torch", "ort"]
     assert "not searched here: quant=bf16 needs bf16, which target=t does not support" in caplog.text
     assert "quant=fp8 needs fp8" in caplog.text
     no_fp32 = _target(engines=["torch"], precisions=["int8"])  # the reference's own trial reports that one
-    assert searchable(_cfg(no_fp32, ["torch"]), SimpleNamespace(target=no_fp32)).space.quant == ["none"]  # type: ignore[arg-type]
+    assert searchable(_cfg(no_fp32, ["torch"]), _prep(no_fp32)).space.quant == ["none"]  # type: ignore[arg-type]
 
 
 def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(caplog: pytest.LogCaptureFixture) -> None:
@@ -63,9 +67,29 @@ def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(c
     cfg.space.serving_mix_lengths = [False, True]
     cfg.workload.prompt_lengths = [128, 128]
 
-    narrowed = searchable(cfg, SimpleNamespace(target=target))  # type: ignore[arg-type]
+    narrowed = searchable(cfg, _prep(target))  # type: ignore[arg-type]
 
     assert narrowed.space.serving_mix_lengths == [False]
     assert "not searched here: serving_mix_lengths=true changes nothing where every prompt has one length" in caplog.text
     cfg.workload.prompt_lengths = [64, 128]
-    assert searchable(cfg, SimpleNamespace(target=target)).space.serving_mix_lengths == [False, True]  # type: ignore[arg-type]
+    assert searchable(cfg, _prep(target)).space.serving_mix_lengths == [False, True]  # type: ignore[arg-type]
+
+
+def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builder_honours(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _target(engines=["torch", "ort_genai"])
+    cfg = _cfg(target, ["torch", "ort_genai"])
+    cfg.space.quant = ["none", "int4"]
+    cfg.space.quant_lm_head = ["same", "fp32", "int8"]
+    cfg.space.quant_embeddings = ["fp32", "int4"]
+
+    narrowed = searchable(cfg, _prep(target, tied=True)).space  # type: ignore[arg-type]
+
+    assert (narrowed.quant_lm_head, narrowed.quant_embeddings) == (["same", "fp32"], ["int4"])
+    assert "not searched here: quant_lm_head=int8 on a checkpoint with tied embeddings" in caplog.text
+    assert searchable(cfg, _prep(target)).space.quant_lm_head == ["same", "fp32", "int8"]  # type: ignore[arg-type]
+    cfg.space.quant_lm_head = ["int8"]  # the default space's
+    assert searchable(cfg, _prep(target, tied=True)).space.quant_lm_head == ["same"]  # type: ignore[arg-type]
+    cfg.space.quant = ["none"]  # no ort_genai int4 candidate: nothing to narrow
+    assert searchable(cfg, _prep(target, tied=True)) is cfg  # type: ignore[arg-type]
