@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, StaticCache
 
 from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.stream import KVOps, PaddedStream
@@ -127,7 +128,14 @@ class TorchEngine(Engine):
         # A named attention backend needs HF's SDPA attention (transformers' default, but a model's config may pick
         # another); `auto` loads the model exactly as the reference does.
         extra = {"attn_implementation": "sdpa"} if settings["attn_backend"] != "auto" else {}
-        model = AutoModelForCausalLM.from_pretrained(artifact, dtype=getattr(torch, settings["dtype"]), **extra)
+        model, info = AutoModelForCausalLM.from_pretrained(
+            artifact, dtype=getattr(torch, settings["dtype"]), output_loading_info=True, **extra
+        )
+        if missing := sorted(info["missing_keys"]):
+            # transformers fills them with random values and says so only in a log line
+            raise ConfigError(f"{artifact} lacks weights the model needs ({', '.join(missing[:4])}"
+                              f"{f' and {len(missing) - 4} more' if len(missing) > 4 else ''}); transformers would "
+                              "fill them with random values, so every figure measured from it would be noise")
         model.eval()
         if settings["quantize_dynamic_int8"]:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
