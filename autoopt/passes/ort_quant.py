@@ -8,10 +8,12 @@ wrote, since the quantizers skip nodes or options silently.
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import onnx
+from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, matmul_nbits_quantizer, quantize_dynamic
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -26,39 +28,80 @@ _ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits compute type: 0 unset, 1 fp32,
 
 def run_ort_int8_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None:
     copy_side_files(src, dst)
-    quantize_dynamic(
-        src / MODEL_FILE,
-        dst / MODEL_FILE,
-        op_types_to_quantize=["MatMul"],
-        per_channel=per_channel,
-        weight_type=QuantType.QInt8,
-        use_external_data_format=needs_external_data(src),
-    )
-    ops = Counter(node.op_type for node in onnx.load(dst / MODEL_FILE, load_external_data=False).graph.node)
+    with tempfile.TemporaryDirectory(prefix="ort_quant_") as work:
+        quantize_dynamic(
+            _weights_as_initializers(src, Path(work)),
+            dst / MODEL_FILE,
+            op_types_to_quantize=["MatMul"],
+            per_channel=per_channel,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=needs_external_data(src),
+        )
+    graph = onnx.load(dst / MODEL_FILE, load_external_data=False).graph
+    ops = Counter(node.op_type for node in graph.node)
     if ops["MatMulInteger"] + ops["DynamicQuantizeMatMul"] == 0:
         raise RuntimeError(f"ort_int8_dynamic quantized no MatMul in {src / MODEL_FILE}")
+    _verify_no_float_weights_left(graph, "ort_int8_dynamic")
 
 
 def run_ort_weight_only(
     src: Path, dst: Path, bits: int = 4, block_size: int = 32, accuracy_level: int = 4, symmetric: bool = True
 ) -> None:
     _check_weight_only_settings(bits, block_size, accuracy_level)
-    quantizer = MatMulNBitsQuantizer(
-        str(src / MODEL_FILE),
-        bits=bits,
-        block_size=block_size,
-        is_symmetric=symmetric,
-        accuracy_level=accuracy_level,
-        op_types_to_quantize=("MatMul",),
-    )
-    quantizer.process()
+    with tempfile.TemporaryDirectory(prefix="ort_quant_") as work:
+        quantizer = MatMulNBitsQuantizer(
+            str(_weights_as_initializers(src, Path(work))),
+            bits=bits,
+            block_size=block_size,
+            is_symmetric=symmetric,
+            accuracy_level=accuracy_level,
+            op_types_to_quantize=("MatMul",),
+        )
+        quantizer.process()
     copy_side_files(src, dst)
     quantizer.model.save_model_to_file(
         str(dst / MODEL_FILE), use_external_data_format=needs_external_data(src)
     )
-    _verify_matmul_nbits(
-        onnx.load(dst / MODEL_FILE, load_external_data=False), bits, block_size, accuracy_level, symmetric
-    )
+    graph = onnx.load(dst / MODEL_FILE, load_external_data=False)
+    _verify_matmul_nbits(graph, bits, block_size, accuracy_level, symmetric)
+    _verify_no_float_weights_left(graph.graph, "ort_weight_only")
+
+
+def _weights_as_initializers(src: Path, work: Path) -> Path:
+    """`src`'s model, or a copy in `work` in which each MatMul weight read through a Transpose of an initializer is an
+    initializer of its own. The export writes a tied lm_head as MatMul(x, Transpose(embedding table)), which the
+    quantizers skip; untied, the lm_head is quantized like the others and the lookup keeps the float table."""
+    model = onnx.load(src / MODEL_FILE)
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    transposed = {n.output[0]: n for n in graph.node if n.op_type == "Transpose" and n.input[0] in initializers}
+    readers = Counter(name for n in graph.node for name in n.input)
+    folded = []
+    for node in graph.node:
+        transpose = transposed.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
+        if transpose is None or len(initializers[transpose.input[0]].dims) != 2:
+            continue
+        name = f"{transpose.input[0]}.transposed_for_{node.name}"
+        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[transpose.input[0]]).T, name))
+        readers[node.input[1]] -= 1
+        node.input[1] = name
+        folded.append(transpose)
+    if not folded:
+        return src / MODEL_FILE
+    for transpose in folded:
+        if readers[transpose.output[0]] == 0 and transpose in graph.node:
+            graph.node.remove(transpose)
+    out = work / MODEL_FILE
+    onnx.save(model, out, save_as_external_data=True, location=f"{MODEL_FILE}.data")
+    return out
+
+
+def _verify_no_float_weights_left(graph: onnx.GraphProto, name: str) -> None:
+    """Fail if a MatMul still multiplies by a float initializer: a weight the quantizer skipped."""
+    floats = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
+    left = [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in floats]
+    if left:
+        raise RuntimeError(f"{name} left {len(left)} MatMul weight(s) in float: {', '.join(left[:3])}")
 
 
 def _check_weight_only_settings(bits: int, block_size: int, accuracy_level: int) -> None:

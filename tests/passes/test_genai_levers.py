@@ -229,24 +229,6 @@ def test_lever_builds_load_and_change_the_logits(builds):
 # --- a checkpoint with tied embeddings (Qwen2.5 up to 3B) ----------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tied_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import shutil
-
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("tied") / "model"
-    shutil.copytree(tiny_model, out)
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    model.config.tie_word_embeddings = True
-    model.lm_head.weight = torch.nn.Parameter(model.model.embed_tokens.weight.detach().clone())
-    for weights in out.glob("*.safetensors"):
-        weights.unlink()
-    model.save_pretrained(out)
-    return out
-
-
 @pytest.mark.slow
 def test_on_tied_embeddings_the_lookup_reads_the_int4_lm_heads_table_and_fp32_embeddings_are_refused(
     tied_model: Path, tiny_model: Path, tmp_path: Path

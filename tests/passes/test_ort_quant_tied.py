@@ -1,0 +1,53 @@
+"""ONNX Runtime quantization of a checkpoint with tied embeddings: the export reads the lm_head's weight through a
+Transpose of the embedding table, which the quantizers skipped, leaving the largest matrix in float under an
+'int4' or 'int8' label. The passes now quantize it like every other weight, and fail if any MatMul weight is
+left in float."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from autoopt.passes.onnx_export import run_onnx_export
+from autoopt.passes.ort_quant import _weights_as_initializers, run_ort_int8_dynamic, run_ort_weight_only
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def exported(tied_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("tied_onnx")
+    run_onnx_export(tied_model, out)
+    return out
+
+
+def _ops(folder: Path) -> Counter[str]:
+    return Counter(n.op_type for n in onnx.load(folder / "model.onnx", load_external_data=False).graph.node)
+
+
+def test_every_matmul_weight_of_a_tied_checkpoint_is_quantized(exported: Path, tmp_path: Path) -> None:
+    layers = 2  # tiny_random_model's; 7 projections each, plus the lm_head
+    for name, run, op in (("w4", lambda d: run_ort_weight_only(exported, d, bits=4), "MatMulNBits"),
+                          ("w8", lambda d: run_ort_weight_only(exported, d, bits=8), "MatMulNBits"),
+                          ("dyn", lambda d: run_ort_int8_dynamic(exported, d), "MatMulInteger")):
+        (tmp_path / name).mkdir()
+        run(tmp_path / name)
+        assert _ops(tmp_path / name)[op] == 7 * layers + 1, name
+
+
+def test_untying_the_lm_head_weight_leaves_the_logits_as_they_were(exported: Path, tmp_path: Path) -> None:
+    untied = _weights_as_initializers(exported, tmp_path)
+    assert untied != exported / "model.onnx"
+    session = ort.InferenceSession(str(exported / "model.onnx"))
+    feeds = {"input_ids": np.array([[5, 17, 42]], dtype=np.int64), "attention_mask": np.ones((1, 3), dtype=np.int64)}
+    for i in session.get_inputs():
+        if i.name.startswith("past"):  # (batch, kv heads, past length, head dim): an empty cache
+            feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), dtype=np.float32)
+    before = session.run(["logits"], feeds)[0]
+    after = ort.InferenceSession(str(untied)).run(["logits"], feeds)[0]
+    assert np.array_equal(before, after)
