@@ -121,6 +121,22 @@ def test_torch_settings_go_into_transformers_files_and_torch_runtime_json(
     assert json.loads((folder / "generation_config.json").read_text())["cache_implementation"] == "static"
 
 
+def test_a_torch_bundle_generates_greedily_as_measured_whatever_the_checkpoint_suggests(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    shutil.copytree(tiny_model, source)
+    suggested = {"eos_token_id": [3, 0], "do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                 "repetition_penalty": 1.1}
+    (source / "generation_config.json").write_text(json.dumps(suggested))
+
+    folder = _bundle_copy(source, tmp_path / "bundle", CandidateConfig(engine="torch"), RUNTIME)
+
+    generation = json.loads((folder / "generation_config.json").read_text())
+    assert generation == {"eos_token_id": [3, 0], "do_sample": False, "num_beams": 1, "repetition_penalty": 1.0,
+                          "no_repeat_ngram_size": 0}
+
+
 def test_loading_a_written_folder_with_other_settings_says_which_differ(
     tiny_model: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -96,6 +96,11 @@ def runtime_settings(candidate: CandidateConfig, runtime: RuntimeOptions) -> dic
     }
 
 
+# What autoopt measures and decodes with: the argmax at every step.
+_GREEDY = {"do_sample": False, "num_beams": 1, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+_SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
+
+
 class TorchEngine(Engine):
     name = "torch"
 
@@ -147,8 +152,9 @@ class TorchEngine(Engine):
     @classmethod
     def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
         """`torch_runtime.json` (threads, dtype, dynamic int8, device, KV layout, static cache length), plus
-        transformers' own files: `config.json` `dtype` (what `dtype="auto"` loads) and
-        `generation_config.json` `cache_implementation` (what `model.generate` uses)."""
+        transformers' own files: `config.json` `dtype` (what `dtype="auto"` loads) and `generation_config.json`
+        (what `model.generate` uses): `cache_implementation`, and greedy decoding as measured, without the
+        checkpoint's repetition penalty or sampling settings."""
         folder = Path(folder)
         settings = runtime_settings(candidate, runtime)
         (folder / RUNTIME_FILE).write_text(json.dumps(settings, indent=2) + "\n")
@@ -157,7 +163,9 @@ class TorchEngine(Engine):
         (folder / _HF_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         generation_path = folder / _GENERATION_CONFIG
         generation = json.loads(generation_path.read_text()) if generation_path.exists() else {}
-        generation["do_sample"] = False
+        for key in _SAMPLING_KEYS:  # a checkpoint's sampling defaults; `generate` warns about them under greedy
+            generation.pop(key, None)
+        generation.update(_GREEDY)
         if settings["kv_cache"] == "static":
             generation["cache_implementation"] = "static"
         else:
