@@ -108,7 +108,11 @@ def _run_step_cached(step: PassStep, src: Path, dst: Path) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         t0 = time.perf_counter()
-        pass_function(step.name)(src, tmp, **step.settings)
+        try:
+            pass_function(step.name)(src, tmp, **step.settings)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed build is recorded with its trial, not kept
+            raise
         meta = {"pass": step.name, "settings": step.settings, "seconds": time.perf_counter() - t0, "source": str(src)}
         (tmp / _META).write_text(json.dumps(meta, indent=2, default=str))
         tmp.rename(dst)

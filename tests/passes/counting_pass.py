@@ -9,7 +9,9 @@ from pathlib import Path
 RUNS_FILE = "runs.log"
 
 
-def run_counting(src: Path, dst: Path, tag: str = "", delay_s: float = 0.0, counter: str = "") -> None:
+def run_counting(
+    src: Path, dst: Path, tag: str = "", delay_s: float = 0.0, counter: str = "", fail: bool = False
+) -> None:
     time.sleep(delay_s)
     for f in src.iterdir():
         if f.is_file():
@@ -19,3 +21,5 @@ def run_counting(src: Path, dst: Path, tag: str = "", delay_s: float = 0.0, coun
     if counter:
         with open(counter, "a") as log:
             log.write("run\n")
+    if fail:
+        raise RuntimeError("the counting pass was asked to fail")

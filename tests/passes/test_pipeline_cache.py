@@ -85,6 +85,13 @@ def test_an_incomplete_entry_is_rebuilt(model: Path, tmp_path: Path) -> None:
     assert "seconds" in json.loads(meta.read_text())
 
 
+def test_a_failed_build_leaves_nothing_in_the_cache(model: Path, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="asked to fail"):
+        run_pipeline(model, "m", [PassStep("counting", {"fail": True})], tmp_path / "cache")
+
+    assert [p.name for p in (tmp_path / "cache" / "builds").iterdir() if not p.name.endswith(".lock")] == []
+
+
 def _install_fake_distribution(site: Path, distribution: str, module: str, version: str) -> None:
     """A distribution named `distribution` that provides the import package `module` (as onnxruntime-gpu provides
     onnxruntime, and onnxruntime-genai-cuda onnxruntime_genai)."""
