@@ -39,9 +39,10 @@ class LoadedBundle:
     runtime: RuntimeOptions
     engine: Engine
     tokenizer: Tokenizer
+    end_ids: frozenset[int]  # `end_of_text_ids`
 
     def generate_text(self, prompt: str, max_new_tokens: int = 32) -> str:
-        """Greedy completion of `prompt`, cut at the first special token (end of text)."""
+        """Greedy completion of `prompt`, cut at the first end-of-text token (`end_ids`)."""
         ids = self.tokenizer.encode(prompt).ids
         if not ids:
             raise ValueError("the prompt is empty after tokenization; give at least one character")
@@ -52,12 +53,11 @@ class LoadedBundle:
                 f"bundle's max_length {self.runtime.max_length}; load it with a max_length of {needed} or more "
                 "(python -m autoopt.serve --max-length, or load_bundle(..., max_length=))"
             )
-        special = {i for i, token in self.tokenizer.get_added_tokens_decoder().items() if token.special}
         completion = []
         # Stopping the iteration stops the engine: generation past the end of text is never run.
         for step in self.engine.generate(np.asarray([ids], dtype=np.int64), max_new_tokens):
             token = int(step[0])
-            if token in special:
+            if token in self.end_ids:
                 break
             completion.append(token)
         return self.tokenizer.decode(completion)
@@ -111,6 +111,22 @@ def model_context_length(folder: Path) -> int | None:
     return None
 
 
+def end_of_text_ids(folder: Path, tokenizer: Tokenizer) -> frozenset[int]:
+    """The tokens a reply ends at: the tokenizer's special tokens and every `eos_token_id` the model folder declares
+    (`generation_config.json`, onnxruntime-genai's `genai_config.json`, `config.json`; one id or a list), as
+    `model.generate` stops at them."""
+    ids = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    for name, keys in (("generation_config.json", ()), ("genai_config.json", ("model",)), ("config.json", ())):
+        try:
+            value: Any = json.loads((folder / name).read_text())
+            for key in (*keys, "eos_token_id"):
+                value = value[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        ids.update(v for v in (value if isinstance(value, list) else [value]) if isinstance(v, int))
+    return frozenset(ids)
+
+
 def runtime_env_missing(manifest: dict[str, Any]) -> dict[str, str]:
     """The manifest's process environment (allocator settings read at process start) that this process
     lacks; empty when the process already runs as the measurement did."""
@@ -161,4 +177,5 @@ def load_bundle(
     recorded = {rel[len(prefix):]: sha for rel, sha in manifest.get("files", {}).items() if rel.startswith(prefix)}
     cls.read_compiled_graphs(path / MODEL_DIR, recorded)
     engine = cls.load(path / MODEL_DIR, candidate, runtime)
-    return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer)
+    return LoadedBundle(path, manifest, candidate, runtime, engine, tokenizer,
+                        end_of_text_ids(path / MODEL_DIR, tokenizer))

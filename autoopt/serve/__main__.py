@@ -147,7 +147,7 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     seconds = bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine))
     print(f"warmed up every prompt length of the measured workload at batch 1..{cfg.max_batch} in {seconds:.1f}s",
           file=sys.stderr)
-    model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length)
+    model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length, bundle.end_ids)
     print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
           f"policy {cfg.policy}, {cfg.batching} batching) on http://{args.host}:{args.port}/v1", file=sys.stderr)
     serve(model, cfg, args.host, args.port, log_level=args.log_level)

@@ -53,6 +53,7 @@ class Servable(Protocol):
     tokenizer: Tokenizer
     model_name: str
     max_length: int  # longest prompt + completion, in tokens
+    end_ids: frozenset[int]  # tokens a reply ends at besides the tokenizer's special ones (eos_token_id lists)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ServedModel:
     tokenizer: Tokenizer
     model_name: str
     max_length: int
+    end_ids: frozenset[int] = frozenset()  # tokens a reply ends at besides the tokenizer's special ones
 
 
 class ApiError(Exception):
@@ -280,7 +282,7 @@ class _Server:
                                     on_batch=self.metrics.batch_done)
         self.special = frozenset(
             i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
-        )
+        ) | model.end_ids
         self.vocab = model.tokenizer.get_vocab_size()
         self.ids = itertools.count(1)
         self.created = int(time.time())

@@ -148,6 +148,18 @@ def test_a_stop_string_stops_the_engine_generating_its_row(served: ServedModel) 
     assert engine.steps - steps <= stopped["usage"]["completion_tokens"] + 1 < 40  # one step after it, at most
 
 
+def test_a_reply_ends_at_an_eos_token_id_the_model_declares_that_is_not_special(served: ServedModel) -> None:
+    ids = served.tokenizer.encode(PROMPT).ids
+    greedy = [int(t[0]) for t in served.engine.generate(np.asarray([ids], dtype=np.int64), 6)]
+    end = greedy[3]  # an ordinary token the model's generation_config could list as an eos_token_id
+    model = ServedModel(served.engine, served.tokenizer, "tiny", MAX_LENGTH, frozenset({end}))
+    with ServerThread(create_app(model, ServingConfig(max_batch=1, max_queue_delay_ms=0.0))) as running:
+        reply = httpx.post(running.url + "/v1/completions", json={"prompt": PROMPT, "max_tokens": 6}, timeout=30).json()
+    choice = reply["choices"][0]
+    assert choice["finish_reason"] == "stop" and reply["usage"]["completion_tokens"] == greedy.index(end)
+    assert choice["text"] == served.tokenizer.decode(greedy[: greedy.index(end)])
+
+
 def test_a_stream_asked_for_its_usage_ends_with_it(client: openai.OpenAI) -> None:
     chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, stream=True,
                                             stream_options={"include_usage": True}))
