@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except Stopped as e:
-        print(f"stopped ({e}): the trials that finished are in the study, the one in flight is recorded as "
+        print(f"stopped ({e}): the trials that finished are in the study, a trial in flight is recorded as "
               f"interrupted; the same command goes on with the study", file=sys.stderr)
         sys.exit(128 + e.signum)
     print_outcome(outcome, sweep)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -20,6 +21,9 @@ class Stopped(Exception):
         self.cut_off = False
 
 
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signum)
 
@@ -30,9 +34,27 @@ def stopping_on_signals() -> Iterator[None]:
     a trial's job), so the stack unwinds: SIGTERM's default action would end the process first (ort_genai's staged
     folder beside a bundle's model would stay behind, a sweep's trial would stay RUNNING in the study), and SIGINT's
     prints a traceback."""
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, _stop) for sig in _STOPPING}
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (then act as the handlers outside it say): for cleanup that a
+    second signal must not cut short. Only in the main thread, where Python runs signal handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in _STOPPING}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught[:1]:
+            signal.raise_signal(signum)

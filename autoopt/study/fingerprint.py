@@ -66,6 +66,11 @@ def check_space(study: optuna.Study, space: Any) -> None:
         choices = param_choices(space, param)
         if choices is not None and tuple(choices) != tuple(distribution.choices):
             changed.append(f"{param} {list(distribution.choices)} -> {choices}")
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # enqueued: no distributions yet
+        for param, value in trial.system_attrs.get("fixed_params", {}).items():
+            choices = param_choices(space, param)
+            if choices is not None and value not in choices:
+                changed.append(f"queued trial {trial.number} fixes {param}={value!r}, not one of {choices}")
     if changed:
         raise ConfigError(
             f"study {study.study_name} searched other choices ({'; '.join(changed)}), and a study's choices are "

@@ -39,6 +39,13 @@ class TrialRecord:
             trial.set_user_attr(f.name, value)
 
     @staticmethod
+    def interrupted(trial: optuna.Trial, reason: str) -> None:
+        """Mark the running `trial` as stopped from outside: its `reason` set, its candidate key cleared, so that it
+        is not held against its candidate (`Known.of` skips it)."""
+        trial.set_user_attr("key", None)
+        trial.set_user_attr("reason", reason)
+
+    @staticmethod
     def present(trial: optuna.trial.FrozenTrial) -> bool:
         """Whether autoopt wrote a record on `trial` (a trial asked by another tool has none)."""
         return "candidate" in trial.user_attrs

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 
 from autoopt import pareto
 from autoopt.bench.profile import format_profile
@@ -31,7 +32,7 @@ from autoopt.study.fingerprint import check_fingerprint, check_reference, check_
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
-from autoopt.study.trial import Known, TrialOutcome, feasible, run_trial
+from autoopt.study.trial import INTERRUPTED, Known, TrialOutcome, feasible, run_trial
 from autoopt.study.warm import AUTO, check_named, warm_start_params
 from autoopt.tracking.mlflow_tracker import Tracker
 
@@ -83,6 +84,13 @@ def _study_names(storage: str) -> list[str]:
                           "e.g. sqlite:////abs/path/optuna.db, or leave it empty for the workspace's") from None
 
 
+def _reference_interrupted(storage: str, name: str) -> bool:
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    first = trials[0] if trials else None
+    return (first is not None and first.state == TrialState.FAIL
+            and str(first.user_attrs.get("reason", "")).startswith(INTERRUPTED))
+
+
 def study_storage(cfg: SweepConfig, workspace: Path) -> str:
     return cfg.study.storage or f"sqlite:///{workspace / 'optuna.db'}"
 
@@ -94,6 +102,11 @@ def open_study(
     storage = study_storage(cfg, workspace)
     with sqlite_store_lock(storage):  # two sweeps started at once: one creates the store, then the other
         new = name not in _study_names(storage)
+        if not new and _reference_interrupted(storage, name):
+            optuna.delete_study(study_name=name, storage=storage)
+            log.warning("study %s was stopped during its fp32 reference (trial 0), before anything was measured: "
+                        "starting it anew", name)
+            new = True
         # before the study exists, so that a bad study name in search.warm_start leaves nothing behind
         sources, warm = (warm_start_params(storage, cfg.search.warm_start, cfg.space, name, prep.model.key)
                          if new else ([], []))
@@ -123,21 +136,22 @@ def open_study(
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
-    quants whose precision the target has; and to what changes something under the workload (mixing prompt lengths
-    only where it has several); each value left out logged with its reason (the study's fingerprint records the
-    target and the libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
+    quants whose precision the target has; to what changes something under the workload (mixing prompt lengths
+    only where it has several); and, on a checkpoint with tied embeddings, to the ort_genai int4 levers its builder
+    honours. Each value left out is logged with its reason (the study's fingerprint records the target and the
+    libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
-    inert = inert_under_workload(cfg.space.serving_mix_lengths, cfg.workload)
-    tied = tied_embedding_levers(cfg.space) if prep.model.tied_embeddings else {}
-    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else []), *tied.values()]:
-        log.warning("not searched here: %s", reason)
     kept = [engine for engine in cfg.space.engine if engine not in dropped]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
+    space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
+    inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
+    tied = tied_embedding_levers(space) if prep.model.tied_embeddings else {}
+    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else []), *tied.values()]:
+        log.warning("not searched here: %s", reason)
     if not dropped and not quants and not inert and not tied:
         return cfg
-    space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
     if inert:
         space = replace(space, serving_mix_lengths=[False])
     if "quant_lm_head" in tied:
@@ -155,7 +169,7 @@ def tied_embedding_levers(space: Any) -> dict[str, str]:
         return out
     if "int8" in space.quant_lm_head:
         out["quant_lm_head"] = ("quant_lm_head=int8 on a checkpoint with tied embeddings (onnxruntime-genai's builder "
-                                "writes a graph that does not load); the lm_head is searched as the body or fp32")
+                                "writes a graph that does not load)")
     if space.quant_embeddings != ["int4"]:
         out["quant_embeddings"] = ("quant_embeddings other than int4 on a checkpoint with tied embeddings "
                                    "(onnxruntime-genai's builder quantizes the tied table with the int4 body)")

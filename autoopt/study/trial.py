@@ -15,6 +15,7 @@ from autoopt.config.knobs import label
 from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.jobs.launch import JobFailed, Launcher
 from autoopt.jobs.prepare import Prepared
+from autoopt.signals import signals_held
 from autoopt.space.sample import sample
 from autoopt.space.validity import candidate_problem
 from autoopt.study.objectives import constraints, objective_labels, objectives
@@ -75,20 +76,27 @@ def run_trial(
     launcher: Launcher,
     progress: SweepProgress | None = None,
 ) -> TrialOutcome:
-    trial = study.ask()
+    trial = None
     try:
+        trial = study.ask()
         return _run(study, trial, prep, cfg, known, launcher, progress)
     except BaseException as e:  # a signal (autoopt.signals.Stopped), Ctrl-C, a bug: the trial must not stay RUNNING
-        interrupted(study, trial, e)
+        if trial is not None:
+            interrupted(study, trial, e)
         raise
 
 
+INTERRUPTED = "interrupted"
+
+
 def interrupted(study: optuna.Study, trial: optuna.Trial, error: BaseException) -> None:
-    """Record `trial` as failed by what stopped the sweep, without its candidate key: not a failure of the candidate,
-    so a later run proposes it again."""
-    trial.set_user_attr("key", None)
-    trial.set_user_attr("reason", f"interrupted: {type(error).__name__}: {error}".removesuffix(": "))
-    study.tell(trial, state=TrialState.FAIL)
+    """Record `trial`, if it is still running, as failed by what stopped the sweep: not a failure of its candidate,
+    so a later run proposes it again. A trial already told (the signal came after) is left as it was."""
+    if study.get_trials(deepcopy=False)[trial.number].state != TrialState.RUNNING:
+        return
+    with signals_held():  # a second Ctrl-C here would leave the trial RUNNING
+        TrialRecord.interrupted(trial, f"{INTERRUPTED}: {type(error).__name__}: {error}".removesuffix(": "))
+        study.tell(trial, state=TrialState.FAIL)
 
 
 def _run(

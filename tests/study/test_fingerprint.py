@@ -86,3 +86,12 @@ def test_parameters_of_engines_or_knobs_that_no_longer_exist_are_not_compared() 
                                                   values=[1.0, 1.0, 0.0]))
 
     check_space(study, space)
+
+
+def test_a_queued_trial_fixing_a_value_the_space_no_longer_offers_is_refused_too() -> None:
+    study = _study()
+    study.enqueue_trial({"engine": "ort_genai", "ort_genai.quant": "int4"})
+
+    check_space(study, SpaceConfig(name="s", engine=["torch", "ort_genai"], quant=["none", "int4"]))
+    with pytest.raises(ConfigError, match=r"queued trial 0 fixes ort_genai.quant='int4', not one of \['none'\]"):
+        check_space(study, SpaceConfig(name="s", engine=["torch", "ort_genai"], quant=["none", "int8_dynamic"]))

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
-
 
 def _trial_in_flight(storage: str, proc: subprocess.Popen[str], timeout_s: float = 300.0) -> int:
     """The number of a trial after the reference that stays RUNNING for two polls a second apart (being built or
@@ -38,6 +36,7 @@ def _trial_in_flight(storage: str, proc: subprocess.Popen[str], timeout_s: float
     raise AssertionError("no trial after the reference was measured in time")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_records_the_trial_in_flight_as_interrupted_and_exits_in_one_line(
     tmp_path: Path, cache_dir: Path, signum: int
@@ -68,3 +67,24 @@ def test_a_signal_records_the_trial_in_flight_as_interrupted_and_exits_in_one_li
     parents = [r for r in client.search_runs([experiment.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
     assert [r.info.status for r in parents] == ["KILLED"]
     assert children and not any(Path(f"/proc/{pid}").exists() for pid in children)
+
+
+def test_a_study_stopped_during_its_reference_starts_anew_and_a_late_signal_leaves_a_told_trial_alone(
+    tmp_path: Path,
+) -> None:
+    import optuna
+
+    from autoopt.signals import Stopped
+    from autoopt.study.runner import _reference_interrupted
+    from autoopt.study.trial import interrupted
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, directions=["minimize"] * 3)
+    trial = study.ask()
+    interrupted(study, trial, Stopped(signal.SIGINT))
+    assert _reference_interrupted(storage, "s")
+
+    done = study.ask()
+    study.tell(done, [1.0, 1.0, 0.0])
+    interrupted(study, done, Stopped(signal.SIGTERM))  # the signal came after the tell: nothing to record
+    assert study.trials[1].state.name == "COMPLETE" and "reason" not in study.trials[1].user_attrs
