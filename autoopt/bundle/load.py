@@ -111,11 +111,15 @@ def model_context_length(folder: Path) -> int | None:
     return None
 
 
+def special_token_ids(tokenizer: Tokenizer) -> frozenset[int]:
+    return frozenset(i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special)
+
+
 def end_of_text_ids(folder: Path, tokenizer: Tokenizer) -> frozenset[int]:
     """The tokens a reply ends at: the tokenizer's special tokens and every `eos_token_id` the model folder declares
     (`generation_config.json`, onnxruntime-genai's `genai_config.json`, `config.json`; one id or a list), as
     `model.generate` stops at them."""
-    ids = {i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    ids = set(special_token_ids(tokenizer))
     for name, keys in (("generation_config.json", ()), ("genai_config.json", ("model",)), ("config.json", ())):
         try:
             value: Any = json.loads((folder / name).read_text())

@@ -110,9 +110,9 @@ class CandidateConfig:
     quant_lm_head: str = knob("same", "lm_head under an int4 body: quantized the same, kept fp32, or int8",
                               ("ort_genai",), ("same", "fp32", "int8"), quants=("int4",), label="head={value}",
                               show_default=False)
-    quant_embeddings: str = knob("fp32", "token embedding table kept float, or int4 (GatherBlockQuantized); "
-                                 "int4 only where the checkpoint ties its embeddings (with a quantized lm_head, "
-                                 "the lookup reads lm_head's table)",
+    quant_embeddings: str = knob("fp32", "token embedding table kept float, or int4 (GatherBlockQuantized); on a "
+                                 "checkpoint with tied embeddings only int4 (with a quantized lm_head the lookup "
+                                 "reads lm_head's table)",
                                  ("ort_genai",), ("fp32", "int4"), quants=("int4",), label="emb={value}",
                                  show_default=False)
     quant_mixed_layers: str = knob("none", "llama.cpp's sensitive layers (qkv/v/down of the first and last eighth, "

@@ -96,19 +96,17 @@ def resolve_model(model: ModelConfig, cache_dir: Path) -> ResolvedModel:
     return ResolvedModel(model.name, path, f"hf-{folder_fingerprint(path)}")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
-
-
 def check_hf_folder(path: Path) -> None:
     """Raise ConfigError, in one line, unless `path` declares a causal-LM class transformers knows and holds a
     tokenizer. Otherwise AutoModelForCausalLM would load a BertModel folder as BertLMHeadModel with a random
-    head, and AutoTokenizer would return an empty tokenizer that only fails later, as text too short."""
+    head, and AutoTokenizer would return an empty tokenizer that only fails later, as text too short. A bundle
+    serves with the fast tokenizer's `tokenizer.json`, so that is the file asked for."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     architecture = (json.loads((path / "config.json").read_text()).get("architectures") or ["?"])[0]
     if architecture not in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
         raise ConfigError(f"model.path={path} declares {architecture} (config.json's architectures), which is not a "
                           f"causal-LM class transformers knows (Qwen2ForCausalLM, LlamaForCausalLM, ...)")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        raise ConfigError(f"model.path={path} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
-                          f"checkpoint's tokenizer into the folder")
+    if not (path / "tokenizer.json").is_file():
+        raise ConfigError(f"model.path={path} has no tokenizer.json (the fast tokenizer a bundle serves with); save "
+                          f"the checkpoint's: AutoTokenizer.from_pretrained(<its source>).save_pretrained({str(path)!r})")

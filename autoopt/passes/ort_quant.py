@@ -28,7 +28,7 @@ _ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits compute type: 0 unset, 1 fp32,
 
 def run_ort_int8_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None:
     copy_side_files(src, dst)
-    with tempfile.TemporaryDirectory(prefix="ort_quant_") as work:
+    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
         quantize_dynamic(
             _weights_as_initializers(src, Path(work)),
             dst / MODEL_FILE,
@@ -48,7 +48,7 @@ def run_ort_weight_only(
     src: Path, dst: Path, bits: int = 4, block_size: int = 32, accuracy_level: int = 4, symmetric: bool = True
 ) -> None:
     _check_weight_only_settings(bits, block_size, accuracy_level)
-    with tempfile.TemporaryDirectory(prefix="ort_quant_") as work:
+    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
         quantizer = MatMulNBitsQuantizer(
             str(_weights_as_initializers(src, Path(work))),
             bits=bits,
@@ -68,38 +68,51 @@ def run_ort_weight_only(
 
 
 def _weights_as_initializers(src: Path, work: Path) -> Path:
-    """`src`'s model, or a copy in `work` in which each MatMul weight read through a Transpose of an initializer is an
-    initializer of its own. The export writes a tied lm_head as MatMul(x, Transpose(embedding table)), which the
-    quantizers skip; untied, the lm_head is quantized like the others and the lookup keeps the float table."""
-    model = onnx.load(src / MODEL_FILE)
+    """`src`'s model, or a copy in `work` in which each MatMul weight read through a Transpose of a 2-D initializer
+    is an initializer of its own. The export writes a tied lm_head as MatMul(x, Transpose(embedding table)), which
+    the quantizers skip; untied, the lm_head is quantized like the others and the lookup keeps the float table."""
+    model = onnx.load(src / MODEL_FILE, load_external_data=False)
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
-    transposed = {n.output[0]: n for n in graph.node if n.op_type == "Transpose" and n.input[0] in initializers}
-    readers = Counter(name for n in graph.node for name in n.input)
-    folded = []
-    for node in graph.node:
-        transpose = transposed.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) > 1 else None
-        if transpose is None or len(initializers[transpose.input[0]].dims) != 2:
-            continue
-        name = f"{transpose.input[0]}.transposed_for_{node.name}"
-        graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[transpose.input[0]]).T, name))
-        readers[node.input[1]] -= 1
-        node.input[1] = name
-        folded.append(transpose)
-    if not folded:
+    transposes = {
+        n.output[0]: n for n in graph.node
+        if n.op_type == "Transpose" and n.input[0] in initializers and len(initializers[n.input[0]].dims) == 2
+        and [list(a.ints) for a in n.attribute if a.name == "perm"] in ([], [[1, 0]])
+    }
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in transposes]
+    if not matmuls:
         return src / MODEL_FILE
-    for transpose in folded:
-        if readers[transpose.output[0]] == 0 and transpose in graph.node:
-            graph.node.remove(transpose)
+    onnx.load_external_data_for_model(model, str(src))
+    readers = Counter([*(name for n in graph.node for name in n.input), *(o.name for o in graph.output)])
+    untied: dict[str, str] = {}  # transposed output -> its initializer
+    for node in matmuls:
+        transpose = transposes[node.input[1]]
+        if transpose.output[0] not in untied:
+            name = untied[transpose.output[0]] = f"{transpose.input[0]}.transposed"
+            array = numpy_helper.to_array(initializers[transpose.input[0]]).T
+            graph.initializer.append(numpy_helper.from_array(array, name))
+        readers[node.input[1]] -= 1
+        node.input[1] = untied[transpose.output[0]]
+    for output in untied:
+        if readers[output] == 0:
+            graph.node.remove(transposes[output])
     out = work / MODEL_FILE
     onnx.save(model, out, save_as_external_data=True, location=f"{MODEL_FILE}.data")
     return out
 
 
 def _verify_no_float_weights_left(graph: onnx.GraphProto, name: str) -> None:
-    """Fail if a MatMul still multiplies by a float initializer: a weight the quantizer skipped."""
+    """Fail if a MatMul still multiplies by a float initializer, directly or through Transpose, Identity or Cast: a
+    weight the quantizer skipped."""
     floats = {i.name for i in graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)}
-    left = [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in floats]
+    producers = {o: n for n in graph.node for o in n.output}
+
+    def source(tensor: str) -> str:
+        while (node := producers.get(tensor)) is not None and node.op_type in ("Transpose", "Identity", "Cast"):
+            tensor = node.input[0]
+        return tensor
+
+    left = [n.name for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and source(n.input[1]) in floats]
     if left:
         raise RuntimeError(f"{name} left {len(left)} MatMul weight(s) in float: {', '.join(left[:3])}")
 

@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokenizers import Tokenizer
 
+from autoopt.bundle.load import special_token_ids
 from autoopt.config.serving import ServingConfig, check_serving
 from autoopt.engines.base import Engine
 from autoopt.serving.runner import make_scheduler
@@ -53,7 +54,7 @@ class Servable(Protocol):
     tokenizer: Tokenizer
     model_name: str
     max_length: int  # longest prompt + completion, in tokens
-    end_ids: frozenset[int]  # tokens a reply ends at besides the tokenizer's special ones (eos_token_id lists)
+    # Optional: `end_ids`, tokens a reply ends at besides the tokenizer's special ones (a model's eos_token_id list).
 
 
 @dataclass
@@ -280,9 +281,7 @@ class _Server:
         self.metrics = _Metrics([c.name for c in self.classes])
         self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine, model.max_length), clock=_CLOCK,
                                     on_batch=self.metrics.batch_done)
-        self.special = frozenset(
-            i for i, t in model.tokenizer.get_added_tokens_decoder().items() if t.special
-        ) | model.end_ids
+        self.special = special_token_ids(model.tokenizer) | getattr(model, "end_ids", frozenset())
         self.vocab = model.tokenizer.get_vocab_size()
         self.ids = itertools.count(1)
         self.created = int(time.time())

@@ -36,7 +36,7 @@ def test_a_folder_without_a_tokenizer_is_refused(tiny_model: Path, tmp_path: Pat
     folder = _copy(tiny_model, tmp_path)
     (folder / "tokenizer.json").unlink()
 
-    with pytest.raises(ConfigError, match="has no tokenizer"):
+    with pytest.raises(ConfigError, match="has no tokenizer.json"):
         resolve_model(ModelConfig(name="hf", kind="hf", path=str(folder)), tmp_path / "cache")
     assert resolve_model(ModelConfig(name="hf", kind="hf", path=str(tiny_model)), tmp_path / "cache").path == tiny_model
 

@@ -14,9 +14,12 @@ import onnxruntime as ort
 import pytest
 
 from autoopt.passes.onnx_export import run_onnx_export
-from autoopt.passes.ort_quant import _weights_as_initializers, run_ort_int8_dynamic, run_ort_weight_only
-
-pytestmark = pytest.mark.slow
+from autoopt.passes.ort_quant import (
+    _verify_no_float_weights_left,
+    _weights_as_initializers,
+    run_ort_int8_dynamic,
+    run_ort_weight_only,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +33,7 @@ def _ops(folder: Path) -> Counter[str]:
     return Counter(n.op_type for n in onnx.load(folder / "model.onnx", load_external_data=False).graph.node)
 
 
+@pytest.mark.slow
 def test_every_matmul_weight_of_a_tied_checkpoint_is_quantized(exported: Path, tmp_path: Path) -> None:
     layers = 2  # tiny_random_model's; 7 projections each, plus the lm_head
     for name, run, op in (("w4", lambda d: run_ort_weight_only(exported, d, bits=4), "MatMulNBits"),
@@ -40,6 +44,7 @@ def test_every_matmul_weight_of_a_tied_checkpoint_is_quantized(exported: Path, t
         assert _ops(tmp_path / name)[op] == 7 * layers + 1, name
 
 
+@pytest.mark.slow
 def test_untying_the_lm_head_weight_leaves_the_logits_as_they_were(exported: Path, tmp_path: Path) -> None:
     untied = _weights_as_initializers(exported, tmp_path)
     assert untied != exported / "model.onnx"
@@ -51,3 +56,16 @@ def test_untying_the_lm_head_weight_leaves_the_logits_as_they_were(exported: Pat
     before = session.run(["logits"], feeds)[0]
     after = ort.InferenceSession(str(untied)).run(["logits"], feeds)[0]
     assert np.array_equal(before, after)
+
+
+def test_a_float_weight_read_through_a_transpose_or_cast_is_caught() -> None:
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), dtype=np.float32), "w")
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"]), helper.make_node("Cast", ["wt"], ["wc"], to=1),
+             helper.make_node("MatMul", ["x", "wc"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 3])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4])], [weight])
+
+    with pytest.raises(RuntimeError, match="left 1 MatMul weight"):
+        _verify_no_float_weights_left(graph, "pass")

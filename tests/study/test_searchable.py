@@ -78,7 +78,7 @@ def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(c
 def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builder_honours(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    target = _target(engines=["torch", "ort_genai"])
+    target = _target(engines=["torch", "ort_genai"], precisions=["fp32", "int8", "int4"])
     cfg = _cfg(target, ["torch", "ort_genai"])
     cfg.space.quant = ["none", "int4"]
     cfg.space.quant_lm_head = ["same", "fp32", "int8"]
@@ -93,3 +93,6 @@ def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builde
     assert searchable(cfg, _prep(target, tied=True)).space.quant_lm_head == ["same"]  # type: ignore[arg-type]
     cfg.space.quant = ["none"]  # no ort_genai int4 candidate: nothing to narrow
     assert searchable(cfg, _prep(target, tied=True)) is cfg  # type: ignore[arg-type]
+    cfg.space.quant = ["none", "int4"]  # int4 left out for a target without it: nothing to narrow either
+    no_int4 = _target(engines=["torch", "ort_genai"], precisions=["fp32", "int8"])
+    assert searchable(cfg, _prep(no_int4, tied=True)).space.quant_lm_head == ["int8"]  # type: ignore[arg-type]
