@@ -142,13 +142,15 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
+    for reason in [*dropped.values(), *quants.values()]:
+        log.warning("not searched here: %s", reason)
     kept = [engine for engine in cfg.space.engine if engine not in dropped]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
     space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
     inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
     tied = tied_embedding_levers(space) if prep.model.tied_embeddings else {}
-    for reason in [*dropped.values(), *quants.values(), *([inert] if inert else []), *tied.values()]:
+    for reason in [*([inert] if inert else []), *tied.values()]:
         log.warning("not searched here: %s", reason)
     if not dropped and not quants and not inert and not tied:
         return cfg

@@ -37,11 +37,12 @@ def test_engines_the_target_lacks_leave_the_space_with_a_logged_reason(caplog: p
     assert "not searched here: engine=ort_tensorrt is not one of target=t's engines" in caplog.text
 
 
-def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep() -> None:
+def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep(caplog: pytest.LogCaptureFixture) -> None:
     target = _target(engines=["torch"])
 
     with pytest.raises(SweepError, match="no engine of space=s can be measured here"):
         searchable(_cfg(target, ["ort_genai"]), _prep(target))  # type: ignore[arg-type]
+    assert "not searched here: engine=ort_genai is not one of target=t's engines" in caplog.text  # the reason first
 
 
 def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_reason(
