@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class ResolvedModel:
         """The HF model class the folder declares (`config.json`'s `architectures[0]`)."""
         return (self.hf_config().get("architectures") or ["?"])[0]
 
-    @property
+    @functools.cached_property  # asked for every trial; without the key in config.json it loads the config class
     def tied_embeddings(self) -> bool:
         """Whether the lm_head shares the token embedding table (`tie_word_embeddings`, as transformers reads it)."""
         return _tied(self.hf_config(), self.path)

@@ -58,15 +58,16 @@ def check_space(study: optuna.Study, space: Any) -> None:
     """Refuse, in one line, to extend a study over a space (as narrowed for this machine) that offers one of its
     parameters other choices than its trials had. Optuna's samplers fix each parameter's choices within a study:
     a trial asking for others would fail with "CategoricalDistribution does not support dynamic value space"."""
+    trials = study.get_trials(deepcopy=False)
     recorded: dict[str, Any] = {}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         recorded.update(trial.distributions)
     changed = []
     for param, distribution in sorted(recorded.items()):
         choices = param_choices(space, param)
         if choices is not None and tuple(choices) != tuple(distribution.choices):
             changed.append(f"{param} {list(distribution.choices)} -> {choices}")
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # enqueued: no distributions yet
+    for trial in (t for t in trials if t.state == TrialState.WAITING):  # enqueued: no distributions yet
         for param, value in trial.system_attrs.get("fixed_params", {}).items():
             choices = param_choices(space, param)
             if choices is not None and value not in choices:

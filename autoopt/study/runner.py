@@ -17,7 +17,8 @@ from autoopt import pareto
 from autoopt.bench.profile import format_profile
 from autoopt.bundle.write import export_bundle
 from autoopt.config.errors import ConfigError
-from autoopt.config.schema import SearchConfig, SweepConfig
+from autoopt.config.knobs import knobs_of
+from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import tree_sha256
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
@@ -27,7 +28,12 @@ from autoopt.locks import sqlite_store_lock
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
-from autoopt.space.validity import inert_under_workload, unavailable_engines, unsupported_quants
+from autoopt.space.validity import (
+    inert_under_workload,
+    tied_embeddings_problem,
+    unavailable_engines,
+    unsupported_quants,
+)
 from autoopt.study.fingerprint import check_fingerprint, check_reference, check_space, study_fingerprint
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
@@ -150,31 +156,32 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
     inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
     tied = tied_embedding_levers(space) if prep.model.tied_embeddings else {}
-    for reason in [*([inert] if inert else []), *tied.values()]:
+    for reason in [*([inert] if inert else []), *(reason for _, reason in tied.values())]:
         log.warning("not searched here: %s", reason)
     if not dropped and not quants and not inert and not tied:
         return cfg
     if inert:
         space = replace(space, serving_mix_lengths=[False])
-    if "quant_lm_head" in tied:
-        space = replace(space, quant_lm_head=[v for v in space.quant_lm_head if v != "int8"] or ["same"])
-    if "quant_embeddings" in tied:
-        space = replace(space, quant_embeddings=["int4"])
+    for name, (kept, _) in tied.items():
+        space = replace(space, **{name: kept})
     return replace(cfg, space=space)
 
 
-def tied_embedding_levers(space: Any) -> dict[str, str]:
-    """The ort_genai int4 lever values of `space` its builder cannot honour on a checkpoint with tied embeddings
-    (`autoopt.space.validity.tied_embeddings_problem`), by knob, each with the reason it is replaced."""
-    out: dict[str, str] = {}
+def tied_embedding_levers(space: Any) -> dict[str, tuple[list[Any], str]]:
+    """For each ort_genai int4 lever of `space` with values `tied_embeddings_problem` refuses on a checkpoint with
+    tied embeddings: the values left to search (the knob's first accepted choice where none is), and why the
+    others are not searched."""
     if "ort_genai" not in space.engine or "int4" not in space.quant:
-        return out
-    if "int8" in space.quant_lm_head:
-        out["quant_lm_head"] = ("quant_lm_head=int8 on a checkpoint with tied embeddings (onnxruntime-genai's builder "
-                                "writes a graph that does not load)")
-    if space.quant_embeddings != ["int4"]:
-        out["quant_embeddings"] = ("quant_embeddings other than int4 on a checkpoint with tied embeddings "
-                                   "(onnxruntime-genai's builder quantizes the tied table with the int4 body)")
+        return {}
+    probe = CandidateConfig(engine="ort_genai", quant="int4", quant_embeddings="int4")  # accepted: one knob varies
+    out = {}
+    for name in ("quant_lm_head", "quant_embeddings"):
+        problems = {v: tied_embeddings_problem(replace(probe, **{name: v})) for v in knobs_of(CandidateConfig)[name].choices}
+        refused = [v for v in getattr(space, name) if problems[v]]
+        if refused:
+            kept = [v for v in getattr(space, name) if not problems[v]] or [next(v for v in problems if not problems[v])]
+            out[name] = (kept, f"{name}={','.join(refused)} on a checkpoint with tied embeddings "
+                               f"({problems[refused[0]]})")
     return out
 
 
