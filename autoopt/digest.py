@@ -1,8 +1,11 @@
-"""Hashes that identify files and folders."""
+"""Hashes that identify files, folders and code."""
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -31,3 +34,56 @@ def tree_sha256(folder: Path) -> str:
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(f"{f.relative_to(folder).as_posix()}:{sha256_file(f)}\n".encode())
     return h.hexdigest()
+
+
+@functools.cache
+def source_digest(module: str) -> str:
+    """Hash of `module`'s source and of every module of its own top-level package it imports, transitively
+    (imports inside functions too): changes when any code that module runs from its package does."""
+    package = module.partition(".")[0]
+    seen: dict[str, Path] = {}
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        seen[name] = path
+        todo.extend(n for n in _imported_modules(name, path) if n.partition(".")[0] == package)
+    h = hashlib.sha256()
+    for name in sorted(seen):
+        h.update(f"{name}:{sha256_file(seen[name])}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _module_file(name: str) -> Path | None:
+    """The source file of module `name`, or None where `name` is not a module with Python source (an attribute
+    imported from a module, a namespace package)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return Path(spec.origin)
+
+
+def _imported_modules(name: str, path: Path) -> list[str]:
+    """What `name`'s source imports, as absolute names; `from a import b` gives both `a` and `a.b` (b may be a
+    submodule; `_module_file` drops it where it is not)."""
+    is_package = path.name == "__init__.py"
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".")
+                anchor = parts if is_package else parts[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            found += [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return found

@@ -1,7 +1,8 @@
 """Run a candidate's passes with a content-addressed cache: a step's output folder is keyed by its
-input's key, the pass name, its settings and the versions of the libraries it uses, so the same
-step is never built twice and candidates that share a prefix (one export, several quantizations)
-share its output."""
+input's key, the pass name, its settings, the versions of the libraries it uses and a hash of the pass's
+own code (`source_digest`: its module and the autoopt modules it imports), so the same step is never
+built twice, a change to a pass builds anew, and candidates that share a prefix (one export, several
+quantizations) share its output."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from autoopt.digest import tree_sha256
+from autoopt.digest import source_digest, tree_sha256
 from autoopt.locks import exclusive_lock, lock_beside
 from autoopt.passes.registry import PASSES, PassStep, pass_function
 from autoopt.result import Built
@@ -55,6 +56,7 @@ def step_key(parent_key: str, step: PassStep) -> str:
         "pass": step.name,
         "settings": step.settings,
         "libraries": _library_versions(PASSES[step.name].libraries),
+        "code": source_digest(PASSES[step.name].module),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 

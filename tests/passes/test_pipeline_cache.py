@@ -4,12 +4,15 @@ entry is rebuilt."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from autoopt import digest
 from autoopt.passes import pipeline, registry
 from autoopt.passes.pipeline import run_pipeline
 from autoopt.passes.registry import PassInfo, PassStep
@@ -119,3 +122,33 @@ def test_a_library_installed_under_another_distribution_name_keys_the_build_by_i
     pipeline.distributions_by_module.cache_clear()
 
     assert keys[0] != keys[1]
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute_import", "relative_import"])
+def test_a_change_to_the_pass_code_or_what_it_imports_builds_anew(
+    relative: bool, model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = "edited_" + re.sub(r"\W", "_", tmp_path.name)  # a package of its own: its modules stay imported
+    package = tmp_path / "code" / name
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "helper.py").write_text("LINE = 'one'\n")
+    (package / "step.py").write_text(
+        f"from {'.' if relative else name + '.'}helper import LINE\n\n"
+        "def run_edited(src, dst):\n"
+        "    (dst / 'steps.txt').write_text(LINE)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path / "code"))
+    monkeypatch.setitem(registry.PASSES, "edited", PassInfo(f"{name}.step", ()))
+    steps = [PassStep("edited")]
+
+    first = run_pipeline(model, "m", steps, tmp_path / "cache")
+    again = run_pipeline(model, "m", steps, tmp_path / "cache")
+    (package / "helper.py").write_text("LINE = 'two'\n")
+    digest.source_digest.cache_clear()  # the code is read once per process; a new run reads it anew
+    del sys.modules[f"{name}.step"], sys.modules[f"{name}.helper"]
+    edited = run_pipeline(model, "m", steps, tmp_path / "cache")
+
+    assert again.cached and again.key == first.key
+    assert not edited.cached and edited.key != first.key
+    assert (Path(edited.artifact) / "steps.txt").read_text() == "two"
