@@ -149,7 +149,8 @@ class CandidateConfig:
                                   choices=_MAX_BATCH, label="mb={value}", show_default=False)
     serving_batching: str = knob("group", "serving: a batch runs until its longest row is done (group), or "
                                  "requests join and leave the running batch between decode steps (continuous; "
-                                 "torch with a dynamic KV cache, torch_compiled)", ("torch", "torch_compiled"),
+                                 "torch with a dynamic KV cache, torch_compiled, ort on cpu)",
+                                 ("torch", "torch_compiled", "ort"),
                                  choices=BATCHING, label="{value}", show_default=False)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
                                          "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),

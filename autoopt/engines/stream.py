@@ -4,7 +4,10 @@ A `PaddedStream` keeps every row's KV cache in one batch of a shared length, eac
 end and padding (masked out) before it, as `left_aligned` lays out a batch of prompts. A joining request is
 prefilled alone; its cache is padded on the left to the batch's length, or the batch's to its own when it is
 longer. A row that leaves is dropped, and the columns no remaining row uses are cut, so the cache is never
-longer than its longest live row. Each `step` decodes every row at once.
+longer than its longest live row. Each `step` decodes every row at once. Where an engine's positions count
+every column, padding included (ort's graph has no position input), `_repositioned` moves the cached keys
+whenever columns are added before or cut from a row's context, so the row keeps the positions of a prompt
+left-padded to the batch's length (as `generate` with `prompt_lengths` lays it out).
 
 Engines supply the model calls (`_prefill`, `_decode`) and the array operations on their cache tensors
 (`KVOps`); the bookkeeping (which row is which request, the mask, the padding) is here, once.
@@ -64,6 +67,20 @@ class KVOps(ABC, Generic[T]):
         return x[:, :, n:]
 
 
+class NumpyKV(KVOps[np.ndarray]):
+    def pad_left(self, x: np.ndarray, n: int) -> np.ndarray:
+        return np.pad(x, ((0, 0), (0, 0), (n, 0), (0, 0)))
+
+    def cat(self, xs: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(xs)
+
+    def take(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
+        return x[rows]
+
+    def cut_left(self, x: np.ndarray, n: int) -> np.ndarray:
+        return np.ascontiguousarray(x[:, :, n:])  # runtimes take contiguous arrays only
+
+
 class PaddedStream(DecodeStream):
     """The shared-length layout described in the module doc. Subclasses run the model."""
 
@@ -82,6 +99,18 @@ class PaddedStream(DecodeStream):
     def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray) -> tuple[np.ndarray, list[Any]]:
         """`tokens` (rows, 1) after `kv`; `mask` (rows, length + 1) covers both → next tokens (rows,), new cache."""
 
+    def _repositioned(self, kv: list[Any], n: int) -> list[Any]:
+        """`kv` after `n` columns were added before every row's context (n > 0) or its first -n cut (n < 0). Where
+        the engine's positions count the context only (the default), nothing moves."""
+        return kv
+
+    def _moved(self, kv: list[Any], n: int) -> list[Any]:
+        """`kv` with `n` padding columns added on the left (n > 0) or its first -n columns cut (n < 0)."""
+        if n == 0:
+            return kv
+        kv = [self._ops.pad_left(x, n) if n > 0 else self._ops.cut_left(x, -n) for x in kv]
+        return self._repositioned(kv, n)
+
     @property
     def rows(self) -> int:
         return len(self._keys)
@@ -96,10 +125,10 @@ class PaddedStream(DecodeStream):
             self._kv, self._mask = kv, np.ones((1, own), dtype=np.int64)
         else:
             if own > length:
-                self._kv = [self._ops.pad_left(x, own - length) for x in self._kv]
+                self._kv = self._moved(self._kv, own - length)
                 self._mask = np.pad(self._mask, ((0, 0), (own - length, 0)))
                 length = own
-            kv = [self._ops.pad_left(x, length - own) for x in kv]
+            kv = self._moved(kv, length - own)
             self._kv = [self._ops.cat([x, y]) for x, y in zip(self._kv, kv, strict=True)]
             row = (np.arange(length) >= length - own).astype(np.int64)[None, :]
             self._mask = np.concatenate([self._mask, row])
@@ -126,4 +155,4 @@ class PaddedStream(DecodeStream):
         self._mask = self._mask[keep]
         unused = int(self._mask.any(axis=0).argmax())  # leading columns no remaining row attends to
         self._mask = self._mask[:, unused:]
-        self._kv = [self._ops.cut_left(self._ops.take(x, keep), unused) for x in self._kv]
+        self._kv = self._moved([self._ops.take(x, keep) for x in self._kv], -unused)

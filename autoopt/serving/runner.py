@@ -45,7 +45,7 @@ def continuous(cfg: ServingConfig, engine: Engine) -> bool:
         return False
     if not engine.continuous:
         raise ValueError(f"serving batching=continuous: engine {engine.name} as loaded has no continuous batching "
-                         "(torch with a dynamic KV cache and torch_compiled have); use batching=group")
+                         "(torch with a dynamic KV cache, torch_compiled and ort on cpu have); use batching=group")
     return True
 
 

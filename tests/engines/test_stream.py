@@ -14,7 +14,7 @@ import torch
 
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.engines.stream import DecodeStream, KVOps, PaddedStream
+from autoopt.engines.stream import DecodeStream, NumpyKV, PaddedStream
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from tests.engines.decoding import built_engine, greedy_tokens
 from tests.engines.test_mixed_lengths import mixed_batch
@@ -52,8 +52,12 @@ def run_schedule(stream: DecodeStream, prompts: list[np.ndarray]) -> dict[int, l
         ("torch", {"quant": "bf16"}),
         ("torch_compiled", {"compile_mode": "none"}),
         ("torch_compiled", {"compile_mode": "none", "quant": "int8_weight"}),
+        ("ort", {}),
+        ("ort", {"quant": "int8_weight"}),
+        ("ort", {"quant": "int4"}),
+        ("ort", {"fuse": True}),
     ],
-    ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())) or "fp32",
+    ids=lambda v: v if isinstance(v, str) else "-".join("fused" if x is True else str(x) for x in v.values()) or "fp32",
 )
 def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
     name: str, knobs: dict, builtin: Path, cache_dir: Path
@@ -86,17 +90,6 @@ def test_the_compiled_step_serves_a_stream_without_recompiling(builtin: Path, ba
     engine.close()
 
 
-class _NumpyKV(KVOps[np.ndarray]):
-    def pad_left(self, x: np.ndarray, n: int) -> np.ndarray:
-        return np.pad(x, ((0, 0), (0, 0), (n, 0), (0, 0)))
-
-    def cat(self, xs: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(xs)
-
-    def take(self, x: np.ndarray, rows: list[int]) -> np.ndarray:
-        return x[rows]
-
-
 def _next_token(context: list[tuple[int, int]]) -> int:
     return hash(tuple(context)) % 997
 
@@ -106,7 +99,7 @@ class _Visible(PaddedStream):
     it checks, at every step, that each row sees exactly its own context at positions 0..n-1, packed at the right."""
 
     def __init__(self) -> None:
-        super().__init__(_NumpyKV())
+        super().__init__(NumpyKV())
 
     def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[np.ndarray]]:
         n = prompt_ids.shape[1]

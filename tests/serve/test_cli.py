@@ -47,7 +47,7 @@ def test_continuous_batching_on_an_engine_without_a_stream_fails_in_one_line(cap
     assert serve_bundle(loaded, parse_args(["b", "--batching", "continuous"])) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: serving batching=continuous: engine ort_genai as loaded has no continuous batching (torch "
-                   "with a dynamic KV cache and torch_compiled have); use batching=group"]
+                   "with a dynamic KV cache, torch_compiled and ort on cpu have); use batching=group"]
 
 
 def test_a_bundle_measured_one_request_at_a_time_serves_without_a_queue_delay() -> None:

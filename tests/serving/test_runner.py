@@ -177,19 +177,19 @@ def test_strict_priority_keeps_p0_fast_while_p3_waits_under_overload() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("engine_name", "batching"),
-                         [("torch", "group"), ("torch", "continuous"), ("torch_compiled", "continuous")])
+                         [("torch", "group"), ("torch", "continuous"), ("torch_compiled", "continuous"),
+                          ("ort", "continuous")])
 def test_real_open_loop_run_on_the_trained_builtin_model(engine_name: str, batching: str, cache_dir: Path) -> None:
-    from autoopt.config.schema import CandidateConfig, ModelConfig
+    from autoopt.config.schema import ModelConfig
     from autoopt.engines.base import RuntimeOptions
-    from autoopt.engines.registry import engine_class
     from autoopt.models.source import resolve_model
     from autoopt.serving.runner import warm_up
+    from tests.engines.decoding import built_engine
 
     folder = resolve_model(ModelConfig(), cache_dir).path
     runtime = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=64, max_batch=4)
     knobs = {"compile_mode": "none"} if engine_name == "torch_compiled" else {}
-    candidate = CandidateConfig(engine=engine_name, **knobs)
-    engine = engine_class(engine_name).load(folder, candidate, runtime)
+    engine = built_engine(engine_name, folder, cache_dir, runtime, **knobs)
     tokens = np.arange(3, 400, dtype=np.int64)
     cfg = ServingConfig(rate_rps=4.0, max_requests=12, duration_s=6.0, max_batch=4, max_queue_delay_ms=20.0,
                         batching=batching)

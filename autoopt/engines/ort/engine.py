@@ -16,7 +16,9 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
+from autoopt.engines.ort.rope import Rope, rope_of
 from autoopt.engines.probes import CPU_BUILDS_OUT
+from autoopt.engines.stream import NumpyKV, PaddedStream
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 Cache = np.ndarray | ort.OrtValue  # one KV tensor: host array, or an ORT value left on the device
@@ -82,10 +84,13 @@ class OrtEngine(Engine):
     mixed_lengths = True
     install_hint: ClassVar[str] = f"onnxruntime-gpu ({CPU_BUILDS_OUT}, then {autoopt_install('gpu')})"
 
-    def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool):
+    def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool, rope: Rope | str):
         self._session = session
         self._device = device
         self._bind_io = bind_io
+        self._rope = rope  # how to move cached keys to other positions, or why they cannot be moved
+        # on a device the KV stays there between steps, as ORT values the stream's array operations do not take
+        self.continuous = not bind_io and isinstance(rope, Rope)
         inputs = session.get_inputs()
         self._past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
         self._present_names = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
@@ -130,7 +135,8 @@ class OrtEngine(Engine):
         # --- end profiling hook ---
         providers = [p if isinstance(p, str) else tuple(p) for p in settings["providers"]]
         session = ort.InferenceSession(str(artifact / settings["model_file"]), options, providers=providers)
-        return cls(session, runtime.device, bind_io=runtime.device != "cpu")
+        rope = rope_of(json.loads((Path(artifact) / "config.json").read_text()))
+        return cls(session, runtime.device, bind_io=runtime.device != "cpu", rope=rope)
 
     @classmethod
     def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
@@ -178,6 +184,12 @@ class OrtEngine(Engine):
             ids = token[:, None]
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
 
+    def stream(self) -> OrtStream:
+        if self._bind_io or not isinstance(self._rope, Rope):
+            why = "it runs on a device" if self._bind_io else self._rope
+            raise NotImplementedError(f"engine {self.name} as loaded has no continuous batching: {why}")
+        return OrtStream(self, self._rope)
+
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         ids = np.ascontiguousarray(input_ids, dtype=np.int64)
         logits, _ = self._run(ids, self._empty_past(ids.shape[0]), np.ones(ids.shape, dtype=np.int64))
@@ -220,6 +232,28 @@ class OrtEngine(Engine):
 
     def close(self) -> None:
         del self._session
+
+
+class OrtStream(PaddedStream):
+    """Continuous batching on `OrtEngine` (host arrays). The graph positions every cache column, so when columns
+    are added before or cut from the rows' contexts, their cached keys move with them (`Rope.moved`)."""
+
+    def __init__(self, engine: OrtEngine, rope: Rope) -> None:
+        super().__init__(NumpyKV())
+        self._engine, self._rope = engine, rope
+        self._is_key = [name.endswith(".key") for name in engine._present_names]
+
+    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[np.ndarray]]:
+        e = self._engine
+        logits, present = e._run(prompt_ids, e._empty_past(1), np.ones(prompt_ids.shape, dtype=np.int64))
+        return int(logits[0, -1].argmax()), present
+
+    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, list]:
+        logits, present = self._engine._run(np.ascontiguousarray(tokens), kv, mask)
+        return logits[:, -1, :].argmax(axis=-1), present
+
+    def _repositioned(self, kv: list[np.ndarray], n: int) -> list[np.ndarray]:
+        return [self._rope.moved(x, n) if key else x for x, key in zip(kv, self._is_key, strict=True)]
 
 
 def _eos_token_ids(folder: Path) -> list[int]:
