@@ -13,11 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import onnx
-from onnx import numpy_helper
 from onnxruntime.quantization import QuantType, matmul_nbits_quantizer, quantize_dynamic
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files, needs_external_data
+from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files, needs_external_data, weights_as_initializers
 
 # It logs two INFO lines per graph node, which would bury the build's own log trail.
 logging.getLogger(matmul_nbits_quantizer.__name__).setLevel(logging.WARNING)
@@ -30,7 +29,7 @@ def run_ort_int8_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None
     copy_side_files(src, dst)
     with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
         quantize_dynamic(
-            _weights_as_initializers(src, Path(work)),
+            weights_as_initializers(src, Path(work)),
             dst / MODEL_FILE,
             op_types_to_quantize=["MatMul"],
             per_channel=per_channel,
@@ -50,7 +49,7 @@ def run_ort_weight_only(
     _check_weight_only_settings(bits, block_size, accuracy_level)
     with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
         quantizer = MatMulNBitsQuantizer(
-            str(_weights_as_initializers(src, Path(work))),
+            str(weights_as_initializers(src, Path(work))),
             bits=bits,
             block_size=block_size,
             is_symmetric=symmetric,
@@ -65,40 +64,6 @@ def run_ort_weight_only(
     graph = onnx.load(dst / MODEL_FILE, load_external_data=False)
     _verify_matmul_nbits(graph, bits, block_size, accuracy_level, symmetric)
     _verify_no_float_weights_left(graph.graph, "ort_weight_only")
-
-
-def _weights_as_initializers(src: Path, work: Path) -> Path:
-    """`src`'s model, or a copy in `work` in which each MatMul weight read through a Transpose of a 2-D initializer
-    is an initializer of its own. The export writes a tied lm_head as MatMul(x, Transpose(embedding table)), which
-    the quantizers skip; untied, the lm_head is quantized like the others and the lookup keeps the float table."""
-    model = onnx.load(src / MODEL_FILE, load_external_data=False)
-    graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    transposes = {
-        n.output[0]: n for n in graph.node
-        if n.op_type == "Transpose" and n.input[0] in initializers and len(initializers[n.input[0]].dims) == 2
-        and [list(a.ints) for a in n.attribute if a.name == "perm"] in ([], [[1, 0]])
-    }
-    matmuls = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in transposes]
-    if not matmuls:
-        return src / MODEL_FILE
-    onnx.load_external_data_for_model(model, str(src))
-    readers = Counter([*(name for n in graph.node for name in n.input), *(o.name for o in graph.output)])
-    untied: dict[str, str] = {}  # transposed output -> its initializer
-    for node in matmuls:
-        transpose = transposes[node.input[1]]
-        if transpose.output[0] not in untied:
-            name = untied[transpose.output[0]] = f"{transpose.input[0]}.transposed"
-            array = numpy_helper.to_array(initializers[transpose.input[0]]).T
-            graph.initializer.append(numpy_helper.from_array(array, name))
-        readers[node.input[1]] -= 1
-        node.input[1] = untied[transpose.output[0]]
-    for output in untied:
-        if readers[output] == 0:
-            graph.node.remove(transposes[output])
-    out = work / MODEL_FILE
-    onnx.save(model, out, save_as_external_data=True, location=f"{MODEL_FILE}.data")
-    return out
 
 
 def _verify_no_float_weights_left(graph: onnx.GraphProto, name: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files, needs_external_data
+from autoopt.passes.onnx_files import MODEL_FILE, copy_side_files, needs_external_data, weights_as_initializers
 
 METHODS: dict[str, str] = {
     "minmax": "activation range = min/max seen on the calibration windows",
@@ -83,11 +83,12 @@ def run_ort_int8_static(
         )
     windows = calibration_windows(src, calibration_text, samples, window)
     copy_side_files(src, dst)
-    with tempfile.TemporaryDirectory(prefix="ort_static_") as work:
+    with tempfile.TemporaryDirectory(prefix="ort_static_", dir=dst.parent) as work:  # beside dst: a model's size
+        model = weights_as_initializers(src, Path(work))
         ranges = Path(work) / "ranges.json"
-        calibrate_method = _calibrate(src / MODEL_FILE, windows, method, percentile, Path(work), ranges)
+        calibrate_method = _calibrate(model, windows, method, percentile, Path(work), ranges)
         quantize_static(
-            src / MODEL_FILE,
+            model,
             dst / MODEL_FILE,
             None,  # the ranges come from the cache written above
             quant_format=QuantFormat.QDQ,
@@ -211,10 +212,12 @@ class _DecoderInputs:
 
 
 def check_qdq(src: Path, dst: Path) -> None:
-    """Raise RuntimeError unless every MatMul that had a weight initializer in `src` now reads both its
-    operands from DequantizeLinear nodes in `dst`, its weight from an int8 initializer."""
+    """Raise RuntimeError unless every MatMul that had a weight initializer in `src`, directly or through a
+    Transpose (a tied lm_head), now reads both its operands from DequantizeLinear nodes in `dst`, its weight
+    from an int8 initializer (a weight quantized as an activation, uint8 and per tensor at every call, fails)."""
     source = onnx.load(str(src), load_external_data=False).graph
     source_weights = {i.name for i in source.initializer}
+    source_weights |= {n.output[0] for n in source.node if n.op_type == "Transpose" and n.input[0] in source_weights}
     weight_matmuls = {n.name for n in source.node if n.op_type in _WEIGHT_OPS and set(n.input) & source_weights}
     graph = onnx.load(str(dst), load_external_data=False).graph
     producer = {out: n for n in graph.node for out in n.output}

@@ -14,12 +14,9 @@ import onnxruntime as ort
 import pytest
 
 from autoopt.passes.onnx_export import run_onnx_export
-from autoopt.passes.ort_quant import (
-    _verify_no_float_weights_left,
-    _weights_as_initializers,
-    run_ort_int8_dynamic,
-    run_ort_weight_only,
-)
+from autoopt.passes.onnx_files import weights_as_initializers
+from autoopt.passes.ort_quant import _verify_no_float_weights_left, run_ort_int8_dynamic, run_ort_weight_only
+from autoopt.passes.ort_static import calibration_settings, run_ort_int8_static
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +42,21 @@ def test_every_matmul_weight_of_a_tied_checkpoint_is_quantized(exported: Path, t
 
 
 @pytest.mark.slow
+def test_static_int8_quantizes_a_tied_lm_head_as_a_weight_not_as_an_activation(exported: Path, tmp_path: Path) -> None:
+    """quantize_static took the Transpose of the table for an activation: uint8, one scale, requantized every call."""
+    run_ort_int8_static(exported, tmp_path, samples=4, window=32, **calibration_settings())
+
+    graph = onnx.load(tmp_path / "model.onnx", load_external_data=False).graph
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    producers = {o: n for n in graph.node for o in n.output}
+    weights = [n for n in graph.node if n.op_type == "MatMul"
+               and any(producers[i].op_type == "DequantizeLinear" and producers[i].input[0] in int8 for i in n.input)]
+    assert len(weights) == 7 * 2 + 1  # tiny_random_model's 2 layers of 7 projections, and the lm_head
+
+
+@pytest.mark.slow
 def test_untying_the_lm_head_weight_leaves_the_logits_as_they_were(exported: Path, tmp_path: Path) -> None:
-    untied = _weights_as_initializers(exported, tmp_path)
+    untied = weights_as_initializers(exported, tmp_path)
     assert untied != exported / "model.onnx"
     session = ort.InferenceSession(str(exported / "model.onnx"))
     feeds = {"input_ids": np.array([[5, 17, 42]], dtype=np.int64), "attention_mask": np.ones((1, 3), dtype=np.int64)}
