@@ -25,7 +25,7 @@ class ResolvedModel:
     def hf_config(self) -> dict[str, Any]:
         return json.loads((self.path / "config.json").read_text())
 
-    @property
+    @functools.cached_property  # asked for every trial
     def architecture(self) -> str:
         """The HF model class the folder declares (`config.json`'s `architectures[0]`)."""
         return (self.hf_config().get("architectures") or ["?"])[0]

@@ -180,8 +180,7 @@ def tied_embedding_levers(space: Any) -> dict[str, tuple[list[Any], str]]:
         refused = [v for v in getattr(space, name) if problems[v]]
         if refused:
             kept = [v for v in getattr(space, name) if not problems[v]] or [next(v for v in problems if not problems[v])]
-            out[name] = (kept, f"{name}={','.join(refused)} on a checkpoint with tied embeddings "
-                               f"({problems[refused[0]]})")
+            out[name] = (kept, f"{name}={','.join(refused)} ({problems[refused[0]]})")
     return out
 
 

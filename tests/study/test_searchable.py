@@ -88,7 +88,7 @@ def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builde
     narrowed = searchable(cfg, _prep(target, tied=True)).space  # type: ignore[arg-type]
 
     assert (narrowed.quant_lm_head, narrowed.quant_embeddings) == (["same", "fp32"], ["int4"])
-    assert "not searched here: quant_lm_head=int8 on a checkpoint with tied embeddings" in caplog.text
+    assert "not searched here: quant_lm_head=int8 (engine=ort_genai: with tied embeddings" in caplog.text
     assert searchable(cfg, _prep(target)).space.quant_lm_head == ["same", "fp32", "int8"]  # type: ignore[arg-type]
     cfg.space.quant_lm_head = ["int8"]  # the default space's
     assert searchable(cfg, _prep(target, tied=True)).space.quant_lm_head == ["same"]  # type: ignore[arg-type]
