@@ -1,9 +1,9 @@
 """Continuous batching (serving_batching=continuous) against group batching, interleaved in one process: the
-capacity of one loaded torch candidate (dynamic KV cache) under workload `serve`'s classes and SLOs, each
-search `--rounds` times per setting, the order alternating from round to round.
+capacity of one loaded candidate (torch with a dynamic KV cache, torch_compiled or ort) under workload `serve`'s
+classes and SLOs, each search `--rounds` times per setting, the order alternating from round to round.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-28-continuous-batching.py [--rounds 3]
-        [--engine torch] [--quant none] [--prompts 64,128] [--outputs 8,16] [--max-batch 4]
+        [--engine torch|torch_compiled|ort] [--quant none] [--prompts 64,128] [--outputs 8,16] [--max-batch 4]
 
 One JSON line per search: the capacity, and at that rate the occupancy and each class's e2e and TTFT p99.
 With `--rates 12,18,24` it runs no search: one probe (warm-up, then judged traffic) per rate and setting, per round,
@@ -38,10 +38,10 @@ SERVE = ServingConfig(rate_rps=8.0, warmup_s=2.0, duration_s=6.0, peak_rate_rps=
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--engine", default="torch", choices=("torch", "torch_compiled"),
-                        help="torch (dynamic KV cache) or torch_compiled (compile_mode=default, its static cache)")
+    parser.add_argument("--engine", default="torch", choices=("torch", "torch_compiled", "ort"),
+                        help="torch (dynamic KV cache), torch_compiled (compile_mode=default, its static cache) or ort")
     parser.add_argument("--quant", default="none", help="the engine's quant: none, int8_dynamic or bf16 (torch), "
-                        "none, int8_weight or int4 (torch_compiled)")
+                        "none, int8_weight or int4 (torch_compiled, ort)")
     parser.add_argument("--prompts", default="64,128", help="prompt lengths (conf/workload/serve.yaml's)")
     parser.add_argument("--outputs", default="8,16", help="output lengths (conf/workload/serve.yaml's)")
     parser.add_argument("--max-batch", type=int, default=4)
@@ -50,7 +50,7 @@ def main() -> None:
     prompts, outputs = ([int(n) for n in a.split(",")] for a in (args.prompts, args.outputs))
     cache = Path.home() / ".cache" / "autoopt"
     folder = resolve_model(ModelConfig(), cache).path
-    knobs = {"kv_cache": "dynamic"} if args.engine == "torch" else {"compile_mode": "default"}
+    knobs = {"torch": {"kv_cache": "dynamic"}, "torch_compiled": {"compile_mode": "default"}, "ort": {}}[args.engine]
     candidate = CandidateConfig(engine=args.engine, quant=args.quant, **knobs)
     built = run_pipeline(folder, "builtin", plan(candidate, "cpu"), cache)
     runtime = RuntimeOptions(device="cpu", threads=2, max_length=max(prompts) + max(outputs), max_batch=args.max_batch)
