@@ -4,9 +4,8 @@
   `generate` call, and only then is the next batch formed; a request that arrives mid-batch waits for it to end.
 - continuous (`ContinuousBatch`): between decode steps, requests join the running batch (each prefilled alone,
   which holds the other rows' next step) and complete rows leave it, through the engine's `DecodeStream`. Only
-  engines whose `continuous` is true have one: onnxruntime-genai's static Generator batch refuses a second
-  `append_tokens`, and autoopt's ONNX graph positions every cache column, so a row's cached keys could not stay
-  at their positions as others join and leave.
+  engines whose `continuous` is true have one (onnxruntime-genai's static Generator batch refuses a second
+  `append_tokens`).
 """
 
 from __future__ import annotations
