@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from onnx import numpy_helper
 
 from autoopt.passes.onnx_export import run_onnx_export
 from autoopt.passes.onnx_files import weights_as_initializers
@@ -79,3 +80,41 @@ def test_a_float_weight_read_through_a_transpose_or_cast_is_caught() -> None:
 
     with pytest.raises(RuntimeError, match="left 1 MatMul weight"):
         _verify_no_float_weights_left(graph, "pass")
+
+
+def _graph_file(folder: Path, nodes: list, outputs: list[str]) -> Path:
+    from onnx import helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 3])],
+                              [helper.make_tensor_value_info(o, 1, None) for o in outputs], [weight])
+    folder.mkdir()
+    onnx.save(helper.make_model(graph), folder / "model.onnx")
+    return folder
+
+
+@pytest.mark.parametrize("transpose_is_an_output", [False, True])
+def test_untying_makes_one_copy_per_shared_weight_and_keeps_a_transpose_still_read(
+    transpose_is_an_output: bool, tmp_path: Path
+) -> None:
+    from onnx import helper
+
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[1, 0]),
+             helper.make_node("MatMul", ["x", "wt"], ["y1"]), helper.make_node("MatMul", ["x", "wt"], ["y2"])]
+    src = _graph_file(tmp_path / "src", nodes, ["y1", "y2", *(["wt"] if transpose_is_an_output else [])])
+
+    graph = onnx.load(weights_as_initializers(src, tmp_path)).graph
+
+    assert [n.input[1] for n in graph.node if n.op_type == "MatMul"] == ["w.transposed"] * 2
+    assert sorted(i.name for i in graph.initializer) == ["w", "w.transposed"]
+    assert sum(n.op_type == "Transpose" for n in graph.node) == int(transpose_is_an_output)
+    copy = next(i for i in graph.initializer if i.name == "w.transposed")
+    np.testing.assert_array_equal(numpy_helper.to_array(copy), np.arange(12, dtype=np.float32).reshape(4, 3).T)
+
+
+def test_a_transpose_that_is_not_a_2d_swap_is_left_alone(tmp_path: Path) -> None:
+    from onnx import helper
+
+    nodes = [helper.make_node("Transpose", ["w"], ["wt"], perm=[0, 1]), helper.make_node("MatMul", ["x", "wt"], ["y"])]
+    src = _graph_file(tmp_path / "src", nodes, ["y"])
+    assert weights_as_initializers(src, tmp_path) == src / "model.onnx"
