@@ -28,10 +28,11 @@ def folder_fingerprint(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def tree_sha256(folder: Path) -> str:
-    """SHA-256 over every file's relative path and content hash: changes when any file of `folder` does."""
+def tree_sha256(folder: Path, exclude: tuple[str, ...] = ()) -> str:
+    """SHA-256 over every file's relative path and content hash (but the top-level files named in `exclude`):
+    changes when any file of `folder` does."""
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).as_posix() not in exclude):
         h.update(f"{f.relative_to(folder).as_posix()}:{sha256_file(f)}\n".encode())
     return h.hexdigest()
 
@@ -55,6 +56,17 @@ def source_digest(module: str) -> str:
     h = hashlib.sha256()
     for name in sorted(seen):
         h.update(f"{name}:{sha256_file(seen[name])}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@functools.cache
+def package_digest(package: str) -> str:
+    """Hash of every Python source file of `package`: changes with any of its code."""
+    root = _module_file(package)
+    assert root is not None and root.name == "__init__.py", f"{package} is not a package with sources"
+    h = hashlib.sha256()
+    for f in sorted(root.parent.rglob("*.py")):
+        h.update(f"{f.relative_to(root.parent).as_posix()}:{sha256_file(f)}\n".encode())
     return h.hexdigest()[:16]
 
 

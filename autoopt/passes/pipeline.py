@@ -77,13 +77,18 @@ def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cac
         src = dst
     return Built(
         artifact=src,
-        sha256=tree_sha256(src),
+        sha256=artifact_sha256(src),
         seconds=0.0 if all_cached else spent,
         build_seconds=first_built,
         cached=all_cached,
         steps=[s.name for s in steps],
         key=key,
     )
+
+
+def artifact_sha256(folder: Path) -> str:
+    """What a build made: the hash of its files but the build's own metadata (its wall time, its source path)."""
+    return tree_sha256(folder, exclude=(_META,))
 
 
 def _complete(dst: Path) -> bool:

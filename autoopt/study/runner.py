@@ -20,11 +20,11 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of
 from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
-from autoopt.digest import tree_sha256
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
 from autoopt.jobs.launch import JobFailed, Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
 from autoopt.locks import sqlite_store_lock
+from autoopt.passes.pipeline import artifact_sha256
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
@@ -35,6 +35,7 @@ from autoopt.space.validity import (
     unsupported_quants,
 )
 from autoopt.study.fingerprint import check_fingerprint, check_reference, check_space, study_fingerprint
+from autoopt.study.objectives import constraints
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
@@ -231,7 +232,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                 asked, new, cfg.search.n_trials,
             )
         progress.step("front, reports, bundle")
-        summary = summarize(study, cfg.search, cfg.export, prep.target)
+        summary = with_artifacts(summarize(study, cfg.search, cfg.export, prep.target), prep, cfg, launcher)
         runoff = _runoff(summary, prep, cfg, launcher, progress)
         if runoff is not None:
             summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
@@ -332,12 +333,54 @@ def _front_size(known: Known) -> int:
     return len(pareto.front(points))
 
 
+def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> Summary:
+    """`s` with the artifacts of the trials the steps after the search load (the reference, the chosen one, the
+    runoff's contenders) on disk as measured (`_with_artifact`)."""
+    keys = {s.reference.key, s.chosen.key}
+    if runoff_due(cfg.search, cfg.export):
+        keys |= {p.key for p in pareto.contenders(s.front, cfg.export.runoff_margin)}
+    records = dict(s.records)
+    for key in sorted(keys, key=int):
+        record = records[key]
+        assert record.result is not None
+        records[key] = replace(record, result=_with_artifact(key, record.result, prep, cfg, launcher))
+    return replace(s, records=records)
+
+
+def _with_artifact(key: str, result: MeasureResult, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> MeasureResult:
+    """`result` with its artifact on disk, its files hashing as when measured. One gone (a cleared build cache) is
+    rebuilt: where the rebuild hashes the same, the figures stand; otherwise it is measured again, and must still
+    meet the search's constraints. One changed in place is refused."""
+    artifact = Path(result.build.artifact)
+    if artifact.is_dir():
+        if artifact_sha256(artifact) != result.build.sha256:
+            raise SweepError(
+                f"{artifact} changed since trial {key} measured it; remove that folder and run the same command "
+                "again: the candidate is then rebuilt and measured anew"
+            )
+        return result
+    log.warning("trial %s's artifact is gone (build cache cleared?): rebuilding it", key)
+    try:
+        built = launcher.launch(prep.build_job(result.candidate))
+        if built.sha256 == result.build.sha256:
+            return replace(result, build=replace(result.build, artifact=built.artifact))
+        log.warning("trial %s's rebuilt artifact differs from the one measured: measuring it again", key)
+        result = launcher.launch(prep.measure_job(result.candidate, built))
+    except JobFailed as e:
+        raise _failed_after_trials(e, f"rebuilding trial {key}", cfg, "run the same command again to retry") from e
+    if broken := [name for name, value in constraints(result, cfg.search, prep.target).items() if value > 0]:
+        raise SweepError(
+            f"trial {key}, rebuilt and measured again, no longer meets {', '.join(broken)}; its artifact differs "
+            "from the one the search measured (a changed pass or library?): start a new study"
+        )
+    return result
+
+
 def export_measured(
     s: Summary, prep: Prepared, cfg: SweepConfig, resolved: dict[str, Any], out: Path, launcher: Launcher
 ) -> Path:
     """Export the chosen candidate with exactly what was measured: the same reference file, and an artifact
-    whose files hash as they did when measured. A changed or missing artifact (a cleared build cache) is
-    rebuilt and measured again, and the bundle carries the new figures; a changed one is refused."""
+    whose files hash as they did when measured (`_with_artifact`; the bundle carries a re-measurement's figures)."""
     result = s.records[s.chosen.key].result
     assert result is not None
     if result.reference_sha256 != prep.reference_sha256:
@@ -345,22 +388,5 @@ def export_measured(
             f"trial {s.chosen.key} was measured against another reference file than {prep.reference.path}; "
             "start a new study"
         )
-    artifact = Path(result.build.artifact)
-    if not artifact.is_dir():
-        log.warning("trial %s's artifact is gone (build cache cleared?): rebuilding and re-measuring it", s.chosen.key)
-        try:
-            result = _remeasure(result, prep, launcher)
-        except JobFailed as e:
-            raise _failed_after_trials(e, f"rebuilding trial {s.chosen.key} for export", cfg,
-                                       "run the same command again to retry the export") from e
-    elif tree_sha256(artifact) != result.build.sha256:
-        raise SweepError(
-            f"{artifact} changed since trial {s.chosen.key} measured it; remove that folder and run the same "
-            "command again: the candidate is then rebuilt and measured anew"
-        )
+    result = _with_artifact(s.chosen.key, result, prep, cfg, launcher)
     return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out)
-
-
-def _remeasure(result: MeasureResult, prep: Prepared, launcher: Launcher) -> MeasureResult:
-    built = launcher.launch(prep.build_job(result.candidate))
-    return launcher.launch(prep.measure_job(result.candidate, built))

@@ -152,3 +152,14 @@ def test_a_change_to_the_pass_code_or_what_it_imports_builds_anew(
     assert again.cached and again.key == first.key
     assert not edited.cached and edited.key != first.key
     assert (Path(edited.artifact) / "steps.txt").read_text() == "two"
+
+
+def test_a_rebuild_of_the_same_files_hashes_the_same_though_its_build_record_differs(model: Path, tmp_path: Path) -> None:
+    """The export checks an artifact against the hash its trial measured; a cleared cache's rebuild must pass."""
+    steps = [PassStep("counting", {"tag": "a", "delay_s": 0.01})]
+    first = run_pipeline(model, "m", steps, tmp_path / "one")
+    again = run_pipeline(model, "m", steps, tmp_path / "two")
+
+    records = [json.loads((Path(b.artifact) / "autoopt_build.json").read_text()) for b in (first, again)]
+    assert records[0] != records[1]  # its wall time and source path
+    assert first.sha256 == again.sha256 == pipeline.artifact_sha256(Path(again.artifact))

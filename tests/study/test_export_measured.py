@@ -1,5 +1,6 @@
-"""Export ships only what was measured: a gone artifact is rebuilt and measured again, a changed one is
-refused, and so is a result measured against another reference."""
+"""Export ships only what was measured: a gone artifact is rebuilt (and measured again where the rebuild's files
+differ, then held to the search's constraints), a changed one is refused, and so is a result measured against
+another reference."""
 
 from __future__ import annotations
 
@@ -61,7 +62,9 @@ def _summary(result) -> Summary:
     return Summary([point], [point], [point], point, (1.0, 1.0, 0.05), 0.0, point, "only one", {"0": record})
 
 
-def test_an_artifact_gone_from_the_cache_is_rebuilt_and_measured_again(measured, tmp_path: Path) -> None:
+def test_an_artifact_gone_from_the_cache_is_rebuilt_and_its_figures_stand_where_its_files_are_the_same(
+    measured, tmp_path: Path
+) -> None:
     prep, cfg, result = measured
     gone = replace(result, build=replace(result.build, artifact=tmp_path / "cleared"))
 
@@ -69,9 +72,31 @@ def test_an_artifact_gone_from_the_cache_is_rebuilt_and_measured_again(measured,
 
     out = export_measured(_summary(gone), prep, cfg, {}, tmp_path / "bundle", launcher)
 
+    assert launcher.jobs == ["BuildJob"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["build"]["key"] == result.build.key and (out / "model" / "config.json").is_file()
+    assert manifest["metrics"]["speed.output_tokens_per_s"]["value"] == result.speed.output_tokens_per_s
+
+
+def test_a_rebuild_whose_files_differ_is_measured_again(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+    other = replace(result, build=replace(result.build, artifact=tmp_path / "cleared", sha256="other files"))
+
+    launcher = CountingLauncher()
+
+    out = export_measured(_summary(other), prep, cfg, {}, tmp_path / "bundle", launcher)
+
     assert launcher.jobs == ["BuildJob", "MeasureJob"]  # rebuilt, then measured again before shipping
     assert json.loads((out / "manifest.json").read_text())["build"]["key"] == result.build.key
-    assert (out / "model" / "config.json").is_file()
+
+
+def test_a_remeasured_rebuild_that_misses_the_accuracy_bar_is_refused(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+    other = replace(result, build=replace(result.build, artifact=tmp_path / "cleared", sha256="other files"))
+    strict = replace(cfg, search=replace(cfg.search, min_top1_agreement=1.01))  # no measurement meets it
+
+    with pytest.raises(SweepError, match="trial 0, rebuilt and measured again, no longer meets accuracy_bar"):
+        export_measured(_summary(other), prep, strict, {}, tmp_path / "bundle", InProcessLauncher())
 
 
 def test_an_artifact_changed_since_its_measurement_is_refused(measured, tmp_path: Path) -> None:

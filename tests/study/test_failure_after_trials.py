@@ -14,6 +14,7 @@ from autoopt.config.schema import (
     BenchConfig,
     CandidateConfig,
     ModelConfig,
+    SearchConfig,
     SpaceConfig,
     SweepConfig,
     TargetConfig,
@@ -22,7 +23,7 @@ from autoopt.config.schema import (
 from autoopt.jobs.launch import JobFailed
 from autoopt.study.progress import SweepProgress
 from autoopt.study.record import TrialRecord
-from autoopt.study.runner import _confirm, _runoff, export_measured
+from autoopt.study.runner import _confirm, _runoff, export_measured, with_artifacts
 from autoopt.study.summary import Summary, SweepError
 from tests.study.results import result
 
@@ -68,5 +69,35 @@ def test_a_rebuild_failing_at_export_ends_the_sweep_in_one_line(tmp_path: Path) 
     with pytest.raises(SweepError) as err:
         export_measured(summary, prep, cfg, {}, tmp_path / "bundle", TimingOut())
 
-    assert str(err.value).startswith("rebuilding trial 1 for export failed: SpeedJob timed out after 600s")
+    assert str(err.value).startswith("rebuilding trial 1 failed: SpeedJob timed out after 600s")
     assert "run the same command again" in str(err.value) and "confirm_rounds" not in str(err.value)
+
+
+class Rebuilding:
+    """Rebuilds every artifact as it was measured (the same files): records which candidates it built."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.built: list[int] = []
+        self.folder = tmp_path
+
+    def launch(self, candidate: Any) -> Any:
+        self.built.append(candidate.threads - 1)  # `_sweep`'s trial number
+        return SimpleNamespace(sha256="sha", artifact=self.folder / f"rebuilt{candidate.threads - 1}")
+
+
+@pytest.mark.parametrize(("confirm_rounds", "rebuilt"), [(3, [0, 1, 2]), (0, [0, 1])])
+def test_the_artifacts_the_steps_after_the_trials_load_are_rebuilt_where_the_cache_lost_them(
+    confirm_rounds: int, rebuilt: list[int], tmp_path: Path
+) -> None:
+    """The reference and the chosen trial, and with a runoff due its contenders (trials 1 and 2, within 5 %)."""
+    summary, prep, cfg = _sweep(tmp_path)
+    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=confirm_rounds)})
+    prep = SimpleNamespace(**vars(prep), build_job=lambda c: c)
+    launcher = Rebuilding(tmp_path)
+
+    present = with_artifacts(summary, prep, cfg, launcher)
+
+    assert launcher.built == rebuilt
+    for key in map(str, rebuilt):  # the same files: the figures stand, the artifact is the rebuilt one
+        after, before = present.records[key].result, summary.records[key].result
+        assert after.build.artifact == tmp_path / f"rebuilt{key}" and after.speed == before.speed
