@@ -272,7 +272,10 @@ def run_genai_build(
         result = subprocess.run(
             command,
             cwd=work,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            # GIT_DIR: the builder stamps the graph with `git rev-parse HEAD` run beside its package, which finds the
+            # repository of whatever project holds the venv (autoopt's own checkout), so the graph changed with each
+            # commit there; without one it stamps the wheel's own commit
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "GIT_DIR": str(Path(work) / "no-repository")},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

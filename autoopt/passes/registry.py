@@ -27,12 +27,15 @@ class PassInfo:
 
 
 PASSES: dict[str, PassInfo] = {
-    "onnx_export": PassInfo("autoopt.passes.onnx_export", ("torch", "transformers", "onnx", "onnxscript")),
+    "onnx_export": PassInfo("autoopt.passes.onnx_export", ("torch", "transformers", "onnx", "onnxscript", "onnx_ir")),
     "ort_fuse": PassInfo("autoopt.passes.ort_fuse", ("onnxruntime", "onnx")),
     "ort_int8_dynamic": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
     "ort_int8_static": PassInfo("autoopt.passes.ort_static", ("onnxruntime", "onnx", "tokenizers")),
     "ort_weight_only": PassInfo("autoopt.passes.ort_quant", ("onnxruntime", "onnx")),
-    "genai_build": PassInfo("autoopt.passes.genai_build", ("onnxruntime_genai", "onnxruntime", "transformers", "torch")),
+    "genai_build": PassInfo(
+        "autoopt.passes.genai_build",
+        ("onnxruntime_genai", "onnxruntime", "transformers", "torch", "onnx", "onnx_ir", "numpy"),
+    ),
 }
 
 

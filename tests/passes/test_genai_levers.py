@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,12 +133,22 @@ def test_default_levers_build_the_same_graph_as_the_bare_builder(tiny_model: Pat
     subprocess.run(
         [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(tiny_model), "-o", str(bare),
          "-p", "int4", "-e", "cpu", "-c", str(tmp_path / "cache")],
-        check=True, capture_output=True,
+        check=True, capture_output=True, env={**os.environ, "GIT_DIR": str(tmp_path / "no-repository")},
     )  # fmt: skip
     explicit = builds("explicit_defaults")
 
     for name in ("model.onnx", "model.onnx.data"):
         assert (explicit / name).read_bytes() == (bare / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_the_build_does_not_change_with_the_commit_of_the_checkout_holding_the_venv(builds):
+    """The builder stamps `git rev-parse HEAD` run beside its package: in a venv inside a checkout, the checkout's."""
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(onnx.__file__).parent, capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("the venv is not inside a git checkout here")
+    stamped = onnx.load(str(builds("default") / "model.onnx"), load_external_data=False).producer_version
+    assert head.stdout.strip()[:7] not in stamped
 
 
 @pytest.mark.slow
