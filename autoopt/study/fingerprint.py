@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SweepConfig
 from autoopt.config.serving import without_serving_knobs
+from autoopt.digest import package_digest
 from autoopt.env import console_script, cpu_model, library_versions
 from autoopt.jobs.prepare import Prepared
 from autoopt.space.sample import param_choices
@@ -21,7 +22,8 @@ FINGERPRINT_ATTR = "fingerprint"
 
 def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
     """Objectives, accuracy bar, target (price, cores, memory), workload, bench settings, model and
-    reference, library versions and machine: a change in any of them makes earlier figures stale."""
+    reference, library versions, autoopt's own code and machine: a change in any of them makes earlier figures
+    stale (a fixed pass or engine would otherwise keep its old figures, and failures, in the study)."""
     return {
         "objectives": {
             "objective": cfg.search.objective,
@@ -36,6 +38,7 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
         "model": prep.model.key,
         "reference_sha256": prep.reference_sha256,
         "libraries": library_versions(),
+        "code": package_digest("autoopt"),
         "machine": cpu_model(),
     }
 

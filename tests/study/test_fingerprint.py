@@ -18,6 +18,7 @@ FINGERPRINT = {
     "model": "builtin-abc",
     "reference_sha256": "ref",
     "libraries": {"torch": "2.13.0"},
+    "code": "0123456789abcdef",
     "machine": "AMD EPYC",
 }
 
@@ -45,6 +46,7 @@ def test_a_new_study_records_its_fingerprint_and_the_same_one_extends_it() -> No
         ("workload", {"prompt_lengths": [256]}),
         ("bench", {"min_runs": 20}),
         ("libraries", {"torch": "2.14.0"}),
+        ("code", "fedcba9876543210"),  # autoopt's own sources: a fixed pass or engine measures anew
     ],
 )
 def test_a_changed_bar_objective_price_workload_or_bench_is_refused_naming_what_changed(key, change) -> None:
