@@ -1,8 +1,10 @@
-"""Hashes of code: a package's digest changes with any of its sources, and only with its own."""
+"""Hashes: a package's digest changes with any of its sources (only those); a model folder's fingerprint with any write."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,21 @@ def test_a_package_digest_changes_with_any_of_its_sources(tmp_path: Path, monkey
     digest.package_digest.cache_clear()
 
     assert unchanged == before != digest.package_digest(name)
+
+
+def test_a_folder_fingerprint_changes_when_a_file_is_rewritten_with_its_old_size_and_modification_time(
+    tmp_path: Path,
+) -> None:
+    """A fine-tune written over a checkpoint in place, its timestamps put back as `cp -p` or `rsync -a` do."""
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"\x00" * 64)
+    before = digest.folder_fingerprint(tmp_path)
+    stat = weights.stat()
+    time.sleep(0.01)  # the change time's clock must move
+
+    weights.write_bytes(b"\x01" * 64)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns and weights.stat().st_size == stat.st_size
+    assert digest.folder_fingerprint(tmp_path) != before
+    assert digest.folder_fingerprint(tmp_path) == digest.folder_fingerprint(tmp_path)
