@@ -8,9 +8,11 @@ so the child needs no OmegaConf and nothing is pickled.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,17 +79,32 @@ class SubprocessLauncher:
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
             src.write_text(json.dumps({"job": name, "payload": to_dict(job)}))
             cmd = [sys.executable, "-m", "autoopt.jobs.launch", str(src), str(dst)]
-            try:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=job.timeout_s)
-            except subprocess.TimeoutExpired:
-                raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
+            # a session of its own, so that a timeout or a stop (Ctrl-C, SIGTERM: `Stopped` here) kills what the
+            # job started too, such as the onnxruntime-genai builder, which would go on writing into the cache
+            with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) as proc:
+                try:
+                    stdout, stderr = proc.communicate(timeout=job.timeout_s)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc)
+                    raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
+                except BaseException:
+                    _kill_group(proc)
+                    raise
             if dst.exists():
                 out = json.loads(dst.read_text())
                 if "error" in out:
                     raise JobFailed(out["error"], out["traceback"])
                 return from_dict(job.result_type(), out["result"])
-            tail = (proc.stderr or proc.stdout)[-3000:]
+            tail = (stderr or stdout)[-3000:]
             raise JobFailed(f"{type(job).__name__} died with exit code {proc.returncode} and no result", tail)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill the job's process and every process it started (its session's group), and reap the job."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class InProcessLauncher:

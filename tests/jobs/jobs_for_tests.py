@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 
 @dataclass(frozen=True)
 class Echo:
     text: str
-    behaviour: str = "return"  # return | raise | die | hang
+    behaviour: str = "return"  # return | raise | die | hang | spawn (start a process, write its pid to `text`, hang)
     timeout_s: ClassVar[float] = 30.0
 
     @staticmethod
@@ -26,7 +29,10 @@ class Echo:
             raise ValueError(f"cannot echo {self.text}\nsecond line")
         if self.behaviour == "die":
             os._exit(3)
-        if self.behaviour == "hang":
+        if self.behaviour == "spawn":
+            started = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            Path(self.text).write_text(str(started.pid))
+        if self.behaviour in ("hang", "spawn"):
             time.sleep(60)
         return Echoed(self.text.upper(), os.environ.get("AUTOOPT_TEST_MARK", ""), os.environ.get("MALLOC_TRIM_THRESHOLD_", ""))
 
@@ -41,3 +47,8 @@ class Echoed:
 @dataclass(frozen=True)
 class QuickTimeout(Echo):
     timeout_s: ClassVar[float] = 1.0
+
+
+@dataclass(frozen=True)
+class SpawningTimeout(Echo):
+    timeout_s: ClassVar[float] = 6.0  # time for the child to start and spawn on a slow machine

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.jobs.launch import InProcessLauncher, JobFailed, SubprocessLauncher
-from tests.jobs.jobs_for_tests import Echo, Echoed, QuickTimeout
+from tests.jobs.jobs_for_tests import Echo, Echoed, QuickTimeout, SpawningTimeout
 
 
 def test_child_result_comes_back_typed_with_the_job_and_runtime_environment() -> None:
@@ -29,6 +32,28 @@ def test_child_that_dies_without_a_result_is_a_failure_naming_its_exit_code() ->
 def test_child_past_its_timeout_is_stopped_and_reported() -> None:
     with pytest.raises(JobFailed, match="QuickTimeout timed out after 1s"):
         SubprocessLauncher().launch(QuickTimeout("x", "hang"))
+
+
+def test_a_stopped_child_takes_the_processes_it_started_with_it(tmp_path: Path) -> None:
+    """The genai builder, a child's child, went on writing into the build cache after a sweep was stopped."""
+    pid_file = tmp_path / "pid"
+
+    with pytest.raises(JobFailed, match="timed out"):
+        SubprocessLauncher().launch(SpawningTimeout(str(pid_file), "spawn"))
+
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def test_in_process_launcher_round_trips_and_fails_the_same_way() -> None:
