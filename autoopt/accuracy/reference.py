@@ -28,6 +28,7 @@ from autoopt.accuracy.decode import (
 )
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig, WorkloadConfig
+from autoopt.digest import source_digest
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.locks import exclusive_lock, lock_beside
 
@@ -90,6 +91,7 @@ def _key(model: ResolvedModel, workload: WorkloadConfig, text: str) -> str:
         "decode": [DECODE_PROMPTS, DECODE_POOL, DECODE_PROMPT_LEN, DECODE_NEW_TOKENS, DECODE_ROWS_PER_CALL],
         "format": FORMAT,
         "libs": [metadata.version(p) for p in ("torch", "transformers", "tokenizers", "numpy")],  # tokenizers: the stream
+        "code": source_digest(__name__),  # this module and what it imports (the decode, the torch engine)
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
