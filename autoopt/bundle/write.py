@@ -15,6 +15,7 @@ from autoopt.bundle.manifest import write_manifest
 from autoopt.bundle.verify import minimum_tolerances
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.config.serde import to_dict
+from autoopt.digest import package_digest
 from autoopt.engines.registry import engine_class, engine_info
 from autoopt.result import DEFINITIONS, MeasureResult
 
@@ -179,11 +180,18 @@ def metrics(result: MeasureResult) -> dict[str, dict[str, Any]]:
     }
 
 
-def manifest_payload(result: MeasureResult, workload: dict[str, Any], resolved_config: dict[str, Any]) -> dict[str, Any]:
+def manifest_payload(
+    result: MeasureResult,
+    workload: dict[str, Any],
+    resolved_config: dict[str, Any],
+    measured_in: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """The manifest's body. `runtime` is copied from the measurement, never re-derived."""
     runtime = result.runtime
     return {
         "autoopt_version": autoopt.__version__,
+        "autoopt_code": package_digest("autoopt"),  # the sources that wrote this bundle (`autoopt.digest`)
+        "measured_in": measured_in,  # the study and trial whose measurement this is, where a sweep exported it
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "candidate": to_dict(result.candidate),
         "engine": result.candidate.engine,
@@ -396,14 +404,16 @@ def export_bundle(
     workload: dict[str, Any],
     resolved_config: dict[str, Any],
     out_dir: Path,
+    measured_in: dict[str, Any] | None = None,
 ) -> Path:
     """Write the bundle for `result` (built as `artifact`) to `out_dir`, replacing what was there.
 
     `workload` is the measured workload (prompt_lengths, output_lengths, name); `resolved_config` the
-    run's resolved configuration, recorded as it is. Returns `out_dir`.
+    run's resolved configuration, recorded as it is (a resumed sweep's is the last command's);
+    `measured_in` the study and trial the result comes from. Returns `out_dir`.
     """
     out_dir = Path(out_dir)
-    payload = manifest_payload(result, workload, resolved_config)
+    payload = manifest_payload(result, workload, resolved_config, measured_in)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
     tmp.mkdir()

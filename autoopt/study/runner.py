@@ -238,7 +238,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
             summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
         reports = write_reports(summary, cfg.search, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
-        bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher)
+        bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher, study=name)
         confirmation = _confirm(summary, prep, cfg, launcher, progress)
         chosen = {**to_dict(summary.records[summary.chosen.key].candidate), "trial": summary.chosen.key,
                   "reason": summary.reason, "bundle": str(bundle)}
@@ -377,7 +377,13 @@ def _with_artifact(key: str, result: MeasureResult, prep: Prepared, cfg: SweepCo
 
 
 def export_measured(
-    s: Summary, prep: Prepared, cfg: SweepConfig, resolved: dict[str, Any], out: Path, launcher: Launcher
+    s: Summary,
+    prep: Prepared,
+    cfg: SweepConfig,
+    resolved: dict[str, Any],
+    out: Path,
+    launcher: Launcher,
+    study: str | None = None,
 ) -> Path:
     """Export the chosen candidate with exactly what was measured: the same reference file, and an artifact
     whose files hash as they did when measured (`_with_artifact`; the bundle carries a re-measurement's figures)."""
@@ -389,4 +395,5 @@ def export_measured(
             "start a new study"
         )
     result = _with_artifact(s.chosen.key, result, prep, cfg, launcher)
-    return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out)
+    return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out,
+                         measured_in={"study": study, "trial": int(s.chosen.key)})

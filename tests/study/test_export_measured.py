@@ -70,10 +70,11 @@ def test_an_artifact_gone_from_the_cache_is_rebuilt_and_its_figures_stand_where_
 
     launcher = CountingLauncher()
 
-    out = export_measured(_summary(gone), prep, cfg, {}, tmp_path / "bundle", launcher)
+    out = export_measured(_summary(gone), prep, cfg, {}, tmp_path / "bundle", launcher, study="s")
 
     assert launcher.jobs == ["BuildJob"]
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["measured_in"] == {"study": "s", "trial": 0}
     assert manifest["build"]["key"] == result.build.key and (out / "model" / "config.json").is_file()
     assert manifest["metrics"]["speed.output_tokens_per_s"]["value"] == result.speed.output_tokens_per_s
 
