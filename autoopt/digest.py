@@ -20,13 +20,14 @@ def sha256_file(path: Path) -> str:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """Hash of the names, sizes, inodes, modification and change times of a folder's files (cheap, not content).
-    The change time moves with any write, even where the modification time is put back (`cp -p`, `rsync -a`,
-    `os.utime`), which alone let a checkpoint edited in place keep its key, its builds and its reference."""
+    """Hash of the names, sizes, modification and change times of a folder's files (cheap, not content). The
+    change time moves with any write, even where the modification time is put back (`cp -p`, `rsync -a`,
+    `os.utime`), which alone let a checkpoint edited in place keep its key, its builds and its reference; it also
+    moves with metadata alone (chmod, a new hard link), which then costs a rebuild, never a stale result."""
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         st = f.stat()
-        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_ino}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode())
+        h.update(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 

@@ -21,7 +21,7 @@ class Stopped(Exception):
         self.cut_off = False
 
 
-_STOPPING = (signal.SIGINT, signal.SIGTERM)
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed; jobs have their own session
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:

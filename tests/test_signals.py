@@ -10,7 +10,7 @@ import pytest
 from autoopt.signals import Stopped, signals_held, stopping_on_signals
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_the_block_where_it_is(signum: int) -> None:
     with pytest.raises(Stopped) as stopped, stopping_on_signals():
         signal.raise_signal(signum)
@@ -30,7 +30,7 @@ def test_a_held_signal_lets_the_block_finish_then_stops_once() -> None:
 
 
 def test_the_handlers_before_are_restored() -> None:
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     with stopping_on_signals(), signals_held():
         pass
     assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -334,9 +334,11 @@ def _front_size(known: Known) -> int:
 
 
 def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> Summary:
-    """`s` with the artifacts of the trials the steps after the search load (the reference, the chosen one, the
-    runoff's contenders) on disk as measured (`_with_artifact`)."""
-    keys = {s.reference.key, s.chosen.key}
+    """`s` with the artifacts of the trials the steps after the search load (the chosen one, the runoff's
+    contenders, the reference where the confirmation times it) on disk as measured (`_with_artifact`)."""
+    keys = {s.chosen.key}
+    if cfg.search.confirm_rounds > 0:
+        keys.add(s.reference.key)
     if runoff_due(cfg.search, cfg.export):
         keys |= {p.key for p in pareto.contenders(s.front, cfg.export.runoff_margin)}
     records = dict(s.records)
@@ -368,7 +370,8 @@ def _with_artifact(key: str, result: MeasureResult, prep: Prepared, cfg: SweepCo
         result = launcher.launch(prep.measure_job(result.candidate, built))
     except JobFailed as e:
         raise _failed_after_trials(e, f"rebuilding trial {key}", cfg, "run the same command again to retry") from e
-    if broken := [name for name, value in constraints(result, cfg.search, prep.target).items() if value > 0]:
+    broken = [name for name, value in constraints(result, cfg.search, prep.target).items() if value > 0]
+    if broken and key != "0":  # the fp32 reference is the yardstick, feasible or not
         raise SweepError(
             f"trial {key}, rebuilt and measured again, no longer meets {', '.join(broken)}; its artifact differs "
             "from the one the search measured (a changed pass or library?): start a new study"

@@ -50,8 +50,17 @@ def test_legacy_config_keys_give_the_same_rotation() -> None:
         ({"rope_parameters": {"rope_theta": 1e6, "rope_type": "default", "partial_rotary_factor": 0.5}},
          "a partial rotary embedding"),
         ({"use_sliding_window": True}, "sliding-window attention"),
+        ({"architectures": ["MistralForCausalLM"], "sliding_window": 4096}, "sliding-window attention"),
+        ({"hidden_size": None}, "its config.json does not describe the rotary embedding (TypeError"),
     ],
 )
 def test_a_model_whose_keys_cannot_be_moved_is_named_with_the_reason(change: dict, reason: str) -> None:
     problem = rope_of({**QWEN2, **change})
     assert isinstance(problem, str) and reason in problem
+
+
+def test_a_declared_but_unused_window_and_a_theta_outside_rope_parameters_still_give_the_rotation() -> None:
+    qwen25 = {**QWEN2, "sliding_window": 131072, "use_sliding_window": False}  # as Qwen2.5's config.json
+    no_theta = {**QWEN2, "rope_parameters": {"rope_type": "default"}, "rope_theta": 1e6}
+    for config in (qwen25, no_theta):
+        np.testing.assert_array_equal(rope_of(config).inv_freq, rope_of(QWEN2).inv_freq)

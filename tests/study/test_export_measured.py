@@ -56,10 +56,10 @@ class CountingLauncher(InProcessLauncher):
         return super().launch(job)
 
 
-def _summary(result) -> Summary:
-    point = pareto.Point("0", (1.0, 1.0, 0.0), {"candidate": "c"})
+def _summary(result, key: str = "0") -> Summary:
+    point = pareto.Point(key, (1.0, 1.0, 0.0), {"candidate": "c"})
     record = TrialRecord(result.candidate, "c", key="k", result=result)
-    return Summary([point], [point], [point], point, (1.0, 1.0, 0.05), 0.0, point, "only one", {"0": record})
+    return Summary([point], [point], [point], point, (1.0, 1.0, 0.05), 0.0, point, "only one", {key: record})
 
 
 def test_an_artifact_gone_from_the_cache_is_rebuilt_and_its_figures_stand_where_its_files_are_the_same(
@@ -96,8 +96,8 @@ def test_a_remeasured_rebuild_that_misses_the_accuracy_bar_is_refused(measured, 
     other = replace(result, build=replace(result.build, artifact=tmp_path / "cleared", sha256="other files"))
     strict = replace(cfg, search=replace(cfg.search, min_top1_agreement=1.01))  # no measurement meets it
 
-    with pytest.raises(SweepError, match="trial 0, rebuilt and measured again, no longer meets accuracy_bar"):
-        export_measured(_summary(other), prep, strict, {}, tmp_path / "bundle", InProcessLauncher())
+    with pytest.raises(SweepError, match="trial 3, rebuilt and measured again, no longer meets accuracy_bar"):
+        export_measured(_summary(other, "3"), prep, strict, {}, tmp_path / "bundle", InProcessLauncher())
 
 
 def test_an_artifact_changed_since_its_measurement_is_refused(measured, tmp_path: Path) -> None:

@@ -135,7 +135,8 @@ class OrtEngine(Engine):
         # --- end profiling hook ---
         providers = [p if isinstance(p, str) else tuple(p) for p in settings["providers"]]
         session = ort.InferenceSession(str(artifact / settings["model_file"]), options, providers=providers)
-        rope = rope_of(json.loads((Path(artifact) / "config.json").read_text()))
+        config = Path(artifact) / "config.json"
+        rope = rope_of(json.loads(config.read_text())) if config.is_file() else "the artifact has no config.json"
         return cls(session, runtime.device, bind_io=runtime.device != "cpu", rope=rope)
 
     @classmethod

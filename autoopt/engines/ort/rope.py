@@ -33,17 +33,25 @@ class Rope:
 
 def rope_of(config: dict[str, Any]) -> Rope | str:
     """The key rotation of the model `config` (its `config.json`) describes, or why none can be applied."""
+    try:
+        return _rope_of(config)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
+        return f"its config.json does not describe the rotary embedding ({type(e).__name__}: {e})"
+
+
+def _rope_of(config: dict[str, Any]) -> Rope | str:
     architecture = (config.get("architectures") or ["?"])[0]
     if architecture not in ROTATE_HALF:
         return f"moving cached keys is implemented for {', '.join(ROTATE_HALF)}, not {architecture}"
-    params = config.get("rope_parameters") or {"rope_theta": config.get("rope_theta", 10000.0),
-                                               **(config.get("rope_scaling") or {})}
+    params = {"rope_theta": config.get("rope_theta", 10000.0), **(config.get("rope_scaling") or {}),
+              **(config.get("rope_parameters") or {})}
     kind = params.get("rope_type", params.get("type", "default"))
     if kind != "default":
         return f"rope_type={kind} (only the default rotary embedding is implemented)"
     if params.get("partial_rotary_factor", config.get("partial_rotary_factor", 1.0)) != 1.0:
         return "a partial rotary embedding (only a rotation of the whole head is implemented)"
-    if config.get("use_sliding_window"):
+    # Qwen2 declares a window it does not use (use_sliding_window false); Mistral has no such switch
+    if config.get("use_sliding_window", config.get("sliding_window") is not None):
         return "sliding-window attention"
     dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
     # in float32, as transformers computes the frequencies the exported graph holds
