@@ -191,7 +191,9 @@ def manifest_payload(
     return {
         "autoopt_version": autoopt.__version__,
         "autoopt_code": package_digest("autoopt"),  # the sources that wrote this bundle (`autoopt.digest`)
-        "measured_in": measured_in,  # the study and trial whose measurement this is, where a sweep exported it
+        # Where a sweep exported it: the study and trial whose measurement this is, and whether that trial's
+        # artifact, rebuilt after the search with other files, was measured again (the figures here are then those).
+        "measured_in": measured_in,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "candidate": to_dict(result.candidate),
         "engine": result.candidate.engine,

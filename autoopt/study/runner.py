@@ -38,7 +38,15 @@ from autoopt.study.fingerprint import check_fingerprint, check_reference, check_
 from autoopt.study.objectives import constraints
 from autoopt.study.progress import SweepProgress
 from autoopt.study.runoff import Runoff, decide
-from autoopt.study.summary import Summary, SweepError, gains, runoff_due, summarize, write_reports
+from autoopt.study.summary import (
+    Summary,
+    SweepError,
+    gains,
+    runoff_due,
+    summarize,
+    summary_of,
+    write_reports,
+)
 from autoopt.study.trial import INTERRUPTED, Known, TrialOutcome, feasible, run_trial
 from autoopt.study.warm import AUTO, check_named, warm_start_params
 from autoopt.tracking.mlflow_tracker import Tracker
@@ -335,18 +343,33 @@ def _front_size(known: Known) -> int:
 
 def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> Summary:
     """`s` with the artifacts of the trials the steps after the search load (the chosen one, the runoff's
-    contenders, the reference where the confirmation times it) on disk as measured (`_with_artifact`)."""
+    contenders, the reference where the confirmation times it) on disk as measured (`_with_artifact`). A trial
+    measured again there moves its point, so the front and the pick are taken again from the new figures, and
+    the artifacts that pick calls on are checked in turn."""
+    while due := sorted(_loaded_after_search(s, cfg) - s.checked, key=int):
+        records, remeasured = dict(s.records), set(s.remeasured)
+        for key in due:
+            before = records[key].result
+            assert before is not None
+            after = _with_artifact(key, before, prep, cfg, launcher)
+            if after.build.sha256 != before.build.sha256:
+                remeasured.add(key)
+                log.warning("trial %s's new figures stand in the front, the pick and the bundle from here on; the "
+                            "study and its MLflow run keep those it was first measured with", key)
+            records[key] = replace(records[key], result=after)
+        if remeasured != s.remeasured:
+            s = summary_of(records, cfg.search, cfg.export, prep.target)
+        s = replace(s, records=records, checked=s.checked | set(due), remeasured=frozenset(remeasured))
+    return s
+
+
+def _loaded_after_search(s: Summary, cfg: SweepConfig) -> set[str]:
     keys = {s.chosen.key}
     if cfg.search.confirm_rounds > 0:
         keys.add(s.reference.key)
     if runoff_due(cfg.search, cfg.export):
         keys |= {p.key for p in pareto.contenders(s.front, cfg.export.runoff_margin)}
-    records = dict(s.records)
-    for key in sorted(keys, key=int):
-        record = records[key]
-        assert record.result is not None
-        records[key] = replace(record, result=_with_artifact(key, record.result, prep, cfg, launcher))
-    return replace(s, records=records)
+    return keys
 
 
 def _with_artifact(key: str, result: MeasureResult, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> MeasureResult:
@@ -389,14 +412,16 @@ def export_measured(
     study: str | None = None,
 ) -> Path:
     """Export the chosen candidate with exactly what was measured: the same reference file, and an artifact
-    whose files hash as they did when measured (`_with_artifact`; the bundle carries a re-measurement's figures)."""
-    result = s.records[s.chosen.key].result
-    assert result is not None
-    if result.reference_sha256 != prep.reference_sha256:
+    whose files hash as they did when measured (`_with_artifact`, unless `with_artifacts` already saw to it;
+    the bundle carries a re-measurement's figures, and its manifest says so)."""
+    measured = s.records[s.chosen.key].result
+    assert measured is not None
+    if measured.reference_sha256 != prep.reference_sha256:
         raise SweepError(
             f"trial {s.chosen.key} was measured against another reference file than {prep.reference.path}; "
             "start a new study"
         )
-    result = _with_artifact(s.chosen.key, result, prep, cfg, launcher)
+    result = measured if s.chosen.key in s.checked else _with_artifact(s.chosen.key, measured, prep, cfg, launcher)
+    again = s.chosen.key in s.remeasured or result.build.sha256 != measured.build.sha256
     return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out,
-                         measured_in={"study": study, "trial": int(s.chosen.key)})
+                         measured_in={"study": study, "trial": int(s.chosen.key), "measured_again": again})

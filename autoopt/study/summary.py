@@ -45,6 +45,10 @@ class Summary:
     chosen: pareto.Point
     reason: str
     records: dict[str, TrialRecord]  # by trial number (as a string, the points' keys)
+    # Trials whose artifacts the runner put back on disk as measured after the search (`with_artifacts`), and
+    # those of them measured again there because a rebuild's files differed (their records hold the new figures).
+    checked: frozenset[str] = frozenset()
+    remeasured: frozenset[str] = frozenset()
 
 
 def _point(number: int, record: TrialRecord, values: tuple[float, float, float], device: str) -> pareto.Point:
@@ -66,7 +70,13 @@ def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, t
     """The front of the study's distinct complete candidates. Objectives and feasibility are computed here
     from each trial's stored measurement under the current settings, never taken from the told values."""
     by_key = Known.of(study).complete
-    records = {str(t.number): TrialRecord.read(t) for t in by_key.values()}
+    return summary_of({str(t.number): TrialRecord.read(t) for t in by_key.values()}, search, export, target)
+
+
+def summary_of(
+    records: dict[str, TrialRecord], search: SearchConfig, export: ExportConfig, target: TargetConfig
+) -> Summary:
+    """The front and pick of complete trials' records, keyed by trial number."""
     points, ok = [], []
     for key, record in records.items():
         assert record.result is not None

@@ -23,8 +23,10 @@ from autoopt.config.schema import (
 )
 from autoopt.digest import tree_sha256
 from autoopt.jobs.launch import InProcessLauncher
+from autoopt.passes.pipeline import artifact_sha256
+from autoopt.study import runner
 from autoopt.study.record import TrialRecord
-from autoopt.study.runner import export_measured
+from autoopt.study.runner import export_measured, with_artifacts
 from autoopt.study.summary import Summary, SweepError
 
 pytestmark = pytest.mark.slow
@@ -74,7 +76,7 @@ def test_an_artifact_gone_from_the_cache_is_rebuilt_and_its_figures_stand_where_
 
     assert launcher.jobs == ["BuildJob"]
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["measured_in"] == {"study": "s", "trial": 0}
+    assert manifest["measured_in"] == {"study": "s", "trial": 0, "measured_again": False}
     assert manifest["build"]["key"] == result.build.key and (out / "model" / "config.json").is_file()
     assert manifest["metrics"]["speed.output_tokens_per_s"]["value"] == result.speed.output_tokens_per_s
 
@@ -88,7 +90,24 @@ def test_a_rebuild_whose_files_differ_is_measured_again(measured, tmp_path: Path
     out = export_measured(_summary(other), prep, cfg, {}, tmp_path / "bundle", launcher)
 
     assert launcher.jobs == ["BuildJob", "MeasureJob"]  # rebuilt, then measured again before shipping
-    assert json.loads((out / "manifest.json").read_text())["build"]["key"] == result.build.key
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["build"]["key"] == result.build.key and manifest["measured_in"]["measured_again"] is True
+
+
+def test_an_artifact_the_runner_already_checked_is_neither_hashed_nor_rebuilt_again(
+    measured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The chosen trial's files are hashed once after the search (`with_artifacts`), not again at export."""
+    prep, cfg, result = measured
+    hashed: list[Path] = []
+    monkeypatch.setattr(runner, "artifact_sha256", lambda folder: hashed.append(folder) or artifact_sha256(folder))
+    launcher = CountingLauncher()
+    checked = with_artifacts(_summary(result), prep, replace(cfg, search=replace(cfg.search, confirm_rounds=0)),
+                             launcher)
+
+    export_measured(checked, prep, cfg, {}, tmp_path / "bundle", launcher)
+
+    assert hashed == [Path(result.build.artifact)] and launcher.jobs == []
 
 
 def test_a_remeasured_rebuild_that_misses_the_accuracy_bar_is_refused(measured, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ naming the fix, with its traceback in the workspace's logs: never a bare JobFail
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,7 +25,7 @@ from autoopt.jobs.launch import JobFailed
 from autoopt.study.progress import SweepProgress
 from autoopt.study.record import TrialRecord
 from autoopt.study.runner import _confirm, _runoff, export_measured, with_artifacts
-from autoopt.study.summary import Summary, SweepError
+from autoopt.study.summary import Summary, SweepError, summary_of
 from tests.study.results import result
 
 
@@ -102,3 +103,43 @@ def test_the_artifacts_the_steps_after_the_trials_load_are_rebuilt_where_the_cac
     for key in map(str, rebuilt):  # the same files: the figures stand, the artifact is the rebuilt one
         after, before = present.records[key].result, summary.records[key].result
         assert after.build.artifact == tmp_path / f"rebuilt{key}" and after.speed == before.speed
+
+
+class RebuildingDifferently:
+    """Rebuilds trial 1 with other files (measured again: 8 ms, no longer the fastest) and the others as measured."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.jobs: list[tuple[str, int]] = []
+        self.folder = tmp_path
+
+    def launch(self, job: Any) -> Any:
+        kind, candidate = job[0], job[1]
+        trial = candidate.threads - 1
+        self.jobs.append((kind, trial))
+        if kind == "build":
+            return SimpleNamespace(sha256="other" if trial == 1 else "sha", artifact=self.folder / f"rebuilt{trial}")
+        built = job[2]
+        again = result(8.0, 1.0, 1.0, candidate)
+        return replace(again, build=replace(again.build, artifact=built.artifact, sha256=built.sha256))
+
+
+def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tmp_path: Path) -> None:
+    """Its new figures are its point's; the pick taken again from them calls on trial 2's artifact, checked in turn."""
+    _, prep, cfg = _sweep(tmp_path)
+    target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
+    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=0), "target": target})
+    records = {str(n): TrialRecord(CandidateConfig(threads=n + 1), str(n), key=str(n),
+                                   result=result(ms, 1.0, 1.0, CandidateConfig(threads=n + 1)))
+               for n, ms in enumerate((10.0, 5.0, 6.0))}
+    summary = summary_of(records, cfg.search, cfg.export, cfg.target)
+    assert summary.chosen.key == "1"
+    prep = SimpleNamespace(**vars(prep), target=cfg.target, build_job=lambda c: ("build", c),
+                           measure_job=lambda c, built: ("measure", c, built))
+    launcher = RebuildingDifferently(tmp_path)
+
+    present = with_artifacts(summary, prep, cfg, launcher)
+
+    assert launcher.jobs == [("build", 1), ("measure", 1), ("build", 2)]
+    assert next(p for p in present.points if p.key == "1").objectives[0] == 8.0
+    assert present.chosen.key == "2" and present.remeasured == {"1"} and present.checked == {"1", "2"}
+    assert present.records["2"].result.speed == records["2"].result.speed  # the same files: its figures stand
