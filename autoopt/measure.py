@@ -18,7 +18,7 @@ from autoopt.config.overrides import CONF_DIR, check_composition, check_override
 from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
 from autoopt.jobs.launch import JobFailed
-from autoopt.models.source import model_architecture, model_tied_embeddings
+from autoopt.models.source import model_traits
 from autoopt.space.validity import candidate_problem
 
 log = logging.getLogger("autoopt")
@@ -29,8 +29,7 @@ register()
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         m = load_measure_config(cfg)
-        problem = candidate_problem(m.candidate, m.target, model_architecture(m.model),
-                                    tied_embeddings=model_tied_embeddings(m.model))
+        problem = candidate_problem(m.candidate, m.target, model_traits(m.model))
         if problem:
             raise ConfigError(problem)
 

@@ -17,6 +17,15 @@ log = logging.getLogger("autoopt.models")
 
 
 @dataclass(frozen=True)
+class ModelTraits:
+    """What the checks a candidate passes before any build know of the model (`space.validity`)."""
+
+    architecture: str  # the HF model class (`config.json`'s `architectures[0]`)
+    tied_embeddings: bool = False  # whether the lm_head shares the token embedding table
+    fixed_keys: str | None = None  # why its cached keys cannot be moved to other positions, None where they can
+
+
+@dataclass(frozen=True)
 class ResolvedModel:
     name: str
     path: Path
@@ -35,6 +44,10 @@ class ResolvedModel:
         """Whether the lm_head shares the token embedding table (`tie_word_embeddings`, as transformers reads it)."""
         return _tied(self.hf_config(), self.path)
 
+    @functools.cached_property  # asked for every trial
+    def traits(self) -> ModelTraits:
+        return ModelTraits(self.architecture, self.tied_embeddings, _fixed_keys(self.hf_config()))
+
     @property
     def max_positions(self) -> int | None:
         """The longest sequence the model was made for (`config.json`'s `max_position_embeddings`), if it says."""
@@ -52,23 +65,25 @@ class ResolvedModel:
 BUILTIN_ARCHITECTURE = "Qwen2ForCausalLM"
 
 
-def model_architecture(model: ModelConfig) -> str:
-    """The HF model class `model` will resolve to, read without resolving it (no training, no hashing)."""
-    if model.kind in ("builtin", "shape"):
-        return BUILTIN_ARCHITECTURE
-    config = json.loads((Path(model.path) / "config.json").read_text())  # type: ignore[arg-type]
-    return (config.get("architectures") or ["?"])[0]
-
-
-def model_tied_embeddings(model: ModelConfig) -> bool:
-    """Whether `model` will resolve to one whose lm_head shares the embedding table, read without resolving it."""
+def model_traits(model: ModelConfig) -> ModelTraits:
+    """The traits of the model `model` will resolve to, read without resolving it (no training, no hashing). The
+    built-in and shape models are Qwen2s with the default rotary embedding."""
     if model.kind == "builtin":
-        return False
+        return ModelTraits(BUILTIN_ARCHITECTURE)
     if model.kind == "shape":
         assert model.shape is not None  # validated at start-up: kind=shape has a shape
-        return model.shape.tie_word_embeddings
+        return ModelTraits(BUILTIN_ARCHITECTURE, model.shape.tie_word_embeddings)
     path = Path(model.path)  # type: ignore[arg-type]
-    return _tied(json.loads((path / "config.json").read_text()), path)
+    config = json.loads((path / "config.json").read_text())
+    return ModelTraits((config.get("architectures") or ["?"])[0], _tied(config, path), _fixed_keys(config))
+
+
+def _fixed_keys(config: dict[str, Any]) -> str | None:
+    """Why ort's continuous batching cannot move this model's cached keys (`engines/ort/rope.py`), or None."""
+    from autoopt.engines.ort.rope import rope_of
+
+    rope = rope_of(config)
+    return rope if isinstance(rope, str) else None
 
 
 def _tied(config: dict[str, Any], path: Path) -> bool:

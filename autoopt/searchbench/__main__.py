@@ -80,10 +80,9 @@ def main(cfg: DictConfig) -> None:
     workspace = Path(sweep.workspace).expanduser().resolve()
     with exit_on_config_error():  # e.g. prompts longer than the model's positions
         prep = prepare(sweep.model, sweep.target, sweep.workload, sweep.bench, Path(sweep.cache_dir).expanduser())
-    architecture, tied = prep.model.architecture, prep.model.tied_embeddings
     grid = enumerate_grid(
         sweep.space, lambda c: candidate_key(c, prep),
-        lambda c: candidate_problem(c, prep.target, architecture, tied_embeddings=tied),
+        lambda c: candidate_problem(c, prep.target, prep.model.traits),
     )
     log.info("grid of space=%s:\n%s", sweep.space.name, grid.describe())
     with exit_on_config_error():
@@ -102,7 +101,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         bench = Bench.of(grid.points, results, sweep.space, sweep.search, prep.target,
                          key=lambda c: candidate_key(c, prep),
-                         problem=lambda c: candidate_problem(c, prep.target, architecture, tied_embeddings=tied))
+                         problem=lambda c: candidate_problem(c, prep.target, prep.model.traits))
     warm = []
     if OPTIONS.prior is not None:
         prior = GroundTruth.load(OPTIONS.prior)

@@ -9,6 +9,7 @@ from autoopt.config.knobs import candidate_value_problem, inapplicable_knob
 from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig, WorkloadConfig
 from autoopt.engines.probes import cuda_device
 from autoopt.engines.registry import engine_info
+from autoopt.models.source import ModelTraits
 from autoopt.passes.plan import plan
 from autoopt.passes.registry import pass_problem
 
@@ -124,18 +125,24 @@ def tied_embeddings_problem(c: CandidateConfig) -> str | None:
     return None
 
 
-def candidate_problem(
-    c: CandidateConfig, target: TargetConfig, architecture: str, *, tied_embeddings: bool = False
-) -> str | None:
-    """Every check a candidate must pass before it is built, in order; None when it can be measured here.
-    `architecture` is the model's HF class (`config.json`'s `architectures[0]`); `tied_embeddings` whether its
-    lm_head shares the embedding table."""
+def fixed_keys_problem(c: CandidateConfig, model: ModelTraits) -> str | None:
+    """Why ort cannot batch `c` continuously on `model`: its stream moves each row's cached keys when the batch's
+    padding changes (`engines/ort/rope.py`), which holds for a whole-head default rotary embedding only."""
+    if c.engine != "ort" or c.serving_batching != "continuous" or model.fixed_keys is None:
+        return None
+    return (f"engine=ort: serving_batching=continuous moves cached keys to other positions, which this model's cannot "
+            f"be: {model.fixed_keys}; use serving_batching=group")
+
+
+def candidate_problem(c: CandidateConfig, target: TargetConfig, model: ModelTraits) -> str | None:
+    """Every check a candidate must pass before it is built, in order; None when it can be measured here."""
     return (
         candidate_value_problem(c)
         or inapplicable_knob(c)
         or target_problem(c, target)
-        or engine_info(c.engine).model_problem(architecture)
-        or (tied_embeddings_problem(c) if tied_embeddings else None)
+        or engine_info(c.engine).model_problem(model.architecture)
+        or (tied_embeddings_problem(c) if model.tied_embeddings else None)
+        or fixed_keys_problem(c, model)
         or build_problem(c, target.device)
         or environment_problem(c, target)
     )

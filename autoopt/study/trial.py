@@ -113,8 +113,7 @@ def _run(
     record.write(trial)
     name = f"trial {trial.number} · {record.label}"
 
-    problem = candidate_problem(candidate, prep.target, prep.model.architecture,
-                                tied_embeddings=prep.model.tied_embeddings)
+    problem = candidate_problem(candidate, prep.target, prep.model.traits)
     if problem:
         return _prune(study, trial, record, problem, name)
 

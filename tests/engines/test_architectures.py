@@ -4,6 +4,7 @@ one-line reason, never a traceback."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +55,30 @@ def folders(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 @pytest.mark.parametrize(("family", "engine"), [k for k, v in EXPECTED.items() if v != "runs"])
 def test_an_engine_refuses_a_family_it_cannot_take_before_any_build(folders, family: str, engine: str) -> None:
-    architecture = ResolvedModel(family, folders[family], family).architecture
+    traits = ResolvedModel(family, folders[family], family).traits
 
-    problem = candidate_problem(CandidateConfig(engine=engine), CPU, architecture)
+    problem = candidate_problem(CandidateConfig(engine=engine), CPU, traits)
 
     assert problem is not None and problem.startswith(EXPECTED[family, engine]) and "\n" not in problem
+
+
+@pytest.mark.parametrize(("family", "refused"), [("gpt_neox", True), ("llama", False)])
+def test_ort_continuous_batching_on_a_model_whose_keys_cannot_be_moved_is_refused_before_any_build(
+    folders, family: str, refused: bool
+) -> None:
+    """GPT-NeoX rotates part of each head only: the stream's key rotation would be wrong."""
+    traits = ResolvedModel(family, folders[family], family).traits
+    continuous = CandidateConfig(engine="ort", serving_batching="continuous", serving_max_batch=4)
+
+    problem = candidate_problem(continuous, CPU, traits)
+
+    if refused:
+        assert problem == ("engine=ort: serving_batching=continuous moves cached keys to other positions, which this "
+                           "model's cannot be: moving cached keys is implemented for Qwen2ForCausalLM, "
+                           "LlamaForCausalLM, MistralForCausalLM, not GPTNeoXForCausalLM; use serving_batching=group")
+    else:
+        assert problem is None
+    assert candidate_problem(replace(continuous, serving_batching="group"), CPU, traits) is None
 
 
 @pytest.mark.slow
@@ -66,7 +86,7 @@ def test_an_engine_refuses_a_family_it_cannot_take_before_any_build(folders, fam
 def test_an_engine_that_accepts_a_family_builds_and_generates_it(folders, tmp_path: Path, family: str, engine: str):
     folder = folders[family]
     candidate = CandidateConfig(engine=engine)
-    assert candidate_problem(candidate, CPU, ResolvedModel(family, folder, family).architecture) is None
+    assert candidate_problem(candidate, CPU, ResolvedModel(family, folder, family).traits) is None
 
     built = run_pipeline(folder, family, plan(candidate, "cpu"), tmp_path)
     runtime = RuntimeOptions(device="cpu", threads=1, max_length=32, max_batch=1)

@@ -18,6 +18,7 @@ from autoopt.engines.torch.engine import TorchEngine
 from autoopt.engines.torch_compiled.decoder import StaticDecoder
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine, runtime_settings
 from autoopt.engines.torch_compiled.fuse import fuse_projections
+from autoopt.models.source import ModelTraits
 from autoopt.space.validity import candidate_problem, target_problem
 
 RUNTIME = RuntimeOptions(device="cpu", threads=2, batch_size=1, max_length=40, max_batch=2)
@@ -119,7 +120,7 @@ def test_repeated_kv_heads_attend_like_grouped_query_attention(tiny_model: Path)
 def test_cuda_only_backends_are_pruned_on_cpu_targets_with_the_reason(engine: str, backend: str) -> None:
     candidate = CandidateConfig(engine=engine, attn_backend=backend)
 
-    problem = candidate_problem(candidate, CPU, "Qwen2ForCausalLM")
+    problem = candidate_problem(candidate, CPU, ModelTraits("Qwen2ForCausalLM"))
 
     assert problem == (
         f"engine={engine}: attn_backend={backend} has no cpu kernel; on cpu choose one of: auto, math, flash"

@@ -14,7 +14,7 @@ from autoopt.config import ConfigError
 from autoopt.config.load import check_model, load_measure_config, load_sweep_config
 from autoopt.config.schema import ModelConfig, ModelShape
 from autoopt.config.store import register
-from autoopt.models.source import model_architecture
+from autoopt.models.source import ModelTraits, model_traits
 from tests.conftest import REPO
 
 # A test-only shape: the fast suite never builds the 0.5B one (~2 GB in fp32).
@@ -55,7 +55,7 @@ def test_measure_accepts_the_0_5b_shape_as_declared() -> None:
     assert m.model.shape == ModelShape(hidden_size=896, num_layers=24, num_heads=14, num_kv_heads=2,
                                        intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True,
                                        rope_theta=1e6, max_position_embeddings=131072, seed=0)
-    assert model_architecture(m.model) == "Qwen2ForCausalLM"
+    assert model_traits(m.model) == ModelTraits("Qwen2ForCausalLM", tied_embeddings=True)
 
 
 @pytest.mark.parametrize(
