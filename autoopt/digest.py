@@ -75,9 +75,25 @@ def package_digest(package: str) -> str:
 
 def _module_file(name: str) -> Path | None:
     """The source file of module `name`, or None where `name` is not a module with Python source (an attribute
-    imported from a module, a namespace package)."""
+    imported from a module, a namespace package). Found from its top-level package's folder, importing nothing:
+    finding a submodule's spec imports its parents, and a parent that fails to import would drop it unseen."""
+    top, _, rest = name.partition(".")
+    origin = _top_level_file(top)
+    if origin is None or not rest:
+        return origin
+    if origin.name != "__init__.py":
+        return None
+    base = origin.parent.joinpath(*rest.split("."))
+    for path in (base / "__init__.py", base.with_name(base.name + ".py")):
+        if path.is_file():
+            return path
+    return None
+
+
+@functools.cache
+def _top_level_file(top: str) -> Path | None:
     try:
-        spec = importlib.util.find_spec(name)
+        spec = importlib.util.find_spec(top)  # a top-level name: imports nothing
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.origin or not spec.origin.endswith(".py"):

@@ -47,3 +47,24 @@ def test_a_folder_fingerprint_changes_when_a_file_is_rewritten_with_its_old_size
     assert weights.stat().st_mtime_ns == stat.st_mtime_ns and weights.stat().st_size == stat.st_size
     assert digest.folder_fingerprint(tmp_path) != before
     assert digest.folder_fingerprint(tmp_path) == digest.folder_fingerprint(tmp_path)
+
+
+def test_a_source_digest_follows_a_module_whose_package_fails_to_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An optional dependency missing where a package's __init__ imports it must not drop that package's modules
+    from the digest of the code that imports them (finding a submodule's spec would import its parent)."""
+    name = "pkg_" + re.sub(r"\W", "_", tmp_path.name)
+    package = tmp_path / name
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("import a_library_this_machine_lacks\n")
+    (package / "sub" / "helper.py").write_text("X = 1\n")
+    (package / "main.py").write_text(f"from {name}.sub import helper\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    before = digest.source_digest(f"{name}.main")
+    (package / "sub" / "helper.py").write_text("X = 2\n")
+    digest.source_digest.cache_clear()
+
+    assert digest.source_digest(f"{name}.main") != before
