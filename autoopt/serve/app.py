@@ -348,6 +348,11 @@ def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_by
         server.worker.start()
         try:
             yield
+        except asyncio.CancelledError:
+            # A second signal: uvicorn exits without the lifespan's shutdown and asyncio.run then cancels this task
+            # with the requests' own, which withdraw their rows. Ending here instead of raising keeps starlette from
+            # logging that cancellation as a failed shutdown, with a traceback.
+            pass
         finally:
             await asyncio.to_thread(server.worker.close, 60.0)
 

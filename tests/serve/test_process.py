@@ -82,6 +82,36 @@ def test_a_signal_stops_the_server_after_the_reply_in_flight_and_leaves_the_bund
 
 
 @pytest.mark.slow
+def test_a_second_ctrl_c_stops_the_server_at_once_says_so_and_still_leaves_the_bundle_as_it_was(
+    genai_bundle: Path,
+) -> None:
+    before = sorted(p.name for p in genai_bundle.rglob("*"))
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--port", str(port), "--max-length", "640"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_healthy(port, proc)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps({"prompt": [5, 6, 7], "max_tokens": 600, "stream": True}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.readline().startswith(b"data: ")  # the reply has started
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, err
+    assert "a second signal stopped the server without waiting for the requests in flight" in err
+    assert "Traceback" not in err, err
+    assert sorted(p.name for p in genai_bundle.rglob("*")) == before
+
+
+@pytest.mark.slow
 def test_a_max_length_beyond_the_genai_models_context_fails_at_load_in_one_line(genai_bundle: Path) -> None:
     context = json.loads((genai_bundle / "model" / "genai_config.json").read_text())["model"]["context_length"]
     proc = subprocess.run([sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--prompt", "hi",
