@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -74,7 +75,7 @@ class SubprocessLauncher:
 
     def launch(self, job: Job[R]) -> R:
         name = f"{type(job).__module__}:{type(job).__qualname__}"
-        env = {**os.environ, **_CHILD_ENV, **job.env()}
+        env = {**os.environ, **_CHILD_ENV, **job.env(), _PARENT: str(os.getpid())}
         with tempfile.TemporaryDirectory(prefix="autoopt-job-") as tmp:
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
             src.write_text(json.dumps({"job": name, "payload": to_dict(job)}))
@@ -124,7 +125,26 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+_PARENT = "AUTOOPT_JOB_PARENT"  # the launching process's pid, set in the child's environment
+
+
+def _end_with_parent(parent: int) -> None:
+    """Kill this job's process group once `parent` is gone. A parent killed outright (SIGKILL, the OOM killer)
+    stops nothing, and the job, in a session of its own, would run on orphaned with what it started (a build
+    writing into the cache, a measurement taking the CPUs of the next run)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)
+
+    if os.getpgid(0) == os.getpid():  # the leader of its own group, as SubprocessLauncher starts it: kill only that
+        threading.Thread(target=watch, name="autoopt-parent-watch", daemon=True).start()
+
+
 def _child(src: Path, dst: Path) -> None:
+    if _PARENT in os.environ:
+        _end_with_parent(int(os.environ[_PARENT]))
     try:
         spec = json.loads(src.read_text())
         module, _, name = spec["job"].partition(":")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +48,34 @@ def test_a_stopped_child_takes_the_processes_it_started_with_it(tmp_path: Path) 
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(pid)
+
+
+def test_a_job_whose_parent_is_killed_outright_ends_with_what_it_started(tmp_path: Path) -> None:
+    """SIGKILL (or the OOM killer) leaves the parent no chance to stop its job: the job must notice by itself."""
+    pid_file = tmp_path / "pid"
+    launch = ("from autoopt.jobs.launch import SubprocessLauncher; from tests.jobs.jobs_for_tests import Echo; "
+              f"SubprocessLauncher().launch(Echo({str(pid_file)!r}, 'spawn'))")
+    parent = subprocess.Popen([sys.executable, "-c", launch], cwd=Path(__file__).parents[2])
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.is_file() or not pid_file.read_text():
+            assert parent.poll() is None and time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+        job = _parent_of(grandchild)
+        parent.kill()
+        parent.wait()
+
+        deadline = time.monotonic() + 10
+        while (_alive(job) or _alive(grandchild)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+    assert not _alive(job) and not _alive(grandchild)
+
+
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[1])
 
 
 def _alive(pid: int) -> bool:
