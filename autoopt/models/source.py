@@ -12,6 +12,7 @@ from typing import Any
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import ModelConfig
 from autoopt.digest import folder_fingerprint
+from autoopt.models.rope import rope_of
 
 log = logging.getLogger("autoopt.models")
 
@@ -79,9 +80,7 @@ def model_traits(model: ModelConfig) -> ModelTraits:
 
 
 def _fixed_keys(config: dict[str, Any]) -> str | None:
-    """Why ort's continuous batching cannot move this model's cached keys (`engines/ort/rope.py`), or None."""
-    from autoopt.engines.ort.rope import rope_of
-
+    """Why ort's continuous batching cannot move this model's cached keys (`models/rope.py`), or None."""
     rope = rope_of(config)
     return rope if isinstance(rope, str) else None
 

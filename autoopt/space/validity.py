@@ -127,7 +127,7 @@ def tied_embeddings_problem(c: CandidateConfig) -> str | None:
 
 def fixed_keys_problem(c: CandidateConfig, model: ModelTraits) -> str | None:
     """Why ort cannot batch `c` continuously on `model`: its stream moves each row's cached keys when the batch's
-    padding changes (`engines/ort/rope.py`), which holds for a whole-head default rotary embedding only."""
+    padding changes (`models/rope.py`), which holds for a whole-head default rotary embedding only."""
     if c.engine != "ort" or c.serving_batching != "continuous" or model.fixed_keys is None:
         return None
     return (f"engine=ort: serving_batching=continuous moves cached keys to other positions, which this model's cannot "

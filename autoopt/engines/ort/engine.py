@@ -16,9 +16,9 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
-from autoopt.engines.ort.rope import Rope, rope_of
 from autoopt.engines.probes import CPU_BUILDS_OUT
 from autoopt.engines.stream import NumpyKV, PaddedStream
+from autoopt.models.rope import Rope, rope_of
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 Cache = np.ndarray | ort.OrtValue  # one KV tensor: host array, or an ORT value left on the device

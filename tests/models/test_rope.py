@@ -9,7 +9,7 @@ import torch
 from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding, apply_rotary_pos_emb
 
-from autoopt.engines.ort.rope import Rope, rope_of
+from autoopt.models.rope import Rope, rope_of
 
 QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_attention_heads": 4,
          "rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}}
