@@ -5,6 +5,7 @@ process before the engine removed it). A max_length beyond the model's context f
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -49,32 +51,39 @@ def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout_s: float = 120
     raise AssertionError("the server did not answer /health")
 
 
+@contextlib.contextmanager
+def _streaming(bundle: Path) -> Iterator[tuple[subprocess.Popen[str], http.client.HTTPResponse]]:
+    """A server of `bundle` and a long streamed reply it has started sending; the server is killed if still up."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "autoopt.serve", str(bundle), "--port", str(port), "--max-length", "640"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_healthy(port, proc)
+        assert [p.name for p in bundle.glob(".model-run-*")]  # staged while it serves
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("POST", "/v1/completions", json.dumps({"prompt": [5, 6, 7], "max_tokens": 600, "stream": True}),
+                     {"Content-Type": "application/json"})
+        reply = conn.getresponse()
+        assert reply.readline().startswith(b"data: ")  # the reply has started
+        yield proc, reply
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_stops_the_server_after_the_reply_in_flight_and_leaves_the_bundle_as_it_was(
     genai_bundle: Path, signum: int
 ) -> None:
     before = sorted(p.name for p in genai_bundle.rglob("*"))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--port", str(port), "--max-length", "640"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_healthy(port, proc)
-        assert [p.name for p in genai_bundle.glob(".model-run-*")]  # staged while it serves
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", "/v1/completions", json.dumps({"prompt": [5, 6, 7], "max_tokens": 600, "stream": True}),
-                     {"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        first = reply.readline()  # the reply has started
+    with _streaming(genai_bundle) as (proc, reply):
         proc.send_signal(signum)
         rest = reply.read().decode()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert first.startswith(b"data: ") and rest.rstrip().endswith("data: [DONE]")
+    assert rest.rstrip().endswith("data: [DONE]")
     assert proc.returncode == 0, err
     assert f"stopped ({signal.Signals(signum).name}); no request was left unanswered" in err
     assert "Traceback" not in err and "measured one request at a time, not under load" in err
@@ -86,25 +95,11 @@ def test_a_second_ctrl_c_stops_the_server_at_once_says_so_and_still_leaves_the_b
     genai_bundle: Path,
 ) -> None:
     before = sorted(p.name for p in genai_bundle.rglob("*"))
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autoopt.serve", str(genai_bundle), "--port", str(port), "--max-length", "640"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        _wait_healthy(port, proc)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        conn.request("POST", "/v1/completions", json.dumps({"prompt": [5, 6, 7], "max_tokens": 600, "stream": True}),
-                     {"Content-Type": "application/json"})
-        reply = conn.getresponse()
-        assert reply.readline().startswith(b"data: ")  # the reply has started
+    with _streaming(genai_bundle) as (proc, _):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 1, err
     assert "a second signal stopped the server without waiting for the requests in flight" in err
     assert "Traceback" not in err, err
