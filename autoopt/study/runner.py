@@ -357,9 +357,10 @@ def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launc
                 log.warning("trial %s's new figures stand in the front, the pick and the bundle from here on; the "
                             "study and its MLflow run keep those it was first measured with", key)
             records[key] = replace(records[key], result=after)
+        checked = s.checked | set(due)
         if remeasured != s.remeasured:
             s = summary_of(records, cfg.search, cfg.export, prep.target)
-        s = replace(s, records=records, checked=s.checked | set(due), remeasured=frozenset(remeasured))
+        s = replace(s, records=records, checked=checked, remeasured=frozenset(remeasured))
     return s
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -14,6 +14,7 @@ from autoopt import pareto
 from autoopt.config.schema import (
     BenchConfig,
     CandidateConfig,
+    ExportConfig,
     ModelConfig,
     SearchConfig,
     SpaceConfig,
@@ -106,7 +107,10 @@ def test_the_artifacts_the_steps_after_the_trials_load_are_rebuilt_where_the_cac
 
 
 class RebuildingDifferently:
-    """Rebuilds trial 1 with other files (measured again: 8 ms, no longer the fastest) and the others as measured."""
+    """Rebuilds trials 1 and 2 with other files (measured again: 8 and 9 ms, no longer the fastest), the others as
+    measured."""
+
+    AGAIN_MS: ClassVar[dict[int, float]] = {1: 8.0, 2: 9.0}
 
     def __init__(self, tmp_path: Path) -> None:
         self.jobs: list[tuple[str, int]] = []
@@ -117,20 +121,23 @@ class RebuildingDifferently:
         trial = candidate.threads - 1
         self.jobs.append((kind, trial))
         if kind == "build":
-            return SimpleNamespace(sha256="other" if trial == 1 else "sha", artifact=self.folder / f"rebuilt{trial}")
+            return SimpleNamespace(sha256="other" if trial in self.AGAIN_MS else "sha",
+                                   artifact=self.folder / f"rebuilt{trial}")
         built = job[2]
-        again = result(8.0, 1.0, 1.0, candidate)
+        again = result(self.AGAIN_MS[trial], 1.0, 1.0, candidate)
         return replace(again, build=replace(again.build, artifact=built.artifact, sha256=built.sha256))
 
 
 def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tmp_path: Path) -> None:
-    """Its new figures are its point's; the pick taken again from them calls on trial 2's artifact, checked in turn."""
+    """Its new figures are its point's; the pick taken again from them calls on trial 2's artifact, checked in turn
+    (and measured again: the pick moves to trial 3), and on the reference's (confirmed against), checked once."""
     _, prep, cfg = _sweep(tmp_path)
     target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
-    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=0), "target": target})
+    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=3), "export": ExportConfig(pick="min_latency"),
+                         "target": target})
     records = {str(n): TrialRecord(CandidateConfig(threads=n + 1), str(n), key=str(n),
                                    result=result(ms, 1.0, 1.0, CandidateConfig(threads=n + 1)))
-               for n, ms in enumerate((10.0, 5.0, 6.0))}
+               for n, ms in enumerate((10.0, 5.0, 6.0, 7.0))}
     summary = summary_of(records, cfg.search, cfg.export, cfg.target)
     assert summary.chosen.key == "1"
     prep = SimpleNamespace(**vars(prep), target=cfg.target, build_job=lambda c: ("build", c),
@@ -139,7 +146,7 @@ def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tm
 
     present = with_artifacts(summary, prep, cfg, launcher)
 
-    assert launcher.jobs == [("build", 1), ("measure", 1), ("build", 2)]
-    assert next(p for p in present.points if p.key == "1").objectives[0] == 8.0
-    assert present.chosen.key == "2" and present.remeasured == {"1"} and present.checked == {"1", "2"}
-    assert present.records["2"].result.speed == records["2"].result.speed  # the same files: its figures stand
+    assert launcher.jobs == [("build", 0), ("build", 1), ("measure", 1), ("build", 2), ("measure", 2), ("build", 3)]
+    assert [p.objectives[0] for p in present.points] == [10.0, 8.0, 9.0, 7.0]
+    assert present.chosen.key == "3" and present.remeasured == {"1", "2"} and present.checked == {"0", "1", "2", "3"}
+    assert present.records["3"].result.speed == records["3"].result.speed  # the same files: its figures stand
