@@ -27,7 +27,7 @@ from autoopt.config.schema import CandidateConfig, SearchConfig, TargetConfig
 from autoopt.result import MeasureResult
 from autoopt.searchbench.grid import GridPoint
 from autoopt.searchbench.samplers import SAMPLERS
-from autoopt.space.sample import OpenerRetries, engine_openers, fitted_params, reference_params, sample
+from autoopt.space.sample import AfterRepeats, OpenerRetries, engine_openers, fitted_params, reference_params, sample
 from autoopt.study.objectives import constraints, hypervolume_reference, objectives
 from autoopt.study.warm import front_params
 
@@ -148,6 +148,7 @@ def replay(
     for params in openers:
         study.enqueue_trial(params)
     retries = OpenerRetries(openers)
+    after = AfterRepeats(sampler, seed)
     seen: dict[str, Outcome] = {}
     found: list[pareto.Point] = []
     events: list[tuple[int, float]] = []  # per newly measured candidate: (asks so far, hypervolume so far)
@@ -167,12 +168,13 @@ def replay(
             key = bench.key(candidate)
             new = key not in seen
             outcome = seen.setdefault(key, bench.outcomes[key])
-            if outcome.values is None:
-                study.tell(trial, state=TrialState.FAIL)
+            if outcome.values is None:  # a repeat of a failure is told pruned, as `study.trial` does
+                study.tell(trial, state=TrialState.FAIL if new else TrialState.PRUNED)
             else:
                 for name, value in outcome.constraints.items():
                     trial.set_constraint(name, value)
                 study.tell(trial, list(outcome.values))
+            study.sampler = after.next(not new, trial.number)
         if not new:
             continue
         if outcome.feasible and outcome.values is not None:

@@ -103,6 +103,20 @@ class OpenerRetries:
         return {"engine": engine}
 
 
+class AfterRepeats:
+    """The sampler for the next proposal: after one that repeated a candidate the study already measured or saw
+    fail, a random one (seeded by `seed` and the trial number, so a sweep stays reproducible); otherwise the
+    study's own. Grouped TPE keeps proposing its best region's measured candidates: each repeat is free but costs
+    an ask, and a sweep whose asks ran out stopped short of its n_trials with most of the space unmeasured
+    (experiments/2026-11-29-repeats-and-asks.md)."""
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler, seed: int):
+        self.sampler, self.seed = sampler, seed
+
+    def next(self, repeated: bool, number: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=self.seed + number) if repeated else self.sampler
+
+
 class _FixedParams:
     """Answers `sample`'s questions from a fixed parameter set. A parameter the set lacks is its knob's default
     where the space offers that: the set was recorded when the knob did not apply to that candidate (an older

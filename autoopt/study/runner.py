@@ -27,7 +27,7 @@ from autoopt.locks import sqlite_store_lock
 from autoopt.passes.pipeline import artifact_sha256
 from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
-from autoopt.space.sample import OpenerRetries, engine_openers, reference_params
+from autoopt.space.sample import AfterRepeats, OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import (
     inert_under_workload,
     tied_embeddings_problem,
@@ -220,9 +220,11 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         new, asked = 0, 0
         # n_trials counts candidates actually built and measured: pruned and reused trials cost nothing,
         # so they do not use up the budget (bounded, for spaces smaller than the budget).
+        after = AfterRepeats(study.sampler, cfg.search.seed + earlier)
         while new < cfg.search.n_trials and asked < MAX_ASKS_PER_TRIAL * cfg.search.n_trials:
             outcome = run_trial(study, prep, cfg, known, launcher, progress)
             asked += 1
+            study.sampler = after.next(outcome.reused, outcome.number)
             if again := retries.after(outcome.record.candidate.engine, outcome.state == "pruned"):
                 study.enqueue_trial(again)
             _log_trial(tracker, outcome)
@@ -236,8 +238,8 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         if new < cfg.search.n_trials:
             log.warning(
                 "stopped after %d proposals with %d of %d candidates measured: the others proposed were pruned or "
-                "measured before, so this space holds few more candidates the target can run",
-                asked, new, cfg.search.n_trials,
+                "measured before (the space may hold few more candidates the target can run, or the sampler kept to "
+                "the region it measured)", asked, new, cfg.search.n_trials,
             )
         progress.step("front, reports, bundle")
         summary = with_artifacts(summarize(study, cfg.search, cfg.export, prep.target), prep, cfg, launcher)

@@ -185,7 +185,9 @@ def _fail(
     study: optuna.Study, trial: optuna.Trial, record: TrialRecord, name: str, note: str = ""
 ) -> TrialOutcome:
     record.write(trial)
-    study.tell(trial, state=TrialState.FAIL)
+    # A repeat of a known failure is told pruned: samplers learn nothing from failed trials, so the first one's
+    # FAIL alone kept TPE proposing that candidate; it stays the record `Known` reads.
+    study.tell(trial, state=TrialState.PRUNED if record.reused_from is not None else TrialState.FAIL)
     if note:
         log.warning("%s · failed %s, not rebuilt: %s", name, note, record.reason)
     else:

@@ -4,7 +4,7 @@ import optuna
 
 from autoopt.config.knobs import label
 from autoopt.config.schema import SpaceConfig
-from autoopt.space.sample import fit, fitted_params, reference_params, sample
+from autoopt.space.sample import AfterRepeats, fit, fitted_params, reference_params, sample
 
 SPACE = SpaceConfig(
     name="t",
@@ -178,3 +178,15 @@ def test_a_parameter_an_older_study_never_asked_is_its_knobs_default() -> None:
     candidate = fit(older, space)
     assert candidate is not None and candidate.serving_batching == "group"
     assert fitted_params(older, SpaceConfig(**{**vars(space), "serving_batching": ["continuous"]})) is None
+
+
+def test_after_a_repeat_the_next_proposal_is_random_and_seeded_by_the_trial_number() -> None:
+    tpe = optuna.samplers.TPESampler(seed=0)
+    after = AfterRepeats(tpe, seed=7)
+
+    assert after.next(False, 3) is tpe
+    proposals = []
+    for _ in range(2):
+        study = optuna.create_study(directions=["minimize"] * 3, sampler=after.next(True, 3))
+        proposals.append(label(sample(study.ask(), SPACE)))
+    assert isinstance(after.next(True, 3), optuna.samplers.RandomSampler) and proposals[0] == proposals[1]

@@ -98,3 +98,4 @@ def test_a_failed_candidate_is_recorded_and_never_built_again_in_the_study(setup
     assert first.record.reason == "RuntimeError: the build crashed" and first.record.detail
     assert second.record.reused_from == 0 and second.reused
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    assert study.trials[1].state == optuna.trial.TrialState.PRUNED  # samplers learn from it; Known reads trial 0
