@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from autoopt.config.knobs import candidate_value_problem, inapplicable_knob
-from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, TargetConfig, WorkloadConfig
+from autoopt.config.knobs import candidate_value_problem, inapplicable_knob, knobs_of
+from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, SearchConfig, TargetConfig, WorkloadConfig
+from autoopt.config.serving import SERVING_KNOBS
 from autoopt.engines.probes import cuda_device
 from autoopt.engines.registry import engine_info
 from autoopt.models.source import ModelTraits
@@ -94,6 +96,25 @@ def unsupported_quants(quants: Sequence[str], target: TargetConfig) -> dict[str,
         for q in quants
         if q != "none" and QUANT_PRECISION[q] not in target.precisions
     }
+
+
+def inert_without_load(space: Any, search: SearchConfig) -> dict[str, tuple[list[Any], str]]:
+    """Under any objective but serving, each `serving_*` knob of `space` with several values: the one value left
+    to search (its default where the space has it) and why the others are not searched. Those knobs set the
+    batcher and the scheduler, which only the serving objective's open-loop traffic runs; elsewhere each value
+    would be another candidate of the same measurement, and the bundle would carry settings never measured."""
+    if search.objective == "serving":
+        return {}
+    knobs = knobs_of(CandidateConfig)
+    out = {}
+    for name in SERVING_KNOBS.values():
+        values = list(getattr(space, name))
+        if len(values) > 1:
+            kept = knobs[name].default if knobs[name].default in values else values[0]
+            dropped = ",".join(str(v).lower() for v in values if v != kept)
+            out[name] = ([kept], f"{name}={dropped} (search.objective={search.objective} times requests without the "
+                                 "batcher and scheduler these knobs set; search.objective=serving measures them)")
+    return out
 
 
 def inert_under_workload(mix_lengths: Sequence[bool], workload: WorkloadConfig) -> str | None:

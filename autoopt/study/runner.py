@@ -30,6 +30,7 @@ from autoopt.result import MeasureResult
 from autoopt.space.sample import AfterRepeats, OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import (
     inert_under_workload,
+    inert_without_load,
     tied_embeddings_problem,
     unavailable_engines,
     unsupported_quants,
@@ -151,8 +152,8 @@ def open_study(
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
-    quants whose precision the target has; to what changes something under the workload (mixing prompt lengths
-    only where it has several); and, on a checkpoint with tied embeddings, to the ort_genai int4 levers its builder
+    quants whose precision the target has; to what changes something under the objective and the workload (the
+    batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); and, on a checkpoint with tied embeddings, to the ort_genai int4 levers its builder
     honours. Each value left out is logged with its reason (the study's fingerprint records the target and the
     libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
@@ -163,16 +164,17 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
     space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
-    inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
-    tied = tied_embedding_levers(space) if prep.model.tied_embeddings else {}
-    for reason in [*([inert] if inert else []), *(reason for _, reason in tied.values())]:
+    narrowed = inert_without_load(space, cfg.search)
+    if "serving_mix_lengths" not in narrowed and (inert := inert_under_workload(space.serving_mix_lengths, cfg.workload)):
+        narrowed["serving_mix_lengths"] = ([False], inert)
+    if prep.model.tied_embeddings:
+        narrowed |= tied_embedding_levers(space)
+    for _, reason in narrowed.values():
         log.warning("not searched here: %s", reason)
-    if not dropped and not quants and not inert and not tied:
+    if not dropped and not quants and not narrowed:
         return cfg
-    if inert:
-        space = replace(space, serving_mix_lengths=[False])
-    for name, (kept, _) in tied.items():
-        space = replace(space, **{name: kept})
+    for name, (values, _) in narrowed.items():
+        space = replace(space, **{name: values})
     return replace(cfg, space=space)
 
 

@@ -65,6 +65,7 @@ def test_quants_whose_precision_the_target_lacks_leave_the_space_with_a_logged_r
 def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(caplog: pytest.LogCaptureFixture) -> None:
     target = _target(engines=["torch"])
     cfg = _cfg(target, ["torch"])
+    cfg.search.objective = "serving"
     cfg.space.serving_mix_lengths = [False, True]
     cfg.workload.prompt_lengths = [128, 128]
 
@@ -74,6 +75,25 @@ def test_mixing_prompt_lengths_is_searched_only_where_the_workload_has_several(c
     assert "not searched here: serving_mix_lengths=true changes nothing where every prompt has one length" in caplog.text
     cfg.workload.prompt_lengths = [64, 128]
     assert searchable(cfg, _prep(target)).space.serving_mix_lengths == [False, True]  # type: ignore[arg-type]
+
+
+def test_the_batchers_knobs_are_searched_only_under_the_serving_objective(caplog: pytest.LogCaptureFixture) -> None:
+    """Elsewhere no measurement runs the batcher: each value would be the same candidate measured again."""
+    target = _target(engines=["torch"])
+    cfg = _cfg(target, ["torch"])
+    cfg.space.serving_max_batch = [1, 2, 8]
+    cfg.space.serving_policy = ["weighted", "strict"]
+    cfg.space.serving_batching = ["continuous"]
+    cfg.workload.prompt_lengths = [64, 128]
+
+    narrowed = searchable(cfg, _prep(target)).space  # type: ignore[arg-type]
+
+    assert (narrowed.serving_max_batch, narrowed.serving_policy) == ([1], ["strict"])  # the default, or the first
+    assert narrowed.serving_batching == ["continuous"]  # one value: nothing to narrow
+    assert ("not searched here: serving_policy=weighted (search.objective=latency times requests without the "
+            "batcher and scheduler these knobs set; search.objective=serving measures them)") in caplog.text
+    cfg.search.objective = "serving"
+    assert searchable(cfg, _prep(target)).space.serving_max_batch == [1, 2, 8]  # type: ignore[arg-type]
 
 
 def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builder_honours(
