@@ -10,7 +10,7 @@ Contract, in the order `next_batch` applies it:
    urgent (lowest priority number); `weighted` is smooth weighted round-robin over class weights.
    The lead request is its class's oldest.
 3. The batch holds the lead and other waiting requests of the lead's prompt length, up to `max_batch`;
-   with `mix_lengths`, rows still free then take shorter prompts, padded to the lead's length, whose new
+   with `mix_lengths`, shorter prompts may take rows too, padded to the lead's length, if their new
    tokens fit `max_length` after it. A batch's prefill runs at its longest prompt, so a joining row never
    makes it longer than the lead's own; like any row, one that asks for more tokens than the others
    lengthens the batch's decoding. `strict` fills the rows most urgent class first; `weighted` gives each
@@ -228,7 +228,9 @@ class Scheduler:
             if self.mix_lengths:
                 room = (self.max_length or math.inf) - lead.prompt_len  # new tokens a row padded to the lead may ask
                 shorter = [r for r in waiting if r.prompt_len < lead.prompt_len and r.max_new_tokens <= room]
-            waiting = [*same, *shorter]
+            # urgency first, then a class's requests of the lead's length before its shorter ones, each in age order
+            rank = {name: i for i, name in enumerate(self._queues)}
+            waiting = sorted([*same, *shorter], key=lambda r: (rank[r.cls], r.prompt_len != lead.prompt_len))
         taken: list[ServingRequest] = []
         while waiting and len(taken) < rows:
             taken.append(self._next_row(waiting, credits))

@@ -113,15 +113,25 @@ def test_starvation_bound_serves_an_old_low_class_request_before_urgent_ones() -
     assert ids(s.next_batch(2.1)) == [old.id]  # waited 2.1 s >= 2 s: served regardless of class
 
 
-def test_batch_takes_the_leads_length_then_fills_with_shorter_prompts_most_urgent_first() -> None:
+def test_strict_fills_a_mixed_batch_most_urgent_class_first_each_class_giving_the_leads_length_first() -> None:
     s, req = Scheduler(classes(), max_batch=3, mix_lengths=True), Ids()
     longer, a, b, c = req("P1", 0.0, 64), req("P1", 0.0, 16), req("P3", 0.0, 32), req("P2", 0.0, 16)
     d, e = req("P0", 0.1, 32), req("P3", 0.0, 16)
     for r in (longer, a, b, c, d, e):
         s.submit(r)
-    # P0 leads; its length first (the P3), then the most urgent shorter one; the longer P1 never joins it
-    assert ids(s.next_batch(0.2)) == [d.id, b.id, a.id]
-    assert ids(s.next_batch(0.2)) == [longer.id, c.id, e.id]  # the P1 leads its own: both shorter rows join
+    # P0 leads; the shorter P1 and P2 come before the P3 of its length; the longer P1 never joins it
+    assert ids(s.next_batch(0.2)) == [d.id, a.id, c.id]
+    assert ids(s.next_batch(0.2)) == [longer.id, b.id, e.id]  # the P1 leads its own: the P3's of any length join
+
+
+def test_a_request_of_the_leads_length_never_takes_a_row_from_a_more_urgent_shorter_one() -> None:
+    """Strict took every request of the lead's length, whatever its class, before any shorter one: a P3 passed a P1."""
+    for policy in ("strict", "weighted"):
+        s, req = Scheduler(classes(), policy=policy, max_batch=2, mix_lengths=True, max_length=1000), Ids()
+        lead, p3, p1 = req("P0", 0.0, 64, 8), req("P3", 0.0, 64, 8), req("P1", 0.0, 32, 8)
+        for r in (lead, p3, p1):
+            s.submit(r)
+        assert ids(s.next_batch(0.2)) == [lead.id, p1.id], policy
 
 
 def test_a_shorter_prompt_joins_only_if_its_new_tokens_fit_max_length_after_the_leads_prompt() -> None:
