@@ -119,13 +119,15 @@ def run_open_loop(
         room = None if stream is None else stream.room
         batch = scheduler.next_batch(t, room) if room != 0 else None
         if batch or (stream is not None and stream.rows):
-            for request in batch or []:
-                records[request.id].start = t
             started = now()
             if stream is None:
+                for request in batch:
+                    records[request.id].start = t
                 batch_rows.append((started, run_batch(engine, batch, now, on_token).rows))
             else:
-                stream.join(batch or [])
+                for request in batch or []:  # each joiner is prefilled alone: its queue time ends at its own prefill
+                    records[request.id].start = now()
+                    stream.join([request])
                 if stream.rows:
                     batch_rows.append((now(), stream.step()))
             busy_s += now() - started

@@ -134,8 +134,8 @@ class ServingWorker:
         stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
         while (joining := self._joining(stream, sinks)) is not None:
             start = self._clock()
-            for request in joining:
-                sinks[request.id].started(start)
+            for request in joining:  # each joiner is prefilled alone: its queue time ends at its own prefill
+                sinks[request.id].started(self._clock())
                 try:  # a failed prefill leaves the stream as it was: only this request gets the error
                     stream.join([request])
                 except Exception as e:

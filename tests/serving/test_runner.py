@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +13,8 @@ from autoopt.engines.base import Engine
 from autoopt.engines.stream import DecodeStream
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.runner import run_open_loop
+from autoopt.serving.scheduler import Scheduler, ServingRequest
+from autoopt.serving.worker import ServingWorker
 
 
 class FakeClock:
@@ -146,6 +149,45 @@ def test_with_continuous_batching_an_urgent_request_joins_the_running_batch_at_t
     assert p3.e2e.p50 == pytest.approx(110.0)
     assert [len(rows) for rows in engine.opened.steps] == [1, 1, 2, 1, 1, 1, 1, 1, 1]
     assert report.batches == 9 and report.mean_batch_rows == pytest.approx(10 / 9)
+
+
+def test_joiners_prefilled_one_after_another_each_wait_in_the_queue_until_their_own_prefill() -> None:
+    """Four P0s arrive at once into an empty stream; each prefill takes 50 ms. The fourth waited 150 ms behind the
+    others' prefills: queue times 0, 50, 100, 150 ms (they were all stamped 0), TTFTs 50, 100, 150, 200 ms."""
+    clock = FakeClock()
+    engine = StreamingEngine(clock, 0.05)
+    cfg = ServingConfig(classes=CLASSES, max_batch=4, batching="continuous")
+
+    report = run_open_loop(engine, cfg, [arrival(i, 0.0, "P0", 1) for i in range(4)], clock=clock, sleep=clock.sleep)
+
+    p0 = report.by_class("P0")
+    assert (p0.queue.p50, p0.ttft.p50) == (pytest.approx(75.0), pytest.approx(125.0))
+
+
+def test_the_server_worker_stamps_each_joiners_start_at_its_own_prefill() -> None:
+    clock = FakeClock()
+    scheduler = Scheduler(CLASSES, max_batch=4, continuous=True)
+    worker = ServingWorker(StreamingEngine(clock, 0.05), scheduler, clock=clock)
+    starts: list[float] = []
+    done = threading.Event()
+
+    class Sink:
+        def started(self, t: float) -> None:
+            starts.append(t)
+
+        def token(self, index: int, token: int, t: float) -> bool:
+            return True
+
+        def finished(self, error: BaseException | None) -> None:
+            if len(starts) == 3:
+                done.set()
+
+    for i in range(3):
+        worker.submit(ServingRequest(i, "P0", 8, 1, 0.0, np.zeros(8, dtype=np.int64)), Sink())
+    worker.start()
+    assert done.wait(10) and worker.close(10)
+
+    assert starts == pytest.approx([0.0, 0.05, 0.1])
 
 
 def test_continuous_batching_on_an_engine_without_a_stream_is_refused_in_one_line() -> None:
