@@ -577,7 +577,6 @@ async def _complete(meta: _Meta) -> Response:
             await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
             if not get.done():
                 get.cancel()
-                meta.abandon()
                 return Response(status_code=499)  # nobody reads it
             _, ended, failure = meta.take(detok, get.result())
             if not ended:
@@ -589,6 +588,8 @@ async def _complete(meta: _Meta) -> Response:
             break
     finally:
         gone.cancel()
+        if outcome == "disconnected":  # the client went, or this handler was cancelled (a forced shutdown)
+            meta.abandon()
         meta.server.metrics.record(meta.item.cls, meta.reply, outcome)
     text, reason, created = detok.text(), meta.reply.finish_reason, int(time.time())
     model = meta.server.model.model_name
