@@ -12,13 +12,13 @@ from types import FrameType
 
 
 class Stopped(Exception):
-    """A signal asked the process to stop (raised by the handlers `stopping_on_signals` installs). `cut_off`: a
-    second signal made the server stop without waiting for the requests in flight."""
+    """A signal asked the process to stop (raised by the handlers `stopping_on_signals` installs). `cut_off`: why
+    the server stopped with requests in flight unanswered (a second signal, a drain that timed out), or ""."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        self.cut_off = False
+        self.cut_off = ""
 
 
 _STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # SIGHUP: the terminal closed; jobs have their own session

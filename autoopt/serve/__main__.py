@@ -163,8 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         except Stopped as e:
             if e.cut_off:
-                print(f"stopped ({e}): a second signal stopped the server without waiting for the requests in flight",
-                      file=sys.stderr)
+                print(f"stopped ({e}): {e.cut_off}", file=sys.stderr)
                 return 1
             print(f"stopped ({e}); no request was left unanswered", file=sys.stderr)
             return 0

@@ -44,6 +44,7 @@ from autoopt.serving.worker import ServingWorker, WorkerClosed
 DEFAULT_MAX_TOKENS = 16
 MAX_STOPS = 4  # OpenAI's limit on `stop` strings
 MAX_BODY_BYTES = 1 << 20
+DRAIN_TIMEOUT_S = 60.0  # at shutdown, how long the worker may take to answer the requests it admitted
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -285,6 +286,8 @@ class _Server:
         self.vocab = model.tokenizer.get_vocab_size()
         self.ids = itertools.count(1)
         self.created = int(time.time())
+        self.drain_timeout_s = DRAIN_TIMEOUT_S
+        self.drained = True  # whether the worker answered every admitted request at shutdown
 
     def resolve_class(self, field: int | str | None, header: str | None) -> str:
         value: int | str | None = field if field is not None else header
@@ -336,12 +339,17 @@ class _Server:
             )
 
 
-def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+def create_app(
+    model: Servable, cfg: ServingConfig | None = None, *, max_body_bytes: int = MAX_BODY_BYTES,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S,
+) -> FastAPI:
     """The FastAPI app serving `model` with `cfg`'s classes, policy and batching. The worker thread starts
-    with the app's lifespan and, at shutdown, finishes every admitted request before it ends."""
+    with the app's lifespan and, at shutdown, finishes every admitted request before it ends (waiting up to
+    `drain_timeout_s`; `app.state.server.drained` says whether it did)."""
     cfg = cfg or ServingConfig()
     check_serving(cfg)
     server = _Server(model, cfg)
+    server.drain_timeout_s = drain_timeout_s
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -354,7 +362,7 @@ def create_app(model: Servable, cfg: ServingConfig | None = None, *, max_body_by
             # logging that cancellation as a failed shutdown, with a traceback.
             pass
         finally:
-            await asyncio.to_thread(server.worker.close, 60.0)
+            server.drained = await asyncio.to_thread(server.worker.close, server.drain_timeout_s)
 
     app = FastAPI(title="autoopt", lifespan=lifespan)
     app.state.server = server

@@ -27,12 +27,17 @@ def uvicorn_server(app: FastAPI, host: str, port: int, *, log_level: str = "info
 def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
     """Serve until SIGINT/SIGTERM, finishing in-flight requests first. uvicorn handles the signal during the run
     and raises it again once it has shut down, with the handlers it found: inside `stopping_on_signals`, that
-    raises `Stopped` here (with `cut_off` where a second signal ended the wait for the requests in flight)."""
-    server = uvicorn_server(create_app(model, cfg), host, port, log_level=log_level)
+    raises `Stopped` here (with `cut_off` saying why, where requests in flight were left unanswered)."""
+    app = create_app(model, cfg)
+    server = uvicorn_server(app, host, port, log_level=log_level)
     try:
         server.run()
     except Stopped as e:
-        e.cut_off = server.force_exit
+        if server.force_exit:
+            e.cut_off = "a second signal stopped the server without waiting for the requests in flight"
+        elif not app.state.server.drained:
+            e.cut_off = (f"requests in flight outlasted the shutdown's {app.state.server.drain_timeout_s:g} s wait "
+                         "and were left unanswered")
         raise
 
 

@@ -549,10 +549,31 @@ def test_shutdown_mid_request_finishes_it(served: ServedModel) -> None:
     wait_until(lambda: active_rows(running.url) == 1)
     assert running.stop(timeout_s=30)  # returns only after in-flight work is done
     caller.join(30)
+    assert running.server.config.app.state.server.drained  # type: ignore[attr-defined]
     r = results["r"]
     assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 30
     with pytest.raises(httpx.ConnectError):
         httpx.get(running.url + "/health", timeout=2)
+
+
+@pytest.mark.slow
+def test_a_shutdown_whose_drain_times_out_says_requests_were_left_unanswered(served: ServedModel) -> None:
+    """`serve` then reports the requests cut off and exits 1, instead of "no request was left unanswered". Here the
+    engine is in a 3 s step when the worker is told to close, and may take 0.1 s."""
+    engine = PacedEngine(served.engine, 3.0)
+    model = ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH)
+    classes = [ServingClassConfig("P0", 0, 200.0, 1.0, 4, "reject")]
+    app = create_app(model, ServingConfig(classes=classes, max_batch=1), drain_timeout_s=0.1)
+    running = ServerThread(app, graceful_timeout_s=0).start()
+    caller = threading.Thread(target=lambda: httpx.post(running.url + "/v1/completions", timeout=30,
+                                                        json={"prompt": PROMPT, "max_tokens": 2}), daemon=True)
+    caller.start()
+    wait_until(lambda: active_rows(running.url) == 1)
+
+    assert running.stop(timeout_s=30)
+
+    assert app.state.server.drained is False
+    assert app.state.server.worker.close(30)  # the step in flight ends; the engine is free for the next test
 
 
 @pytest.mark.slow
