@@ -164,6 +164,7 @@ def replay(
                 study.enqueue_trial(again)
             if pruned:
                 study.tell(trial, state=TrialState.PRUNED)
+                study.sampler = after.next(False, trial.number)  # as the sweep: a pruned proposal is no repeat
                 continue
             key = bench.key(candidate)
             new = key not in seen

@@ -207,7 +207,8 @@ class Scheduler:
         return self._since_starving >= self.starvation_every - 1
 
     def _next_row(self, eligible: list[ServingRequest], credits: dict[str, float]) -> ServingRequest:
-        """The request that takes the next row among `eligible` (urgency, then age order): strict, the first;
+        """The request that takes the next row among `eligible` (urgency, then within a class the lead's length
+        first, then age; module doc, 3.): strict, the first;
         weighted, the first of the class that smooth weighted round-robin (nginx's) picks among those with one
         there, charged in `credits`."""
         if self.policy == "strict":

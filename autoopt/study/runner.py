@@ -222,7 +222,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         new, asked = 0, 0
         # n_trials counts candidates actually built and measured: pruned and reused trials cost nothing,
         # so they do not use up the budget (bounded, for spaces smaller than the budget).
-        after = AfterRepeats(study.sampler, cfg.search.seed + earlier)
+        after = AfterRepeats(study.sampler, cfg.search.seed)  # trial numbers go on across a resumed study's runs
         while new < cfg.search.n_trials and asked < MAX_ASKS_PER_TRIAL * cfg.search.n_trials:
             outcome = run_trial(study, prep, cfg, known, launcher, progress)
             asked += 1

@@ -52,7 +52,8 @@ def test_a_repeat_is_followed_by_a_random_proposal_so_the_ask_budget_goes_to_new
 
     measured = [replay(bench, "tpe", seed, n).measured[n] for seed in range(10)]
 
-    assert min(measured) >= 7, measured
+    assert measured == [n] * 10  # every seed measures the whole grid (7 on two seeds while a pruned proposal
+    # after a repeat still left the random sampler in force, as the sweep does not)
 
 
 def test_the_ask_budget_matches_the_sweep() -> None:
