@@ -67,7 +67,8 @@ def sweep(seed: int, n_trials: int, failing: bool, old: bool) -> tuple[int, int,
     workload = WorkloadConfig(name="w", prompt_lengths=[8, 16])
     cfg = SweepConfig(target=target, model=ModelConfig(name="m"), workload=workload, space=space, cache_dir="-",
                       workspace="-", search=SearchConfig(n_trials=n_trials, seed=seed, min_decode_self_agreement=0))
-    prep = SimpleNamespace(target=target, workload=workload, model=SimpleNamespace(traits=ModelTraits("Qwen2ForCausalLM")),
+    model = SimpleNamespace(traits=ModelTraits("Qwen2ForCausalLM"))
+    prep = SimpleNamespace(target=target, workload=workload, model=model,
                            build_job=lambda c: ("build", c), measure_job=lambda c, built: ("measure", c))
     study = optuna.create_study(directions=["minimize"] * 3, sampler=make_sampler(cfg.search))
     study.enqueue_trial(reference_params(space))

@@ -243,7 +243,8 @@ class _Metrics:
         self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request "
                               "reaching the server", cls, registry=r, buckets=LATENCY_BUCKETS)
         self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its "
-                               "batch starting (continuous batching: its own prefill), per class", cls, registry=r, buckets=LATENCY_BUCKETS)
+                               "batch starting (continuous batching: its own prefill), per class", cls, registry=r,
+                               buckets=LATENCY_BUCKETS)
         self.requests = Counter("autoopt_requests", "finished requests per class and outcome", ["cls", "outcome"],
                                 registry=r)
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)

@@ -1,7 +1,8 @@
 """Serving metrics per priority class and overall, from per-request timestamps.
 
 Definitions (all latencies from the request's SCHEDULED send time, in ms):
-- queue: batch start (continuous: the request's own prefill) - arrival; TTFT: first token - arrival; e2e: last token - arrival;
+- queue: batch start (continuous: the request's own prefill) - arrival; TTFT: first token - arrival;
+  e2e: last token - arrival;
   TPOT: (last token - first token) / (tokens - 1), for requests with at least 2 tokens.
 - attainment: requests that completed within their class's SLO / requests offered (rejected and
   unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.

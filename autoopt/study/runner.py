@@ -153,8 +153,8 @@ def open_study(
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
     quants whose precision the target has; to what changes something under the objective and the workload (the
-    batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); and, on a checkpoint with tied embeddings, to the ort_genai int4 levers its builder
-    honours. Each value left out is logged with its reason (the study's fingerprint records the target and the
+    batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); and, on a
+    checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours. Each value left out is logged with its reason (the study's fingerprint records the target and the
     libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
@@ -165,7 +165,8 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
     space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
     narrowed = inert_without_load(space, cfg.search)
-    if "serving_mix_lengths" not in narrowed and (inert := inert_under_workload(space.serving_mix_lengths, cfg.workload)):
+    inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
+    if inert and "serving_mix_lengths" not in narrowed:
         narrowed["serving_mix_lengths"] = ([False], inert)
     if prep.model.tied_embeddings:
         narrowed |= tied_embedding_levers(space)

@@ -30,7 +30,8 @@ def test_a_cancelled_handler_withdraws_its_request() -> None:
         server = SimpleNamespace(worker=worker, metrics=SimpleNamespace(record=lambda *a: None),
                                  model=SimpleNamespace(tokenizer=None))
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
-        meta = _Meta(server, Connected(), SimpleNamespace(id=7, cls="P0"), reply, False, 3, [], False)  # type: ignore[arg-type]
+        item = SimpleNamespace(id=7, cls="P0")
+        meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
         handler = asyncio.ensure_future(_complete(meta))
         await asyncio.sleep(0.01)  # waiting for its first token
         handler.cancel()

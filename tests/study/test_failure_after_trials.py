@@ -133,8 +133,8 @@ def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tm
     (and measured again: the pick moves to trial 3), and on the reference's (confirmed against), checked once."""
     _, prep, cfg = _sweep(tmp_path)
     target = TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test")
-    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=3), "export": ExportConfig(pick="min_latency"),
-                         "target": target})
+    cfg = SweepConfig(**{**vars(cfg), "search": SearchConfig(confirm_rounds=3),
+                         "export": ExportConfig(pick="min_latency"), "target": target})
     records = {str(n): TrialRecord(CandidateConfig(threads=n + 1), str(n), key=str(n),
                                    result=result(ms, 1.0, 1.0, CandidateConfig(threads=n + 1)))
                for n, ms in enumerate((10.0, 5.0, 6.0, 7.0))}
