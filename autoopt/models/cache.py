@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,10 +39,12 @@ def ensure_folder(folder: Path, build: Callable[[Path], None]) -> Path:
 
 
 def _build_atomically(folder: Path, build: Callable[[Path], None]) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    # One staging name, under the lock: what a builder killed outright left there is removed by the next.
+    staging = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
     try:
         build(staging)
-        staging.chmod(0o755)  # mkdtemp's private mode is not meant for the finished folder
         staging.rename(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -95,7 +95,7 @@ def test_a_genai_engine_s_staging_folder_beside_the_model_is_not_tampering(bundl
     write_manifest(bundle, {})
     # What a server running the bundle (or one killed before cleaning up) leaves beside model/.
     staging = _staging_folder(bundle / "model")
-    (Path(staging.name) / "model.onnx").write_bytes(b"\0")
+    (staging.path / "model.onnx").write_bytes(b"\0")
 
     assert check_hashes(bundle) == []
     staging.cleanup()

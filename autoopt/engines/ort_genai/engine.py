@@ -23,6 +23,7 @@ from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions, prompt
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
+from autoopt.locks import ClaimedFolder
 
 log = logging.getLogger("autoopt.engines")
 
@@ -101,7 +102,7 @@ class GenaiEngine(Engine):
     def __init__(
         self,
         model: og.Model,
-        staging: tempfile.TemporaryDirectory[str],
+        staging: ClaimedFolder,
         vocab: int,
         static_kv: bool,
         max_length: int,
@@ -130,7 +131,7 @@ class GenaiEngine(Engine):
             overlay["model"]["decoder"]["session_options"]["enable_profiling"] = profile_prefix
         # --- end profiling hook ---
         staging, vocab = _stage_with_sentinel(Path(artifact))
-        config = og.Config(staging.name)
+        config = og.Config(str(staging.path))
         config.overlay(json.dumps(overlay))
         config.clear_providers()
         if runtime.device == "cuda":
@@ -250,7 +251,7 @@ def _warn_if_written_differs(artifact: Path, overlay: dict[str, Any]) -> None:
                         extra={SETTINGS_DIFFER: True})
 
 
-def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[str], int]:
+def _stage_with_sentinel(artifact: Path) -> tuple[ClaimedFolder, int]:
     """A folder of links to the artifact whose graph has one extra, never-chosen logit: the EOS and pad id.
 
     The Generator stops a row at any `eos_token_id` (an empty list falls back to the pad id), and treats a
@@ -259,7 +260,7 @@ def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[st
     chosen and never appears in a prompt. Returns the folder and the model's real vocabulary size.
     """
     staging = _staging_folder(artifact)
-    folder = Path(staging.name)
+    folder = staging.path
     config = json.loads((artifact / GENAI_CONFIG).read_text())
     graph_file = config["model"]["decoder"]["filename"]
     for entry in artifact.iterdir():
@@ -272,13 +273,14 @@ def _stage_with_sentinel(artifact: Path) -> tuple[tempfile.TemporaryDirectory[st
     return staging, vocab
 
 
-def _staging_folder(artifact: Path) -> tempfile.TemporaryDirectory[str]:
+def _staging_folder(artifact: Path) -> ClaimedFolder:
     # onnxruntime refuses external data outside the graph's folder, symbolic links resolved; beside the
-    # artifact, hard links to its weights cost nothing.
+    # artifact, hard links to its weights cost nothing (while they last: an abandoned folder's links keep a
+    # removed artifact's weights on disk, hence the claim).
     try:
-        return tempfile.TemporaryDirectory(prefix=f".{artifact.name}-run-", dir=artifact.parent)
+        return ClaimedFolder(artifact.parent, f".{artifact.name}-run-")
     except OSError:  # a read-only artifact folder
-        return tempfile.TemporaryDirectory(prefix="autoopt_genai_")
+        return ClaimedFolder(Path(tempfile.gettempdir()), "autoopt_genai_")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
