@@ -245,8 +245,9 @@ class _Metrics:
         self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its "
                                "batch starting (continuous batching: its own prefill), per class", cls, registry=r,
                                buckets=LATENCY_BUCKETS)
-        self.requests = Counter("autoopt_requests", "finished requests per class and outcome", ["cls", "outcome"],
-                                registry=r)
+        self.requests = Counter("autoopt_requests", "finished requests per class and outcome: ok, error (the engine "
+                                "or the server failed), disconnected (the client left), shutdown (the server's "
+                                "shutdown cancelled it unanswered)", ["cls", "outcome"], registry=r)
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
         self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
         self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
@@ -289,6 +290,8 @@ class _Server:
         self.created = int(time.time())
         self.drain_timeout_s = DRAIN_TIMEOUT_S
         self.drained = True  # whether the worker answered every admitted request at shutdown
+        self.shutting_down = False  # set by the HTTP server the moment its shutdown begins (`autoopt.serve.server`)
+        self.cut_off = 0  # requests whose handler the shutdown cancelled: left unanswered
 
     def resolve_class(self, field: int | str | None, header: str | None) -> str:
         value: int | str | None = field if field is not None else header
@@ -372,7 +375,7 @@ def create_app(
     @app.get("/health")
     async def health() -> Response:
         state = server.worker.snapshot()
-        if state.closing:
+        if server.shutting_down or state.closing:
             return error_response(503, "the server is shutting down", "shutting_down", "server_error")
         return JSONResponse({"status": "ok", "model": model.model_name, "queue_depth": state.depth,
                              "active_rows": state.active_rows})
@@ -546,10 +549,15 @@ class _Meta:
     def __post_init__(self) -> None:
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
 
-    def abandon(self) -> None:
-        """The client went away: drop the request if it waits, stop tracking its row if it runs."""
-        self.reply.cancelled = True
-        self.server.worker.cancel(self.item.id)
+    def finish(self, outcome: str) -> None:
+        """Count how the request ended (ok, error, disconnected, shutdown). Unless "ok", nobody will read the rest of
+        its reply: drop the request if it waits, stop tracking its row if it runs."""
+        if outcome != "ok":
+            self.reply.cancelled = True
+            self.server.worker.cancel(self.item.id)
+        if outcome == "shutdown":
+            self.server.cut_off += 1
+        self.server.metrics.record(self.item.cls, self.reply, outcome)
 
     def text(self) -> _Text:
         return _Text(self.server.model.tokenizer, self.stops)
@@ -576,30 +584,46 @@ async def _wait_disconnect(request: Request) -> None:
         pass
 
 
+async def _next_item(reply: _Reply, gone: asyncio.Future[None]) -> tuple[str, Any] | None:
+    """The reply's next queue item, or None once the client has gone."""
+    get = asyncio.ensure_future(reply.queue.get())
+    try:
+        await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        get.cancel()
+    return get.result() if get.done() else None
+
+
+def _cancelled(gone: asyncio.Future[None]) -> str:
+    """The outcome of a handler that was cancelled. Starlette cancels a streamed reply whose client left (it notices
+    before `gone` does, and `gone` is done before the cancellation arrives); otherwise only the server's shutdown
+    cancels a handler: uvicorn's wait for the requests in flight ran out, or a second signal stopped it."""
+    return "disconnected" if gone.done() else "shutdown"
+
+
 async def _complete(meta: _Meta) -> Response:
     detok = meta.text()
     gone = asyncio.ensure_future(_wait_disconnect(meta.request))
-    outcome = "disconnected"
+    outcome = "error"  # until the reply ends otherwise: an unexpected exception
     try:
         while True:
-            get = asyncio.ensure_future(meta.reply.queue.get())
-            await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-            if not get.done():
-                get.cancel()
+            item = await _next_item(meta.reply, gone)
+            if item is None:
+                outcome = "disconnected"
                 return Response(status_code=499)  # nobody reads it
-            _, ended, failure = meta.take(detok, get.result())
+            _, ended, failure = meta.take(detok, item)
             if not ended:
                 continue
             if failure:
-                outcome = "error"
                 raise ApiError(500, failure, "engine_error", "server_error")
             outcome = "ok"
             break
+    except asyncio.CancelledError:
+        outcome = _cancelled(gone)
+        raise
     finally:
         gone.cancel()
-        if outcome == "disconnected":  # the client went, or this handler was cancelled (a forced shutdown)
-            meta.abandon()
-        meta.server.metrics.record(meta.item.cls, meta.reply, outcome)
+        meta.finish(outcome)
     text, reason, created = detok.text(), meta.reply.finish_reason, int(time.time())
     model = meta.server.model.model_name
     if meta.chat:
@@ -630,18 +654,22 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
         choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}
         return _sse({"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [choice]})
 
-    outcome = "disconnected"
+    gone = asyncio.ensure_future(_wait_disconnect(meta.request))
+    outcome = "error"  # until the reply ends otherwise: the engine failed, or an unexpected exception
     try:
         if meta.chat:
             yield chunk("", None, first=True)
         while True:
-            delta, ended, failure = meta.take(detok, await meta.reply.queue.get())
+            item = await _next_item(meta.reply, gone)
+            if item is None:
+                outcome = "disconnected"
+                return
+            delta, ended, failure = meta.take(detok, item)
             if delta:
                 yield chunk(delta, None)
             if not ended:
                 continue
             if failure:
-                outcome = "error"
                 yield _sse({"error": {"message": failure, "type": "server_error", "code": "engine_error"}})
                 return
             outcome = "ok"
@@ -655,7 +683,9 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
                             "usage": meta.usage(len(detok.ids))})
             yield _sse("[DONE]")
             return
+    except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: closed while it waited at a yield
+        outcome = _cancelled(gone)
+        raise
     finally:
-        if outcome == "disconnected":
-            meta.abandon()
-        meta.server.metrics.record(meta.item.cls, meta.reply, outcome)
+        gone.cancel()
+        meta.finish(outcome)

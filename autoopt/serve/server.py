@@ -1,6 +1,6 @@
 """Run the HTTP app with uvicorn: in the foreground (`serve`, what the CLI calls) or in a background
-thread (`ServerThread`, for tests and embedding). Shutdown is graceful either way: the listener closes,
-in-flight requests run to completion (up to `graceful_timeout_s`), then the engine's worker drains."""
+thread (`ServerThread`, for tests and embedding). Shutdown is graceful either way: /health answers 503, the
+listener closes, in-flight requests run to completion (up to `graceful_timeout_s`), then the engine's worker drains."""
 
 from __future__ import annotations
 
@@ -17,11 +17,43 @@ from autoopt.signals import Stopped
 GRACEFUL_TIMEOUT_S = 60
 
 
+class _Uvicorn(uvicorn.Server):
+    """uvicorn's server, its `should_exit` kept in the app's state: /health answers 503 from the moment shutdown
+    begins (a signal, `ServerThread.stop`), while uvicorn still waits for the requests in flight, so that a load
+    balancer stops routing here."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        self._app = app
+        super().__init__(config)
+
+    @property
+    def should_exit(self) -> bool:
+        return self._app.state.server.shutting_down
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._app.state.server.shutting_down = value
+
+
 def uvicorn_server(app: FastAPI, host: str, port: int, *, log_level: str = "info",
                    graceful_timeout_s: int = GRACEFUL_TIMEOUT_S) -> uvicorn.Server:
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, lifespan="on",
                             timeout_graceful_shutdown=graceful_timeout_s, access_log=log_level == "debug")
-    return uvicorn.Server(config)
+    return _Uvicorn(config, app)
+
+
+def cut_off(server: uvicorn.Server, app: FastAPI) -> str:
+    """Why requests in flight were left unanswered when `server` stopped, or "" if none was."""
+    state = app.state.server
+    if server.force_exit:
+        return "a second signal stopped the server without waiting for the requests in flight"
+    if state.cut_off:
+        return (f"{state.cut_off} request(s) in flight outlasted the HTTP server's "
+                f"{server.config.timeout_graceful_shutdown:g} s wait for them and were cancelled unanswered")
+    if not state.drained:
+        return (f"requests in flight outlasted the shutdown's {state.drain_timeout_s:g} s wait and were left "
+                "unanswered")
+    return ""
 
 
 def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
@@ -33,11 +65,7 @@ def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_leve
     try:
         server.run()
     except Stopped as e:
-        if server.force_exit:
-            e.cut_off = "a second signal stopped the server without waiting for the requests in flight"
-        elif not app.state.server.drained:
-            e.cut_off = (f"requests in flight outlasted the shutdown's {app.state.server.drain_timeout_s:g} s wait "
-                         "and were left unanswered")
+        e.cut_off = cut_off(server, app)
         raise
 
 

@@ -1,12 +1,17 @@
-"""A non-streamed request whose handler is cancelled (uvicorn's forced exit cancels every task) withdraws its
-request from the worker, as a client's disconnect does: nobody will read its reply."""
+"""A handler that the server cancels (uvicorn's graceful wait ran out, or a second signal: asyncio.run then cancels
+every task) withdraws its request from the worker, as a client's disconnect does, since nobody will read its reply;
+it is counted as cut off by the shutdown, not as a disconnect."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
+from typing import Any
 
-from autoopt.serve.app import _complete, _Meta, _Reply
+import pytest
+
+from autoopt.serve.app import _complete, _Meta, _Metrics, _Reply, _stream
 
 
 class Worker:
@@ -24,20 +29,30 @@ class Connected:
         raise AssertionError
 
 
-def test_a_cancelled_handler_withdraws_its_request() -> None:
-    async def run() -> tuple[Worker, _Reply]:
-        worker = Worker()
-        server = SimpleNamespace(worker=worker, metrics=SimpleNamespace(record=lambda *a: None),
-                                 model=SimpleNamespace(tokenizer=None))
+async def _read_stream(meta: _Meta) -> None:
+    async for _ in _stream(meta):
+        pass
+
+
+@pytest.mark.parametrize("handle", [_complete, _read_stream], ids=["plain", "streamed"])
+def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off(
+    handle: Callable[[_Meta], Coroutine[Any, Any, object]],
+) -> None:
+    async def run() -> tuple[SimpleNamespace, _Reply]:
+        model = SimpleNamespace(tokenizer=None, model_name="m")
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0)
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
-        handler = asyncio.ensure_future(_complete(meta))
+        handler = asyncio.ensure_future(handle(meta))
         await asyncio.sleep(0.01)  # waiting for its first token
         handler.cancel()
         await asyncio.gather(handler, return_exceptions=True)
-        return worker, reply
+        return server, reply
 
-    worker, reply = asyncio.run(run())
+    server, reply = asyncio.run(run())
 
-    assert worker.cancelled == [7] and reply.cancelled
+    assert server.worker.cancelled == [7] and reply.cancelled and server.cut_off == 1
+    sample = server.metrics.registry.get_sample_value
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "shutdown"}) == 1
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "disconnected"}) is None

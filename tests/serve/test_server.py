@@ -4,6 +4,7 @@ model on the torch engine (contracts, not quality)."""
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
 from tokenizers import Tokenizer
 
 from autoopt.config.schema import CandidateConfig
@@ -21,7 +24,7 @@ from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
 from autoopt.engines.stream import DecodeStream
 from autoopt.serve.app import ServedModel, create_app
-from autoopt.serve.server import ServerThread
+from autoopt.serve.server import ServerThread, cut_off, uvicorn_server
 
 PROMPT = "def read_file(path):"
 MAX_LENGTH = 256
@@ -589,6 +592,90 @@ def test_client_that_gives_up_on_a_plain_request_frees_its_slot(served: ServedMo
         assert 'autoopt_requests_total{cls="P0",outcome="disconnected"} 1.0' in text
     finally:
         running.stop()
+
+
+def _outcomes(app: FastAPI) -> dict[str, float]:
+    """The app's count of finished requests per outcome."""
+    return {s.labels["outcome"]: s.value for m in app.state.server.metrics.registry.collect()
+            if m.name == "autoopt_requests" for s in m.samples if s.name == "autoopt_requests_total"}
+
+
+def _call_in_background(url: str, body: dict[str, object]) -> threading.Thread:
+    """Send `body` from a daemon thread and read the reply to its end (or its failure: not this test's concern)."""
+
+    def call() -> None:
+        try:
+            with httpx.stream("POST", url + "/v1/completions", json=body, timeout=30) as r:
+                r.read()
+        except httpx.HTTPError:
+            pass
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    return caller
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_request_the_shutdowns_wait_cuts_off_is_counted_as_such_and_reported(served: ServedModel,
+                                                                              stream: bool) -> None:
+    """uvicorn's graceful wait (0 s here) runs out and cancels the handler: the request is withdrawn, so the worker
+    drains at once, but it was left unanswered: not a client's disconnect, and `serve` must not say all were
+    answered."""
+    engine = PacedEngine(served.engine, 0.02)
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=1, max_queue_delay_ms=0.0))
+    running = ServerThread(app, graceful_timeout_s=0).start()
+    caller = _call_in_background(running.url, {"prompt": PROMPT, "max_tokens": 200, "stream": stream})
+    wait_until(lambda: active_rows(running.url) == 1)
+
+    assert running.stop(timeout_s=30)
+    caller.join(30)
+
+    assert _outcomes(app) == {"shutdown": 1.0}
+    assert app.state.server.drained and engine.steps < 150  # withdrawn: its row stopped
+    assert cut_off(running.server, app) == (
+        "1 request(s) in flight outlasted the HTTP server's 0 s wait for them and were cancelled unanswered")
+
+
+class FailingTokenizer:
+    """The real tokenizer, whose decode fails: an unexpected exception in the handler, mid-reply."""
+
+    def __init__(self, inner: Tokenizer) -> None:
+        self.inner = inner
+
+    def decode(self, ids: list[int]) -> str:
+        raise RuntimeError("injected decode failure")
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - encode, vocab, special tokens: as the real one
+        return getattr(self.inner, name)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_a_handler_that_fails_unexpectedly_counts_an_error_and_withdraws_its_request(served: ServedModel,
+                                                                                    stream: bool) -> None:
+    engine = PacedEngine(served.engine, 0.02)
+    model = ServedModel(engine, FailingTokenizer(served.tokenizer), "tiny", MAX_LENGTH)  # type: ignore[arg-type]
+    app = create_app(model, ServingConfig(max_batch=1, max_queue_delay_ms=0.0))
+    running = ServerThread(app).start()
+    try:
+        _call_in_background(running.url, {"prompt": PROMPT, "max_tokens": 200, "stream": stream}).join(30)
+        wait_until(lambda: active_rows(running.url) == 0)
+        assert _outcomes(app) == {"error": 1.0}
+        assert engine.steps < 150
+    finally:
+        running.stop()
+
+
+def test_health_answers_503_from_the_moment_shutdown_begins(served: ServedModel) -> None:
+    """Not only once uvicorn's wait for the requests in flight is over: a load balancer stops routing here at once."""
+    app = create_app(served, ServingConfig())
+    server = uvicorn_server(app, "127.0.0.1", 0)
+    assert TestClient(app).get("/health").status_code == 200
+
+    server.handle_exit(signal.SIGTERM, None)  # what uvicorn runs on the signal, before its wait
+
+    r = TestClient(app).get("/health")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down"
 
 
 def test_a_chunked_body_over_the_limit_gets_413_too(server: ServerThread) -> None:
