@@ -1,4 +1,5 @@
-"""What autoopt keeps on each Optuna trial. `TrialRecord` is the only code that knows the attribute keys."""
+"""What autoopt keeps on each Optuna trial, and on the study the trials measured again after the search. This module
+is the only code that knows the attribute keys."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import optuna
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict, to_dict
 from autoopt.result import MeasureResult
+
+_REMEASURED = "remeasured:"  # + trial number: a study attribute, one per trial, so that none is rewritten whole
 
 
 @dataclass(frozen=True)
@@ -58,3 +61,15 @@ class TrialRecord:
         if values["result"] is not None:
             values["result"] = MeasureResult.from_dict(values["result"])
         return cls(**values)
+
+
+def keep_remeasured(study: optuna.Study, number: str, result: MeasureResult) -> None:
+    """Keep on `study` trial `number`'s re-measurement after the search (its artifact rebuilt with other files), so
+    that later runs of the study take it for the trial's figures and accept the rebuilt folder."""
+    study.set_user_attr(f"{_REMEASURED}{number}", to_dict(result))
+
+
+def remeasured(study: optuna.Study) -> dict[str, MeasureResult]:
+    """The re-measurements `keep_remeasured` kept on `study`, by trial number."""
+    return {key.removeprefix(_REMEASURED): MeasureResult.from_dict(value)
+            for key, value in study.user_attrs.items() if key.startswith(_REMEASURED)}

@@ -38,6 +38,7 @@ from autoopt.space.validity import (
 from autoopt.study.fingerprint import check_fingerprint, check_reference, check_space, study_fingerprint
 from autoopt.study.objectives import constraints
 from autoopt.study.progress import SweepProgress
+from autoopt.study.record import keep_remeasured
 from autoopt.study.runoff import Runoff, decide
 from autoopt.study.summary import (
     Summary,
@@ -245,7 +246,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                 "the region it measured)", asked, new, cfg.search.n_trials,
             )
         progress.step("front, reports, bundle")
-        summary = with_artifacts(summarize(study, cfg.search, cfg.export, prep.target), prep, cfg, launcher)
+        summary = with_artifacts(summarize(study, cfg.search, cfg.export, prep.target), prep, cfg, launcher, study)
         runoff = _runoff(summary, prep, cfg, launcher, progress)
         if runoff is not None:
             summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
@@ -346,11 +347,12 @@ def _front_size(known: Known) -> int:
     return len(pareto.front(points))
 
 
-def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher) -> Summary:
-    """`s` with the artifacts of the trials the steps after the search load (the chosen one, the runoff's
-    contenders, the reference where the confirmation times it) on disk as measured (`_with_artifact`). A trial
-    measured again there moves its point, so the front and the pick are taken again from the new figures, and
-    the artifacts that pick calls on are checked in turn."""
+def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launcher, study: optuna.Study) -> Summary:
+    """`s`, the summary of `study`, with the artifacts of the trials the steps after the search load (the chosen one,
+    the runoff's contenders, the reference where the confirmation times it) on disk as measured (`_with_artifact`).
+    A trial measured again there moves its point, so the front and the pick are taken again from the new figures,
+    and the artifacts that pick calls on are checked in turn. The new figures are kept on `study`: its next run
+    finds the rebuilt folder where the trial's artifact was, and must take it for the one measured."""
     while due := sorted(_loaded_after_search(s, cfg) - s.checked, key=int):
         records, remeasured = dict(s.records), set(s.remeasured)
         for key in due:
@@ -358,9 +360,11 @@ def with_artifacts(s: Summary, prep: Prepared, cfg: SweepConfig, launcher: Launc
             assert before is not None
             after = _with_artifact(key, before, prep, cfg, launcher)
             if after.build.sha256 != before.build.sha256:
+                keep_remeasured(study, key, after)
                 remeasured.add(key)
-                log.warning("trial %s's new figures stand in the front, the pick and the bundle from here on; the "
-                            "study and its MLflow run keep those it was first measured with", key)
+                log.warning("trial %s's new figures stand in the front, the pick and the bundle from here on, in "
+                            "this run and the study's next ones; its MLflow run keeps those it was first measured "
+                            "with", key)
             records[key] = replace(records[key], result=after)
         checked = s.checked | set(due)
         if remeasured != s.remeasured:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from autoopt.study.objectives import (
     objectives,
     speed_objective,
 )
-from autoopt.study.record import TrialRecord
+from autoopt.study.record import TrialRecord, remeasured
 from autoopt.study.trial import Known
 
 log = logging.getLogger("autoopt.study")
@@ -46,7 +46,8 @@ class Summary:
     reason: str
     records: dict[str, TrialRecord]  # by trial number (as a string, the points' keys)
     # Trials whose artifacts the runner put back on disk as measured after the search (`with_artifacts`), and
-    # those of them measured again there because a rebuild's files differed (their records hold the new figures).
+    # those measured again there, in this run or an earlier one, because a rebuild's files differed (their records
+    # hold the new figures).
     checked: frozenset[str] = frozenset()
     remeasured: frozenset[str] = frozenset()
 
@@ -68,9 +69,13 @@ def _point(number: int, record: TrialRecord, values: tuple[float, float, float],
 
 def summarize(study: optuna.Study, search: SearchConfig, export: ExportConfig, target: TargetConfig) -> Summary:
     """The front of the study's distinct complete candidates. Objectives and feasibility are computed here
-    from each trial's stored measurement under the current settings, never taken from the told values."""
-    by_key = Known.of(study).complete
-    return summary_of({str(t.number): TrialRecord.read(t) for t in by_key.values()}, search, export, target)
+    from each trial's stored measurement under the current settings, never taken from the told values; a trial
+    measured again after an earlier run's search (`keep_remeasured`) counts with its new figures."""
+    records = {str(t.number): TrialRecord.read(t) for t in Known.of(study).complete.values()}
+    again = {key: result for key, result in remeasured(study).items() if key in records}
+    for key, result in again.items():
+        records[key] = replace(records[key], result=result)
+    return replace(summary_of(records, search, export, target), remeasured=frozenset(again))
 
 
 def summary_of(

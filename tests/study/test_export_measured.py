@@ -9,6 +9,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pytest
 
 from autoopt import pareto
@@ -103,7 +104,7 @@ def test_an_artifact_the_runner_already_checked_is_neither_hashed_nor_rebuilt_ag
     monkeypatch.setattr(runner, "artifact_sha256", lambda folder: hashed.append(folder) or artifact_sha256(folder))
     launcher = CountingLauncher()
     checked = with_artifacts(_summary(result), prep, replace(cfg, search=replace(cfg.search, confirm_rounds=0)),
-                             launcher)
+                             launcher, optuna.create_study())
 
     export_measured(checked, prep, cfg, {}, tmp_path / "bundle", launcher)
 

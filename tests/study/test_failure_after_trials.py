@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+import optuna
 import pytest
 
 from autoopt import pareto
@@ -24,7 +25,7 @@ from autoopt.config.schema import (
 )
 from autoopt.jobs.launch import JobFailed
 from autoopt.study.progress import SweepProgress
-from autoopt.study.record import TrialRecord
+from autoopt.study.record import TrialRecord, remeasured
 from autoopt.study.runner import _confirm, _runoff, export_measured, with_artifacts
 from autoopt.study.summary import Summary, SweepError, summary_of
 from tests.study.results import result
@@ -98,7 +99,7 @@ def test_the_artifacts_the_steps_after_the_trials_load_are_rebuilt_where_the_cac
     prep = SimpleNamespace(**vars(prep), build_job=lambda c: c)
     launcher = Rebuilding(tmp_path)
 
-    present = with_artifacts(summary, prep, cfg, launcher)
+    present = with_artifacts(summary, prep, cfg, launcher, optuna.create_study())
 
     assert launcher.built == rebuilt
     for key in map(str, rebuilt):  # the same files: the figures stand, the artifact is the rebuilt one
@@ -143,10 +144,12 @@ def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tm
     prep = SimpleNamespace(**vars(prep), target=cfg.target, build_job=lambda c: ("build", c),
                            measure_job=lambda c, built: ("measure", c, built))
     launcher = RebuildingDifferently(tmp_path)
+    study = optuna.create_study()
 
-    present = with_artifacts(summary, prep, cfg, launcher)
+    present = with_artifacts(summary, prep, cfg, launcher, study)
 
     assert launcher.jobs == [("build", 0), ("build", 1), ("measure", 1), ("build", 2), ("measure", 2), ("build", 3)]
     assert [p.objectives[0] for p in present.points] == [10.0, 8.0, 9.0, 7.0]
     assert present.chosen.key == "3" and present.remeasured == {"1", "2"} and present.checked == {"0", "1", "2", "3"}
     assert present.records["3"].result.speed == records["3"].result.speed  # the same files: its figures stand
+    assert {key: r.speed for key, r in remeasured(study).items()} == {k: present.records[k].result.speed for k in "12"}
