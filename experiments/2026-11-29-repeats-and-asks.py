@@ -4,9 +4,11 @@ measurements (latency and accuracy drawn from a hash of the candidate), so it sa
 how good its pick is.
 
     .venv/bin/python experiments/2026-11-29-repeats-and-asks.py [--trials 50] [--seeds 4] [--failing] [--old]
+        [--streak 2]
 
 `--failing`: every ort_genai int4 build fails. `--old`: the loop as it was before (no random proposal after a
-repeat; a repeated failure told FAIL).
+repeat; a repeated failure told FAIL). `--streak N`: the random proposal comes after N repeats in a row (the
+sweep's rule: 2; 1 was its first rule).
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class Synthetic:
         return result(latency, latency / 100, top1, candidate=candidate)
 
 
-def sweep(seed: int, n_trials: int, failing: bool, old: bool) -> tuple[int, int, dict[str, int]]:
+def sweep(seed: int, n_trials: int, failing: bool, old: bool, streak: int) -> tuple[int, int, dict[str, int]]:
     space = SpaceConfig(**OmegaConf.to_container(OmegaConf.load(Path(__file__).parents[1] / "conf/space/default.yaml")))
     target = TargetConfig(name="cpu", device="cpu", precisions=["fp32", "bf16", "int8", "int4"],
                           engines=["torch", "ort", "ort_genai", "torch_compiled"], memory_gb=4, cores=2,
@@ -76,7 +78,7 @@ def sweep(seed: int, n_trials: int, failing: bool, old: bool) -> tuple[int, int,
     for params in openers:
         study.enqueue_trial(params)
     retries, known, launcher = OpenerRetries(openers), Known.of(study), Synthetic(failing)
-    after = AfterRepeats(study.sampler, seed)
+    after = AfterRepeats(study.sampler, seed, streak)
     new = asked = 0
     states: collections.Counter[str] = collections.Counter()
     while new < n_trials and asked < MAX_ASKS_PER_TRIAL * n_trials:
@@ -103,14 +105,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--failing", action="store_true")
     parser.add_argument("--old", action="store_true")
+    parser.add_argument("--streak", type=int, default=2)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     logging.disable(logging.CRITICAL)
     if args.old:
         study_trial._fail = _fail_as_before
     for seed in range(args.seeds):
-        measured, asked, states = sweep(seed, args.trials, args.failing, args.old)
-        print(json.dumps({"loop": "old" if args.old else "new", "failing": args.failing, "seed": seed,
+        measured, asked, states = sweep(seed, args.trials, args.failing, args.old, args.streak)
+        print(json.dumps({"loop": "old" if args.old else f"streak {args.streak}", "failing": args.failing, "seed": seed,
                           "n_trials": args.trials, "measured": measured, "asks": asked, "trials": states}))
 
 

@@ -45,15 +45,18 @@ def test_a_sweep_stops_after_its_ask_budget(bench: Bench) -> None:
         assert curve.measured[k] <= k
 
 
-def test_a_repeat_is_followed_by_a_random_proposal_so_the_ask_budget_goes_to_new_candidates(bench: Bench) -> None:
-    """Grouped TPE on this grid re-proposed its measured candidates until the budget of asks ran out: 3 of 10 seeds
-    measured 6 or fewer of the 8 candidates (5 at worst) in a sweep of n_trials=8."""
+def test_repeats_in_a_row_are_followed_by_a_random_proposal_so_the_ask_budget_goes_to_new_candidates(
+    bench: Bench,
+) -> None:
+    """Grouped TPE on this grid re-proposed its measured candidates until the budget of asks ran out: with no random
+    proposal, seeds 0-9 measured 6, 7, 7, 7, 6, 5, 8, 8, 7, 7 of the 8 candidates in a sweep of n_trials=8. A random
+    proposal after every repeat measured all 8 on every seed; after two repeats in a row (the loop's rule, which kept
+    TPE's hypervolume on a measured grid), all 8 on nine seeds and 7 on seed 0."""
     n = len(bench.outcomes)
 
     measured = [replay(bench, "tpe", seed, n).measured[n] for seed in range(10)]
 
-    assert measured == [n] * 10  # every seed measures the whole grid (7 on two seeds while a pruned proposal
-    # after a repeat still left the random sampler in force, as the sweep does not)
+    assert min(measured) >= n - 1 and measured.count(n) >= 9
 
 
 def test_the_ask_budget_matches_the_sweep() -> None:

@@ -180,13 +180,18 @@ def test_a_parameter_an_older_study_never_asked_is_its_knobs_default() -> None:
     assert fitted_params(older, SpaceConfig(**{**vars(space), "serving_batching": ["continuous"]})) is None
 
 
-def test_after_a_repeat_the_next_proposal_is_random_and_seeded_by_the_trial_number() -> None:
+def test_after_two_repeats_in_a_row_the_next_proposal_is_random_and_seeded_by_the_trial_number() -> None:
     tpe = optuna.samplers.TPESampler(seed=0)
     after = AfterRepeats(tpe, seed=7)
 
-    assert after.next(False, 3) is tpe
+    assert after.next(True, 2) is tpe  # one repeat: TPE again
+    assert after.next(False, 3) is tpe and after.next(True, 4) is tpe  # a new candidate between breaks the row
     proposals = []
-    for _ in range(2):
-        study = optuna.create_study(directions=["minimize"] * 3, sampler=after.next(True, 3))
+    for number in (5, 5):
+        fresh = AfterRepeats(tpe, seed=7)
+        fresh.next(True, number - 1)
+        study = optuna.create_study(directions=["minimize"] * 3, sampler=fresh.next(True, number))
         proposals.append(label(sample(study.ask(), SPACE)))
-    assert isinstance(after.next(True, 3), optuna.samplers.RandomSampler) and proposals[0] == proposals[1]
+    assert isinstance(after.next(True, 5), optuna.samplers.RandomSampler) and proposals[0] == proposals[1]
+    assert isinstance(after.next(True, 6), optuna.samplers.RandomSampler)  # until a new candidate
+    assert after.next(False, 7) is tpe
