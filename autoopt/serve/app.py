@@ -165,6 +165,7 @@ class _Reply:
         self.start: float | None = None
         self.first: float | None = None
         self.last: float | None = None
+        self.stopped_at: float | None = None  # when the token that completed a stop string was generated
         self.done = False
 
     def _post(self, item: tuple[str, Any]) -> None:
@@ -183,7 +184,7 @@ class _Reply:
         if token in self._special:
             self.finish_reason = "stop"
             return False
-        self._post(("token", token))
+        self._post(("token", (token, t)))
         return True
 
     def finished(self, error: BaseException | None) -> None:
@@ -269,9 +270,10 @@ class _Metrics:
         self.requests.labels(cls, outcome).inc()
         if reply.start is not None:
             self.queue.labels(cls).observe(reply.start - reply.arrival)
-        if outcome == "ok" and reply.first is not None and reply.last is not None:
+        end = reply.stopped_at if reply.stopped_at is not None else reply.last
+        if outcome == "ok" and reply.first is not None and end is not None:
             self.ttft.labels(cls).observe(reply.first - reply.arrival)
-            self.e2e.labels(cls).observe(reply.last - reply.arrival)
+            self.e2e.labels(cls).observe(end - reply.arrival)
 
 
 # -- the app ----------------------------------------------------------------------------------------
@@ -567,10 +569,13 @@ class _Meta:
         ended with one). At a stop string the reply ends and its row stops at its next token."""
         kind, value = item
         if kind == "token":
-            delta = detok.push(value)
+            token, t = value
+            delta = detok.push(token)
             if detok.stopped:
                 self.reply.cancelled = True
                 self.reply.finish_reason = "stop"
+                # The row may have generated a few more tokens before it saw the stop: the reply ended at this one.
+                self.reply.stopped_at = t
             return delta, detok.stopped, None
         return "", True, None if value is None else f"the engine failed: {type(value).__name__}: {value}"
 

@@ -1,6 +1,7 @@
-"""A handler that the server cancels (uvicorn's graceful wait ran out, or a second signal: asyncio.run then cancels
-every task) withdraws its request from the worker, as a client's disconnect does, since nobody will read its reply;
-it is counted as cut off by the shutdown, not as a disconnect."""
+"""How a reply's end is counted. A handler that the server cancels (uvicorn's graceful wait ran out, or a second
+signal: asyncio.run then cancels every task) withdraws its request from the worker, as a client's disconnect does,
+since nobody will read its reply; it is counted as cut off by the shutdown, not as a disconnect. A reply a stop
+string ends, ends at the token that completed it."""
 
 from __future__ import annotations
 
@@ -56,3 +57,31 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off(
     sample = server.metrics.registry.get_sample_value
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "shutdown"}) == 1
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "disconnected"}) is None
+
+
+class Letters:
+    """Token i is the letter chr(97 + i)."""
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(97 + i) for i in ids)
+
+
+def test_a_reply_cut_by_a_stop_string_ends_when_its_stop_token_was_generated() -> None:
+    """The row generates on until it sees the reply stopped: tokens after the stop string are nobody's wait."""
+
+    async def run() -> _Metrics:
+        model = SimpleNamespace(tokenizer=Letters(), model_name="m")
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0)
+        reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
+        item = SimpleNamespace(id=7, cls="P0")
+        meta = _Meta(server, Connected(), item, reply, False, 3, ["bc"], False)  # type: ignore[arg-type]
+        for index, (token, t) in enumerate([(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0)]):  # "abcde"
+            reply.token(index, token, t)  # the worker runs ahead of the handler
+        response = await _complete(meta)
+        assert b'"text":"a"' in response.body and reply.finish_reason == "stop"
+        return server.metrics
+
+    sample = asyncio.run(run()).registry.get_sample_value
+
+    assert sample("autoopt_request_e2e_seconds_sum", {"cls": "P0"}) == 3.0  # "c" completed the stop string
+    assert sample("autoopt_request_ttft_seconds_sum", {"cls": "P0"}) == 1.0
