@@ -78,7 +78,8 @@ def _claim(folder: Path) -> IO[str]:
 def remove_abandoned(parent: Path, prefix: str, unclaimed_after_s: float = UNCLAIMED_AFTER_S) -> None:
     """Remove each folder `<parent>/<prefix>*` whose claim no process holds. One without a claim file is being
     set up right now, or was made by an autoopt that did not claim its folders: removed once `unclaimed_after_s`
-    old."""
+    old (a long-lived process of such an autoopt, a server say, keeps running on its open files). One this process
+    may not read (another user's, in a shared /tmp) is left alone."""
     for folder in parent.glob(f"{glob.escape(prefix)}*"):
         try:
             with (folder / _CLAIM).open() as claim:
@@ -94,5 +95,5 @@ def remove_abandoned(parent: Path, prefix: str, unclaimed_after_s: float = UNCLA
                 continue
             if unclaimed and folder.is_dir():
                 shutil.rmtree(folder, ignore_errors=True)
-        except NotADirectoryError:
+        except (NotADirectoryError, PermissionError):
             continue

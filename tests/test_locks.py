@@ -4,11 +4,15 @@ one of the same kind, and never while their owner lives."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 from autoopt.locks import UNCLAIMED_AFTER_S, ClaimedFolder
 from autoopt.models.cache import ensure_folder
@@ -71,3 +75,26 @@ def test_a_model_build_left_half_done_by_a_killed_builder_is_started_over(tmp_pa
 
     assert [p.name for p in folder.iterdir()] == ["config.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["builtin-abc", "builtin-abc.lock"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                    reason="needs root and setpriv to act as another user")
+def test_another_user_s_folder_it_may_not_read_is_left_alone() -> None:
+    with tempfile.TemporaryDirectory() as shared:  # in /tmp: pytest's own folders are closed to other users
+        os.chmod(shared, 0o1777)  # as /tmp
+        theirs = ClaimedFolder(Path(shared), "autoopt_genai_")  # root's, mode 0700
+        theirs._claim.close()  # abandoned
+        code = f"from autoopt.locks import ClaimedFolder\nClaimedFolder({shared!r}, 'autoopt_genai_').cleanup()\n"
+
+        if _as_nobody("import autoopt.locks").returncode != 0:
+            pytest.skip("this checkout or its Python is not readable by another user")
+
+        run = _as_nobody(code)
+
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert theirs.path.is_dir()
+
+
+def _as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code],
+                          cwd=Path(__file__).parents[1], capture_output=True, text=True)

@@ -27,7 +27,9 @@ _ACCURACY_LEVELS = (0, 1, 2, 3, 4)  # MatMulNBits compute type: 0 unset, 1 fp32,
 
 def run_ort_int8_dynamic(src: Path, dst: Path, per_channel: bool = True) -> None:
     copy_side_files(src, dst)
-    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
+    # A model's size, so inside dst rather than /tmp; not beside it, where a build killed outright (SIGKILL) would
+    # leave it for good: the next build of this entry clears the half-built dst (`passes.pipeline`), this included.
+    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst) as work:
         quantize_dynamic(
             weights_as_initializers(src, Path(work)),
             dst / MODEL_FILE,
@@ -47,7 +49,7 @@ def run_ort_weight_only(
     src: Path, dst: Path, bits: int = 4, block_size: int = 32, accuracy_level: int = 4, symmetric: bool = True
 ) -> None:
     _check_weight_only_settings(bits, block_size, accuracy_level)
-    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst.parent) as work:  # beside dst: a model's size
+    with tempfile.TemporaryDirectory(prefix="ort_quant_", dir=dst) as work:  # inside dst: see run_ort_int8_dynamic
         quantizer = MatMulNBitsQuantizer(
             str(weights_as_initializers(src, Path(work))),
             bits=bits,

@@ -83,7 +83,8 @@ def run_ort_int8_static(
         )
     windows = calibration_windows(src, calibration_text, samples, window)
     copy_side_files(src, dst)
-    with tempfile.TemporaryDirectory(prefix="ort_static_", dir=dst.parent) as work:  # beside dst: a model's size
+    # inside dst, not beside it: see ort_quant.run_ort_int8_dynamic
+    with tempfile.TemporaryDirectory(prefix="ort_static_", dir=dst) as work:
         model = weights_as_initializers(src, Path(work))
         ranges = Path(work) / "ranges.json"
         calibrate_method = _calibrate(model, windows, method, percentile, Path(work), ranges)

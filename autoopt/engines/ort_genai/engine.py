@@ -280,7 +280,7 @@ def _staging_folder(artifact: Path) -> ClaimedFolder:
     try:
         return ClaimedFolder(artifact.parent, f".{artifact.name}-run-")
     except OSError:  # a read-only artifact folder
-        return ClaimedFolder(Path(tempfile.gettempdir()), "autoopt_genai_")
+        return ClaimedFolder(Path(tempfile.gettempdir()), f"autoopt_genai_{os.getuid()}_")
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
