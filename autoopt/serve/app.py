@@ -599,11 +599,12 @@ async def _next_item(reply: _Reply, gone: asyncio.Future[None]) -> tuple[str, An
     return get.result() if get.done() else None
 
 
-def _cancelled(gone: asyncio.Future[None]) -> str:
+def _cancelled(meta: _Meta, gone: asyncio.Future[None]) -> str:
     """The outcome of a handler that was cancelled. Starlette cancels a streamed reply whose client left (it notices
     before `gone` does, and `gone` is done before the cancellation arrives); otherwise only the server's shutdown
-    cancels a handler: uvicorn's wait for the requests in flight ran out, or a second signal stopped it."""
-    return "disconnected" if gone.done() else "shutdown"
+    cancels a handler: uvicorn's wait for the requests in flight ran out, or a second signal stopped it. Outside a
+    shutdown a cancellation is the client's, whatever the order its notices arrived in."""
+    return "shutdown" if meta.server.shutting_down and not gone.done() else "disconnected"
 
 
 async def _complete(meta: _Meta) -> Response:
@@ -624,7 +625,7 @@ async def _complete(meta: _Meta) -> Response:
             outcome = "ok"
             break
     except asyncio.CancelledError:
-        outcome = _cancelled(gone)
+        outcome = _cancelled(meta, gone)
         raise
     finally:
         gone.cancel()
@@ -689,7 +690,8 @@ async def _stream(meta: _Meta) -> AsyncIterator[str]:
             yield _sse("[DONE]")
             return
     except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: closed while it waited at a yield
-        outcome = _cancelled(gone)
+        if outcome != "ok":  # the whole reply was generated: only its last chunks were not sent
+            outcome = _cancelled(meta, gone)
         raise
     finally:
         gone.cancel()

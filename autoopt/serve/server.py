@@ -1,5 +1,5 @@
 """Run the HTTP app with uvicorn: in the foreground (`serve`, what the CLI calls) or in a background
-thread (`ServerThread`, for tests and embedding). Shutdown is graceful either way: /health answers 503, the
+thread (`ServerThread`, for tests and embedding). Shutdown is graceful either way: /health answers 503 until the
 listener closes, in-flight requests run to completion (up to `graceful_timeout_s`), then the engine's worker drains."""
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ GRACEFUL_TIMEOUT_S = 60
 
 class _Uvicorn(uvicorn.Server):
     """uvicorn's server, its `should_exit` kept in the app's state: /health answers 503 from the moment shutdown
-    begins (a signal, `ServerThread.stop`), while uvicorn still waits for the requests in flight, so that a load
-    balancer stops routing here."""
+    begins (a signal, `ServerThread.stop`), not only at the lifespan's end. uvicorn itself closes its listener and
+    idle connections within about 0.1 s of that, after which a probe is refused rather than answered; an app
+    served by something else answers 503 for as long as that server keeps taking requests."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
         self._app = app

@@ -36,12 +36,14 @@ async def _read_stream(meta: _Meta) -> None:
 
 
 @pytest.mark.parametrize("handle", [_complete, _read_stream], ids=["plain", "streamed"])
-def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off(
-    handle: Callable[[_Meta], Coroutine[Any, Any, object]],
+@pytest.mark.parametrize("shutting_down", [True, False], ids=["in-shutdown", "before-shutdown"])
+def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_shutdown(
+    handle: Callable[[_Meta], Coroutine[Any, Any, object]], shutting_down: bool
 ) -> None:
     async def run() -> tuple[SimpleNamespace, _Reply]:
         model = SimpleNamespace(tokenizer=None, model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0)
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0,
+                                 shutting_down=shutting_down)
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
@@ -53,10 +55,34 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off(
 
     server, reply = asyncio.run(run())
 
-    assert server.worker.cancelled == [7] and reply.cancelled and server.cut_off == 1
+    assert server.worker.cancelled == [7] and reply.cancelled
     sample = server.metrics.registry.get_sample_value
-    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "shutdown"}) == 1
-    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "disconnected"}) is None
+    counted = "shutdown" if shutting_down else "disconnected"  # outside a shutdown only a client cancels
+    assert server.cut_off == (1 if shutting_down else 0)
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": counted}) == 1
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) is None
+
+
+def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_counts_as_ok() -> None:
+    async def run() -> SimpleNamespace:
+        model = SimpleNamespace(tokenizer=Letters(), model_name="m")
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0,
+                                 shutting_down=True)
+        reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
+        item = SimpleNamespace(id=7, cls="P0")
+        meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
+        reply.token(0, 0, 1.0)
+        reply.finished(None)
+        chunks = _stream(meta)
+        while "finish_reason" not in (chunk := await chunks.__anext__()) or '"finish_reason": null' in chunk:
+            pass
+        await chunks.aclose()  # the shutdown lands while the last chunks wait for a slow reader
+        return server
+
+    server = asyncio.run(run())
+
+    sample = server.metrics.registry.get_sample_value
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) == 1 and server.cut_off == 0
 
 
 class Letters:

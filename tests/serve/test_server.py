@@ -667,7 +667,8 @@ def test_a_handler_that_fails_unexpectedly_counts_an_error_and_withdraws_its_req
 
 
 def test_health_answers_503_from_the_moment_shutdown_begins(served: ServedModel) -> None:
-    """Not only once uvicorn's wait for the requests in flight is over: a load balancer stops routing here at once."""
+    """Not only at the lifespan's end. (uvicorn closes its listener about 0.1 s after this, and then refuses probes:
+    this is what an app served by another server, or a probe in that window, gets.)"""
     app = create_app(served, ServingConfig())
     server = uvicorn_server(app, "127.0.0.1", 0)
     assert TestClient(app).get("/health").status_code == 200
