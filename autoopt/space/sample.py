@@ -110,7 +110,8 @@ class AfterRepeats:
     each repeat is free but costs an ask, and a sweep whose asks ran out stopped short of its n_trials with most of
     the space unmeasured. Random after every single repeat reached every n_trials on synthetic outcomes, but on a
     measured grid it cost TPE 1 point of hypervolume fraction at 20 trials; after two in a row it reached every
-    n_trials and matched TPE left alone (experiments/2026-11-29-repeats-and-asks.md)."""
+    n_trials on the synthetic outcomes and matched TPE left alone on the grid
+    (experiments/2026-11-29-repeats-and-asks.md)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, seed: int, streak: int = 2):
         self.sampler, self.seed, self.streak = sampler, seed, streak

@@ -49,7 +49,8 @@ def test_repeats_in_a_row_are_followed_by_a_random_proposal_so_the_ask_budget_go
     bench: Bench,
 ) -> None:
     """Grouped TPE on this grid re-proposed its measured candidates until the budget of asks ran out: with no random
-    proposal, seeds 0-9 measured 6, 7, 7, 7, 6, 5, 8, 8, 7, 7 of the 8 candidates in a sweep of n_trials=8. A random
+    proposal (and a repeated failure told FAIL, as then), seeds 0-9 measured 6, 7, 7, 7, 6, 5, 8, 8, 7, 7 of the 8
+    candidates in a sweep of n_trials=8. A random
     proposal after every repeat measured all 8 on every seed; after two repeats in a row (the loop's rule, which kept
     TPE's hypervolume on a measured grid), all 8 on nine seeds and 7 on seed 0."""
     n = len(bench.outcomes)
