@@ -13,7 +13,8 @@ from types import FrameType
 
 class Stopped(Exception):
     """A signal asked the process to stop (raised by the handlers `stopping_on_signals` installs). `cut_off`: why
-    the server stopped with requests in flight unanswered (a second signal, a drain that timed out), or ""."""
+    the server stopped with requests in flight unanswered (a second signal, the HTTP server's wait for them or the
+    worker's drain timed out), or ""."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)

@@ -293,7 +293,7 @@ class _Server:
         self.drain_timeout_s = DRAIN_TIMEOUT_S
         self.drained = True  # whether the worker answered every admitted request at shutdown
         self.shutting_down = False  # set by the HTTP server the moment its shutdown begins (`autoopt.serve.server`)
-        self.cut_off = 0  # requests whose handler the shutdown cancelled: left unanswered
+        self.cancelled_in_shutdown = 0  # requests whose handler the shutdown cancelled: left unanswered
 
     def resolve_class(self, field: int | str | None, header: str | None) -> str:
         value: int | str | None = field if field is not None else header
@@ -558,7 +558,7 @@ class _Meta:
             self.reply.cancelled = True
             self.server.worker.cancel(self.item.id)
         if outcome == "shutdown":
-            self.server.cut_off += 1
+            self.server.cancelled_in_shutdown += 1
         self.server.metrics.record(self.item.cls, self.reply, outcome)
 
     def text(self) -> _Text:

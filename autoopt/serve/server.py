@@ -48,8 +48,8 @@ def cut_off(server: uvicorn.Server, app: FastAPI) -> str:
     state = app.state.server
     if server.force_exit:
         return "a second signal stopped the server without waiting for the requests in flight"
-    if state.cut_off:
-        return (f"{state.cut_off} request(s) in flight outlasted the HTTP server's "
+    if state.cancelled_in_shutdown:
+        return (f"{state.cancelled_in_shutdown} request(s) in flight outlasted the HTTP server's "
                 f"{server.config.timeout_graceful_shutdown:g} s wait for them and were cancelled unanswered")
     if not state.drained:
         return (f"requests in flight outlasted the shutdown's {state.drain_timeout_s:g} s wait and were left "

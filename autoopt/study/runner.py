@@ -155,8 +155,9 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
     quants whose precision the target has; to what changes something under the objective and the workload (the
     batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); and, on a
-    checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours. Each value left out is logged with its reason (the study's fingerprint records the target and the
-    libraries, so a later install is a new study). Raises `SweepError` when no engine is left."""
+    checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours. Each value left out is
+    logged with its reason (the study's fingerprint records the target and the libraries, so a later install is a
+    new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
     for reason in [*dropped.values(), *quants.values()]:

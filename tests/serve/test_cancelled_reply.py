@@ -42,7 +42,7 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
 ) -> None:
     async def run() -> tuple[SimpleNamespace, _Reply]:
         model = SimpleNamespace(tokenizer=None, model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0,
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=shutting_down)
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
@@ -58,7 +58,7 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
     assert server.worker.cancelled == [7] and reply.cancelled
     sample = server.metrics.registry.get_sample_value
     counted = "shutdown" if shutting_down else "disconnected"  # outside a shutdown only a client cancels
-    assert server.cut_off == (1 if shutting_down else 0)
+    assert server.cancelled_in_shutdown == (1 if shutting_down else 0)
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": counted}) == 1
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) is None
 
@@ -66,7 +66,7 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
 def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_counts_as_ok() -> None:
     async def run() -> SimpleNamespace:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0,
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=True)
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
@@ -82,7 +82,7 @@ def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_coun
     server = asyncio.run(run())
 
     sample = server.metrics.registry.get_sample_value
-    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) == 1 and server.cut_off == 0
+    assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) == 1 and server.cancelled_in_shutdown == 0
 
 
 class Letters:
@@ -97,7 +97,7 @@ def test_a_reply_cut_by_a_stop_string_ends_when_its_stop_token_was_generated() -
 
     async def run() -> _Metrics:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cut_off=0)
+        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0)
         reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, ["bc"], False)  # type: ignore[arg-type]
