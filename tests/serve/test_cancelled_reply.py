@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from autoopt.serve.app import _complete, _Meta, _Metrics, _Reply, _stream
+from autoopt.serve.app import _complete, _Meta, _stream
+from autoopt.serve.metrics import Metrics
+from autoopt.serve.reply import Reply
 
 
 class Worker:
@@ -40,11 +42,11 @@ async def _read_stream(meta: _Meta) -> None:
 def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_shutdown(
     handle: Callable[[_Meta], Coroutine[Any, Any, object]], shutting_down: bool
 ) -> None:
-    async def run() -> tuple[SimpleNamespace, _Reply]:
+    async def run() -> tuple[SimpleNamespace, Reply]:
         model = SimpleNamespace(tokenizer=None, model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=shutting_down)
-        reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
+        reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
         handler = asyncio.ensure_future(handle(meta))
@@ -66,9 +68,9 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
 def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_counts_as_ok() -> None:
     async def run() -> SimpleNamespace:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=True)
-        reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
+        reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
         reply.token(0, 0, 1.0)
@@ -95,10 +97,10 @@ class Letters:
 def test_a_reply_cut_by_a_stop_string_ends_when_its_stop_token_was_generated() -> None:
     """The row generates on until it sees the reply stopped: tokens after the stop string are nobody's wait."""
 
-    async def run() -> _Metrics:
+    async def run() -> Metrics:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=_Metrics(["P0"]), model=model, cancelled_in_shutdown=0)
-        reply = _Reply(asyncio.get_running_loop(), frozenset(), 0.0)
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0)
+        reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, ["bc"], False)  # type: ignore[arg-type]
         for index, (token, t) in enumerate([(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0)]):  # "abcde"

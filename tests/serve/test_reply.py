@@ -5,16 +5,17 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from autoopt.serve.app import _Metrics, _Reply, _Text
+from autoopt.serve.metrics import Metrics
+from autoopt.serve.reply import Reply, Text
 
 
 def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
     loop = asyncio.new_event_loop()
     try:
-        reply = _Reply(loop, frozenset({7}), arrival=1.0)
+        reply = Reply(loop, frozenset({7}), arrival=1.0)
         reply.started(1.2)
         assert reply.token(0, 7, 1.5) is False and reply.finish_reason == "stop"
-        metrics = _Metrics(["P0"])
+        metrics = Metrics(["P0"])
         metrics.record("P0", reply, "ok")
     finally:
         loop.close()
@@ -24,7 +25,7 @@ def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
     assert metrics.registry.get_sample_value("autoopt_request_ttft_seconds_count", {"cls": "P0"}) == 1
 
 
-def _pushed(text: _Text, ids: list[int]) -> list[str]:
+def _pushed(text: Text, ids: list[int]) -> list[str]:
     return [text.push(i) for i in ids]
 
 
@@ -34,10 +35,10 @@ def test_text_holds_back_an_incomplete_character_and_the_start_of_a_stop_string(
     c = next(i for i, token in enumerate(ids) if tokenizer.decode([token]) == "c")
     assert "\ufffd" in tokenizer.decode(ids[:3])
 
-    plain = _Text(tokenizer, [])
+    plain = Text(tokenizer, [])
     sent = _pushed(plain, ids)
     assert "\ufffd" not in "".join(sent) and "".join(sent) + plain.flush() == "ab中c。d"
-    stopped = _Text(tokenizer, ["c。"])
+    stopped = Text(tokenizer, ["c。"])
     sent = _pushed(stopped, ids)
     assert sent[c] == ""  # "c" may begin the stop string: held back
     assert stopped.stopped and "".join(sent) == "ab中" and stopped.text() == "ab中"
@@ -46,9 +47,9 @@ def test_text_holds_back_an_incomplete_character_and_the_start_of_a_stop_string(
 def test_a_reply_ending_inside_a_character_keeps_the_characters_before_it(tiny_model: Path) -> None:
     tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
     ids = tokenizer.encode("ab中c。").ids[:-1]  # the last character's bytes never all arrive
-    text = _Text(tokenizer, ["zz"])
+    text = Text(tokenizer, ["zz"])
     sent = "".join(_pushed(text, ids)) + text.flush()
     assert sent == text.text() == tokenizer.decode(ids) and sent.startswith("ab中c")
     full = tokenizer.encode("x中").ids
-    stop_in_last = _Text(tokenizer, ["中"])
+    stop_in_last = Text(tokenizer, ["中"])
     assert "".join(_pushed(stop_in_last, full)) == "x" and stop_in_last.stopped

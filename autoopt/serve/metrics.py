@@ -1,0 +1,51 @@
+"""The server's Prometheus metrics, in a registry of their own (GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from autoopt.serve.reply import Reply
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self, classes: list[str]) -> None:
+        self.registry = CollectorRegistry()
+        r, cls = self.registry, ["cls"]
+        self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class: from the request "
+                             "reaching the server (before its body is read) to its last token", cls,
+                             registry=r, buckets=LATENCY_BUCKETS)
+        self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request "
+                              "reaching the server", cls, registry=r, buckets=LATENCY_BUCKETS)
+        self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its "
+                               "batch starting (continuous batching: its own prefill), per class", cls, registry=r,
+                               buckets=LATENCY_BUCKETS)
+        self.requests = Counter("autoopt_requests", "finished requests per class and outcome: ok, error (the engine "
+                                "or the server failed), disconnected (the client left), shutdown (the server's "
+                                "shutdown cancelled it unanswered)", ["cls", "outcome"], registry=r)
+        self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
+        self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
+        self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
+        self.batch = Histogram("autoopt_batch_size", "rows per engine call (continuous batching: per decode step)",
+                               registry=r,
+                               buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
+        self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
+                            "the utilization a capacity probe must keep at or below 1", registry=r)
+        for name in classes:
+            for metric in (self.e2e, self.ttft, self.queue, self.rejections, self.depth):
+                metric.labels(name)
+
+    def batch_done(self, rows: int, seconds: float) -> None:
+        if rows:
+            self.batch.observe(rows)
+        self.busy.inc(seconds)
+
+    def record(self, cls: str, reply: Reply, outcome: str) -> None:
+        self.requests.labels(cls, outcome).inc()
+        if reply.start is not None:
+            self.queue.labels(cls).observe(reply.start - reply.arrival)
+        end = reply.stopped_at if reply.stopped_at is not None else reply.last
+        if outcome == "ok" and reply.first is not None and end is not None:
+            self.ttft.labels(cls).observe(reply.first - reply.arrival)
+            self.e2e.labels(cls).observe(end - reply.arrival)
