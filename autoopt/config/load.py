@@ -38,8 +38,9 @@ def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), cfg)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
-    except Exception as e:  # OmegaConf's errors name the key; keep only their first line
-        raise ConfigError(str(e).splitlines()[0]) from None
+    except Exception as e:  # OmegaConf's errors name the key in `full_key`; keep their first line and the key
+        key = getattr(e, "full_key", None)
+        raise ConfigError(str(e).splitlines()[0] + (f" (at {key})" if key else "")) from None
 
 
 def resolve_target(t: TargetConfig) -> TargetConfig:
