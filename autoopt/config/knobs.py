@@ -5,7 +5,7 @@ space checks, candidate labels and the README's knob table are all derived from 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, make_dataclass
 from typing import Any
 
@@ -111,11 +111,13 @@ def knobs_of(schema: type) -> dict[str, Knob]:
 
 
 def space_schema(name: str, candidate: type, doc: str) -> type:
-    """A dataclass with one list field per knob of `candidate` (default: [the knob's default]) and a name."""
+    """A dataclass with a name, one list field per knob of `candidate` (default: [the knob's default]), and
+    `by_engine`: engine -> knob -> the values of that knob's list the engine is searched with (default: all)."""
     specs: list[tuple[str, Any, Any]] = [("name", str, field(default="???"))]
     for k in knobs_of(candidate).values():
         kind = list[type(k.default)]  # type: ignore[misc]
         specs.append((k.name, kind, field(default_factory=_listed(k.default))))
+    specs.append(("by_engine", dict[str, dict[str, list[Any]]], field(default_factory=dict)))
     cls = make_dataclass(name, specs)
     cls.__doc__ = doc
     return cls
@@ -164,6 +166,35 @@ def check_space(space: Any, candidate: type) -> None:
                 raise ConfigError(f"space.{k.name} has {value}; {hint}")
     if "torch" not in space.engine or "none" not in space.quant:
         raise ConfigError("space.engine must include torch and space.quant none: the fp32 reference is trial 0")
+    check_by_engine(space, candidate)
+
+
+def check_by_engine(space: Any, candidate: type) -> None:
+    """Each `space.by_engine` entry names an engine of the space and a knob that applies to it, and keeps some of
+    that knob's values in the space (torch keeps quant none: the fp32 reference)."""
+    knobs = knobs_of(candidate)
+    for engine, narrowed in space.by_engine.items():
+        where = f"space.by_engine.{engine}"
+        if engine not in space.engine:
+            raise ConfigError(f"{where} narrows an engine space.engine does not search ({_join(space.engine)})")
+        for name, values in narrowed.items():
+            k = knobs.get(name)
+            if k is None or name == "engine":
+                raise ConfigError(f"{where} has {name}, which is not a knob; choose from: {_join(list(knobs)[1:])}")
+            if engine not in k.engines:
+                raise ConfigError(f"{where}.{name}: knob {name} does not apply to engine={engine}; it is used by "
+                                  f"{_users(k)}")
+            outside = [v for v in values if not offered(v, getattr(space, name))]
+            if outside or not values:
+                raise ConfigError(f"{where}.{name} has {_join(outside) if outside else 'no value'}; give values of "
+                                  f"space.{name} ({_join(getattr(space, name))})")
+    if not offered("none", space.by_engine.get("torch", {}).get("quant", ["none"])):
+        raise ConfigError("space.by_engine.torch.quant must include none: the fp32 reference is trial 0")
+
+
+def offered(value: Any, choices: Sequence[Any]) -> bool:
+    """`value` is one of `choices`, type included (a YAML `1` is not `true`)."""
+    return any(value == c and type(value) is type(c) for c in choices)
 
 
 def label(candidate: Any) -> str:

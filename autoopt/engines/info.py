@@ -65,6 +65,8 @@ class EngineInfo:
     # the float a quant's activations are computed in, where the target must support more than the quant itself
     compute_precision: dict[str, str] = field(default_factory=dict)
     static_cache: Callable[[CandidateConfig], bool] | None = None
+    # the devices where it batches continuously (serving_batching=continuous, for the engines that knob applies to)
+    continuous_on: tuple[str, ...] = ("cpu", "cuda")
 
     def decode_context(self, candidate: CandidateConfig, mean_context: float, max_length: int) -> float:
         """The positions one decode step's attention reads, on average over a request."""

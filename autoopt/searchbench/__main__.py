@@ -96,10 +96,12 @@ def main(cfg: DictConfig) -> None:
         return
     from autoopt.searchbench.replay import Bench, outcomes_of, prior_front, replay_all
     from autoopt.searchbench.report import space_digest, write_report
+    from autoopt.study.runner import searchable
 
     results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in truth.entries.items()}
+    space = searchable(sweep, prep).space  # the loops replayed search what a sweep here would
     with exit_on_config_error():
-        bench = Bench.of(grid.points, results, sweep.space, sweep.search, prep.target,
+        bench = Bench.of(grid.points, results, space, sweep.search, prep.target,
                          key=lambda c: candidate_key(c, prep),
                          problem=lambda c: candidate_problem(c, prep.target, prep.model.traits))
     warm = []
@@ -107,7 +109,7 @@ def main(cfg: DictConfig) -> None:
         prior = GroundTruth.load(OPTIONS.prior)
         prior_results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in prior.entries.items()}
         warm = prior_front(outcomes_of(prior_results, sweep.search, prep.target),
-                           {k: e.params for k, e in prior.entries.items()}, sweep.space)
+                           {k: e.params for k, e in prior.entries.items()}, space)
         log.info("warm start from %s: %d front candidates this space can produce", prior.path, len(warm))
     curves = replay_all(bench, OPTIONS.samplers.split(","), range(OPTIONS.seeds), OPTIONS.max_trials,
                         say=log.info, warm=warm)

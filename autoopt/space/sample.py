@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from autoopt.config.knobs import ENGINES, knobs_of
+from autoopt.config.knobs import ENGINES, knobs_of, offered
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.registry import engine_info
 
@@ -19,7 +19,9 @@ _KNOBS = knobs_of(CandidateConfig)
 
 def _choices(space: Any, engine: str, knob: str) -> list[object]:
     values = list(getattr(space, knob))
-    if knob == "quant":  # what the engine runs on any device; the target check prunes the rest
+    if (only := space.by_engine.get(engine, {}).get(knob)) is not None:
+        values = [v for v in values if offered(v, only)]
+    if knob == "quant":  # what the engine runs on some device (a sweep narrows it to its target's in `by_engine`)
         known = {q for quants in engine_info(engine).quants.values() for q in quants}
         values = [q for q in values if q in known]
     return values
@@ -139,18 +141,14 @@ class _FixedParams:
             value = self.params[name]
         else:
             knob = _KNOBS.get(name.partition(".")[2])  # "<engine>.<knob>"
-            if knob is None or not _offered(knob.default, choices):
+            if knob is None or not offered(knob.default, choices):
                 self.missing.append(name)
                 return choices[0]
             value = knob.default
-        if not _offered(value, choices):
+        if not offered(value, choices):
             self.outside.append(name)
         self.asked[name] = value
         return value
-
-
-def _offered(value: object, choices: list[object]) -> bool:
-    return any(value == c and type(value) is type(c) for c in choices)
 
 
 def _fitted(params: dict[str, object], space: Any) -> tuple[CandidateConfig, dict[str, object]] | None:

@@ -14,6 +14,7 @@ from autoopt.engines.registry import engine_info
 from autoopt.models.source import ModelTraits
 from autoopt.passes.plan import plan
 from autoopt.passes.registry import pass_problem
+from autoopt.space.sample import param_choices
 
 
 def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
@@ -33,11 +34,26 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     if c.quant not in quants:
         runs = ", ".join(quants) or "nothing"
         return f"engine={c.engine} does not run quant={c.quant} on {target.device}; it runs: {runs}"
+    if problem := _continuous_device_problem(c, target):
+        return problem
     if info.rule and (reason := info.rule(c, target.device)):
         return f"engine={c.engine}: {reason}"
     if target.cores and c.threads > target.cores:
         return f"threads={c.threads} exceeds the {target.cores} cores of target={target.name}"
     return None
+
+
+def _continuous_device_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
+    on = engine_info(c.engine).continuous_on
+    if c.serving_batching != "continuous" or target.device in on:
+        return None
+    return f"engine={c.engine}: serving_batching=continuous runs on {', '.join(on)} only; use serving_batching=group"
+
+
+def continuous_problem(c: CandidateConfig, target: TargetConfig, model: ModelTraits) -> str | None:
+    """Why `c` (serving_batching=continuous) cannot batch continuously here whatever its other knobs say: its engine
+    does not on the target's device, or (ort) not on a model whose cached keys cannot move."""
+    return _continuous_device_problem(c, target) or fixed_keys_problem(c, model)
 
 
 def compute_precision_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
@@ -96,6 +112,31 @@ def unsupported_quants(quants: Sequence[str], target: TargetConfig) -> dict[str,
         for q in quants
         if q != "none" and QUANT_PRECISION[q] not in target.precisions
     }
+
+
+Narrowing = dict[str, tuple[list[Any], str]]  # knob -> (the values left to search, why the others are not)
+
+
+def engine_narrowing(space: Any, target: TargetConfig, model: ModelTraits) -> dict[str, Narrowing]:
+    """Per engine of `space`, each knob whose choices for it (`param_choices`) hold values that engine can never
+    run here, whatever its other knobs say: the values left (possibly none) and why the others are not searched.
+    Those are the quants the engine does not run on the target's device, and serving_batching=continuous where
+    `continuous_problem` refuses it. A sweep narrows its space to them (`space.by_engine`): pruned trial by trial
+    instead, each would cost the sampler an ask."""
+    out: dict[str, Narrowing] = {}
+    for engine in space.engine:
+        runs = engine_info(engine).quants.get(target.device, ())
+        quants = param_choices(space, f"{engine}.quant") or []
+        if refused := [q for q in quants if q not in runs]:
+            out.setdefault(engine, {})["quant"] = (
+                [q for q in quants if q in runs],
+                f"engine={engine} does not run quant={','.join(refused)} on {target.device}; it runs: "
+                f"{', '.join(runs) or 'nothing'}")
+        batching = param_choices(space, f"{engine}.serving_batching") or []
+        continuous = CandidateConfig(engine=engine, serving_batching="continuous")
+        if "continuous" in batching and (problem := continuous_problem(continuous, target, model)):
+            out.setdefault(engine, {})["serving_batching"] = ([v for v in batching if v != "continuous"], problem)
+    return out
 
 
 def inert_without_load(space: Any, search: SearchConfig) -> dict[str, tuple[list[Any], str]]:

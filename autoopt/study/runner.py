@@ -29,6 +29,7 @@ from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import AfterRepeats, OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import (
+    engine_narrowing,
     inert_under_workload,
     inert_without_load,
     tied_embeddings_problem,
@@ -154,31 +155,38 @@ def open_study(
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
     quants whose precision the target has; to what changes something under the objective and the workload (the
-    batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); and, on a
-    checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours. Each value left out is
-    logged with its reason (the study's fingerprint records the target and the libraries, so a later install is a
-    new study). Raises `SweepError` when no engine is left."""
+    batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); on a
+    checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours; and, per engine
+    (`space.by_engine`), to the quants it runs on the target's device and the batching it can do there. Each value
+    left out is logged with its reason (the study's fingerprint records the target and the libraries, so a later
+    install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
     quants = unsupported_quants(cfg.space.quant, prep.target)
     for reason in [*dropped.values(), *quants.values()]:
         log.warning("not searched here: %s", reason)
-    kept = [engine for engine in cfg.space.engine if engine not in dropped]
-    if not kept:
-        raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
-    space = replace(cfg.space, engine=kept, quant=[q for q in cfg.space.quant if q not in quants])
+    space = replace(cfg.space, engine=[e for e in cfg.space.engine if e not in dropped],
+                    quant=[q for q in cfg.space.quant if q not in quants])
     narrowed = inert_without_load(space, cfg.search)
     inert = inert_under_workload(space.serving_mix_lengths, cfg.workload)
     if inert and "serving_mix_lengths" not in narrowed:
         narrowed["serving_mix_lengths"] = ([False], inert)
     if prep.model.tied_embeddings:
         narrowed |= tied_embedding_levers(space)
-    for _, reason in narrowed.values():
+    for name, (values, reason) in narrowed.items():
         log.warning("not searched here: %s", reason)
-    if not dropped and not quants and not narrowed:
-        return cfg
-    for name, (values, _) in narrowed.items():
         space = replace(space, **{name: values})
-    return replace(cfg, space=space)
+    by_engine = {engine: dict(knobs) for engine, knobs in space.by_engine.items()}
+    for engine, knobs in engine_narrowing(space, prep.target, prep.model.traits).items():
+        for name, (values, reason) in knobs.items():
+            log.warning("not searched here: %s", reason)
+            by_engine.setdefault(engine, {})[name] = values
+    emptied = {engine for engine, knobs in by_engine.items() if not all(knobs.values())}
+    kept = [engine for engine in space.engine if engine not in emptied]
+    if not kept:
+        raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")
+    by_engine = {engine: knobs for engine, knobs in by_engine.items() if engine in kept}
+    space = replace(space, engine=kept, by_engine=by_engine)
+    return cfg if space == cfg.space else replace(cfg, space=space)
 
 
 def tied_embedding_levers(space: Any) -> dict[str, tuple[list[Any], str]]:

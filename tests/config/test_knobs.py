@@ -27,7 +27,7 @@ KNOBS = knobs_of(CandidateConfig)
 
 def test_every_candidate_field_is_a_knob_and_the_space_has_one_list_per_knob() -> None:
     assert [f.name for f in fields(CandidateConfig)] == list(KNOBS)
-    assert [f.name for f in fields(SpaceConfig)] == ["name", *KNOBS]
+    assert [f.name for f in fields(SpaceConfig)] == ["name", *KNOBS, "by_engine"]
     assert SpaceConfig().quant_block_size == [KNOBS["quant_block_size"].default]
 
 
@@ -60,6 +60,35 @@ def test_space_check_names_the_bad_entry() -> None:
         check_space(SpaceConfig(name="s", kv_cache=["paged"]), CandidateConfig)
     with pytest.raises(ConfigError, match="fp32 reference is trial 0"):
         check_space(SpaceConfig(name="s", engine=["ort"]), CandidateConfig)
+
+
+@pytest.mark.parametrize(("by_engine", "error"), [
+    ({"ort_genai": {"quant": ["int4"]}}, "space.by_engine.ort_genai narrows an engine space.engine does not search"),
+    ({"ort": {"colour": [1]}}, "space.by_engine.ort has colour, which is not a knob"),
+    ({"ort": {"engine": ["ort"]}}, "space.by_engine.ort has engine, which is not a knob"),
+    ({"torch": {"quant_block_size": [32]}}, "knob quant_block_size does not apply to engine=torch; it is used by"),
+    ({"ort": {"quant": ["int8_static"]}}, r"space.by_engine.ort.quant has int8_static; give values of space.quant "
+                                          r"\(none, int4\)"),
+    ({"ort": {"fuse": [1]}}, "space.by_engine.ort.fuse has 1; give values of space.fuse"),  # YAML 1 is not true
+    ({"ort": {"quant": []}}, "space.by_engine.ort.quant has no value"),
+    ({"torch": {"quant": ["int4"]}}, "space.by_engine.torch.quant must include none"),
+])
+def test_space_check_names_a_bad_by_engine_entry(by_engine: dict, error: str) -> None:
+    space = SpaceConfig(name="s", engine=["torch", "ort"], quant=["none", "int4"], fuse=[False, True],
+                        by_engine=by_engine)
+    with pytest.raises(ConfigError, match=error):
+        check_space(space, CandidateConfig)
+
+
+def test_by_engine_in_yaml_reaches_the_space_typed() -> None:
+    from autoopt.config.load import to_typed
+
+    space = to_typed({"name": "s", "engine": ["torch", "ort"], "quant": ["none", "int4"],
+                      "by_engine": {"ort": {"quant": ["int4"]}}}, SpaceConfig)
+    check_space(space, CandidateConfig)
+    assert space.by_engine == {"ort": {"quant": ["int4"]}}
+    with pytest.raises(ConfigError, match=r"incompatible with type hint .* \(at by_engine.ort\)"):
+        to_typed({"name": "s", "by_engine": {"ort": ["int4"]}}, SpaceConfig)
 
 
 def test_label_shows_only_the_knobs_that_apply() -> None:

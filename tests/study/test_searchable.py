@@ -7,6 +7,9 @@ from types import SimpleNamespace
 import pytest
 
 from autoopt.config.schema import ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.models.source import ModelTraits
+from autoopt.space.sample import param_choices
+from autoopt.space.validity import engine_narrowing
 from autoopt.study.runner import searchable
 from autoopt.study.summary import SweepError
 
@@ -17,8 +20,9 @@ def _cfg(target: TargetConfig, engines: list[str]) -> SweepConfig:
                        cache_dir="unused", workspace="unused")
 
 
-def _prep(target: TargetConfig, tied: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(target=target, model=SimpleNamespace(tied_embeddings=tied))
+def _prep(target: TargetConfig, tied: bool = False, fixed_keys: str | None = None) -> SimpleNamespace:
+    traits = ModelTraits("Qwen2ForCausalLM", tied, fixed_keys)
+    return SimpleNamespace(target=target, model=SimpleNamespace(tied_embeddings=tied, traits=traits))
 
 
 def _target(**kw: object) -> TargetConfig:
@@ -117,3 +121,55 @@ def test_on_a_tied_checkpoint_ort_genai_int4_searches_only_the_levers_its_builde
     cfg.space.quant = ["none", "int4"]  # int4 left out for a target without it: nothing to narrow either
     no_int4 = _target(engines=["torch", "ort_genai"], precisions=["fp32", "int8"])
     assert searchable(cfg, _prep(no_int4, tied=True)).space.quant_lm_head == ["int8"]  # type: ignore[arg-type]
+
+
+def test_each_engine_is_offered_only_the_quants_it_runs_on_the_targets_device(caplog: pytest.LogCaptureFixture) -> None:
+    """ort_genai runs bf16 on cuda only: on a cpu target a proposal of it would be pruned, at the cost of an ask."""
+    target = _target(engines=["torch", "ort_genai"], precisions=["fp32", "bf16", "int8", "int4"])
+    cfg = _cfg(target, ["torch", "ort_genai"])
+    cfg.space.quant = ["none", "bf16", "int4"]
+
+    space = searchable(cfg, _prep(target)).space  # type: ignore[arg-type]
+
+    assert space.by_engine == {"ort_genai": {"quant": ["none", "int4"]}}
+    assert param_choices(space, "ort_genai.quant") == ["none", "int4"]
+    assert param_choices(space, "torch.quant") == ["none", "bf16"]  # torch has no int4; bf16 it runs on cpu
+    assert "not searched here: engine=ort_genai does not run quant=bf16 on cpu; it runs: none, int8_weight, int4" in (
+        caplog.text)
+    cfg.space.by_engine = {"ort_genai": {"quant": ["bf16", "int4"]}}  # the space's own narrowing is kept
+    assert searchable(cfg, _prep(target)).space.by_engine == {"ort_genai": {"quant": ["int4"]}}  # type: ignore[arg-type]
+
+
+def test_ort_is_offered_continuous_batching_only_where_it_can_batch_continuously(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _target(engines=["torch", "ort"])
+    cfg = _cfg(target, ["torch", "ort"])
+    cfg.search.objective = "serving"
+    cfg.space.serving_batching = ["group", "continuous"]
+
+    assert searchable(cfg, _prep(target)) is cfg  # type: ignore[arg-type]
+    space = searchable(cfg, _prep(target, fixed_keys="partial rotary")).space  # type: ignore[arg-type]
+    assert space.by_engine == {"ort": {"serving_batching": ["group"]}}
+    assert param_choices(space, "torch.serving_batching") == ["group", "continuous"]
+    assert "not searched here: engine=ort: serving_batching=continuous moves cached keys" in caplog.text
+
+    cfg.space.serving_batching = ["continuous"]  # nothing left for ort: the engine leaves the space
+    space = searchable(cfg, _prep(target, fixed_keys="partial rotary")).space  # type: ignore[arg-type]
+    assert (space.engine, space.by_engine) == (["torch"], {})
+
+
+def test_off_cpu_ort_is_offered_group_batching_only() -> None:
+    """On a card (this machine has none, so the narrowing is asked directly): ort keeps the KV cache there."""
+    target = _target(device="cuda", engines=["torch", "ort"], precisions=["fp32", "fp16"])
+    space = SpaceConfig(name="s", engine=["torch", "ort"], quant=["none", "fp16", "int8_dynamic"],
+                        serving_batching=["group", "continuous"])
+
+    assert engine_narrowing(space, target, _prep(target).model.traits) == {
+        "torch": {"quant": (["none", "fp16"], "engine=torch does not run quant=int8_dynamic on cuda; it runs: none, "
+                                              "bf16, fp16")},
+        "ort": {"quant": (["none", "fp16"], "engine=ort does not run quant=int8_dynamic on cuda; it runs: none, fp16, "
+                                            "int4"),
+                "serving_batching": (["group"], "engine=ort: serving_batching=continuous runs on cpu only; use "
+                                                "serving_batching=group")},
+    }

@@ -13,9 +13,6 @@ from autoopt.engines.probes import ort_provider
 def rule(candidate: CandidateConfig, device: str) -> str | None:
     if candidate.fuse and candidate.quant == "int8_static":
         return "fuse=true before static int8 calibration is untested; use fuse=false with quant=int8_static"
-    if candidate.serving_batching == "continuous" and device != "cpu":
-        return ("serving_batching=continuous runs on cpu only: on a device ort keeps the KV cache there between "
-                "steps, which a continuous batch's joins do not move; use serving_batching=group")
     if candidate.fuse and device == "cuda" and candidate.quant != "none":
         return (
             "fuse=true needs the fp32 graph on cuda: the fp16 export keeps RMSNorm between Casts, "
@@ -33,6 +30,8 @@ INFO = EngineInfo(
         "cuda": (Requirement("onnxruntime", "gpu", probe=partial(ort_provider, "CUDAExecutionProvider", "gpu")),),
     },
     rule=rule,
+    continuous_on=("cpu",),  # on a device it keeps the KV cache there between steps; a continuous batch's joins
+    # would have to move it
     description="torch.onnx dynamo export run by onnxruntime; int4/int8_weight = MatMulNBits, "
     "int8_dynamic = quantize_dynamic, int8_static = calibrated QDQ",
 )
