@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-fast lint measure
+.PHONY: setup run test test-fast lint
 
 # AUTOOPT_EXTRAS=gpu installs the CUDA builds of the ONNX runtimes (scripts/setup.sh); the stamp names the extras,
 # so switching them reinstalls.
