@@ -17,7 +17,7 @@ from autoopt import pareto
 from autoopt.bench.profile import format_profile
 from autoopt.bundle.write import export_bundle
 from autoopt.config.errors import ConfigError
-from autoopt.config.knobs import knobs_of
+from autoopt.config.knobs import knobs_of, offered
 from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
@@ -175,12 +175,16 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     for name, (values, reason) in narrowed.items():
         log.warning("not searched here: %s", reason)
         space = replace(space, **{name: values})
-    by_engine = {engine: dict(knobs) for engine, knobs in space.by_engine.items()}
+    by_engine = {engine: {name: [v for v in values if offered(v, getattr(space, name))]
+                          for name, values in knobs.items()}
+                 for engine, knobs in space.by_engine.items() if engine in space.engine}
     for engine, knobs in engine_narrowing(space, prep.target, prep.model.traits).items():
         for name, (values, reason) in knobs.items():
             log.warning("not searched here: %s", reason)
             by_engine.setdefault(engine, {})[name] = values
-    emptied = {engine for engine, knobs in by_engine.items() if not all(knobs.values())}
+    emptied = {engine: name for engine, knobs in by_engine.items() for name, values in knobs.items() if not values}
+    for engine, name in emptied.items():
+        log.warning("not searched here: engine=%s, which has no value of %s left to search", engine, name)
     kept = [engine for engine in space.engine if engine not in emptied]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")

@@ -140,6 +140,22 @@ def test_each_engine_is_offered_only_the_quants_it_runs_on_the_targets_device(ca
     assert searchable(cfg, _prep(target)).space.by_engine == {"ort_genai": {"quant": ["int4"]}}  # type: ignore[arg-type]
 
 
+def test_an_engine_the_spaces_own_narrowing_leaves_nothing_to_search_leaves_the_space(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _target(engines=["torch", "ort_genai"], precisions=["fp32", "bf16", "int4"])
+    cfg = _cfg(target, ["torch", "ort_genai"])
+    cfg.space.quant = ["none", "bf16", "int4"]
+    cfg.space.by_engine = {"ort_genai": {"quant": ["bf16"]}}  # which it runs on cuda only
+
+    space = searchable(cfg, _prep(target)).space  # type: ignore[arg-type]
+
+    assert (space.engine, space.by_engine) == (["torch"], {})
+    assert "not searched here: engine=ort_genai, which has no value of quant left to search" in caplog.text
+    no_bf16 = _target(engines=["torch", "ort_genai"], precisions=["fp32", "int4"])  # bf16 leaves space.quant first
+    assert searchable(cfg, _prep(no_bf16)).space.engine == ["torch"]  # type: ignore[arg-type]
+
+
 def test_ort_is_offered_continuous_batching_only_where_it_can_batch_continuously(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
