@@ -192,6 +192,20 @@ def check_by_engine(space: Any, candidate: type) -> None:
         raise ConfigError("space.by_engine.torch.quant must include none: the fp32 reference is trial 0")
 
 
+def typed_by_engine(space: Any, candidate: type) -> dict[str, dict[str, list[Any]]]:
+    """`space.by_engine` with a whole number given for a float knob as that float (YAML's `5` for `5.0`), as
+    OmegaConf types the knob's own list; every other value as it is (a `1` is never `true`)."""
+    knobs = knobs_of(candidate)
+
+    def typed(name: str, value: Any) -> Any:
+        k = knobs.get(name)
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        return float(value) if k is not None and isinstance(k.default, float) and whole else value
+
+    return {engine: {name: [typed(name, v) for v in values] for name, values in narrowed.items()}
+            for engine, narrowed in space.by_engine.items()}
+
+
 def offered(value: Any, choices: Sequence[Any]) -> bool:
     """`value` is one of `choices`, type included (a YAML `1` is not `true`)."""
     return any(value == c and type(value) is type(c) for c in choices)

@@ -11,7 +11,7 @@ import psutil
 from omegaconf import DictConfig, OmegaConf
 
 from autoopt.config.errors import ConfigError
-from autoopt.config.knobs import ENGINES, candidate_value_problem, check_space, inapplicable_knob
+from autoopt.config.knobs import ENGINES, candidate_value_problem, check_space, inapplicable_knob, typed_by_engine
 from autoopt.config.schema import (
     BenchConfig,
     CandidateConfig,
@@ -204,6 +204,7 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
     check_sweep_model(s.model)
     check_workload(s.workload)
     check_bench(s.bench)
+    s.space.by_engine = typed_by_engine(s.space, CandidateConfig)
     check_space(s.space, CandidateConfig)
     if s.search.sampler not in SAMPLERS:
         raise ConfigError(f"search.sampler={s.search.sampler} is not valid; choose one of: {', '.join(SAMPLERS)}")

@@ -64,6 +64,8 @@ def main(cfg: DictConfig) -> None:
     from autoopt.searchbench.grid import enumerate_grid
     from autoopt.searchbench.ground_truth import GroundTruth, fingerprint, measure_grid, truth_path
     from autoopt.space.validity import candidate_problem
+    from autoopt.study.runner import searchable
+    from autoopt.study.summary import SweepError
     from autoopt.study.trial import candidate_key
 
     assert OPTIONS is not None
@@ -80,6 +82,11 @@ def main(cfg: DictConfig) -> None:
     workspace = Path(sweep.workspace).expanduser().resolve()
     with exit_on_config_error():  # e.g. prompts longer than the model's positions
         prep = prepare(sweep.model, sweep.target, sweep.workload, sweep.bench, Path(sweep.cache_dir).expanduser())
+    try:  # the grid, and the loops replayed on it, are what a sweep here would search
+        sweep = searchable(sweep, prep)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     grid = enumerate_grid(
         sweep.space, lambda c: candidate_key(c, prep),
         lambda c: candidate_problem(c, prep.target, prep.model.traits),
@@ -96,12 +103,10 @@ def main(cfg: DictConfig) -> None:
         return
     from autoopt.searchbench.replay import Bench, outcomes_of, prior_front, replay_all
     from autoopt.searchbench.report import space_digest, write_report
-    from autoopt.study.runner import searchable
 
     results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in truth.entries.items()}
-    space = searchable(sweep, prep).space  # the loops replayed search what a sweep here would
     with exit_on_config_error():
-        bench = Bench.of(grid.points, results, space, sweep.search, prep.target,
+        bench = Bench.of(grid.points, results, sweep.space, sweep.search, prep.target,
                          key=lambda c: candidate_key(c, prep),
                          problem=lambda c: candidate_problem(c, prep.target, prep.model.traits))
     warm = []
@@ -109,7 +114,7 @@ def main(cfg: DictConfig) -> None:
         prior = GroundTruth.load(OPTIONS.prior)
         prior_results = {k: e.result if e.result is not None else (e.failed or "failed") for k, e in prior.entries.items()}
         warm = prior_front(outcomes_of(prior_results, sweep.search, prep.target),
-                           {k: e.params for k, e in prior.entries.items()}, space)
+                           {k: e.params for k, e in prior.entries.items()}, sweep.space)
         log.info("warm start from %s: %d front candidates this space can produce", prior.path, len(warm))
     curves = replay_all(bench, OPTIONS.samplers.split(","), range(OPTIONS.seeds), OPTIONS.max_trials,
                         say=log.info, warm=warm)

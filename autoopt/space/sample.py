@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 
-from autoopt.config.knobs import ENGINES, knobs_of, offered
+from autoopt.config.knobs import knobs_of, offered
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.registry import engine_info
 
@@ -29,11 +29,11 @@ def _choices(space: Any, engine: str, knob: str) -> list[object]:
 
 def param_choices(space: Any, param: str) -> list[object] | None:
     """The choices `sample` offers the trial parameter `param` (`engine`, or `<engine>.<knob>`) over `space`; None
-    for a parameter it never asks (an engine or knob that no longer exists)."""
+    for a parameter it never asks (an engine the space does not search, a knob that no longer exists)."""
     if param == "engine":
         return list(space.engine)
     engine, _, knob = param.partition(".")
-    return _choices(space, engine, knob) if engine in ENGINES and knob in _KNOBS else None
+    return _choices(space, engine, knob) if engine in space.engine and knob in _KNOBS else None
 
 
 def _draw(engine: str, quant: str, pick: Callable[[str], object]) -> dict[str, object]:

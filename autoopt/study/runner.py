@@ -175,16 +175,18 @@ def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
     for name, (values, reason) in narrowed.items():
         log.warning("not searched here: %s", reason)
         space = replace(space, **{name: values})
+    # the space's own per-engine values of a knob narrowed above give way: that knob is settled for every engine
     by_engine = {engine: {name: [v for v in values if offered(v, getattr(space, name))]
-                          for name, values in knobs.items()}
+                          for name, values in knobs.items() if name not in narrowed}
                  for engine, knobs in space.by_engine.items() if engine in space.engine}
     for engine, knobs in engine_narrowing(space, prep.target, prep.model.traits).items():
         for name, (values, reason) in knobs.items():
             log.warning("not searched here: %s", reason)
             by_engine.setdefault(engine, {})[name] = values
-    emptied = {engine: name for engine, knobs in by_engine.items() for name, values in knobs.items() if not values}
-    for engine, name in emptied.items():
-        log.warning("not searched here: engine=%s, which has no value of %s left to search", engine, name)
+    emptied = {engine: [name for name, values in knobs.items() if not values] for engine, knobs in by_engine.items()}
+    emptied = {engine: names for engine, names in emptied.items() if names}
+    for engine, names in emptied.items():
+        log.warning("not searched here: engine=%s, which has no value of %s left to search", engine, ", ".join(names))
     kept = [engine for engine in space.engine if engine not in emptied]
     if not kept:
         raise SweepError(f"no engine of space={cfg.space.name} can be measured here for target={cfg.target.name}")

@@ -15,6 +15,7 @@ from autoopt.config.knobs import (
     knobs_of,
     label,
     markdown_table,
+    typed_by_engine,
 )
 from autoopt.config.schema import QUANT_PRECISION, CandidateConfig, SpaceConfig
 from autoopt.config.serde import from_dict, to_dict
@@ -89,6 +90,18 @@ def test_by_engine_in_yaml_reaches_the_space_typed() -> None:
     assert space.by_engine == {"ort": {"quant": ["int4"]}}
     with pytest.raises(ConfigError, match=r"incompatible with type hint .* \(at by_engine.ort\)"):
         to_typed({"name": "s", "by_engine": {"ort": ["int4"]}}, SpaceConfig)
+
+
+def test_a_whole_number_for_a_float_knob_in_by_engine_is_that_float_and_a_bool_knob_takes_no_number() -> None:
+    space = SpaceConfig(name="s", engine=["torch", "ort"], fuse=[False, True], serving_queue_delay_ms=[5.0, 10.0],
+                        by_engine={"ort": {"serving_queue_delay_ms": [5], "fuse": [1]}})
+
+    space.by_engine = typed_by_engine(space, CandidateConfig)
+
+    assert space.by_engine == {"ort": {"serving_queue_delay_ms": [5.0], "fuse": [1]}}
+    assert type(space.by_engine["ort"]["serving_queue_delay_ms"][0]) is float
+    with pytest.raises(ConfigError, match="space.by_engine.ort.fuse has 1; give values of space.fuse"):
+        check_space(space, CandidateConfig)
 
 
 def test_label_shows_only_the_knobs_that_apply() -> None:

@@ -156,6 +156,27 @@ def test_an_engine_the_spaces_own_narrowing_leaves_nothing_to_search_leaves_the_
     assert searchable(cfg, _prep(no_bf16)).space.engine == ["torch"]  # type: ignore[arg-type]
 
 
+def test_a_knob_the_sweep_settles_for_every_engine_overrides_the_spaces_own_values_for_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Under the latency objective the batcher's knobs are settled at one value: an engine's own values of them
+    change nothing and must not take the engine (torch: the fp32 reference) out of the space."""
+    target = _target(engines=["torch", "ort"])
+    cfg = _cfg(target, ["torch", "ort"])
+    cfg.space.serving_batching = ["group", "continuous"]
+    cfg.space.by_engine = {"torch": {"serving_batching": ["continuous"]}, "ort": {"quant": ["none"]}}
+
+    space = searchable(cfg, _prep(target)).space  # type: ignore[arg-type]
+
+    assert (space.engine, space.serving_batching) == (["torch", "ort"], ["group"])
+    assert space.by_engine == {"torch": {}, "ort": {"quant": ["none"]}}
+
+
+def test_an_engine_the_space_does_not_search_is_asked_nothing() -> None:
+    space = SpaceConfig(name="s", engine=["torch"], quant=["none", "bf16"])
+    assert param_choices(space, "ort_genai.quant") is None and param_choices(space, "torch.quant") == ["none", "bf16"]
+
+
 def test_ort_is_offered_continuous_batching_only_where_it_can_batch_continuously(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
