@@ -319,7 +319,7 @@ DEFINITIONS: dict[str, str] = {
     "decode steps and leave it at their last token; where serving.mixed_lengths is 1, rows a batch's lead length "
     "leaves free may take shorter prompts, padded to the lead's length; otherwise one length per batch, so more "
     "varied lengths fill fewer rows); "
-    "doubling, then narrowing to 5 % (see autoopt.serving.capacity.next_rate)",
+    "raising the rate (autoopt.serving.capacity.next_up), then narrowing to 5 % (next_rate)",
     "profile.phases": "one representative request (middle prompt length, shortest output), on a separate "
     "profiled load after the timed runs: per phase (prefill = first generate step, decode = the rest) the top "
     "op types by self time from the runtime's own profiler (torch.profiler / ONNX Runtime profiling): ms, "

@@ -1,4 +1,4 @@
-"""Capacity: the highest offered rate at which every class with an SLO holds it, found by doubling, then
+"""Capacity: the highest offered rate at which every class with an SLO holds it, found by raising the rate, then
 narrowing the bracket; the replicas a peak rate needs; and what that costs.
 
 A rate "holds" when the run completed at least one request (a rate so low that none arrived within
@@ -23,6 +23,10 @@ from autoopt.serving.metrics import ServingReport
 
 BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class has an SLO
 SAFEGUARD = 0.1  # an interpolated probe stays this share of the bracket away from either end
+# While every probe holds, the next aims where utilization, taken as proportional to the rate, would reach
+# JUMP_UTILIZATION: at least twice the rate, at most MAX_JUMP times.
+JUMP_UTILIZATION = 0.5
+MAX_JUMP = 8.0
 System = Callable[[float], ServingReport]  # offered rate (requests/s) -> one bounded open-loop run
 
 
@@ -87,9 +91,9 @@ def find_capacity(
     max_probes: int = 16,
     min_rps: float = 1e-3,
 ) -> Capacity:
-    """Double from `start_rps` while the SLOs hold (halve while they do not), then narrow the bracket
-    [highest holding, lowest failing] until (high - low) / high <= `tolerance`: at the rate where utilization
-    reaches 1 (see `next_rate`) when the failing end ran over it, at the middle otherwise."""
+    """Raise the rate from `start_rps` while the SLOs hold (see `next_up`; halve while they do not), then narrow the
+    bracket [highest holding, lowest failing] until (high - low) / high <= `tolerance`: at the rate where
+    utilization reaches 1 (see `next_rate`) when the failing end ran over it, at the middle otherwise."""
     if start_rps <= 0:
         raise ValueError(f"start_rps={start_rps} must be positive")
     probes: list[Probe] = []
@@ -109,7 +113,7 @@ def find_capacity(
     rate = start_rps
     while len(probes) < max_probes and math.isinf(high):  # bracket from above
         if probe(rate):
-            low, rate = rate, rate * 2
+            low, rate = rate, next_up(rate, reports[rate].utilization)
         else:
             high = rate
     while len(probes) < max_probes and low == 0.0 and high > min_rps:  # bracket from below
@@ -132,6 +136,19 @@ def find_capacity(
         tolerance=tolerance,
         converged=converged,
     )
+
+
+def next_up(rate: float, utilization: float) -> float:
+    """The rate to probe after `rate` held at `utilization`: where utilization would reach JUMP_UTILIZATION, at least
+    double (as with no utilization to go by) and at most MAX_JUMP times `rate`. A probe far below capacity thus
+    skips doublings that would hold anyway (a probe of workload=serve offers 8 s of traffic). The step is larger
+    than a doubling only after a probe that left the engine mostly idle, where requests take a small share of
+    their arrival gap and an SLO breaks mostly through queueing, near saturation. Where an SLO breaks far below
+    saturation instead (a latency spent outside the engine's batches), a jump overshoots it into a wide bracket,
+    which costs up to two probes more than doubling would have."""
+    if utilization <= 0:
+        return rate * 2
+    return rate * min(MAX_JUMP, max(2.0, JUMP_UTILIZATION / utilization))
 
 
 def next_rate(low: float, high: float, u_low: float, u_high: float) -> float:

@@ -14,7 +14,7 @@ from autoopt.serving.capacity import Probe, cost_at_load, find_capacity
 from autoopt.serving.loadgen import expected_output_tokens
 from autoopt.serving.runner import continuous, engine_system, mixes_lengths, warm_up
 
-MAX_PROBES = 8  # doubling + narrowing steps per candidate: bounds a trial's serving time
+MAX_PROBES = 8  # raising + narrowing steps per candidate: bounds a trial's serving time
 
 
 def measure_serving(

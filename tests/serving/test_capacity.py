@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from autoopt.config.serving import ServingClassConfig
-from autoopt.serving.capacity import cost_at_load, find_capacity, replicas_needed, violations
+from autoopt.serving.capacity import cost_at_load, find_capacity, next_up, replicas_needed, violations
 from autoopt.serving.metrics import DONE, RequestRecord, ServingReport, summarize
 
 CLASSES = [ServingClassConfig("P0", 0, 200.0, 0.5, 8), ServingClassConfig("P3", 3, 0.0, 0.5, 8)]
@@ -95,10 +95,28 @@ def saturating_system(throughput: float, calls: list[float]):
 
 
 def test_a_bracket_whose_failing_end_ran_over_is_narrowed_where_utilization_reaches_1() -> None:
-    bisected, interpolated = [], []
-    find_capacity(saturating_system(7.3, bisected), start_rps=1.0, tolerance=0.05, max_probes=4)
-    cap = find_capacity(saturating_system(7.3, interpolated), start_rps=1.0, tolerance=0.05)
+    bracketed, interpolated = [], []
+    find_capacity(saturating_system(7.3, bracketed), start_rps=4.0, tolerance=0.05, max_probes=2)
+    cap = find_capacity(saturating_system(7.3, interpolated), start_rps=4.0, tolerance=0.05)
 
-    assert bisected == [1.0, 2.0, 4.0, 8.0]  # then the bracket [4, 8]
+    assert bracketed == [4.0, 8.0]  # busy 55 % at 4 req/s: doubled (not more); then the bracket [4, 8]
     assert cap.converged and 7.3 * 0.95 <= cap.rate_rps <= 7.3 * (1 + 1e-9)
-    assert len(interpolated) <= 6  # bisecting [4, 8] to 5 % takes 4 more probes; the crossing, at most 2
+    assert len(interpolated) <= 4  # bisecting [4, 8] to 5 % takes 4 more probes; the crossing, at most 2
+
+
+def test_a_probe_far_below_saturation_is_followed_by_a_jump_not_a_doubling() -> None:
+    """At 1.5 req/s the system is busy 1.5/40 of the time: the next probe aims at half its saturation (at most
+    8 times the rate), then doubles while the rate is within a factor 2 of that. Doubling alone would have
+    probed 1.5, 3, 6, 12, 24, 48."""
+    calls: list[float] = []
+    cap = find_capacity(saturating_system(40.0, calls), start_rps=1.5, tolerance=0.05)
+
+    assert calls[:4] == [1.5, 12.0, 24.0, 48.0]
+    assert cap.converged and 40.0 * 0.95 <= cap.rate_rps <= 40.0 * (1 + 1e-9)
+
+
+def test_next_up_doubles_without_a_utilization_and_stays_within_2x_and_8x() -> None:
+    assert next_up(10.0, 0.0) == 20.0  # nothing to go by
+    assert next_up(10.0, 0.4) == 20.0  # 0.5 / 0.4 = 1.25x: at least double
+    assert next_up(10.0, 0.1) == pytest.approx(50.0)
+    assert next_up(10.0, 0.01) == 80.0
