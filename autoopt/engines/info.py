@@ -65,8 +65,9 @@ class EngineInfo:
     # the float a quant's activations are computed in, where the target must support more than the quant itself
     compute_precision: dict[str, str] = field(default_factory=dict)
     static_cache: Callable[[CandidateConfig], bool] | None = None
-    # the devices where it batches continuously (serving_batching=continuous, for the engines that knob applies to)
-    continuous_on: tuple[str, ...] = ("cpu", "cuda")
+    # the devices where it batches continuously (serving_batching=continuous, for the engines that knob applies to);
+    # None: every device it runs on (`devices`)
+    continuous_on: tuple[str, ...] | None = None
 
     def decode_context(self, candidate: CandidateConfig, mean_context: float, max_length: int) -> float:
         """The positions one decode step's attention reads, on average over a request."""
@@ -80,3 +81,7 @@ class EngineInfo:
     @property
     def devices(self) -> tuple[str, ...]:
         return tuple(self.quants)
+
+    @property
+    def continuous_devices(self) -> tuple[str, ...]:
+        return self.devices if self.continuous_on is None else self.continuous_on

@@ -44,7 +44,7 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
 
 
 def _continuous_device_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
-    on = engine_info(c.engine).continuous_on
+    on = engine_info(c.engine).continuous_devices
     if c.serving_batching != "continuous" or target.device in on:
         return None
     return f"engine={c.engine}: serving_batching=continuous runs on {', '.join(on)} only; use serving_batching=group"
