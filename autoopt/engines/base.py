@@ -1,12 +1,13 @@
 """The one contract every runtime meets: load a built artifact, generate greedily with a KV cache,
-and return teacher-forced logits. The benchmark and the accuracy measurement only use this."""
+and return teacher-forced logits. The benchmark and the accuracy measurement only use this; `serve` may also
+ask rows to sample (`autoopt.engines.sampling`) where an engine `samples`."""
 
 from __future__ import annotations
 
 import json
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
+from autoopt.engines.sampling import Sampling
 from autoopt.engines.stream import DecodeStream
 
 __all__ = ["Engine", "RuntimeOptions", "warn_if_written_differs"]
@@ -35,6 +37,8 @@ class Engine(ABC):
     mixed_lengths: bool = False
     # Whether `stream()` gives rows that join and leave between decode steps (continuous batching), as loaded.
     continuous: bool = False
+    # Whether `generate` and `stream()` rows take a non-greedy `Sampling`; where False, they refuse one.
+    samples: bool = False
 
     @classmethod
     @abstractmethod
@@ -43,7 +47,8 @@ class Engine(ABC):
 
     @abstractmethod
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Greedy decoding with a KV cache, never stopping early at EOS.
 
@@ -52,7 +57,8 @@ class Engine(ABC):
         the row is padding of any value: each row decodes as its prompt would alone, padding masked out (up
         to rounding where an engine's positions count the padding, as ort's do).
         Yields `max_new_tokens` int64 arrays of shape (batch,): the first right after prefill, then one per
-        decode step.
+        decode step. With `sampling` (one entry per row, where `samples`), a row whose entry is not greedy draws
+        its tokens instead (`autoopt.engines.sampling.pick`); the other rows decode as without it.
         """
 
     def stream(self) -> DecodeStream:

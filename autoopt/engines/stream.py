@@ -10,7 +10,7 @@ whenever columns are added before or cut from a row's context, so the row keeps 
 left-padded to the batch's length (as `generate` with `prompt_lengths` lays it out).
 
 Engines supply the model calls (`_prefill`, `_decode`) and the array operations on their cache tensors
-(`KVOps`); the bookkeeping (which row is which request, the mask, the padding) is here, once.
+(`KVOps`); the bookkeeping (which row is which request, the mask, the padding, its sampler) is here, once.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from autoopt.engines.sampling import RowSampler, Sampling, row_samplers
+
 T = TypeVar("T")
 
 
@@ -27,10 +29,11 @@ class DecodeStream(ABC):
     """A batch whose rows change between decode steps. Rows are keyed by the caller (a request id).
 
     Each row decodes greedily as its prompt would alone through the engine's `generate` (up to rounding where
-    the engine's positions count the padding, as ort's do)."""
+    the engine's positions count the padding, as ort's do), or samples where it joined with a non-greedy
+    `Sampling` (engines that `samples`)."""
 
     @abstractmethod
-    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
         """Prefill `prompt_ids` (int64, (prompt_len,)) as a new row; return its first token."""
 
     @abstractmethod
@@ -84,20 +87,25 @@ class NumpyKV(KVOps[np.ndarray]):
 class PaddedStream(DecodeStream):
     """The shared-length layout described in the module doc. Subclasses run the model."""
 
-    def __init__(self, ops: KVOps[Any]) -> None:
+    def __init__(self, ops: KVOps[Any], engine_name: str, samples: bool) -> None:
         self._ops = ops
+        self._engine_name, self._samples = engine_name, samples
         self._keys: list[int] = []
+        self._samplers: list[RowSampler | None] = []  # per row, None = greedy
         self._kv: list[Any] = []  # one tensor per cache input, (rows, heads, length, head_dim)
         self._mask = np.zeros((0, 0), dtype=np.int64)  # (rows, length): 1 = context, 0 = padding
         self._last = np.zeros(0, dtype=np.int64)  # each row's newest token, not yet in the cache
 
     @abstractmethod
-    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[Any]]:
-        """One prompt alone, (1, prompt_len) → its first token and its cache tensors."""
+    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[Any]]:
+        """One prompt alone, (1, prompt_len) → its first token (drawn by `sampler` where it has one) and its
+        cache tensors."""
 
     @abstractmethod
-    def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray) -> tuple[np.ndarray, list[Any]]:
-        """`tokens` (rows, 1) after `kv`; `mask` (rows, length + 1) covers both → next tokens (rows,), new cache."""
+    def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray,
+                samplers: list[RowSampler | None]) -> tuple[np.ndarray, list[Any]]:
+        """`tokens` (rows, 1) after `kv`; `mask` (rows, length + 1) covers both → next tokens (rows,; a row with a
+        sampler draws its token, `autoopt.engines.sampling.pick`), new cache."""
 
     def _repositioned(self, kv: list[Any], n: int) -> list[Any]:
         """`kv` after `n` columns were added before every row's context (n > 0) or its first -n cut (n < 0). Where
@@ -115,11 +123,12 @@ class PaddedStream(DecodeStream):
     def rows(self) -> int:
         return len(self._keys)
 
-    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
         if key in self._keys:
             raise ValueError(f"row {key} is already in the stream")
+        [sampler] = row_samplers(self._engine_name, self._samples, [sampling], 1)
         ids = np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1))
-        token, kv = self._prefill(ids)
+        token, kv = self._prefill(ids, sampler)
         length, own = self._mask.shape[1], ids.shape[1]
         if not self._keys:
             self._kv, self._mask = kv, np.ones((1, own), dtype=np.int64)
@@ -133,6 +142,7 @@ class PaddedStream(DecodeStream):
             row = (np.arange(length) >= length - own).astype(np.int64)[None, :]
             self._mask = np.concatenate([self._mask, row])
         self._keys.append(key)
+        self._samplers.append(sampler)
         self._last = np.append(self._last, token)
         return token
 
@@ -140,7 +150,7 @@ class PaddedStream(DecodeStream):
         if not self._keys:
             return {}
         mask = np.pad(self._mask, ((0, 0), (0, 1)), constant_values=1)
-        tokens, self._kv = self._decode(self._last[:, None], self._kv, mask)
+        tokens, self._kv = self._decode(self._last[:, None], self._kv, mask, self._samplers)
         self._mask, self._last = mask, np.asarray(tokens, dtype=np.int64).reshape(-1)
         return dict(zip(self._keys, self._last.tolist(), strict=True))
 
@@ -148,6 +158,7 @@ class PaddedStream(DecodeStream):
         index = self._keys.index(key)
         keep = [r for r in range(len(self._keys)) if r != index]
         del self._keys[index]
+        del self._samplers[index]
         self._last = self._last[keep]
         if not keep:
             self._kv, self._mask = [], np.zeros((0, 0), dtype=np.int64)

@@ -6,6 +6,9 @@
   which holds the other rows' next step) and complete rows leave it, through the engine's `DecodeStream`. Only
   engines whose `continuous` is true have one (onnxruntime-genai's static Generator batch refuses a second
   `append_tokens`).
+
+A request with a non-greedy `sampling` draws its row's tokens (`autoopt.engines.sampling`); greedy rows share its
+batch unchanged.
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ def run_batch(engine: Engine, batch: list[ServingRequest], clock: Callable[[], f
     start = clock()
     new_tokens = max(r.max_new_tokens for r in batch)
     padding = {"prompt_lengths": np.asarray(lengths)} if mixed else {}
+    if any(_samples(r) for r in batch):
+        padding["sampling"] = [r.sampling for r in batch]
     generator = engine.generate(ids, new_tokens, **padding)
     try:
         for index, tokens in enumerate(generator):
@@ -99,7 +104,8 @@ class ContinuousBatch:
         if asks_none := [r.id for r in requests if r.max_new_tokens < 1]:
             raise ValueError(f"requests {asks_none} ask for no new tokens; a row needs at least 1")
         for request in requests:
-            token = self._stream.join(request.id, request.prompt_ids)
+            sampling = {"sampling": request.sampling} if _samples(request) else {}
+            token = self._stream.join(request.id, request.prompt_ids, **sampling)
             self._rows[request.id] = (request, 0)
             self._report(request.id, token, self._clock())
 
@@ -120,3 +126,8 @@ class ContinuousBatch:
         else:
             del self._rows[key]
             self._stream.leave(key)
+
+
+def _samples(request: ServingRequest) -> bool:
+    """Whether the request's rows draw tokens; the others run the engine's calls exactly as measured."""
+    return request.sampling is not None and not request.sampling.greedy

@@ -36,14 +36,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoopt.config.serving import POLICIES, ServingClassConfig
+from autoopt.engines.sampling import Sampling
 
 QUEUED, DELAYED, REJECTED = "queued", "delayed", "rejected"
 
 
 @dataclass(eq=False)
 class ServingRequest:
-    """One request as the scheduler sees it. `prompt_ids` (int64, shape (prompt_len,)) is only read by the
-    batcher; the scheduler needs the lengths and the arrival time."""
+    """One request as the scheduler sees it. `prompt_ids` (int64, shape (prompt_len,)) and `sampling` are only read
+    by the batcher; the scheduler needs the lengths and the arrival time."""
 
     id: int
     cls: str  # class name
@@ -51,6 +52,7 @@ class ServingRequest:
     max_new_tokens: int
     arrival: float  # scheduled send time, on the scheduler's clock
     prompt_ids: Any = field(default=None, repr=False)
+    sampling: Sampling | None = None  # None or greedy: the argmax, as measured
 
 
 @dataclass

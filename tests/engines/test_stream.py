@@ -14,6 +14,7 @@ import torch
 
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.sampling import RowSampler, Sampling
 from autoopt.engines.stream import DecodeStream, NumpyKV, PaddedStream
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from tests.engines.decoding import built_engine, greedy_tokens
@@ -99,14 +100,15 @@ class _Visible(PaddedStream):
     it checks, at every step, that each row sees exactly its own context at positions 0..n-1, packed at the right."""
 
     def __init__(self) -> None:
-        super().__init__(NumpyKV())
+        super().__init__(NumpyKV(), "visible", samples=False)
 
-    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
         n = prompt_ids.shape[1]
         kv = np.stack([prompt_ids[0], np.arange(n)], axis=-1)[None, None]
         return _next_token([(int(p), int(t)) for t, p in kv[0, 0]]), [kv]
 
-    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, list]:
+    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,
+                samplers: list[RowSampler | None]) -> tuple[np.ndarray, list]:
         assert kv[0].shape[2] == mask.shape[1] - 1
         new = np.stack([tokens[:, 0], mask[:, :-1].sum(axis=-1)], axis=-1)[:, None, None, :]
         cache = np.concatenate([kv[0], new], axis=2)
@@ -125,6 +127,35 @@ def _alone(prompt: np.ndarray, new: int) -> list[int]:
         out.append(_next_token(context))
         context.append((len(context), out[-1]))
     return out
+
+
+class _Drawn(_Visible):
+    """`_Visible` whose rows with a sampler decode their sampler's seed instead (and take it on join)."""
+
+    def __init__(self) -> None:
+        PaddedStream.__init__(self, NumpyKV(), "drawn", samples=True)
+
+    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
+        token, kv = super()._prefill(prompt_ids, None)
+        return (token if sampler is None else -sampler.sampling.seed), kv
+
+    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,
+                samplers: list[RowSampler | None]) -> tuple[np.ndarray, list]:
+        out, cache = super()._decode(tokens, kv, mask, samplers)
+        return np.array([t if s is None else -s.sampling.seed for t, s in zip(out, samplers, strict=True)]), cache
+
+
+def test_each_row_keeps_its_own_sampler_as_rows_join_and_leave() -> None:
+    stream, prompt = _Drawn(), np.arange(1, 6)
+    stream.join(0, prompt)
+    stream.join(1, prompt, Sampling(temperature=1.0, seed=11))
+    stream.join(2, prompt)
+    stream.leave(0)  # the rows behind it move up
+    stream.join(3, prompt, Sampling(temperature=1.0, seed=33))
+    stream.leave(2)
+    for _ in range(2):
+        tokens = stream.step()
+        assert tokens == {1: -11, 3: -33}
 
 
 @pytest.mark.parametrize("seed", range(20))

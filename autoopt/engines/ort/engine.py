@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -17,6 +17,7 @@ from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_w
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
+from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.engines.stream import NumpyKV, PaddedStream
 from autoopt.models.rope import Rope, rope_of
 
@@ -82,6 +83,7 @@ class OrtEngine(Engine):
 
     name = "ort"
     mixed_lengths = True
+    samples = True
     install_hint: ClassVar[str] = f"onnxruntime-gpu ({CPU_BUILDS_OUT}, then {autoopt_install('gpu')})"
 
     def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool, rope: Rope | str):
@@ -171,8 +173,10 @@ class OrtEngine(Engine):
             )
 
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
+        samplers = row_samplers(self.name, self.samples, sampling, input_ids.shape[0])
         mask = np.ones(input_ids.shape, dtype=np.int64)
         if prompt_lengths is not None:
             input_ids, mask = left_aligned(input_ids, prompt_lengths)
@@ -180,7 +184,7 @@ class OrtEngine(Engine):
         past = self._empty_past(ids.shape[0])
         for _ in range(max_new_tokens):
             logits, past = self._run(ids, past, mask)
-            token = logits[:, -1, :].argmax(axis=-1)
+            token = _pick(logits[:, -1, :], samplers)
             yield token
             ids = token[:, None]
             mask = np.concatenate([mask, np.ones((mask.shape[0], 1), dtype=np.int64)], axis=1)
@@ -240,21 +244,27 @@ class OrtStream(PaddedStream):
     are added before or cut from the rows' contexts, their cached keys move with them (`Rope.moved`)."""
 
     def __init__(self, engine: OrtEngine, rope: Rope) -> None:
-        super().__init__(NumpyKV())
+        super().__init__(NumpyKV(), engine.name, engine.samples)
         self._engine, self._rope = engine, rope
         self._is_key = [name.endswith(".key") for name in engine._present_names]
 
-    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
         e = self._engine
         logits, present = e._run(prompt_ids, e._empty_past(1), np.ones(prompt_ids.shape, dtype=np.int64))
-        return int(logits[0, -1].argmax()), present
+        return int(_pick(logits[:, -1, :], [sampler])[0]), present
 
-    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray) -> tuple[np.ndarray, list]:
+    def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,
+                samplers: list[RowSampler | None]) -> tuple[np.ndarray, list]:
         logits, present = self._engine._run(np.ascontiguousarray(tokens), kv, mask)
-        return logits[:, -1, :].argmax(axis=-1), present
+        return _pick(logits[:, -1, :], samplers), present
 
     def _repositioned(self, kv: list[np.ndarray], n: int) -> list[np.ndarray]:
         return [self._rope.moved(x, n) if key else x for x, key in zip(kv, self._is_key, strict=True)]
+
+
+def _pick(last: np.ndarray, samplers: list[RowSampler | None]) -> np.ndarray:
+    """The rows' next tokens from their last host logits (rows, vocab)."""
+    return pick(last.argmax(axis=-1), samplers, lambda rows: last[rows])
 
 
 def _eos_token_ids(folder: Path) -> list[int]:

@@ -8,7 +8,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions, prompt
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.probes import CPU_BUILDS_OUT
+from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.locks import ClaimedFolder
 
 log = logging.getLogger("autoopt.engines")
@@ -98,6 +99,7 @@ class GenaiEngine(Engine):
 
     name = "ort_genai"
     mixed_lengths = True
+    samples = True
 
     def __init__(
         self,
@@ -165,8 +167,10 @@ class GenaiEngine(Engine):
         return _SNIPPET
 
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
+        samplers = row_samplers(self.name, self.samples, sampling, input_ids.shape[0])
         batch, width = input_ids.shape
         generator = self._request_generator(batch, width + max_new_tokens)
         ids = input_ids.astype(np.int32)
@@ -177,8 +181,23 @@ class GenaiEngine(Engine):
         # append_tokens runs the prefill; the first generate_next_token only picks from its logits.
         generator.append_tokens(ids)
         for _ in range(max_new_tokens):
+            if any(samplers):
+                self._force_draws(generator, samplers)
             generator.generate_next_token()
             yield generator.get_next_tokens().astype(np.int64)
+
+    def _force_draws(self, generator: og.Generator, samplers: list[RowSampler | None]) -> None:
+        """Draw the sampling rows' next tokens from the logits the Generator is about to pick from, and leave each
+        of those rows one finite logit, its draw: the Generator's greedy pick then takes it. The other rows'
+        logits are left as they are."""
+        logits = np.array(generator.get_logits(), dtype=np.float32)  # (batch, 1, vocab + the sentinel)
+        last = logits[:, -1, :]
+        drawn = pick(last[:, : self._vocab].argmax(axis=-1), samplers, lambda rows: last[rows, : self._vocab])
+        for row, sampler in enumerate(samplers):
+            if sampler is not None:
+                last[row] = -np.inf
+                last[row, drawn[row]] = 0.0
+        generator.set_logits(logits)
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         batch, seq = input_ids.shape

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
+from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.engines.stream import KVOps, PaddedStream
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
 from autoopt.models.forward import cache_keyword
@@ -103,6 +104,7 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
 
 class TorchEngine(Engine):
     name = "torch"
+    samples = True
 
     def __init__(self, model: torch.nn.Module, device: torch.device, kv_cache: str, max_length: int,
                  attn_backend: str = "auto"):
@@ -194,8 +196,10 @@ class TorchEngine(Engine):
 
     @torch.inference_mode()
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
+        samplers = row_samplers(self.name, self.samples, sampling, input_ids.shape[0])
         padded = {}
         if prompt_lengths is not None:
             input_ids, mask = left_aligned(input_ids, prompt_lengths)
@@ -208,8 +212,13 @@ class TorchEngine(Engine):
                 out = self._model(
                     input_ids=ids, use_cache=True, logits_to_keep=1, **padded, **{self._cache_keyword: cache}
                 )
-            ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
-            yield ids[:, 0].cpu().numpy()
+            if any(samplers):
+                tokens = _pick(out.logits[:, -1, :], samplers)
+                ids = torch.from_numpy(tokens[:, None]).to(self._device)
+            else:  # the measured path: the next step's ids stay on the device
+                ids = out.logits[:, -1, :].argmax(dim=-1, keepdim=True)
+                tokens = ids[:, 0].cpu().numpy()
+            yield tokens
             if padded:
                 mask = padded["attention_mask"]
                 padded = {"attention_mask": torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1),
@@ -253,34 +262,42 @@ class TorchStream(PaddedStream):
     """Continuous batching on `TorchEngine` (dynamic KV cache): each row's positions count its context only."""
 
     def __init__(self, engine: TorchEngine) -> None:
-        super().__init__(_TorchKV())
+        super().__init__(_TorchKV(), engine.name, engine.samples)
         self._engine = engine
         self._cache = DynamicCache(config=engine._model.config)  # holds exactly `self._held` after a step
         self._held: list[torch.Tensor] = []
 
     @torch.inference_mode()
-    def _forward(self, ids: np.ndarray, cache: DynamicCache, **padded: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: np.ndarray, cache: DynamicCache, samplers: list[RowSampler | None],
+                 **padded: torch.Tensor) -> np.ndarray:
         e = self._engine
         with sdpa_context(e._attn_backend):
             out = e._model(input_ids=torch.from_numpy(ids).to(e._device), use_cache=True, logits_to_keep=1,
                            **padded, **{e._cache_keyword: cache})
-        return out.logits[:, -1, :].argmax(dim=-1)
+        return _pick(out.logits[:, -1, :], samplers)
 
-    def _prefill(self, prompt_ids: np.ndarray) -> tuple[int, list[torch.Tensor]]:
+    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
         cache = DynamicCache(config=self._engine._model.config)
-        tokens = self._forward(prompt_ids, cache)
+        tokens = self._forward(prompt_ids, cache, [sampler])
         return int(tokens[0]), _tensors(cache)
 
-    def _decode(self, tokens: np.ndarray, kv: list[torch.Tensor], mask: np.ndarray) -> tuple[np.ndarray, list]:
+    def _decode(self, tokens: np.ndarray, kv: list[torch.Tensor], mask: np.ndarray,
+                samplers: list[RowSampler | None]) -> tuple[np.ndarray, list]:
         if len(kv) != len(self._held) or any(a is not b for a, b in zip(kv, self._held, strict=False)):
             # rows joined or left since the last step: their tensors go into a new cache (copied once, not per step)
             self._cache = DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)),
                                        config=self._engine._model.config)
         attention = torch.from_numpy(mask).to(self._engine._device)
         positions = attention[:, :-1].sum(dim=-1, keepdim=True)
-        out = self._forward(tokens, self._cache, attention_mask=attention, position_ids=positions)
+        out = self._forward(tokens, self._cache, samplers, attention_mask=attention, position_ids=positions)
         self._held = _tensors(self._cache)
-        return out.cpu().numpy(), self._held
+        return out, self._held
+
+
+def _pick(logits: torch.Tensor, samplers: list[RowSampler | None]) -> np.ndarray:
+    """The rows' next tokens from their last logits (rows, vocab): the argmax on the device, and draws from the
+    sampling rows' logits, copied to the host for those rows alone."""
+    return pick(logits.argmax(dim=-1).cpu().numpy(), samplers, lambda rows: logits[rows].float().cpu().numpy())
 
 
 def _tensors(cache: DynamicCache) -> list[torch.Tensor]:

@@ -35,7 +35,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
+from autoopt.engines.sampling import Sampling, row_samplers
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_problem
 from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
@@ -378,8 +379,10 @@ class TorchCompiledEngine(Engine):
 
     @torch.inference_mode()
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
+        row_samplers(self.name, self.samples, sampling, input_ids.shape[0])  # refuses any row that samples
         batch, prompt_len = input_ids.shape
         starts = np.zeros(batch, dtype=np.int64)
         if prompt_lengths is not None:

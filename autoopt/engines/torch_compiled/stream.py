@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from autoopt.engines.sampling import Sampling, row_samplers
 from autoopt.engines.stream import DecodeStream
 
 if TYPE_CHECKING:
@@ -50,7 +51,8 @@ class TorchCompiledStream(DecodeStream):
         return sum(key is not None for key in self._keys)
 
     @torch.inference_mode()
-    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
+        row_samplers(self._engine.name, self._engine.samples, [sampling], 1)  # refuses a row that samples
         if key in self._keys:
             raise ValueError(f"row {key} is already in the stream")
         if None not in self._keys:
