@@ -204,8 +204,12 @@ def create_app(
 async def _generate(server: _Server, request: Request, body: Body, ids: list[int], max_tokens: int | None,
                     *, chat: bool) -> Response:
     if body.n != 1:
-        raise ApiError(400, f"n={body.n} is not supported; greedy decoding gives one choice, send n=1", "invalid_n")
+        raise ApiError(400, f"n={body.n} is not supported; send n=1 (one request per choice)", "invalid_n")
     body.refuse_unsupported()
+    sampling = body.sampling()
+    if sampling is not None and not sampling.greedy and not server.model.engine.samples:
+        raise ApiError(400, f"temperature={body.temperature}: engine {server.model.engine.name} decodes greedily "
+                       "only; leave temperature out or send 0", "unsupported_parameter")
     stops = body.stops()
     if body.stream_options is not None and not body.stream:
         raise ApiError(400, "stream_options is only allowed with stream=true", "invalid_request")
@@ -215,7 +219,8 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     worker = server.worker
     received = request.scope.get("state", {}).get(RECEIVED, CLOCK())
     reply = Reply(asyncio.get_running_loop(), server.special, received)
-    item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64))
+    item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64),
+                          sampling)
     try:
         outcome = worker.submit(item, reply)
     except WorkerClosed as e:

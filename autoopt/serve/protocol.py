@@ -1,8 +1,11 @@
-"""The OpenAI request bodies this server accepts, and its errors. Greedy decoding only: sampling fields such as
-`temperature` are accepted and ignored; `stop` (up to 4 strings) ends the text before the first one found and
-stops its row; `stream_options.include_usage` adds a last chunk with the usage. Fields that would change the
-reply and are not implemented (`echo`, `logprobs`, `top_logprobs`, `best_of`, `suffix`) get a 400, never a
-reply that silently lacks them. Chat content is text, or a list of text parts (joined). Errors are JSON
+"""The OpenAI request bodies this server accepts, and its errors. Decoding is greedy, as autoopt measured it,
+unless a request sets `temperature` above 0 (the default is 0, not OpenAI's 1): then its row samples, cut by
+`top_p` and by `top_k` (vLLM's extension; 0 or -1 = no limit), repeatably under a `seed`
+(`autoopt.engines.sampling`). `stop` (up to 4 strings) ends the text before the first one found and stops its row;
+`stream_options.include_usage` adds a last chunk with the usage. Fields that would change the reply and are not
+implemented (`echo`, `logprobs`, `top_logprobs`, `best_of`, `suffix`, penalties, `logit_bias`, vLLM's `min_p` and
+`typical_p`) get a 400, never a reply that silently lacks them, and so do `top_p` or `top_k` cuts without a
+temperature. Chat content is text, or a list of text parts (joined). Errors are JSON
 `{"error": {"message", "type", "code"}}`.
 """
 
@@ -11,7 +14,9 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from autoopt.engines.sampling import MAX_TEMPERATURE, Sampling
 
 DEFAULT_MAX_TOKENS = 16
 MAX_STOPS = 4  # OpenAI's limit on `stop` strings
@@ -46,12 +51,36 @@ class Body(BaseModel):
     priority: StrictInt | StrictStr | None = None
     n: StrictInt = 1
     stop: StrictStr | list[StrictStr] | None = None
+    temperature: StrictFloat | StrictInt | None = Field(default=None, ge=0, le=MAX_TEMPERATURE)
+    top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1)
+    top_k: StrictInt | None = Field(default=None, ge=-1)
+    seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
     # OpenAI fields that would change the reply and are not implemented: refused, never silently ignored
     echo: StrictBool = False
     logprobs: StrictInt | StrictBool | None = None
     top_logprobs: StrictInt | None = None
     best_of: StrictInt | None = None
     suffix: StrictStr | None = None
+    presence_penalty: StrictFloat | StrictInt | None = None
+    frequency_penalty: StrictFloat | StrictInt | None = None
+    logit_bias: dict[str, StrictFloat | StrictInt] | None = None
+    # vLLM's, likewise
+    min_p: StrictFloat | StrictInt | None = None
+    typical_p: StrictFloat | StrictInt | None = None
+    repetition_penalty: StrictFloat | StrictInt | None = None
+
+    def sampling(self) -> Sampling | None:
+        """The row's sampling, or None where it decodes greedily (temperature left out or 0). A cut (top_p < 1,
+        top_k > 1) without a temperature is refused: OpenAI would sample at its default temperature 1, this server
+        would decode greedily."""
+        if self.temperature is None and ((self.top_p or 1) < 1 or (self.top_k or 0) > 1):
+            raise ApiError(400, "top_p and top_k apply only to sampling, and this server decodes greedily unless "
+                           "temperature is above 0 (its default is 0, OpenAI's is 1); set temperature",
+                           "invalid_request")
+        if not self.temperature:
+            return None
+        top_k = 0 if self.top_k in (None, -1) else self.top_k
+        return Sampling(float(self.temperature), 1.0 if self.top_p is None else float(self.top_p), top_k, self.seed)
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -63,11 +92,15 @@ class Body(BaseModel):
     def refuse_unsupported(self) -> None:
         unsupported = {"echo": self.echo, "logprobs": self.logprobs is not None and self.logprobs is not False,
                        "top_logprobs": self.top_logprobs not in (None, 0),
-                       "best_of": self.best_of not in (None, 1), "suffix": self.suffix is not None}
+                       "best_of": self.best_of not in (None, 1), "suffix": self.suffix is not None,
+                       "presence_penalty": bool(self.presence_penalty),
+                       "frequency_penalty": bool(self.frequency_penalty),
+                       "logit_bias": any(v != 0 for v in (self.logit_bias or {}).values()),
+                       "min_p": bool(self.min_p), "typical_p": self.typical_p not in (None, 1),
+                       "repetition_penalty": self.repetition_penalty not in (None, 1)}
         for name, asked in unsupported.items():
             if asked:
-                raise ApiError(400, f"{name} is not supported by this server (greedy text only); leave it out",
-                               "unsupported_parameter")
+                raise ApiError(400, f"{name} is not supported by this server; leave it out", "unsupported_parameter")
 
 
 class CompletionBody(Body):

@@ -22,6 +22,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
+from autoopt.engines.sampling import Sampling
 from autoopt.engines.stream import DecodeStream
 from autoopt.serve.app import ServedModel, create_app
 from autoopt.serve.server import ServerThread, cut_off, uvicorn_server
@@ -94,6 +95,60 @@ def test_completion_through_the_openai_client(client: openai.OpenAI, served: Ser
     assert out.object == "text_completion" and out.choices[0].finish_reason in ("length", "stop")
     assert out.usage is not None and out.usage.prompt_tokens == len(served.tokenizer.encode(PROMPT).ids)
     assert out.usage.completion_tokens == 8 and isinstance(out.choices[0].text, str)
+
+
+def test_a_seeded_sampled_completion_repeats_and_greedy_stays_the_default(client: openai.OpenAI) -> None:
+    def text(**kwargs: object) -> str:
+        return client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, **kwargs).choices[0].text
+
+    greedy = text()
+    assert text(temperature=0, seed=5, presence_penalty=0, frequency_penalty=0, logit_bias={"5": 0},
+                extra_body={"repetition_penalty": 1, "min_p": 0}) == greedy
+    assert text(seed=-(2**63), top_p=1, extra_body={"top_k": -1}) == greedy
+    sampled = text(temperature=1.0, top_p=0.95, seed=5)
+    assert sampled != greedy and text(temperature=1.0, top_p=0.95, seed=5) == sampled
+    assert text(temperature=1.0, top_p=0.95, seed=6) != sampled
+    assert text(temperature=1.0, seed=5, extra_body={"top_k": 1}) == greedy  # only the likeliest token left
+    chunks = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=12, temperature=1.0, top_p=0.95,
+                                       seed=5, stream=True)
+    assert "".join(c.choices[0].text for c in chunks) == sampled
+
+
+def test_with_continuous_batching_a_sampled_row_beside_a_greedy_one_keeps_both_texts(
+    served: ServedModel, client: openai.OpenAI
+) -> None:
+    """The same seed draws the same text through the stream (rows joining a running batch) as through `generate`."""
+    asks = [{"temperature": 1.0, "seed": 21}, {}, {"temperature": 0.7, "seed": 22, "top_p": 0.9}]
+    alone = [client.completions.create(model="tiny", prompt=PROMPT, max_tokens=16, **a).choices[0].text for a in asks]
+    engine = PacedStreams(served.engine, 0.02)  # slow enough steps that the three requests overlap
+    app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
+                     ServingConfig(max_batch=4, max_queue_delay_ms=0.0, batching="continuous"))
+    with ServerThread(app) as running:
+        paced = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+        texts: dict[int, str] = {}
+
+        def call(i: int) -> None:
+            texts[i] = paced.completions.create(model="tiny", prompt=PROMPT, max_tokens=16, **asks[i]).choices[0].text
+
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(len(asks))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert [texts[i] for i in range(len(asks))] == alone
+    assert max(engine.steps) >= 2  # some steps carried a sampling row beside another
+
+
+def test_an_engine_that_decodes_greedily_only_refuses_a_temperature(served: ServedModel) -> None:
+    running, _ = paced_server(served, 0.0, ServingConfig().classes)
+    try:
+        r = httpx.post(running.url + "/v1/completions", json={"prompt": "x", "temperature": 0.7}, timeout=30)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_parameter"
+        assert "engine paced decodes greedily only" in r.json()["error"]["message"]
+        assert httpx.post(running.url + "/v1/completions", json={"prompt": "x", "temperature": 0, "max_tokens": 2},
+                          timeout=30).status_code == 200
+    finally:
+        running.stop()
 
 
 def test_chat_completion_with_priority_field_and_header(client: openai.OpenAI) -> None:
@@ -279,6 +334,7 @@ class PacedStreams(Engine):
                  fail_prompt_len: int | None = None) -> None:
         self.inner, self.pause_s, self.steps, self.fail_at_step = inner, pause_s, [], fail_at_step
         self.fail_prompt_len = fail_prompt_len
+        self.samples = inner.samples
 
     @classmethod
     def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
@@ -294,10 +350,10 @@ class PacedStreams(Engine):
             rows = property(lambda _: inner.rows)
             leave = inner.leave
 
-            def join(self, key: int, prompt_ids: np.ndarray) -> int:
+            def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
                 if len(prompt_ids) == outer.fail_prompt_len:
                     raise RuntimeError("injected prefill failure")
-                return inner.join(key, prompt_ids)
+                return inner.join(key, prompt_ids, sampling)
 
             def step(self) -> dict[int, int]:
                 outer.steps.append(inner.rows)
@@ -459,6 +515,19 @@ BAD_REQUESTS = [
     ("/v1/completions", {"prompt": "x", "logprobs": 0}, 400, "unsupported_parameter"),
     ("/v1/completions", {"prompt": "x", "stream_options": {"include_usage": True}}, 400, "invalid_request"),
     ("/v1/completions", {"prompt": "x", "suffix": "}"}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "temperature": 2.5}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "temperature": "hot"}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "temperature": 1, "top_p": 0}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "temperature": 1, "top_k": -2}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "presence_penalty": 0.5}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "frequency_penalty": -1}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": 10}}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "temperature": 1, "min_p": 0.1}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "temperature": 1, "typical_p": 0.5}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "repetition_penalty": 1.2}, 400, "unsupported_parameter"),
+    ("/v1/completions", {"prompt": "x", "top_p": 0.9}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "top_k": 40}, 400, "invalid_request"),
+    ("/v1/completions", {"prompt": "x", "temperature": 1, "seed": 2**64}, 400, "invalid_request"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400,
      "unsupported_parameter"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
