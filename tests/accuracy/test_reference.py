@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from autoopt.accuracy import reference
 from autoopt.accuracy.reference import _windows, ensure_reference
 from autoopt.config.schema import WorkloadConfig
 from autoopt.engines.torch.engine import TorchEngine
@@ -34,6 +35,10 @@ def test_concurrent_first_runs_compute_the_reference_once(
     tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads = slow_loads(monkeypatch)
+    # The key's code digest reads the autoopt sources from disk at the first call, in each thread (it is cached only
+    # once computed): a source file saved meanwhile (another edit to the tree while the suite runs) gave the threads
+    # different keys, hence two loads, or a SyntaxError where the file was mid-edit. This test is about the lock.
+    monkeypatch.setattr(reference, "source_digest", lambda module: "code")
     workload = WorkloadConfig(name="w", eval_windows=2, eval_window_len=16)
     model = ResolvedModel("m", tiny_model, "key")
     paths: list[Path] = []
