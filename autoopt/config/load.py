@@ -21,6 +21,7 @@ from autoopt.config.schema import (
     TargetConfig,
     WorkloadConfig,
     bench_problem,
+    decoding_problem,
 )
 from autoopt.config.serving import SERVING_KNOBS, ServingConfig, check_serving
 
@@ -145,6 +146,8 @@ def check_workload(w: WorkloadConfig) -> None:
     for key, knob_name in SERVING_KNOBS.items():
         if getattr(w.serving, key) != getattr(ServingConfig(), key):
             raise ConfigError(f"workload.serving.{key} is a search knob: set candidate.{knob_name} or space.{knob_name}")
+    if problem := decoding_problem(w.decoding.temperature, w.decoding.top_p, w.decoding.top_k):
+        raise ConfigError(f"workload.decoding.{problem}")
     if w.eval_text != "builtin_heldout" and not Path(w.eval_text).is_file():
         raise ConfigError(f"workload.eval_text={w.eval_text} is neither builtin_heldout nor a readable text file")
 

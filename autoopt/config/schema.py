@@ -61,6 +61,37 @@ class ModelConfig:
     shape: Optional[ModelShape] = None  # required for kind=shape
 
 
+MAX_TEMPERATURE = 2.0  # OpenAI's range is 0..2
+
+
+def decoding_problem(temperature: float, top_p: float, top_k: int) -> str | None:
+    """Why these sampling settings cannot be drawn from, or None (the one check of their ranges)."""
+    if not 0.0 <= temperature <= MAX_TEMPERATURE:
+        return f"temperature={temperature} must be in [0, {MAX_TEMPERATURE}] (0 = greedy)"
+    if not 0.0 < top_p <= 1.0:
+        return f"top_p={top_p} must be in (0, 1]"
+    if top_k < 0:
+        return f"top_k={top_k} must be >= 0 (0 = no limit)"
+    return None
+
+
+@dataclass
+class DecodingConfig:
+    """How the workload's requests choose their tokens: greedily (temperature 0, the default), or sampling, which
+    every timed request then does (`autoopt.engines.sampling`), row r of the workload's request i seeded with
+    seed + i * batch_size + r. Accuracy is measured greedily either way: it compares the model's logits and argmax
+    with the reference's, not one draw with another."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no limit
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
 @dataclass
 class WorkloadConfig:
     """The traffic a candidate is measured on, and the text its accuracy is measured on."""
@@ -73,6 +104,7 @@ class WorkloadConfig:
     eval_windows: int = 8  # teacher-forced windows of held-out text
     eval_window_len: int = 128
     serving: ServingConfig = field(default_factory=ServingConfig)  # open-loop traffic: rate, classes, SLOs
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)  # greedy, or the sampling the traffic uses
 
 
 _MAX_BATCH = (1, 2, 4, 8, 16)

@@ -68,6 +68,9 @@ class EngineInfo:
     # the devices where it batches continuously (serving_batching=continuous, for the engines that knob applies to);
     # None: every device it runs on (`devices`)
     continuous_on: tuple[str, ...] | None = None
+    # whether its rows can sample (`Engine.samples`, which reads this): else a sampling workload leaves it out, and
+    # serve answers a request's temperature with a 400
+    samples: bool = False
 
     def decode_context(self, candidate: CandidateConfig, mean_context: float, max_length: int) -> float:
         """The positions one decode step's attention reads, on average over a request."""

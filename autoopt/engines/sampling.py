@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_TEMPERATURE = 2.0  # OpenAI's range is 0..2
+from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_problem
 
-
+__all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "pick", "row_samplers", "workload_sampling"]
 @dataclass(frozen=True)
 class Sampling:
     """One row's settings: `temperature` 0 (greedy) .. 2; `top_p` in (0, 1], the nucleus; `top_k` >= 0, the k
@@ -30,12 +30,8 @@ class Sampling:
     seed: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.temperature <= MAX_TEMPERATURE:
-            raise ValueError(f"temperature={self.temperature} must be in [0, {MAX_TEMPERATURE}] (0 = greedy)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1]")
-        if self.top_k < 0:
-            raise ValueError(f"top_k={self.top_k} must be >= 0 (0 = no limit)")
+        if problem := decoding_problem(self.temperature, self.top_p, self.top_k):
+            raise ValueError(problem)
 
     @property
     def greedy(self) -> bool:
@@ -122,6 +118,15 @@ def _draw(weights: np.ndarray, u: float, block: int = 1024) -> int:
         before, after = np.flatnonzero(weights[:index]), np.flatnonzero(weights[index:])
         index = int(before[-1]) if before.size else index + int(after[0])
     return index
+
+
+def workload_sampling(decoding: DecodingConfig, rows: int, first_seed: int) -> tuple[Sampling, ...] | None:
+    """The rows of one workload request as `decoding` says (their seeds `decoding.seed + first_seed` onward), or None
+    where it decodes greedily."""
+    if decoding.greedy:
+        return None
+    return tuple(Sampling(decoding.temperature, decoding.top_p, decoding.top_k, decoding.seed + first_seed + r)
+                 for r in range(rows))
 
 
 def row_samplers(engine_name: str, samples: bool, sampling: Sequence[Sampling | None] | None,

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoopt.config.knobs import ENGINES
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.engines.registry import engine_class
+from autoopt.engines.registry import engine_class, engine_info
 from autoopt.engines.sampling import Sampling
 from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from tests.engines.decoding import built_engine, greedy_tokens, prompt
@@ -80,6 +81,11 @@ def test_sampling_rows_draw_from_their_own_logits_beside_greedy_rows(name: str, 
     if engine.continuous:
         assert_stream_rows_sample_alone(engine, builtin)
     engine.close()
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_each_engine_class_samples_as_its_info_declares(name: str) -> None:
+    assert engine_class(name).samples == engine_info(name).samples
 
 
 def test_the_same_seed_repeats_a_sampled_continuation_on_torch(tiny_model: Path) -> None:

@@ -23,6 +23,7 @@ def rule(candidate: CandidateConfig, device: str) -> str | None:
 
 INFO = EngineInfo(
     name="ort",
+    samples=True,
     engine_class="autoopt.engines.ort.engine:OrtEngine",
     quants={"cpu": ("none", "int8_dynamic", "int8_static", "int8_weight", "int4"), "cuda": ("none", "fp16", "int4")},
     requires={

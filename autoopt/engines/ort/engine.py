@@ -16,6 +16,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
+from autoopt.engines.ort import INFO
 from autoopt.engines.probes import CPU_BUILDS_OUT
 from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.engines.stream import NumpyKV, PaddedStream
@@ -83,7 +84,7 @@ class OrtEngine(Engine):
 
     name = "ort"
     mixed_lengths = True
-    samples = True
+    samples = INFO.samples
     install_hint: ClassVar[str] = f"onnxruntime-gpu ({CPU_BUILDS_OUT}, then {autoopt_install('gpu')})"
 
     def __init__(self, session: ort.InferenceSession, device: str, bind_io: bool, rope: Rope | str):

@@ -12,6 +12,7 @@ from autoopt.engines.probes import genai_cuda
 
 INFO = EngineInfo(
     name="ort_genai",
+    samples=True,
     engine_class="autoopt.engines.ort_genai.engine:GenaiEngine",
     quants={"cpu": ("none", "int8_weight", "int4"), "cuda": ("none", "fp16", "bf16", "int4")},
     requires={

@@ -22,6 +22,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import SETTINGS_DIFFER, Engine, RuntimeOptions, prompt_lengths_of
 from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
+from autoopt.engines.ort_genai import INFO
 from autoopt.engines.probes import CPU_BUILDS_OUT
 from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.locks import ClaimedFolder
@@ -99,7 +100,7 @@ class GenaiEngine(Engine):
 
     name = "ort_genai"
     mixed_lengths = True
-    samples = True
+    samples = INFO.samples
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ from autoopt.engines.probes import ort_provider
 
 INFO = EngineInfo(
     name="ort_tensorrt",
+    samples=True,  # ort's generate and its host logits
     engine_class="autoopt.engines.ort_tensorrt.engine:TensorrtEngine",
     # TensorRT runs neither MatMulInteger (dynamic int8) nor MatMulNBits (int4): those would fall back.
     quants={"cuda": ("none", "fp16")},

@@ -29,6 +29,7 @@ def _rule(candidate: CandidateConfig, device: str) -> str | None:
 
 INFO = EngineInfo(
     name="torch",
+    samples=True,
     engine_class="autoopt.engines.torch.engine:TorchEngine",
     quants={"cpu": ("none", "bf16", "int8_dynamic"), "cuda": ("none", "bf16", "fp16")},
     requires={

@@ -17,6 +17,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
 from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
 from autoopt.engines.stream import KVOps, PaddedStream
+from autoopt.engines.torch import INFO
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
 from autoopt.models.forward import cache_keyword
 
@@ -104,7 +105,7 @@ _SAMPLING_KEYS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
 
 class TorchEngine(Engine):
     name = "torch"
-    samples = True
+    samples = INFO.samples
 
     def __init__(self, model: torch.nn.Module, device: torch.device, kv_cache: str, max_length: int,
                  attn_backend: str = "auto"):
