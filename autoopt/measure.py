@@ -29,7 +29,7 @@ register()
 def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         m = load_measure_config(cfg)
-        problem = candidate_problem(m.candidate, m.target, model_traits(m.model))
+        problem = candidate_problem(m.candidate, m.target, model_traits(m.model), m.workload)
         if problem:
             raise ConfigError(problem)
 
@@ -43,6 +43,10 @@ def main(cfg: DictConfig) -> None:
     with exit_on_job_failure(m.workspace):
         built = launcher.launch(prep.build_job(m.candidate))
         result = launcher.launch(prep.measure_job(m.candidate, built))
+    if not m.workload.decoding.greedy:
+        d = m.workload.decoding
+        print(f"decoding    every row sampled: temperature {d.temperature}, top_p {d.top_p}, top_k {d.top_k or 'off'}, "
+              f"seeds from {d.seed} (its host draws are in every speed figure; accuracy is greedy)")
     print(measurement_table(result))
     if m.output:  # before the cold starts, so that one failing keeps the measurement
         Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))

@@ -15,17 +15,34 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.slow
 
 
-def _measure(tmp_path: Path, cache_dir: Path, engine: str, quant: str) -> dict:
+def _run(tmp_path: Path, cache_dir: Path, engine: str, quant: str,
+         *extra: str) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / f"{engine}-{quant}.json"
     cmd = [
         sys.executable, "-m", "autoopt.measure", "workload=smoke", f"candidate.engine={engine}",
-        f"candidate.quant={quant}", "bench.min_seconds=1", f"output={out}",
+        f"candidate.quant={quant}", "bench.min_seconds=1", f"output={out}", *extra,
     ]
     env = {**os.environ, "AUTOOPT_CACHE": str(cache_dir), "AUTOOPT_WORKSPACE": str(tmp_path / "ws")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200)
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=1200), out
+
+
+def _measure(tmp_path: Path, cache_dir: Path, engine: str, quant: str) -> dict:
+    proc, out = _run(tmp_path, cache_dir, engine, quant)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TTFT ms" in proc.stdout and "per 1M output tokens" in proc.stdout
     return json.loads(out.read_text())
+
+
+def test_a_sampling_workload_is_measured_sampling_and_refused_to_an_engine_that_cannot(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    sampling = ("workload.decoding.temperature=0.8", "workload.decoding.top_p=0.95")
+    proc, out = _run(tmp_path, cache_dir, "ort_genai", "int8_weight", *sampling)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "decoding    every row sampled: temperature 0.8, top_p 0.95" in proc.stdout and out.exists()
+    proc, _ = _run(tmp_path, cache_dir, "torch_compiled", "none", *sampling)
+    assert proc.returncode != 0
+    assert "engine=torch_compiled decodes greedily only, and workload=smoke samples" in proc.stderr
 
 
 @pytest.fixture(scope="module")

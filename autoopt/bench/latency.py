@@ -1,7 +1,8 @@
 """Time real generation: TTFT, TPOT and end-to-end latency of whole requests.
 
 Engines return host arrays, so a yielded token means the device has finished it: timestamps taken
-at each yield include everything the user waits for (prefill, every decode step, the copy back).
+at each yield include everything the user waits for (prefill, every decode step, the copy back, and the draws of
+rows that sample where the workload does).
 
 Warm means warm: before timing, every request shape runs `bench.warmup_runs` times, and the timed
 loop runs whole cycles over all shapes, so no shape runs for the first time inside it and none is
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -83,7 +84,8 @@ def time_request(engine: Engine, request: Request, clock: Clock = time.perf_coun
     count = 0
     ttft = 0.0
     t0 = clock()
-    stream = iter(engine.generate(request.input_ids, expected))
+    sampling = {"sampling": list(request.sampling)} if request.sampling is not None else {}
+    stream = iter(engine.generate(request.input_ids, expected, **sampling))
     for token in stream:
         if count == 0:
             ttft = clock() - t0
@@ -116,11 +118,11 @@ def warm_up(engine: Engine, requests: Sequence[Request], strategy: str) -> float
     t0 = time.perf_counter()
     if strategy == "one":
         largest = max(requests, key=lambda r: r.input_ids.shape[1])
-        time_request(engine, Request(largest.input_ids, 2))
+        time_request(engine, replace(largest, max_new_tokens=2))
     elif strategy == "shapes":
         for shape in sorted({r.input_ids.shape for r in requests}):
             request = next(r for r in requests if r.input_ids.shape == shape)
-            time_request(engine, Request(request.input_ids, 2))
+            time_request(engine, replace(request, max_new_tokens=2))
     return time.perf_counter() - t0
 
 

@@ -8,12 +8,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from autoopt.config.errors import ConfigError
+from autoopt.config.schema import DecodingConfig
+from autoopt.engines.sampling import Sampling, workload_sampling
 
 
 @dataclass(frozen=True)
 class Request:
     input_ids: np.ndarray  # int64 (batch, prompt_len); rows are different passages
     max_new_tokens: int
+    sampling: tuple[Sampling, ...] | None = None  # one per row where the workload samples; None: greedy
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -21,9 +24,11 @@ class Request:
 
 
 def make_requests(
-    tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], batch_size: int
+    tokens: np.ndarray, prompt_lengths: list[int], output_lengths: list[int], batch_size: int,
+    decoding: DecodingConfig | None = None,
 ) -> list[Request]:
-    """One request per (prompt length, output length) pair; rows start at spread-out offsets."""
+    """One request per (prompt length, output length) pair; rows start at spread-out offsets. Where `decoding`
+    samples, each row samples, seeded by its place among all the requests' rows."""
     requests = []
     for i, (p, n) in enumerate(itertools.product(prompt_lengths, output_lengths)):
         span = len(tokens) - p
@@ -34,5 +39,6 @@ def make_requests(
             )
         offsets = [(r * span // batch_size + i * 131) % span for r in range(batch_size)]
         rows = np.stack([tokens[o : o + p] for o in offsets]).astype(np.int64)
-        requests.append(Request(rows, n))
+        sampling = workload_sampling(decoding, batch_size, i * batch_size) if decoding is not None else None
+        requests.append(Request(rows, n, sampling))
     return requests

@@ -64,7 +64,7 @@ class ColdStartJob:
         with np.load(self.reference) as z:
             stream = z["stream"]
         w = self.workload
-        requests = make_requests(stream, w.prompt_lengths, w.output_lengths, self.runtime.batch_size)
+        requests = make_requests(stream, w.prompt_lengths, w.output_lengths, self.runtime.batch_size, w.decoding)
         t0 = time.perf_counter()
         engine = engine_class(self.candidate.engine).load(Path(self.built.artifact), self.candidate, self.runtime)
         load_s = time.perf_counter() - t0

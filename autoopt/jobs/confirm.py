@@ -58,7 +58,7 @@ class SpeedJob:
         with np.load(self.reference) as z:
             stream = z["stream"]
         requests = make_requests(stream, self.workload.prompt_lengths, self.workload.output_lengths,
-                                 self.runtime.batch_size)
+                                 self.runtime.batch_size, self.workload.decoding)
         engine = engine_class(self.candidate.engine).load(Path(self.built.artifact), self.candidate, self.runtime)
         warm_up(engine, requests, self.candidate.warmup)
         with other_cpu_share() as other:

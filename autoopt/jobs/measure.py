@@ -78,7 +78,8 @@ def measure(job: MeasureJob) -> MeasureResult:
     reference_path = Path(job.reference)
     reference = np.load(reference_path)
     requests = make_requests(
-        reference["stream"], job.workload.prompt_lengths, job.workload.output_lengths, runtime.batch_size
+        reference["stream"], job.workload.prompt_lengths, job.workload.output_lengths, runtime.batch_size,
+        job.workload.decoding,
     )
     artifact = Path(job.built.artifact)
 
@@ -96,7 +97,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     if job.serving is not None:
         w = job.workload
         serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
-                                  target.price_per_hour)
+                                  target.price_per_hour, w.decoding)
     # After the timed runs and the capacity probes' batches (which the memory constraint must cover), before the
     # accuracy pass's own arrays.
     peak_rss = peak_rss_mb()

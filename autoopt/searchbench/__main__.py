@@ -89,7 +89,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     grid = enumerate_grid(
         sweep.space, lambda c: candidate_key(c, prep),
-        lambda c: candidate_problem(c, prep.target, prep.model.traits),
+        lambda c: candidate_problem(c, prep.target, prep.model.traits, prep.workload),
     )
     log.info("grid of space=%s:\n%s", sweep.space.name, grid.describe())
     with exit_on_config_error():
@@ -108,7 +108,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_config_error():
         bench = Bench.of(grid.points, results, sweep.space, sweep.search, prep.target,
                          key=lambda c: candidate_key(c, prep),
-                         problem=lambda c: candidate_problem(c, prep.target, prep.model.traits))
+                         problem=lambda c: candidate_problem(c, prep.target, prep.model.traits, prep.workload))
     warm = []
     if OPTIONS.prior is not None:
         prior = GroundTruth.load(OPTIONS.prior)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from autoopt.config.schema import DecodingConfig
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.result import ServingClassResult, ServingProbe, ServingResult
@@ -24,9 +25,10 @@ def measure_serving(
     prompt_lengths: Sequence[int],
     output_lengths: Sequence[int],
     price_per_hour: float,
+    decoding: DecodingConfig | None = None,
 ) -> ServingResult:
     warm_up(engine, tokens, prompt_lengths, cfg.max_batch, stream=continuous(cfg, engine))
-    system = engine_system(engine, cfg, tokens, list(prompt_lengths), list(output_lengths))
+    system = engine_system(engine, cfg, tokens, list(prompt_lengths), list(output_lengths), decoding)
     capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
     peak = cfg.peak_rate_rps or cfg.rate_rps
     report = capacity.report

@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from autoopt.config.schema import DecodingConfig
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
+from autoopt.engines.sampling import workload_sampling
 from autoopt.serving.batcher import ContinuousBatch, run_batch
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport, summarize
@@ -81,9 +83,11 @@ def run_open_loop(
     sleep: Callable[[float], None] = time.sleep,
     extra: dict[str, Any] | None = None,
     judged_from_s: float = 0.0,
+    decoding: DecodingConfig | None = None,
 ) -> ServingReport:
     """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler. The report
-    judges the requests sent at or after `judged_from_s`; earlier ones are load only (a warm-up)."""
+    judges the requests sent at or after `judged_from_s`; earlier ones are load only (a warm-up). Where `decoding`
+    samples, every request's row does, seeded by its id."""
     scheduler = make_scheduler(cfg, engine)
     records = {a.id: RequestRecord(a.id, a.cls, a.time_s) for a in arrivals}
     pending = deque(sorted(arrivals, key=lambda a: a.time_s))
@@ -110,7 +114,9 @@ def run_open_loop(
         t = now()
         while pending and pending[0].time_s <= t:
             a = pending.popleft()
-            request = ServingRequest(a.id, a.cls, a.prompt_len, a.max_new_tokens, a.time_s, a.prompt_ids)
+            sampling = workload_sampling(decoding, 1, a.id) if decoding is not None else None
+            request = ServingRequest(a.id, a.cls, a.prompt_len, a.max_new_tokens, a.time_s, a.prompt_ids,
+                                     sampling[0] if sampling else None)
             if scheduler.submit(request) == REJECTED:
                 records[a.id].outcome = REJECTED
         reason = _saturation(scheduler, t, lag_bound, cfg.saturation_queue)
@@ -200,13 +206,15 @@ def engine_system(
     tokens: np.ndarray,
     prompt_lengths: list[int],
     output_lengths: list[int],
+    decoding: DecodingConfig | None = None,
 ) -> Callable[[float], ServingReport]:
     """`rate -> report`: one bounded open-loop run at that rate with the same seeded request sequence
     (what `autoopt.serving.capacity.find_capacity` probes)."""
 
     def system(rate_rps: float) -> ServingReport:
         arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
-        return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps, judged_from_s=cfg.warmup_s)
+        return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps, judged_from_s=cfg.warmup_s,
+                             decoding=decoding)
 
     return system
 

@@ -196,11 +196,22 @@ def fixed_keys_problem(c: CandidateConfig, model: ModelTraits) -> str | None:
             f"be: {model.fixed_keys}; use serving_batching=group")
 
 
-def candidate_problem(c: CandidateConfig, target: TargetConfig, model: ModelTraits) -> str | None:
-    """Every check a candidate must pass before it is built, in order; None when it can be measured here."""
+def decoding_problem_of(engine: str, workload: WorkloadConfig) -> str | None:
+    """Why `engine` cannot decode as `workload` does (sampling, where its rows can only take the argmax), or None."""
+    if workload.decoding.greedy or engine_info(engine).samples:
+        return None
+    return (f"engine={engine} decodes greedily only, and workload={workload.name} samples "
+            f"(workload.decoding.temperature={workload.decoding.temperature})")
+
+
+def candidate_problem(c: CandidateConfig, target: TargetConfig, model: ModelTraits,
+                      workload: WorkloadConfig | None = None) -> str | None:
+    """Every check a candidate must pass before it is built, in order; None when it can be measured here (under
+    `workload`, where given)."""
     return (
         candidate_value_problem(c)
         or inapplicable_knob(c)
+        or (decoding_problem_of(c.engine, workload) if workload is not None else None)
         or target_problem(c, target)
         or engine_info(c.engine).model_problem(model.architecture)
         or (tied_embeddings_problem(c) if model.tied_embeddings else None)

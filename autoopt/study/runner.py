@@ -29,6 +29,7 @@ from autoopt.report.tables import flatten
 from autoopt.result import MeasureResult
 from autoopt.space.sample import AfterRepeats, OpenerRetries, engine_openers, reference_params
 from autoopt.space.validity import (
+    decoding_problem_of,
     engine_narrowing,
     inert_under_workload,
     inert_without_load,
@@ -153,14 +154,15 @@ def open_study(
 
 
 def searchable(cfg: SweepConfig, prep: Prepared) -> SweepConfig:
-    """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here, and
-    quants whose precision the target has; to what changes something under the objective and the workload (the
+    """`cfg` with the space narrowed to what this machine can measure for the target: engines it can run here (and
+    that can sample where the workload does), and quants whose precision the target has; to what changes something under the objective and the workload (the
     batcher's knobs under the serving objective only, mixing prompt lengths only where it has several); on a
     checkpoint with tied embeddings, to the ort_genai int4 levers its builder honours; and, per engine
     (`space.by_engine`), to the quants it runs on the target's device and the batching it can do there. Each value
     left out is logged with its reason (the study's fingerprint records the target and the libraries, so a later
     install is a new study). Raises `SweepError` when no engine is left."""
     dropped = unavailable_engines(cfg.space.engine, prep.target)
+    dropped |= {e: why for e in cfg.space.engine if e not in dropped and (why := decoding_problem_of(e, cfg.workload))}
     quants = unsupported_quants(cfg.space.quant, prep.target)
     for reason in [*dropped.values(), *quants.values()]:
         log.warning("not searched here: %s", reason)

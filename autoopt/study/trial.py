@@ -113,7 +113,7 @@ def _run(
     record.write(trial)
     name = f"trial {trial.number} · {record.label}"
 
-    problem = candidate_problem(candidate, prep.target, prep.model.traits)
+    problem = candidate_problem(candidate, prep.target, prep.model.traits, prep.workload)
     if problem:
         return _prune(study, trial, record, problem, name)
 

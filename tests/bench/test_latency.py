@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autoopt.bench.latency import run_timed, time_request
-from autoopt.bench.requests import Request
-from autoopt.config.schema import BenchConfig, CandidateConfig, bench_problem
+from autoopt.bench.latency import run_timed, time_request, warm_up
+from autoopt.bench.requests import Request, make_requests
+from autoopt.config.schema import BenchConfig, CandidateConfig, DecodingConfig, bench_problem
 from autoopt.engines.base import Engine, RuntimeOptions
+from autoopt.engines.sampling import Sampling
 from autoopt.result import DEFINITIONS
 
 PREFILL_S = 0.010
@@ -54,6 +55,33 @@ class FakeEngine(Engine):
 
     def logits(self, input_ids: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+class SamplingEngine(FakeEngine):
+    """FakeEngine that records the `sampling` each call gets."""
+
+    samples = True
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.sampling: list[list[Sampling] | None] = []
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int, sampling=None) -> Iterator[np.ndarray]:
+        self.sampling.append(sampling)
+        return super().generate(input_ids, max_new_tokens)
+
+
+def test_a_sampling_workloads_rows_sample_seeded_by_their_place_through_warm_up_and_timed_runs() -> None:
+    decoding = DecodingConfig(temperature=0.7, top_k=40, seed=10)
+    requests = make_requests(np.arange(500), [8, 16], [4], 2, decoding)
+    assert [[(s.temperature, s.top_k, s.seed) for s in r.sampling] for r in requests] == [
+        [(0.7, 40, 10), (0.7, 40, 11)], [(0.7, 40, 12), (0.7, 40, 13)]]
+    assert make_requests(np.arange(500), [8], [4], 2, DecodingConfig(temperature=0.7, top_k=1))[0].sampling is None
+
+    engine = SamplingEngine(FakeClock())
+    warm_up(engine, requests, "shapes")
+    run_timed(engine, requests, _bench(min_runs=2))
+    assert engine.sampling and all(s == list(r.sampling) for s, r in zip(engine.sampling, requests * 99, strict=False))
 
 
 def _requests() -> list[Request]:

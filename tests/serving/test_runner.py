@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autoopt.config.schema import DecodingConfig
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine
+from autoopt.engines.sampling import Sampling
 from autoopt.engines.stream import DecodeStream
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.runner import run_open_loop
@@ -34,16 +36,20 @@ class SteppedEngine(Engine):
     name = "stepped"
     mixed_lengths = True
 
+    samples = True
+
     def __init__(self, clock: FakeClock, step_s: float) -> None:
-        self.clock, self.step_s, self.calls, self.inputs = clock, step_s, [], []
+        self.clock, self.step_s, self.calls, self.inputs, self.sampling = clock, step_s, [], [], []
 
     @classmethod
     def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
         raise NotImplementedError
 
     def generate(
-        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None
+        self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
+        sampling: list[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
+        self.sampling.append(sampling)
         self.calls.append((input_ids.shape[0], max_new_tokens))
         self.inputs.append((input_ids.copy(), None if prompt_lengths is None else prompt_lengths.tolist()))
         for i in range(max_new_tokens):
@@ -64,7 +70,8 @@ class SteppedStream(DecodeStream):
     def rows(self) -> int:
         return len(self.keys)
 
-    def join(self, key: int, prompt_ids: np.ndarray) -> int:
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
+        self.engine.sampling.append(sampling)
         self.engine.clock.t += self.prefill_s
         self.keys.append(key)
         return 0
@@ -104,6 +111,24 @@ def test_rows_complete_at_their_own_last_token_and_latency_counts_from_scheduled
     assert p0.e2e.p50 == pytest.approx(0.001e3 + 20.0)  # released at 1 ms (full), 2 steps
     assert p3.e2e.p50 == pytest.approx(60.0)  # 1 ms wait + 6 steps - its 1 ms later arrival
     assert report.occupancy == 1.0 and not report.saturated
+
+
+@pytest.mark.parametrize("batching", ["group", "continuous"])
+def test_under_a_sampling_workload_each_request_samples_seeded_by_its_id_and_greedy_ones_pass_nothing(
+    batching: str,
+) -> None:
+    clock = FakeClock()
+    engine = StreamingEngine(clock, 0.01)
+    cfg = ServingConfig(classes=CLASSES, max_batch=1, max_queue_delay_ms=0.0, batching=batching)
+    arrivals = [arrival(i, 0.05 * i, "P0", 2) for i in (3, 4)]
+    run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep)
+    assert engine.sampling == [None, None]
+
+    engine.sampling.clear()
+    run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep,
+                  decoding=DecodingConfig(temperature=0.8, top_p=0.9, seed=100))
+    asked = engine.sampling if batching == "continuous" else [rows[0] for rows in engine.sampling]
+    assert asked == [Sampling(0.8, 0.9, 0, 103), Sampling(0.8, 0.9, 0, 104)]
 
 
 def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:

@@ -41,6 +41,21 @@ def test_engines_the_target_lacks_leave_the_space_with_a_logged_reason(caplog: p
     assert "not searched here: engine=ort_tensorrt is not one of target=t's engines" in caplog.text
 
 
+def test_under_a_sampling_workload_engines_that_decode_greedily_only_leave_the_space(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    target = _target(engines=["torch", "torch_compiled"])
+    cfg = _cfg(target, ["torch", "torch_compiled"])
+    greedy = searchable(cfg, _prep(target))  # type: ignore[arg-type]
+    cfg.workload.decoding.temperature = 0.7
+
+    narrowed = searchable(cfg, _prep(target))  # type: ignore[arg-type]
+
+    assert greedy.space.engine == ["torch", "torch_compiled"] and narrowed.space.engine == ["torch"]
+    assert ("not searched here: engine=torch_compiled decodes greedily only, and workload=w samples "
+            "(workload.decoding.temperature=0.7)") in caplog.text
+
+
 def test_a_space_whose_every_engine_is_unavailable_stops_the_sweep(caplog: pytest.LogCaptureFixture) -> None:
     target = _target(engines=["torch"])
 
