@@ -24,7 +24,7 @@ from autoopt.bench.stats import summarize_shapes
 from autoopt.bundle.layout import REFERENCE
 from autoopt.bundle.load import LoadedBundle, load_bundle
 from autoopt.bundle.manifest import BODY_HASH, check_hashes, read_manifest
-from autoopt.config.schema import BenchConfig
+from autoopt.config.schema import BenchConfig, DecodingConfig
 from autoopt.engines.base import SETTINGS_DIFFER
 
 log = logging.getLogger("autoopt.bundle")
@@ -138,7 +138,8 @@ def measure_speed(bundle: LoadedBundle, stream: np.ndarray) -> dict[str, float]:
     """The manifest's workload, warmed up as the candidate says, timed for a short while."""
     workload = bundle.manifest["workload"]
     requests = make_requests(
-        stream, workload["prompt_lengths"], workload["output_lengths"], workload["batch_size"]
+        stream, workload["prompt_lengths"], workload["output_lengths"], workload["batch_size"],
+        DecodingConfig(**workload.get("decoding", {})),
     )
     warm_up(bundle.engine, requests, bundle.candidate.warmup)
     bench = BenchConfig(

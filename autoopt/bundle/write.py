@@ -6,6 +6,7 @@ import datetime
 import re
 import secrets
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from autoopt.bundle.layout import MODEL_DIR, README, REFERENCE
 from autoopt.bundle.manifest import write_manifest
 from autoopt.bundle.verify import minimum_tolerances
 from autoopt.config.runtime import RUNTIME_ENV
+from autoopt.config.schema import DecodingConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import package_digest
 from autoopt.engines.registry import engine_class, engine_info
@@ -213,6 +215,7 @@ def manifest_payload(
             "prompt_lengths": list(workload["prompt_lengths"]),
             "output_lengths": list(workload["output_lengths"]),
             "batch_size": runtime.batch_size,
+            "decoding": dict(workload.get("decoding") or asdict(DecodingConfig())),
         },
         "reference_sha256": result.reference_sha256,
         "metrics": metrics(result),
@@ -242,7 +245,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     setting = (
         f"On target `{target['name']}` ({target['device']}, threads: {runtime['threads']}), batch "
         f"{runtime['batch_size']}, prompts of {workload['prompt_lengths']} tokens, "
-        f"{workload['output_lengths']} new tokens; warm (after warm-up and burn-in), "
+        f"{workload['output_lengths']} new tokens, {_decoding(workload)}; warm (after warm-up and burn-in), "
         f"{m['speed.e2e_ms.n']} timed request batches:"
     )
     e2e = f"p50 {m['speed.e2e_ms.p50']:.1f} ms, p90 {m['speed.e2e_ms.p90']:.1f} ms"
@@ -379,6 +382,16 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
             "output tokens"
         )
     return lines
+
+
+def _decoding(workload: dict[str, Any]) -> str:
+    """How the measured requests chose their tokens (a manifest from before `decoding` was recorded: greedily)."""
+    d = workload.get("decoding") or asdict(DecodingConfig())
+    if DecodingConfig(**d).greedy:
+        return "greedy decoding"
+    cuts = "".join(f", {k} {d[k]}" for k, off in (("top_p", 1.0), ("top_k", 0)) if d[k] != off)
+    return (f"every row sampling at temperature {d['temperature']}{cuts} (its draws on the host are in every figure; "
+            "the snippet below decodes greedily)")
 
 
 def cold_start(m: dict[str, Any], graphs: str | None, warmup: str, workload: dict[str, Any], batch: int) -> str:

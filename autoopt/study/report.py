@@ -23,6 +23,10 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
           f"({bars}), hypervolume {s.hypervolume:.4g} "
           f"(reference point: fp32 {speed_objective(cfg.search)}, fp32 cost, accuracy-bar loss{none_better})")
+    d = cfg.workload.decoding
+    if not d.greedy:
+        print(f"decoding    every timed row sampled (workload.decoding: temperature {d.temperature}, top_p {d.top_p}, "
+              f"top_k {d.top_k or 'off'}); its host draws are in every speed figure; accuracy is greedy")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
     first = (f"{g['latency_x']:.2f}x lower {lat} latency" if "latency_x" in g
