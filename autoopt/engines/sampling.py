@@ -18,16 +18,19 @@ import numpy as np
 
 from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_problem
 
-__all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "pick", "row_samplers", "workload_sampling"]
+__all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "drawing", "pick", "row_samplers", "workload_sampling"]
 @dataclass(frozen=True)
 class Sampling:
     """One row's settings: `temperature` 0 (greedy) .. 2; `top_p` in (0, 1], the nucleus; `top_k` >= 0, the k
-    likeliest tokens (0 = no limit); `seed` makes the draws repeatable (None = fresh entropy)."""
+    likeliest tokens (0 = no limit); `seed` makes the draws repeatable (None = fresh entropy). `draws`, where the
+    caller reads only a row's first tokens (a short row riding along in a batch run to its longest): the tokens
+    drawn, after which the row takes the argmax and costs no draw."""
 
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
+    draws: int | None = None
 
     def __post_init__(self) -> None:
         if problem := decoding_problem(self.temperature, self.top_p, self.top_k):
@@ -50,6 +53,12 @@ class RowSampler:
         self._rng = np.random.default_rng(seed)
         # Reused at every draw: a fresh array of a 152k vocabulary's float64s costs more in page faults than its exp.
         self._work = np.empty(0)
+        self._left = sampling.draws
+
+    @property
+    def drawing(self) -> bool:
+        """Whether its row's next token is drawn (else the argmax stands)."""
+        return self._left is None or self._left > 0
 
     def choose(self, logits: np.ndarray) -> int:
         """A token drawn from `logits` (vocab,): scaled by 1/temperature, cut to the top k, then to the nucleus
@@ -58,6 +67,8 @@ class RowSampler:
         tokens are found by partitioning float32 logits (their order is the probabilities'), and the draw sums
         blocks before it sums within one."""
         s = self.sampling
+        if self._left is not None:
+            self._left -= 1
         scores = np.asarray(logits, dtype=np.float32)
         ids = np.argpartition(-scores, s.top_k - 1)[: s.top_k] if 0 < s.top_k < scores.size else None
         if ids is not None:
@@ -143,11 +154,17 @@ def row_samplers(engine_name: str, samples: bool, sampling: Sequence[Sampling | 
     return samplers
 
 
+def drawing(samplers: Sequence[RowSampler | None]) -> bool:
+    """Whether any row draws its next token."""
+    return any(s is not None and s.drawing for s in samplers)
+
+
 def pick(greedy: np.ndarray, samplers: Sequence[RowSampler | None],
          logits_of: Callable[[list[int]], np.ndarray]) -> np.ndarray:
-    """`greedy` (rows,) with each sampling row's token drawn instead. `logits_of(rows)` gives those rows' logits
-    (len(rows), vocab) on the host; it is called only where some row samples."""
-    rows = [r for r, s in enumerate(samplers) if s is not None]
+    """`greedy` (rows,) with the token of each row still drawing (`RowSampler.drawing`) drawn instead.
+    `logits_of(rows)` gives those rows' logits (len(rows), vocab) on the host; it is called only where some row
+    draws."""
+    rows = [r for r, s in enumerate(samplers) if s is not None and s.drawing]
     if not rows:
         return greedy
     logits = logits_of(rows)

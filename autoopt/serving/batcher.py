@@ -14,7 +14,7 @@ batch unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -58,8 +58,8 @@ def run_batch(engine: Engine, batch: list[ServingRequest], clock: Callable[[], f
     start = clock()
     new_tokens = max(r.max_new_tokens for r in batch)
     padding = {"prompt_lengths": np.asarray(lengths)} if mixed else {}
-    if any(_samples(r) for r in batch):
-        padding["sampling"] = [r.sampling for r in batch]
+    if any(_samples(r) for r in batch):  # a short row rides along untracked: it draws its own tokens only
+        padding["sampling"] = [replace(r.sampling, draws=r.max_new_tokens) if _samples(r) else None for r in batch]
     generator = engine.generate(ids, new_tokens, **padding)
     try:
         for index, tokens in enumerate(generator):

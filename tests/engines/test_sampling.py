@@ -132,6 +132,19 @@ def test_pick_replaces_only_the_sampling_rows_and_reads_only_their_logits() -> N
     assert greedy.tolist() == [0, 0, 0]
 
 
+def test_a_row_with_a_number_of_draws_takes_the_argmax_after_them_and_costs_no_logits() -> None:
+    limited = RowSampler(Sampling(temperature=1.0, seed=0, draws=2))
+    asked: list[list[int]] = []
+
+    def logits_of(rows: list[int]) -> np.ndarray:
+        asked.append(rows)
+        return np.zeros((len(rows), 4))
+
+    for _ in range(4):
+        pick(np.array([3], dtype=np.int64), [limited], logits_of)
+    assert asked == [[0], [0]] and not limited.drawing
+
+
 def test_an_engine_that_cannot_sample_refuses_a_sampling_row_but_takes_greedy_ones() -> None:
     assert row_samplers("e", False, [None, Sampling(), Sampling(temperature=1.0, top_k=1)], 3) == [None] * 3
     with pytest.raises(ValueError, match="engine e decodes greedily only"):

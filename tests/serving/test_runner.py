@@ -127,8 +127,10 @@ def test_under_a_sampling_workload_each_request_samples_seeded_by_its_id_and_gre
     engine.sampling.clear()
     run_open_loop(engine, cfg, arrivals, clock=clock, sleep=clock.sleep,
                   decoding=DecodingConfig(temperature=0.8, top_p=0.9, seed=100))
+    # a group batch's rows draw their own tokens only (a row's draws); a stream's leave at their last token
+    draws = None if batching == "continuous" else 2
     asked = engine.sampling if batching == "continuous" else [rows[0] for rows in engine.sampling]
-    assert asked == [Sampling(0.8, 0.9, 0, 103), Sampling(0.8, 0.9, 0, 104)]
+    assert asked == [Sampling(0.8, 0.9, 0, 103, draws), Sampling(0.8, 0.9, 0, 104, draws)]
 
 
 def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:

@@ -24,7 +24,7 @@ from autoopt.engines.graph_levels import ORT_GRAPH_LEVELS
 from autoopt.engines.info import autoopt_install
 from autoopt.engines.ort_genai import INFO
 from autoopt.engines.probes import CPU_BUILDS_OUT
-from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
+from autoopt.engines.sampling import RowSampler, Sampling, drawing, pick, row_samplers
 from autoopt.locks import ClaimedFolder
 
 log = logging.getLogger("autoopt.engines")
@@ -182,7 +182,7 @@ class GenaiEngine(Engine):
         # append_tokens runs the prefill; the first generate_next_token only picks from its logits.
         generator.append_tokens(ids)
         for _ in range(max_new_tokens):
-            if any(samplers):
+            if drawing(samplers):
                 self._force_draws(generator, samplers)
             generator.generate_next_token()
             yield generator.get_next_tokens().astype(np.int64)

@@ -15,7 +15,7 @@ from autoopt.artifacts import TORCH_RUNTIME as RUNTIME_FILE
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
-from autoopt.engines.sampling import RowSampler, Sampling, pick, row_samplers
+from autoopt.engines.sampling import RowSampler, Sampling, drawing, pick, row_samplers
 from autoopt.engines.stream import KVOps, PaddedStream
 from autoopt.engines.torch import INFO
 from autoopt.engines.torch.attention import hf_logits, sdpa_context
@@ -213,7 +213,7 @@ class TorchEngine(Engine):
                 out = self._model(
                     input_ids=ids, use_cache=True, logits_to_keep=1, **padded, **{self._cache_keyword: cache}
                 )
-            if any(samplers):
+            if drawing(samplers):
                 tokens = _pick(out.logits[:, -1, :], samplers)
                 ids = torch.from_numpy(tokens[:, None]).to(self._device)
             else:  # the measured path: the next step's ids stay on the device
