@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autoopt.config.schema import DecodingConfig
+
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     x = logits.astype(np.float64)
@@ -20,6 +22,43 @@ class Fidelity:
     perplexity: float  # candidate, next-token on the same ids
     reference_perplexity: float
     positions: int
+    sampled_agreement: float | None = None  # under a sampling workload (`sampled_agreement`); None: greedy
+
+
+def sampling_distributions(logits: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
+    """What a row samples from at each position of `logits` (..., vocab), as `autoopt.engines.sampling` draws:
+    softmax(logits / temperature), cut to the top_k likeliest, renormalized, cut to the nucleus (the likeliest
+    tokens until their mass reaches top_p), renormalized."""
+    probs = np.exp(log_softmax(logits.astype(np.float64) / decoding.temperature))
+    if decoding.top_k == 0 and decoding.top_p >= 1.0:
+        return probs
+    order = np.argsort(-probs, axis=-1)
+    ranked = np.take_along_axis(probs, order, axis=-1)
+    if 0 < decoding.top_k < ranked.shape[-1]:
+        ranked[..., decoding.top_k:] = 0.0
+        ranked /= ranked.sum(axis=-1, keepdims=True)
+    if decoding.top_p < 1.0:
+        before = np.cumsum(ranked, axis=-1) - ranked  # the mass of the likelier tokens
+        ranked = np.where(before < decoding.top_p, ranked, 0.0)
+        ranked /= ranked.sum(axis=-1, keepdims=True)
+    out = np.empty_like(probs)
+    np.put_along_axis(out, order, ranked, axis=-1)
+    return out
+
+
+def sampled_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray, decoding: DecodingConfig) -> float:
+    """Mean over positions of 1 - the total variation distance between what the reference and the candidate sample
+    from under `decoding`: the chance that, drawing with the same randomness (a maximal coupling), the candidate
+    draws the reference's token. At temperature 0 it is top-1 agreement. One row of windows at a time, so that a
+    large vocabulary's float64 copies stay small."""
+    if decoding.greedy:
+        raise ValueError("sampled agreement is for a sampling decoding; greedy decoding's is top-1 agreement")
+    total, count = 0.0, 0
+    for ref, cand in zip(reference_logits, candidate_logits, strict=True):
+        p, q = sampling_distributions(ref, decoding), sampling_distributions(cand, decoding)
+        agree = 1.0 - 0.5 * np.abs(p - q).sum(axis=-1)
+        total, count = total + float(agree.sum()), count + agree.size
+    return total / count
 
 
 def perplexity(logprobs: np.ndarray, ids: np.ndarray) -> float:
@@ -29,8 +68,10 @@ def perplexity(logprobs: np.ndarray, ids: np.ndarray) -> float:
     return float(np.exp(-picked.mean()))
 
 
-def fidelity(reference_logits: np.ndarray, candidate_logits: np.ndarray, ids: np.ndarray) -> Fidelity:
-    """Compare (batch, seq, vocab) candidate logits with the reference's on the token `ids`.
+def fidelity(reference_logits: np.ndarray, candidate_logits: np.ndarray, ids: np.ndarray,
+             decoding: DecodingConfig | None = None) -> Fidelity:
+    """Compare (batch, seq, vocab) candidate logits with the reference's on the token `ids`, and where `decoding`
+    samples, what each samples from (`sampled_agreement`).
 
     Both sides go through the same float64 log-softmax, so identical logits give exactly KL 0.
     """
@@ -46,4 +87,6 @@ def fidelity(reference_logits: np.ndarray, candidate_logits: np.ndarray, ids: np
         perplexity=perplexity(cand, ids),
         reference_perplexity=perplexity(ref, ids),
         positions=int(agree.size),
+        sampled_agreement=(None if decoding is None or decoding.greedy
+                           else sampled_agreement(reference_logits, candidate_logits, decoding)),
     )

@@ -69,6 +69,7 @@ _UNITS = {
     "speed.output_tokens_per_s": "tokens/s",
     "accuracy.kl_mean": "nats",
     "accuracy.top1_agreement": "fraction",
+    "accuracy.sampled_agreement": "fraction",
     "accuracy.perplexity": "dimensionless",
     "accuracy.reference_perplexity": "dimensionless",
     "accuracy.tokens": "positions",
@@ -253,8 +254,11 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     cost = (
         f"${m['cost.usd_per_1m_output_tokens']:.4f} per 1M output tokens at ${target['price_per_hour']}/hour"
     )
+    sampled = m.get("accuracy.sampled_agreement")
     fidelity = (
-        f"top-1 agreement {m['accuracy.top1_agreement']:.4f}, mean KL(reference || this) "
+        f"top-1 agreement {m['accuracy.top1_agreement']:.4f}, "
+        + ("" if sampled is None else f"sampled agreement {sampled:.4f} (under the decoding above), ")
+        + "mean KL(reference || this) "
         f"{m['accuracy.kl_mean']:.3e} nats, perplexity {m['accuracy.perplexity']:.2f} "
         f"(reference {m['accuracy.reference_perplexity']:.2f})"
     )
@@ -390,8 +394,8 @@ def _decoding(workload: dict[str, Any]) -> str:
     if DecodingConfig(**d).greedy:
         return "greedy decoding"
     cuts = "".join(f", {k} {d[k]}" for k, off in (("top_p", 1.0), ("top_k", 0)) if d[k] != off)
-    return (f"every row sampling at temperature {d['temperature']}{cuts} (its draws on the host are in every figure; "
-            "the snippet below decodes greedily)")
+    return (f"every row sampling at temperature {d['temperature']}{cuts} (its draws on the host are in every speed "
+            "and cold-start figure; the snippet below decodes greedily)")
 
 
 def cold_start(m: dict[str, Any], graphs: str | None, warmup: str, workload: dict[str, Any], batch: int) -> str:

@@ -104,7 +104,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     device_peak = engine.device_peak_memory_bytes()
 
     ids = reference["ids"]
-    fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids)
+    fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids, job.workload.decoding)
     decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
     probe = _profile_request(requests, job.workload)
     repeats = job.bench.profile_repeats  # the profiled load repeats as often as this unprofiled timing (`wall`)
@@ -159,6 +159,7 @@ def measure(job: MeasureJob) -> MeasureResult:
             decode_token_agreement=decode.token_agreement,
             decode_tokens=decode.tokens,
             decode_self_agreement=decode.self_agreement,
+            sampled_agreement=fid.sampled_agreement,
         ),
         cost=CostResult(
             usd_per_1m_output_tokens=usd_per_million_tokens(target.price_per_hour, tokens_per_s),

@@ -37,7 +37,9 @@ def measurement_table(r: MeasureResult) -> str:
         f"memory      peak RSS {m.peak_rss_mb:.0f} MiB"
         + (f", device peak {m.device_peak_mb:.0f} MiB" if m.device_peak_mb is not None else "")
         + f", artifact {m.artifact_mb:.1f} MiB on disk",
-        f"accuracy    top-1 agreement {a.top1_agreement:.4f}, KL(ref||cand) {a.kl_mean:.3e} nats, "
+        f"accuracy    top-1 agreement {a.top1_agreement:.4f}, "
+        + ("" if a.sampled_agreement is None else f"sampled agreement {a.sampled_agreement:.4f}, ")
+        + f"KL(ref||cand) {a.kl_mean:.3e} nats, "
         f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)"
         + (f" — {r.model['accuracy']}" if r.model.get("accuracy") else ""),
         f"decode      greedy prefix agreement {a.decode_prefix_agreement:.3f}, token agreement "

@@ -24,7 +24,7 @@ def speed_objective(search: SearchConfig) -> str:
 
 
 def objective_labels(search: SearchConfig) -> tuple[str, str, str]:
-    loss = "accuracy_loss (1 - top-1 agreement)"
+    loss = "accuracy_loss (1 - agreement: top-1, or sampled where the workload samples)"
     if search.objective == "serving":
         return ("-capacity_rps (open loop, every SLO held)", "usd_per_1m_output_tokens at the peak rate", loss)
     kind, pct = search.latency.split("_")
@@ -32,10 +32,10 @@ def objective_labels(search: SearchConfig) -> tuple[str, str, str]:
 
 
 def objectives(r: MeasureResult, search: SearchConfig) -> tuple[float, float, float]:
-    """All minimized. latency: (latency in ms, USD per 1M output tokens, 1 - top-1 agreement with the fp32
-    reference); serving: (-capacity in requests/s, USD per 1M output tokens serving the peak rate, the same
-    accuracy loss)."""
-    loss = 1.0 - r.accuracy.top1_agreement
+    """All minimized. latency: (latency in ms, USD per 1M output tokens, 1 - agreement with the fp32 reference:
+    top-1, or sampled under a sampling workload, `AccuracyResult.agreement`); serving: (-capacity in requests/s, USD
+    per 1M output tokens serving the peak rate, the same accuracy loss)."""
+    loss = 1.0 - r.accuracy.agreement
     if search.objective == "serving":
         s = _serving(r)
         cost = s.usd_per_1m_output_tokens_at_peak
@@ -54,7 +54,8 @@ def _serving(r: MeasureResult) -> ServingResult:
 def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) -> dict[str, float]:
     """Optuna constraint values: a candidate is feasible when every value is <= 0.
 
-    accuracy_bar = bar - top-1 agreement; decode_bar (only with `search.min_decode_prefix_agreement` > 0) =
+    accuracy_bar = bar (`search.min_top1_agreement`) - agreement (top-1, or sampled under a sampling workload: its
+    generalization, which top-1 is at temperature 0); decode_bar (only with `search.min_decode_prefix_agreement` > 0) =
     that bar - the decode path's prefix agreement (1.0 = identical greedy output); decode_self (with
     `search.min_decode_self_agreement` > 0, on results that measured it) = that bar - the share of its decode
     path's tokens its own teacher-forced logits pick, so that the top-1 bar speaks for the path it decodes with;
@@ -64,7 +65,7 @@ def constraints(r: MeasureResult, search: SearchConfig, target: TargetConfig) ->
     `memory_unmeasured` = 0 records that. With the serving objective, `serving_slos` requires that some
     offered rate held every class's SLO.
     """
-    values = {"accuracy_bar": search.min_top1_agreement - r.accuracy.top1_agreement}
+    values = {"accuracy_bar": search.min_top1_agreement - r.accuracy.agreement}
     if search.min_decode_prefix_agreement > 0:
         values["decode_bar"] = search.min_decode_prefix_agreement - r.accuracy.decode_prefix_agreement
     if search.min_decode_self_agreement > 0 and r.accuracy.decode_self_agreement is not None:

@@ -13,7 +13,8 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     g = gains(s)
     lat = cfg.search.latency.replace("_", " ")
     print(front_console(s, cfg.search))
-    bars = f"top-1 agreement >= {cfg.search.min_top1_agreement}"
+    agreement = "top-1 agreement" if cfg.workload.decoding.greedy else "sampled agreement"
+    bars = f"{agreement} >= {cfg.search.min_top1_agreement}"
     if cfg.search.min_decode_prefix_agreement > 0:
         bars += f", decode prefix agreement >= {cfg.search.min_decode_prefix_agreement}"
     if cfg.search.min_decode_self_agreement > 0:
@@ -26,13 +27,14 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     d = cfg.workload.decoding
     if not d.greedy:
         print(f"decoding    every timed row sampled (workload.decoding: temperature {d.temperature}, top_p {d.top_p}, "
-              f"top_k {d.top_k or 'off'}); its host draws are in every speed figure; accuracy is greedy")
+              f"top_k {d.top_k or 'off'}); its host draws are in every speed figure, and the accuracy bar reads "
+              "sampled agreement")
     print(f"chosen      trial {s.chosen.key}: {s.chosen.payload['candidate']}")
     print(f"why         {s.reason}")
     first = (f"{g['latency_x']:.2f}x lower {lat} latency" if "latency_x" in g
              else f"{g['capacity_x']:.2f}x the capacity (requests/s within every SLO)")
     print(f"vs fp32     {first}, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
-          f"top-1 agreement {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']}; "
+          f"{agreement} {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']}; "
           "trial figures, taken minutes apart)")
     if o.confirmation:
         c = o.confirmation

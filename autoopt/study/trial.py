@@ -148,10 +148,11 @@ def _run(
     build_note = "cached" if built.cached else f"{t_build:.1f}s"
     broken = [constraint for constraint, value in cons.items() if value > 0]
     verdict = f" · infeasible ({', '.join(broken)})" if broken else ""
+    sampled = result.accuracy.sampled_agreement
     log.info(
-        "%s · build %s · measure %.1fs · %s %.4g · $%.4f/1M · top-1 %.3f%s",
+        "%s · build %s · measure %.1fs · %s %.4g · $%.4f/1M · top-1 %.3f%s%s",
         name, build_note, t_measure, objective_labels(cfg.search)[0], values[0], values[1],
-        result.accuracy.top1_agreement, verdict,
+        result.accuracy.top1_agreement, "" if sampled is None else f" · sampled {sampled:.3f}", verdict,
     )
     return TrialOutcome(trial.number, "complete", record)
 

@@ -74,3 +74,13 @@ def test_the_decode_path_must_pick_what_its_own_logits_pick_by_default() -> None
     assert constraints(sound, SearchConfig(), CPU)["decode_self"] <= 0
     assert "decode_self" not in constraints(broken, SearchConfig(min_decode_self_agreement=0.0), CPU)
     assert "decode_self" not in constraints(r, SearchConfig(), CPU)  # recorded before it was measured
+
+
+def test_under_a_sampling_workload_the_bar_and_the_loss_read_sampled_agreement() -> None:
+    search = SearchConfig(min_top1_agreement=0.95)
+    greedy = result(10.0, 1.0, 0.94)
+    sampled = replace(greedy, accuracy=replace(greedy.accuracy, sampled_agreement=0.97))
+
+    assert constraints(greedy, search, CPU)["accuracy_bar"] == pytest.approx(0.01)  # top-1 0.94 misses the bar
+    assert constraints(sampled, search, CPU)["accuracy_bar"] == pytest.approx(-0.02)  # sampled 0.97 clears it
+    assert objectives(sampled, search)[2] == pytest.approx(0.03)
