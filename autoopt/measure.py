@@ -46,7 +46,7 @@ def main(cfg: DictConfig) -> None:
     if not m.workload.decoding.greedy:
         d = m.workload.decoding
         print(f"decoding    every row sampled: temperature {d.temperature}, top_p {d.top_p}, top_k {d.top_k or 'off'}, "
-              f"seeds from {d.seed} (its host draws are in every speed figure; accuracy is greedy)")
+              f"seeds from {d.seed} (its host draws are in every speed figure; accuracy adds sampled agreement)")
     print(measurement_table(result))
     if m.output:  # before the cold starts, so that one failing keeps the measurement
         Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))

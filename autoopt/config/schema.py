@@ -3,11 +3,11 @@ these types (see `autoopt.config.load`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
 
 from autoopt.config.knobs import ENGINES, WEIGHT_ONLY, knob, space_schema
-from autoopt.config.serving import BATCHING, POLICIES, ServingConfig
+from autoopt.config.serving import BATCHING, POLICIES, ServingConfig, without_serving_knobs
 
 # OmegaConf's marker for a required value, spelt out so that deployed bundles, which load engines and
 # therefore this module, need no OmegaConf.
@@ -105,6 +105,16 @@ class WorkloadConfig:
     eval_window_len: int = 128
     serving: ServingConfig = field(default_factory=ServingConfig)  # open-loop traffic: rate, classes, SLOs
     decoding: DecodingConfig = field(default_factory=DecodingConfig)  # greedy, or the sampling the traffic uses
+
+
+def workload_record(w: WorkloadConfig) -> dict[str, Any]:
+    """What fingerprints record of a workload: its fields without the serving knobs held at their defaults
+    (`without_serving_knobs`) and, where it decodes greedily, without its decoding, so that neither field makes
+    studies and ground truths recorded before it existed look measured under another workload."""
+    record = without_serving_knobs(asdict(w))
+    if w.decoding.greedy:
+        del record["decoding"]
+    return record
 
 
 _MAX_BATCH = (1, 2, 4, 8, 16)
@@ -279,7 +289,9 @@ class SearchConfig:
     seed: int = 0
     objective: str = "latency"  # latency: (latency, cost, accuracy loss) | serving: (capacity, cost at peak, loss)
     latency: str = "e2e_p90"  # {ttft,tpot,e2e}_{p50,p90,p99}: the latency objective
-    min_top1_agreement: float = 0.95  # accuracy bar: a constraint, not an objective weight
+    # accuracy bar: a constraint, not an objective weight; under a sampling workload it bars sampled agreement, which
+    # is top-1 agreement at temperature 0 (`autoopt.accuracy.metrics.sampled_agreement`)
+    min_top1_agreement: float = 0.95
     # greedy-decode bar: mean share of each decode-check output generated before the first token that differs
     # from the fp32 reference's (accuracy.decode_prefix_agreement); 1.0 = identical greedy output; 0 = no bar
     min_decode_prefix_agreement: float = 0.0

@@ -1,12 +1,12 @@
-"""Token choice for rows that sample instead of decoding greedily (what `serve` offers a request).
+"""Token choice for rows that sample instead of decoding greedily.
 
-Everything autoopt measures decodes greedily; a row samples only where its caller gives it a non-greedy
-`Sampling`. The engine computes its greedy tokens as always, and `pick` replaces those of the sampling rows with
-draws from their logits on the host (copied for those rows only, except on ort_genai, whose Generator hands over and
-takes back the whole batch's). A batch with no sampling row runs exactly the measured path; in a batch with one,
-the greedy rows keep their tokens but every step waits for the draws. Each row draws from its own random stream,
-seeded by its request, so its draws do not depend on the other rows of its batch (its logits can, in the last bits,
-where padding changes the arithmetic).
+A row samples only where its caller gives it a non-greedy `Sampling`: a request to `serve` that sets a temperature,
+or a workload that declares one (`workload.decoding`). The engine computes its greedy tokens as always, and `pick`
+replaces those of the sampling rows with draws from their logits on the host (copied for those rows only, except on
+ort_genai, whose Generator hands over and takes back the whole batch's). A batch with no sampling row runs the
+greedy path unchanged; in a batch with one, the greedy rows keep their tokens but every step waits for the draws.
+Each row draws from its own random stream, seeded by its request, so its draws do not depend on the other rows of
+its batch (its logits can, in the last bits, where padding changes the arithmetic).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_problem
 
 __all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "drawing", "pick", "row_samplers", "workload_sampling"]
+
 @dataclass(frozen=True)
 class Sampling:
     """One row's settings: `temperature` 0 (greedy) .. 2; `top_p` in (0, 1], the nucleus; `top_k` >= 0, the k

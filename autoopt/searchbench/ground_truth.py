@@ -23,7 +23,7 @@ from typing import Any
 
 from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import label
-from autoopt.config.serving import without_serving_knobs
+from autoopt.config.schema import workload_record
 from autoopt.env import cpu_model, library_versions
 from autoopt.jobs.launch import JobFailed, Launcher
 from autoopt.jobs.prepare import Prepared
@@ -39,7 +39,7 @@ def fingerprint(prep: Prepared) -> dict[str, Any]:
         "model": prep.model.key,
         "reference_sha256": prep.reference_sha256,
         "target": asdict(prep.target),
-        "workload": without_serving_knobs(asdict(prep.workload)),
+        "workload": workload_record(prep.workload),
         "bench": asdict(prep.bench),
         "libraries": library_versions(),
         "machine": cpu_model(),

@@ -129,5 +129,5 @@ class ContinuousBatch:
 
 
 def _samples(request: ServingRequest) -> bool:
-    """Whether the request's rows draw tokens; the others run the engine's calls exactly as measured."""
+    """Whether the request's rows draw tokens (a batch without one runs the engine's greedy calls alone)."""
     return request.sampling is not None and not request.sampling.greedy

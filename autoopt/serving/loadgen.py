@@ -26,6 +26,9 @@ class Arrival:
     cls: str
     prompt_ids: np.ndarray  # int64 (prompt_len,), cut from the provided token stream
     max_new_tokens: int
+    # seeds its rows' draws where the workload samples (None: its id): the same request of a load replayed at another
+    # rate, shifted behind another warm-up, keeps its draws
+    draw: int | None = None
 
     @property
     def prompt_len(self) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 from autoopt.config.schema import DecodingConfig
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
-from autoopt.engines.sampling import workload_sampling
+from autoopt.engines.sampling import Sampling, workload_sampling
 from autoopt.serving.batcher import ContinuousBatch, run_batch
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport, summarize
@@ -87,7 +87,7 @@ def run_open_loop(
 ) -> ServingReport:
     """Serve `arrivals` (times in seconds from the start) with `engine` under `cfg`'s scheduler. The report
     judges the requests sent at or after `judged_from_s`; earlier ones are load only (a warm-up). Where `decoding`
-    samples, every request's row does, seeded by its id."""
+    samples, every request's row does, seeded by its `draw` (else its id)."""
     scheduler = make_scheduler(cfg, engine)
     records = {a.id: RequestRecord(a.id, a.cls, a.time_s) for a in arrivals}
     pending = deque(sorted(arrivals, key=lambda a: a.time_s))
@@ -114,7 +114,7 @@ def run_open_loop(
         t = now()
         while pending and pending[0].time_s <= t:
             a = pending.popleft()
-            sampling = workload_sampling(decoding, 1, a.id) if decoding is not None else None
+            sampling = workload_sampling(decoding, 1, a.id if a.draw is None else a.draw) if decoding else None
             request = ServingRequest(a.id, a.cls, a.prompt_len, a.max_new_tokens, a.time_s, a.prompt_ids,
                                      sampling[0] if sampling else None)
             if scheduler.submit(request) == REJECTED:
@@ -179,13 +179,18 @@ def warm_up(
     """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run; with
     `stream`, also each prompt length joining a stream, and a decode step of each row count up to `max_batch`.
     Every stream row leaves after its step, as a one-token request would: a static cache holds any rows that each
-    fit alone, not rows kept past their requests."""
+    fit alone, not rows kept past their requests. Where the engine samples, one more short generation samples (copying
+    a row's logits out has first-call costs of its own, on a GPU)."""
     lengths = sorted(set(prompt_lengths))
     for p in lengths:
         for rows in range(1, max_batch + 1):
             ids = np.stack([np.asarray(tokens[:p], dtype=np.int64)] * rows)
             for _ in engine.generate(ids, 2):
                 pass
+    if engine.samples:
+        ids = np.asarray(tokens[: lengths[0]], dtype=np.int64)[None]
+        for _ in engine.generate(ids, 2, sampling=[Sampling(temperature=1.0, top_p=0.9, seed=0)]):
+            pass
     if stream:
         decode = engine.stream()
         for p in lengths:
@@ -229,7 +234,8 @@ def probe_arrivals(
     see `autoopt.serving.loadgen`: every count offers the same first requests). The warm-up is a free Poisson
     count over `warmup_s` (seeded), spread by the same process: conditioned on its count too, it would bring
     exactly its share of work and leave the queue as empty as no warm-up at all, where a real arrival
-    process leaves it as its luck had it. Its requests are drawn apart from the judged ones (another seed)."""
+    process leaves it as its luck had it. Its requests are drawn apart from the judged ones (another seed). Where
+    the workload samples, judged request k draws with seed k at every rate, and the warm-up's apart."""
     warm: list[Arrival] = []
     count = int(np.random.default_rng([cfg.seed, WARMUP_STREAM]).poisson(rate_rps * cfg.warmup_s)) if cfg.warmup_s else 0
     if count:
@@ -237,4 +243,5 @@ def probe_arrivals(
         warm = make_arrivals(window, tokens, prompt_lengths, output_lengths, count / cfg.warmup_s)
     steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
     judged = make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)
-    return warm + [replace(a, id=len(warm) + a.id, time_s=cfg.warmup_s + a.time_s) for a in judged]
+    warm = [replace(a, draw=(WARMUP_STREAM << 32) + a.id) for a in warm]
+    return warm + [replace(a, id=len(warm) + a.id, time_s=cfg.warmup_s + a.time_s, draw=a.id) for a in judged]

@@ -52,7 +52,7 @@ class ServingRequest:
     max_new_tokens: int
     arrival: float  # scheduled send time, on the scheduler's clock
     prompt_ids: Any = field(default=None, repr=False)
-    sampling: Sampling | None = None  # None or greedy: the argmax, as measured
+    sampling: Sampling | None = None  # None or greedy: the argmax
 
 
 @dataclass

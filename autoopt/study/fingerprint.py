@@ -10,8 +10,7 @@ import optuna
 from optuna.trial import TrialState
 
 from autoopt.config.errors import ConfigError
-from autoopt.config.schema import SweepConfig
-from autoopt.config.serving import without_serving_knobs
+from autoopt.config.schema import SweepConfig, workload_record
 from autoopt.digest import package_digest
 from autoopt.env import console_script, cpu_model, library_versions
 from autoopt.jobs.prepare import Prepared
@@ -33,7 +32,7 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
             "min_decode_self_agreement": cfg.search.min_decode_self_agreement,
         },
         "target": asdict(prep.target),
-        "workload": without_serving_knobs(asdict(prep.workload)),
+        "workload": workload_record(prep.workload),
         "bench": asdict(prep.bench),
         "model": prep.model.key,
         "reference_sha256": prep.reference_sha256,

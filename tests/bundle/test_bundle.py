@@ -219,11 +219,18 @@ def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
 def test_a_loaded_bundle_warms_up_every_measured_prompt_length_at_each_batch_size(bundle: Path) -> None:
     with load_bundle(bundle, threads=1) as loaded:
         calls: list[tuple[int, ...]] = []
+        sampled: list[tuple[int, ...]] = []
         generate = loaded.engine.generate
-        loaded.engine.generate = lambda ids, n: (calls.append(ids.shape), generate(ids, n))[1]  # type: ignore[method-assign]
+
+        def counted(ids, n: int, sampling: list | None = None):  # type: ignore[no-untyped-def]
+            (calls if sampling is None else sampled).append(ids.shape)
+            return generate(ids, n) if sampling is None else generate(ids, n, sampling=sampling)
+
+        loaded.engine.generate = counted  # type: ignore[method-assign]
         assert loaded.warm_up(max_batch=2) > 0
     lengths = loaded.manifest["workload"]["prompt_lengths"]
     assert sorted(calls) == sorted((rows, p) for p in lengths for rows in (1, 2))
+    assert sampled == ([(1, min(lengths))] if loaded.engine.samples else [])  # the path a sampling request takes
 
 
 def test_a_max_length_beyond_the_models_context_is_refused_at_load_in_one_line(bundle: Path) -> None:

@@ -71,12 +71,22 @@ def assert_stream_rows_sample_alone(engine: Engine, folder: Path) -> None:
     np.testing.assert_array_equal(got[1][:NEW], tokens_of(engine, prompts[1][None], NEW, sampling=[HOT])[0])
 
 
+def assert_a_row_draws_its_draws_then_takes_the_argmax(engine: Engine, ids: np.ndarray) -> None:
+    """`Sampling.draws`: the row's first tokens are the draws it makes without a limit; after them it continues
+    greedily from what it drew."""
+    tokens = tokens_of(engine, ids, 6, sampling=[Sampling(temperature=1.5, seed=11, draws=3)])[0]
+    np.testing.assert_array_equal(tokens[:3], tokens_of(engine, ids, 3, sampling=[HOT])[0])
+    drawn = np.concatenate([ids, tokens[None, :3]], axis=1)
+    np.testing.assert_array_equal(tokens[3:], greedy_tokens(engine, drawn, 3)[0])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["torch", "ort", "ort_genai"])
 def test_sampling_rows_draw_from_their_own_logits_beside_greedy_rows(name: str, builtin: Path, cache_dir: Path) -> None:
     engine = built_engine(name, builtin, cache_dir, RUNTIME)
     assert engine.samples
     assert_sampling_rows_draw_alone_and_greedy_rows_stay(engine, builtin)
+    assert_a_row_draws_its_draws_then_takes_the_argmax(engine, mixed_batch(builtin, [12])[0][0][None])
     assert_first_draws_follow_the_softmax(engine, builtin)
     if engine.continuous:
         assert_stream_rows_sample_alone(engine, builtin)

@@ -50,3 +50,17 @@ def test_fingerprints_leave_out_the_serving_settings_that_are_candidate_knobs() 
     assert not set(SERVING_KNOBS) & set(kept["serving"])
     assert kept["serving"]["rate_rps"] == workload["serving"]["rate_rps"] and kept["prompt_lengths"]
     assert without_serving_knobs({"serving": None}) == {"serving": None}
+
+
+def test_fingerprints_record_a_workloads_decoding_only_where_it_samples() -> None:
+    from dataclasses import asdict
+
+    from autoopt.config.schema import DecodingConfig, WorkloadConfig, workload_record
+    from autoopt.config.serving import without_serving_knobs
+
+    greedy = WorkloadConfig(name="w", decoding=DecodingConfig(seed=5))  # a seed draws nothing where none samples
+    recorded = workload_record(greedy)
+    assert "decoding" not in recorded  # the record studies and ground truths made before the field existed
+    assert recorded == {k: v for k, v in without_serving_knobs(asdict(greedy)).items() if k != "decoding"}
+    sampling = WorkloadConfig(name="w", decoding=DecodingConfig(temperature=0.8))
+    assert workload_record(sampling)["decoding"]["temperature"] == 0.8

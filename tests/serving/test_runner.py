@@ -14,7 +14,7 @@ from autoopt.engines.base import Engine
 from autoopt.engines.sampling import Sampling
 from autoopt.engines.stream import DecodeStream
 from autoopt.serving.loadgen import Arrival, make_arrivals
-from autoopt.serving.runner import run_open_loop
+from autoopt.serving.runner import WARMUP_STREAM, engine_system, probe_arrivals, run_open_loop
 from autoopt.serving.scheduler import Scheduler, ServingRequest
 from autoopt.serving.worker import ServingWorker
 
@@ -131,6 +131,23 @@ def test_under_a_sampling_workload_each_request_samples_seeded_by_its_id_and_gre
     draws = None if batching == "continuous" else 2
     asked = engine.sampling if batching == "continuous" else [rows[0] for rows in engine.sampling]
     assert asked == [Sampling(0.8, 0.9, 0, 103, draws), Sampling(0.8, 0.9, 0, 104, draws)]
+
+
+def test_a_capacity_probe_seeds_each_judged_request_by_its_place_at_every_rate() -> None:
+    cfg = ServingConfig(classes=CLASSES, warmup_s=1.0, duration_s=2.0)
+    for rate in (2.0, 5.0):
+        arrivals = probe_arrivals(cfg, np.arange(200), [8], [4], rate)
+        judged = [a for a in arrivals if a.time_s >= cfg.warmup_s]
+        warm = arrivals[: len(arrivals) - len(judged)]
+        assert [a.draw for a in judged] == list(range(len(judged)))  # not their ids, shifted by the warm-up's count
+        assert all(a.draw >= WARMUP_STREAM << 32 for a in warm)
+
+
+def test_the_capacity_searchs_system_passes_the_workloads_decoding_to_every_request() -> None:
+    engine = SteppedEngine(FakeClock(), 0.001)
+    cfg = ServingConfig(classes=CLASSES, max_batch=1, max_queue_delay_ms=0.0, warmup_s=0.0, duration_s=0.5)
+    engine_system(engine, cfg, np.arange(200), [8], [2], DecodingConfig(temperature=0.5, seed=7))(6.0)  # 0.5 s
+    assert engine.sampling and [rows[0].seed for rows in engine.sampling] == [7 + i for i in range(len(engine.sampling))]
 
 
 def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:
