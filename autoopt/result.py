@@ -82,7 +82,7 @@ class AccuracyResult:
     @property
     def agreement(self) -> float:
         """The agreement the accuracy bar and the accuracy objective read: sampled agreement where the workload
-        samples, else top-1 agreement (what sampled agreement is at temperature 0)."""
+        samples, else top-1 agreement (what sampled agreement tends to as the temperature falls)."""
         return self.top1_agreement if self.sampled_agreement is None else self.sampled_agreement
 
 
@@ -306,9 +306,10 @@ DEFINITIONS: dict[str, str] = {
     "memory.artifact_mb": "size on disk of the built artifact folder",
     "accuracy.kl_mean": "mean over positions of KL(reference || candidate), nats, teacher-forced held-out text",
     "accuracy.top1_agreement": "fraction of positions where the candidate's argmax equals the reference's",
-    "accuracy.sampled_agreement": "under a sampling workload: mean over positions of 1 - the total variation distance "
-    "between what the candidate and the reference sample from at the workload's temperature, top_k and top_p (the "
-    "chance that, drawing with the same randomness, the candidate draws the reference's token); teacher-forced",
+    "accuracy.sampled_agreement": "under a sampling workload: mean over positions of the probability mass that what "
+    "the candidate and the reference sample from at the workload's temperature, top_k and top_p have in common "
+    "(1 - total variation distance: the highest chance that some pairing of the two draws picks the same token); "
+    "teacher-forced",
     "accuracy.perplexity": "candidate perplexity on the held-out windows (next-token, teacher-forced)",
     "accuracy.reference_perplexity": "fp32 torch reference perplexity on the same windows",
     "accuracy.decode_prefix_agreement": "mean over held-out prompts of the fraction of the fp32 reference's greedy "

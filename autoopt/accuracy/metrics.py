@@ -28,37 +28,46 @@ class Fidelity:
 def sampling_distributions(logits: np.ndarray, decoding: DecodingConfig) -> np.ndarray:
     """What a row samples from at each position of `logits` (..., vocab), as `autoopt.engines.sampling` draws:
     softmax(logits / temperature), cut to the top_k likeliest, renormalized, cut to the nucleus (the likeliest
-    tokens until their mass reaches top_p), renormalized."""
+    tokens until their mass reaches top_p), renormalized. Which of several equal logits at a cut is kept is the
+    sort's choice, here and in the sampler alike."""
     probs = np.exp(log_softmax(logits.astype(np.float64) / decoding.temperature))
     if decoding.top_k == 0 and decoding.top_p >= 1.0:
         return probs
-    order = np.argsort(-probs, axis=-1)
+    if decoding.top_p >= 1.0:  # top_k alone: the k likeliest, unordered, are enough
+        kept = np.argpartition(-logits, decoding.top_k - 1, axis=-1)[..., : decoding.top_k]
+        out = np.zeros_like(probs)
+        np.put_along_axis(out, kept, np.take_along_axis(probs, kept, axis=-1), axis=-1)
+        return out / out.sum(axis=-1, keepdims=True)
+    order = np.argsort(-logits.astype(np.float32), axis=-1)  # the probabilities' order, sorted as float32
     ranked = np.take_along_axis(probs, order, axis=-1)
     if 0 < decoding.top_k < ranked.shape[-1]:
         ranked[..., decoding.top_k:] = 0.0
         ranked /= ranked.sum(axis=-1, keepdims=True)
-    if decoding.top_p < 1.0:
-        before = np.cumsum(ranked, axis=-1) - ranked  # the mass of the likelier tokens
-        ranked = np.where(before < decoding.top_p, ranked, 0.0)
-        ranked /= ranked.sum(axis=-1, keepdims=True)
+    before = np.cumsum(ranked, axis=-1) - ranked  # the mass of the likelier tokens
+    ranked = np.where(before < decoding.top_p, ranked, 0.0)
+    ranked /= ranked.sum(axis=-1, keepdims=True)
     out = np.empty_like(probs)
     np.put_along_axis(out, order, ranked, axis=-1)
     return out
 
 
-def sampled_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray, decoding: DecodingConfig) -> float:
-    """Mean over positions of 1 - the total variation distance between what the reference and the candidate sample
-    from under `decoding`: the chance that, drawing with the same randomness (a maximal coupling), the candidate
-    draws the reference's token. At temperature 0 it is top-1 agreement. One row of windows at a time, so that a
-    large vocabulary's float64 copies stay small."""
+def sampled_agreement(reference_logits: np.ndarray, candidate_logits: np.ndarray, decoding: DecodingConfig,
+                      chunk: int = 16) -> float:
+    """Mean over positions of the probability mass that what the reference and the candidate sample from under
+    `decoding` have in common: sum(min(p, q)) = 1 - their total variation distance. It is the highest chance that
+    some pairing of the two draws picks the same token (a maximal coupling); two samplers sharing a seed match less
+    often. As the temperature falls it tends to top-1 agreement. `chunk` positions at a time, so that a large
+    vocabulary's float64 copies stay small."""
     if decoding.greedy:
         raise ValueError("sampled agreement is for a sampling decoding; greedy decoding's is top-1 agreement")
-    total, count = 0.0, 0
-    for ref, cand in zip(reference_logits, candidate_logits, strict=True):
-        p, q = sampling_distributions(ref, decoding), sampling_distributions(cand, decoding)
-        agree = 1.0 - 0.5 * np.abs(p - q).sum(axis=-1)
-        total, count = total + float(agree.sum()), count + agree.size
-    return total / count
+    vocab = reference_logits.shape[-1]
+    ref, cand = reference_logits.reshape(-1, vocab), candidate_logits.reshape(-1, vocab)
+    total = 0.0
+    for start in range(0, ref.shape[0], chunk):
+        p = sampling_distributions(ref[start : start + chunk], decoding)
+        q = sampling_distributions(cand[start : start + chunk], decoding)
+        total += float(np.minimum(p, q).sum())
+    return total / ref.shape[0]
 
 
 def perplexity(logprobs: np.ndarray, ids: np.ndarray) -> float:
@@ -77,6 +86,9 @@ def fidelity(reference_logits: np.ndarray, candidate_logits: np.ndarray, ids: np
     """
     if reference_logits.shape != candidate_logits.shape:
         raise ValueError(f"shape mismatch: reference {reference_logits.shape} vs candidate {candidate_logits.shape}")
+    # before the float64 log-softmaxes of the whole windows exist: it holds a few positions' copies at a time
+    sampled = (None if decoding is None or decoding.greedy
+               else sampled_agreement(reference_logits, candidate_logits, decoding))
     ref = log_softmax(reference_logits)
     cand = log_softmax(candidate_logits)
     kl = (np.exp(ref) * (ref - cand)).sum(axis=-1)
@@ -87,6 +99,5 @@ def fidelity(reference_logits: np.ndarray, candidate_logits: np.ndarray, ids: np
         perplexity=perplexity(cand, ids),
         reference_perplexity=perplexity(ref, ids),
         positions=int(agree.size),
-        sampled_agreement=(None if decoding is None or decoding.greedy
-                           else sampled_agreement(reference_logits, candidate_logits, decoding)),
+        sampled_agreement=sampled,
     )

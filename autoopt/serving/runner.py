@@ -197,6 +197,10 @@ def warm_up(
             decode.join(0, np.asarray(tokens[:p], dtype=np.int64))
             decode.step()
             decode.leave(0)
+        if engine.samples:
+            decode.join(0, np.asarray(tokens[: lengths[0]], dtype=np.int64), Sampling(temperature=1.0, seed=0))
+            decode.step()
+            decode.leave(0)
         for rows in range(2, max_batch + 1):
             for key, p in enumerate((lengths * rows)[:rows]):
                 decode.join(key, np.asarray(tokens[:p], dtype=np.int64))

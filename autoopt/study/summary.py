@@ -61,6 +61,7 @@ def _point(number: int, record: TrialRecord, values: tuple[float, float, float],
         "candidate": record.label,
         "output_tokens_per_s (all rows, warm)": r.speed.output_tokens_per_s,
         "top1": r.accuracy.top1_agreement,
+        **({} if r.accuracy.sampled_agreement is None else {"sampled": r.accuracy.sampled_agreement}),
         "kl_mean (KL(ref‖cand), nats)": r.accuracy.kl_mean,
         memory[0]: memory[1],
     }

@@ -64,3 +64,4 @@ def test_fingerprints_record_a_workloads_decoding_only_where_it_samples() -> Non
     assert recorded == {k: v for k, v in without_serving_knobs(asdict(greedy)).items() if k != "decoding"}
     sampling = WorkloadConfig(name="w", decoding=DecodingConfig(temperature=0.8))
     assert workload_record(sampling)["decoding"]["temperature"] == 0.8
+    assert workload_record(sampling)["accuracy"] == "sampled_agreement"  # what its bar reads

@@ -145,9 +145,15 @@ def test_a_capacity_probe_seeds_each_judged_request_by_its_place_at_every_rate()
 
 def test_the_capacity_searchs_system_passes_the_workloads_decoding_to_every_request() -> None:
     engine = SteppedEngine(FakeClock(), 0.001)
-    cfg = ServingConfig(classes=CLASSES, max_batch=1, max_queue_delay_ms=0.0, warmup_s=0.0, duration_s=0.5)
-    engine_system(engine, cfg, np.arange(200), [8], [2], DecodingConfig(temperature=0.5, seed=7))(6.0)  # 0.5 s
-    assert engine.sampling and [rows[0].seed for rows in engine.sampling] == [7 + i for i in range(len(engine.sampling))]
+    cfg = ServingConfig(classes=CLASSES, max_batch=1, max_queue_delay_ms=0.0, warmup_s=0.3, duration_s=0.5)
+    rate = 10.0
+    judged = round(rate * cfg.duration_s)
+    warm = len(probe_arrivals(cfg, np.arange(200), [8], [2], rate)) - judged
+    engine_system(engine, cfg, np.arange(200), [8], [2], DecodingConfig(temperature=0.5, seed=7))(rate)  # 0.8 s
+    seeds = sorted(rows[0].seed for rows in engine.sampling)
+    assert warm > 0 and len(seeds) == warm + judged
+    assert seeds[:judged] == [7 + k for k in range(judged)]  # judged request k draws with seed + k, whatever came before
+    assert all(seed >= 7 + (WARMUP_STREAM << 32) for seed in seeds[judged:])
 
 
 def test_a_shorter_prompt_shares_the_leads_batch_padded_after_it() -> None:
