@@ -20,6 +20,7 @@ from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_prob
 
 __all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "drawing", "pick", "row_samplers", "workload_sampling"]
 
+
 @dataclass(frozen=True)
 class Sampling:
     """One row's settings: `temperature` 0 (greedy) .. 2; `top_p` in (0, 1], the nucleus; `top_k` >= 0, the k

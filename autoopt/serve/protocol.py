@@ -1,5 +1,5 @@
-"""The OpenAI request bodies this server accepts, and its errors. Decoding is greedy, as autoopt measured it,
-unless a request sets `temperature` above 0 (the default is 0, not OpenAI's 1): then its row samples, cut by
+"""The OpenAI request bodies this server accepts, and its errors. Decoding is greedy (what a default workload
+measures) unless a request sets `temperature` above 0 (the default is 0, not OpenAI's 1): then its row samples, cut by
 `top_p` and by `top_k` (vLLM's extension; 0 or -1 = no limit), repeatably under a `seed`
 (`autoopt.engines.sampling`). `stop` (up to 4 strings) ends the text before the first one found and stops its row;
 `stream_options.include_usage` adds a last chunk with the usage. Fields that would change the reply and are not
