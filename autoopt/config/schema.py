@@ -79,7 +79,7 @@ def decoding_problem(temperature: float, top_p: float, top_k: int) -> str | None
 class DecodingConfig:
     """How the workload's requests choose their tokens: greedily (temperature 0, the default), or sampling, which
     every timed request then does (`autoopt.engines.sampling`), row r of the workload's request i seeded with
-    seed + i * batch_size + r. Sampling, accuracy adds sampled agreement, which the accuracy bar then reads
+    seed + i * batch_size + r. Where it samples, accuracy adds sampled agreement, which the accuracy bar reads
     (`autoopt.accuracy.metrics.sampled_agreement`): what the candidate samples from against what the reference
     does, teacher-forced, never one draw against another."""
 
