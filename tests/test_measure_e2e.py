@@ -33,18 +33,13 @@ def _measure(tmp_path: Path, cache_dir: Path, engine: str, quant: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_a_sampling_workload_is_measured_sampling_and_refused_to_an_engine_that_cannot(
-    tmp_path: Path, cache_dir: Path
-) -> None:
+def test_a_sampling_workload_is_measured_sampling_with_its_sampled_agreement(tmp_path: Path, cache_dir: Path) -> None:
     sampling = ("workload.decoding.temperature=0.8", "workload.decoding.top_p=0.95")
     proc, out = _run(tmp_path, cache_dir, "ort_genai", "int8_weight", *sampling)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "decoding    every row sampled: temperature 0.8, top_p 0.95" in proc.stdout and "sampled agreement" in proc.stdout
     accuracy = json.loads(out.read_text())["accuracy"]
     assert 0.9 < accuracy["sampled_agreement"] < 1.0  # int8 weights: close to the reference, never identical
-    proc, _ = _run(tmp_path, cache_dir, "torch_compiled", "none", *sampling)
-    assert proc.returncode != 0
-    assert "engine=torch_compiled decodes greedily only, and workload=smoke samples" in proc.stderr
 
 
 @pytest.fixture(scope="module")

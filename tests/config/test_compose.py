@@ -12,7 +12,7 @@ from autoopt.config import ConfigError, MeasureConfig
 from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import check_composition, check_overrides
 from autoopt.config.store import register
-from autoopt.space.validity import decoding_problem_of, target_problem
+from autoopt.space.validity import target_problem
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
@@ -72,7 +72,7 @@ def test_gpu_targets_name_their_price_source() -> None:
 def _load_candidate(cfg) -> None:
     """What `python -m autoopt.measure` checks before any work: the config, then the candidate on the target."""
     m = load_measure_config(cfg)
-    problem = decoding_problem_of(m.candidate.engine, m.workload) or target_problem(m.candidate, m.target)
+    problem = target_problem(m.candidate, m.target)
     if problem:
         raise ConfigError(problem)
 
@@ -95,8 +95,6 @@ BAD = [
     (["target.price_per_hour=-1"], "target.price_per_hour=-1.0 must be >= 0"),
     (["workload.decoding.temperature=3"], "workload.decoding.temperature=3.0 must be in [0, 2.0] (0 = greedy)"),
     (["workload.decoding.temperature=1", "workload.decoding.top_p=0"], "workload.decoding.top_p=0.0 must be in (0, 1]"),
-    (["workload.decoding.temperature=1", "candidate.engine=torch_compiled"],
-     "engine=torch_compiled decodes greedily only, and workload=chat samples (workload.decoding.temperature=1.0)"),
 ]
 
 

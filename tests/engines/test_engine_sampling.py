@@ -1,5 +1,5 @@
-"""Sampling rows through each engine that `samples`: a sampling row draws from its own logits with its own seed,
-whatever shares its batch, and the greedy rows beside it decode exactly as alone. Engines that cannot sample refuse.
+"""Sampling rows through each engine (every one `samples`): a sampling row draws from its own logits with its own
+seed, whatever shares its batch, and the greedy rows beside it decode exactly as alone.
 
 The per-engine checks run on the trained built-in model (`slow`: builds), whose next token depends on its context."""
 
@@ -15,7 +15,6 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class, engine_info
 from autoopt.engines.sampling import Sampling
-from autoopt.engines.torch_compiled.engine import TorchCompiledEngine
 from tests.engines.decoding import built_engine, greedy_tokens, prompt
 from tests.engines.test_mixed_lengths import mixed_batch
 
@@ -81,9 +80,15 @@ def assert_a_row_draws_its_draws_then_takes_the_argmax(engine: Engine, ids: np.n
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["torch", "ort", "ort_genai"])
-def test_sampling_rows_draw_from_their_own_logits_beside_greedy_rows(name: str, builtin: Path, cache_dir: Path) -> None:
-    engine = built_engine(name, builtin, cache_dir, RUNTIME)
+@pytest.mark.parametrize(
+    ("name", "knobs"),
+    [("torch", {}), ("ort", {}), ("ort_genai", {}), ("torch_compiled", {"compile_mode": "none"}),
+     ("torch_compiled", {"compile_mode": "default"})],
+    ids=["torch", "ort", "ort_genai", "torch_compiled-eager", "torch_compiled-compiled"],
+)
+def test_sampling_rows_draw_from_their_own_logits_beside_greedy_rows(name: str, knobs: dict, builtin: Path,
+                                                                     cache_dir: Path) -> None:
+    engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
     assert engine.samples
     assert_sampling_rows_draw_alone_and_greedy_rows_stay(engine, builtin)
     assert_a_row_draws_its_draws_then_takes_the_argmax(engine, mixed_batch(builtin, [12])[0][0][None])
@@ -104,17 +109,4 @@ def test_the_same_seed_repeats_a_sampled_continuation_on_torch(tiny_model: Path)
     first = tokens_of(engine, ids, 6, sampling=[HOT, Sampling(temperature=1.0, seed=12)])
     np.testing.assert_array_equal(first, tokens_of(engine, ids, 6, sampling=[HOT, Sampling(temperature=1.0, seed=12)]))
     assert first[1].tolist() != tokens_of(engine, ids, 6, sampling=[None, Sampling(temperature=1.0, seed=13)])[1].tolist()
-    engine.close()
-
-
-def test_the_compiled_engine_refuses_sampling_rows_and_takes_greedy_ones(tiny_model: Path) -> None:
-    engine = TorchCompiledEngine.load(tiny_model, CandidateConfig(engine="torch_compiled", compile_mode="none"),
-                                      RuntimeOptions(device="cpu", threads=2, max_length=32, max_batch=1))
-    assert not engine.samples
-    ids = prompt(0, 1, 8)
-    np.testing.assert_array_equal(tokens_of(engine, ids, 3, sampling=[Sampling()]), greedy_tokens(engine, ids, 3))
-    with pytest.raises(ValueError, match="decodes greedily only"):
-        list(engine.generate(ids, 3, sampling=[HOT]))
-    with pytest.raises(ValueError, match="decodes greedily only"):
-        engine.stream().join(0, ids[0], HOT)
     engine.close()

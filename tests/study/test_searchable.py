@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
 
 from autoopt.config.schema import ModelConfig, SpaceConfig, SweepConfig, TargetConfig, WorkloadConfig
+from autoopt.engines.registry import engine_info
 from autoopt.models.source import ModelTraits
+from autoopt.space import validity
 from autoopt.space.sample import param_choices
 from autoopt.space.validity import engine_narrowing
 from autoopt.study.runner import searchable
@@ -42,8 +45,11 @@ def test_engines_the_target_lacks_leave_the_space_with_a_logged_reason(caplog: p
 
 
 def test_under_a_sampling_workload_engines_that_decode_greedily_only_leave_the_space(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # every engine of autoopt's samples; one declared greedy-only here stands for an engine that would not
+    greedy_only = replace(engine_info("torch_compiled"), samples=False)
+    monkeypatch.setattr(validity, "engine_info", lambda name: greedy_only if name == "torch_compiled" else engine_info(name))
     target = _target(engines=["torch", "torch_compiled"])
     cfg = _cfg(target, ["torch", "torch_compiled"])
     greedy = searchable(cfg, _prep(target))  # type: ignore[arg-type]

@@ -62,6 +62,7 @@ def inductor_cache_env(cache_dir: str | Path, environ: Mapping[str, str] = os.en
 
 INFO = EngineInfo(
     name="torch_compiled",
+    samples=True,  # its step returns the logits beside the argmax, read only for rows that sample
     engine_class="autoopt.engines.torch_compiled.engine:TorchCompiledEngine",
     quants={
         # cpu: aten._weight_int8pack_mm / _weight_int4pack_mm_for_cpu / _scaled_mm (checked on torch 2.13 CPU).

@@ -15,8 +15,9 @@ class StaticDecoder(nn.Module):
     them as static). `forward(ids, positions, last)` writes the keys/values of `ids` (batch, T) at `positions`
     (T,) into the cache, attends to every slot at or before each position from the row's `starts` on (the
     first slot of its prompt; 0 unless its prompt was left-padded), and returns the greedy next token
-    (batch,) after the row `last` (1,) of `ids`. Weights are shared with the HF model, not copied; its
-    projections must be fused first (`fuse_projections`).
+    (batch,) after the row `last` (1,) of `ids`, and that row's logits (batch, vocab), which only rows that sample
+    read. Weights are shared with the HF model, not copied; its projections must be fused first
+    (`fuse_projections`).
 
     `backends` are the only SDPA kernels the step may use (None: SDPA picks); `repeat_kv` repeats the KV heads
     to one per query head before SDPA, for kernels that take no `enable_gqa`."""
@@ -50,13 +51,15 @@ class StaticDecoder(nn.Module):
         """Every layer's key and value buffer, (batch, kv_heads, capacity, head_dim) each."""
         return [getattr(self, f"{kind}{i}") for i in range(len(self.layers)) for kind in ("k", "v")]
 
-    def forward(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor,
+                last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.backends is None:
             return self._step(ids, positions, last)
         with sdpa_kernel(self.backends):  # inside the compiled region: dynamo traces the restriction
             return self._step(ids, positions, last)
 
-    def _step(self, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor,
+              last: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, length = ids.shape
         x = self.embed(ids)
         # Rotary angles at each row's own position, counted from its first prompt slot: (batch, 1, T, D).
@@ -87,8 +90,8 @@ class StaticDecoder(nn.Module):
             mlp = layer.mlp
             gate, up = mlp.gate_up_proj(layer.post_attention_layernorm(x)).chunk(2, dim=-1)
             x = x + mlp.down_proj(mlp.act_fn(gate) * up)
-        logits = self.lm_head(self.norm(x.index_select(1, last)))
-        return logits[:, 0].argmax(dim=-1)
+        logits = self.lm_head(self.norm(x.index_select(1, last)))[:, 0]
+        return logits.argmax(dim=-1), logits
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import Engine, RuntimeOptions, left_aligned, warn_if_written_differs
-from autoopt.engines.sampling import Sampling, row_samplers
+from autoopt.engines.sampling import RowSampler, Sampling, drawing, pick, row_samplers
 from autoopt.engines.torch.attention import attn_backend_problem, hf_logits, repeats_kv, sdpa_backends
 from autoopt.engines.torch_compiled import INFO, INT4_GROUPS, compile_tuning_problem
 from autoopt.engines.torch_compiled.decoder import StaticDecoder, check_architecture
@@ -215,6 +215,7 @@ class TorchCompiledEngine(Engine):
     name = "torch_compiled"
     mixed_lengths = True
     continuous = True
+    samples = INFO.samples
 
     def __init__(self, model: nn.Module, device: torch.device, settings: dict[str, Any]):
         self._model = model
@@ -336,11 +337,24 @@ class TorchCompiledEngine(Engine):
             torch.cuda.synchronize(self._device)
         self.compile_report[label] = time.perf_counter() - start
 
-    def _call(self, fn: Any, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    def _call(self, fn: Any, ids: torch.Tensor, positions: torch.Tensor, last: torch.Tensor,
+              samplers: list[RowSampler | None] | None = None) -> torch.Tensor:
+        """One decode step through `fn`: each row's next token, drawn for the rows whose sampler draws."""
         if self._graphs:
             torch.compiler.cudagraph_mark_step_begin()
-            return fn(ids, positions, last).clone()  # the graph's output buffer is reused by the next replay
-        return fn(ids, positions, last)
+        tokens, logits = fn(ids, positions, last)
+        # a CUDA graph's output buffers are reused by its next replay: what is kept is copied before it
+        return self._chosen(tokens, logits, samplers, copy=self._graphs)
+
+    def _chosen(self, tokens: torch.Tensor, logits: torch.Tensor, samplers: list[RowSampler | None] | None,
+                copy: bool = False) -> torch.Tensor:
+        """`tokens` (the argmax of every row of the slot), with the tokens of `samplers`' drawing rows (the first
+        rows; the slot's others are padding) drawn from their `logits`, copied to the host for those rows alone."""
+        if not samplers or not drawing(samplers):
+            return tokens.clone() if copy else tokens
+        rows = list(samplers) + [None] * (tokens.shape[0] - len(samplers))
+        drawn = pick(tokens.cpu().numpy(), rows, lambda at: logits[at].float().cpu().numpy())
+        return torch.from_numpy(drawn).to(self._device)
 
     @classmethod
     def write_runtime_config(cls, folder: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> None:
@@ -382,7 +396,7 @@ class TorchCompiledEngine(Engine):
         self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None,
         sampling: Sequence[Sampling | None] | None = None,
     ) -> Iterator[np.ndarray]:
-        row_samplers(self.name, self.samples, sampling, input_ids.shape[0])  # refuses any row that samples
+        samplers = row_samplers(self.name, self.samples, sampling, input_ids.shape[0])
         batch, prompt_len = input_ids.shape
         starts = np.zeros(batch, dtype=np.int64)
         if prompt_lengths is not None:
@@ -400,22 +414,25 @@ class TorchCompiledEngine(Engine):
             ids = torch.cat([ids, ids[:1].expand(rows - batch, -1)])
             starts = np.concatenate([starts, np.repeat(starts[:1], rows - batch)])
         slot.decoder.starts.copy_(torch.from_numpy(starts))
-        token = self._prefill(slot, ids)
+        token = self._prefill(slot, ids, samplers)
         yield token[:batch].cpu().numpy()
         for position in range(prompt_len, prompt_len + max_new_tokens - 1):
-            token = self._call(slot.step, token[:, None], self._positions[position], self._positions[0])
+            token = self._call(slot.step, token[:, None], self._positions[position], self._positions[0], samplers)
             yield token[:batch].cpu().numpy()
 
-    def _prefill(self, slot: _Slot, ids: torch.Tensor) -> torch.Tensor:
+    def _prefill(self, slot: _Slot, ids: torch.Tensor, samplers: list[RowSampler | None] | None = None) -> torch.Tensor:
         """`ids` (the slot's rows, prompt_len) into the slot's cache from position 0, after its `starts` are set: the
-        first greedy token of each row. Eager at the prompt's own length, or through the bucket's graph."""
+        first token of each row (drawn where its sampler draws). Eager at the prompt's own length, or through the
+        bucket's graph."""
         prompt_len = ids.shape[1]
         last = self._positions[prompt_len - 1]
         length = next((n for n in slot.lengths if n >= prompt_len), None)
         if length is None:
-            return slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
-        padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
-        return slot.prefill(padded, torch.arange(length, device=self._device), last)
+            out = slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
+        else:
+            padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
+            out = slot.prefill(padded, torch.arange(length, device=self._device), last)
+        return self._chosen(*out, samplers)
 
     def stream(self) -> TorchCompiledStream:
         """A continuous batch in the largest slot's cache, its rows prefilled one at a time in the one-row slot

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from autoopt.engines.sampling import Sampling, row_samplers
+from autoopt.engines.sampling import RowSampler, Sampling, row_samplers
 from autoopt.engines.stream import DecodeStream
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class TorchCompiledStream(DecodeStream):
         self._capacity = engine._capacity
         rows = slot.decoder.starts.shape[0]
         self._keys: list[int | None] = [None] * rows
+        self._samplers: list[RowSampler | None] = [None] * rows  # per slot row, None = greedy (or empty)
         self._starts = np.full(rows, self._capacity, dtype=np.int64)
         self._width = 0
         with torch.inference_mode():  # an inference tensor, as the graphs were compiled for (else they recompile)
@@ -52,7 +53,7 @@ class TorchCompiledStream(DecodeStream):
 
     @torch.inference_mode()
     def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
-        row_samplers(self._engine.name, self._engine.samples, [sampling], 1)  # refuses a row that samples
+        [sampler] = row_samplers(self._engine.name, self._engine.samples, [sampling], 1)
         if key in self._keys:
             raise ValueError(f"row {key} is already in the stream")
         if None not in self._keys:
@@ -64,13 +65,13 @@ class TorchCompiledStream(DecodeStream):
                              "with a larger max_length")
         joiner = self._joiner.decoder
         joiner.starts.zero_()
-        token = self._engine._prefill(self._joiner, ids)[0]
+        token = self._engine._prefill(self._joiner, ids, [sampler])[0]
         if n > self._width:
             self._move(n - self._width)
         row = self._keys.index(None)
         for big, small in zip(self._slot.decoder.caches(), joiner.caches(), strict=True):
             big[row, :, self._width - n : self._width] = small[0, :, :n]
-        self._keys[row], self._starts[row] = key, self._width - n
+        self._keys[row], self._starts[row], self._samplers[row] = key, self._width - n, sampler
         self._tokens[row, 0] = token
         return int(token)
 
@@ -83,7 +84,7 @@ class TorchCompiledStream(DecodeStream):
                              "positions: no room for another token (load it with a larger max_length)")
         e = self._engine
         self._slot.decoder.starts.copy_(torch.from_numpy(self._starts))  # `generate` on this slot resets them
-        token = e._call(self._slot.step, self._tokens, e._positions[self._width], e._positions[0])
+        token = e._call(self._slot.step, self._tokens, e._positions[self._width], e._positions[0], self._samplers)
         self._width += 1
         self._tokens = token[:, None]
         out = token.cpu().tolist()
@@ -92,7 +93,7 @@ class TorchCompiledStream(DecodeStream):
     @torch.inference_mode()
     def leave(self, key: int) -> None:
         row = self._keys.index(key)
-        self._keys[row], self._starts[row] = None, self._capacity
+        self._keys[row], self._starts[row], self._samplers[row] = None, self._capacity, None
         live = [r for r, k in enumerate(self._keys) if k is not None]
         if not live:
             self._width = 0
