@@ -13,6 +13,7 @@ from autoopt.bench.requests import Request
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.engines.base import Engine, RuntimeOptions
 from autoopt.engines.registry import engine_class
+from autoopt.engines.sampling import Sampling
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
 
@@ -130,6 +131,22 @@ def test_reduce_overhead_captures_cuda_graphs_and_decodes_the_uncompiled_loop_to
     assert engine.cudagraph_skips == 0
     np.testing.assert_array_equal(first, eager)
     np.testing.assert_array_equal(again, eager)
+
+
+def test_reduce_overhead_samples_as_the_uncompiled_loop_and_replays_greedy_as_before(tiny_model: Path) -> None:
+    """A sampling row reads the step's logits right after the replay that wrote them, before the next reuses the
+    buffer: its draws are the uncompiled loop's, and a greedy request after it replays the same tokens."""
+    hot = [Sampling(temperature=1.0, seed=5)]
+    eager = np.stack(list(_compiled(tiny_model).generate(PROMPT, 12, sampling=hot)), 1)
+    engine = _compiled(tiny_model, compile_mode="reduce-overhead")
+
+    greedy = np.stack(list(engine.generate(PROMPT, 12)), 1)
+    sampled = np.stack(list(engine.generate(PROMPT, 12, sampling=hot)), 1)
+
+    assert engine.cudagraph_skips == 0
+    np.testing.assert_array_equal(sampled, eager)
+    assert sampled.tolist() != greedy.tolist()
+    np.testing.assert_array_equal(np.stack(list(engine.generate(PROMPT, 12)), 1), greedy)
 
 
 @pytest.mark.parametrize(("quant", "tuning"), [("int8_weight", "none"), ("int8_weight", "coordinate_descent"),
