@@ -69,7 +69,8 @@ class EngineInfo:
     # None: every device it runs on (`devices`)
     continuous_on: tuple[str, ...] | None = None
     # whether its rows can sample (`Engine.samples`, which reads this): else a sampling workload leaves it out, and
-    # serve answers a request's temperature with a 400
+    # serve answers a request's temperature with a 400. Every engine here samples today; the default is False so that
+    # an engine whose runtime picks its token inside a graph, as torch_compiled did, has to say it can.
     samples: bool = False
 
     def decode_context(self, candidate: CandidateConfig, mean_context: float, max_length: int) -> float:

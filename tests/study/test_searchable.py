@@ -49,7 +49,8 @@ def test_under_a_sampling_workload_engines_that_decode_greedily_only_leave_the_s
 ) -> None:
     # every engine of autoopt's samples; one declared greedy-only here stands for an engine that would not
     greedy_only = replace(engine_info("torch_compiled"), samples=False)
-    monkeypatch.setattr(validity, "engine_info", lambda name: greedy_only if name == "torch_compiled" else engine_info(name))
+    monkeypatch.setattr(validity, "engine_info",
+                        lambda name: greedy_only if name == "torch_compiled" else engine_info(name))
     target = _target(engines=["torch", "torch_compiled"])
     cfg = _cfg(target, ["torch", "torch_compiled"])
     greedy = searchable(cfg, _prep(target))  # type: ignore[arg-type]

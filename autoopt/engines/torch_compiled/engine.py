@@ -1,4 +1,5 @@
-"""A gpt-fast-style greedy loop behind the engine contract.
+"""A gpt-fast-style decode loop behind the engine contract: greedy, or drawing the rows that sample from the logits
+the step returns beside its argmax.
 
 The HF model is loaded with its eager modules; autoopt drives them with its own forward over a KV cache
 preallocated once per batch size (`max_batch x max_length`), so every decode step has the same shapes:
