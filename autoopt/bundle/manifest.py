@@ -15,6 +15,7 @@ from typing import Any
 
 from autoopt.bundle.layout import MANIFEST as MANIFEST_NAME
 from autoopt.bundle.layout import UNHASHED as DEFAULT_EXCLUDE
+from autoopt.config.schema import DecodingConfig
 from autoopt.digest import sha256_file
 
 MANIFEST_VERSION = 2
@@ -85,3 +86,9 @@ def check_hashes(folder: Path) -> list[str]:
         elif recorded[rel] != actual[rel]:
             problems.append(f"hash mismatch: {rel} (manifest {recorded[rel][:12]}..., now {actual[rel][:12]}...)")
     return problems
+
+
+def recorded_decoding(workload: dict[str, Any]) -> DecodingConfig:
+    """How a manifest's measured requests chose their tokens (`workload.decoding`); greedily in a manifest from before
+    it was recorded."""
+    return DecodingConfig(**workload.get("decoding", {}))

@@ -23,8 +23,8 @@ from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_shapes
 from autoopt.bundle.layout import REFERENCE
 from autoopt.bundle.load import LoadedBundle, load_bundle
-from autoopt.bundle.manifest import BODY_HASH, check_hashes, read_manifest
-from autoopt.config.schema import BenchConfig, DecodingConfig
+from autoopt.bundle.manifest import BODY_HASH, check_hashes, read_manifest, recorded_decoding
+from autoopt.config.schema import BenchConfig
 from autoopt.engines.base import SETTINGS_DIFFER
 
 log = logging.getLogger("autoopt.bundle")
@@ -141,7 +141,7 @@ def measure_speed(bundle: LoadedBundle, stream: np.ndarray) -> dict[str, float]:
     workload = bundle.manifest["workload"]
     requests = make_requests(
         stream, workload["prompt_lengths"], workload["output_lengths"], workload["batch_size"],
-        DecodingConfig(**workload.get("decoding", {})),
+        recorded_decoding(workload),
     )
     warm_up(bundle.engine, requests, bundle.candidate.warmup)
     bench = BenchConfig(
@@ -159,7 +159,7 @@ def measure_speed(bundle: LoadedBundle, stream: np.ndarray) -> dict[str, float]:
 def measure_accuracy(bundle: LoadedBundle, reference: dict[str, np.ndarray]) -> dict[str, float]:
     """Teacher-forced and decode-path fidelity to the fp32 reference, exactly as the search measured them."""
     ids = reference["ids"]
-    decoding = DecodingConfig(**bundle.manifest["workload"].get("decoding", {}))
+    decoding = recorded_decoding(bundle.manifest["workload"])
     fid = fidelity(reference["logits"], teacher_forced_logits(bundle.engine, ids), ids, decoding)
     decode = decode_fidelity(bundle.engine, reference["decode_prompts"], reference["decode_tokens"])
     return {

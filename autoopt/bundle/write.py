@@ -12,10 +12,9 @@ from typing import Any
 
 import autoopt
 from autoopt.bundle.layout import MODEL_DIR, README, REFERENCE
-from autoopt.bundle.manifest import write_manifest
+from autoopt.bundle.manifest import recorded_decoding, write_manifest
 from autoopt.bundle.verify import minimum_tolerances
 from autoopt.config.runtime import RUNTIME_ENV
-from autoopt.config.schema import DecodingConfig
 from autoopt.config.serde import to_dict
 from autoopt.digest import package_digest
 from autoopt.engines.registry import engine_class, engine_info
@@ -216,7 +215,7 @@ def manifest_payload(
             "prompt_lengths": list(workload["prompt_lengths"]),
             "output_lengths": list(workload["output_lengths"]),
             "batch_size": runtime.batch_size,
-            "decoding": dict(workload.get("decoding") or asdict(DecodingConfig())),
+            "decoding": asdict(recorded_decoding(workload)),
         },
         "reference_sha256": result.reference_sha256,
         "metrics": metrics(result),
@@ -390,11 +389,11 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
 
 def _decoding(workload: dict[str, Any]) -> str:
     """How the measured requests chose their tokens (a manifest from before `decoding` was recorded: greedily)."""
-    d = workload.get("decoding") or asdict(DecodingConfig())
-    if DecodingConfig(**d).greedy:
+    d = recorded_decoding(workload)
+    if d.greedy:
         return "greedy decoding"
-    cuts = "".join(f", {k} {d[k]}" for k, off in (("top_p", 1.0), ("top_k", 0)) if d[k] != off)
-    return (f"every row sampling at temperature {d['temperature']}{cuts} (its draws on the host are in every speed "
+    cuts = (f", top_p {d.top_p}" if d.top_p != 1.0 else "") + (f", top_k {d.top_k}" if d.top_k else "")
+    return (f"every row sampling at temperature {d.temperature}{cuts} (its draws on the host are in every speed "
             "and cold-start figure; the snippet below decodes greedily)")
 
 

@@ -75,6 +75,11 @@ def decoding_problem(temperature: float, top_p: float, top_k: int) -> str | None
     return None
 
 
+def greedy_decoding(temperature: float, top_k: int) -> bool:
+    """Whether these settings take the argmax: temperature 0, or only the likeliest token kept."""
+    return temperature == 0.0 or top_k == 1
+
+
 @dataclass
 class DecodingConfig:
     """How the workload's requests choose their tokens: greedily (temperature 0, the default), or sampling, which
@@ -90,7 +95,7 @@ class DecodingConfig:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        return greedy_decoding(self.temperature, self.top_k)
 
 
 @dataclass

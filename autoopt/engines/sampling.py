@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_problem
+from autoopt.config.schema import MAX_TEMPERATURE, DecodingConfig, decoding_problem, greedy_decoding
 
 __all__ = ["MAX_TEMPERATURE", "RowSampler", "Sampling", "drawing", "pick", "row_samplers", "workload_sampling"]
 
@@ -40,8 +40,7 @@ class Sampling:
 
     @property
     def greedy(self) -> bool:
-        """Whether this is the argmax: temperature 0, or only the likeliest token kept."""
-        return self.temperature == 0.0 or self.top_k == 1
+        return greedy_decoding(self.temperature, self.top_k)
 
 
 class RowSampler:
