@@ -37,6 +37,8 @@ class Engine(ABC):
     mixed_lengths: bool = False
     # Whether `stream()` gives rows that join and leave between decode steps (continuous batching), as loaded.
     continuous: bool = False
+    # Whether its stream's rows can join with their prompts prefilled in parts (`DecodeStream.begin`, chunked prefill).
+    chunked_prefill: bool = False
     # Whether `generate` and `stream()` rows take a non-greedy `Sampling`; where False, they refuse one.
     samples: bool = False
 

@@ -3,11 +3,13 @@
 A `PaddedStream` keeps every row's KV cache in one batch of a shared length, each row's context at the right
 end and padding (masked out) before it, as `left_aligned` lays out a batch of prompts. A joining request is
 prefilled alone; its cache is padded on the left to the batch's length, or the batch's to its own when it is
-longer. A row that leaves is dropped, and the columns no remaining row uses are cut, so the cache is never
-longer than its longest live row. Each `step` decodes every row at once. Where an engine's positions count
-every column, padding included (ort's graph has no position input), `_repositioned` moves the cached keys
-whenever columns are added before or cut from a row's context, so the row keeps the positions of a prompt
-left-padded to the batch's length (as `generate` with `prompt_lengths` lays it out).
+longer. A prompt may also be prefilled in parts (`begin`, then `prefill` of so many tokens at a time, each part
+attending to the cache of the parts before it): between parts the running rows can take decode steps (chunked
+prefill), and the row joins the batch at its last part. A row that leaves is dropped, and the columns no remaining
+row uses are cut, so the cache is never longer than its longest live row. Each `step` decodes every row at once.
+Where an engine's positions count every column, padding included (ort's graph has no position input),
+`_repositioned` moves the cached keys whenever columns are added before or cut from a row's context, so the row
+keeps the positions of a prompt left-padded to the batch's length (as `generate` with `prompt_lengths` lays it out).
 
 Engines supply the model calls (`_prefill`, `_decode`) and the array operations on their cache tensors
 (`KVOps`); the bookkeeping (which row is which request, the mask, the padding, its sampler) is here, once.
@@ -16,6 +18,7 @@ Engines supply the model calls (`_prefill`, `_decode`) and the array operations 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -30,11 +33,21 @@ class DecodeStream(ABC):
 
     Each row decodes greedily as its prompt would alone through the engine's `generate` (up to rounding where
     the engine's positions count the padding, as ort's do), or samples where it joined with a non-greedy
-    `Sampling` (engines that `samples`)."""
+    `Sampling` (engines that `samples`). Where the engine has `chunked_prefill`, a prompt may join in parts
+    (`begin`, `prefill`)."""
 
     @abstractmethod
     def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
         """Prefill `prompt_ids` (int64, (prompt_len,)) as a new row; return its first token."""
+
+    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+        """Take `prompt_ids` as a row whose prompt `prefill` runs in parts; it joins the batch at its last part."""
+        raise NotImplementedError(f"{type(self).__name__} prefills a prompt whole (join)")
+
+    def prefill(self, key: int, tokens: int) -> int | None:
+        """Prefill up to `tokens` more of `key`'s prompt (`begin`): its first token once the whole prompt is in
+        (the row then decodes with the others at each `step`), else None."""
+        raise NotImplementedError(f"{type(self).__name__} prefills a prompt whole (join)")
 
     @abstractmethod
     def step(self) -> dict[int, int]:
@@ -42,12 +55,12 @@ class DecodeStream(ABC):
 
     @abstractmethod
     def leave(self, key: int) -> None:
-        """Drop a row (its request is complete or its client went away)."""
+        """Drop a row (its request is complete or its client went away), or a prompt still being prefilled."""
 
     @property
     @abstractmethod
     def rows(self) -> int:
-        """Rows now in the batch."""
+        """Rows now in the batch (not counting prompts still being prefilled)."""
 
 
 class KVOps(ABC, Generic[T]):
@@ -84,6 +97,16 @@ class NumpyKV(KVOps[np.ndarray]):
         return np.ascontiguousarray(x[:, :, n:])  # runtimes take contiguous arrays only
 
 
+@dataclass
+class _Prefilling:
+    """A prompt prefilled in parts: how much of it is in its own cache so far."""
+
+    ids: np.ndarray  # (1, prompt_len)
+    sampler: RowSampler | None
+    done: int = 0
+    kv: list[Any] | None = None
+
+
 class PaddedStream(DecodeStream):
     """The shared-length layout described in the module doc. Subclasses run the model."""
 
@@ -95,11 +118,13 @@ class PaddedStream(DecodeStream):
         self._kv: list[Any] = []  # one tensor per cache input, (rows, heads, length, head_dim)
         self._mask = np.zeros((0, 0), dtype=np.int64)  # (rows, length): 1 = context, 0 = padding
         self._last = np.zeros(0, dtype=np.int64)  # each row's newest token, not yet in the cache
+        self._prefilling: dict[int, _Prefilling] = {}
 
     @abstractmethod
-    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[Any]]:
-        """One prompt alone, (1, prompt_len) → its first token (drawn by `sampler` where it has one) and its
-        cache tensors."""
+    def _prefill(self, prompt_ids: np.ndarray, past: list[Any] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[Any]]:
+        """One prompt alone, (1, n), after `past` (the cache of its first tokens; None: it starts there) → the
+        token after it (drawn by `sampler` where it has one) and the cache tensors of the prompt so far."""
 
     @abstractmethod
     def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray,
@@ -124,12 +149,39 @@ class PaddedStream(DecodeStream):
         return len(self._keys)
 
     def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
-        if key in self._keys:
+        self.begin(key, prompt_ids, sampling)
+        try:
+            token = self.prefill(key, self._prefilling[key].ids.shape[1])
+        except Exception:  # the stream stays as it was
+            self._prefilling.pop(key, None)
+            raise
+        assert token is not None
+        return token
+
+    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+        if key in self._keys or key in self._prefilling:
             raise ValueError(f"row {key} is already in the stream")
         [sampler] = row_samplers(self._engine_name, self._samples, [sampling], 1)
         ids = np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1))
-        token, kv = self._prefill(ids, sampler)
-        length, own = self._mask.shape[1], ids.shape[1]
+        self._prefilling[key] = _Prefilling(ids, sampler)
+
+    def prefill(self, key: int, tokens: int) -> int | None:
+        if tokens < 1:
+            raise ValueError(f"prefill takes at least 1 token, got {tokens}")
+        p = self._prefilling[key]
+        end = min(p.done + tokens, p.ids.shape[1])
+        last = end == p.ids.shape[1]  # only the last part's token is the row's: a sampler draws it alone
+        token, p.kv = self._prefill(np.ascontiguousarray(p.ids[:, p.done : end]), p.kv, p.sampler if last else None)
+        p.done = end
+        if not last:
+            return None
+        self._add(key, p.ids.shape[1], p.kv, p.sampler, token)
+        del self._prefilling[key]
+        return token
+
+    def _add(self, key: int, own: int, kv: list[Any], sampler: RowSampler | None, token: int) -> None:
+        """A row whose prompt (`own` tokens) is all in `kv` joins the batch."""
+        length = self._mask.shape[1]
         if not self._keys:
             self._kv, self._mask = kv, np.ones((1, own), dtype=np.int64)
         else:
@@ -144,7 +196,6 @@ class PaddedStream(DecodeStream):
         self._keys.append(key)
         self._samplers.append(sampler)
         self._last = np.append(self._last, token)
-        return token
 
     def step(self) -> dict[int, int]:
         if not self._keys:
@@ -155,6 +206,8 @@ class PaddedStream(DecodeStream):
         return dict(zip(self._keys, self._last.tolist(), strict=True))
 
     def leave(self, key: int) -> None:
+        if self._prefilling.pop(key, None) is not None:
+            return
         index = self._keys.index(key)
         keep = [r for r in range(len(self._keys)) if r != index]
         del self._keys[index]

@@ -102,9 +102,12 @@ class _Visible(PaddedStream):
     def __init__(self) -> None:
         super().__init__(NumpyKV(), "visible", samples=False)
 
-    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
+    def _prefill(self, prompt_ids: np.ndarray, past: list[np.ndarray] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
+        done = 0 if past is None else past[0].shape[2]
         n = prompt_ids.shape[1]
-        kv = np.stack([prompt_ids[0], np.arange(n)], axis=-1)[None, None]
+        kv = np.stack([prompt_ids[0], np.arange(done, done + n)], axis=-1)[None, None]
+        kv = kv if past is None else np.concatenate([past[0], kv], axis=2)
         return _next_token([(int(p), int(t)) for t, p in kv[0, 0]]), [kv]
 
     def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,
@@ -130,13 +133,17 @@ def _alone(prompt: np.ndarray, new: int) -> list[int]:
 
 
 class _Drawn(_Visible):
-    """`_Visible` whose rows with a sampler decode their sampler's seed instead (and take it on join)."""
+    """`_Visible` whose rows with a sampler decode their sampler's seed instead (and take it on join); `drawn` lists
+    whether each prefill call had a sampler."""
 
     def __init__(self) -> None:
         PaddedStream.__init__(self, NumpyKV(), "drawn", samples=True)
+        self.drawn: list[bool] = []
 
-    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
-        token, kv = super()._prefill(prompt_ids, None)
+    def _prefill(self, prompt_ids: np.ndarray, past: list[np.ndarray] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
+        self.drawn.append(sampler is not None)
+        token, kv = super()._prefill(prompt_ids, past, None)
         return (token if sampler is None else -sampler.sampling.seed), kv
 
     def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,
@@ -176,6 +183,86 @@ def test_random_joins_and_leaves_keep_each_rows_context_and_the_cache_no_longer_
             assert stream._mask.shape[1] == longest == stream._kv[0].shape[2]
     for row, tokens in got.items():
         assert tokens[: len(want[row])] == want[row][: len(tokens)]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_prompts_prefilled_in_parts_between_steps_join_with_the_context_they_have_alone(seed: int) -> None:
+    """Joiners begin, take parts of 1..7 tokens between the running rows' steps (a few at once), and leave, some
+    before their prompt is all in: every row decodes as alone, and no part shows in another row's context."""
+    rng = np.random.default_rng(seed)
+    stream, live, parting, got, want = _Visible(), {}, {}, {}, {}
+    for key in range(40):
+        if len(live) + len(parting) < 4 and rng.random() < 0.6:
+            prompt, new = rng.integers(1, 900, rng.integers(1, 20)), int(rng.integers(1, 12))
+            want[key], parting[key] = _alone(prompt, new), new
+            stream.begin(key, prompt)
+        for row in list(parting):
+            if rng.random() < 0.1:  # its client went away mid-prefill
+                stream.leave(row)
+                del parting[row]
+            elif (token := stream.prefill(row, int(rng.integers(1, 8)))) is not None:
+                got[row], live[row] = [token], parting.pop(row)
+        assert stream.rows == len(live)
+        for row, token in stream.step().items():
+            got[row].append(token)
+        for row in [r for r, new in live.items() if len(got[r]) >= new]:
+            stream.leave(row)
+            del live[row]
+    assert got
+    for row, tokens in got.items():
+        assert tokens[: len(want[row])] == want[row][: len(tokens)]
+
+
+def test_a_sampler_draws_only_the_token_after_the_last_part() -> None:
+    stream, prompt = _Drawn(), np.arange(1, 11)
+    stream.begin(0, prompt, Sampling(temperature=1.0, seed=5))
+    assert [stream.prefill(0, 4) for _ in range(2)] == [None, None]
+    assert stream.rows == 0
+    assert stream.prefill(0, 4) == -5 and stream.rows == 1
+    assert stream.drawn == [False, False, True]  # a draw advances the row's random stream: only the last part's
+
+
+def test_a_row_cannot_begin_twice_nor_join_while_its_prompt_is_in_parts() -> None:
+    stream = _Visible()
+    stream.begin(0, np.arange(1, 6))
+    for again in (stream.begin, stream.join):
+        with pytest.raises(ValueError, match="already in the stream"):
+            again(0, np.arange(1, 6))
+    with pytest.raises(ValueError, match="at least 1 token"):
+        stream.prefill(0, 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "knobs"), [("torch", {}), ("ort", {}), ("ort", {"quant": "int4"})],
+                         ids=["torch", "ort", "ort-int4"])
+def test_prompts_prefilled_in_parts_decode_as_their_prompts_alone(
+    name: str, knobs: dict, builtin: Path, cache_dir: Path
+) -> None:
+    """SCHEDULE's rows, each prompt prefilled 3 tokens a step (row 1's 16 tokens take 6 steps, while the others
+    decode), on the trained model: each part attends to the parts before it at the right positions."""
+    engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
+    assert engine.chunked_prefill
+    prompts, _ = mixed_batch(builtin, [length for _, length, _, _ in SCHEDULE])
+    stream, out, parting, left, step = engine.stream(), {}, set(), set(), 0
+    while step == 0 or stream.rows or parting or any(start >= step for _, _, start, _ in SCHEDULE):
+        for row, _, start, _ in SCHEDULE:
+            if start == step:
+                stream.begin(row, prompts[row])
+                parting.add(row)
+        for row in sorted(parting):
+            if (token := stream.prefill(row, 3)) is not None:
+                out[row] = [token]
+                parting.remove(row)
+        for row, token in stream.step().items():
+            out[row].append(token)
+        for row, _, _, new in SCHEDULE:
+            if row in out and len(out[row]) >= new and row not in left:
+                stream.leave(row)
+                left.add(row)
+        step += 1
+    for row, _, _, new in SCHEDULE:
+        np.testing.assert_array_equal(out[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
+    engine.close()
 
 
 @pytest.mark.slow

@@ -94,6 +94,7 @@ class OrtEngine(Engine):
         self._rope = rope  # how to move cached keys to other positions, or why they cannot be moved
         # on a device the KV stays there between steps, as ORT values the stream's array operations do not take
         self.continuous = not bind_io and isinstance(rope, Rope)
+        self.chunked_prefill = self.continuous
         inputs = session.get_inputs()
         self._past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
         self._present_names = [o.name for o in session.get_outputs() if o.name.startswith("present.")]
@@ -249,9 +250,12 @@ class OrtStream(PaddedStream):
         self._engine, self._rope = engine, rope
         self._is_key = [name.endswith(".key") for name in engine._present_names]
 
-    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
+    def _prefill(self, prompt_ids: np.ndarray, past: list[np.ndarray] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[np.ndarray]]:
         e = self._engine
-        logits, present = e._run(prompt_ids, e._empty_past(1), np.ones(prompt_ids.shape, dtype=np.int64))
+        past = e._empty_past(1) if past is None else past
+        mask = np.ones((1, past[0].shape[2] + prompt_ids.shape[1]), dtype=np.int64)
+        logits, present = e._run(prompt_ids, past, mask)
         return int(_pick(logits[:, -1, :], [sampler])[0]), present
 
     def _decode(self, tokens: np.ndarray, kv: list[np.ndarray], mask: np.ndarray,

@@ -124,6 +124,7 @@ class TorchEngine(Engine):
         # sliding-window layer keeps fewer positions than the rows' shared mask covers.
         sliding = any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
         self.continuous = self.mixed_lengths and kv_cache != "static" and not sliding
+        self.chunked_prefill = self.continuous
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:
@@ -277,17 +278,23 @@ class TorchStream(PaddedStream):
                            **padded, **{e._cache_keyword: cache})
         return _pick(out.logits[:, -1, :], samplers)
 
-    def _prefill(self, prompt_ids: np.ndarray, sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
-        cache = DynamicCache(config=self._engine._model.config)
+    def _prefill(self, prompt_ids: np.ndarray, past: list[torch.Tensor] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
+        cache = self._cache_of(past or [])  # positions continue from its length (no padding in a row alone)
         tokens = self._forward(prompt_ids, cache, [sampler])
         return int(tokens[0]), _tensors(cache)
+
+    def _cache_of(self, kv: list[torch.Tensor]) -> DynamicCache:
+        config = self._engine._model.config
+        if not kv:
+            return DynamicCache(config=config)
+        return DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)), config=config)
 
     def _decode(self, tokens: np.ndarray, kv: list[torch.Tensor], mask: np.ndarray,
                 samplers: list[RowSampler | None]) -> tuple[np.ndarray, list]:
         if len(kv) != len(self._held) or any(a is not b for a, b in zip(kv, self._held, strict=False)):
             # rows joined or left since the last step: their tensors go into a new cache (copied once, not per step)
-            self._cache = DynamicCache(ddp_cache_data=list(zip(kv[0::2], kv[1::2], strict=True)),
-                                       config=self._engine._model.config)
+            self._cache = self._cache_of(kv)
         attention = torch.from_numpy(mask).to(self._engine._device)
         positions = attention[:, :-1].sum(dim=-1, keepdim=True)
         out = self._forward(tokens, self._cache, samplers, attention_mask=attention, position_ids=positions)
