@@ -62,15 +62,16 @@ class LoadedBundle:
             completion.append(token)
         return self.tokenizer.decode(completion)
 
-    def warm_up(self, max_batch: int = 1, stream: bool = False) -> float:
+    def warm_up(self, max_batch: int = 1, stream: bool = False, prefill_chunk: int = 0) -> float:
         """What to run before taking traffic: a 2-token generation per prompt length of the measured workload, at
-        each batch size up to `max_batch` (with `stream`, continuous batching's joins and steps too). It covers
-        the candidate's own warm-up strategy, after which the manifest's `speed.cold_first_request_ms` was
-        measured; without it the first requests pay the runtime's one-time costs. Returns the seconds it took."""
+        each batch size up to `max_batch` (with `stream`, continuous batching's joins, in parts of `prefill_chunk`
+        tokens where it is set, and steps too). It covers the candidate's own warm-up strategy, after which the
+        manifest's `speed.cold_first_request_ms` was measured; without it the first requests pay the runtime's
+        one-time costs. Returns the seconds it took."""
         lengths = list(self.manifest["workload"]["prompt_lengths"])
         ids = np.arange(max(lengths), dtype=np.int64) % self.tokenizer.get_vocab_size()  # the shapes matter, not the text
         t0 = time.perf_counter()
-        warm_up(self.engine, ids, lengths, max_batch, stream)
+        warm_up(self.engine, ids, lengths, max_batch, stream, prefill_chunk)
         return time.perf_counter() - t0
 
     def close(self) -> None:

@@ -341,9 +341,12 @@ def per_shape(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _batching(m: dict[str, Any]) -> str:
+def _batching(m: dict[str, Any], candidate: dict[str, Any]) -> str:
     if m.get("serving.continuous"):
-        return "requests of any length join the running batch between decode steps and leave it at their last token"
+        chunk = candidate.get("serving_prefill_chunk", 0)
+        parts = f", their prompts prefilled at most {chunk} tokens before each decode step" if chunk else ""
+        return ("requests of any length join the running batch between decode steps and leave it at their last "
+                f"token{parts}")
     if m.get("serving.mixed_lengths"):
         return "a batch takes its lead's prompt length, then may fill free rows with shorter prompts, padded"
     return "a batch holds prompts of one length: more varied lengths fill fewer rows"
@@ -366,7 +369,7 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     bound = "" if m["serving.converged"] else " (a lower bound: the probes ran out before bracketing it within 5 %)"
     lines = [
         f"{load}: capacity {m['serving.capacity_rps']:.2f} requests/s{bound}, the highest offered rate at which "
-        f"every class kept its SLO, with prompts of the workload's lengths ({_batching(m)}); at that rate:",
+        f"every class kept its SLO, with prompts of the workload's lengths ({_batching(m, candidate)}); at that rate:",
     ]
     names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})  # names hold no '.'
     for name in names:

@@ -129,6 +129,7 @@ _MAX_BATCH = (1, 2, 4, 8, 16)
 # The serving knobs that shape group batches only: under continuous batching a request joins at once, whatever the
 # batch, and with one row per batch nothing waits for company or pads to a lead.
 _GROUPED = (("serving_batching", BATCHING[:1]), ("serving_max_batch", _MAX_BATCH[1:]))
+_CONTINUOUS = (("serving_batching", BATCHING[1:]),)
 
 
 @dataclass
@@ -202,6 +203,11 @@ class CandidateConfig:
                                  "torch with a dynamic KV cache, torch_compiled, ort on cpu)",
                                  ("torch", "torch_compiled", "ort"),
                                  choices=BATCHING, label="{value}", show_default=False)
+    serving_prefill_chunk: int = knob(0, "serving, continuous batching: joining prompts are prefilled at most this "
+                                      "many tokens before each decode step of the running rows, the most urgent "
+                                      "first (chunked prefill), or each whole at once (0)", ("torch", "ort"),
+                                      choices=(0, 32, 64, 128, 256, 512), label="chunk={value}", show_default=False,
+                                      only_with=_CONTINUOUS)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "
                                          "waited this long (ms)", choices=(0.0, 2.0, 5.0, 10.0, 20.0, 50.0),
                                          label="qd={value:g}ms", show_default=False, only_with=_GROUPED)

@@ -11,7 +11,8 @@ from autoopt.config.errors import ConfigError
 ARRIVALS = ("poisson", "gamma")
 # ServingConfig fields that a candidate carries as search knobs (CandidateConfig), never the workload.
 SERVING_KNOBS = {"max_batch": "serving_max_batch", "max_queue_delay_ms": "serving_queue_delay_ms", "policy": "serving_policy",
-                 "mix_lengths": "serving_mix_lengths", "batching": "serving_batching"}
+                 "mix_lengths": "serving_mix_lengths", "batching": "serving_batching",
+                 "prefill_chunk": "serving_prefill_chunk"}
 POLICIES = ("strict", "weighted")
 BATCHING = ("group", "continuous")
 ON_FULL = ("reject", "delay")
@@ -58,6 +59,7 @@ class ServingConfig:
     max_queue_delay_ms: float = 10.0  # a partial batch is released once its oldest request waited this long
     mix_lengths: bool = False  # rows left after the lead's prompt length take shorter prompts, padded to it
     batching: str = "group"  # group: a batch runs to its longest row | continuous: rows join and leave between steps
+    prefill_chunk: int = 0  # continuous: joiners' prompts get at most this many tokens before each step (0: whole)
     starvation_ms: float = 2000.0  # a request waiting longer is served next, whatever its class ...
     starvation_every: int = 4  # ... but such requests lead at most one batch in this many
     peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps
@@ -86,6 +88,10 @@ def check_serving(cfg: ServingConfig) -> None:
     _positive("serving.max_requests", cfg.max_requests)
     _choice("serving.policy", cfg.policy, POLICIES)
     _choice("serving.batching", cfg.batching, BATCHING)
+    _non_negative("serving.prefill_chunk", cfg.prefill_chunk)
+    if cfg.prefill_chunk and cfg.batching != "continuous":
+        raise ConfigError(f"serving.prefill_chunk={cfg.prefill_chunk} changes nothing with batching={cfg.batching} "
+                          "(a group batch prefills its prompts together); use batching=continuous or prefill_chunk=0")
     _positive("serving.max_batch", cfg.max_batch)
     _non_negative("serving.max_queue_delay_ms", cfg.max_queue_delay_ms)
     _positive("serving.starvation_ms", cfg.starvation_ms)

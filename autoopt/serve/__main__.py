@@ -49,6 +49,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serving.add_argument("--batching", choices=BATCHING, default=None,
                          help="group: a batch runs until its longest row is done; continuous: requests join and leave "
                          "the running batch between decode steps (default: the bundle's candidate.serving_batching)")
+    serving.add_argument("--prefill-chunk", type=_at_least(0), default=None,
+                         help="continuous batching: prefill joining prompts at most this many tokens before each "
+                         "decode step (0: each whole; default: the bundle's candidate.serving_prefill_chunk, 0 under "
+                         "group batching)")
     serving.add_argument("--starvation-ms", type=float, default=None,
                          help="a request waiting longer is served regardless of class (default: the bundle's "
                          "workload.serving.starvation_ms)")
@@ -102,10 +106,14 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
               file=sys.stderr)
         max_batch = bundle.runtime.max_batch
     starvation_ms = measured.starvation_ms if args.starvation_ms is None else args.starvation_ms
+    batching = args.batching or c.serving_batching
+    chunk = args.prefill_chunk
+    if chunk is None:  # the bundle's, where it batches continuously (a group batch prefills its prompts together)
+        chunk = c.serving_prefill_chunk if batching == "continuous" else 0
     cfg = replace(measured, max_batch=max_batch, max_queue_delay_ms=delay,
                   policy=args.policy or c.serving_policy, starvation_ms=starvation_ms,
                   mix_lengths=c.serving_mix_lengths if args.mix_lengths is None else args.mix_lengths,
-                  batching=args.batching or c.serving_batching)
+                  batching=batching, prefill_chunk=chunk)
     check_serving(cfg)
     return cfg
 
@@ -144,7 +152,7 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     name = args.model_name or bundle.path.resolve().name
     # Before the port opens (and /health answers): the first requests would otherwise pay the runtime's one-time
     # costs, which neither the cold-start figure (measured after the candidate's warm-up) nor the capacity has.
-    seconds = bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine))
+    seconds = bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine), prefill_chunk=cfg.prefill_chunk)
     print(f"warmed up every prompt length of the measured workload at batch 1..{cfg.max_batch} in {seconds:.1f}s",
           file=sys.stderr)
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length, bundle.end_ids)

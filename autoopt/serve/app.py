@@ -75,7 +75,7 @@ class _Server:
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = Metrics([c.name for c in self.classes])
         self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine, model.max_length), clock=CLOCK,
-                                    on_batch=self.metrics.batch_done)
+                                    on_batch=self.metrics.batch_done, prefill_chunk=cfg.prefill_chunk)
         self.special = special_token_ids(model.tokenizer) | getattr(model, "end_ids", frozenset())
         self.vocab = model.tokenizer.get_vocab_size()
         self.ids = itertools.count(1)

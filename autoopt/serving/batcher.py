@@ -5,7 +5,9 @@
 - continuous (`ContinuousBatch`): between decode steps, requests join the running batch (each prefilled alone,
   which holds the other rows' next step) and complete rows leave it, through the engine's `DecodeStream`. Only
   engines whose `continuous` is true have one (onnxruntime-genai's static Generator batch refuses a second
-  `append_tokens`).
+  `append_tokens`). With `prefill_chunk`, joiners' prompts are prefilled at most that many tokens before each
+  decode step (the most urgent first), so a long prompt holds the running rows for one part at a time instead of
+  all of it (chunked prefill; the joiner's own first token comes later by the steps in between).
 
 A request with a non-greedy `sampling` draws its row's tokens (`autoopt.engines.sampling`); greedy rows share its
 batch unchanged.
@@ -24,6 +26,8 @@ from autoopt.serving.scheduler import ServingRequest
 
 # on_token(request, index, token, t) -> keep tracking this row? `index` counts from 0 (0 = first token).
 TokenSink = Callable[[ServingRequest, int, int, float], bool]
+StartSink = Callable[[ServingRequest, float], None]  # on_start(request, t): its prefill starts at t
+Urgency = Callable[[ServingRequest], int]  # lowest first (`Scheduler.urgency`)
 
 
 @dataclass(frozen=True)
@@ -79,19 +83,34 @@ def run_batch(engine: Engine, batch: list[ServingRequest], clock: Callable[[], f
     return BatchRun(start=start, end=clock(), rows=len(batch), steps=steps)
 
 
-class ContinuousBatch:
-    """A `DecodeStream`'s rows as requests: each joins with its prefill (its first token reported at once), gets one
-    token per `step`, and leaves at its last token or when `on_token` returns False."""
+class RowFailed(Exception):
+    """A joiner's prefill failed: the stream goes on without that request, the others' rows untouched."""
 
-    def __init__(self, engine: Engine, max_rows: int, clock: Callable[[], float], on_token: TokenSink) -> None:
+    def __init__(self, request: ServingRequest, cause: BaseException) -> None:
+        super().__init__(f"request {request.id}: {cause}")
+        self.request, self.cause = request, cause
+
+
+class ContinuousBatch:
+    """A `DecodeStream`'s rows as requests: each joins with its prefill (its first token reported at once, or with
+    `prefill_chunk` at its last part), gets one token per `step`, and leaves at its last token or when `on_token`
+    returns False. `on_start` hears when each request's prefill starts (its queue time ends there); `urgency` orders
+    the prompts waiting for parts (default: the order they joined)."""
+
+    def __init__(self, engine: Engine, max_rows: int, clock: Callable[[], float], on_token: TokenSink, *,
+                 on_start: StartSink | None = None, prefill_chunk: int = 0, urgency: Urgency | None = None) -> None:
         if not engine.continuous:
             raise ValueError(f"engine {engine.name} as loaded has no continuous batching; use serving batching=group")
         self._stream: DecodeStream = engine.stream()
         self._max_rows, self._clock, self._on_token = max_rows, clock, on_token
-        self._rows: dict[int, tuple[ServingRequest, int]] = {}  # id -> (request, tokens reported)
+        self._on_start, self._chunk = on_start, prefill_chunk
+        self._urgency: Urgency = urgency or (lambda request: 0)
+        self._rows: dict[int, tuple[ServingRequest, int]] = {}  # id -> (request, tokens reported), prefilling too
+        self._prefilling: dict[int, int] = {}  # id -> prompt tokens prefilled so far, in the order they joined
 
     @property
     def rows(self) -> int:
+        """Requests in the stream: decoding, or (with `prefill_chunk`) still being prefilled."""
         return len(self._rows)
 
     @property
@@ -99,24 +118,62 @@ class ContinuousBatch:
         return self._max_rows - len(self._rows)
 
     def join(self, requests: list[ServingRequest]) -> None:
+        """Prefill each request whole, in turn (with `prefill_chunk`: queue it, for `step` to prefill in parts)."""
         if len(requests) > self.room:
             raise ValueError(f"{len(requests)} requests cannot join a stream with room for {self.room}")
         if asks_none := [r.id for r in requests if r.max_new_tokens < 1]:
             raise ValueError(f"requests {asks_none} ask for no new tokens; a row needs at least 1")
         for request in requests:
             sampling = {"sampling": request.sampling} if _samples(request) else {}
+            if self._chunk:
+                self._stream.begin(request.id, request.prompt_ids, **sampling)
+                self._rows[request.id] = (request, 0)
+                self._prefilling[request.id] = 0
+                continue
+            self._start(request)
             token = self._stream.join(request.id, request.prompt_ids, **sampling)
             self._rows[request.id] = (request, 0)
             self._report(request.id, token, self._clock())
 
     def step(self) -> int:
-        """One decode step for every row; returns how many rows it carried."""
-        rows = len(self._rows)
+        """Up to `prefill_chunk` tokens of the waiting prompts (with `prefill_chunk`), then one decode step for every
+        row in the batch; returns how many rows that step carried. Raises `RowFailed` where a part failed (its
+        request has left; the decode step did not run)."""
+        if self._prefilling:
+            self._prefill_parts()
+        rows = self._stream.rows
+        if not rows:
+            return 0
         tokens = self._stream.step()
         now = self._clock()
         for key, token in tokens.items():
             self._report(key, token, now)
         return rows
+
+    def _prefill_parts(self) -> None:
+        budget = self._chunk
+        while budget and self._prefilling:
+            request = min((self._rows[key][0] for key in self._prefilling), key=self._urgency)  # ties: first joined
+            done = self._prefilling[request.id]
+            if not done:
+                self._start(request)
+            part = min(budget, request.prompt_len - done)
+            try:
+                token = self._stream.prefill(request.id, part)
+            except Exception as e:
+                del self._prefilling[request.id], self._rows[request.id]
+                self._stream.leave(request.id)
+                raise RowFailed(request, e) from e
+            budget -= part
+            if token is None:
+                self._prefilling[request.id] = done + part
+            else:
+                del self._prefilling[request.id]
+                self._report(request.id, token, self._clock())
+
+    def _start(self, request: ServingRequest) -> None:
+        if self._on_start is not None:
+            self._on_start(request, self._clock())
 
     def _report(self, key: int, token: int, t: float) -> None:
         request, index = self._rows[key]

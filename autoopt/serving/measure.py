@@ -27,7 +27,8 @@ def measure_serving(
     price_per_hour: float,
     decoding: DecodingConfig | None = None,
 ) -> ServingResult:
-    warm_up(engine, tokens, prompt_lengths, cfg.max_batch, stream=continuous(cfg, engine))
+    warm_up(engine, tokens, prompt_lengths, cfg.max_batch, stream=continuous(cfg, engine),
+            prefill_chunk=cfg.prefill_chunk)
     system = engine_system(engine, cfg, tokens, list(prompt_lengths), list(output_lengths), decoding)
     capacity = find_capacity(system, start_rps=cfg.rate_rps, min_attainment=cfg.min_attainment, max_probes=MAX_PROBES)
     peak = cfg.peak_rate_rps or cfg.rate_rps

@@ -3,7 +3,9 @@
 Definitions (all latencies from the request's SCHEDULED send time, in ms):
 - queue: batch start (continuous: the request's own prefill) - arrival; TTFT: first token - arrival;
   e2e: last token - arrival;
-  TPOT: (last token - first token) / (tokens - 1), for requests with at least 2 tokens.
+  TPOT: (last token - first token) / (tokens - 1), for requests with at least 2 tokens;
+  largest ITL: the longest wait between two consecutive tokens of a request, at least 2 tokens (what a streaming
+  client sees stall, as when another request's prefill holds the decode step).
 - attainment: requests that completed within their class's SLO / requests offered (rejected and
   unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
 - goodput: requests meeting their SLO per second of the run.
@@ -42,6 +44,16 @@ class RequestRecord:
     first_token: float | None = None
     last_token: float | None = None
     tokens: int = 0
+    largest_gap: float = 0.0  # seconds between two consecutive tokens, at most
+
+    def token(self, t: float) -> None:
+        """A token arrived at `t`."""
+        if self.tokens == 0:
+            self.first_token = t
+        else:
+            assert self.last_token is not None
+            self.largest_gap = max(self.largest_gap, t - self.last_token)
+        self.last_token, self.tokens = t, self.tokens + 1
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,7 @@ class ClassMetrics:
     ttft: Latency
     tpot: Latency
     e2e: Latency
+    itl_max: Latency  # each request's largest inter-token latency
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,8 @@ class ServingReport:
 
 def _class_from_dict(data: dict[str, Any]) -> ClassMetrics:
     data = dict(data)
-    for key in ("queue", "ttft", "tpot", "e2e"):
+    data.setdefault("itl_max", asdict(Latency.of([])))  # reports written before it was measured
+    for key in ("queue", "ttft", "tpot", "e2e", "itl_max"):
         data[key] = Latency(**data[key])
     return ClassMetrics(**data)
 
@@ -201,4 +215,5 @@ def _class_metrics(
         tpot=Latency.of([(r.last_token - r.first_token) / (r.tokens - 1) for r in done
                          if r.tokens > 1 and r.first_token is not None and r.last_token is not None]),
         e2e=Latency.of([r.last_token - r.arrival for r in done if r.last_token is not None]),
+        itl_max=Latency.of([r.largest_gap for r in done if r.tokens > 1]),
     )

@@ -42,12 +42,17 @@ def mixes_lengths(cfg: ServingConfig, engine: Engine) -> bool:
 
 
 def continuous(cfg: ServingConfig, engine: Engine) -> bool:
-    """Whether requests join and leave a running batch between decode steps; an engine that cannot is refused."""
+    """Whether requests join and leave a running batch between decode steps; an engine that cannot (or cannot
+    prefill their prompts in parts, where `prefill_chunk` asks it to) is refused."""
     if cfg.batching != "continuous":
         return False
     if not engine.continuous:
         raise ValueError(f"serving batching=continuous: engine {engine.name} as loaded has no continuous batching "
                          "(torch with a dynamic KV cache, torch_compiled and ort on cpu have); use batching=group")
+    if cfg.prefill_chunk and not engine.chunked_prefill:
+        raise ValueError(f"serving prefill_chunk={cfg.prefill_chunk}: engine {engine.name} as loaded prefills each "
+                         "prompt whole (torch with a dynamic KV cache and ort on cpu prefill in parts); use "
+                         "prefill_chunk=0")
     return True
 
 
@@ -99,9 +104,7 @@ def run_open_loop(
 
     def on_token(request: ServingRequest, index: int, token: int, t: float) -> bool:
         record = records[request.id]
-        if index == 0:
-            record.first_token = t
-        record.last_token, record.tokens = t, index + 1
+        record.token(t)
         if record.tokens == request.max_new_tokens:
             record.outcome = DONE
         return True
@@ -109,7 +112,11 @@ def run_open_loop(
     batch_rows: list[tuple[float, int]] = []  # (start, rows) of every batch run (continuous: every decode step)
     busy_s = 0.0
     reason = ""
-    stream = ContinuousBatch(engine, cfg.max_batch, now, on_token) if scheduler.continuous else None
+    def on_start(request: ServingRequest, t: float) -> None:  # each joiner's queue time ends at its own prefill
+        records[request.id].start = t
+
+    stream = (ContinuousBatch(engine, cfg.max_batch, now, on_token, on_start=on_start, prefill_chunk=cfg.prefill_chunk,
+                              urgency=scheduler.urgency) if scheduler.continuous else None)
     while True:
         t = now()
         while pending and pending[0].time_s <= t:
@@ -131,11 +138,11 @@ def run_open_loop(
                     records[request.id].start = t
                 batch_rows.append((started, run_batch(engine, batch, now, on_token).rows))
             else:
-                for request in batch or []:  # each joiner is prefilled alone: its queue time ends at its own prefill
-                    records[request.id].start = now()
-                    stream.join([request])
+                stream.join(batch or [])
                 if stream.rows:
-                    batch_rows.append((now(), stream.step()))
+                    stepped = now()
+                    if carried := stream.step():  # 0: a part of a prompt ran, and no row was decoding yet
+                        batch_rows.append((stepped, carried))
             busy_s += now() - started
             continue
         release = scheduler.next_release(t, room)
@@ -174,13 +181,15 @@ def _saturation(scheduler: Scheduler, t: float, lag_bound: float, queue_bound: i
 
 
 def warm_up(
-    engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int, stream: bool = False
+    engine: Engine, tokens: np.ndarray, prompt_lengths: Sequence[int], max_batch: int, stream: bool = False,
+    prefill_chunk: int = 0,
 ) -> None:
     """One short generation per (prompt length, batch rows) shape, so first-call costs stay out of a run; with
-    `stream`, also each prompt length joining a stream, and a decode step of each row count up to `max_batch`.
-    Every stream row leaves after its step, as a one-token request would: a static cache holds any rows that each
-    fit alone, not rows kept past their requests. Where the engine samples, one more short generation samples (copying
-    a row's logits out has first-call costs of its own, on a GPU)."""
+    `stream`, also each prompt length joining a stream (in parts of `prefill_chunk` tokens where it is set), and a
+    decode step of each row count up to `max_batch`. Every stream row leaves after its step, as a one-token request
+    would: a static cache holds any rows that each fit alone, not rows kept past their requests. Where the engine
+    samples, one more short generation samples (copying a row's logits out has first-call costs of its own, on a
+    GPU)."""
     lengths = sorted(set(prompt_lengths))
     for p in lengths:
         for rows in range(1, max_batch + 1):
@@ -194,7 +203,13 @@ def warm_up(
     if stream:
         decode = engine.stream()
         for p in lengths:
-            decode.join(0, np.asarray(tokens[:p], dtype=np.int64))
+            prompt = np.asarray(tokens[:p], dtype=np.int64)
+            if prefill_chunk:
+                decode.begin(0, prompt)
+                while decode.prefill(0, prefill_chunk) is None:
+                    pass
+            else:
+                decode.join(0, prompt)
             decode.step()
             decode.leave(0)
         if engine.samples:

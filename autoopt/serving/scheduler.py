@@ -108,6 +108,11 @@ class Scheduler:
         self.max_length = max_length  # a batch's width + its rows' new tokens; None: unbounded
         self.continuous = continuous
 
+    def urgency(self, request: ServingRequest) -> int:
+        """Which of the admitted requests a continuous batch prefills first (lowest first, then in join order): under
+        `strict`, the most urgent class's; under `weighted`, in the order admitted (the weights chose it)."""
+        return self._queues[request.cls].config.priority if self.policy == "strict" else 0
+
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:
         """Admit `request`: QUEUED, DELAYED (held until its class has room) or REJECTED (class full, and for a

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from autoopt.engines.base import Engine
-from autoopt.serving.batcher import ContinuousBatch, run_batch
+from autoopt.serving.batcher import ContinuousBatch, RowFailed, run_batch
 from autoopt.serving.scheduler import REJECTED, Scheduler, ServingRequest
 
 
@@ -53,9 +53,10 @@ class ServingWorker:
         clock: Callable[[], float] = time.perf_counter,
         # after each batch (continuous: each step, with the joiners' prefills before it): its rows and its seconds
         on_batch: Callable[[int, float], None] | None = None,
+        prefill_chunk: int = 0,  # continuous batching: prefill joiners at most this many tokens a step (0: whole)
     ) -> None:
         self._engine, self._scheduler, self._clock = engine, scheduler, clock
-        self._on_batch = on_batch
+        self._on_batch, self._prefill_chunk = on_batch, prefill_chunk
         self._cond = threading.Condition()
         self._sinks: dict[int, RequestSink] = {}
         self._active = 0
@@ -131,11 +132,17 @@ class ServingWorker:
                 sinks.pop(request.id).finished(None)
             return keep
 
-        stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
+        def on_start(request: ServingRequest, t: float) -> None:  # its queue time ends at its own prefill
+            sinks[request.id].started(t)
+
+        def new_stream() -> ContinuousBatch:
+            return ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token, on_start=on_start,
+                                   prefill_chunk=self._prefill_chunk, urgency=self._scheduler.urgency)
+
+        stream = new_stream()
         while (joining := self._joining(stream, sinks)) is not None:
             start = self._clock()
-            for request in joining:  # each joiner is prefilled alone: its queue time ends at its own prefill
-                sinks[request.id].started(self._clock())
+            for request in joining:
                 try:  # a failed prefill leaves the stream as it was: only this request gets the error
                     stream.join([request])
                 except Exception as e:
@@ -144,11 +151,14 @@ class ServingWorker:
             rows = 0
             try:
                 rows = stream.step() if stream.rows else 0
+            except RowFailed as e:  # a part of a joiner's prefill: only that request gets the error
+                if e.request.id in sinks:
+                    sinks.pop(e.request.id).finished(e.cause)
             except Exception as e:  # reported to every row of the stream; the server keeps serving with a new one
                 for request_id in list(sinks):
                     sinks.pop(request_id).finished(e)
-                stream = ContinuousBatch(self._engine, self._scheduler.max_batch, self._clock, on_token)
-            if self._on_batch is not None:  # rows 0: only joiners' prefills ran (each left at its first token)
+                stream = new_stream()
+            if self._on_batch is not None:  # rows 0: only prefills ran (no row was decoding, or all left)
                 self._on_batch(rows, self._clock() - start)
             with self._cond:
                 self._active = stream.rows

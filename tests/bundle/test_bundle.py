@@ -174,6 +174,10 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     assert "under open-loop load (dynamic batches of up to 4 rows, queue delay " in text
     assert "(requests of any length join the running batch between decode steps and leave it at their last " \
         "token)" in readme(streamed)
+    chunked = replace(measured.result.candidate, serving_batching="continuous", serving_prefill_chunk=32)
+    parted = replace(measured.result, serving=replace(serving, continuous=True), candidate=chunked)
+    assert "leave it at their last token, their prompts prefilled at most 32 tokens before each decode step)" in readme(
+        manifest_payload(parted, measured.workload, {}))
     assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text

@@ -329,6 +329,7 @@ class PacedStreams(Engine):
 
     name = "paced-streams"
     continuous = True
+    chunked_prefill = True
 
     def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None,
                  fail_prompt_len: int | None = None) -> None:
@@ -355,6 +356,18 @@ class PacedStreams(Engine):
                     raise RuntimeError("injected prefill failure")
                 return inner.join(key, prompt_ids, sampling)
 
+            failing: set[int] = set()
+
+            def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+                if len(prompt_ids) == outer.fail_prompt_len:
+                    self.failing.add(key)
+                inner.begin(key, prompt_ids, sampling)
+
+            def prefill(self, key: int, tokens: int) -> int | None:
+                if key in self.failing:
+                    raise RuntimeError("injected prefill failure")
+                return inner.prefill(key, tokens)
+
             def step(self) -> dict[int, int]:
                 outer.steps.append(inner.rows)
                 time.sleep(outer.pause_s)
@@ -368,15 +381,16 @@ class PacedStreams(Engine):
         return self.inner.logits(input_ids)
 
 
+@pytest.mark.parametrize("chunk", [0, 2], ids=["whole", "in-parts"])
 def test_with_continuous_batching_a_later_request_joins_the_running_one_and_each_keeps_its_text(
-    served: ServedModel, client: openai.OpenAI
+    served: ServedModel, client: openai.OpenAI, chunk: int
 ) -> None:
     first, later = [5, 17, 42, 7, 99, 3, 11, 64, 8, 1, 2, 250], [8, 1, 2, 250, 31]
     alone = [client.completions.create(model="tiny", prompt=p, max_tokens=n).choices[0].text
              for p, n in ((first, 40), (later, 4))]
     engine = PacedStreams(served.engine, 0.02)
     app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
-                     ServingConfig(max_batch=4, max_queue_delay_ms=0.0, batching="continuous"))
+                     ServingConfig(max_batch=4, max_queue_delay_ms=0.0, batching="continuous", prefill_chunk=chunk))
     with ServerThread(app) as running:
         paced = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=30)
         texts: dict[int, str] = {}
@@ -425,10 +439,11 @@ def test_a_failed_step_ends_a_stream_with_an_error_event_after_the_text_so_far(s
     assert chunks and all(c["choices"][0]["finish_reason"] is None for c in chunks)  # no [DONE], no finish
 
 
-def test_with_continuous_batching_a_failed_prefill_fails_only_its_request(served: ServedModel) -> None:
+@pytest.mark.parametrize("chunk", [0, 2], ids=["whole", "in-parts"])
+def test_with_continuous_batching_a_failed_prefill_fails_only_its_request(served: ServedModel, chunk: int) -> None:
     engine = PacedStreams(served.engine, 0.02, fail_prompt_len=3)
     app = create_app(ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH),
-                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous"))
+                     ServingConfig(max_batch=2, max_queue_delay_ms=0.0, batching="continuous", prefill_chunk=chunk))
     with ServerThread(app) as running:
         results: dict[str, httpx.Response] = {}
         caller = threading.Thread(target=lambda: results.setdefault("r", httpx.post(

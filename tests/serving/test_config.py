@@ -23,6 +23,8 @@ def test_defaults_are_valid_and_work_as_an_omegaconf_structured_config() -> None
         ({"arrival": "uniform"}, "serving.arrival='uniform' is not known; choose one of: poisson, gamma"),
         ({"policy": "fifo"}, "serving.policy='fifo'"),
         ({"max_batch": 0}, "serving.max_batch=0 must be positive"),
+        ({"prefill_chunk": -1, "batching": "continuous"}, "serving.prefill_chunk=-1 must be zero or positive"),
+        ({"prefill_chunk": 16}, "serving.prefill_chunk=16 changes nothing with batching=group"),
         ({"rate_rps": -1.0}, "serving.rate_rps=-1.0 must be positive"),
         ({"min_attainment": 1.5}, "serving.min_attainment=1.5"),
         ({"classes": []}, "serving.classes is empty"),

@@ -48,3 +48,18 @@ def test_report_round_trips_through_json() -> None:
 def test_empty_class_has_no_percentiles_and_full_attainment() -> None:
     r = summarize([], CLASSES, [], max_batch=1, duration_s=1.0, rate_rps=1.0)
     assert r.by_class("P0").e2e.p99 is None and r.by_class("P0").attainment == 1.0 and r.occupancy == 0.0
+
+
+def test_the_largest_inter_token_latency_is_each_requests_longest_wait_between_two_tokens() -> None:
+    stalled, steady, single = RequestRecord(1, "P0", 0.0), RequestRecord(2, "P0", 0.0), RequestRecord(3, "P0", 0.0)
+    for t in (0.10, 0.11, 0.19, 0.20):  # a prefill held the third token 80 ms
+        stalled.token(t)
+    for t in (0.10, 0.12, 0.14):
+        steady.token(t)
+    single.token(0.3)
+    for r in (stalled, steady, single):
+        r.outcome = DONE
+    assert (stalled.first_token, stalled.last_token, stalled.tokens) == (0.10, 0.20, 4)
+    itl = summarize([stalled, steady, single], CLASSES, [1], max_batch=1, duration_s=1.0,
+                    rate_rps=1.0).by_class("P0").itl_max
+    assert itl.n == 2 and itl.p50 == pytest.approx((80.0 + 20.0) / 2)

@@ -13,6 +13,7 @@ from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.engines.sampling import Sampling
 from autoopt.engines.stream import DecodeStream
+from autoopt.serving.batcher import ContinuousBatch, RowFailed
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.runner import WARMUP_STREAM, engine_system, probe_arrivals, run_open_loop
 from autoopt.serving.scheduler import Scheduler, ServingRequest
@@ -90,6 +91,51 @@ class StreamingEngine(SteppedEngine):
 
     def stream(self) -> SteppedStream:
         self.opened = SteppedStream(self, prefill_s=self.step_s)
+        return self.opened
+
+
+class PartedStream(SteppedStream):
+    """`SteppedStream` whose prompts may also join in parts, each token of a prompt costing `token_s`; a prompt
+    listed in `failing` fails at its second part. Scheduling test double, not a measurement."""
+
+    def __init__(self, engine: SteppedEngine, token_s: float, failing: set[int]) -> None:
+        super().__init__(engine, prefill_s=0.0)
+        self.token_s, self.failing, self.left_over, self.parts = token_s, failing, {}, []
+
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
+        self.engine.clock.t += self.token_s * len(prompt_ids)
+        return super().join(key, prompt_ids, sampling)
+
+    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+        self.left_over[key] = len(prompt_ids)
+
+    def prefill(self, key: int, tokens: int) -> int | None:
+        part = min(tokens, self.left_over[key])
+        if key in self.failing and self.left_over[key] < tokens * 2:
+            raise RuntimeError("out of memory")
+        self.engine.clock.t += self.token_s * part
+        self.parts.append((key, part))
+        self.left_over[key] -= part
+        if self.left_over[key]:
+            return None
+        del self.left_over[key]
+        self.keys.append(key)
+        return 0
+
+    def leave(self, key: int) -> None:
+        if self.left_over.pop(key, None) is None:
+            super().leave(key)
+
+
+class PartingEngine(StreamingEngine):
+    chunked_prefill = True
+
+    def __init__(self, clock: FakeClock, step_s: float, token_s: float, failing: set[int] | None = None) -> None:
+        super().__init__(clock, step_s)
+        self.token_s, self.failing = token_s, failing or set()
+
+    def stream(self) -> PartedStream:
+        self.opened = PartedStream(self, self.token_s, self.failing)
         return self.opened
 
 
@@ -240,6 +286,133 @@ def test_the_server_worker_stamps_each_joiners_start_at_its_own_prefill() -> Non
     assert starts == pytest.approx([0.0, 0.05, 0.1])
 
 
+def request(i: int, prompt_len: int, new: int, cls: str = "P0") -> ServingRequest:
+    return ServingRequest(i, cls, prompt_len, new, 0.0, np.zeros(prompt_len, dtype=np.int64))
+
+
+@pytest.mark.parametrize("chunk", [0, 16])
+def test_a_long_prompt_prefilled_in_parts_holds_the_running_row_one_part_at_a_time(chunk: int) -> None:
+    """A row decodes (10 ms a step) when a 64-token prompt joins (1 ms a token). Whole, its prefill holds the row's
+    next token 64 ms; in parts of 16, 16 ms at a time, and the joiner's first token comes 3 steps later."""
+    clock = FakeClock()
+    times: dict[int, list[float]] = {0: [], 1: []}
+    starts: dict[int, float] = {}
+
+    def on_token(r: ServingRequest, index: int, token: int, t: float) -> bool:
+        times[r.id].append(t)
+        return True
+
+    batch = ContinuousBatch(PartingEngine(clock, 0.01, 0.001), 4, clock, on_token,
+                            on_start=lambda r, t: starts.setdefault(r.id, t), prefill_chunk=chunk)
+    batch.join([request(0, 4, 12)])
+    batch.step()
+    batch.join([request(1, 64, 2)])
+    while batch.rows:
+        batch.step()
+    gaps = np.diff(times[0])
+    assert gaps.max() == pytest.approx(0.01 + (0.016 if chunk else 0.064))
+    first_token = times[1][0] - starts[1]
+    assert first_token == pytest.approx(0.064 + (3 * 0.01 if chunk else 0.0))
+    assert times[0][-1] == pytest.approx(0.004 + 11 * 0.01 + 0.064)  # the same work in all, only spread out
+
+
+def test_joiners_prefilled_in_parts_go_one_after_another_each_starting_at_its_own_first_part() -> None:
+    clock = FakeClock()
+    starts: dict[int, float] = {}
+    engine = PartingEngine(clock, 0.01, 0.001)
+    batch = ContinuousBatch(engine, 4, clock, lambda r, i, tok, t: True,
+                            on_start=lambda r, t: starts.setdefault(r.id, t), prefill_chunk=8)
+    batch.join([request(0, 16, 1), request(1, 8, 1)])
+    assert batch.rows == 2 and batch.room == 2  # prefilling requests take their rows already
+    while batch.rows:
+        batch.step()
+    assert engine.opened.parts == [(0, 8), (0, 8), (1, 8)]
+    assert starts == {0: 0.0, 1: pytest.approx(0.016)}
+
+
+def test_short_prompts_share_a_steps_tokens_and_the_most_urgent_prompt_takes_them_first() -> None:
+    clock = FakeClock()
+    engine = PartingEngine(clock, 0.01, 0.001)
+    order = {"P0": 0, "P3": 3}
+    batch = ContinuousBatch(engine, 4, clock, lambda r, i, tok, t: True, prefill_chunk=8,
+                            urgency=lambda r: order[r.cls])
+    batch.join([request(0, 20, 1, "P3"), request(1, 5, 1), request(2, 6, 1)])
+    batch.step()
+    assert engine.opened.parts == [(1, 5), (2, 3)]  # the P0s, in the order they joined, before the older P3
+    while batch.rows:
+        batch.step()
+    assert engine.opened.parts == [(1, 5), (2, 3), (2, 3), (0, 5), (0, 8), (0, 7)]
+
+
+def test_a_failed_part_loses_its_own_request_only() -> None:
+    clock = FakeClock()
+    engine = PartingEngine(clock, 0.01, 0.001, failing={1})
+    tokens: dict[int, int] = {0: 0, 2: 0}
+
+    def on_token(r: ServingRequest, index: int, token: int, t: float) -> bool:
+        tokens[r.id] += 1
+        return True
+
+    batch = ContinuousBatch(engine, 4, clock, on_token, prefill_chunk=8)
+    batch.join([request(0, 8, 4), request(1, 16, 2), request(2, 8, 2)])
+    batch.step()  # 0's prompt, and its second token
+    batch.step()  # 1's first part, and 0's third token
+    with pytest.raises(RowFailed, match="request 1: out of memory") as failed:
+        batch.step()
+    assert failed.value.request.id == 1 and batch.rows == 2 and engine.opened.left_over == {2: 8}
+    while batch.rows:
+        batch.step()
+    assert tokens == {0: 4, 2: 2}
+
+
+def test_the_server_worker_answers_a_failed_part_to_its_own_client_and_serves_the_others() -> None:
+    clock = FakeClock()
+    worker = ServingWorker(PartingEngine(clock, 0.01, 0.001, failing={1}), Scheduler(CLASSES, max_batch=4,
+                           continuous=True), clock=clock, prefill_chunk=8)
+    ended: dict[int, BaseException | None] = {}
+    done = threading.Event()
+
+    class Sink:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def started(self, t: float) -> None:
+            pass
+
+        def token(self, index: int, token: int, t: float) -> bool:
+            return True
+
+        def finished(self, error: BaseException | None) -> None:
+            ended[self.i] = error
+            if len(ended) == 3:
+                done.set()
+
+    for i, length in enumerate((8, 16, 8)):
+        worker.submit(request(i, length, 3), Sink(i))
+    worker.start()
+    assert done.wait(10) and worker.close(10)
+    assert ended[0] is None and ended[2] is None and str(ended[1]) == "out of memory"
+
+
+def test_a_prefill_chunk_on_an_engine_that_prefills_whole_is_refused_in_one_line() -> None:
+    clock = FakeClock()
+    cfg = ServingConfig(classes=CLASSES, batching="continuous", prefill_chunk=16)
+    with pytest.raises(ValueError, match="engine stepped as loaded prefills each prompt whole"):
+        run_open_loop(StreamingEngine(clock, 0.01), cfg, [arrival(0, 0.0, "P0", 2)], clock=clock, sleep=clock.sleep)
+
+
+def test_an_open_loop_run_prefills_in_the_parts_its_config_asks_for() -> None:
+    clock = FakeClock()
+    engine = PartingEngine(clock, 0.01, 0.001)
+    cfg = ServingConfig(classes=CLASSES, max_batch=2, batching="continuous", prefill_chunk=5)
+    report = run_open_loop(engine, cfg, [arrival(0, 0.0, "P0", 3, 12), arrival(1, 0.0, "P3", 3, 4)],
+                           clock=clock, sleep=clock.sleep)
+    assert engine.opened.parts == [(0, 5), (0, 5), (0, 2), (1, 3), (1, 1)]  # P0's first, 5 tokens a step
+    assert report.overall.completed == 2
+    # the first step decoded no row (a part alone): not a batch of 0 rows
+    assert report.batches == len(engine.opened.steps) and 0 not in [len(rows) for rows in engine.opened.steps]
+
+
 def test_continuous_batching_on_an_engine_without_a_stream_is_refused_in_one_line() -> None:
     clock = FakeClock()
     cfg = ServingConfig(classes=CLASSES, batching="continuous")
@@ -268,10 +441,12 @@ def test_strict_priority_keeps_p0_fast_while_p3_waits_under_overload() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("engine_name", "batching"),
-                         [("torch", "group"), ("torch", "continuous"), ("torch_compiled", "continuous"),
-                          ("ort", "continuous")])
-def test_real_open_loop_run_on_the_trained_builtin_model(engine_name: str, batching: str, cache_dir: Path) -> None:
+@pytest.mark.parametrize(("engine_name", "batching", "chunk"),
+                         [("torch", "group", 0), ("torch", "continuous", 0), ("torch_compiled", "continuous", 0),
+                          ("ort", "continuous", 0), ("ort", "continuous", 8)])
+def test_real_open_loop_run_on_the_trained_builtin_model(
+    engine_name: str, batching: str, chunk: int, cache_dir: Path
+) -> None:
     from autoopt.config.schema import ModelConfig
     from autoopt.engines.base import RuntimeOptions
     from autoopt.models.source import resolve_model
@@ -284,8 +459,8 @@ def test_real_open_loop_run_on_the_trained_builtin_model(engine_name: str, batch
     engine = built_engine(engine_name, folder, cache_dir, runtime, **knobs)
     tokens = np.arange(3, 400, dtype=np.int64)
     cfg = ServingConfig(rate_rps=4.0, max_requests=12, duration_s=6.0, max_batch=4, max_queue_delay_ms=20.0,
-                        batching=batching)
-    warm_up(engine, tokens, [16, 32], cfg.max_batch, stream=batching == "continuous")
+                        batching=batching, prefill_chunk=chunk)
+    warm_up(engine, tokens, [16, 32], cfg.max_batch, stream=batching == "continuous", prefill_chunk=chunk)
     arrivals = make_arrivals(cfg, tokens, [16, 32], [4, 8])
     report = run_open_loop(engine, cfg, arrivals)
     engine.close()

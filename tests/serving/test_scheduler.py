@@ -242,3 +242,12 @@ def test_continuous_joins_take_any_length_most_urgent_first_up_to_the_free_rows_
     assert ids(s.next_batch(0.02, room=2)) == [other_p0.id, short_p1.id]
     assert s.next_release(0.02, room=3) == pytest.approx(0.02)  # one waiting, rows free: no queue delay
     assert ids(s.next_batch(0.02, room=3)) == [long_p3.id]
+
+
+def test_a_continuous_batch_prefills_the_most_urgent_class_first_under_strict_and_in_admission_order_under_weighted(
+) -> None:
+    req = Ids()
+    p3, p0 = req("P3", 0.0), req("P0", 0.1)
+    strict, weighted = Scheduler(classes(), policy="strict"), Scheduler(classes(), policy="weighted")
+    assert min([p3, p0], key=strict.urgency) is p0
+    assert min([p3, p0], key=weighted.urgency) is p3
