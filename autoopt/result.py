@@ -107,6 +107,7 @@ class ServingClassResult:
     rejected: int
     offered: int | None = None  # requests of this class in that run (None: recorded before it was kept)
     completed: int | None = None  # of them, finished: the samples behind the p99s
+    itl_max_p99_ms: float | None = None  # p99 of each request's largest inter-token latency (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -341,8 +342,9 @@ DEFINITIONS: dict[str, str] = {
     "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / bandwidth: the measured copy bandwidth on CPU "
     "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 "
     "is possible when fits_llc (the working set sits in the last-level cache)",
-    "serving.classes": "per priority class, in the highest-rate run that held every SLO: p99 of e2e, TTFT and "
-    "queue time over its completed requests (`completed` is that sample count, `offered` the requests sent), "
+    "serving.classes": "per priority class, in the highest-rate run that held every SLO: p99 of e2e, TTFT, "
+    "queue time and each request's largest inter-token latency (itl_max: the longest wait between two of its "
+    "tokens) over its completed requests (`completed` is that sample count, `offered` the requests sent), "
     "attainment, goodput, rejections",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.load_curve": "every run of the capacity search, in order: offered rate, whether every SLO held (and "

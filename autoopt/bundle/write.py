@@ -380,7 +380,9 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
             continue
         p99 = "none completed" if c["e2e_p99_ms"] is None else f"e2e p99 {c['e2e_p99_ms']:.0f} ms"
         samples = "" if c.get("completed") is None else f" over {c['completed']} of {c['offered']} requests"
-        lines.append(f"  - {name} ({slo}): {p99}{samples}, attainment {c['attainment']:.3f}")
+        stall = "" if c.get("itl_max_p99_ms") is None else (
+            f", longest wait between two tokens p99 {c['itl_max_p99_ms']:.0f} ms")
+        lines.append(f"  - {name} ({slo}): {p99}{samples}, attainment {c['attainment']:.3f}{stall}")
     if m.get("serving.replicas") is not None:
         lines.append(
             f"  - a peak of {m['serving.peak_rate_rps']:.1f} requests/s needs {m['serving.replicas']} replica(s): "

@@ -48,6 +48,7 @@ def measure_serving(
                 rejected=c.rejected,
                 offered=c.offered,
                 completed=c.completed,
+                itl_max_p99_ms=c.itl_max.p99,
             )
     return ServingResult(
         capacity_rps=capacity.rate_rps,

@@ -146,7 +146,7 @@ def test_manifest_and_readme_say_whether_the_compile_time_was_a_cache_read(
 def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_class(measured: Measured) -> None:
     from autoopt.result import ServingClassResult, ServingResult
 
-    classes = {"P0": ServingClassResult(200.0, 120.0, 20.0, 5.0, 1.0, 2.0, 0, 30, 30),
+    classes = {"P0": ServingClassResult(200.0, 120.0, 20.0, 5.0, 1.0, 2.0, 0, 30, 30, itl_max_p99_ms=14.0),
                "P3": ServingClassResult(0.0, None, None, None, 1.0, 0.0, 0, 0, 0)}
     serving = ServingResult(12.5, True, 7, 4, 0.6, 40.0, 4, 9.6, 0.05, classes, warmup_s=2.0, judged_s=6.0)
     payload = manifest_payload(replace(measured.result, serving=serving), measured.workload, {})
@@ -178,7 +178,9 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     parted = replace(measured.result, serving=replace(serving, continuous=True), candidate=chunked)
     assert "leave it at their last token, their prompts prefilled at most 32 tokens before each decode step)" in readme(
         manifest_payload(parted, measured.workload, {}))
-    assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000" in text
+    assert "  - P0 (SLO 200 ms): e2e p99 120 ms over 30 of 30 requests, attainment 1.000, longest wait between two " \
+        "tokens p99 14 ms" in text
+    assert figures["serving.classes.P0.itl_max_p99_ms"]["unit"] == "ms"
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text
     assert "under open-loop load" not in readme(manifest_payload(measured.result, measured.workload, {}))

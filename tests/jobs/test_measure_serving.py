@@ -37,6 +37,8 @@ def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path
     # the workload's expected 4 tokens per request, whichever lengths the capacity run happened to draw
     assert s.usd_per_1m_output_tokens_at_peak == pytest.approx(s.replicas * 0.1 / (100.0 * 4 * 3600) * 1e6)
     counts = [(c.offered, c.completed) for c in s.classes.values()]  # every p99 comes with its sample count
+    # every completed request has 2+ tokens here, so each class that completed one has its longest wait
+    assert all(c.itl_max_p99_ms is not None and c.itl_max_p99_ms > 0 for c in s.classes.values() if c.completed)
     assert all(o is not None and d is not None and d <= o for o, d in counts) and sum(d for _, d in counts) > 0
     curve = s.load_curve  # every probe of the search, with what each class got
     assert len(curve) == s.probes and {p.rate_rps for p in curve if p.holds} and max(
