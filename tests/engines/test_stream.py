@@ -26,14 +26,24 @@ RUNTIME = RuntimeOptions(device="cpu", threads=2, max_length=48, max_batch=4)
 SCHEDULE = [(0, 9, 0, 6), (1, 16, 2, 10), (2, 5, 7, 8), (3, 12, 9, 6)]
 
 
-def run_schedule(stream: DecodeStream, prompts: list[np.ndarray]) -> dict[int, list[int]]:
+def run_schedule(stream: DecodeStream, prompts: list[np.ndarray], chunk: int = 0) -> dict[int, list[int]]:
+    """SCHEDULE's rows through `stream`, each prompt joining whole, or `chunk` tokens a step (`begin`, `prefill`)
+    while the others decode."""
     out: dict[int, list[int]] = {}
     left: set[int] = set()
+    parting: set[int] = set()
     step = 0
-    while step == 0 or stream.rows or any(start >= step for _, _, start, _ in SCHEDULE):
+    while step == 0 or stream.rows or parting or any(start >= step for _, _, start, _ in SCHEDULE):
         for row, _, start, _ in SCHEDULE:
-            if start == step:
+            if start == step and chunk:
+                stream.begin(row, prompts[row])
+                parting.add(row)
+            elif start == step:
                 out[row] = [stream.join(row, prompts[row])]
+        for row in sorted(parting):
+            if (token := stream.prefill(row, chunk)) is not None:
+                out[row] = [token]
+                parting.remove(row)
         for row, token in stream.step().items():
             out[row].append(token)
         for row, _, _, new in SCHEDULE:
@@ -69,10 +79,10 @@ def test_rows_joining_and_leaving_a_stream_decode_as_their_prompts_alone(
     engine.close()
 
 
-def assert_stream_decodes_as_alone(engine: Engine, folder: Path) -> None:
+def assert_stream_decodes_as_alone(engine: Engine, folder: Path, chunk: int = 0) -> None:
     prompts, _ = mixed_batch(folder, [length for _, length, _, _ in SCHEDULE])
     stream = engine.stream()
-    got = run_schedule(stream, prompts)
+    got = run_schedule(stream, prompts, chunk)
     assert stream.rows == 0
     for row, _, _, new in SCHEDULE:
         np.testing.assert_array_equal(got[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
@@ -242,26 +252,7 @@ def test_prompts_prefilled_in_parts_decode_as_their_prompts_alone(
     decode), on the trained model: each part attends to the parts before it at the right positions."""
     engine = built_engine(name, builtin, cache_dir, RUNTIME, **knobs)
     assert engine.chunked_prefill
-    prompts, _ = mixed_batch(builtin, [length for _, length, _, _ in SCHEDULE])
-    stream, out, parting, left, step = engine.stream(), {}, set(), set(), 0
-    while step == 0 or stream.rows or parting or any(start >= step for _, _, start, _ in SCHEDULE):
-        for row, _, start, _ in SCHEDULE:
-            if start == step:
-                stream.begin(row, prompts[row])
-                parting.add(row)
-        for row in sorted(parting):
-            if (token := stream.prefill(row, 3)) is not None:
-                out[row] = [token]
-                parting.remove(row)
-        for row, token in stream.step().items():
-            out[row].append(token)
-        for row, _, _, new in SCHEDULE:
-            if row in out and len(out[row]) >= new and row not in left:
-                stream.leave(row)
-                left.add(row)
-        step += 1
-    for row, _, _, new in SCHEDULE:
-        np.testing.assert_array_equal(out[row][:new], greedy_tokens(engine, prompts[row][None], new)[0], f"row {row}")
+    assert_stream_decodes_as_alone(engine, builtin, chunk=3)
     engine.close()
 
 
