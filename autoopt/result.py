@@ -98,7 +98,7 @@ class CostResult:
 class ServingClassResult:
     """One priority class in the highest-rate run that held every SLO (`ServingResult.capacity_rps`)."""
 
-    slo_ms: float  # 0 = best effort
+    slo_ms: float  # the end-to-end deadline (0: none; a class with no deadline is best effort)
     e2e_p99_ms: float | None
     ttft_p99_ms: float | None
     queue_p99_ms: float | None
@@ -108,6 +108,19 @@ class ServingClassResult:
     offered: int | None = None  # requests of this class in that run (None: recorded before it was kept)
     completed: int | None = None  # of them, finished: the samples behind the p99s
     itl_max_p99_ms: float | None = None  # p99 of each request's largest inter-token latency (None: not recorded)
+    ttft_slo_ms: float = 0.0  # the first token's deadline (0: none)
+    itl_slo_ms: float = 0.0  # the deadline on the longest wait between two tokens (0: none)
+
+    @property
+    def deadlines(self) -> str:
+        return deadlines_in_words(self.slo_ms, self.ttft_slo_ms, self.itl_slo_ms)
+
+
+def deadlines_in_words(slo_ms: float, ttft_slo_ms: float = 0.0, itl_slo_ms: float = 0.0) -> str:
+    """A class's deadlines, e.g. "SLO 200 ms e2e, 50 ms to the first token"; "best effort" without any."""
+    labels = ((slo_ms, "e2e"), (ttft_slo_ms, "to the first token"), (itl_slo_ms, "between two tokens"))
+    parts = [f"{ms:.0f} ms {label}" for ms, label in labels if ms]
+    return "SLO " + ", ".join(parts) if parts else "best effort"
 
 
 @dataclass(frozen=True)
@@ -345,7 +358,8 @@ DEFINITIONS: dict[str, str] = {
     "serving.classes": "per priority class, in the highest-rate run that held every SLO: p99 of e2e, TTFT, "
     "queue time and each request's largest inter-token latency (itl_max: the longest wait between two of its "
     "tokens) over its completed requests (`completed` is that sample count, `offered` the requests sent), "
-    "attainment, goodput, rejections",
+    "attainment, goodput, rejections; its deadlines (0 where unset): slo_ms on e2e, ttft_slo_ms on TTFT, "
+    "itl_slo_ms on itl_max",
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.load_curve": "every run of the capacity search, in order: offered rate, whether every SLO held (and "
     "why not), completed requests per second of the run, utilization (seconds the engine ran batches / the "

@@ -18,7 +18,7 @@ from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.config.serde import to_dict
 from autoopt.digest import package_digest
 from autoopt.engines.registry import engine_class, engine_info
-from autoopt.result import DEFINITIONS, MeasureResult
+from autoopt.result import DEFINITIONS, MeasureResult, deadlines_in_words
 
 FIGURE_GROUPS = ("speed", "memory", "accuracy", "cost", "build", "roofline", "serving")  # the last two may be absent
 _PERCENTILES = {
@@ -374,15 +374,16 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     names = sorted({k.split(".")[2] for k in m if k.startswith("serving.classes.")})  # names hold no '.'
     for name in names:
         c = {k.rsplit(".", 1)[1]: v for k, v in m.items() if k.startswith(f"serving.classes.{name}.")}
-        slo = f"SLO {c['slo_ms']:.0f} ms" if c["slo_ms"] else "best effort"
+        slo = deadlines_in_words(c["slo_ms"], c.get("ttft_slo_ms", 0.0), c.get("itl_slo_ms", 0.0))
         if c.get("offered") == 0:
             lines.append(f"  - {name} ({slo}): not offered at that rate")
             continue
         p99 = "none completed" if c["e2e_p99_ms"] is None else f"e2e p99 {c['e2e_p99_ms']:.0f} ms"
+        first = "" if not c.get("ttft_slo_ms") or c["ttft_p99_ms"] is None else f", TTFT p99 {c['ttft_p99_ms']:.0f} ms"
         samples = "" if c.get("completed") is None else f" over {c['completed']} of {c['offered']} requests"
         stall = "" if c.get("itl_max_p99_ms") is None else (
             f", longest wait between two tokens p99 {c['itl_max_p99_ms']:.0f} ms")
-        lines.append(f"  - {name} ({slo}): {p99}{samples}, attainment {c['attainment']:.3f}{stall}")
+        lines.append(f"  - {name} ({slo}): {p99}{first}{samples}, attainment {c['attainment']:.3f}{stall}")
     if m.get("serving.replicas") is not None:
         lines.append(
             f"  - a peak of {m['serving.peak_rate_rps']:.1f} requests/s needs {m['serving.replicas']} replica(s): "

@@ -20,7 +20,10 @@ ON_FULL = ("reject", "delay")
 
 @dataclass
 class ServingClassConfig:
-    """One priority class. `slo_ms` is the end-to-end deadline counted from the scheduled send time."""
+    """One priority class and its deadlines, each 0 when not set: `slo_ms` for the last token and `ttft_slo_ms` for
+    the first, counted from the scheduled send time, and `itl_slo_ms` for the longest wait between two consecutive
+    tokens (what a streaming client sees stall). A request meets its class's SLO when it completed within every
+    deadline set; a class with none is best effort."""
 
     name: str = "P3"
     priority: int = 3  # 0 = most urgent
@@ -30,6 +33,16 @@ class ServingClassConfig:
     on_full: str = "reject"  # reject (HTTP 429) | delay (held back until the class queue has room; rejected
     # once saturation_queue requests wait in all)
     weight: float = 1.0  # policy=weighted: relative share of the batch rows this class's requests take
+    ttft_slo_ms: float = 0.0  # first token's deadline (0: none)
+    itl_slo_ms: float = 0.0  # longest wait between two tokens (0: none)
+
+    @property
+    def best_effort(self) -> bool:
+        return not (self.slo_ms > 0 or self.ttft_slo_ms > 0 or self.itl_slo_ms > 0)
+
+
+# ServingClassConfig fields added after studies were recorded: fingerprints leave them out at their default (0).
+STREAMING_SLOS = ("ttft_slo_ms", "itl_slo_ms")
 
 
 def default_classes() -> list[ServingClassConfig]:
@@ -70,12 +83,16 @@ class ServingConfig:
 
 def without_serving_knobs(workload: dict[str, Any]) -> dict[str, Any]:
     """A workload's fields (`asdict`) without the serving settings that are candidate knobs (SERVING_KNOBS, held at
-    their defaults in a workload): what fingerprints record, so that a new knob does not make earlier studies
-    and ground truths look measured under another workload."""
+    their defaults in a workload) and without the classes' streaming deadlines where unset: what fingerprints
+    record, so that a new knob or field does not make earlier studies and ground truths look measured under
+    another workload."""
     serving = workload.get("serving")
     if not isinstance(serving, dict):
         return workload
-    return {**workload, "serving": {k: v for k, v in serving.items() if k not in SERVING_KNOBS}}
+    kept = {k: v for k, v in serving.items() if k not in SERVING_KNOBS}
+    if isinstance(kept.get("classes"), list):
+        kept["classes"] = [{k: v for k, v in c.items() if not (k in STREAMING_SLOS and not v)} for c in kept["classes"]]
+    return {**workload, "serving": kept}
 
 
 def check_serving(cfg: ServingConfig) -> None:
@@ -118,6 +135,11 @@ def check_serving(cfg: ServingConfig) -> None:
                               "and tables split on '|'); rename it without them")
         _non_negative(f"{key}.priority", c.priority)
         _non_negative(f"{key}.slo_ms", c.slo_ms)
+        _non_negative(f"{key}.ttft_slo_ms", c.ttft_slo_ms)
+        _non_negative(f"{key}.itl_slo_ms", c.itl_slo_ms)
+        if c.slo_ms > 0 and c.ttft_slo_ms > c.slo_ms:
+            raise ConfigError(f"{key}.ttft_slo_ms={c.ttft_slo_ms} is later than its slo_ms={c.slo_ms} (the last "
+                              "token's deadline), so it checks nothing; lower it or set it to 0")
         _non_negative(f"{key}.share", c.share)
         _positive(f"{key}.queue_limit", c.queue_limit)
         _choice(f"{key}.on_full", c.on_full, ON_FULL)

@@ -14,13 +14,13 @@ def load_curve_markdown(serving: ServingResult) -> str:
     arrival window the engine spent running batches), and per class its e2e p99 (ms) and, in brackets, the
     completed requests behind it."""
     names = list(serving.classes)
-    slos = "; ".join(f"{n} {c.slo_ms:.0f} ms" if c.slo_ms > 0 else f"{n} best effort" for n, c in serving.classes.items())
+    slos = "; ".join(f"{n} {c.deadlines}" for n, c in serving.classes.items())
     probe = "" if serving.warmup_s is None else (
         f" Each probe: {serving.warmup_s:g} s of warm-up traffic (served, not judged), then {serving.judged_s:g} s "
         "whose requests the p99s count; busy counts both.")
     lines = [
         f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, "
-        f"{'bracketed within 5 %' if serving.converged else 'probe budget ran out before 5 %'}). SLOs: {slos}.{probe}",
+        f"{'bracketed within 5 %' if serving.converged else 'probe budget ran out before 5 %'}). Classes: {slos}.{probe}",
         "",
         "| offered req/s | holds | completed req/s | busy | " + " | ".join(f"{n} e2e p99 ms (n)" for n in names)
         + " | why not |",

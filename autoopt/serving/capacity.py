@@ -5,9 +5,11 @@ A rate "holds" when the run completed at least one request (a rate so low that n
 `duration_s` shows nothing), did not saturate, kept up with it — the engine ran batches for no longer than
 the arrivals lasted (utilization <= 1), and the backlog cleared within the largest SLO after the last
 arrival, so no class (best effort included) was left a growing queue that a short probe would hide — and,
-for every class with an SLO that was offered requests, p99 end-to-end latency <= its SLO and attainment
->= `min_attainment`. The drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T)
-times the rate the engine completes; utilization compares the work offered with the time it had.
+for every class with an SLO that was offered requests, the p99 of each figure it sets a deadline on (end-to-end
+latency, TTFT, the longest wait between two tokens) <= that deadline and attainment >= `min_attainment`. The
+drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T) times the rate the engine
+completes; utilization compares the work offered with the time it had. The drain bound is the largest end-to-end
+SLO (BEST_EFFORT_DRAIN_S where no class sets one): first-token and stall deadlines bound no request's last token.
 Best-effort rejections count against nothing here: read them in the report. A probe's figures count the
 requests sent after its warm-up (see `autoopt.serving.runner`), its utilization all of them.
 """
@@ -48,11 +50,14 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
             f"(> {drain_bound_s:.2f}s, the largest SLO)"
         )
     for c in report.classes:
-        if c.slo_ms <= 0 or c.offered == 0:
+        deadlines = [(c.slo_ms, "e2e", c.e2e), (c.ttft_slo_ms, "TTFT", c.ttft), (c.itl_slo_ms, "longest ITL", c.itl_max)]
+        deadlines = [d for d in deadlines if d[0] > 0]
+        if not deadlines or c.offered == 0:
             continue
-        if c.e2e.p99 is None or c.e2e.p99 > c.slo_ms:
-            p99 = "none completed" if c.e2e.p99 is None else f"{c.e2e.p99:.0f} ms"
-            problems.append(f"{c.name} e2e p99 {p99} > {c.slo_ms:.0f} ms")
+        for deadline, figure, latency in deadlines:
+            if c.completed == 0 or (latency.p99 is not None and latency.p99 > deadline):
+                p99 = "none completed" if c.completed == 0 else f"{latency.p99:.0f} ms"
+                problems.append(f"{c.name} {figure} p99 {p99} > {deadline:.0f} ms")
         if c.attainment < min_attainment:
             problems.append(f"{c.name} attainment {c.attainment:.3f} < {min_attainment}")
     return problems

@@ -49,6 +49,8 @@ def measure_serving(
                 offered=c.offered,
                 completed=c.completed,
                 itl_max_p99_ms=c.itl_max.p99,
+                ttft_slo_ms=c.ttft_slo_ms,
+                itl_slo_ms=c.itl_slo_ms,
             )
     return ServingResult(
         capacity_rps=capacity.rate_rps,

@@ -6,8 +6,9 @@ Definitions (all latencies from the request's SCHEDULED send time, in ms):
   TPOT: (last token - first token) / (tokens - 1), for requests with at least 2 tokens;
   largest ITL: the longest wait between two consecutive tokens of a request, at least 2 tokens (what a streaming
   client sees stall, as when another request's prefill holds the decode step).
-- attainment: requests that completed within their class's SLO / requests offered (rejected and
-  unfinished ones count as misses); a best-effort class (slo 0) counts every completed request.
+- attainment: requests that completed within every deadline their class sets (last token, first token, longest
+  wait between two tokens: `ServingClassConfig`) / requests offered (rejected and unfinished ones count as
+  misses); a best-effort class (no deadline) counts every completed request.
 - goodput: requests meeting their SLO per second of the run.
 - occupancy: mean rows per batch / max_batch.
 - utilization: seconds the engine ran batches / the arrival window: the warm-up's seconds plus offered / rate
@@ -76,7 +77,7 @@ class Latency:
 @dataclass(frozen=True)
 class ClassMetrics:
     name: str
-    slo_ms: float  # 0 = best effort (and for "overall")
+    slo_ms: float  # the e2e deadline, 0 where unset (every deadline is 0 for "overall")
     offered: int
     completed: int
     rejected: int
@@ -90,6 +91,8 @@ class ClassMetrics:
     tpot: Latency
     e2e: Latency
     itl_max: Latency  # each request's largest inter-token latency
+    ttft_slo_ms: float = 0.0
+    itl_slo_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,10 +166,9 @@ def summarize(
     """Build the report from the judged requests' records and the row counts of the batches started after the
     warm-up (`warmup_offered` requests sent before `warmup_s`, whose records are not among `records`; their
     engine time is in `busy_s`)."""
-    slo = {c.name: c.slo_ms for c in classes}
-    per_class = tuple(_class_metrics(c.name, c.slo_ms, [r for r in records if r.cls == c.name], slo, duration_s)
-                      for c in classes)
-    overall = _class_metrics("overall", 0.0, list(records), slo, duration_s)
+    slo = {c.name: c for c in classes}
+    per_class = tuple(_class_metrics(c, [r for r in records if r.cls == c.name], slo, duration_s) for c in classes)
+    overall = _class_metrics(ServingClassConfig("overall", slo_ms=0.0), list(records), slo, duration_s)
     mean_rows = float(np.mean(batch_rows)) if batch_rows else 0.0
     return ServingReport(
         rate_rps=rate_rps,
@@ -188,20 +190,28 @@ def summarize(
     )
 
 
-def meets_slo(record: RequestRecord, slo_ms: float) -> bool:
-    if record.outcome != DONE or record.last_token is None:
+def meets_slo(record: RequestRecord, cls: ServingClassConfig) -> bool:
+    """Whether `record` completed within every deadline `cls` sets."""
+    if record.outcome != DONE or record.last_token is None or record.first_token is None:
         return False
-    return slo_ms <= 0 or (record.last_token - record.arrival) * 1e3 <= slo_ms
+    within = [
+        (cls.slo_ms, record.last_token - record.arrival),
+        (cls.ttft_slo_ms, record.first_token - record.arrival),
+        (cls.itl_slo_ms, record.largest_gap),
+    ]
+    return all(deadline <= 0 or seconds * 1e3 <= deadline for deadline, seconds in within)
 
 
 def _class_metrics(
-    name: str, slo_ms: float, records: list[RequestRecord], slo: dict[str, float], duration_s: float
+    cls: ServingClassConfig, records: list[RequestRecord], slo: dict[str, ServingClassConfig], duration_s: float
 ) -> ClassMetrics:
     done = [r for r in records if r.outcome == DONE]
     met = sum(meets_slo(r, slo[r.cls]) for r in records)
     return ClassMetrics(
-        name=name,
-        slo_ms=slo_ms,
+        name=cls.name,
+        slo_ms=cls.slo_ms,
+        ttft_slo_ms=cls.ttft_slo_ms,
+        itl_slo_ms=cls.itl_slo_ms,
         offered=len(records),
         completed=len(done),
         rejected=sum(r.outcome == REJECTED for r in records),

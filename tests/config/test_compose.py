@@ -121,7 +121,7 @@ BAD_OVERRIDES = [
     ("workload.serving.classes.P0.slo_ms=-5", "workload.serving.classes is a list: index it by position, e.g. "
      "workload.serving.classes.0.slo_ms=-5 (not P0)"),
     ("workload.serving.classes.0.sloms=5", "unknown key workload.serving.classes.0.sloms; workload.serving.classes.0 "
-     "takes: name, on_full, priority"),
+     "takes: itl_slo_ms, name, on_full, priority"),
 ]
 
 
@@ -275,3 +275,13 @@ def test_a_warm_start_study_the_storage_lacks_is_refused_before_any_model_work(t
     assert proc.stderr.strip().splitlines()[-1] == (
         "error: search.warm_start names study 'nope', which the storage lacks; it has: no other study")
     assert "fp32 reference ready" not in proc.stderr + proc.stdout
+
+
+def test_the_stream_workload_sets_streaming_deadlines_and_no_end_to_end_one() -> None:
+    classes = load_measure_config(_compose("workload=stream")).workload.serving.classes
+
+    assert [(c.name, c.slo_ms, c.ttft_slo_ms, c.itl_slo_ms) for c in classes] == [
+        ("P0", 0.0, 300.0, 40.0), ("P1", 0.0, 1000.0, 80.0), ("P3", 0.0, 0.0, 0.0)]
+    assert classes[-1].best_effort and not classes[0].best_effort
+    with pytest.raises(ConfigError, match=r"^workload\.serving\.classes\[0\]\.itl_slo_ms=-1\.0 must be zero"):
+        load_measure_config(_compose("workload=stream", "workload.serving.classes.0.itl_slo_ms=-1"))

@@ -26,7 +26,8 @@ def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_sam
     lines = load_curve_markdown(_serving()).splitlines()
 
     assert lines[0].startswith("Capacity 6.00 requests/s (max_batch 4, probe budget ran out before 5 %)")
-    assert "SLOs: P0 200 ms; P3 best effort. Each probe: 2 s of warm-up traffic (served, not judged), then 6 s " in lines[0]
+    assert "Classes: P0 SLO 200 ms e2e; P3 best effort. Each probe: 2 s of warm-up traffic (served, not judged), " \
+        "then 6 s " in lines[0]
     assert lines[2] == "| offered req/s | holds | completed req/s | busy | P0 e2e p99 ms (n) | P3 e2e p99 ms (n) | why not |"
     rows = lines[4:]
     assert [r.split(" | ")[0] for r in rows] == ["| 4.00", "| 6.00", "| 8.00"]

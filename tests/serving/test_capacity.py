@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from autoopt.config.serving import ServingClassConfig
@@ -43,6 +45,24 @@ def test_violations_name_the_class_and_the_bound() -> None:
     report = fake_system(1.0, [])(2.0)
     assert violations(report, 0.99) == ["P0 e2e p99 500 ms > 200 ms", "P0 attainment 0.000 < 0.99"]
     assert violations(fake_system(1.0, [])(0.5), 0.99) == []
+
+
+def test_violations_name_each_streaming_deadline_whose_p99_breaks() -> None:
+    classes = [ServingClassConfig("P0", 0, 0.0, 0.5, 8, ttft_slo_ms=50.0, itl_slo_ms=20.0)]
+    records = []
+    for i in range(20):
+        r = RequestRecord(i, "P0", float(i), DONE)
+        for t in (0.04, 0.05, 0.06 + 0.02 * (i >= 10)):  # half the requests stall 30 ms
+            r.token(i + t)
+        records.append(r)
+    report = summarize(records, classes, [1] * 20, max_batch=1, duration_s=20.0, rate_rps=1.0)
+    assert violations(report, 0.5) == ["P0 longest ITL p99 30 ms > 20 ms"]
+    assert violations(report, 0.9) == ["P0 longest ITL p99 30 ms > 20 ms", "P0 attainment 0.500 < 0.9"]
+    late = summarize(records, [replace(classes[0], ttft_slo_ms=30.0, itl_slo_ms=0.0)], [1] * 20, max_batch=1,
+                     duration_s=20.0, rate_rps=1.0)
+    assert violations(late, 0.99) == ["P0 TTFT p99 40 ms > 30 ms", "P0 attainment 0.000 < 0.99"]
+    none = summarize([RequestRecord(0, "P0", 0.0)], classes, [], max_batch=1, duration_s=1.0, rate_rps=1.0)
+    assert "P0 TTFT p99 none completed > 50 ms" in violations(none, 0.99)
 
 
 def test_replicas_and_cost_at_load() -> None:

@@ -33,6 +33,9 @@ def test_defaults_are_valid_and_work_as_an_omegaconf_structured_config() -> None
         ({"classes": [ServingClassConfig("A", 0, queue_limit=0)]}, "serving.classes[0].queue_limit=0"),
         ({"classes": [ServingClassConfig("gold.tier", 0)]}, "serving.classes[0].name=gold.tier has a '.' or '|'"),
         ({"classes": [ServingClassConfig("a|b", 0)]}, "serving.classes[0].name=a|b has a '.' or '|'"),
+        ({"classes": [ServingClassConfig("A", 0, itl_slo_ms=-5.0)]}, "serving.classes[0].itl_slo_ms=-5.0 must be zero"),
+        ({"classes": [ServingClassConfig("A", 0, 200.0, ttft_slo_ms=300.0)]},
+         "serving.classes[0].ttft_slo_ms=300.0 is later than its slo_ms=200.0"),
     ],
 )
 def test_check_names_the_key_the_value_and_the_fix(change: dict[str, object], message: str) -> None:
@@ -52,6 +55,21 @@ def test_fingerprints_leave_out_the_serving_settings_that_are_candidate_knobs() 
     assert not set(SERVING_KNOBS) & set(kept["serving"])
     assert kept["serving"]["rate_rps"] == workload["serving"]["rate_rps"] and kept["prompt_lengths"]
     assert without_serving_knobs({"serving": None}) == {"serving": None}
+
+
+def test_fingerprints_record_a_classs_streaming_deadlines_only_where_set() -> None:
+    from dataclasses import asdict
+
+    from autoopt.config.schema import WorkloadConfig
+    from autoopt.config.serving import STREAMING_SLOS, without_serving_knobs
+
+    workload = WorkloadConfig()
+    recorded = without_serving_knobs(asdict(workload))["serving"]["classes"]
+    assert [set(c) & set(STREAMING_SLOS) for c in recorded] == [set()] * 4  # as studies recorded before they existed
+    assert recorded[0] == {k: v for k, v in asdict(workload.serving.classes[0]).items() if k not in STREAMING_SLOS}
+    workload.serving.classes[1].itl_slo_ms = 50.0
+    recorded = without_serving_knobs(asdict(workload))["serving"]["classes"]
+    assert recorded[1]["itl_slo_ms"] == 50.0 and "ttft_slo_ms" not in recorded[1]
 
 
 def test_fingerprints_record_a_workloads_decoding_only_where_it_samples() -> None:

@@ -45,6 +45,28 @@ def test_report_round_trips_through_json() -> None:
     assert ServingReport.from_dict(json.loads(json.dumps(r.to_dict()))) == r
 
 
+def test_a_request_meets_its_slo_only_within_every_deadline_its_class_sets() -> None:
+    from autoopt.serving.metrics import meets_slo
+
+    request = RequestRecord(1, "P1", 0.0)
+    for t in (0.08, 0.10, 0.16, 0.17):  # first token at 80 ms, a 60 ms stall, last at 170 ms
+        request.token(t)
+    request.outcome = DONE
+    assert ServingClassConfig("P1", 1).best_effort and meets_slo(request, ServingClassConfig("P1", 1))
+    held = [ServingClassConfig("P1", 1, 170.0), ServingClassConfig("P1", 1, ttft_slo_ms=80.0),
+            ServingClassConfig("P1", 1, itl_slo_ms=60.0), ServingClassConfig("P1", 1, 200.0, ttft_slo_ms=90.0)]
+    missed = [ServingClassConfig("P1", 1, 169.0), ServingClassConfig("P1", 1, ttft_slo_ms=79.0),
+              ServingClassConfig("P1", 1, itl_slo_ms=59.0), ServingClassConfig("P1", 1, 200.0, 0.1, itl_slo_ms=50.0)]
+    assert all(meets_slo(request, c) and not c.best_effort for c in held)
+    assert not any(meets_slo(request, c) for c in missed)
+    request.outcome = UNFINISHED
+    assert not meets_slo(request, ServingClassConfig("P1", 1))
+    streaming = [ServingClassConfig("P1", 1, ttft_slo_ms=100.0, itl_slo_ms=50.0)]
+    request.outcome = DONE
+    p1 = summarize([request], streaming, [1], max_batch=1, duration_s=1.0, rate_rps=1.0).by_class("P1")
+    assert (p1.met_slo, p1.slo_ms, p1.ttft_slo_ms, p1.itl_slo_ms) == (0, 0.0, 100.0, 50.0)
+
+
 def test_empty_class_has_no_percentiles_and_full_attainment() -> None:
     r = summarize([], CLASSES, [], max_batch=1, duration_s=1.0, rate_rps=1.0)
     assert r.by_class("P0").e2e.p99 is None and r.by_class("P0").attainment == 1.0 and r.occupancy == 0.0
