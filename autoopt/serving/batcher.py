@@ -135,6 +135,16 @@ class ContinuousBatch:
             self._rows[request.id] = (request, 0)
             self._report(request.id, token, self._clock())
 
+    def drop(self, key: int) -> bool:
+        """Take request `key` out of the stream now, whether decoding or waiting for parts (its client went away); False
+        if it is not in it."""
+        if key not in self._rows:
+            return False
+        del self._rows[key]
+        self._prefilling.pop(key, None)
+        self._stream.leave(key)
+        return True
+
     def step(self) -> int:
         """Up to `prefill_chunk` tokens of the waiting prompts (with `prefill_chunk`), then one decode step for every
         row in the batch; returns how many rows that step carried. Raises `RowFailed` where a part failed (its

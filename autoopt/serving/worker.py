@@ -59,6 +59,7 @@ class ServingWorker:
         self._on_batch, self._prefill_chunk = on_batch, prefill_chunk
         self._cond = threading.Condition()
         self._sinks: dict[int, RequestSink] = {}
+        self._gone: set[int] = set()  # continuous batching: running requests cancelled since the last step
         self._active = 0
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name="autoopt-engine", daemon=True)
@@ -82,12 +83,15 @@ class ServingWorker:
             return outcome
 
     def cancel(self, request_id: int) -> bool:
-        """Drop a request that still waits (True). A running row is stopped by its sink returning False."""
+        """Drop a request that still waits (True). A running row of a group batch is stopped by its sink returning
+        False; one of a continuous batch leaves it before the next step, mid-prefill too."""
         with self._cond:
             removed = self._scheduler.cancel(request_id)
             if removed:
                 self._sinks.pop(request_id, None)
                 self._cond.notify()
+            elif self._scheduler.continuous:
+                self._gone.add(request_id)
             return removed
 
     def snapshot(self) -> WorkerState:
@@ -148,6 +152,11 @@ class ServingWorker:
                 except Exception as e:
                     if request.id in sinks:
                         sinks.pop(request.id).finished(e)
+            with self._cond:
+                gone, self._gone = self._gone, set()
+            for request_id in gone:  # ids no longer tracked (finished meanwhile) are not in the stream either
+                if request_id in sinks and stream.drop(request_id):
+                    sinks.pop(request_id).finished(None)
             rows = 0
             try:
                 rows = stream.step() if stream.rows else 0

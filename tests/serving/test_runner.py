@@ -394,6 +394,38 @@ def test_the_server_worker_answers_a_failed_part_to_its_own_client_and_serves_th
     assert ended[0] is None and ended[2] is None and str(ended[1]) == "out of memory"
 
 
+def test_a_request_cancelled_mid_prefill_leaves_the_stream_before_its_next_part() -> None:
+    clock = FakeClock()
+    engine = PartingEngine(clock, 0.01, 0.001)
+    worker = ServingWorker(engine, Scheduler(CLASSES, max_batch=4, continuous=True), clock=clock, prefill_chunk=8)
+    ended: dict[int, BaseException | None] = {}
+    done = threading.Event()
+
+    class Sink:
+        def __init__(self, i: int) -> None:
+            self.i = i
+
+        def started(self, t: float) -> None:  # its client goes away as its first part starts
+            if self.i == 0:
+                assert not worker.cancel(0)  # no longer waiting: it leaves the stream instead
+
+        def token(self, index: int, token: int, t: float) -> bool:
+            return True
+
+        def finished(self, error: BaseException | None) -> None:
+            ended[self.i] = error
+            if len(ended) == 2:
+                done.set()
+
+    worker.submit(request(0, 64, 3), Sink(0))
+    worker.submit(request(1, 8, 3, "P3"), Sink(1))
+    worker.start()
+    assert done.wait(10) and worker.close(10)
+    assert ended == {0: None, 1: None}
+    assert engine.opened.parts == [(0, 8), (1, 8)]  # 0's other 56 prompt tokens never ran
+    assert engine.opened.left_over == {}
+
+
 def test_a_prefill_chunk_on_an_engine_that_prefills_whole_is_refused_in_one_line() -> None:
     clock = FakeClock()
     cfg = ServingConfig(classes=CLASSES, batching="continuous", prefill_chunk=16)
