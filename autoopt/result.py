@@ -115,6 +115,12 @@ class ServingClassResult:
     def deadlines(self) -> str:
         return deadlines_in_words(self.slo_ms, self.ttft_slo_ms, self.itl_slo_ms)
 
+    @property
+    def judged(self) -> list[tuple[str, float]]:
+        """(figure, deadline ms) for each figure whose p99 the class sets a deadline on; e2e at 0 for best effort."""
+        figures = [("e2e", self.slo_ms), ("TTFT", self.ttft_slo_ms), ("longest ITL", self.itl_slo_ms)]
+        return [f for f in figures if f[1] > 0] or [("e2e", 0.0)]
+
 
 def deadlines_in_words(slo_ms: float, ttft_slo_ms: float = 0.0, itl_slo_ms: float = 0.0) -> str:
     """A class's deadlines, e.g. "SLO 200 ms e2e, 50 ms to the first token"; "best effort" without any."""
@@ -134,6 +140,12 @@ class ServingProbe:
     e2e_p99_ms: dict[str, float | None]  # per class; None where none completed
     completed: dict[str, int]  # per class: the samples behind its p99
     utilization: float | None = None  # seconds running batches / the arrival window (None: recorded before it was kept)
+    ttft_p99_ms: dict[str, float | None] = field(default_factory=dict)  # per class ({}: recorded before it was kept)
+    itl_max_p99_ms: dict[str, float | None] = field(default_factory=dict)  # per class, as above
+
+    def p99(self, figure: str) -> dict[str, float | None]:
+        """Per class, the p99 of `figure` (e2e, TTFT or longest ITL: see `ServingClassResult.judged`)."""
+        return {"e2e": self.e2e_p99_ms, "TTFT": self.ttft_p99_ms, "longest ITL": self.itl_max_p99_ms}[figure]
 
 
 @dataclass(frozen=True)
@@ -363,7 +375,8 @@ DEFINITIONS: dict[str, str] = {
     "serving.replicas": "replicas the workload's peak rate needs at that capacity",
     "serving.load_curve": "every run of the capacity search, in order: offered rate, whether every SLO held (and "
     "why not), completed requests per second of the run, utilization (seconds the engine ran batches / the "
-    "arrival window; above 1 it cannot keep up), and per class e2e p99 (ms) with its completed count",
+    "arrival window; above 1 it cannot keep up), and per class the p99 (ms) of e2e, TTFT and each request's longest "
+    "wait between two tokens, with its completed count",
     "serving.usd_per_day": "replicas x price_per_hour x 24",
     "serving.usd_per_1m_output_tokens_at_peak": "the replicas' price per hour / output tokens per hour served at "
     "the peak rate x 1e6, at the workload's mean output length per request",

@@ -82,4 +82,6 @@ def _point(p: Probe) -> ServingProbe:
         e2e_p99_ms={c.name: c.e2e.p99 for c in r.classes},
         completed={c.name: c.completed for c in r.classes},
         utilization=r.utilization,
+        ttft_p99_ms={c.name: c.ttft.p99 for c in r.classes},
+        itl_max_p99_ms={c.name: c.itl_max.p99 for c in r.classes},
     )

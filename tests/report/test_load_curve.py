@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from autoopt.report.load_curve import load_curve_markdown, load_curve_png
 from autoopt.result import ServingClassResult, ServingProbe, ServingResult
@@ -35,7 +38,28 @@ def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_sam
     assert rows[2] == "| 8.00 | no | 6.10 | - | 450 (3) | - | P0 e2e p99 450 ms > 200 ms |"
 
 
-def test_the_picture_is_written(tmp_path: Path) -> None:
-    path = load_curve_png(_serving(), tmp_path / "curve.png", "test")
+def test_a_class_with_streaming_deadlines_shows_the_p99s_they_judge() -> None:
+    serving = _serving()
+    classes = {"P0": replace(_class(0.0), ttft_slo_ms=300.0, itl_slo_ms=40.0), "P3": _class(0.0)}
+    curve = [replace(p, ttft_p99_ms={"P0": 250.0}, itl_max_p99_ms={"P0": 30.0 + p.rate_rps}) for p in serving.load_curve]
+    lines = load_curve_markdown(replace(serving, classes=classes, load_curve=curve)).splitlines()
+
+    assert "Classes: P0 SLO 300 ms to the first token, 40 ms between two tokens; P3 best effort." in lines[0]
+    assert lines[2] == ("| offered req/s | holds | completed req/s | busy | P0 TTFT p99 ms (n) | P0 longest ITL p99 ms (n) "
+                        "| P3 e2e p99 ms (n) | why not |")
+    assert lines[5].startswith("| 6.00 | yes | 5.80 | 83.0% | 250 (4) | 36 (4) | 300 (33) |")
+    old = [replace(p, ttft_p99_ms={}, itl_max_p99_ms={}) for p in serving.load_curve]  # recorded before they were kept
+    assert load_curve_markdown(replace(serving, classes=classes, load_curve=old)).splitlines()[5].startswith(
+        "| 6.00 | yes | 5.80 | 83.0% | - | - | 300 (33) |")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_the_picture_is_written(tmp_path: Path, streaming: bool) -> None:
+    serving = _serving()
+    if streaming:
+        curve = [replace(p, ttft_p99_ms={"P0": 250.0}, itl_max_p99_ms={"P0": 30.0}) for p in serving.load_curve]
+        serving = replace(serving, classes={"P0": replace(_class(0.0), ttft_slo_ms=300.0, itl_slo_ms=40.0),
+                                            "P3": _class(0.0)}, load_curve=curve)
+    path = load_curve_png(serving, tmp_path / "curve.png", "test")
 
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
