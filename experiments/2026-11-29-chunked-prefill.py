@@ -8,7 +8,8 @@ round.
 
 One JSON line per probe (2 s of warm-up traffic, then 6 s judged, as a capacity probe offers): per class the p99 of
 end-to-end latency, TTFT, TPOT (each request's (last token - first token) / (tokens - 1)) and each request's largest
-inter-token latency, the attainment, and the engine's utilization. With `--capacity` it runs one capacity search per setting and round instead.
+inter-token latency, the attainment, and the engine's utilization. With `--capacity` it runs one capacity search per
+setting and round instead. `--workload stream` serves conf/workload/stream.yaml's traffic, classes and lengths.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-chunked-prefill.py --stall 1024 [--model builtin]
 
@@ -33,7 +34,7 @@ from transformers import AutoTokenizer
 
 from autoopt.config.load import to_typed
 from autoopt.config.runtime import RuntimeOptions
-from autoopt.config.schema import CandidateConfig, ModelConfig
+from autoopt.config.schema import CandidateConfig, ModelConfig, WorkloadConfig
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.engines.registry import engine_class
@@ -65,8 +66,16 @@ def main() -> None:
     parser.add_argument("--stall", type=int, default=0, help="the joiner's prompt length: measure stalls, no traffic")
     parser.add_argument("--stall-new", type=int, default=40, help="--stall: tokens each running row decodes")
     parser.add_argument("--model", default="builtin", help="conf/model: builtin or qwen2_0_5b_shape")
+    parser.add_argument("--workload", default="", help="conf/workload/<name>.yaml's traffic, classes and lengths "
+                        "(its prompts and outputs replace --prompts and --outputs) instead of serve's")
     args = parser.parse_args()
     prompts, outputs, chunks = ([int(n) for n in a.split(",")] for a in (args.prompts, args.outputs, args.chunks))
+    serve = SERVE
+    if args.workload:
+        workload = to_typed(OmegaConf.load(Path(__file__).parents[1] / "conf" / "workload" / f"{args.workload}.yaml"),
+                            WorkloadConfig)
+        serve = replace(workload.serving, policy="strict", batching="continuous")
+        prompts, outputs = list(workload.prompt_lengths), list(workload.output_lengths)
     cache = Path.home() / ".cache" / "autoopt"
     model = to_typed(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / f"{args.model}.yaml"), ModelConfig)
     resolved = resolve_model(model, cache)
@@ -90,13 +99,13 @@ def main() -> None:
     rates = [float(x) for x in args.rates.split(",") if x]
     for r in range(args.rounds):
         for chunk in chunks[r % len(chunks):] + chunks[: r % len(chunks)]:
-            cfg = replace(SERVE, max_batch=args.max_batch, prefill_chunk=chunk)
+            cfg = replace(serve, max_batch=args.max_batch, prefill_chunk=chunk)
             if args.capacity:
                 result = measure_serving(engine, cfg, tokens, prompts, outputs, 1.0)
                 print(json.dumps({"round": r, "chunk": chunk, "capacity_rps": result.capacity_rps,
                                   "converged": result.converged,
                                   "classes": {name: {"e2e_p99_ms": c.e2e_p99_ms, "ttft_p99_ms": c.ttft_p99_ms,
-                                                     "attainment": c.attainment}
+                                                     "itl_max_p99_ms": c.itl_max_p99_ms, "attainment": c.attainment}
                                               for name, c in result.classes.items()}}), flush=True)
                 continue
             warm_up(engine, tokens, prompts, cfg.max_batch, stream=True, prefill_chunk=chunk)
