@@ -36,10 +36,6 @@ class ServingClassConfig:
     ttft_slo_ms: float = 0.0  # first token's deadline (0: none)
     itl_slo_ms: float = 0.0  # longest wait between two tokens (0: none)
 
-    @property
-    def best_effort(self) -> bool:
-        return not (self.slo_ms > 0 or self.ttft_slo_ms > 0 or self.itl_slo_ms > 0)
-
 
 # ServingClassConfig fields added after studies were recorded: fingerprints leave them out at their default (0).
 STREAMING_SLOS = ("ttft_slo_ms", "itl_slo_ms")
@@ -76,7 +72,8 @@ class ServingConfig:
     starvation_ms: float = 2000.0  # a request waiting longer is served next, whatever its class ...
     starvation_every: int = 4  # ... but such requests lead at most one batch in this many
     peak_rate_rps: float = 0.0  # the rate replicas are sized for; 0 = rate_rps
-    saturation_lag_factor: float = 10.0  # stop a run once the oldest waiting request lags this x the largest SLO
+    saturation_lag_factor: float = 10.0  # stop a run once the oldest waiting request lags this x the largest
+    # deadline on a first or last token
     saturation_queue: int = 512  # ... or once this many requests wait (a server rejects a "delay" class's beyond it)
     min_attainment: float = 0.99  # capacity: every class with an SLO meets it for at least this fraction
 
@@ -137,9 +134,10 @@ def check_serving(cfg: ServingConfig) -> None:
         _non_negative(f"{key}.slo_ms", c.slo_ms)
         _non_negative(f"{key}.ttft_slo_ms", c.ttft_slo_ms)
         _non_negative(f"{key}.itl_slo_ms", c.itl_slo_ms)
-        if c.slo_ms > 0 and c.ttft_slo_ms > c.slo_ms:
-            raise ConfigError(f"{key}.ttft_slo_ms={c.ttft_slo_ms} is later than its slo_ms={c.slo_ms} (the last "
-                              "token's deadline), so it checks nothing; lower it or set it to 0")
+        for name, value in (("ttft_slo_ms", c.ttft_slo_ms), ("itl_slo_ms", c.itl_slo_ms)):
+            if c.slo_ms > 0 and value > c.slo_ms:
+                raise ConfigError(f"{key}.{name}={value} is longer than its slo_ms={c.slo_ms} (the last token's "
+                                  "deadline), so it checks nothing; lower it or set it to 0")
         _non_negative(f"{key}.share", c.share)
         _positive(f"{key}.queue_limit", c.queue_limit)
         _choice(f"{key}.on_full", c.on_full, ON_FULL)

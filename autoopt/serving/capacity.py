@@ -3,14 +3,14 @@ narrowing the bracket; the replicas a peak rate needs; and what that costs.
 
 A rate "holds" when the run completed at least one request (a rate so low that none arrived within
 `duration_s` shows nothing), did not saturate, kept up with it — the engine ran batches for no longer than
-the arrivals lasted (utilization <= 1), and the backlog cleared within the largest SLO after the last
+the arrivals lasted (utilization <= 1), and the backlog cleared within the drain bound after the last
 arrival, so no class (best effort included) was left a growing queue that a short probe would hide — and,
 for every class with an SLO that was offered requests, the p99 of each figure it sets a deadline on (end-to-end
 latency, TTFT, the longest wait between two tokens) <= that deadline and attainment >= `min_attainment`. The
-drain bound alone would let a probe of T seconds hold up to (1 + largest SLO / T) times the rate the engine
-completes; utilization compares the work offered with the time it had. The drain bound is the largest end-to-end
-SLO (BEST_EFFORT_DRAIN_S where no class sets one): first-token and stall deadlines bound no request's last token.
-Best-effort rejections count against nothing here: read them in the report. A probe's figures count the
+drain bound is the latest any class's last token may come while meeting its deadlines (`last_token_bound_ms`;
+BEST_EFFORT_DRAIN_S where no class bounds it). It alone would let a probe of T seconds hold up to
+(1 + drain bound / T) times the rate the engine completes; utilization compares the work offered with the time
+it had. Best-effort rejections count against nothing here: read them in the report. A probe's figures count the
 requests sent after its warm-up (see `autoopt.serving.runner`), its utilization all of them.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from autoopt.serving.metrics import ServingReport
+from autoopt.serving.metrics import ClassMetrics, ServingReport
 
 BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class has an SLO
 SAFEGUARD = 0.1  # an interpolated probe stays this share of the bracket away from either end
@@ -42,15 +42,16 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
             f"not sustained: the engine was busy {report.busy_s:.2f}s running batches, "
             f"{report.utilization:.1%} of the arrival window: it completes less than the offered rate"
         )
-    slos = [c.slo_ms for c in report.classes if c.slo_ms > 0]
-    drain_bound_s = max(slos) / 1e3 if slos else BEST_EFFORT_DRAIN_S
+    bounds = [b for b in map(last_token_bound_ms, report.classes) if b is not None]
+    drain_bound_s = max(bounds) / 1e3 if bounds else BEST_EFFORT_DRAIN_S
     if report.drain_s > drain_bound_s:
         problems.append(
             f"not sustained: the backlog took {report.drain_s:.2f}s to clear after the last arrival "
-            f"(> {drain_bound_s:.2f}s, the largest SLO)"
+            f"(> {drain_bound_s:.2f}s, the latest a last token may come within its class's deadlines)"
         )
     for c in report.classes:
-        deadlines = [(c.slo_ms, "e2e", c.e2e), (c.ttft_slo_ms, "TTFT", c.ttft), (c.itl_slo_ms, "longest ITL", c.itl_max)]
+        deadlines = [(c.slo_ms, "e2e", c.e2e), (c.ttft_slo_ms, "TTFT", c.ttft),
+                     (c.itl_slo_ms, "longest ITL", c.itl_max)]
         deadlines = [d for d in deadlines if d[0] > 0]
         if not deadlines or c.offered == 0:
             continue
@@ -61,6 +62,17 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
         if c.attainment < min_attainment:
             problems.append(f"{c.name} attainment {c.attainment:.3f} < {min_attainment}")
     return problems
+
+
+def last_token_bound_ms(c: ClassMetrics) -> float | None:
+    """The latest after its send time a request of class `c` may get its last token and meet every deadline: the
+    e2e deadline, else the first-token deadline plus the class's longest reply's other tokens at the stall deadline
+    each; None where the class bounds neither (best effort, or a first-token or stall deadline alone)."""
+    if c.slo_ms > 0:
+        return c.slo_ms
+    if c.ttft_slo_ms > 0 and c.itl_slo_ms > 0:
+        return c.ttft_slo_ms + max(c.longest_reply - 1, 0) * c.itl_slo_ms
+    return None
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,7 @@ class ClassMetrics:
     itl_max: Latency  # each request's largest inter-token latency
     ttft_slo_ms: float = 0.0
     itl_slo_ms: float = 0.0
+    longest_reply: int = 0  # tokens of its longest completed request
 
 
 @dataclass(frozen=True)
@@ -226,4 +227,5 @@ def _class_metrics(
                          if r.tokens > 1 and r.first_token is not None and r.last_token is not None]),
         e2e=Latency.of([r.last_token - r.arrival for r in done if r.last_token is not None]),
         itl_max=Latency.of([r.largest_gap for r in done if r.tokens > 1]),
+        longest_reply=max((r.tokens for r in done), default=0),
     )

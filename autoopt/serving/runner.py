@@ -7,7 +7,8 @@ counted from the scheduled send time. A capacity probe starts with `warmup_s` of
 requests are served but not judged: from an empty queue a short probe sees less queueing than the rate
 brings in steady state, so the figures count only the requests sent after it (the work of all of them counts
 in the utilization). The run stops early (`saturated=True`) once the oldest waiting
-request lags more than `saturation_lag_factor` x the largest SLO, or more than `saturation_queue`
+request lags more than `saturation_lag_factor` x the largest deadline on a first or last token, or more than
+`saturation_queue`
 requests wait: past that point the system cannot catch up and the rest would only burn time.
 """
 
@@ -74,8 +75,8 @@ def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = 
 
 
 def saturation_lag_s(cfg: ServingConfig) -> float:
-    slos = [c.slo_ms / 1e3 for c in cfg.classes if c.slo_ms > 0]
-    return cfg.saturation_lag_factor * (max(slos) if slos else BEST_EFFORT_LAG_S)
+    deadlines = [max(c.slo_ms, c.ttft_slo_ms) / 1e3 for c in cfg.classes if max(c.slo_ms, c.ttft_slo_ms) > 0]
+    return cfg.saturation_lag_factor * (max(deadlines) if deadlines else BEST_EFFORT_LAG_S)
 
 
 def run_open_loop(

@@ -282,6 +282,5 @@ def test_the_stream_workload_sets_streaming_deadlines_and_no_end_to_end_one() ->
 
     assert [(c.name, c.slo_ms, c.ttft_slo_ms, c.itl_slo_ms) for c in classes] == [
         ("P0", 0.0, 300.0, 40.0), ("P1", 0.0, 1000.0, 80.0), ("P3", 0.0, 0.0, 0.0)]
-    assert classes[-1].best_effort and not classes[0].best_effort
     with pytest.raises(ConfigError, match=r"^workload\.serving\.classes\[0\]\.itl_slo_ms=-1\.0 must be zero"):
         load_measure_config(_compose("workload=stream", "workload.serving.classes.0.itl_slo_ms=-1"))

@@ -83,8 +83,28 @@ def test_a_backlog_that_outlasts_the_largest_slo_is_not_a_sustained_rate() -> No
     report = summarize(p0 + p3, CLASSES, [1] * 20, max_batch=1, duration_s=14.0, rate_rps=2.0, drain_s=5.0)
 
     assert violations(report, 0.99) == [
-        "not sustained: the backlog took 5.00s to clear after the last arrival (> 0.20s, the largest SLO)"
+        "not sustained: the backlog took 5.00s to clear after the last arrival (> 0.20s, the latest a last token may "
+        "come within its class's deadlines)"
     ]
+
+
+def test_under_streaming_deadlines_the_drain_bound_is_the_latest_last_token_they_allow() -> None:
+    from autoopt.serving.capacity import last_token_bound_ms
+
+    stream = [ServingClassConfig("P0", 0, 0.0, 0.5, 8, ttft_slo_ms=300.0, itl_slo_ms=40.0),
+              ServingClassConfig("P1", 1, 0.0, 0.5, 8, ttft_slo_ms=1000.0)]
+    records = []
+    for i in range(10):  # replies of 11 tokens: first at 100 ms, then 20 ms apart
+        r = RequestRecord(i, "P0", float(i), DONE)
+        for k in range(11):
+            r.token(i + 0.1 + 0.02 * k)
+        records.append(r)
+    holds = summarize(records, stream, [1] * 10, max_batch=1, duration_s=10.0, rate_rps=1.0, drain_s=0.69)
+    assert [last_token_bound_ms(c) for c in holds.classes] == [pytest.approx(300 + 10 * 40), None]
+    assert violations(holds, 0.99) == []
+    late = replace(holds, drain_s=0.71)  # past P0's 700 ms, where the best-effort bound (1 s) would let it hold
+    assert violations(late, 0.99) == ["not sustained: the backlog took 0.71s to clear after the last arrival (> 0.70s, "
+                                      "the latest a last token may come within its class's deadlines)"]
 
 
 def test_a_probe_rate_so_low_that_no_request_arrived_does_not_hold() -> None:

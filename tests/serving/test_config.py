@@ -35,7 +35,9 @@ def test_defaults_are_valid_and_work_as_an_omegaconf_structured_config() -> None
         ({"classes": [ServingClassConfig("a|b", 0)]}, "serving.classes[0].name=a|b has a '.' or '|'"),
         ({"classes": [ServingClassConfig("A", 0, itl_slo_ms=-5.0)]}, "serving.classes[0].itl_slo_ms=-5.0 must be zero"),
         ({"classes": [ServingClassConfig("A", 0, 200.0, ttft_slo_ms=300.0)]},
-         "serving.classes[0].ttft_slo_ms=300.0 is later than its slo_ms=200.0"),
+         "serving.classes[0].ttft_slo_ms=300.0 is longer than its slo_ms=200.0"),
+        ({"classes": [ServingClassConfig("A", 0, 200.0, itl_slo_ms=250.0)]},
+         "serving.classes[0].itl_slo_ms=250.0 is longer than its slo_ms=200.0"),
     ],
 )
 def test_check_names_the_key_the_value_and_the_fix(change: dict[str, object], message: str) -> None:

@@ -52,12 +52,12 @@ def test_a_request_meets_its_slo_only_within_every_deadline_its_class_sets() -> 
     for t in (0.08, 0.10, 0.16, 0.17):  # first token at 80 ms, a 60 ms stall, last at 170 ms
         request.token(t)
     request.outcome = DONE
-    assert ServingClassConfig("P1", 1).best_effort and meets_slo(request, ServingClassConfig("P1", 1))
+    assert meets_slo(request, ServingClassConfig("P1", 1))  # best effort
     held = [ServingClassConfig("P1", 1, 170.0), ServingClassConfig("P1", 1, ttft_slo_ms=80.0),
             ServingClassConfig("P1", 1, itl_slo_ms=60.0), ServingClassConfig("P1", 1, 200.0, ttft_slo_ms=90.0)]
     missed = [ServingClassConfig("P1", 1, 169.0), ServingClassConfig("P1", 1, ttft_slo_ms=79.0),
               ServingClassConfig("P1", 1, itl_slo_ms=59.0), ServingClassConfig("P1", 1, 200.0, 0.1, itl_slo_ms=50.0)]
-    assert all(meets_slo(request, c) and not c.best_effort for c in held)
+    assert all(meets_slo(request, c) for c in held)
     assert not any(meets_slo(request, c) for c in missed)
     request.outcome = UNFINISHED
     assert not meets_slo(request, ServingClassConfig("P1", 1))

@@ -398,7 +398,7 @@ def test_a_request_cancelled_mid_prefill_leaves_the_stream_before_its_next_part(
     clock = FakeClock()
     engine = PartingEngine(clock, 0.01, 0.001)
     worker = ServingWorker(engine, Scheduler(CLASSES, max_batch=4, continuous=True), clock=clock, prefill_chunk=8)
-    ended: dict[int, BaseException | None] = {}
+    ended: list[tuple[int, BaseException | None]] = []
     done = threading.Event()
 
     class Sink:
@@ -413,7 +413,7 @@ def test_a_request_cancelled_mid_prefill_leaves_the_stream_before_its_next_part(
             return True
 
         def finished(self, error: BaseException | None) -> None:
-            ended[self.i] = error
+            ended.append((self.i, error))
             if len(ended) == 2:
                 done.set()
 
@@ -421,9 +421,18 @@ def test_a_request_cancelled_mid_prefill_leaves_the_stream_before_its_next_part(
     worker.submit(request(1, 8, 3, "P3"), Sink(1))
     worker.start()
     assert done.wait(10) and worker.close(10)
-    assert ended == {0: None, 1: None}
+    assert sorted(ended) == [(0, None), (1, None)]  # each told once
     assert engine.opened.parts == [(0, 8), (1, 8)]  # 0's other 56 prompt tokens never ran
     assert engine.opened.left_over == {}
+
+
+def test_a_run_saturates_at_a_lag_counted_in_the_largest_deadline_on_a_first_or_last_token() -> None:
+    from autoopt.serving.runner import saturation_lag_s
+
+    streaming = [ServingClassConfig("P0", 0, ttft_slo_ms=300.0, itl_slo_ms=40.0), ServingClassConfig("P3", 3)]
+    assert saturation_lag_s(ServingConfig(classes=CLASSES)) == pytest.approx(10 * 0.2)
+    assert saturation_lag_s(ServingConfig(classes=streaming)) == pytest.approx(10 * 0.3)
+    assert saturation_lag_s(ServingConfig(classes=[ServingClassConfig("P3", 3, itl_slo_ms=40.0)])) == 10 * 1.0
 
 
 def test_a_prefill_chunk_on_an_engine_that_prefills_whole_is_refused_in_one_line() -> None:
