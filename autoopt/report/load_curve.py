@@ -1,6 +1,7 @@
 """The capacity search's runs as a load curve: each class's p99 of the figures it sets deadlines on (e2e, TTFT,
-longest wait between two tokens) and the completed rate against the offered rate, as a Markdown table and a PNG. Where the p99s cross their SLOs, and where completions stop following
-the offered rate, is the knee a serving decision rests on."""
+longest wait between two tokens) and the completed rate against the offered rate, as a Markdown table and a PNG.
+Where the p99s cross their SLOs, and where completions stop following the offered rate, is the knee a serving
+decision rests on."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def load_curve_markdown(serving: ServingResult) -> str:
     probe = "" if serving.warmup_s is None else (
         f" Each probe: {serving.warmup_s:g} s of warm-up traffic (served, not judged), then {serving.judged_s:g} s "
         "whose requests the p99s count; busy counts both.")
+    bracket = "bracketed within 5 %" if serving.converged else "probe budget ran out before 5 %"
     lines = [
-        f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, "
-        f"{'bracketed within 5 %' if serving.converged else 'probe budget ran out before 5 %'}). Classes: {slos}.{probe}",
+        f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, {bracket}). "
+        f"Classes: {slos}.{probe}",
         "",
         "| offered req/s | holds | completed req/s | busy | " + " | ".join(f"{n} {f} p99 ms (n)" for n, f in columns)
         + " | why not |",

@@ -84,7 +84,8 @@ class ServingWorker:
 
     def cancel(self, request_id: int) -> bool:
         """Drop a request that still waits (True). A running row of a group batch is stopped by its sink returning
-        False; one of a continuous batch leaves it before the next step, mid-prefill too."""
+        False; one of a continuous batch leaves it at the worker's next pass between steps, mid-prefill too (a step
+        already under way still carries it)."""
         with self._cond:
             removed = self._scheduler.cancel(request_id)
             if removed:

@@ -178,13 +178,14 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     parted = replace(measured.result, serving=replace(serving, continuous=True), candidate=chunked)
     assert "leave it at their last token, their prompts prefilled at most 32 tokens before each decode step)" in readme(
         manifest_payload(parted, measured.workload, {}))
-    assert "  - P0 (SLO 200 ms e2e): e2e p99 120 ms over 30 of 30 requests, attainment 1.000, longest wait between two " \
-        "tokens p99 14 ms" in text
+    assert "  - P0 (SLO 200 ms e2e): e2e p99 120 ms over 30 of 30 requests, attainment 1.000, longest wait between " \
+        "two tokens p99 14 ms" in text
     streaming = {"P0": replace(classes["P0"], slo_ms=0.0, ttft_slo_ms=50.0, itl_slo_ms=30.0)}
-    deadlines = manifest_payload(replace(measured.result, serving=replace(serving, classes=streaming)), measured.workload, {})
+    deadlines = manifest_payload(replace(measured.result, serving=replace(serving, classes=streaming)),
+                                 measured.workload, {})
     assert deadlines["metrics"]["serving.classes.P0.ttft_slo_ms"]["value"] == 50.0
-    assert "  - P0 (SLO 50 ms to the first token, 30 ms between two tokens): e2e p99 120 ms, TTFT p99 20 ms over 30 of " \
-        "30 requests, attainment 1.000, longest wait between two tokens p99 14 ms" in readme(deadlines)
+    assert "  - P0 (SLO 50 ms to the first token, 30 ms between two tokens): e2e p99 120 ms, TTFT p99 20 ms over 30 " \
+        "of 30 requests, attainment 1.000, longest wait between two tokens p99 14 ms" in readme(deadlines)
     assert figures["serving.classes.P0.itl_max_p99_ms"]["unit"] == "ms"
     assert "  - P3 (best effort): not offered at that rate" in text
     assert "a peak of 40.0 requests/s needs 4 replica(s): $9.60 per day" in text

@@ -41,12 +41,13 @@ def test_the_table_has_one_row_per_probe_by_rate_with_each_class_p99_and_its_sam
 def test_a_class_with_streaming_deadlines_shows_the_p99s_they_judge() -> None:
     serving = _serving()
     classes = {"P0": replace(_class(0.0), ttft_slo_ms=300.0, itl_slo_ms=40.0), "P3": _class(0.0)}
-    curve = [replace(p, ttft_p99_ms={"P0": 250.0}, itl_max_p99_ms={"P0": 30.0 + p.rate_rps}) for p in serving.load_curve]
+    curve = [replace(p, ttft_p99_ms={"P0": 250.0}, itl_max_p99_ms={"P0": 30.0 + p.rate_rps})
+             for p in serving.load_curve]
     lines = load_curve_markdown(replace(serving, classes=classes, load_curve=curve)).splitlines()
 
     assert "Classes: P0 SLO 300 ms to the first token, 40 ms between two tokens; P3 best effort." in lines[0]
-    assert lines[2] == ("| offered req/s | holds | completed req/s | busy | P0 TTFT p99 ms (n) | P0 longest ITL p99 ms (n) "
-                        "| P3 e2e p99 ms (n) | why not |")
+    assert lines[2] == ("| offered req/s | holds | completed req/s | busy | P0 TTFT p99 ms (n) "
+                        "| P0 longest ITL p99 ms (n) | P3 e2e p99 ms (n) | why not |")
     assert lines[5].startswith("| 6.00 | yes | 5.80 | 83.0% | 250 (4) | 36 (4) | 300 (33) |")
     old = [replace(p, ttft_p99_ms={}, itl_max_p99_ms={}) for p in serving.load_curve]  # recorded before they were kept
     assert load_curve_markdown(replace(serving, classes=classes, load_curve=old)).splitlines()[5].startswith(
