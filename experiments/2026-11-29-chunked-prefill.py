@@ -102,8 +102,9 @@ def main() -> None:
             cfg = replace(serve, max_batch=args.max_batch, prefill_chunk=chunk)
             if args.capacity:
                 result = measure_serving(engine, cfg, tokens, prompts, outputs, 1.0)
+                failed = [[p.rate_rps, *p.why_not] for p in result.load_curve if not p.holds]
                 print(json.dumps({"round": r, "chunk": chunk, "capacity_rps": result.capacity_rps,
-                                  "converged": result.converged,
+                                  "converged": result.converged, "failed": failed,
                                   "classes": {name: {"e2e_p99_ms": c.e2e_p99_ms, "ttft_p99_ms": c.ttft_p99_ms,
                                                      "itl_max_p99_ms": c.itl_max_p99_ms, "attainment": c.attainment}
                                               for name, c in result.classes.items()}}), flush=True)
