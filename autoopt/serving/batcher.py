@@ -27,7 +27,7 @@ from autoopt.serving.scheduler import ServingRequest
 # on_token(request, index, token, t) -> keep tracking this row? `index` counts from 0 (0 = first token).
 TokenSink = Callable[[ServingRequest, int, int, float], bool]
 StartSink = Callable[[ServingRequest, float], None]  # on_start(request, t): its prefill starts at t
-Urgency = Callable[[ServingRequest], int]  # lowest first (`Scheduler.urgency`)
+Urgency = Callable[[ServingRequest, float], int]  # (request, now): lowest first (`Scheduler.urgency`)
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class ContinuousBatch:
         self._stream: DecodeStream = engine.stream()
         self._max_rows, self._clock, self._on_token = max_rows, clock, on_token
         self._on_start, self._chunk = on_start, prefill_chunk
-        self._urgency: Urgency = urgency or (lambda request: 0)
+        self._urgency: Urgency = urgency or (lambda request, now: 0)
         self._rows: dict[int, tuple[ServingRequest, int]] = {}  # id -> (request, tokens reported), prefilling too
         self._prefilling: dict[int, int] = {}  # id -> prompt tokens prefilled so far, in the order they joined
 
@@ -163,7 +163,9 @@ class ContinuousBatch:
     def _prefill_parts(self) -> None:
         budget = self._chunk
         while budget and self._prefilling:
-            request = min((self._rows[key][0] for key in self._prefilling), key=self._urgency)  # ties: first joined
+            now = self._clock()
+            request = min((self._rows[key][0] for key in self._prefilling),
+                          key=lambda r: self._urgency(r, now))  # ties: first joined
             done = self._prefilling[request.id]
             if not done:
                 self._start(request)

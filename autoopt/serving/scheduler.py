@@ -108,10 +108,14 @@ class Scheduler:
         self.max_length = max_length  # a batch's width + its rows' new tokens; None: unbounded
         self.continuous = continuous
 
-    def urgency(self, request: ServingRequest) -> int:
+    def urgency(self, request: ServingRequest, now: float) -> int:
         """Which of the admitted requests a continuous batch prefills first (lowest first, then in join order): under
-        `strict`, the most urgent class's; under `weighted`, in the order admitted (the weights chose it)."""
-        return self._queues[request.cls].config.priority if self.policy == "strict" else 0
+        `strict`, the most urgent class's, but one that has waited `starvation_s` since its arrival before any (the
+        starvation bound, kept for a prompt waiting for its parts too); under `weighted`, in the order admitted (the
+        weights chose it)."""
+        if self.policy != "strict":
+            return 0
+        return -1 if request.arrival + self.starvation_s <= now else self._queues[request.cls].config.priority
 
     # -- admission -------------------------------------------------------------------------------
     def submit(self, request: ServingRequest) -> str:

@@ -335,13 +335,27 @@ def test_short_prompts_share_a_steps_tokens_and_the_most_urgent_prompt_takes_the
     engine = PartingEngine(clock, 0.01, 0.001)
     order = {"P0": 0, "P3": 3}
     batch = ContinuousBatch(engine, 4, clock, lambda r, i, tok, t: True, prefill_chunk=8,
-                            urgency=lambda r: order[r.cls])
+                            urgency=lambda r, now: order[r.cls])
     batch.join([request(0, 20, 1, "P3"), request(1, 5, 1), request(2, 6, 1)])
     batch.step()
     assert engine.opened.parts == [(1, 5), (2, 3)]  # the P0s, in the order they joined, before the older P3
     while batch.rows:
         batch.step()
     assert engine.opened.parts == [(1, 5), (2, 3), (2, 3), (0, 5), (0, 8), (0, 7)]
+
+
+def test_a_prompt_that_waited_the_starvation_bound_takes_the_parts_before_more_urgent_ones() -> None:
+    clock = FakeClock()
+    engine = PartingEngine(clock, 0.01, 0.001)
+    scheduler = Scheduler(CLASSES, max_batch=4, continuous=True, starvation_s=0.02)
+    batch = ContinuousBatch(engine, 4, clock, lambda r, i, tok, t: True, prefill_chunk=8, urgency=scheduler.urgency)
+    batch.join([request(0, 40, 1, "P3")])  # sent at 0
+    batch.step()
+    batch.join([ServingRequest(1, "P0", 40, 1, clock.t, np.zeros(40, dtype=np.int64))])  # sent at 8 ms
+    while batch.rows:
+        batch.step()
+    # P0 takes the parts until P3 has waited 20 ms (at 24 ms); from 28 ms both have, and the first joined goes on
+    assert engine.opened.parts == [(0, 8), (1, 8), (1, 8)] + [(0, 8)] * 4 + [(1, 8)] * 3
 
 
 def test_a_failed_part_loses_its_own_request_only() -> None:

@@ -248,6 +248,9 @@ def test_a_continuous_batch_prefills_the_most_urgent_class_first_under_strict_an
 ) -> None:
     req = Ids()
     p3, p0 = req("P3", 0.0), req("P0", 0.1)
-    strict, weighted = Scheduler(classes(), policy="strict"), Scheduler(classes(), policy="weighted")
-    assert min([p3, p0], key=strict.urgency) is p0
-    assert min([p3, p0], key=weighted.urgency) is p3
+    strict = Scheduler(classes(), policy="strict", starvation_s=2.0)
+    weighted = Scheduler(classes(), policy="weighted", starvation_s=2.0)
+    assert min([p3, p0], key=lambda r: strict.urgency(r, 1.9)) is p0
+    assert min([p3, p0], key=lambda r: weighted.urgency(r, 1.9)) is p3
+    # the starvation bound holds for a prompt waiting for its parts: P3 has waited 2 s, P0 not yet
+    assert min([p0, p3], key=lambda r: strict.urgency(r, 2.0)) is p3
