@@ -23,7 +23,7 @@ from typing import Any
 
 from autoopt.serving.metrics import ClassMetrics, ServingReport
 
-BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class has an SLO
+BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class bounds its last token
 SAFEGUARD = 0.1  # an interpolated probe stays this share of the bracket away from either end
 # While every probe holds, the next aims where utilization, taken as proportional to the rate, would reach
 # JUMP_UTILIZATION: at least twice the rate, at most MAX_JUMP times.

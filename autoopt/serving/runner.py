@@ -6,9 +6,8 @@ Open loop: a request's send time never depends on earlier replies, so a backlog 
 counted from the scheduled send time. A capacity probe starts with `warmup_s` of the same traffic whose
 requests are served but not judged: from an empty queue a short probe sees less queueing than the rate
 brings in steady state, so the figures count only the requests sent after it (the work of all of them counts
-in the utilization). The run stops early (`saturated=True`) once the oldest waiting
-request lags more than `saturation_lag_factor` x the largest deadline on a first or last token, or more than
-`saturation_queue`
+in the utilization). The run stops early (`saturated=True`) once the oldest waiting request lags more than
+`saturation_lag_factor` x the largest deadline on a first or last token, or more than `saturation_queue`
 requests wait: past that point the system cannot catch up and the rest would only burn time.
 """
 
