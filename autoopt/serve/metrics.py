@@ -18,6 +18,9 @@ class Metrics:
                              registry=r, buckets=LATENCY_BUCKETS)
         self.ttft = Histogram("autoopt_request_ttft_seconds", "time to first token per class, from the request "
                               "reaching the server", cls, registry=r, buckets=LATENCY_BUCKETS)
+        self.itl_max = Histogram("autoopt_request_itl_max_seconds", "each request's longest wait between two of its "
+                                 "tokens (the stall a streaming client sees), per class", cls, registry=r,
+                                 buckets=LATENCY_BUCKETS)
         self.queue = Histogram("autoopt_request_queue_seconds", "time from the request reaching the server to its "
                                "batch starting (continuous batching: its own prefill), per class", cls, registry=r,
                                buckets=LATENCY_BUCKETS)
@@ -33,7 +36,7 @@ class Metrics:
         self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
                             "the utilization a capacity probe must keep at or below 1", registry=r)
         for name in classes:
-            for metric in (self.e2e, self.ttft, self.queue, self.rejections, self.depth):
+            for metric in (self.e2e, self.ttft, self.itl_max, self.queue, self.rejections, self.depth):
                 metric.labels(name)
 
     def batch_done(self, rows: int, seconds: float) -> None:
@@ -49,3 +52,5 @@ class Metrics:
         if outcome == "ok" and reply.first is not None and end is not None:
             self.ttft.labels(cls).observe(reply.first - reply.arrival)
             self.e2e.labels(cls).observe(end - reply.arrival)
+            if reply.largest_gap is not None:
+                self.itl_max.labels(cls).observe(reply.largest_gap)

@@ -22,6 +22,7 @@ class Reply:
         self.start: float | None = None
         self.first: float | None = None
         self.last: float | None = None
+        self.largest_gap: float | None = None  # the longest wait between two of its tokens (None: fewer than two)
         self.stopped_at: float | None = None  # when the token that completed a stop string was generated
         self.done = False
 
@@ -37,6 +38,8 @@ class Reply:
             return False
         if index == 0:
             self.first = t
+        elif self.last is not None:
+            self.largest_gap = max(self.largest_gap or 0.0, t - self.last)
         self.last = t  # an end-of-text token ends the reply when it is generated: its time counts too
         if token in self._special:
             self.finish_reason = "stop"

@@ -25,6 +25,24 @@ def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
     assert metrics.registry.get_sample_value("autoopt_request_ttft_seconds_count", {"cls": "P0"}) == 1
 
 
+def test_each_finished_reply_records_its_longest_wait_between_two_tokens() -> None:
+    loop = asyncio.new_event_loop()
+    metrics = Metrics(["P0"])
+    try:
+        stalled, single = Reply(loop, frozenset(), arrival=0.0), Reply(loop, frozenset(), arrival=0.0)
+        for i, t in enumerate((0.10, 0.11, 0.19, 0.20)):  # another prompt's prefill held the third token 80 ms
+            assert stalled.token(i, 1, t)
+        single.token(0, 1, 0.3)
+        for reply in (stalled, single):
+            metrics.record("P0", reply, "ok")
+    finally:
+        loop.close()
+
+    assert stalled.largest_gap is not None and abs(stalled.largest_gap - 0.08) < 1e-9 and single.largest_gap is None
+    assert metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_count", {"cls": "P0"}) == 1
+    assert abs(metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_sum", {"cls": "P0"}) - 0.08) < 1e-9
+
+
 def _pushed(text: Text, ids: list[int]) -> list[str]:
     return [text.push(i) for i in ids]
 
