@@ -10,6 +10,7 @@ from typing import Any
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict, to_dict
+from autoopt.config.serving import DEADLINES
 
 
 @dataclass
@@ -118,8 +119,8 @@ class ServingClassResult:
     @property
     def judged(self) -> list[tuple[str, float]]:
         """(figure, deadline ms) for each figure whose p99 the class sets a deadline on; e2e at 0 for best effort."""
-        figures = [("e2e", self.slo_ms), ("TTFT", self.ttft_slo_ms), ("longest ITL", self.itl_slo_ms)]
-        return [f for f in figures if f[1] > 0] or [("e2e", 0.0)]
+        figures = [(figure, getattr(self, name)) for name, figure in DEADLINES.items()]
+        return [f for f in figures if f[1] > 0] or [(DEADLINES["slo_ms"], 0.0)]
 
 
 def deadlines_in_words(slo_ms: float, ttft_slo_ms: float = 0.0, itl_slo_ms: float = 0.0) -> str:
@@ -144,8 +145,9 @@ class ServingProbe:
     itl_max_p99_ms: dict[str, float | None] = field(default_factory=dict)  # per class, as above
 
     def p99(self, figure: str) -> dict[str, float | None]:
-        """Per class, the p99 of `figure` (e2e, TTFT or longest ITL: see `ServingClassResult.judged`)."""
-        return {"e2e": self.e2e_p99_ms, "TTFT": self.ttft_p99_ms, "longest ITL": self.itl_max_p99_ms}[figure]
+        """Per class, the p99 of `figure` (a `DEADLINES` figure: see `ServingClassResult.judged`)."""
+        by_deadline = {"slo_ms": self.e2e_p99_ms, "ttft_slo_ms": self.ttft_p99_ms, "itl_slo_ms": self.itl_max_p99_ms}
+        return {DEADLINES[name]: p99 for name, p99 in by_deadline.items()}[figure]
 
 
 @dataclass(frozen=True)

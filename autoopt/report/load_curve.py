@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from autoopt.config.serving import DEADLINES
 from autoopt.result import ServingResult
 
 
@@ -54,14 +55,14 @@ def load_curve_png(serving: ServingResult, path: Path, title: str) -> Path:
     fig = Figure(figsize=(12.8, 5.0), dpi=120, layout="constrained")
     latency, rate = fig.subplots(1, 2)
     cycle = [f"C{i}" for i in range(10)]
-    styles = {"e2e": ("-", "o"), "TTFT": ("-.", "s"), "longest ITL": (":", "^")}
+    styles = dict(zip(DEADLINES.values(), (("-", "o"), ("-.", "s"), (":", "^")), strict=True))  # line, marker
     for i, (name, cls) in enumerate(serving.classes.items()):
         colour = cycle[i % len(cycle)]
         for figure, deadline in cls.judged:
             line, marker = styles[figure]
             points = [(p.rate_rps, p.p99(figure)[name], p.holds) for p in curve if p.p99(figure).get(name) is not None]
             if points:
-                label = name if figure == "e2e" else f"{name} {figure}"
+                label = name if figure == DEADLINES["slo_ms"] else f"{name} {figure}"
                 latency.plot([x for x, _, _ in points], [y for _, y, _ in points], color=colour, lw=1, ls=line,
                              label=label)
                 for x, y, holds in points:

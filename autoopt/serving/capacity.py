@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from autoopt.config.serving import DEADLINES
 from autoopt.serving.metrics import ClassMetrics, ServingReport
 
 BEST_EFFORT_DRAIN_S = 1.0  # the drain bound when no class bounds its last token
@@ -50,9 +51,8 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
             f"(> {drain_bound_s:.2f}s, the latest a last token may come within its class's deadlines)"
         )
     for c in report.classes:
-        deadlines = [(c.slo_ms, "e2e", c.e2e), (c.ttft_slo_ms, "TTFT", c.ttft),
-                     (c.itl_slo_ms, "longest ITL", c.itl_max)]
-        deadlines = [d for d in deadlines if d[0] > 0]
+        judged = {"slo_ms": c.e2e, "ttft_slo_ms": c.ttft, "itl_slo_ms": c.itl_max}
+        deadlines = [(getattr(c, name), DEADLINES[name], judged[name]) for name in DEADLINES if getattr(c, name) > 0]
         if not deadlines or c.offered == 0:
             continue
         for deadline, figure, latency in deadlines:

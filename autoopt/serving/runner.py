@@ -74,8 +74,8 @@ def make_scheduler(cfg: ServingConfig, engine: Engine, max_length: int | None = 
 
 
 def saturation_lag_s(cfg: ServingConfig) -> float:
-    deadlines = [max(c.slo_ms, c.ttft_slo_ms) / 1e3 for c in cfg.classes if max(c.slo_ms, c.ttft_slo_ms) > 0]
-    return cfg.saturation_lag_factor * (max(deadlines) if deadlines else BEST_EFFORT_LAG_S)
+    longest = max((max(c.slo_ms, c.ttft_slo_ms) for c in cfg.classes), default=0.0) / 1e3
+    return cfg.saturation_lag_factor * (longest if longest > 0 else BEST_EFFORT_LAG_S)
 
 
 def run_open_loop(
