@@ -73,7 +73,7 @@ class _Server:
     def __init__(self, model: Servable, cfg: ServingConfig) -> None:
         self.model, self.cfg = model, cfg
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
-        self.metrics = Metrics([c.name for c in self.classes])
+        self.metrics = Metrics(self.classes)
         self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine, model.max_length), clock=CLOCK,
                                     on_batch=self.metrics.batch_done, prefill_chunk=cfg.prefill_chunk)
         self.special = special_token_ids(model.tokenizer) | getattr(model, "end_ids", frozenset())

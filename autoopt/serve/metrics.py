@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from autoopt.config.serving import DEADLINES, ServingClassConfig
 from autoopt.serve.reply import Reply
+from autoopt.serving.metrics import within_deadlines
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class Metrics:
-    def __init__(self, classes: list[str]) -> None:
+    def __init__(self, classes: list[ServingClassConfig]) -> None:
         self.registry = CollectorRegistry()
         r, cls = self.registry, ["cls"]
         self.e2e = Histogram("autoopt_request_e2e_seconds", "end-to-end latency per class: from the request "
@@ -27,6 +29,10 @@ class Metrics:
         self.requests = Counter("autoopt_requests", "finished requests per class and outcome: ok, error (the engine "
                                 "or the server failed), disconnected (the client left), shutdown (the server's "
                                 "shutdown cancelled it unanswered)", ["cls", "outcome"], registry=r)
+        self.slo = Counter("autoopt_requests_slo", "finished requests per class with a deadline, judged against its "
+                           "deadlines: met (ok, within every one), missed (over one, or error or shutdown: no answer "
+                           "in time); disconnected ones (the client left) are not judged. Attainment: met / (met + "
+                           "missed)", ["cls", "verdict"], registry=r)
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
         self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
         self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
@@ -35,9 +41,13 @@ class Metrics:
                                buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
         self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
                             "the utilization a capacity probe must keep at or below 1", registry=r)
-        for name in classes:
+        self.judged = {c.name: c for c in classes if any(getattr(c, name) > 0 for name in DEADLINES)}
+        for c in classes:
             for metric in (self.e2e, self.ttft, self.itl_max, self.queue, self.rejections, self.depth):
-                metric.labels(name)
+                metric.labels(c.name)
+        for name in self.judged:
+            for verdict in ("met", "missed"):
+                self.slo.labels(name, verdict)
 
     def batch_done(self, rows: int, seconds: float) -> None:
         if rows:
@@ -49,8 +59,13 @@ class Metrics:
         if reply.start is not None:
             self.queue.labels(cls).observe(reply.start - reply.arrival)
         end = reply.stopped_at if reply.stopped_at is not None else reply.last
+        deadlines, met = self.judged.get(cls), False
         if outcome == "ok" and reply.first is not None and end is not None:
-            self.ttft.labels(cls).observe(reply.first - reply.arrival)
-            self.e2e.labels(cls).observe(end - reply.arrival)
+            ttft, e2e = reply.first - reply.arrival, end - reply.arrival
+            self.ttft.labels(cls).observe(ttft)
+            self.e2e.labels(cls).observe(e2e)
             if reply.largest_gap is not None:
                 self.itl_max.labels(cls).observe(reply.largest_gap)
+            met = deadlines is not None and within_deadlines(deadlines, e2e, ttft, reply.largest_gap)
+        if deadlines is not None and outcome != "disconnected":
+            self.slo.labels(cls, "met" if met else "missed").inc()

@@ -195,11 +195,15 @@ def meets_slo(record: RequestRecord, cls: ServingClassConfig) -> bool:
     """Whether `record` completed within every deadline `cls` sets."""
     if record.outcome != DONE or record.last_token is None or record.first_token is None:
         return False
-    within = [
-        (cls.slo_ms, record.last_token - record.arrival),
-        (cls.ttft_slo_ms, record.first_token - record.arrival),
-        (cls.itl_slo_ms, record.largest_gap),
-    ]
+    return within_deadlines(cls, record.last_token - record.arrival, record.first_token - record.arrival,
+                            record.largest_gap)
+
+
+def within_deadlines(cls: ServingClassConfig, e2e_s: float, ttft_s: float, largest_gap_s: float | None) -> bool:
+    """Whether a completed request's e2e, TTFT and longest wait between two tokens (seconds; None: fewer than two
+    tokens, no stall) are within every deadline `cls` sets. The one rule the capacity search and the server's
+    /metrics judge by."""
+    within = [(cls.slo_ms, e2e_s), (cls.ttft_slo_ms, ttft_s), (cls.itl_slo_ms, largest_gap_s or 0.0)]
     return all(deadline <= 0 or seconds * 1e3 <= deadline for deadline, seconds in within)
 
 

@@ -12,9 +12,12 @@ from typing import Any
 
 import pytest
 
+from autoopt.config.serving import ServingClassConfig
 from autoopt.serve.app import _complete, _Meta, _stream
 from autoopt.serve.metrics import Metrics
 from autoopt.serve.reply import Reply
+
+P0 = ServingClassConfig("P0", 0, 200.0)
 
 
 class Worker:
@@ -44,7 +47,7 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
 ) -> None:
     async def run() -> tuple[SimpleNamespace, Reply]:
         model = SimpleNamespace(tokenizer=None, model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics([P0]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=shutting_down)
         reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
@@ -63,12 +66,14 @@ def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_sh
     assert server.cancelled_in_shutdown == (1 if shutting_down else 0)
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": counted}) == 1
     assert sample("autoopt_requests_total", {"cls": "P0", "outcome": "ok"}) is None
+    missed = sample("autoopt_requests_slo_total", {"cls": "P0", "verdict": "missed"})
+    assert missed == (1 if shutting_down else 0)  # a client that left is not judged
 
 
 def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_counts_as_ok() -> None:
     async def run() -> SimpleNamespace:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0,
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics([P0]), model=model, cancelled_in_shutdown=0,
                                  shutting_down=True)
         reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
@@ -99,7 +104,7 @@ def test_a_reply_cut_by_a_stop_string_ends_when_its_stop_token_was_generated() -
 
     async def run() -> Metrics:
         model = SimpleNamespace(tokenizer=Letters(), model_name="m")
-        server = SimpleNamespace(worker=Worker(), metrics=Metrics(["P0"]), model=model, cancelled_in_shutdown=0)
+        server = SimpleNamespace(worker=Worker(), metrics=Metrics([P0]), model=model, cancelled_in_shutdown=0)
         reply = Reply(asyncio.get_running_loop(), frozenset(), 0.0)
         item = SimpleNamespace(id=7, cls="P0")
         meta = _Meta(server, Connected(), item, reply, False, 3, ["bc"], False)  # type: ignore[arg-type]

@@ -5,8 +5,11 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from autoopt.config.serving import ServingClassConfig
 from autoopt.serve.metrics import Metrics
 from autoopt.serve.reply import Reply, Text
+
+P0 = ServingClassConfig("P0", 0, 200.0)
 
 
 def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
@@ -15,7 +18,7 @@ def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
         reply = Reply(loop, frozenset({7}), arrival=1.0)
         reply.started(1.2)
         assert reply.token(0, 7, 1.5) is False and reply.finish_reason == "stop"
-        metrics = Metrics(["P0"])
+        metrics = Metrics([P0])
         metrics.record("P0", reply, "ok")
     finally:
         loop.close()
@@ -27,7 +30,7 @@ def test_a_reply_ended_by_an_end_of_text_first_token_is_still_timed() -> None:
 
 def test_each_finished_reply_records_its_longest_wait_between_two_tokens() -> None:
     loop = asyncio.new_event_loop()
-    metrics = Metrics(["P0"])
+    metrics = Metrics([P0])
     try:
         stalled, single = Reply(loop, frozenset(), arrival=0.0), Reply(loop, frozenset(), arrival=0.0)
         for i, t in enumerate((0.10, 0.11, 0.19, 0.20)):  # another prompt's prefill held the third token 80 ms
@@ -41,6 +44,38 @@ def test_each_finished_reply_records_its_longest_wait_between_two_tokens() -> No
     assert stalled.largest_gap is not None and abs(stalled.largest_gap - 0.08) < 1e-9 and single.largest_gap is None
     assert metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_count", {"cls": "P0"}) == 1
     assert abs(metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_sum", {"cls": "P0"}) - 0.08) < 1e-9
+
+
+def test_each_finished_reply_of_a_class_with_deadlines_is_judged_met_or_missed() -> None:
+    streaming = ServingClassConfig("S", 1, 300.0, ttft_slo_ms=100.0, itl_slo_ms=50.0)
+    metrics = Metrics([streaming, ServingClassConfig("B", 3)])  # B: best effort
+    loop = asyncio.new_event_loop()
+
+    def reply(*times: float) -> Reply:
+        timed = Reply(loop, frozenset(), arrival=1.0)
+        for i, t in enumerate(times):
+            timed.token(i, 1, 1.0 + t)
+        return timed
+
+    try:
+        cases = [
+            ("S", reply(0.09, 0.13, 0.17), "ok"),  # within each deadline
+            ("S", reply(0.05), "ok"),  # one token: no stall to judge
+            ("S", reply(0.101, 0.12, 0.15), "ok"),  # first token 1 ms late
+            ("S", reply(0.05, 0.06, 0.111, 0.12), "ok"),  # a 51 ms stall
+            ("S", reply(0.05), "error"),
+            ("S", reply(0.05), "disconnected"),  # the client left: not judged
+            ("B", reply(0.5, 2.0), "ok"),  # nothing to judge
+        ]
+        for cls, timed, outcome in cases:
+            metrics.record(cls, timed, outcome)
+    finally:
+        loop.close()
+
+    sample = metrics.registry.get_sample_value
+    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "met"}) == 2
+    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "missed"}) == 3
+    assert all(sample("autoopt_requests_slo_total", {"cls": "B", "verdict": v}) is None for v in ("met", "missed"))
 
 
 def _pushed(text: Text, ids: list[int]) -> list[str]:
