@@ -205,7 +205,8 @@ class CandidateConfig:
                                  choices=BATCHING, label="{value}", show_default=False)
     serving_prefill_chunk: int = knob(0, "serving, continuous batching: joining prompts are prefilled at most this "
                                       "many tokens before each decode step of the running rows, the most urgent "
-                                      "first (chunked prefill), or each whole at once (0)", ("torch", "ort"),
+                                      "first (chunked prefill), or each whole at once (0)",
+                                      ("torch", "torch_compiled", "ort"),
                                       choices=(0, 32, 64, 128, 256, 512), label="chunk={value}", show_default=False,
                                       only_with=_CONTINUOUS)
     serving_queue_delay_ms: float = knob(10.0, "serving: a partial batch is released once its oldest request "

@@ -35,10 +35,9 @@ class Engine(ABC):
     # Whether `generate` takes rows of different prompt lengths (`prompt_lengths`); where False (the default,
     # or loaded settings that cannot mask padding) the serving scheduler batches equal lengths only.
     mixed_lengths: bool = False
-    # Whether `stream()` gives rows that join and leave between decode steps (continuous batching), as loaded.
+    # Whether `stream()` gives rows that join and leave between decode steps (continuous batching, with prompts
+    # prefilled whole or in parts), as loaded.
     continuous: bool = False
-    # Whether its stream's rows can join with their prompts prefilled in parts (`DecodeStream.begin`, chunked prefill).
-    chunked_prefill: bool = False
     # Whether `generate` and `stream()` rows take a non-greedy `Sampling`; where False, they refuse one.
     samples: bool = False
 

@@ -1,12 +1,15 @@
 """Continuous batching's engine side: rows that join and leave a running batch between decode steps.
 
+A joining request is prefilled alone, whole (`join`) or in parts (`begin`, then `prefill` of so many tokens at a
+time, each part attending to the cache of the parts before it, which is kept apart from the batch's): between
+parts the running rows can take decode steps (chunked prefill), and the row joins the batch at its last part.
+`JoiningStream` keeps that bookkeeping, once for every engine.
+
 A `PaddedStream` keeps every row's KV cache in one batch of a shared length, each row's context at the right
-end and padding (masked out) before it, as `left_aligned` lays out a batch of prompts. A joining request is
-prefilled alone; its cache is padded on the left to the batch's length, or the batch's to its own when it is
-longer. A prompt may also be prefilled in parts (`begin`, then `prefill` of so many tokens at a time, each part
-attending to the cache of the parts before it): between parts the running rows can take decode steps (chunked
-prefill), and the row joins the batch at its last part. A row that leaves is dropped, and the columns no remaining
-row uses are cut, so the cache is never longer than its longest live row. Each `step` decodes every row at once.
+end and padding (masked out) before it, as `left_aligned` lays out a batch of prompts. A joiner's cache is padded
+on the left to the batch's length, or the batch's to its own when it is longer. A row that leaves is dropped, and
+the columns no remaining row uses are cut, so the cache is never longer than its longest live row. Each `step`
+decodes every row at once.
 Where an engine's positions count every column, padding included (ort's graph has no position input),
 `_repositioned` moves the cached keys whenever columns are added before or cut from a row's context, so the row
 keeps the positions of a prompt left-padded to the batch's length (as `generate` with `prompt_lengths` lays it out).
@@ -28,26 +31,35 @@ from autoopt.engines.sampling import RowSampler, Sampling, row_samplers
 T = TypeVar("T")
 
 
+@dataclass
+class _Prefilling:
+    """A prompt prefilled in parts: how much of it is in its own cache so far."""
+
+    ids: np.ndarray  # (1, prompt_len)
+    sampler: RowSampler | None
+    done: int = 0
+    kv: list[Any] | None = None
+
+
 class DecodeStream(ABC):
     """A batch whose rows change between decode steps. Rows are keyed by the caller (a request id).
 
     Each row decodes greedily as its prompt would alone through the engine's `generate` (up to rounding where
     the engine's positions count the padding, as ort's do), or samples where it joined with a non-greedy
-    `Sampling` (engines that `samples`). Where the engine has `chunked_prefill`, a prompt may join in parts
-    (`begin`, `prefill`)."""
+    `Sampling` (engines that `samples`). A prompt joins whole (`join`) or in parts (`begin`, `prefill`)."""
 
     @abstractmethod
     def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
         """Prefill `prompt_ids` (int64, (prompt_len,)) as a new row; return its first token."""
 
+    @abstractmethod
     def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
         """Take `prompt_ids` as a row whose prompt `prefill` runs in parts; it joins the batch at its last part."""
-        raise NotImplementedError(f"{type(self).__name__} prefills a prompt whole (join)")
 
+    @abstractmethod
     def prefill(self, key: int, tokens: int) -> int | None:
         """Prefill up to `tokens` more of `key`'s prompt (`begin`): its first token once the whole prompt is in
         (the row then decodes with the others at each `step`), else None."""
-        raise NotImplementedError(f"{type(self).__name__} prefills a prompt whole (join)")
 
     @abstractmethod
     def step(self) -> dict[int, int]:
@@ -61,6 +73,79 @@ class DecodeStream(ABC):
     @abstractmethod
     def rows(self) -> int:
         """Rows now in the batch (not counting prompts still being prefilled)."""
+
+
+class JoiningStream(DecodeStream):
+    """The parts' bookkeeping of every engine's stream. Engines supply the model call on a part (`_prefill`), how a
+    prefilled prompt's cache joins the batch (`_add`) and leaves it (`_drop`), and the decode `step`."""
+
+    def __init__(self, engine_name: str, samples: bool) -> None:
+        self._engine_name, self._samples = engine_name, samples
+        self._prefilling: dict[int, _Prefilling] = {}
+
+    @property
+    @abstractmethod
+    def keys(self) -> list[int]:
+        """The rows now in the batch (not the prompts still being prefilled)."""
+
+    @abstractmethod
+    def _prefill(self, prompt_ids: np.ndarray, past: list[Any] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[Any]]:
+        """One prompt alone, (1, n), after `past` (the cache of its first tokens; None: it starts there) → the
+        token after it (drawn by `sampler` where it has one) and the cache tensors of the prompt so far."""
+
+    @abstractmethod
+    def _add(self, key: int, own: int, kv: list[Any], sampler: RowSampler | None, token: int) -> None:
+        """A row whose prompt (`own` tokens) is all in `kv` joins the batch, `token` its newest."""
+
+    @abstractmethod
+    def _drop(self, key: int) -> None:
+        """Row `key` leaves the batch."""
+
+    def _refusal(self, prompt_len: int) -> str | None:
+        """Why a prompt of `prompt_len` tokens cannot become a row now (no room, no cache for it); None: it can."""
+        return None
+
+    @property
+    def rows(self) -> int:
+        return len(self.keys)
+
+    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
+        self.begin(key, prompt_ids, sampling)
+        try:
+            token = self.prefill(key, self._prefilling[key].ids.shape[1])
+        except Exception:  # the stream stays as it was
+            self._prefilling.pop(key, None)
+            raise
+        assert token is not None
+        return token
+
+    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+        if key in self.keys or key in self._prefilling:
+            raise ValueError(f"row {key} is already in the stream")
+        [sampler] = row_samplers(self._engine_name, self._samples, [sampling], 1)
+        ids = np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1))
+        if (why := self._refusal(ids.shape[1])) is not None:
+            raise ValueError(why)
+        self._prefilling[key] = _Prefilling(ids, sampler)
+
+    def prefill(self, key: int, tokens: int) -> int | None:
+        if tokens < 1:
+            raise ValueError(f"prefill takes at least 1 token, got {tokens}")
+        p = self._prefilling[key]
+        end = min(p.done + tokens, p.ids.shape[1])
+        last = end == p.ids.shape[1]  # only the last part's token is the row's: a sampler draws it alone
+        token, p.kv = self._prefill(np.ascontiguousarray(p.ids[:, p.done : end]), p.kv, p.sampler if last else None)
+        p.done = end
+        if not last:
+            return None
+        self._add(key, p.ids.shape[1], p.kv, p.sampler, token)
+        del self._prefilling[key]
+        return token
+
+    def leave(self, key: int) -> None:
+        if self._prefilling.pop(key, None) is None:
+            self._drop(key)
 
 
 class KVOps(ABC, Generic[T]):
@@ -97,34 +182,17 @@ class NumpyKV(KVOps[np.ndarray]):
         return np.ascontiguousarray(x[:, :, n:])  # runtimes take contiguous arrays only
 
 
-@dataclass
-class _Prefilling:
-    """A prompt prefilled in parts: how much of it is in its own cache so far."""
-
-    ids: np.ndarray  # (1, prompt_len)
-    sampler: RowSampler | None
-    done: int = 0
-    kv: list[Any] | None = None
-
-
-class PaddedStream(DecodeStream):
+class PaddedStream(JoiningStream):
     """The shared-length layout described in the module doc. Subclasses run the model."""
 
     def __init__(self, ops: KVOps[Any], engine_name: str, samples: bool) -> None:
+        super().__init__(engine_name, samples)
         self._ops = ops
-        self._engine_name, self._samples = engine_name, samples
         self._keys: list[int] = []
         self._samplers: list[RowSampler | None] = []  # per row, None = greedy
         self._kv: list[Any] = []  # one tensor per cache input, (rows, heads, length, head_dim)
         self._mask = np.zeros((0, 0), dtype=np.int64)  # (rows, length): 1 = context, 0 = padding
         self._last = np.zeros(0, dtype=np.int64)  # each row's newest token, not yet in the cache
-        self._prefilling: dict[int, _Prefilling] = {}
-
-    @abstractmethod
-    def _prefill(self, prompt_ids: np.ndarray, past: list[Any] | None,
-                 sampler: RowSampler | None) -> tuple[int, list[Any]]:
-        """One prompt alone, (1, n), after `past` (the cache of its first tokens; None: it starts there) → the
-        token after it (drawn by `sampler` where it has one) and the cache tensors of the prompt so far."""
 
     @abstractmethod
     def _decode(self, tokens: np.ndarray, kv: list[Any], mask: np.ndarray,
@@ -145,42 +213,10 @@ class PaddedStream(DecodeStream):
         return self._repositioned(kv, n)
 
     @property
-    def rows(self) -> int:
-        return len(self._keys)
-
-    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
-        self.begin(key, prompt_ids, sampling)
-        try:
-            token = self.prefill(key, self._prefilling[key].ids.shape[1])
-        except Exception:  # the stream stays as it was
-            self._prefilling.pop(key, None)
-            raise
-        assert token is not None
-        return token
-
-    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
-        if key in self._keys or key in self._prefilling:
-            raise ValueError(f"row {key} is already in the stream")
-        [sampler] = row_samplers(self._engine_name, self._samples, [sampling], 1)
-        ids = np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1))
-        self._prefilling[key] = _Prefilling(ids, sampler)
-
-    def prefill(self, key: int, tokens: int) -> int | None:
-        if tokens < 1:
-            raise ValueError(f"prefill takes at least 1 token, got {tokens}")
-        p = self._prefilling[key]
-        end = min(p.done + tokens, p.ids.shape[1])
-        last = end == p.ids.shape[1]  # only the last part's token is the row's: a sampler draws it alone
-        token, p.kv = self._prefill(np.ascontiguousarray(p.ids[:, p.done : end]), p.kv, p.sampler if last else None)
-        p.done = end
-        if not last:
-            return None
-        self._add(key, p.ids.shape[1], p.kv, p.sampler, token)
-        del self._prefilling[key]
-        return token
+    def keys(self) -> list[int]:
+        return list(self._keys)
 
     def _add(self, key: int, own: int, kv: list[Any], sampler: RowSampler | None, token: int) -> None:
-        """A row whose prompt (`own` tokens) is all in `kv` joins the batch."""
         length = self._mask.shape[1]
         if not self._keys:
             self._kv, self._mask = kv, np.ones((1, own), dtype=np.int64)
@@ -205,9 +241,7 @@ class PaddedStream(DecodeStream):
         self._mask, self._last = mask, np.asarray(tokens, dtype=np.int64).reshape(-1)
         return dict(zip(self._keys, self._last.tolist(), strict=True))
 
-    def leave(self, key: int) -> None:
-        if self._prefilling.pop(key, None) is not None:
-            return
+    def _drop(self, key: int) -> None:
         index = self._keys.index(key)
         keep = [r for r in range(len(self._keys)) if r != index]
         del self._keys[index]

@@ -42,17 +42,13 @@ def mixes_lengths(cfg: ServingConfig, engine: Engine) -> bool:
 
 
 def continuous(cfg: ServingConfig, engine: Engine) -> bool:
-    """Whether requests join and leave a running batch between decode steps; an engine that cannot (or cannot
-    prefill their prompts in parts, where `prefill_chunk` asks it to) is refused."""
+    """Whether requests join and leave a running batch between decode steps (their prompts prefilled whole or in
+    parts of `prefill_chunk`); an engine that cannot is refused."""
     if cfg.batching != "continuous":
         return False
     if not engine.continuous:
         raise ValueError(f"serving batching=continuous: engine {engine.name} as loaded has no continuous batching "
                          "(torch with a dynamic KV cache, torch_compiled and ort on cpu have); use batching=group")
-    if cfg.prefill_chunk and not engine.chunked_prefill:
-        raise ValueError(f"serving prefill_chunk={cfg.prefill_chunk}: engine {engine.name} as loaded prefills each "
-                         "prompt whole (torch with a dynamic KV cache and ort on cpu prefill in parts); use "
-                         "prefill_chunk=0")
     return True
 
 

@@ -129,14 +129,12 @@ def test_a_measurement_survives_its_json_round_trip() -> None:
     assert from_dict(type(original), to_dict(original)) == original
 
 
-def test_the_prefill_chunk_applies_to_continuous_batching_on_the_engines_that_prefill_in_parts() -> None:
+def test_the_prefill_chunk_applies_to_continuous_batching_only() -> None:
     chunked = CandidateConfig(serving_batching="continuous", serving_prefill_chunk=32)
     assert inapplicable_knob(chunked) is None and "chunk=32" in label(chunked)
     assert inapplicable_knob(replace(chunked, serving_batching="group")) == (
         "candidate.serving_prefill_chunk changes nothing with serving_batching=group; leave it at its default (0), "
         "it applies with serving_batching continuous")
-    assert inapplicable_knob(replace(chunked, engine="torch_compiled")) == (
-        "candidate.serving_prefill_chunk does not apply to engine=torch_compiled; it is used by engines torch, ort")
 
 
 @pytest.mark.parametrize(("knob", "value"), [("serving_queue_delay_ms", 5.0), ("serving_mix_lengths", True)])

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -173,6 +174,73 @@ def test_an_uncompiled_loop_reports_no_compile_time(tiny_model: Path) -> None:
     engine.close()
 
 
+@pytest.mark.parametrize("bucket", [0, 32], ids=["eager-parts", "bucketed-parts"])
+def test_two_prompts_prefilled_in_alternate_parts_between_steps_decode_as_alone(tiny_model: Path, bucket: int) -> None:
+    """Two prompts' parts take turns in the stream's one-row cache, each part after the parts before it are copied
+    back, while the first to join decodes. With a bucket, the first parts run through the padded prefill at their
+    offset and the later ones, whose padding would overrun the 40-position cache, at their own length."""
+    engine = TorchCompiledEngine.load(tiny_model, _candidate(prefill_bucket=bucket), RUNTIME)
+    prompts, new = [_prompt(0, 1, 20)[0], _prompt(1, 1, 13)[0]], 6
+    stream, got = engine.stream(), {}
+    for key, prompt in enumerate(prompts):
+        stream.begin(key, prompt)
+    while any(len(got.get(key, [])) < new for key in range(2)):
+        for key, part in ((0, 3), (1, 4)):
+            if key not in got and (token := stream.prefill(key, part)) is not None:
+                got[key] = [token]
+        for key, token in stream.step().items():
+            got[key].append(token)
+    for key, prompt in enumerate(prompts):
+        np.testing.assert_array_equal(got[key][:new], _tokens(engine, prompt[None], new)[0], f"prompt {key}")
+    engine.close()
+
+
+@pytest.mark.parametrize("bucket", [0, 32], ids=["eager-parts", "bucketed-parts"])
+def test_a_prompt_prefilled_in_parts_caches_the_keys_and_values_it_caches_whole(tiny_model: Path, bucket: int) -> None:
+    """The direct check (the untrained model's tokens barely depend on far context): each row's cached keys, rotated
+    for their positions, and values are the same whether its prompt joined whole or in parts, two of the first
+    prompt's in a row (its parts stay in the one-row cache), then one of the second's (the first's are copied out,
+    and back before its next part)."""
+    engine = TorchCompiledEngine.load(tiny_model, _candidate(prefill_bucket=bucket), RUNTIME)
+    prompts = [_prompt(0, 1, 20)[0], _prompt(1, 1, 13)[0]]
+    parted = engine.stream()
+    for key, prompt in enumerate(prompts):
+        parted.begin(key, prompt)
+    while parted.rows < 2:
+        for key, part in ((0, 3), (0, 3), (1, 4)):
+            if key not in parted.keys:
+                parted.prefill(key, part)
+    got = _contexts(parted)
+    for key in range(2):
+        parted.leave(key)
+    whole = engine.stream()  # the same slot's cache
+    for key, prompt in enumerate(prompts):
+        whole.join(key, prompt)
+    want = _contexts(whole)
+    for key in range(2):
+        for got_kv, want_kv in zip(got[key], want[key], strict=True):
+            torch.testing.assert_close(got_kv, want_kv, rtol=1e-4, atol=1e-5)
+    engine.close()
+
+
+def _contexts(stream: Any) -> dict[int, list[torch.Tensor]]:
+    """Each row's keys and values in a `TorchCompiledStream`'s cache, from its first column to the write position."""
+    return {key: [cache[row, :, stream._starts[row] : stream._width].clone() for cache in stream._slot.decoder.caches()]
+            for row, key in enumerate(stream._keys) if key is not None}
+
+
+def test_a_stream_takes_no_more_prompts_than_its_rows(tiny_model: Path) -> None:
+    engine = TorchCompiledEngine.load(tiny_model, _candidate(), RUNTIME)
+    stream = engine.stream()
+    stream.join(0, _prompt(0, 1, 8)[0])
+    stream.begin(1, _prompt(1, 1, 8)[0])  # its parts hold the second row
+    with pytest.raises(ValueError, match="2 rows are all taken"):
+        stream.begin(2, _prompt(2, 1, 8)[0])
+    stream.leave(1)  # mid-prefill: its row is free again
+    assert stream.join(2, _prompt(2, 1, 8)[0]) == _tokens(engine, _prompt(2, 1, 8), 1)[0, 0]
+    engine.close()
+
+
 def test_requests_beyond_the_static_cache_are_refused(tiny_model: Path) -> None:
     engine = TorchCompiledEngine.load(tiny_model, _candidate(), RUNTIME)
     with pytest.raises(ValueError, match="max_length"):
@@ -320,6 +388,7 @@ def test_inductor_cache_goes_under_autoopts_cache_unless_the_user_chose_one(tmp_
 _LOAD_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
+from typing import Any
 import numpy as np
 from autoopt.config.schema import CandidateConfig
 from autoopt.engines.base import RuntimeOptions
@@ -364,6 +433,13 @@ def test_compiled_decode_and_bucketed_prefill_decode_like_eager_torch(tiny_model
     assert engine.compile_seconds() > 0
     with torch._dynamo.config.patch(error_on_recompile=True):  # load compiled every graph a request uses
         _assert_decodes_like(engine, eager, REQUESTS)  # prompts 7-20 in the 32 bucket, 35 in the 40 one
+        # a prompt's second part (chunked prefill) goes through the 32 bucket's graph at its offset, as compiled
+        slot, ids = engine._slots[2], torch.from_numpy(_prompt(5, 2, 12))
+        with torch.inference_mode():
+            slot.decoder.starts.zero_()
+            engine._prefill(slot, ids[:, :5])
+            parted = engine._prefill(slot, ids[:, 5:], start=5)
+            assert parted.tolist() == engine._prefill(slot, ids).tolist()
     assert engine.static_kv_allocations() == 1
     engine.close()
 
@@ -391,6 +467,7 @@ def test_compiled_quantized_step_decodes_like_its_uncompiled_loop(tiny_model: Pa
 _MANY_ENGINES = """
 import sys
 from pathlib import Path
+from typing import Any
 import numpy as np
 import torch
 from autoopt.config.schema import CandidateConfig

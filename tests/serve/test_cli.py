@@ -60,16 +60,6 @@ def test_the_prefill_chunk_is_the_bundles_unless_the_command_line_sets_it() -> N
         serving_config(parse_args(["b", "--prefill-chunk", "8"]), bundle({}))
 
 
-def test_a_prefill_chunk_on_an_engine_that_prefills_whole_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    loaded = bundle({})
-    loaded.engine = SimpleNamespace(name="torch_compiled", continuous=True, chunked_prefill=False)
-
-    assert serve_bundle(loaded, parse_args(["b", "--batching", "continuous", "--prefill-chunk", "16"])) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: serving prefill_chunk=16: engine torch_compiled as loaded prefills each prompt whole (torch "
-                   "with a dynamic KV cache and ort on cpu prefill in parts); use prefill_chunk=0"]
-
-
 def test_a_bundle_measured_one_request_at_a_time_serves_without_a_queue_delay() -> None:
     cfg = serving_config(parse_args(["b"]), bundle({}))
     assert (cfg.max_batch, cfg.max_queue_delay_ms) == (4, 0.0)

@@ -329,7 +329,6 @@ class PacedStreams(Engine):
 
     name = "paced-streams"
     continuous = True
-    chunked_prefill = True
 
     def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None,
                  fail_prompt_len: int | None = None) -> None:

@@ -77,6 +77,12 @@ class SteppedStream(DecodeStream):
         self.keys.append(key)
         return 0
 
+    def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
+        raise AssertionError("this double's prompts join whole")
+
+    def prefill(self, key: int, tokens: int) -> int | None:
+        raise AssertionError("this double's prompts join whole")
+
     def step(self) -> dict[int, int]:
         self.engine.clock.t += self.engine.step_s
         self.steps.append(list(self.keys))
@@ -128,8 +134,6 @@ class PartedStream(SteppedStream):
 
 
 class PartingEngine(StreamingEngine):
-    chunked_prefill = True
-
     def __init__(self, clock: FakeClock, step_s: float, token_s: float, failing: set[int] | None = None) -> None:
         super().__init__(clock, step_s)
         self.token_s, self.failing = token_s, failing or set()
@@ -447,13 +451,6 @@ def test_a_run_saturates_at_a_lag_counted_in_the_largest_deadline_on_a_first_or_
     assert saturation_lag_s(ServingConfig(classes=CLASSES)) == pytest.approx(10 * 0.2)
     assert saturation_lag_s(ServingConfig(classes=streaming)) == pytest.approx(10 * 0.3)
     assert saturation_lag_s(ServingConfig(classes=[ServingClassConfig("P3", 3, itl_slo_ms=40.0)])) == 10 * 1.0
-
-
-def test_a_prefill_chunk_on_an_engine_that_prefills_whole_is_refused_in_one_line() -> None:
-    clock = FakeClock()
-    cfg = ServingConfig(classes=CLASSES, batching="continuous", prefill_chunk=16)
-    with pytest.raises(ValueError, match="engine stepped as loaded prefills each prompt whole"):
-        run_open_loop(StreamingEngine(clock, 0.01), cfg, [arrival(0, 0.0, "P0", 2)], clock=clock, sleep=clock.sleep)
 
 
 def test_an_open_loop_run_prefills_in_the_parts_its_config_asks_for() -> None:

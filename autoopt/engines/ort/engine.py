@@ -94,7 +94,6 @@ class OrtEngine(Engine):
         self._rope = rope  # how to move cached keys to other positions, or why they cannot be moved
         # on a device the KV stays there between steps, as ORT values the stream's array operations do not take
         self.continuous = not bind_io and isinstance(rope, Rope)
-        self.chunked_prefill = self.continuous
         inputs = session.get_inputs()
         self._past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
         self._present_names = [o.name for o in session.get_outputs() if o.name.startswith("present.")]

@@ -124,7 +124,6 @@ class TorchEngine(Engine):
         # sliding-window layer keeps fewer positions than the rows' shared mask covers.
         sliding = any(layer.is_sliding for layer in DynamicCache(config=model.config).layers)
         self.continuous = self.mixed_lengths and kv_cache != "static" and not sliding
-        self.chunked_prefill = self.continuous
 
     @classmethod
     def load(cls, artifact: Path, candidate: CandidateConfig, runtime: RuntimeOptions) -> TorchEngine:

@@ -421,18 +421,20 @@ class TorchCompiledEngine(Engine):
             token = self._call(slot.step, token[:, None], self._positions[position], self._positions[0], samplers)
             yield token[:batch].cpu().numpy()
 
-    def _prefill(self, slot: _Slot, ids: torch.Tensor, samplers: list[RowSampler | None] | None = None) -> torch.Tensor:
-        """`ids` (the slot's rows, prompt_len) into the slot's cache from position 0, after its `starts` are set: the
-        first token of each row (drawn where its sampler draws). Eager at the prompt's own length, or through the
-        bucket's graph."""
-        prompt_len = ids.shape[1]
-        last = self._positions[prompt_len - 1]
-        length = next((n for n in slot.lengths if n >= prompt_len), None)
-        if length is None:
-            out = slot.decoder(ids.to(self._device), torch.arange(prompt_len, device=self._device), last)
-        else:
-            padded = F.pad(ids, (0, length - prompt_len)).to(self._device)
-            out = slot.prefill(padded, torch.arange(length, device=self._device), last)
+    def _prefill(self, slot: _Slot, ids: torch.Tensor, samplers: list[RowSampler | None] | None = None,
+                 start: int = 0) -> torch.Tensor:
+        """`ids` (the slot's rows, n) into the slot's cache at positions [start, start + n), after its `starts` are
+        set and (start > 0) the positions before hold the prompt's first tokens: the token after each row (drawn
+        where its sampler draws). Through the bucket's graph where its padded length fits the cache from `start`,
+        else eager at the part's own length."""
+        n = ids.shape[1]
+        last = self._positions[n - 1]
+        length = next((bucket for bucket in slot.lengths if bucket >= n), None)
+        if length is None or start + length > self._capacity:
+            out = slot.decoder(ids.to(self._device), torch.arange(start, start + n, device=self._device), last)
+        else:  # the padding's keys land after the part, where the next part (or nothing the row reads) goes
+            padded = F.pad(ids, (0, length - n)).to(self._device)
+            out = slot.prefill(padded, torch.arange(start, start + length, device=self._device), last)
         return self._chosen(*out, samplers)
 
     def stream(self) -> TorchCompiledStream:

@@ -9,7 +9,11 @@ column being written (never to nothing, which would give NaN), and its token is 
 
 - join: the prompt (n tokens) is prefilled alone in a one-row cache (the engine's one-row slot, or one of the
   stream's own), at columns [0, n), and its keys and values are copied into a free row at [width - n, width).
-  Where n > width, every row first moves right by n - width (one copy of the cache).
+  Where n > width, every row first moves right by n - width (one copy of the cache). A prompt prefilled in parts
+  (`begin`, `prefill`) runs each part at its own columns of the one-row cache, after the parts before it. Those
+  stay in that cache while the same prompt's parts follow; when another prompt's part takes the cache, they are
+  copied out first, and copied back before the prompt's next part. The last part's keys and values join the batch
+  as a whole prompt's do.
 - step: the slot's decode graph for all its rows at column `width` (free rows too: a graph's batch is fixed).
 - leave: the row is freed, and the leading columns no live row uses are cut by moving every row left (one
   copy), so `width` is always the longest live row's context and a row fits wherever it would fit alone.
@@ -26,17 +30,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from autoopt.engines.sampling import RowSampler, Sampling, row_samplers
-from autoopt.engines.stream import DecodeStream
+from autoopt.engines.sampling import RowSampler
+from autoopt.engines.stream import JoiningStream
 
 if TYPE_CHECKING:
     from autoopt.engines.torch_compiled.engine import TorchCompiledEngine, _Slot
 
 
-class TorchCompiledStream(DecodeStream):
+class TorchCompiledStream(JoiningStream):
     """The layout in the module doc over `slot`'s cache; prompts are prefilled in `joiner`'s (a one-row slot)."""
 
     def __init__(self, engine: TorchCompiledEngine, slot: _Slot, joiner: _Slot) -> None:
+        super().__init__(engine.name, engine.samples)
         self._engine, self._slot, self._joiner = engine, slot, joiner
         self._capacity = engine._capacity
         rows = slot.decoder.starts.shape[0]
@@ -44,36 +49,56 @@ class TorchCompiledStream(DecodeStream):
         self._samplers: list[RowSampler | None] = [None] * rows  # per slot row, None = greedy (or empty)
         self._starts = np.full(rows, self._capacity, dtype=np.int64)
         self._width = 0
+        self._resident: list[torch.Tensor] | None = None  # views of the one-row cache: the prompt so far in it
         with torch.inference_mode():  # an inference tensor, as the graphs were compiled for (else they recompile)
             self._tokens = torch.zeros((rows, 1), dtype=torch.long, device=engine._device)
 
     @property
-    def rows(self) -> int:
-        return sum(key is not None for key in self._keys)
+    def keys(self) -> list[int]:
+        return [key for key in self._keys if key is not None]
+
+    def _refusal(self, prompt_len: int) -> str | None:
+        if self.rows + len(self._prefilling) >= len(self._keys):
+            return f"the stream's {len(self._keys)} rows are all taken"
+        if prompt_len > self._capacity:
+            return (f"prompt {prompt_len} tokens does not fit this engine's static cache of {self._capacity}: load it "
+                    "with a larger max_length")
+        return None
 
     @torch.inference_mode()
-    def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
-        [sampler] = row_samplers(self._engine.name, self._engine.samples, [sampling], 1)
-        if key in self._keys:
-            raise ValueError(f"row {key} is already in the stream")
-        if None not in self._keys:
-            raise ValueError(f"the stream's {len(self._keys)} rows are all taken")
-        ids = torch.from_numpy(np.ascontiguousarray(np.asarray(prompt_ids, dtype=np.int64).reshape(1, -1)))
-        n = ids.shape[1]
-        if n > self._capacity:
-            raise ValueError(f"prompt {n} tokens does not fit this engine's static cache of {self._capacity}: load it "
-                             "with a larger max_length")
+    def _prefill(self, prompt_ids: np.ndarray, past: list[torch.Tensor] | None,
+                 sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
         joiner = self._joiner.decoder
+        caches = joiner.caches()
+        done = 0 if past is None else past[0].shape[2]
+        if past is None or past is not self._resident:  # the cache holds another prompt's parts, or none
+            self._save_resident()
+            if past is not None:  # this prompt's, copied out when another took the cache
+                for cache, before in zip(caches, past, strict=True):
+                    cache[:, :, :done] = before
         joiner.starts.zero_()
-        token = self._engine._prefill(self._joiner, ids, [sampler])[0]
-        if n > self._width:
-            self._move(n - self._width)
+        token = self._engine._prefill(self._joiner, torch.from_numpy(prompt_ids), [sampler], start=done)[0]
+        self._resident = [cache[:, :, : done + prompt_ids.shape[1]] for cache in caches]
+        return int(token), self._resident
+
+    def _save_resident(self) -> None:
+        """The one-row cache is about to take another prompt: the parts of the one in it become copies. In place:
+        the list is the one that prompt's bookkeeping (`JoiningStream`) holds as its cache so far."""
+        if self._resident is not None:
+            self._resident[:] = [view.clone() for view in self._resident]
+            self._resident = None
+
+    @torch.inference_mode()
+    def _add(self, key: int, own: int, kv: list[torch.Tensor], sampler: RowSampler | None, token: int) -> None:
+        if own > self._width:
+            self._move(own - self._width)
         row = self._keys.index(None)
-        for big, small in zip(self._slot.decoder.caches(), joiner.caches(), strict=True):
-            big[row, :, self._width - n : self._width] = small[0, :, :n]
-        self._keys[row], self._starts[row], self._samplers[row] = key, self._width - n, sampler
+        for big, small in zip(self._slot.decoder.caches(), kv, strict=True):
+            big[row, :, self._width - own : self._width] = small[0]
+        self._keys[row], self._starts[row], self._samplers[row] = key, self._width - own, sampler
         self._tokens[row, 0] = token
-        return int(token)
+        if kv is self._resident:  # nothing left to keep
+            self._resident = None
 
     @torch.inference_mode()
     def step(self) -> dict[int, int]:
@@ -91,7 +116,7 @@ class TorchCompiledStream(DecodeStream):
         return {key: out[row] for row, key in enumerate(self._keys) if key is not None}
 
     @torch.inference_mode()
-    def leave(self, key: int) -> None:
+    def _drop(self, key: int) -> None:
         row = self._keys.index(key)
         self._keys[row], self._starts[row], self._samplers[row] = None, self._capacity, None
         live = [r for r, k in enumerate(self._keys) if k is not None]
