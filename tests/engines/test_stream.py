@@ -92,12 +92,14 @@ def assert_stream_decodes_as_alone(engine: Engine, folder: Path, chunk: int = 0)
 @pytest.mark.parametrize("batch_size", [1, 4], ids=["joined-in-the-b1-slot", "joined-in-a-row-of-its-own"])
 def test_the_compiled_step_serves_a_stream_without_recompiling(builtin: Path, batch_size: int) -> None:
     """The stream steps through the graph `load` compiled for the largest slot; its prompts are prefilled in the
-    engine's one-row slot, or where it has none (batch_size = max_batch) in a one-row slot of the stream's own."""
+    engine's one-row slot, or where it has none (batch_size = max_batch) in a one-row slot of the stream's own,
+    whole or in parts."""
     runtime = RuntimeOptions(device="cpu", threads=2, batch_size=batch_size, max_length=48, max_batch=4)
     engine = TorchCompiledEngine.load(builtin, CandidateConfig(engine="torch_compiled"), runtime)
     assert set(engine.compile_report) == {f"decode b{b}" for b in {batch_size, 4}}
     with torch._dynamo.config.patch(error_on_recompile=True):
         assert_stream_decodes_as_alone(engine, builtin)
+        assert_stream_decodes_as_alone(engine, builtin, chunk=3)
     engine.close()
 
 
