@@ -1,10 +1,10 @@
 """Chunked prefill (serving_prefill_chunk) under continuous batching, interleaved in one process: one loaded
-candidate (torch with a dynamic KV cache, or ort) serves workload `serve`'s classes and SLOs at fixed offered rates,
+candidate (torch with a dynamic KV cache, torch_compiled, or ort) serves workload `serve`'s classes and SLOs at fixed offered rates,
 each prompt prefilled whole or in parts of each `--chunks` size, the order of the settings rotating from round to
 round.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-chunked-prefill.py [--rounds 3] [--engine torch|ort]
-        [--quant none] [--prompts 64,128] [--outputs 8,16] [--max-batch 4] [--chunks 0,32,64] [--rates 8,12,16]
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-chunked-prefill.py [--rounds 3] [--engine torch|ort|torch_compiled]
+        [--compile-mode default] [--quant none] [--prompts 64,128] [--outputs 8,16] [--max-batch 4] [--chunks 0,32,64] [--rates 8,12,16]
 
 One JSON line per probe (2 s of warm-up traffic, then 6 s judged, as a capacity probe offers): per class the p99 of
 end-to-end latency, TTFT, TPOT (each request's (last token - first token) / (tokens - 1)) and each request's largest
@@ -54,7 +54,8 @@ SERVE = ServingConfig(rate_rps=8.0, warmup_s=2.0, duration_s=6.0, peak_rate_rps=
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--engine", default="torch", choices=("torch", "ort"))
+    parser.add_argument("--engine", default="torch", choices=("torch", "ort", "torch_compiled"))
+    parser.add_argument("--compile-mode", default="default", help="torch_compiled's compile_mode (none: eager loop)")
     parser.add_argument("--quant", default="none", help="the engine's quant: none, int8_dynamic or bf16 (torch), "
                         "none, int8_weight or int4 (ort)")
     parser.add_argument("--prompts", default="64,128", help="prompt lengths (conf/workload/serve.yaml's)")
@@ -80,7 +81,8 @@ def main() -> None:
     model = to_typed(OmegaConf.load(Path(__file__).parents[1] / "conf" / "model" / f"{args.model}.yaml"), ModelConfig)
     resolved = resolve_model(model, cache)
     folder = resolved.path
-    knobs = {"torch": {"kv_cache": "dynamic"}, "ort": {}}[args.engine]
+    knobs = {"torch": {"kv_cache": "dynamic"}, "ort": {}, "torch_compiled": {"compile_mode": args.compile_mode}}[
+        args.engine]
     candidate = CandidateConfig(engine=args.engine, quant=args.quant, **knobs)
     built = run_pipeline(folder, resolved.key, plan(candidate, "cpu"), cache)
     longest = max(max(prompts) + max(outputs), args.stall + 2, 32 + args.stall_new)
