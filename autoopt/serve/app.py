@@ -226,7 +226,7 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     except WorkerClosed as e:
         raise ApiError(503, str(e), "shutting_down", "server_error") from e
     if outcome == REJECTED:
-        server.metrics.rejections.labels(cls).inc()
+        server.metrics.rejected(cls)
         retry = max(1, round(server.cfg.max_queue_delay_ms / 1e3 + 1))
         raise ApiError(429, f"the {cls} queue is full; retry later or send a lower-priority request",
                        "queue_full", "rate_limit_error", {"Retry-After": str(retry)})

@@ -29,10 +29,10 @@ class Metrics:
         self.requests = Counter("autoopt_requests", "finished requests per class and outcome: ok, error (the engine "
                                 "or the server failed), disconnected (the client left), shutdown (the server's "
                                 "shutdown cancelled it unanswered)", ["cls", "outcome"], registry=r)
-        self.slo = Counter("autoopt_requests_slo", "finished requests per class with a deadline, judged against its "
-                           "deadlines: met (ok, within every one), missed (over one, or error or shutdown: no answer "
-                           "in time); disconnected ones (the client left) are not judged. Attainment: met / (met + "
-                           "missed)", ["cls", "verdict"], registry=r)
+        self.slo = Counter("autoopt_requests_slo", "requests per class with a deadline, judged against its deadlines: "
+                           "met (ok, within every one), missed (over one, or error, shutdown or refused with 429: no "
+                           "answer in time); disconnected ones (the client left) are not judged. Attainment: met / "
+                           "(met + missed)", ["cls", "verdict"], registry=r)
         self.rejections = Counter("autoopt_rejections", "requests refused with 429 per class", cls, registry=r)
         self.depth = Gauge("autoopt_queue_depth", "requests waiting per class", cls, registry=r)
         self.active = Gauge("autoopt_active_rows", "rows of the running batch still tracked", registry=r)
@@ -64,8 +64,16 @@ class Metrics:
             ttft, e2e = reply.first - reply.arrival, end - reply.arrival
             self.ttft.labels(cls).observe(ttft)
             self.e2e.labels(cls).observe(e2e)
-            if reply.largest_gap is not None:
-                self.itl_max.labels(cls).observe(reply.largest_gap)
-            met = deadlines is not None and within_deadlines(deadlines, e2e, ttft, reply.largest_gap)
+            gap = reply.largest_gap(end)
+            if gap is not None:
+                self.itl_max.labels(cls).observe(gap)
+            met = deadlines is not None and within_deadlines(deadlines, e2e, ttft, gap)
         if deadlines is not None and outcome != "disconnected":
             self.slo.labels(cls, "met" if met else "missed").inc()
+
+    def rejected(self, cls: str) -> None:
+        """A request of class `cls` refused (429): a miss where the class has deadlines, as the capacity search
+        counts it."""
+        self.rejections.labels(cls).inc()
+        if cls in self.judged:
+            self.slo.labels(cls, "missed").inc()

@@ -41,7 +41,9 @@ def test_each_finished_reply_records_its_longest_wait_between_two_tokens() -> No
     finally:
         loop.close()
 
-    assert stalled.largest_gap is not None and abs(stalled.largest_gap - 0.08) < 1e-9 and single.largest_gap is None
+    gap = stalled.largest_gap(0.20)
+    assert gap is not None and abs(gap - 0.08) < 1e-9 and single.largest_gap(0.3) is None
+    assert stalled.largest_gap(0.11) is not None and abs(stalled.largest_gap(0.11) - 0.01) < 1e-9
     assert metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_count", {"cls": "P0"}) == 1
     assert abs(metrics.registry.get_sample_value("autoopt_request_itl_max_seconds_sum", {"cls": "P0"}) - 0.08) < 1e-9
 
@@ -57,24 +59,30 @@ def test_each_finished_reply_of_a_class_with_deadlines_is_judged_met_or_missed()
             timed.token(i, 1, 1.0 + t)
         return timed
 
+    stopped = reply(0.05, 0.06, 0.07, 0.20)  # a stop string completed at 0.07; the row ran on before it stopped
+    stopped.stopped_at = 1.07
     try:
         cases = [
             ("S", reply(0.09, 0.13, 0.17), "ok"),  # within each deadline
             ("S", reply(0.05), "ok"),  # one token: no stall to judge
+            ("S", stopped, "ok"),  # the 130 ms after its end is no stall of the reply
             ("S", reply(0.101, 0.12, 0.15), "ok"),  # first token 1 ms late
             ("S", reply(0.05, 0.06, 0.111, 0.12), "ok"),  # a 51 ms stall
+            ("S", reply(0.09, 0.13, 0.17, 0.21, 0.25, 0.29, 0.301), "ok"),  # last token 1 ms late
             ("S", reply(0.05), "error"),
             ("S", reply(0.05), "disconnected"),  # the client left: not judged
             ("B", reply(0.5, 2.0), "ok"),  # nothing to judge
         ]
         for cls, timed, outcome in cases:
             metrics.record(cls, timed, outcome)
+        metrics.rejected("S")  # refused with 429: missed, as the capacity search counts it
+        metrics.rejected("B")
     finally:
         loop.close()
 
     sample = metrics.registry.get_sample_value
-    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "met"}) == 2
-    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "missed"}) == 3
+    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "met"}) == 3
+    assert sample("autoopt_requests_slo_total", {"cls": "S", "verdict": "missed"}) == 5
     assert all(sample("autoopt_requests_slo_total", {"cls": "B", "verdict": v}) is None for v in ("met", "missed"))
 
 
