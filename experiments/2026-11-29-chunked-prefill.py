@@ -1,10 +1,11 @@
 """Chunked prefill (serving_prefill_chunk) under continuous batching, interleaved in one process: one loaded
-candidate (torch with a dynamic KV cache, torch_compiled, or ort) serves workload `serve`'s classes and SLOs at fixed offered rates,
-each prompt prefilled whole or in parts of each `--chunks` size, the order of the settings rotating from round to
-round.
+candidate (torch with a dynamic KV cache, torch_compiled, or ort) serves workload `serve`'s classes and SLOs at fixed
+offered rates, each prompt prefilled whole or in parts of each `--chunks` size, the order of the settings rotating
+from round to round.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-chunked-prefill.py [--rounds 3] [--engine torch|ort|torch_compiled]
-        [--compile-mode default] [--quant none] [--prompts 64,128] [--outputs 8,16] [--max-batch 4] [--chunks 0,32,64] [--rates 8,12,16]
+    HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-chunked-prefill.py [--rounds 3]
+        [--engine torch|ort|torch_compiled] [--compile-mode default] [--quant none] [--prompts 64,128]
+        [--outputs 8,16] [--max-batch 4] [--chunks 0,32,64] [--rates 8,12,16]
 
 One JSON line per probe (2 s of warm-up traffic, then 6 s judged, as a capacity probe offers): per class the p99 of
 end-to-end latency, TTFT, TPOT (each request's (last token - first token) / (tokens - 1)) and each request's largest

@@ -226,6 +226,7 @@ class TorchCompiledEngine(Engine):
         self._graphs = device.type == "cuda" and settings["compile_mode"] == "reduce-overhead"
         self._slots: dict[int, _Slot] = {}
         self._lone: _Slot | None = None  # see `_joiner`
+        self._parts: tuple[_Slot, TorchCompiledStream] | None = None  # a one-row slot holding a stream's prompt parts
         # One (1,) tensor per cache position, each its own storage: a slice of one arange would differ in
         # storage offset from step to step, which compiled graphs guard on.
         self._positions = [torch.tensor([p], device=device) for p in range(self._capacity)]
@@ -409,6 +410,7 @@ class TorchCompiledEngine(Engine):
                 f"positions; this engine's static cache holds {self._capacity}: load it with a larger max_length"
             )
         slot = self._slot(batch)
+        self._claim(slot)
         ids = torch.from_numpy(np.ascontiguousarray(input_ids, dtype=np.int64))
         rows = slot.decoder.k0.shape[0]
         if rows > batch:  # pad with copies of row 0: real values, never read back
@@ -436,6 +438,15 @@ class TorchCompiledEngine(Engine):
             padded = F.pad(ids, (0, length - n)).to(self._device)
             out = slot.prefill(padded, torch.arange(start, start + length, device=self._device), last)
         return self._chosen(*out, samplers)
+
+    def _claim(self, slot: _Slot, stream: TorchCompiledStream | None = None) -> None:
+        """`stream` (None: `generate`) is about to write `slot`'s cache: a stream whose prompt's parts wait there
+        copies them out first."""
+        if self._parts is not None and self._parts[0] is slot and self._parts[1] is not stream:
+            self._parts[1]._save_resident()
+            self._parts = None
+        if stream is not None:
+            self._parts = (slot, stream)
 
     def stream(self) -> TorchCompiledStream:
         """A continuous batch in the largest slot's cache, its rows prefilled one at a time in the one-row slot

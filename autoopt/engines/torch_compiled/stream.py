@@ -7,12 +7,14 @@ its other columns are masked by the decoder's `starts` buffer, which also offset
 that each row is positioned from its own first token. A free row's start is the capacity: it attends only to the
 column being written (never to nothing, which would give NaN), and its token is ignored.
 
-- join: the prompt (n tokens) is prefilled alone in a one-row cache (the engine's one-row slot, or one of the
-  stream's own), at columns [0, n), and its keys and values are copied into a free row at [width - n, width).
+- join: the prompt (n tokens) is prefilled alone in a one-row cache (the engine's one-row slot, or an uncompiled
+  one the engine keeps for its streams), at columns [0, n), and its keys and values are copied into a free row at
+  [width - n, width).
   Where n > width, every row first moves right by n - width (one copy of the cache). A prompt prefilled in parts
   (`begin`, `prefill`) runs each part at its own columns of the one-row cache, after the parts before it. Those
-  stay in that cache while the same prompt's parts follow; when another prompt's part takes the cache, they are
-  copied out first, and copied back before the prompt's next part. The last part's keys and values join the batch
+  stay in that cache while the same prompt's parts follow; when anything else takes the cache (another prompt's
+  part, another stream, the engine's `generate`: `TorchCompiledEngine._claim`), they are copied out first, and
+  copied back before the prompt's next part. The last part's keys and values join the batch
   as a whole prompt's do.
 - step: the slot's decode graph for all its rows at column `width` (free rows too: a graph's batch is fixed).
 - leave: the row is freed, and the leading columns no live row uses are cut by moving every row left (one
@@ -68,6 +70,7 @@ class TorchCompiledStream(JoiningStream):
     @torch.inference_mode()
     def _prefill(self, prompt_ids: np.ndarray, past: list[torch.Tensor] | None,
                  sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
+        self._engine._claim(self._joiner, self)
         joiner = self._joiner.decoder
         caches = joiner.caches()
         done = 0 if past is None else past[0].shape[2]
@@ -82,11 +85,12 @@ class TorchCompiledStream(JoiningStream):
         return int(token), self._resident
 
     def _save_resident(self) -> None:
-        """The one-row cache is about to take another prompt: the parts of the one in it become copies. In place:
-        the list is the one that prompt's bookkeeping (`JoiningStream`) holds as its cache so far."""
-        if self._resident is not None:
+        """The one-row cache is about to take something else: the parts of the prompt in it become copies, in place
+        (the list is the one that prompt's bookkeeping, `JoiningStream`, holds as its cache so far), unless that
+        prompt has left."""
+        if self._resident is not None and any(p.kv is self._resident for p in self._prefilling.values()):
             self._resident[:] = [view.clone() for view in self._resident]
-            self._resident = None
+        self._resident = None
 
     @torch.inference_mode()
     def _add(self, key: int, own: int, kv: list[torch.Tensor], sampler: RowSampler | None, token: int) -> None:
@@ -97,8 +101,7 @@ class TorchCompiledStream(JoiningStream):
             big[row, :, self._width - own : self._width] = small[0]
         self._keys[row], self._starts[row], self._samplers[row] = key, self._width - own, sampler
         self._tokens[row, 0] = token
-        if kv is self._resident:  # nothing left to keep
-            self._resident = None
+        self._resident = None  # its parts are in the batch now
 
     @torch.inference_mode()
     def step(self) -> dict[int, int]:
