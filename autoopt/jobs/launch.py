@@ -20,8 +20,9 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import IO, Any, Protocol, TypeVar
 
+from autoopt import progress
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.config.serde import from_dict, to_dict
 
@@ -71,11 +72,14 @@ class Launcher(Protocol):
 
 
 class SubprocessLauncher:
-    """Each job in a new `python -m autoopt.jobs.launch` process with the runtime environment set."""
+    """Each job in a new `python -m autoopt.jobs.launch` process with the runtime environment set. Where a
+    progress listener is set here (`autoopt.progress.listening`), the steps the job says reach it as they come."""
 
     def launch(self, job: Job[R]) -> R:
         name = f"{type(job).__module__}:{type(job).__qualname__}"
-        env = {**os.environ, **_CHILD_ENV, **job.env(), _PARENT: str(os.getpid())}
+        heard = progress.listener()
+        env = {**os.environ, **_CHILD_ENV, **job.env(), _PARENT: str(os.getpid()),
+               **({progress.CHILD_ENV: "1"} if heard else {})}
         with tempfile.TemporaryDirectory(prefix="autoopt-job-") as tmp:
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
             src.write_text(json.dumps({"job": name, "payload": to_dict(job)}))
@@ -84,14 +88,24 @@ class SubprocessLauncher:
             # job started too, such as the onnxruntime-genai builder, which would go on writing into the cache
             with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   start_new_session=True) as proc:
+                out_lines: list[str] = []
+                err_lines: list[str] = []
+                readers = [threading.Thread(target=_read, args=(proc.stdout, out_lines, None), daemon=True),
+                           threading.Thread(target=_read, args=(proc.stderr, err_lines, heard), daemon=True)]
+                for reader in readers:
+                    reader.start()
                 try:
-                    stdout, stderr = proc.communicate(timeout=job.timeout_s)
-                except subprocess.TimeoutExpired:
+                    proc.wait(timeout=job.timeout_s)
+                except BaseException as e:
                     _kill_group(proc)
-                    raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
-                except BaseException:
-                    _kill_group(proc)
+                    for reader in readers:  # the pipes end with the group (bounded: a process that left it)
+                        reader.join(5.0)
+                    if isinstance(e, subprocess.TimeoutExpired):
+                        raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
                     raise
+                for reader in readers:  # to the pipes' end: what the job wrote last
+                    reader.join()
+            stdout, stderr = "".join(out_lines), "".join(err_lines)
             if dst.exists():
                 out = json.loads(dst.read_text())
                 if "error" in out:
@@ -99,6 +113,18 @@ class SubprocessLauncher:
                 return from_dict(job.result_type(), out["result"])
             tail = (stderr or stdout)[-3000:]
             raise JobFailed(f"{type(job).__name__} died with exit code {proc.returncode} and no result", tail)
+
+
+def _read(stream: IO[str] | None, into: list[str], heard: progress.Listener | None) -> None:
+    """A child's stdout or stderr, line by line as it comes: each step it says goes to `heard`, the rest `into`."""
+    assert stream is not None
+    for line in stream:
+        step = progress.said(line) if heard is not None else None
+        if step is None:
+            into.append(line)
+            continue
+        with contextlib.suppress(Exception):  # a live line that fails must not stop the reading (the child would block)
+            heard(step)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

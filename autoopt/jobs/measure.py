@@ -27,6 +27,7 @@ from autoopt.cost import usd_per_million_tokens
 from autoopt.digest import sha256_file
 from autoopt.engines.registry import engine_class, engine_info
 from autoopt.env import fingerprint
+from autoopt.progress import say
 from autoopt.result import (
     AccuracyResult,
     Bandwidth,
@@ -83,10 +84,12 @@ def measure(job: MeasureJob) -> MeasureResult:
     )
     artifact = Path(job.built.artifact)
 
+    say("load the engine (compiling where it compiles)")
     t0 = time.perf_counter()
     engine = engine_class(candidate.engine).load(artifact, candidate, runtime)
     load_s = time.perf_counter() - t0
     compiled_s, cache_warm = engine.compile_seconds(), engine.compile_cache_warm()
+    say("warm up, then time the requests")
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
     allocations = engine.static_kv_allocations()
@@ -103,6 +106,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     peak_rss = peak_rss_mb()
     device_peak = engine.device_peak_memory_bytes()
 
+    say("accuracy against the fp32 reference")
     ids = reference["ids"]
     fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids, job.workload.decoding)
     decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
@@ -114,6 +118,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     stats = summarize_shapes(samples.timings)
     profile = None
     if wall is not None:  # a separate, profiled load: never inside the timed runs
+        say("profile where the time goes")
         profile = _profile(job, artifact, probe, wall)
     roof = _roofline(job, artifact, stats.tpot_ms.p50)
     tokens_per_s = samples.output_tokens_per_s

@@ -19,6 +19,7 @@ from pathlib import Path
 from autoopt.digest import source_digest, tree_sha256
 from autoopt.locks import exclusive_lock, lock_beside
 from autoopt.passes.registry import PASSES, PassStep, pass_function
+from autoopt.progress import say
 from autoopt.result import Built
 
 log = logging.getLogger("autoopt.build")
@@ -68,6 +69,7 @@ def run_pipeline(model_dir: Path, model_key: str, steps: Sequence[PassStep], cac
     for step in steps:
         key = step_key(key, step)
         dst = cache_dir / "builds" / f"{step.name}-{key}"
+        say(step.name)
         t0 = time.perf_counter()
         cached = _run_step_cached(step, src, dst)
         spent += time.perf_counter() - t0

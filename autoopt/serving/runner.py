@@ -26,6 +26,7 @@ from autoopt.config.schema import DecodingConfig
 from autoopt.config.serving import ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.engines.sampling import Sampling, workload_sampling
+from autoopt.progress import say
 from autoopt.serving.batcher import ContinuousBatch, run_batch
 from autoopt.serving.loadgen import Arrival, make_arrivals
 from autoopt.serving.metrics import DONE, REJECTED, RequestRecord, ServingReport, summarize
@@ -231,7 +232,12 @@ def engine_system(
     """`rate -> report`: one bounded open-loop run at that rate with the same seeded request sequence
     (what `autoopt.serving.capacity.find_capacity` probes)."""
 
+    probes = 0
+
     def system(rate_rps: float) -> ServingReport:
+        nonlocal probes
+        probes += 1
+        say(f"capacity probe {probes}: {rate_rps:.3g} req/s for {cfg.warmup_s + cfg.duration_s:g} s")
         arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
         return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps, judged_from_s=cfg.warmup_s,
                              decoding=decoding)

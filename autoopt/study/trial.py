@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 
 import optuna
@@ -15,6 +16,7 @@ from autoopt.config.knobs import label
 from autoopt.config.schema import CandidateConfig, SweepConfig
 from autoopt.jobs.launch import JobFailed, Launcher
 from autoopt.jobs.prepare import Prepared
+from autoopt.progress import listening
 from autoopt.signals import signals_held
 from autoopt.space.sample import sample
 from autoopt.space.validity import candidate_problem
@@ -127,11 +129,13 @@ def _run(
     try:
         _step(progress, f"trial {trial.number}: build")
         t0 = time.perf_counter()
-        built = launcher.launch(prep.build_job(candidate))
+        with _told(progress, f"trial {trial.number}: build"):
+            built = launcher.launch(prep.build_job(candidate))
         t_build = time.perf_counter() - t0
         _step(progress, f"trial {trial.number}: measure speed, memory, accuracy")
         t0 = time.perf_counter()
-        result = launcher.launch(prep.measure_job(candidate, built))
+        with _told(progress, f"trial {trial.number}: measure"):
+            result = launcher.launch(prep.measure_job(candidate, built))
         t_measure = time.perf_counter() - t0
     except JobFailed as e:
         known.failed[record.key] = (trial.number, e.reason)  # type: ignore[index]
@@ -160,6 +164,13 @@ def _run(
 def _step(progress: SweepProgress | None, text: str) -> None:
     if progress is not None:
         progress.step(text)
+
+
+def _told(progress: SweepProgress | None, doing: str) -> AbstractContextManager[None]:
+    """While a job runs, each step it says (`autoopt.progress`) on the sweep's live line, after `doing`."""
+    if progress is None:
+        return nullcontext()
+    return listening(lambda step: progress.step(f"{doing} · {step}"))
 
 
 def _prune(study: optuna.Study, trial: optuna.Trial, record: TrialRecord, problem: str, name: str) -> TrialOutcome:

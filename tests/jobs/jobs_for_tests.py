@@ -10,11 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
+from autoopt.progress import say
+
 
 @dataclass(frozen=True)
 class Echo:
     text: str
-    behaviour: str = "return"  # return | raise | die | hang | spawn (start a process, write its pid to `text`, hang)
+    # return | raise | die | hang | say (two steps and a line of its own on stderr, then return) | spawn (start a
+    # process, write its pid to `text`, hang)
+    behaviour: str = "return"
     timeout_s: ClassVar[float] = 30.0
 
     @staticmethod
@@ -29,6 +33,10 @@ class Echo:
             raise ValueError(f"cannot echo {self.text}\nsecond line")
         if self.behaviour == "die":
             os._exit(3)
+        if self.behaviour == "say":
+            say(f"first {self.text}")
+            print("a line of its own on stderr", file=sys.stderr)
+            say("second")
         if self.behaviour == "spawn":
             started = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
             Path(self.text).write_text(str(started.pid))

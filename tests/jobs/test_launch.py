@@ -9,6 +9,7 @@ import pytest
 
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.jobs.launch import InProcessLauncher, JobFailed, SubprocessLauncher
+from autoopt.progress import listening
 from tests.jobs.jobs_for_tests import Echo, Echoed, QuickTimeout, SpawningTimeout
 
 
@@ -16,6 +17,17 @@ def test_child_result_comes_back_typed_with_the_job_and_runtime_environment() ->
     result = SubprocessLauncher().launch(Echo("hi"))
 
     assert result == Echoed("HI", "set-by-job", RUNTIME_ENV["MALLOC_TRIM_THRESHOLD_"])
+
+
+def test_the_steps_a_child_says_reach_the_listener_of_the_process_that_launched_it() -> None:
+    heard: list[str] = []
+    with listening(heard.append):
+        result = SubprocessLauncher().launch(Echo("hi", "say"))
+    assert heard == ["first hi", "second"] and result.text == "HI"
+    assert InProcessLauncher().launch(Echo("x", "say")).text == "X"  # nobody listening: nothing to tell
+    with listening(heard.append):
+        InProcessLauncher().launch(Echo("in", "say"))
+    assert heard[2:] == ["first in", "second"]
 
 
 def test_child_exception_becomes_one_line_reason_with_the_traceback_as_detail() -> None:

@@ -10,6 +10,7 @@ from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, Tar
 from autoopt.config.serving import ServingConfig
 from autoopt.jobs.launch import InProcessLauncher
 from autoopt.jobs.prepare import prepare
+from autoopt.progress import listening
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +27,9 @@ def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path
     launcher = InProcessLauncher()
 
     job = prep.measure_job(candidate, launcher.launch(prep.build_job(candidate)))
-    result = launcher.launch(job)
+    steps: list[str] = []
+    with listening(steps.append):
+        result = launcher.launch(job)
 
     assert job.serving is not None and job.serving.max_batch == 8 and job.runtime.max_batch >= 8
     s = result.serving
@@ -45,3 +48,8 @@ def test_serving_figures_come_with_the_candidates_batcher_knobs(tiny_model: Path
         p.rate_rps for p in curve if p.holds) == s.capacity_rps
     assert all(set(p.e2e_p99_ms) == set(p.completed) == set(s.classes) for p in curve)
     assert all(p.why_not for p in curve if not p.holds) and not any(p.why_not for p in curve if p.holds)
+    # what the sweep's live line showed meanwhile: each phase, and each probe of the search as it started
+    probes = [s for s in steps if s.startswith("capacity probe")]
+    assert probes[0] == "capacity probe 1: 20 req/s for 3 s" and len(probes) == len(curve)
+    assert steps[0].startswith("load the engine") and steps.index(probes[-1]) < steps.index(
+        "accuracy against the fp32 reference")
