@@ -90,9 +90,11 @@ class JoiningStream(DecodeStream):
 
     @abstractmethod
     def _prefill(self, prompt_ids: np.ndarray, past: list[Any] | None,
-                 sampler: RowSampler | None) -> tuple[int, list[Any]]:
+                 sampler: RowSampler | None) -> tuple[Any, list[Any]]:
         """One prompt alone, (1, n), after `past` (the cache of its first tokens; None: it starts there) → the
-        token after it (drawn by `sampler` where it has one) and the cache tensors of the prompt so far."""
+        token after it (drawn by `sampler` where it has one; anything `int` takes: a part's token that is not the
+        row's is never read, so a device value need not be copied to the host) and the cache tensors of the prompt
+        so far."""
 
     @abstractmethod
     def _add(self, key: int, own: int, kv: list[Any], sampler: RowSampler | None, token: int) -> None:
@@ -139,6 +141,7 @@ class JoiningStream(DecodeStream):
         p.done = end
         if not last:
             return None
+        token = int(token)
         self._add(key, p.ids.shape[1], p.kv, p.sampler, token)
         del self._prefilling[key]
         return token

@@ -69,7 +69,7 @@ class TorchCompiledStream(JoiningStream):
 
     @torch.inference_mode()
     def _prefill(self, prompt_ids: np.ndarray, past: list[torch.Tensor] | None,
-                 sampler: RowSampler | None) -> tuple[int, list[torch.Tensor]]:
+                 sampler: RowSampler | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         self._engine._claim(self._joiner, self)
         joiner = self._joiner.decoder
         caches = joiner.caches()
@@ -82,7 +82,7 @@ class TorchCompiledStream(JoiningStream):
         joiner.starts.zero_()
         token = self._engine._prefill(self._joiner, torch.from_numpy(prompt_ids), [sampler], start=done)[0]
         self._resident = [cache[:, :, : done + prompt_ids.shape[1]] for cache in caches]
-        return int(token), self._resident
+        return token, self._resident
 
     def _save_resident(self) -> None:
         """The one-row cache is about to take something else: the parts of the prompt in it become copies, in place
