@@ -19,6 +19,7 @@ from autoopt.config.schema import MeasureConfig
 from autoopt.config.store import register
 from autoopt.jobs.launch import JobFailed
 from autoopt.models.source import model_traits
+from autoopt.progress import listening
 from autoopt.space.validity import candidate_problem
 
 log = logging.getLogger("autoopt")
@@ -40,7 +41,7 @@ def main(cfg: DictConfig) -> None:
     with exit_on_config_error():  # e.g. prompts longer than the model's positions
         prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser())
     launcher = SubprocessLauncher()
-    with exit_on_job_failure(m.workspace):
+    with exit_on_job_failure(m.workspace), listening(lambda step: log.info("%s", step)):  # a minute or more
         built = launcher.launch(prep.build_job(m.candidate))
         result = launcher.launch(prep.measure_job(m.candidate, built))
     if not m.workload.decoding.greedy:
