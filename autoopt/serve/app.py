@@ -17,7 +17,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -29,6 +29,7 @@ from tokenizers import Tokenizer
 from autoopt.bundle.load import special_token_ids
 from autoopt.config.serving import ServingConfig, check_serving
 from autoopt.engines.base import Engine
+from autoopt.engines.sampling import Sampling
 from autoopt.serve.metrics import Metrics
 from autoopt.serve.middleware import CLOCK, MAX_BODY_BYTES, RECEIVED, install_error_handlers
 from autoopt.serve.protocol import (
@@ -203,8 +204,7 @@ def create_app(
 
 async def _generate(server: _Server, request: Request, body: Body, ids: list[int], max_tokens: int | None,
                     *, chat: bool) -> Response:
-    if body.n != 1:
-        raise ApiError(400, f"n={body.n} is not supported; send n=1 (one request per choice)", "invalid_n")
+    n = body.choices()
     body.refuse_unsupported()
     sampling = body.sampling()
     if sampling is not None and not sampling.greedy and not server.model.engine.samples:
@@ -216,29 +216,46 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
-    worker = server.worker
     received = request.scope.get("state", {}).get(RECEIVED, CLOCK())
     reply = Reply(asyncio.get_running_loop(), server.special, received)
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64),
                           sampling)
-    try:
-        outcome = worker.submit(item, reply)
-    except WorkerClosed as e:
-        raise ApiError(503, str(e), "shutting_down", "server_error") from e
-    if outcome == REJECTED:
-        server.metrics.rejected(cls)
-        retry = max(1, round(server.cfg.max_queue_delay_ms / 1e3 + 1))
-        raise ApiError(429, f"the {cls} queue is full; retry later or send a lower-priority request",
-                       "queue_full", "rate_limit_error", {"Retry-After": str(retry)})
     usage = body.stream_options is not None and body.stream_options.include_usage
-    meta = _Meta(server, request, item, reply, chat, len(ids), stops, usage)
+    first = _Meta(server, request, item, reply, chat, len(ids), stops, usage)
+    choices = [first, *(first.another(i, body.sampling(i)) for i in range(1, n))]
+    _submit(server, choices)
     if body.stream:
-        return StreamingResponse(_stream(meta), media_type="text/event-stream")
-    return await _complete(meta)
+        return StreamingResponse(_stream(*choices), media_type="text/event-stream")
+    return await _complete(*choices)
+
+
+def _submit(server: _Server, choices: list[_Meta]) -> None:
+    """Queue every choice's row, or none: where the worker refuses one, the rows queued before it are withdrawn."""
+    for k, choice in enumerate(choices):
+        try:
+            outcome = server.worker.submit(choice.item, choice.reply)
+        except WorkerClosed as e:
+            for queued in choices[:k]:
+                queued.withdraw()
+            raise ApiError(503, str(e), "shutting_down", "server_error") from e
+        if outcome == REJECTED:
+            for queued in choices[:k]:
+                queued.withdraw()
+            cls = choice.item.cls
+            # /metrics counts choices (each a row with its own SLO verdict when served): a refusal counts one per
+            # choice refused, so that a class's attainment weighs a request the same whether it is served or not.
+            for _ in choices:
+                server.metrics.rejected(cls)
+            retry = max(1, round(server.cfg.max_queue_delay_ms / 1e3 + 1))
+            raise ApiError(429, f"the {cls} queue is full; retry later or send a lower-priority request",
+                           "queue_full", "rate_limit_error", {"Retry-After": str(retry)})
 
 
 @dataclass
 class _Meta:
+    """One choice of a request (n=1: the request itself): its row and reply, with the request's fields (the same in
+    each of its choices)."""
+
     server: _Server
     request: Request
     item: ServingRequest
@@ -248,56 +265,97 @@ class _Meta:
     stops: list[str]
     stream_usage: bool  # a streamed reply ends with a chunk that holds the usage (stream_options.include_usage)
     id: str = ""
+    index: int = 0  # its place in the reply's `choices`
+    detok: Text = field(init=False)
+    ended: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.id = self.id or ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.detok = Text(self.server.model.tokenizer, self.stops)
+
+    def another(self, index: int, sampling: Sampling | None) -> _Meta:
+        """Choice `index` of the same request: a row of its own, with its own reply, arriving when the request did."""
+        item = replace(self.item, id=next(self.server.ids), sampling=sampling)
+        reply = Reply(asyncio.get_running_loop(), self.server.special, self.reply.arrival)
+        return replace(self, item=item, reply=reply, index=index)
+
+    def withdraw(self) -> None:
+        """Nobody will read the rest of its reply: drop its row if it waits, stop tracking it if it runs."""
+        self.reply.cancelled = True
+        self.server.worker.cancel(self.item.id)
 
     def finish(self, outcome: str) -> None:
-        """Count how the request ended (ok, error, disconnected, shutdown). Unless "ok", nobody will read the rest of
-        its reply: drop the request if it waits, stop tracking its row if it runs."""
+        """Count how its request ended (ok, error, disconnected, shutdown); unless "ok", withdraw it."""
         if outcome != "ok":
-            self.reply.cancelled = True
-            self.server.worker.cancel(self.item.id)
-        if outcome == "shutdown":
-            self.server.cancelled_in_shutdown += 1
+            self.withdraw()
         self.server.metrics.record(self.item.cls, self.reply, outcome)
 
-    def text(self) -> Text:
-        return Text(self.server.model.tokenizer, self.stops)
-
-    def take(self, detok: Text, item: tuple[str, Any]) -> tuple[str, bool, str | None]:
-        """One item of the reply's queue: (the text it adds, whether the reply ended, the engine's failure if it
-        ended with one). At a stop string the reply ends and its row stops at its next token."""
+    def take(self, item: tuple[str, Any]) -> tuple[str, str | None]:
+        """One item of the reply's queue: the text it adds, and the engine's failure if the reply ended with one
+        (`ended` says whether it ended). At a stop string the reply ends and its row stops at its next token."""
         kind, value = item
         if kind == "token":
             token, t = value
-            delta = detok.push(token)
-            if detok.stopped:
+            delta = self.detok.push(token)
+            if self.detok.stopped:
                 self.reply.cancelled = True
                 self.reply.finish_reason = "stop"
                 # The row may have generated a few more tokens before it saw the stop: the reply ended at this one.
                 self.reply.stopped_at = t
-            return delta, detok.stopped, None
-        return "", True, None if value is None else f"the engine failed: {type(value).__name__}: {value}"
+            self.ended = self.detok.stopped
+            return delta, None
+        self.ended = True
+        return "", None if value is None else f"the engine failed: {type(value).__name__}: {value}"
 
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens}
+    def choice(self) -> dict[str, Any]:
+        """Its entry in a whole (not streamed) reply's `choices`."""
+        text, reason = self.detok.text(), self.reply.finish_reason
+        if self.chat:
+            return {"index": self.index, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+        return {"index": self.index, "text": text, "logprobs": None, "finish_reason": reason}
+
+
+class _Choices:
+    """A request's choices, read together."""
+
+    def __init__(self, choices: tuple[_Meta, ...]) -> None:
+        self.all, self.first = choices, choices[0]
+        self._gets: dict[int, asyncio.Future[tuple[str, Any]]] = {}  # a waiting read of each open choice's queue
+
+    @property
+    def open(self) -> bool:
+        return not all(c.ended for c in self.all)
+
+    async def next(self, gone: asyncio.Future[None]) -> tuple[_Meta, tuple[str, Any]] | None:
+        """The next queue item of a choice still open (of those that have one, the lowest index's), or None once the
+        client has gone."""
+        for k, choice in enumerate(self.all):
+            if not choice.ended and k not in self._gets:
+                self._gets[k] = asyncio.ensure_future(choice.reply.queue.get())
+        await asyncio.wait({gone, *self._gets.values()}, return_when=asyncio.FIRST_COMPLETED)
+        ready = [k for k, get in self._gets.items() if get.done()]
+        if not ready:
+            return None
+        k = min(ready)
+        return self.all[k], self._gets.pop(k).result()
+
+    def finish(self, outcome: str) -> None:
+        """Count how the request ended, each choice as a request of its own; unless "ok", withdraw them all."""
+        for get in self._gets.values():
+            get.cancel()
+        if outcome == "shutdown":
+            self.first.server.cancelled_in_shutdown += 1
+        for choice in self.all:
+            choice.finish(outcome)
+
+    def usage(self) -> dict[str, int]:
+        prompt, completion = self.first.prompt_tokens, sum(len(c.detok.ids) for c in self.all)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
 async def _wait_disconnect(request: Request) -> None:
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-async def _next_item(reply: Reply, gone: asyncio.Future[None]) -> tuple[str, Any] | None:
-    """The reply's next queue item, or None once the client has gone."""
-    get = asyncio.ensure_future(reply.queue.get())
-    try:
-        await asyncio.wait({get, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        get.cancel()
-    return get.result() if get.done() else None
 
 
 def _cancelled(meta: _Meta, gone: asyncio.Future[None]) -> str:
@@ -308,92 +366,86 @@ def _cancelled(meta: _Meta, gone: asyncio.Future[None]) -> str:
     return "shutdown" if meta.server.shutting_down and not gone.done() else "disconnected"
 
 
-async def _complete(meta: _Meta) -> Response:
-    detok = meta.text()
-    gone = asyncio.ensure_future(_wait_disconnect(meta.request))
+async def _complete(*metas: _Meta) -> Response:
+    choices = _Choices(metas)
+    gone = asyncio.ensure_future(_wait_disconnect(choices.first.request))
     outcome = "error"  # until the reply ends otherwise: an unexpected exception
     try:
-        while True:
-            item = await _next_item(meta.reply, gone)
-            if item is None:
+        while choices.open:
+            got = await choices.next(gone)
+            if got is None:
                 outcome = "disconnected"
                 return Response(status_code=499)  # nobody reads it
-            _, ended, failure = meta.take(detok, item)
-            if not ended:
-                continue
+            meta, item = got
+            _, failure = meta.take(item)
             if failure:
                 raise ApiError(500, failure, "engine_error", "server_error")
-            outcome = "ok"
-            break
+        outcome = "ok"
     except asyncio.CancelledError:
-        outcome = _cancelled(meta, gone)
+        outcome = _cancelled(choices.first, gone)
         raise
     finally:
         gone.cancel()
-        meta.finish(outcome)
-    text, reason, created = detok.text(), meta.reply.finish_reason, int(time.time())
-    model = meta.server.model.model_name
-    if meta.chat:
-        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": reason}
-        obj = "chat.completion"
-    else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": reason}
-        obj = "text_completion"
-    return JSONResponse({"id": meta.id, "object": obj, "created": created, "model": model, "choices": [choice],
-                         "usage": meta.usage(len(detok.ids))})
+        choices.finish(outcome)
+    first, created = choices.first, int(time.time())
+    obj = "chat.completion" if first.chat else "text_completion"
+    return JSONResponse({"id": first.id, "object": obj, "created": created, "model": first.server.model.model_name,
+                         "choices": [c.choice() for c in metas], "usage": choices.usage()})
 
 
 def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-async def _stream(meta: _Meta) -> AsyncIterator[str]:
-    detok = meta.text()
-    cid, created, model = meta.id, int(time.time()), meta.server.model.model_name
+async def _stream(*metas: _Meta) -> AsyncIterator[str]:
+    choices = _Choices(metas)
+    first = choices.first
+    cid, created, model = first.id, int(time.time()), first.server.model.model_name
+    kind = "chat.completion.chunk" if first.chat else "text_completion"
 
-    def chunk(delta: str, reason: str | None, first: bool = False) -> str:
+    def chunk(meta: _Meta, delta: str, reason: str | None, role: bool = False) -> str:
         if meta.chat:
-            content: dict[str, Any] = {"role": "assistant", "content": delta} if first else {"content": delta}
-            choice: dict[str, Any] = {"index": 0, "delta": content if delta or first else {}, "finish_reason": reason}
-            return _sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                         "choices": [choice]})
-        choice = {"index": 0, "text": delta, "logprobs": None, "finish_reason": reason}
-        return _sse({"id": cid, "object": "text_completion", "created": created, "model": model, "choices": [choice]})
+            content: dict[str, Any] = {"role": "assistant", "content": delta} if role else {"content": delta}
+            choice: dict[str, Any] = {"index": meta.index, "delta": content if delta or role else {},
+                                      "finish_reason": reason}
+        else:
+            choice = {"index": meta.index, "text": delta, "logprobs": None, "finish_reason": reason}
+        return _sse({"id": cid, "object": kind, "created": created, "model": model, "choices": [choice]})
 
-    gone = asyncio.ensure_future(_wait_disconnect(meta.request))
+    gone = asyncio.ensure_future(_wait_disconnect(first.request))
     outcome = "error"  # until the reply ends otherwise: the engine failed, or an unexpected exception
     try:
-        if meta.chat:
-            yield chunk("", None, first=True)
-        while True:
-            item = await _next_item(meta.reply, gone)
-            if item is None:
+        if first.chat:
+            for meta in metas:
+                yield chunk(meta, "", None, role=True)
+        while choices.open:
+            got = await choices.next(gone)
+            if got is None:
                 outcome = "disconnected"
                 return
-            delta, ended, failure = meta.take(detok, item)
+            meta, item = got
+            delta, failure = meta.take(item)
             if delta:
-                yield chunk(delta, None)
-            if not ended:
-                continue
+                yield chunk(meta, delta, None)
             if failure:
                 yield _sse({"error": {"message": failure, "type": "server_error", "code": "engine_error"}})
                 return
-            outcome = "ok"
-            rest = detok.flush()
+            if not meta.ended:
+                continue
+            if not choices.open:
+                outcome = "ok"  # every reply was generated whole: only the last chunks are left to send
+            rest = meta.detok.flush()
             if rest:
-                yield chunk(rest, None)
-            yield chunk("", meta.reply.finish_reason)
-            if meta.stream_usage:
-                kind = "chat.completion.chunk" if meta.chat else "text_completion"
-                yield _sse({"id": cid, "object": kind, "created": created, "model": model, "choices": [],
-                            "usage": meta.usage(len(detok.ids))})
-            yield _sse("[DONE]")
-            return
+                yield chunk(meta, rest, None)
+            yield chunk(meta, "", meta.reply.finish_reason)
+        if first.stream_usage:
+            yield _sse({"id": cid, "object": kind, "created": created, "model": model, "choices": [],
+                        "usage": choices.usage()})
+        yield _sse("[DONE]")
     except (asyncio.CancelledError, GeneratorExit):  # GeneratorExit: closed while it waited at a yield
-        if outcome != "ok":  # the whole reply was generated: only its last chunks were not sent
-            outcome = _cancelled(meta, gone)
+        if outcome != "ok":
+            outcome = _cancelled(first, gone)
         raise
     finally:
         gone.cancel()
-        meta.finish(outcome)
+        choices.finish(outcome)

@@ -2,11 +2,12 @@
 measures) unless a request sets `temperature` above 0 (the default is 0, not OpenAI's 1): then its row samples, cut by
 `top_p` and by `top_k` (vLLM's extension; 0 or -1 = no limit), repeatably under a `seed`
 (`autoopt.engines.sampling`). `stop` (up to 4 strings) ends the text before the first one found and stops its row;
-`stream_options.include_usage` adds a last chunk with the usage. Fields that would change the reply and are not
-implemented (`echo`, `logprobs`, `top_logprobs`, `best_of`, `suffix`, penalties, `logit_bias`, vLLM's `min_p` and
-`typical_p`) get a 400, never a reply that silently lacks them, and so do `top_p` or `top_k` cuts without a
-temperature. Chat content is text, or a list of text parts (joined). Errors are JSON
-`{"error": {"message", "type", "code"}}`.
+`stream_options.include_usage` adds a last chunk with the usage. `n` (1 to MAX_CHOICES) asks for that many choices,
+each a row of its own: a sampled choice i draws what a single request with `seed` + i would (without a seed, each its
+own), and greedy ones are alike. Fields that would change the reply and are not implemented (`echo`, `logprobs`,
+`top_logprobs`, `best_of`, `suffix`, penalties, `logit_bias`, vLLM's `min_p` and `typical_p`) get a 400, never a reply
+that silently lacks them, and so do `top_p` or `top_k` cuts without a temperature. Chat content is text, or a list of
+text parts (joined). Errors are JSON `{"error": {"message", "type", "code"}}`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from autoopt.engines.sampling import MAX_TEMPERATURE, Sampling
 
 DEFAULT_MAX_TOKENS = 16
 MAX_STOPS = 4  # OpenAI's limit on `stop` strings
+MAX_CHOICES = 8  # `n`: each choice takes a row of its own
 
 
 class ApiError(Exception):
@@ -69,10 +71,15 @@ class Body(BaseModel):
     typical_p: StrictFloat | StrictInt | None = None
     repetition_penalty: StrictFloat | StrictInt | None = None
 
-    def sampling(self) -> Sampling | None:
-        """The row's sampling, or None where it decodes greedily (temperature left out or 0). A cut (top_p < 1,
-        top_k > 1) without a temperature is refused: OpenAI would sample at its default temperature 1, this server
-        would decode greedily."""
+    def choices(self) -> int:
+        if not 1 <= self.n <= MAX_CHOICES:
+            raise ApiError(400, f"n={self.n} is out of range; ask for 1 to {MAX_CHOICES} choices", "invalid_n")
+        return self.n
+
+    def sampling(self, choice: int = 0) -> Sampling | None:
+        """Choice `choice`'s sampling (its seed is `seed` + `choice`), or None where it decodes greedily (temperature
+        left out or 0). A cut (top_p < 1, top_k > 1) without a temperature is refused: OpenAI would sample at its
+        default temperature 1, this server would decode greedily."""
         if self.temperature is None and ((self.top_p or 1) < 1 or (self.top_k or 0) > 1):
             raise ApiError(400, "top_p and top_k apply only to sampling, and this server decodes greedily unless "
                            "temperature is above 0 (its default is 0, OpenAI's is 1); set temperature",
@@ -80,7 +87,8 @@ class Body(BaseModel):
         if not self.temperature:
             return None
         top_k = 0 if self.top_k in (None, -1) else self.top_k
-        return Sampling(float(self.temperature), 1.0 if self.top_p is None else float(self.top_p), top_k, self.seed)
+        seed = None if self.seed is None else self.seed + choice
+        return Sampling(float(self.temperature), 1.0 if self.top_p is None else float(self.top_p), top_k, seed)
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -514,7 +514,7 @@ BAD_REQUESTS = [
     ("/v1/completions", {"prompt": ""}, 400, "invalid_prompt"),
     ("/v1/completions", {"prompt": [1, 999999]}, 400, "invalid_prompt"),
     ("/v1/completions", {"prompt": ["a", "b"]}, 400, "invalid_prompt"),
-    ("/v1/completions", {"prompt": "x", "n": 2}, 400, "invalid_n"),
+    ("/v1/completions", {"prompt": "x", "n": 0}, 400, "invalid_n"),
     ("/v1/completions", {"prompt": "x", "priority": 9}, 400, "invalid_priority"),
     ("/v1/completions", {"prompt": "x", "priority": "gold"}, 400, "invalid_priority"),
     ("/v1/completions", {"prompt": "x", "model": "gpt-9"}, 404, "model_not_found"),
