@@ -2,30 +2,31 @@
 measurement is at (loading, timing, each capacity probe, accuracy) while it runs, not only when it ends.
 
 `say` tells the listener that `listening` set in this process. A job in a child process
-(`autoopt.jobs.launch.SubprocessLauncher`) has none of its own: it writes each step as one line on its stderr,
-which the launcher reads as it comes and hands to the listener of the process that launched it. Nobody listening:
-`say` does nothing."""
+(`autoopt.jobs.launch.SubprocessLauncher`) has none of its own: it appends each step as one line to the file its
+launcher names in its environment, and the launcher hands each new line to the listener of the process that
+launched it (`Follower`). Nobody listening: `say` does nothing."""
 
 from __future__ import annotations
 
 import os
-import sys
+import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 
 Listener = Callable[[str], None]
-LINE_PREFIX = "\x1eautoopt-progress: "  # starts a step's line on a child's stderr (\x1e: no log line starts so)
-CHILD_ENV = "AUTOOPT_PROGRESS_LINES"  # "1" in a child's environment when its launcher reads its steps
+CHILD_ENV = "AUTOOPT_PROGRESS_FILE"  # in a child's environment when its launcher follows its steps: where they go
 
 _listener: Listener | None = None
 
 
 def say(step: str) -> None:
-    """Tell whoever watches that the work is now at `step` (a few words)."""
+    """Tell whoever watches that the work is now at `step` (a few words, one line)."""
     if _listener is not None:
         _listener(step)
-    elif os.environ.get(CHILD_ENV) == "1":
-        print(LINE_PREFIX + step, file=sys.stderr, flush=True)
+    elif path := os.environ.get(CHILD_ENV):
+        with suppress(OSError), open(path, "a", encoding="utf-8") as f:  # a step lost is no failure of the job
+            f.write(step.replace("\n", " ") + "\n")
 
 
 def listener() -> Listener | None:
@@ -44,6 +45,38 @@ def listening(to: Listener) -> Iterator[None]:
         _listener = before
 
 
-def said(line: str) -> str | None:
-    """The step a line of a child's stderr tells, or None where it is any other line."""
-    return line[len(LINE_PREFIX) :].rstrip("\n") if line.startswith(LINE_PREFIX) else None
+class Follower:
+    """Hands each line appended to `path` to `heard`, from a thread of its own, until `stop`: a job's steps, read
+    apart from its pipes so that the launcher's reading of those (and its timeout) stays as it was."""
+
+    POLL_S = 0.2
+
+    def __init__(self, path: Path, heard: Listener) -> None:
+        self._path, self._heard = path, heard
+        self._offset, self._tail = 0, ""
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="autoopt-progress", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop following, after the lines written so far are handed on."""
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.POLL_S):
+            self._read()
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            with open(self._path, encoding="utf-8", errors="replace") as f:
+                f.seek(self._offset)
+                text = f.read()
+                self._offset = f.tell()
+        except OSError:  # not written yet
+            return
+        *lines, self._tail = (self._tail + text).split("\n")
+        for line in lines:
+            with suppress(Exception):  # a live line that fails must not stop the following
+                self._heard(line)

@@ -19,8 +19,9 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from autoopt import progress
 from autoopt.config.runtime import RUNTIME_ENV
@@ -77,10 +78,8 @@ class SubprocessLauncher:
 
     def launch(self, job: Job[R]) -> R:
         name = f"{type(job).__module__}:{type(job).__qualname__}"
-        heard = progress.listener()
-        env = {**os.environ, **_CHILD_ENV, **job.env(), _PARENT: str(os.getpid()),
-               **({progress.CHILD_ENV: "1"} if heard else {})}
-        with tempfile.TemporaryDirectory(prefix="autoopt-job-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="autoopt-job-") as tmp, _following(Path(tmp)) as steps:
+            env = {**os.environ, **_CHILD_ENV, **job.env(), _PARENT: str(os.getpid()), **steps}
             src, dst = Path(tmp) / "in.json", Path(tmp) / "out.json"
             src.write_text(json.dumps({"job": name, "payload": to_dict(job)}))
             cmd = [sys.executable, "-m", "autoopt.jobs.launch", str(src), str(dst)]
@@ -88,24 +87,14 @@ class SubprocessLauncher:
             # job started too, such as the onnxruntime-genai builder, which would go on writing into the cache
             with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   start_new_session=True) as proc:
-                out_lines: list[str] = []
-                err_lines: list[str] = []
-                readers = [threading.Thread(target=_read, args=(proc.stdout, out_lines, None), daemon=True),
-                           threading.Thread(target=_read, args=(proc.stderr, err_lines, heard), daemon=True)]
-                for reader in readers:
-                    reader.start()
                 try:
-                    proc.wait(timeout=job.timeout_s)
-                except BaseException as e:
+                    stdout, stderr = proc.communicate(timeout=job.timeout_s)
+                except subprocess.TimeoutExpired:
                     _kill_group(proc)
-                    for reader in readers:  # the pipes end with the group (bounded: a process that left it)
-                        reader.join(5.0)
-                    if isinstance(e, subprocess.TimeoutExpired):
-                        raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
+                    raise JobFailed(f"{type(job).__name__} timed out after {job.timeout_s:.0f}s") from None
+                except BaseException:
+                    _kill_group(proc)
                     raise
-                for reader in readers:  # to the pipes' end: what the job wrote last
-                    reader.join()
-            stdout, stderr = "".join(out_lines), "".join(err_lines)
             if dst.exists():
                 out = json.loads(dst.read_text())
                 if "error" in out:
@@ -115,16 +104,20 @@ class SubprocessLauncher:
             raise JobFailed(f"{type(job).__name__} died with exit code {proc.returncode} and no result", tail)
 
 
-def _read(stream: IO[str] | None, into: list[str], heard: progress.Listener | None) -> None:
-    """A child's stdout or stderr, line by line as it comes: each step it says goes to `heard`, the rest `into`."""
-    assert stream is not None
-    for line in stream:
-        step = progress.said(line) if heard is not None else None
-        if step is None:
-            into.append(line)
-            continue
-        with contextlib.suppress(Exception):  # a live line that fails must not stop the reading (the child would block)
-            heard(step)
+@contextlib.contextmanager
+def _following(folder: Path) -> Iterator[dict[str, str]]:
+    """The environment that has a job write its steps to a file in `folder`, followed for this process's listener
+    while the job runs; {} where nobody listens."""
+    heard = progress.listener()
+    if heard is None:
+        yield {}
+        return
+    path = folder / "progress.txt"
+    follower = progress.Follower(path, heard)
+    try:
+        yield {progress.CHILD_ENV: str(path)}
+    finally:
+        follower.stop()
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -110,6 +110,8 @@ def measure(job: MeasureJob) -> MeasureResult:
     ids = reference["ids"]
     fid = fidelity(reference["logits"], teacher_forced_logits(engine, ids), ids, job.workload.decoding)
     decode = decode_fidelity(engine, reference["decode_prompts"], reference["decode_tokens"])
+    if job.bench.profile:
+        say("profile where the time goes")
     probe = _profile_request(requests, job.workload)
     repeats = job.bench.profile_repeats  # the profiled load repeats as often as this unprofiled timing (`wall`)
     wall = time_phases(engine, probe.input_ids, probe.max_new_tokens, repeats) if job.bench.profile else None
@@ -118,7 +120,6 @@ def measure(job: MeasureJob) -> MeasureResult:
     stats = summarize_shapes(samples.timings)
     profile = None
     if wall is not None:  # a separate, profiled load: never inside the timed runs
-        say("profile where the time goes")
         profile = _profile(job, artifact, probe, wall)
     roof = _roofline(job, artifact, stats.tpot_ms.p50)
     tokens_per_s = samples.output_tokens_per_s
