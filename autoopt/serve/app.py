@@ -216,6 +216,10 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     max_tokens = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
     server.check_length(len(ids), max_tokens)
     cls = server.resolve_class(body.priority, request.headers.get("x-priority"))
+    queue = next(c for c in server.classes if c.name == cls)
+    if n > queue.queue_limit and queue.on_full == "reject":  # its own choices would fill it: a 429 no retry clears
+        raise ApiError(400, f"n={n} choices cannot all wait in class {cls}'s queue of {queue.queue_limit}; ask for "
+                       f"at most {queue.queue_limit}", "invalid_n")
     received = request.scope.get("state", {}).get(RECEIVED, CLOCK())
     reply = Reply(asyncio.get_running_loop(), server.special, received)
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64),

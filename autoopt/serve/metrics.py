@@ -72,8 +72,8 @@ class Metrics:
             self.slo.labels(cls, "met" if met else "missed").inc()
 
     def rejected(self, cls: str) -> None:
-        """A request of class `cls` refused (429): a miss where the class has deadlines, as the capacity search
-        counts it."""
+        """A request of class `cls` (or one choice of one) refused with 429: a miss where the class has deadlines, as
+        the capacity search counts it."""
         self.rejections.labels(cls).inc()
         if cls in self.judged:
             self.slo.labels(cls, "missed").inc()

@@ -109,6 +109,20 @@ def test_the_most_choices_are_served(server: ServerThread) -> None:
     assert reply["usage"]["completion_tokens"] == 2 * MAX_CHOICES
 
 
+def test_more_choices_than_a_rejecting_class_lets_wait_are_refused_up_front(served: ServedModel) -> None:
+    """Its own choices would fill the queue: a 429 that no retry clears. A class that holds back its overflow
+    (on_full=delay) serves them."""
+    classes = [ServingClassConfig("P0", 0, 200.0, 0.5, 2, "reject"), ServingClassConfig("P3", 3, 0.0, 0.5, 2, "delay")]
+    app = create_app(ServedModel(served.engine, served.tokenizer, "tiny", MAX_LENGTH), ServingConfig(classes=classes))
+    body = {"prompt": PROMPT, "max_tokens": 2, "n": 3}
+    with ServerThread(app) as running:
+        refused = httpx.post(running.url + "/v1/completions", json={**body, "priority": 0}, timeout=30)
+        held = httpx.post(running.url + "/v1/completions", json={**body, "priority": 3}, timeout=30)
+    error = refused.json()["error"]
+    assert refused.status_code == 400 and error["code"] == "invalid_n" and "class P0's queue of 2" in error["message"]
+    assert held.status_code == 200 and [c["index"] for c in held.json()["choices"]] == [0, 1, 2]
+
+
 def test_a_refused_choice_withdraws_the_choices_queued_before_it(served: ServedModel) -> None:
     """One row runs and one waits in a class that lets two wait: the first of two choices is queued, the second is
     refused, and the first is withdrawn with it."""
