@@ -9,12 +9,11 @@ column being written (never to nothing, which would give NaN), and its token is 
 
 - join: the prompt (n tokens) is prefilled alone in a one-row cache (the engine's one-row slot, or an uncompiled
   one the engine keeps for its streams), at columns [0, n), and its keys and values are copied into a free row at
-  [width - n, width).
-  Where n > width, every row first moves right by n - width (one copy of the cache). A prompt prefilled in parts
-  (`begin`, `prefill`) runs each part at its own columns of the one-row cache, after the parts before it. Those
-  stay in that cache while the same prompt's parts follow; when anything else takes the cache (another prompt's
-  part, another stream, the engine's `generate`: `TorchCompiledEngine._claim`), they are copied out first, and
-  copied back before the prompt's next part. The last part's keys and values join the batch
+  [width - n, width). Where n > width, every row first moves right by n - width (one copy of the cache).
+- begin, prefill: a prompt prefilled in parts runs each part at its own columns of the one-row cache, after the
+  parts before it. Those stay in that cache while the same prompt's parts follow; when anything else takes the
+  cache (another prompt's part, another stream, the engine's `generate`: `TorchCompiledEngine._claim`), they are
+  copied out first, and copied back before the prompt's next part. The last part's keys and values join the batch
   as a whole prompt's do.
 - step: the slot's decode graph for all its rows at column `width` (free rows too: a graph's batch is fixed).
 - leave: the row is freed, and the leading columns no live row uses are cut by moving every row left (one
