@@ -24,6 +24,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from tokenizers import Tokenizer
 
 from autoopt.bundle.load import special_token_ids
@@ -229,7 +230,11 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     choices = [first, *(first.another(i, body.sampling(i)) for i in range(1, n))]
     _submit(server, choices)
     if body.stream:
-        return StreamingResponse(_stream(*choices), media_type="text/event-stream")
+        reading = _Choices(tuple(choices))
+        # Where the client left before its reply started, Starlette cancels the stream before it runs, and its own
+        # cleanup with it: the background task, run after the response however it ended, withdraws the rows then.
+        return StreamingResponse(_stream(reading), media_type="text/event-stream",
+                                 background=BackgroundTask(reading.finish, "disconnected"))
     return await _complete(*choices)
 
 
@@ -324,6 +329,7 @@ class _Choices:
 
     def __init__(self, choices: tuple[_Meta, ...]) -> None:
         self.all, self.first = choices, choices[0]
+        self.finished = False
         self._gets: dict[int, asyncio.Future[tuple[str, Any]]] = {}  # a waiting read of each open choice's queue
 
     @property
@@ -344,7 +350,11 @@ class _Choices:
         return self.all[k], self._gets.pop(k).result()
 
     def finish(self, outcome: str) -> None:
-        """Count how the request ended, each choice as a request of its own; unless "ok", withdraw them all."""
+        """Count how the request ended, each choice as a request of its own; unless "ok", withdraw them all. Once:
+        later calls do nothing."""
+        if self.finished:
+            return
+        self.finished = True
         for get in self._gets.values():
             get.cancel()
         if outcome == "shutdown":
@@ -401,9 +411,8 @@ def _sse(data: dict[str, Any] | str) -> str:
     return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n"
 
 
-async def _stream(*metas: _Meta) -> AsyncIterator[str]:
-    choices = _Choices(metas)
-    first = choices.first
+async def _stream(choices: _Choices) -> AsyncIterator[str]:
+    metas, first = choices.all, choices.first
     cid, created, model = first.id, int(time.time()), first.server.model.model_name
     kind = "chat.completion.chunk" if first.chat else "text_completion"
 

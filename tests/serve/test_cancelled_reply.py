@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from autoopt.config.serving import ServingClassConfig
-from autoopt.serve.app import _complete, _Meta, _stream
+from autoopt.serve.app import _Choices, _complete, _Meta, _stream
 from autoopt.serve.metrics import Metrics
 from autoopt.serve.reply import Reply
 
@@ -36,7 +36,7 @@ class Connected:
 
 
 async def _read_stream(meta: _Meta) -> None:
-    async for _ in _stream(meta):
+    async for _ in _stream(_Choices((meta,))):
         pass
 
 
@@ -80,7 +80,7 @@ def test_a_streamed_reply_generated_whole_and_closed_before_its_last_chunks_coun
         meta = _Meta(server, Connected(), item, reply, False, 3, [], False)  # type: ignore[arg-type]
         reply.token(0, 0, 1.0)
         reply.finished(None)
-        chunks = _stream(meta)
+        chunks = _stream(_Choices((meta,)))
         while "finish_reason" not in (chunk := await chunks.__anext__()) or '"finish_reason": null' in chunk:
             pass
         await chunks.aclose()  # the shutdown lands while the last chunks wait for a slow reader

@@ -3,6 +3,7 @@ model on the torch engine, as in test_server)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from typing import Any
@@ -181,3 +182,38 @@ def test_a_failed_step_fails_the_request_once_and_counts_each_choice(served: Ser
         wait_until(lambda: active_rows(running.url) == 0)
     assert last["error"]["code"] == "engine_error" and "injected engine failure" in last["error"]["message"]
     assert _count(app, "autoopt_requests_total", {"cls": "P3", "outcome": "error"}) == 2
+
+
+
+def test_a_streamed_request_whose_client_left_before_its_reply_started_withdraws_its_rows(served: ServedModel) -> None:
+    """The client is gone before the reply's headers are out (its disconnect is the next message, the headers slow to
+    send): Starlette cancels the reply's stream before it ever runs, and its cleanup with it. The rows are withdrawn
+    anyway and counted as disconnected."""
+    running, engine = paced_server(served, 0.02, [ServingClassConfig("P0", 0, 200.0, 1.0, 8, "reject")])
+    app = running.server.config.app  # type: ignore[attr-defined]
+    body = json.dumps({"prompt": PROMPT, "max_tokens": 100, "n": 2, "stream": True}).encode()
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/completions", "raw_path": b"/v1/completions",
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            await asyncio.sleep(0.2)
+
+    async def gone_early() -> None:  # on a loop of its own: the rows' replies post to it while it runs
+        await app(scope, receive, send)
+        counted = {"cls": "P0", "outcome": "disconnected"}
+        while _count(app, "autoopt_requests_total", counted) < 2:
+            await asyncio.sleep(0.02)
+
+    try:
+        asyncio.run(asyncio.wait_for(gone_early(), 10))
+        wait_until(lambda: active_rows(running.url) == 0 and app.state.server.worker.snapshot().depth["P0"] == 0)
+    finally:
+        running.stop()
+    assert engine.steps < 100  # neither row ran its 100 tokens
