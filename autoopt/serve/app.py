@@ -229,13 +229,13 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     first = _Meta(server, request, item, reply, chat, len(ids), stops, usage)
     choices = [first, *(first.another(i, body.sampling(i)) for i in range(1, n))]
     _submit(server, choices)
+    reading = _Choices(tuple(choices))
     if body.stream:
-        reading = _Choices(tuple(choices))
         # Where the client left before its reply started, Starlette cancels the stream before it runs, and its own
         # cleanup with it: the background task, run after the response however it ended, withdraws the rows then.
         return StreamingResponse(_stream(reading), media_type="text/event-stream",
                                  background=BackgroundTask(reading.finish, "disconnected"))
-    return await _complete(*choices)
+    return await _complete(reading)
 
 
 def _submit(server: _Server, choices: list[_Meta]) -> None:
@@ -380,8 +380,7 @@ def _cancelled(meta: _Meta, gone: asyncio.Future[None]) -> str:
     return "shutdown" if meta.server.shutting_down and not gone.done() else "disconnected"
 
 
-async def _complete(*metas: _Meta) -> Response:
-    choices = _Choices(metas)
+async def _complete(choices: _Choices) -> Response:
     gone = asyncio.ensure_future(_wait_disconnect(choices.first.request))
     outcome = "error"  # until the reply ends otherwise: an unexpected exception
     try:
@@ -404,7 +403,7 @@ async def _complete(*metas: _Meta) -> Response:
     first, created = choices.first, int(time.time())
     obj = "chat.completion" if first.chat else "text_completion"
     return JSONResponse({"id": first.id, "object": obj, "created": created, "model": first.server.model.model_name,
-                         "choices": [c.choice() for c in metas], "usage": choices.usage()})
+                         "choices": [c.choice() for c in choices.all], "usage": choices.usage()})
 
 
 def _sse(data: dict[str, Any] | str) -> str:

@@ -35,12 +35,16 @@ class Connected:
         raise AssertionError
 
 
+async def _read_whole(meta: _Meta) -> None:
+    await _complete(_Choices((meta,)))
+
+
 async def _read_stream(meta: _Meta) -> None:
     async for _ in _stream(_Choices((meta,))):
         pass
 
 
-@pytest.mark.parametrize("handle", [_complete, _read_stream], ids=["plain", "streamed"])
+@pytest.mark.parametrize("handle", [_read_whole, _read_stream], ids=["plain", "streamed"])
 @pytest.mark.parametrize("shutting_down", [True, False], ids=["in-shutdown", "before-shutdown"])
 def test_a_cancelled_handler_withdraws_its_request_and_counts_it_cut_off_in_a_shutdown(
     handle: Callable[[_Meta], Coroutine[Any, Any, object]], shutting_down: bool
@@ -110,7 +114,7 @@ def test_a_reply_cut_by_a_stop_string_ends_when_its_stop_token_was_generated() -
         meta = _Meta(server, Connected(), item, reply, False, 3, ["bc"], False)  # type: ignore[arg-type]
         for index, (token, t) in enumerate([(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0), (4, 5.0)]):  # "abcde"
             reply.token(index, token, t)  # the worker runs ahead of the handler
-        response = await _complete(meta)
+        response = await _complete(_Choices((meta,)))
         assert b'"text":"a"' in response.body and reply.finish_reason == "stop"
         return server.metrics
 
