@@ -222,7 +222,7 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
         raise ApiError(400, f"n={n} choices cannot all wait in class {cls}'s queue of {queue.queue_limit}; ask for "
                        f"at most {queue.queue_limit}", "invalid_n")
     received = request.scope.get("state", {}).get(RECEIVED, CLOCK())
-    reply = Reply(asyncio.get_running_loop(), server.special, received)
+    reply = Reply(asyncio.get_running_loop(), frozenset() if body.ignore_eos else server.special, received)
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64),
                           sampling)
     usage = body.stream_options is not None and body.stream_options.include_usage
@@ -285,7 +285,7 @@ class _Meta:
     def another(self, index: int, sampling: Sampling | None) -> _Meta:
         """Choice `index` of the same request: a row of its own, with its own reply, arriving when the request did."""
         item = replace(self.item, id=next(self.server.ids), sampling=sampling)
-        reply = Reply(asyncio.get_running_loop(), self.server.special, self.reply.arrival)
+        reply = Reply(asyncio.get_running_loop(), self.reply.special, self.reply.arrival)
         return replace(self, item=item, reply=reply, index=index)
 
     def withdraw(self) -> None:

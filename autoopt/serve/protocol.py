@@ -6,7 +6,8 @@ measures) unless a request sets `temperature` above 0 (the default is 0, not Ope
 each a row of its own: a sampled choice i draws what a single request with `seed` + i would (without a seed, each its
 own), and greedy ones are alike. Fields that would change the reply and are not implemented (`echo`, `logprobs`,
 `top_logprobs`, `best_of`, `suffix`, penalties, `logit_bias`, vLLM's `min_p` and `typical_p`) get a 400, never a reply
-that silently lacks them, and so do `top_p` or `top_k` cuts without a temperature. Chat content is text, or a list of
+that silently lacks them, and so do `top_p` or `top_k` cuts without a temperature. vLLM's `ignore_eos` runs a reply
+to `max_tokens` through end-of-text tokens, as autoopt's load test asks (`autoopt.serve.loadtest`). Chat content is text, or a list of
 text parts (joined). Errors are JSON `{"error": {"message", "type", "code"}}`.
 """
 
@@ -57,6 +58,7 @@ class Body(BaseModel):
     top_p: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1)
     top_k: StrictInt | None = Field(default=None, ge=-1)
     seed: StrictInt | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
+    ignore_eos: StrictBool = False  # vLLM's: run to max_tokens through end-of-text tokens (what load tests send)
     # OpenAI fields that would change the reply and are not implemented: refused, never silently ignored
     echo: StrictBool = False
     logprobs: StrictInt | StrictBool | None = None

@@ -14,7 +14,7 @@ class Reply:
     """One request's token channel. `token`/`started`/`finished` run on the worker thread."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, special: frozenset[int], arrival: float) -> None:
-        self._loop, self._special = loop, special
+        self._loop, self.special = loop, special  # the tokens that end it
         self.queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self.cancelled = False
         self.finish_reason = "length"
@@ -40,7 +40,7 @@ class Reply:
             self.first = t
         self.last = t  # an end-of-text token ends the reply when it is generated: its time counts too
         self.times.append(t)
-        if token in self._special:
+        if token in self.special:
             self.finish_reason = "stop"
             return False
         self._post(("token", (token, t)))

@@ -7,8 +7,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -18,76 +17,16 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 from tokenizers import Tokenizer
 
-from autoopt.config.schema import CandidateConfig
 from autoopt.config.serving import ServingClassConfig, ServingConfig
-from autoopt.engines.base import Engine, RuntimeOptions
-from autoopt.engines.registry import engine_class
-from autoopt.engines.sampling import Sampling
-from autoopt.engines.stream import DecodeStream
+from autoopt.engines.base import Engine
 from autoopt.serve.app import ServedModel, create_app
 from autoopt.serve.server import ServerThread, cut_off, uvicorn_server
-
-PROMPT = "def read_file(path):"
-MAX_LENGTH = 256
-
-
-class PacedEngine(Engine):
-    """The real engine with a pause after each step, so a test can act mid-request. Timing is not measured."""
-
-    name = "paced"
-
-    def __init__(self, inner: Engine, pause_s: float) -> None:
-        self.inner, self.pause_s, self.steps = inner, pause_s, 0
-
-    @classmethod
-    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
-        for tokens in self.inner.generate(input_ids, max_new_tokens):
-            self.steps += 1
-            time.sleep(self.pause_s)
-            yield tokens
-
-    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
-        return self.inner.logits(input_ids)
-
-
-@pytest.fixture(scope="module")
-def served(tiny_model: Path) -> ServedModel:
-    runtime = RuntimeOptions(device="cpu", threads=1, batch_size=1, max_length=MAX_LENGTH, max_batch=4)
-    engine = engine_class("torch").load(tiny_model, CandidateConfig(engine="torch"), runtime)
-    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
-    return ServedModel(engine, tokenizer, "tiny", MAX_LENGTH)
-
-
-@pytest.fixture(scope="module")
-def server(served: ServedModel) -> Iterator[ServerThread]:
-    with ServerThread(create_app(served, ServingConfig(max_batch=4, max_queue_delay_ms=5.0))) as running:
-        yield running
+from tests.serve.helpers import MAX_LENGTH, PROMPT, PacedEngine, PacedStreams, active_rows, paced_server, wait_until
 
 
 @pytest.fixture(scope="module")
 def client(server: ServerThread) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
-
-
-def paced_server(served: ServedModel, pause_s: float, classes: list[ServingClassConfig]) -> tuple[ServerThread, PacedEngine]:
-    engine = PacedEngine(served.engine, pause_s)
-    model = ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH)
-    app = create_app(model, ServingConfig(classes=classes, max_batch=1, max_queue_delay_ms=0.0))
-    return ServerThread(app).start(), engine
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def active_rows(url: str) -> int:
-    return httpx.get(url + "/health", timeout=5).json()["active_rows"]
 
 
 def test_completion_through_the_openai_client(client: openai.OpenAI, served: ServedModel) -> None:
@@ -218,6 +157,23 @@ def test_a_reply_ends_at_an_eos_token_id_the_model_declares_that_is_not_special(
     assert choice["text"] == served.tokenizer.decode(greedy[: greedy.index(end)])
 
 
+def test_ignore_eos_runs_every_choice_to_max_tokens_through_an_end_of_text_token(served: ServedModel) -> None:
+    ids = served.tokenizer.encode(PROMPT).ids
+    greedy = [int(t[0]) for t in served.engine.generate(np.asarray([ids], dtype=np.int64), 6)]
+    model = ServedModel(served.engine, served.tokenizer, "tiny", MAX_LENGTH, frozenset({greedy[1]}))
+    body = {"prompt": PROMPT, "max_tokens": 6, "ignore_eos": True, "n": 2}
+    with ServerThread(create_app(model, ServingConfig(max_batch=2, max_queue_delay_ms=0.0))) as running:
+        reply = httpx.post(running.url + "/v1/completions", json=body, timeout=30).json()
+        lines = httpx.post(running.url + "/v1/completions", timeout=30,
+                           json={**body, "stream": True, "stream_options": {"include_usage": True}}).text.splitlines()
+    assert reply["usage"]["completion_tokens"] == 12
+    assert [c["finish_reason"] for c in reply["choices"]] == ["length", "length"]
+    assert {c["text"] for c in reply["choices"]} == {served.tokenizer.decode(greedy)}
+    events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    assert events[-1]["usage"]["completion_tokens"] == 12
+    assert sorted(c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]) == ["length"] * 2
+
+
 def test_a_stream_asked_for_its_usage_ends_with_it(client: openai.OpenAI) -> None:
     chunks = list(client.completions.create(model="tiny", prompt=PROMPT, max_tokens=5, stream=True,
                                             stream_options={"include_usage": True}))
@@ -322,62 +278,6 @@ def test_with_mix_lengths_concurrent_prompts_of_different_lengths_share_a_batch_
             t.join(30)
     assert [texts[i] for i in range(len(prompts))] == alone
     assert any(lengths and len(set(lengths)) > 1 for lengths in engine.calls)  # a batch held several lengths
-
-
-class PacedStreams(Engine):
-    """The real engine's continuous batching with a pause after each step, recording each step's rows."""
-
-    name = "paced-streams"
-    continuous = True
-
-    def __init__(self, inner: Engine, pause_s: float, fail_at_step: int | None = None,
-                 fail_prompt_len: int | None = None) -> None:
-        self.inner, self.pause_s, self.steps, self.fail_at_step = inner, pause_s, [], fail_at_step
-        self.fail_prompt_len = fail_prompt_len
-        self.samples = inner.samples
-
-    @classmethod
-    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
-        raise NotImplementedError
-
-    def generate(self, input_ids: np.ndarray, max_new_tokens: int, prompt_lengths: np.ndarray | None = None):
-        return self.inner.generate(input_ids, max_new_tokens)  # the worker's warm-up only
-
-    def stream(self) -> DecodeStream:
-        outer, inner = self, self.inner.stream()
-
-        class Paced(DecodeStream):
-            rows = property(lambda _: inner.rows)
-            leave = inner.leave
-
-            def join(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> int:
-                if len(prompt_ids) == outer.fail_prompt_len:
-                    raise RuntimeError("injected prefill failure")
-                return inner.join(key, prompt_ids, sampling)
-
-            failing: set[int] = set()
-
-            def begin(self, key: int, prompt_ids: np.ndarray, sampling: Sampling | None = None) -> None:
-                if len(prompt_ids) == outer.fail_prompt_len:
-                    self.failing.add(key)
-                inner.begin(key, prompt_ids, sampling)
-
-            def prefill(self, key: int, tokens: int) -> int | None:
-                if key in self.failing:
-                    raise RuntimeError("injected prefill failure")
-                return inner.prefill(key, tokens)
-
-            def step(self) -> dict[int, int]:
-                outer.steps.append(inner.rows)
-                time.sleep(outer.pause_s)
-                if len(outer.steps) == outer.fail_at_step:
-                    raise RuntimeError("injected engine failure")
-                return inner.step()
-
-        return Paced()
-
-    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
-        return self.inner.logits(input_ids)
 
 
 @pytest.mark.parametrize("chunk", [0, 2], ids=["whole", "in-parts"])
