@@ -1,5 +1,5 @@
 """`n`: several choices per request, each a row of its own, through the HTTP server on loopback (the tiny untrained
-model on the torch engine, as in test_server)."""
+model on the torch engine, `tests/serve/conftest.py`)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,7 @@ from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.serve.app import ServedModel, create_app
 from autoopt.serve.protocol import MAX_CHOICES
 from autoopt.serve.server import ServerThread
-from tests.serve import test_server as shared
-from tests.serve.test_server import MAX_LENGTH, PROMPT, PacedStreams, active_rows, paced_server, wait_until
-
-served, server = shared.served, shared.server  # its fixtures: the tiny model, and a server of it
+from tests.serve.helpers import MAX_LENGTH, PROMPT, PacedStreams, active_rows, paced_server, wait_until
 
 CHAT = [{"role": "user", "content": "hi"}]
 
