@@ -15,7 +15,10 @@ from typing import Any
 
 from autoopt.bundle.layout import MANIFEST as MANIFEST_NAME
 from autoopt.bundle.layout import UNHASHED as DEFAULT_EXCLUDE
+from autoopt.config.errors import ConfigError
 from autoopt.config.schema import DecodingConfig
+from autoopt.config.serde import from_dict
+from autoopt.config.serving import ServingConfig
 from autoopt.digest import sha256_file
 
 MANIFEST_VERSION = 2
@@ -92,3 +95,16 @@ def recorded_decoding(workload: dict[str, Any]) -> DecodingConfig:
     """How a manifest's measured requests chose their tokens (`workload.decoding`); greedily in a manifest from before
     it was recorded."""
     return DecodingConfig(**workload.get("decoding", {}))
+
+
+def recorded_serving(manifest: dict[str, Any]) -> ServingConfig:
+    """The workload's serving settings (traffic, classes, starvation bound) the bundle was measured under; the
+    defaults where its manifest does not record them."""
+    recorded = manifest.get("resolved_config", {}).get("workload", {}).get("serving")
+    if recorded is None:
+        return ServingConfig()
+    try:
+        return from_dict(ServingConfig, recorded)
+    except ValueError as e:
+        raise ConfigError(f"manifest resolved_config.workload.serving: {e}; re-export the bundle with this "
+                          "autoopt version") from e

@@ -12,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_env
+from autoopt.bundle.manifest import recorded_serving
 from autoopt.config.errors import ConfigError
-from autoopt.config.serde import from_dict
 from autoopt.config.serving import BATCHING, ServingConfig, check_serving
 from autoopt.serving.runner import continuous
 from autoopt.signals import Stopped, stopping_on_signals
@@ -73,19 +73,6 @@ def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:
     return parse
 
 
-def measured_serving(bundle: LoadedBundle) -> ServingConfig:
-    """The workload's serving settings (classes, starvation bound) the bundle was measured under; the defaults
-    where its manifest does not record them."""
-    recorded = bundle.manifest.get("resolved_config", {}).get("workload", {}).get("serving")
-    if recorded is None:
-        return ServingConfig()
-    try:
-        return from_dict(ServingConfig, recorded)
-    except ValueError as e:
-        raise ConfigError(f"manifest resolved_config.workload.serving: {e}; re-export the bundle with this "
-                          "autoopt version") from e
-
-
 def measured_under_load(bundle: LoadedBundle) -> bool:
     """Whether the bundle's batcher settings were measured (a serving search). Otherwise (a latency search, one
     request at a time) they are the knobs' defaults, and `serve` runs without a queue delay: it would add to every
@@ -95,7 +82,7 @@ def measured_under_load(bundle: LoadedBundle) -> bool:
 
 def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingConfig:
     """The bundle's measured batcher and scheduler settings, with the command line's overrides."""
-    measured = measured_serving(bundle)
+    measured = recorded_serving(bundle.manifest)
     c = bundle.candidate
     max_batch = c.serving_max_batch if args.max_batch is None else args.max_batch
     delay = c.serving_queue_delay_ms if args.max_queue_delay_ms is None else args.max_queue_delay_ms

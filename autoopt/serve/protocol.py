@@ -7,8 +7,8 @@ each a row of its own: a sampled choice i draws what a single request with `seed
 own), and greedy ones are alike. Fields that would change the reply and are not implemented (`echo`, `logprobs`,
 `top_logprobs`, `best_of`, `suffix`, penalties, `logit_bias`, vLLM's `min_p` and `typical_p`) get a 400, never a reply
 that silently lacks them, and so do `top_p` or `top_k` cuts without a temperature. vLLM's `ignore_eos` runs a reply
-to `max_tokens` through end-of-text tokens, as autoopt's load test asks (`autoopt.serve.loadtest`). Chat content is text, or a list of
-text parts (joined). Errors are JSON `{"error": {"message", "type", "code"}}`.
+to `max_tokens` through end-of-text tokens, as autoopt's load test asks (`autoopt.serve.loadtest`). Chat content is
+text, or a list of text parts (joined). Errors are JSON `{"error": {"message", "type", "code"}}`.
 """
 
 from __future__ import annotations
