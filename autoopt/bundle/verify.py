@@ -116,8 +116,9 @@ class Check:
 
 @dataclass
 class Verification:
-    problems: list[str] = field(default_factory=list)  # integrity: files, manifest body, tolerances
-    checks: list[Check] = field(default_factory=list)
+    # Before measuring (then no checks): files, manifest body, tolerances; after it: the settings model/ holds.
+    problems: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)  # empty where a problem stopped it before measuring
     manifest_sha256: str = ""
 
     @property

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import autoopt
-from autoopt.bundle.layout import MODEL_DIR, README, REFERENCE
+from autoopt.bundle.layout import MANIFEST, MODEL_DIR, README, REFERENCE
 from autoopt.bundle.manifest import recorded_decoding, write_manifest
 from autoopt.bundle.verify import minimum_tolerances
+from autoopt.config.errors import ConfigError
 from autoopt.config.runtime import RUNTIME_ENV
 from autoopt.config.serde import to_dict
 from autoopt.digest import package_digest
@@ -434,9 +435,12 @@ def export_bundle(
 
     `workload` is the measured workload (prompt_lengths, output_lengths, name); `resolved_config` the
     run's resolved configuration, recorded as it is (a resumed sweep's is the last command's);
-    `measured_in` the study and trial the result comes from. Returns `out_dir`.
+    `measured_in` the study and trial the result comes from. Returns `out_dir`. Raises ConfigError, before
+    writing anything, where `out_dir` holds what is not a bundle (`destination_problem`).
     """
     out_dir = Path(out_dir)
+    if problem := destination_problem(out_dir):
+        raise ConfigError(problem)
     payload = manifest_payload(result, workload, resolved_config, measured_in)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{secrets.token_hex(4)}")
@@ -456,6 +460,26 @@ def export_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def destination_problem(out_dir: Path, name: str | None = None) -> str | None:
+    """Why a bundle cannot be written to `out_dir` (called `name` in the message), in one line, or None. Writing one
+    replaces the folder whole, which is meant for an earlier bundle (it holds manifest.json), an empty folder or
+    none; any other folder's files would be deleted."""
+    out_dir = Path(out_dir)
+    name = name or str(out_dir)
+    fix = "give a new or empty folder, or an earlier bundle's"
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return None
+    if not out_dir.is_dir():
+        return f"{name} is not a folder; {fix}"
+    try:
+        if (out_dir / MANIFEST).is_file() or not any(out_dir.iterdir()):
+            return None
+    except OSError as e:
+        return f"{name} cannot be read ({e.strerror}); {fix}"
+    return (f"{name} holds files but no {MANIFEST}, so it is no autoopt bundle, and a bundle written there would "
+            f"delete them; {fix}")
 
 
 def _replace_dir(new: Path, dst: Path) -> None:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from autoopt import pareto
 from autoopt.bench.profile import format_profile
-from autoopt.bundle.write import export_bundle
+from autoopt.bundle.write import destination_problem, export_bundle
 from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of, offered
 from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
@@ -216,6 +216,8 @@ def tied_embedding_levers(space: Any) -> dict[str, tuple[list[Any], str]]:
 
 def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launcher | None = None) -> SweepOutcome:
     launcher = launcher or SubprocessLauncher()
+    if cfg.export.dir and (problem := destination_problem(Path(cfg.export.dir), f"export.dir={cfg.export.dir}")):
+        raise ConfigError(problem)  # before the sweep, not after it
     workspace = Path(cfg.workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

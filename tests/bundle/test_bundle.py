@@ -13,9 +13,10 @@ import pytest
 
 from autoopt.bundle import load_bundle
 from autoopt.bundle.__main__ import main as bundle_main
+from autoopt.bundle.__main__ import report
 from autoopt.bundle.manifest import check_hashes, sha256_file, write_manifest
-from autoopt.bundle.verify import effective_tolerances, minimum_tolerances, within
-from autoopt.bundle.write import export_bundle, manifest_payload, readme
+from autoopt.bundle.verify import Check, Verification, effective_tolerances, format_checks, minimum_tolerances, within
+from autoopt.bundle.write import destination_problem, export_bundle, manifest_payload, readme
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import InProcessLauncher
@@ -206,17 +207,50 @@ def test_readme_does_not_claim_the_runtime_alone_runs_a_snippet_that_imports_aut
     assert "alone" not in text and "## Run it with torch and autoopt's engine code" in text
 
 
-def test_export_replaces_an_existing_bundle(measured: Measured, tmp_path: Path) -> None:
-    out = tmp_path / "bundle"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an earlier export")
+def test_export_replaces_an_existing_bundle(measured: Measured, bundle_copy: Path, tmp_path: Path) -> None:
+    (bundle_copy / "stale.txt").write_text("from an earlier export")
+    m = measured
+
+    export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, bundle_copy)
+
+    assert not (bundle_copy / "stale.txt").exists()
+    assert check_hashes(bundle_copy) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_export_refuses_a_folder_of_other_files_and_leaves_it_intact(measured: Measured, tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    (out / "notes").mkdir(parents=True)
+    (out / "notes" / "todo.txt").write_text("keep me")
+    m = measured
+
+    with pytest.raises(ConfigError, match=r"mine holds files but no manifest\.json") as e:
+        export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, out)
+
+    assert "\n" not in str(e.value)
+    assert (out / "notes" / "todo.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+@pytest.mark.parametrize("empty", [True, False], ids=["empty", "missing"])
+def test_export_writes_into_an_empty_or_missing_folder(measured: Measured, tmp_path: Path, empty: bool) -> None:
+    out = tmp_path / "out" / "bundle"
+    if empty:
+        out.mkdir(parents=True)
     m = measured
 
     export_bundle(m.result, m.artifact, m.reference, m.workload, m.resolved_config, out)
 
-    assert not (out / "stale.txt").exists()
     assert check_hashes(out) == []
-    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["bundle"]
+
+
+def test_a_file_is_no_destination_for_a_bundle(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+
+    assert destination_problem(tmp_path / "file", "export.dir=file") == (
+        "export.dir=file is not a folder; give a new or empty folder, or an earlier bundle's"
+    )
 
 
 def test_loaded_bundle_completes_a_prompt(bundle: Path) -> None:
@@ -294,8 +328,10 @@ def test_verify_names_a_model_file_with_one_flipped_byte(
 
     code = bundle_main(["verify", str(bundle_copy)])
 
+    out = capsys.readouterr().out
     assert code == 1
-    assert "model/model.safetensors" in capsys.readouterr().out
+    assert "model/model.safetensors" in out
+    assert "fails verification before any measurement:" in out and "tolerance" not in out  # nothing measured
 
 
 def _reexport_manifest(bundle: Path, edit) -> None:
@@ -333,8 +369,42 @@ def test_verify_fails_when_the_shipped_runtime_settings_are_not_the_measured_one
 
     code = bundle_main(["verify", str(bundle_copy)])
 
+    out = capsys.readouterr().out
     assert code == 1
-    assert "model/ does not hold the measured settings: torch: threads is 3" in capsys.readouterr().out
+    assert "model/ does not hold the measured settings: torch: threads is 3" in out
+    assert "fails verification after re-measuring:" in out and "before any measurement" not in out
+    assert any(line.startswith("speed.e2e_ms.p50") for line in out.splitlines())  # what it measured is shown
+
+
+def _check(ok: bool) -> Check:
+    return Check("accuracy.top1_agreement", 0.9, 0.9 if ok else 0.5, {"abs": 0.005})
+
+
+@pytest.mark.parametrize(
+    ("checks", "problems", "lines", "code"),
+    [
+        ([_check(True)], [], ["OK: within tolerance"], 0),
+        ([_check(False)], [], ["FAILED: some figures are outside their tolerance"], 1),
+        ([], ["missing file: model/x"],
+         ["bundle b fails verification before any measurement:", "  missing file: model/x"], 1),
+        ([_check(True)], ["model/ does not hold the measured settings: torch: threads is 3"],
+         ["bundle b fails verification after re-measuring:",
+          "  model/ does not hold the measured settings: torch: threads is 3"], 1),
+        ([_check(False)], ["model/ does not hold the measured settings: torch: threads is 3"],
+         ["bundle b fails verification after re-measuring:",
+          "  model/ does not hold the measured settings: torch: threads is 3",
+          "FAILED: some figures are outside their tolerance"], 1),
+    ],
+    ids=["ok", "out-of-tolerance", "before-measuring", "after-measuring", "after-measuring-and-out-of-tolerance"],
+)
+def test_verify_reports_problems_with_when_they_were_found_and_the_checks_it_measured(
+    capsys: pytest.CaptureFixture[str], checks: list[Check], problems: list[str], lines: list[str], code: int
+) -> None:
+    assert report(Path("b"), Verification(problems=problems, checks=checks)) == code
+
+    out = capsys.readouterr().out.splitlines()
+    table = format_checks(checks).splitlines() if checks else []
+    assert out == table + lines
 
 
 def test_verify_fails_on_an_edited_manifest_body(bundle_copy: Path, capsys: pytest.CaptureFixture[str]) -> None:
