@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,20 @@ def summary_of(
     records: dict[str, TrialRecord], search: SearchConfig, export: ExportConfig, target: TargetConfig
 ) -> Summary:
     """The front and pick of complete trials' records, keyed by trial number."""
-    points, ok = [], []
+    points, ok, broken = [], [], Counter[str]()
     for key, record in records.items():
         assert record.result is not None
         point = _point(int(key), record, objectives(record.result, search), target.device)
         points.append(point)
-        if all(v <= 0 for v in constraints(record.result, search, target).values()):
+        missed = [name for name, v in constraints(record.result, search, target).items() if not v <= 0]
+        broken.update(missed)
+        if not missed:
             ok.append(point)
-    if not ok:
-        raise SweepError("no complete trial meets the accuracy bars and the memory limit; nothing to export")
+    if not records:
+        raise SweepError("no trial completed; nothing to export")
+    if not ok:  # a trial may break several
+        counts = ", ".join(f"{n} broke {name}" for name, n in sorted(broken.items(), key=lambda kv: (-kv[1], kv[0])))
+        raise SweepError(f"no complete trial meets every constraint: of {len(records)}, {counts}; nothing to export")
     reference = next((p for p in points if p.key == "0"), None)
     if reference is None:
         raise SweepError("the fp32 reference (trial 0) did not complete; see its reason in the log/MLflow")

@@ -76,9 +76,23 @@ def test_nothing_feasible_is_an_error_not_an_empty_bundle() -> None:
 
 
 def _serving(r: MeasureResult, capacity: float) -> MeasureResult:
-    """`r` with serving figures: `capacity` requests/s, costing 1/capacity per 1M output tokens at the peak."""
-    peak = ServingResult(capacity, True, 6, 4, 0.5, 40.0, 2, 4.8, 1.0 / capacity, {})
+    """`r` with serving figures: `capacity` requests/s, costing 1/capacity per 1M output tokens at the peak (0: no
+    offered rate held every SLO, so nothing is sized for the peak)."""
+    held = capacity > 0
+    peak = ServingResult(capacity, True, 6, 4, 0.5, 40.0, 2 if held else None, 4.8 if held else None,
+                         1.0 / capacity if held else None, {})
     return replace(r, serving=peak)
+
+
+def test_nothing_feasible_says_how_many_trials_broke_each_constraint() -> None:
+    study = _study(_serving(REFERENCE, 0.0), _serving(FAST, 0.0), _serving(result(50.0, 0.5, 0.5), 0.0),
+                   _serving(result(60.0, 0.6, 0.5), 2.0))
+
+    with pytest.raises(SweepError) as e:
+        summarize(study, SearchConfig(objective="serving"), ExportConfig(), TARGET)
+
+    assert str(e.value) == ("no complete trial meets every constraint: of 4, 3 broke serving_slos, 2 broke "
+                            "accuracy_bar; nothing to export")
 
 
 @pytest.mark.parametrize(
