@@ -39,7 +39,7 @@ def main(cfg: DictConfig) -> None:
     from autoopt.report.measurement import measurement_table
 
     with exit_on_config_error():  # e.g. prompts longer than the model's positions
-        prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser())
+        prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser(), serving=m.serving)
     launcher = SubprocessLauncher()
     with exit_on_job_failure(m.workspace), listening(lambda step: log.info("%s", step)):  # a minute or more
         built = launcher.launch(prep.build_job(m.candidate))
@@ -49,6 +49,10 @@ def main(cfg: DictConfig) -> None:
         print(f"decoding    every row sampled: temperature {d.temperature}, top_p {d.top_p}, top_k {d.top_k or 'off'}, "
               f"seeds from {d.seed} (its host draws are in every speed figure; accuracy adds sampled agreement)")
     print(measurement_table(result))
+    if result.serving is not None:
+        from autoopt.report.load_curve import load_curve_markdown
+
+        print(load_curve_markdown(result.serving))
     if m.output:  # before the cold starts, so that one failing keeps the measurement
         Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
         print(f"wrote {m.output}")

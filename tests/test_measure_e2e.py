@@ -42,6 +42,16 @@ def test_a_sampling_workload_is_measured_sampling_with_its_sampled_agreement(tmp
     assert 0.9 < accuracy["sampled_agreement"] < 1.0  # int8 weights: close to the reference, never identical
 
 
+def test_serving_true_measures_the_candidates_capacity_with_its_serving_knobs(tmp_path: Path, cache_dir: Path) -> None:
+    load = ("workload=serve", "serving=true", "candidate.serving_max_batch=2", "workload.serving.duration_s=1",
+            "workload.serving.warmup_s=0.5")
+    proc, out = _run(tmp_path, cache_dir, "ort_genai", "int4", *load)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "| offered req/s | holds |" in proc.stdout  # the load curve, under the measurement's table
+    serving = json.loads(out.read_text())["serving"]
+    assert serving["max_batch"] == 2 and serving["probes"] >= 1 and serving["judged_s"] == 1
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict[str, dict]:
     tmp = tmp_path_factory.mktemp("measure")

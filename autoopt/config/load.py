@@ -189,6 +189,12 @@ def load_measure_config(cfg: DictConfig | dict[str, Any]) -> MeasureConfig:
     problem = candidate_value_problem(m.candidate) or inapplicable_knob(m.candidate)
     if problem:
         raise ConfigError(problem)
+    if not m.serving:
+        defaults = CandidateConfig()
+        for knob in SERVING_KNOBS.values():
+            if getattr(m.candidate, knob) != getattr(defaults, knob):
+                raise ConfigError(f"candidate.{knob}={getattr(m.candidate, knob)} shapes serving under load, which "
+                                  "this measurement does not run; add serving=true to measure the capacity with it")
     m.target = resolve_target(m.target)
     return m
 

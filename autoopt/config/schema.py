@@ -293,6 +293,9 @@ class MeasureConfig:
     workspace: str = MISSING  # studies, tracking, bundles
     output: Optional[str] = None  # where to write the result JSON
     coldstart: bool = False  # also time cold start under every warm-up strategy, each in a fresh process
+    # also search the capacity under workload.serving's open-loop traffic with the candidate's serving_* knobs, as a
+    # sweep with search.objective=serving does
+    serving: bool = False
 
 
 @dataclass

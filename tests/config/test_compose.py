@@ -54,6 +54,12 @@ def test_an_output_that_cannot_be_written_is_refused_before_measuring(output: st
         load_measure_config(_compose(f"output={output}"))
 
 
+def test_a_serving_knob_is_refused_unless_the_measurement_runs_the_serving_load() -> None:
+    with pytest.raises(ConfigError, match=r"candidate.serving_max_batch=8 .* add serving=true"):
+        load_measure_config(_compose("candidate.serving_max_batch=8"))
+    assert load_measure_config(_compose("candidate.serving_max_batch=8", "serving=true")).serving
+
+
 def test_a_cache_dir_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path) -> None:
     (tmp_path / "a_file").write_text("")
 
