@@ -239,6 +239,9 @@ def load_sweep_config(cfg: DictConfig | dict[str, Any]) -> SweepConfig:
         raise ConfigError(f"export.pick={s.export.pick} is not valid; choose one of: {', '.join(PICKS)}")
     if not 0.0 <= s.export.runoff_margin <= 1.0:
         raise ConfigError(f"export.runoff_margin={s.export.runoff_margin} must be within [0, 1] (0 = no runoff)")
+    if not 0.0 <= s.export.runoff_min_gain < 1.0:
+        raise ConfigError(f"export.runoff_min_gain={s.export.runoff_min_gain} must be within [0, 1) (0.03: faster by "
+                          "more than 3 % in every round)")
     if len(s.export.weights) != 3:
         raise ConfigError(f"export.weights={s.export.weights} needs 3 numbers: latency, cost, accuracy loss")
     if min(s.export.weights) < 0 or not any(s.export.weights):

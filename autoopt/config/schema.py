@@ -336,6 +336,8 @@ class TrackingConfig:
 class ExportConfig:
     pick: str = "fastest"  # fastest | knee | min_latency | min_cost | max_accuracy | weights
     runoff_margin: float = 0.10  # pick=fastest: front candidates this close to the fastest are timed side by side
+    # ... and a less accurate one wins only if faster than the most accurate by more than this fraction in every round
+    runoff_min_gain: float = 0.0
     weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # latency, cost, accuracy loss
     dir: Optional[str] = None  # default: <workspace>/bundles/<study name>
 

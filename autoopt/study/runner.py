@@ -320,7 +320,7 @@ def _runoff(
         samples = side_by_side(prep, results, launcher, cfg.search.confirm_rounds)
     except JobFailed as e:
         raise _failed_after_trials(e, f"the runoff of trials {keys}", cfg) from e
-    runoff = decide(contenders, samples, cfg.search.latency)
+    runoff = decide(contenders, samples, cfg.search.latency, cfg.export.runoff_min_gain)
     log.info("runoff of trials %s: %s", keys, runoff.reason)
     return runoff
 

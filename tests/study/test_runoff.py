@@ -32,6 +32,13 @@ def test_a_less_accurate_contender_wins_only_if_faster_in_every_round() -> None:
     assert tied.chosen is INT8 and "none was faster" in tied.reason
 
 
+def test_a_minimum_gain_keeps_the_most_accurate_unless_every_round_beats_it_by_more() -> None:
+    runs = [_runs(56.0, 60.0, 55.0), _runs(53.0, 57.0, 52.0)]  # faster in every round, by 5-6 %
+    assert decide([INT8, INT4], runs, "e2e_p90", min_gain=0.04).chosen is INT4
+    kept = decide([INT8, INT4], runs, "e2e_p90", min_gain=0.06)
+    assert kept.chosen is INT8 and "none was faster than it by more than 6 %" in kept.reason
+
+
 def test_among_several_winners_the_largest_median_gain_is_picked() -> None:
     other = pareto.Point("9", (51.0, 0.018, 0.04))
     r = decide([INT8, INT4, other], [_runs(60.0, 60.0, 60.0), _runs(55.0, 54.0, 56.0), _runs(50.0, 59.0, 58.0)],
