@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +34,8 @@ MODEL_KINDS = ("builtin", "hf", "shape")
 SHAPE_POSITIVE = ("hidden_size", "num_layers", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size",
                   "max_position_embeddings")
 
+log = logging.getLogger("autoopt")
+
 
 def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
     """Merge `cfg` onto `schema` and return the dataclass instance (raises ConfigError)."""
@@ -45,9 +48,15 @@ def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
 
 
 def resolve_target(t: TargetConfig) -> TargetConfig:
-    """Fill in what is detected on the measuring machine (CPU cores, RAM) where the config says 0."""
+    """Fill in what is detected on the measuring machine (CPU cores, RAM) where the config says 0, and warn where the
+    cores the candidates run on are not the cores the price buys."""
     cores = t.cores or len(os.sched_getaffinity(0))
     memory = t.memory_gb or psutil.virtual_memory().total / 2**30
+    if t.device == "cpu" and t.priced_cores and cores != t.priced_cores:
+        log.warning("target %s: candidates run on %d cores but target.price_per_hour ($%g) is for %d vCPUs, so every "
+                    "cost figure prices %d cores' throughput at %d vCPUs' price; set target.price_per_hour (and "
+                    "target.priced_cores) for this machine, or target.cores=%d", t.name, cores, t.price_per_hour,
+                    t.priced_cores, cores, t.priced_cores, t.priced_cores)
     return replace(t, cores=cores, memory_gb=round(memory, 1))
 
 
@@ -64,6 +73,8 @@ def check_target(t: TargetConfig) -> None:
         raise ConfigError(f"target.price_per_hour={t.price_per_hour} must be >= 0 (USD per hour)")
     if t.cores < 0 or t.memory_gb < 0:
         raise ConfigError("target.cores and target.memory_gb must be >= 0 (0 = detect)")
+    if t.priced_cores < 0:
+        raise ConfigError(f"target.priced_cores={t.priced_cores} must be >= 0 (0 = not stated)")
     check_bandwidth(t)
 
 

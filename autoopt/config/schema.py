@@ -27,6 +27,7 @@ class TargetConfig:
     cores: int = 0  # CPU cores for runtime threads; 0 = detect on the machine that measures
     price_per_hour: float = MISSING  # USD, on-demand
     price_source: str = MISSING  # where the price was read, and when
+    priced_cores: int = 0  # CPU target: the vCPUs price_per_hour buys (0: not stated); warned about when cores differ
     # Memory bandwidth the roofline divides by, GB/s (1e9 bytes). 0 = measure it (CPU targets only: a
     # cuda target must declare its card's figure); bandwidth_source says where a declared figure comes from.
     memory_bandwidth_gbps: float = 0.0

@@ -67,6 +67,13 @@ def test_a_cache_dir_that_cannot_be_a_folder_is_refused_before_any_work(tmp_path
         load_measure_config(_compose(f"cache_dir={tmp_path}/a_file/cache"))
 
 
+def test_cores_other_than_the_priced_instances_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    load_measure_config(_compose("target.cores=2"))
+    assert "vCPUs" not in caplog.text
+    load_measure_config(_compose("target.cores=4"))
+    assert "candidates run on 4 cores but target.price_per_hour ($0.0892) is for 2 vCPUs" in caplog.text
+
+
 def test_gpu_targets_name_their_price_source() -> None:
     for name in ("t4", "a100", "h100"):
         cfg = _compose(f"target={name}")
