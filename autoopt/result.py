@@ -166,7 +166,8 @@ class ServingResult:
     classes: dict[str, ServingClassResult]
     load_curve: list[ServingProbe] = field(default_factory=list)  # every probe, in the order run ([]: recorded before)
     warmup_s: float | None = None  # each probe's warm-up, served but not judged (None: recorded before it was kept)
-    judged_s: float | None = None  # each probe's judged arrivals' span after it (None: as above)
+    judged_s: float | None = None  # each probe's judged arrivals' span after it (None: as above) ...
+    min_judged: int | None = None  # ... or the span that offered this many where longer (None: recorded before it)
     mixed_lengths: bool | None = None  # free rows of a batch could take shorter prompts, padded (None: recorded before)
     continuous: bool | None = None  # requests joined and left a running batch between decode steps (None: as above)
 

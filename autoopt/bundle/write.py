@@ -56,7 +56,10 @@ _DEFINITIONS = {
     "capacity run",
     "serving.peak_rate_rps": "the workload's peak request rate, which replicas and cost are sized for",
     "serving.warmup_s": "each capacity probe's first seconds of traffic, served but not judged (None: not recorded)",
-    "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded)",
+    "serving.judged_s": "each capacity probe's seconds of judged traffic after its warm-up (None: not recorded), "
+    "or longer where serving.min_judged needed more",
+    "serving.min_judged": "each capacity probe judged at least this many requests, over more than serving.judged_s "
+    "seconds where that offered fewer (0: no minimum; None: not recorded)",
     "serving.mixed_lengths": "1 where the scheduler could fill rows a batch's lead prompt length left free with "
     "shorter prompts, padded to the lead's length (serving_mix_lengths on an engine that masks padding), 0 where "
     "each batch held one length (None: not recorded, measured with one length per batch)",
@@ -102,6 +105,7 @@ _UNITS = {
     "serving.probes": "runs",
     "serving.warmup_s": "s",
     "serving.judged_s": "s",
+    "serving.min_judged": "requests",
 }
 
 
@@ -358,7 +362,9 @@ def under_load(m: dict[str, Any], candidate: dict[str, Any]) -> list[str]:
     if m.get("serving.capacity_rps") is None:
         return []
     probe = "" if m.get("serving.warmup_s") is None else (
-        f"; each probe {m['serving.warmup_s']:g} s of warm-up traffic, then {m['serving.judged_s']:g} s judged")
+        f"; each probe {m['serving.warmup_s']:g} s of warm-up traffic, then {m['serving.judged_s']:g} s judged"
+        + (f" (longer where that offered fewer than {m['serving.min_judged']} requests)" if m.get("serving.min_judged")
+           else ""))
     batches = "a continuous batch" if m.get("serving.continuous") else "dynamic batches"
     # a queue delay holds a partial group batch: nothing under continuous batching, or with one row a batch
     waits = not m.get("serving.continuous") and m["serving.max_batch"] > 1

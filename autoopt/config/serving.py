@@ -63,6 +63,9 @@ class ServingConfig:
     duration_s: float = 20.0  # a run offers rate x duration_s requests over this much scheduled time ...
     max_requests: int = 200  # ... or this many, if fewer (single runs only: a capacity probe offers its whole duration)
     warmup_s: float = 2.0  # a capacity probe first offers this much of the same traffic, served but not judged
+    # A capacity probe judges at least this many requests: its judged phase lasts min_judged / rate where that is
+    # longer than duration_s (at a low rate duration_s alone judges a handful, and a p99 of them is their maximum)
+    min_judged: int = 0
     seed: int = 0
     classes: list[ServingClassConfig] = field(default_factory=default_classes)
     policy: str = "strict"  # strict: most urgent class first | weighted: by class weight
@@ -80,15 +83,19 @@ class ServingConfig:
     min_attainment: float = 0.99  # capacity: every class with an SLO meets it for at least this fraction
 
 
+# Serving fields added after studies were recorded, and the value they were measured with before: left out there.
+_ADDED = {"min_judged": 0}
+
+
 def without_serving_knobs(workload: dict[str, Any]) -> dict[str, Any]:
     """A workload's fields (`asdict`) without the serving settings that are candidate knobs (SERVING_KNOBS, held at
-    their defaults in a workload) and without the classes' streaming deadlines where unset: what fingerprints
-    record, so that a new knob or field does not make earlier studies and ground truths look measured under
-    another workload."""
+    their defaults in a workload), without fields added later where they hold their old behaviour (_ADDED) and
+    without the classes' streaming deadlines where unset: what fingerprints record, so that a new knob or field does
+    not make earlier studies and ground truths look measured under another workload."""
     serving = workload.get("serving")
     if not isinstance(serving, dict):
         return workload
-    kept = {k: v for k, v in serving.items() if k not in SERVING_KNOBS}
+    kept = {k: v for k, v in serving.items() if k not in SERVING_KNOBS and not (k in _ADDED and v == _ADDED[k])}
     if isinstance(kept.get("classes"), list):
         kept["classes"] = [{k: v for k, v in c.items() if not (k in STREAMING_SLOS and not v)} for c in kept["classes"]]
     return {**workload, "serving": kept}
@@ -101,6 +108,7 @@ def check_serving(cfg: ServingConfig) -> None:
     _positive("serving.burstiness", cfg.burstiness)
     _positive("serving.duration_s", cfg.duration_s)
     _non_negative("serving.warmup_s", cfg.warmup_s)
+    _non_negative("serving.min_judged", cfg.min_judged)
     _positive("serving.max_requests", cfg.max_requests)
     _choice("serving.policy", cfg.policy, POLICIES)
     _choice("serving.batching", cfg.batching, BATCHING)

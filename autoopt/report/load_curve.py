@@ -19,7 +19,8 @@ def load_curve_markdown(serving: ServingResult) -> str:
     slos = "; ".join(f"{n} {c.deadlines}" for n, c in serving.classes.items())
     probe = "" if serving.warmup_s is None else (
         f" Each probe: {serving.warmup_s:g} s of warm-up traffic (served, not judged), then {serving.judged_s:g} s "
-        "whose requests the p99s count; busy counts both.")
+        + (f"(or long enough for {serving.min_judged} requests) " if serving.min_judged else "")
+        + "whose requests the p99s count; busy counts both.")
     bracket = "bracketed within 5 %" if serving.converged else "probe budget ran out before 5 %"
     lines = [
         f"Capacity {serving.capacity_rps:.2f} requests/s (max_batch {serving.max_batch}, {bracket}). "

@@ -32,7 +32,7 @@ from autoopt.engines.sampling import workload_sampling
 from autoopt.serving.capacity import System
 from autoopt.serving.loadgen import Arrival
 from autoopt.serving.metrics import DONE, REJECTED, UNFINISHED, RequestRecord, ServingReport, summarize
-from autoopt.serving.runner import probe_arrivals, saturation_lag_s
+from autoopt.serving.runner import judged_seconds, probe_arrivals, saturation_lag_s
 
 log = logging.getLogger("autoopt.serve.http_load")
 
@@ -220,7 +220,7 @@ def http_system(endpoint: Endpoint, cfg: ServingConfig, tokens: np.ndarray, prom
         nonlocal probes
         probes += 1
         log.info("probe %d: %.3g req/s for %g s (%g s of it warm-up, not judged)", probes, rate_rps,
-                 cfg.warmup_s + cfg.duration_s, cfg.warmup_s)
+                 cfg.warmup_s + judged_seconds(cfg, rate_rps), cfg.warmup_s)
         arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
         return asyncio.run(_probe(endpoint, cfg, arrivals, rate_rps, cfg.warmup_s, decoding))
 

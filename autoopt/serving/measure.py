@@ -66,6 +66,7 @@ def measure_serving(
         load_curve=[_point(p) for p in capacity.probes],
         warmup_s=cfg.warmup_s,
         judged_s=cfg.duration_s,
+        min_judged=cfg.min_judged,
         mixed_lengths=mixes_lengths(cfg, engine),
         continuous=continuous(cfg, engine),
     )

@@ -237,12 +237,18 @@ def engine_system(
     def system(rate_rps: float) -> ServingReport:
         nonlocal probes
         probes += 1
-        say(f"capacity probe {probes}: {rate_rps:.3g} req/s for {cfg.warmup_s + cfg.duration_s:g} s")
+        say(f"capacity probe {probes}: {rate_rps:.3g} req/s for {cfg.warmup_s + judged_seconds(cfg, rate_rps):.3g} s")
         arrivals = probe_arrivals(cfg, tokens, prompt_lengths, output_lengths, rate_rps)
         return run_open_loop(engine, cfg, arrivals, rate_rps=rate_rps, judged_from_s=cfg.warmup_s,
                              decoding=decoding)
 
     return system
+
+
+def judged_seconds(cfg: ServingConfig, rate_rps: float) -> float:
+    """How long a capacity probe at `rate_rps` offers its judged requests: `duration_s`, or long enough to offer
+    `min_judged` of them where that is longer."""
+    return max(cfg.duration_s, cfg.min_judged / rate_rps)
 
 
 def probe_arrivals(
@@ -251,7 +257,8 @@ def probe_arrivals(
     """A capacity probe offers its rate for `warmup_s`, then for `duration_s`, never capped by `max_requests`:
     capped by count, a high rate would be a short burst that a fast engine drains within its SLOs, and the
     search would double past any real capacity. (A rate the engine cannot sustain is stopped early by the
-    saturation check.) The judged phase offers exactly round(rate x duration_s) requests (count-conditioned,
+    saturation check.) The judged phase offers exactly round(rate x its seconds) requests over `judged_seconds`
+    (`duration_s`, or longer to offer `min_judged`; count-conditioned,
     see `autoopt.serving.loadgen`: every count offers the same first requests). The warm-up is a free Poisson
     count over `warmup_s` (seeded), spread by the same process: conditioned on its count too, it would bring
     exactly its share of work and leave the queue as empty as no warm-up at all, where a real arrival
@@ -262,7 +269,8 @@ def probe_arrivals(
     if count:
         window = replace(cfg, duration_s=cfg.warmup_s, max_requests=count, seed=cfg.seed + WARMUP_STREAM)
         warm = make_arrivals(window, tokens, prompt_lengths, output_lengths, count / cfg.warmup_s)
-    steady = replace(cfg, max_requests=math.ceil(rate_rps * cfg.duration_s))
+    judged_s = judged_seconds(cfg, rate_rps)
+    steady = replace(cfg, duration_s=judged_s, max_requests=math.ceil(rate_rps * judged_s))
     judged = make_arrivals(steady, tokens, prompt_lengths, output_lengths, rate_rps)
     warm = [replace(a, draw=(WARMUP_STREAM << 32) + a.id) for a in warm]
     return warm + [replace(a, id=len(warm) + a.id, time_s=cfg.warmup_s + a.time_s, draw=a.id) for a in judged]

@@ -68,6 +68,10 @@ def test_fingerprints_record_a_classs_streaming_deadlines_only_where_set() -> No
     workload = WorkloadConfig()
     recorded = without_serving_knobs(asdict(workload))["serving"]["classes"]
     assert [set(c) & set(STREAMING_SLOS) for c in recorded] == [set()] * 4  # as studies recorded before they existed
+    assert "min_judged" not in without_serving_knobs(asdict(workload))["serving"]  # likewise at its old behaviour (0)
+    workload.serving.min_judged = 30
+    assert without_serving_knobs(asdict(workload))["serving"]["min_judged"] == 30
+    workload.serving.min_judged = 0
     assert recorded[0] == {k: v for k, v in asdict(workload.serving.classes[0]).items() if k not in STREAMING_SLOS}
     workload.serving.classes[1].itl_slo_ms = 50.0
     recorded = without_serving_knobs(asdict(workload))["serving"]["classes"]

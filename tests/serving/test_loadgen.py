@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -60,6 +62,20 @@ def test_a_capacity_probe_offers_its_rate_for_the_whole_duration_not_a_burst() -
     assert sum(a.time_s >= 2.0 for a in slow) == 30 and slow[-1].time_s < 8.0
     assert sum(a.time_s >= 2.0 for a in fast) == 1200 and 7.9 < fast[-1].time_s < 8.0
     assert 300 < sum(a.time_s < 2.0 for a in fast) < 500  # the warm-up: a Poisson count around 400
+
+
+def test_a_probe_at_a_low_rate_runs_long_enough_to_judge_min_judged_requests() -> None:
+    from autoopt.serving.runner import probe_arrivals
+
+    cfg = ServingConfig(duration_s=6.0, warmup_s=2.0, min_judged=20)
+    tokens = np.arange(1000, dtype=np.int64)
+
+    low = [a for a in probe_arrivals(cfg, tokens, [16], [4], rate_rps=1.0) if a.time_s >= 2.0]
+    assert len(low) == 20 and 8.0 < low[-1].time_s < 22.0  # 20 s of judged arrivals at 1 req/s, not 6
+    high = [a for a in probe_arrivals(cfg, tokens, [16], [4], rate_rps=5.0) if a.time_s >= 2.0]
+    assert len(high) == 30 and high[-1].time_s < 8.0  # 6 s already offer more than 20
+    assert [a.time_s for a in high] == [a.time_s for a in probe_arrivals(replace(cfg, min_judged=0), tokens, [16], [4],
+                                                                         rate_rps=5.0) if a.time_s >= 2.0]
 
 
 @pytest.mark.parametrize("arrival", ["poisson", "gamma"])
