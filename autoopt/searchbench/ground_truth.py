@@ -2,11 +2,14 @@
 in a sweep, cached in one JSON file in the workspace.
 
 The file is named by a fingerprint of what the figures depend on (model and its fp32 reference, target,
-workload, bench settings, library versions, machine) and keyed inside by `candidate_key`, which names
-the candidate completely: the space only decides which keys a grid needs, so spaces share one file
+workload, bench settings, library versions, autoopt's own code, machine) and keyed inside by `candidate_key`, which
+names the candidate completely: the space only decides which keys a grid needs, so spaces share one file
 (measuring `space=smoke` first, then `space=default`, measures only what smoke lacked). It is
 rewritten atomically after every candidate, so an interrupted run continues where it stopped. A failed
-build or measurement is recorded with its reason and not retried.
+build or measurement is recorded with its reason and not retried. The code is in the fingerprint as in a study's
+(`autoopt.study.fingerprint`): resuming or extending a grid after a fix to a pass or an engine would otherwise mix
+two versions' figures and keep failures the fix removed. Any change to autoopt's sources therefore starts a new file;
+`python -m autoopt.searchbench --truth FILE` still replays an older one as it is, since a replay is about the samplers.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import label
 from autoopt.config.schema import workload_record
+from autoopt.digest import package_digest
 from autoopt.env import cpu_model, library_versions
 from autoopt.jobs.launch import JobFailed, Launcher
 from autoopt.jobs.prepare import Prepared
@@ -42,6 +46,7 @@ def fingerprint(prep: Prepared) -> dict[str, Any]:
         "workload": workload_record(prep.workload),
         "bench": asdict(prep.bench),
         "libraries": library_versions(),
+        "code": package_digest("autoopt"),  # a fixed pass or engine measures anew (module docstring)
         "machine": cpu_model(),
     }))
 

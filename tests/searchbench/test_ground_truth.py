@@ -10,10 +10,13 @@ from typing import Any, cast
 import pytest
 
 from autoopt.config.errors import ConfigError
+from autoopt.config.schema import BenchConfig, TargetConfig, WorkloadConfig
+from autoopt.digest import package_digest
 from autoopt.jobs.launch import JobFailed
 from autoopt.jobs.prepare import Prepared
+from autoopt.searchbench import ground_truth
 from autoopt.searchbench.grid import Grid
-from autoopt.searchbench.ground_truth import GroundTruth, measure_grid
+from autoopt.searchbench.ground_truth import GroundTruth, fingerprint, measure_grid, truth_path
 from tests.searchbench.conftest import synthetic
 
 
@@ -83,3 +86,15 @@ def test_a_file_measured_under_another_fingerprint_is_refused(grid: Grid, tmp_pa
     truth = _measure(grid, tmp_path / "truth.json", _Launcher(stop_after=None), [])
     with pytest.raises(ConfigError, match="measured under other model"):
         GroundTruth.open(truth.path, {"model": "other"})
+
+
+def test_a_change_to_autoopts_code_measures_a_new_ground_truth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a study's: a fixed pass or engine must not extend a grid measured, or failed, under the old code."""
+    prep = cast(Prepared, SimpleNamespace(
+        model=SimpleNamespace(key="k", name="m"), reference_sha256="sha",
+        target=TargetConfig(name="cpu", memory_gb=8.0, cores=1, price_per_hour=0.1, price_source="test"),
+        workload=WorkloadConfig(name="w"), bench=BenchConfig()))
+    assert fingerprint(prep)["code"] == package_digest("autoopt")
+    before = truth_path(tmp_path, prep)
+    monkeypatch.setattr(ground_truth, "package_digest", lambda package: "fedcba9876543210")
+    assert truth_path(tmp_path, prep) != before
