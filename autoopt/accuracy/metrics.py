@@ -31,17 +31,18 @@ def sampling_distributions(logits: np.ndarray, decoding: DecodingConfig) -> np.n
     tokens until their mass reaches top_p), renormalized. Which of several equal logits at a cut is kept is the
     sort's choice, here and in the sampler alike."""
     probs = np.exp(log_softmax(logits.astype(np.float64) / decoding.temperature))
-    if decoding.top_k == 0 and decoding.top_p >= 1.0:
+    top_k = decoding.top_k if 0 < decoding.top_k < logits.shape[-1] else 0  # the sampler's: k >= vocab is no limit
+    if top_k == 0 and decoding.top_p >= 1.0:
         return probs
     if decoding.top_p >= 1.0:  # top_k alone: the k likeliest, unordered, are enough
-        kept = np.argpartition(-logits, decoding.top_k - 1, axis=-1)[..., : decoding.top_k]
+        kept = np.argpartition(-logits, top_k - 1, axis=-1)[..., :top_k]
         out = np.zeros_like(probs)
         np.put_along_axis(out, kept, np.take_along_axis(probs, kept, axis=-1), axis=-1)
         return out / out.sum(axis=-1, keepdims=True)
     order = np.argsort(-logits.astype(np.float32), axis=-1)  # the probabilities' order, sorted as float32
     ranked = np.take_along_axis(probs, order, axis=-1)
-    if 0 < decoding.top_k < ranked.shape[-1]:
-        ranked[..., decoding.top_k:] = 0.0
+    if top_k:
+        ranked[..., top_k:] = 0.0
         ranked /= ranked.sum(axis=-1, keepdims=True)
     before = np.cumsum(ranked, axis=-1) - ranked  # the mass of the likelier tokens
     ranked = np.where(before < decoding.top_p, ranked, 0.0)

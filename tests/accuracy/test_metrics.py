@@ -85,6 +85,18 @@ def test_the_distribution_measured_is_the_one_the_engines_sampler_draws_from() -
     np.testing.assert_allclose(freq, sampling_distributions(logits, decoding), atol=0.015)
 
 
+def test_a_top_k_at_or_above_the_vocabulary_is_no_limit_as_in_the_sampler() -> None:
+    logits = np.random.default_rng(4).normal(size=(2, 3, 12)) * 2
+    for top_p in (1.0, 0.8):
+        unlimited = sampling_distributions(logits, DecodingConfig(temperature=0.7, top_p=top_p))
+        for top_k in (12, 13, 100):
+            got = sampling_distributions(logits, DecodingConfig(temperature=0.7, top_p=top_p, top_k=top_k))
+            np.testing.assert_allclose(got, unlimited)
+    ref, cand = logits, logits + 0.5 * np.random.default_rng(5).normal(size=logits.shape)
+    assert sampled_agreement(ref, cand, DecodingConfig(temperature=0.7, top_k=50)) == pytest.approx(
+        sampled_agreement(ref, cand, DecodingConfig(temperature=0.7)))
+
+
 def test_fidelity_measures_sampled_agreement_only_under_a_sampling_decoding() -> None:
     rng = np.random.default_rng(2)
     ref, ids = rng.normal(size=(2, 8, 20)), rng.integers(0, 20, (2, 8))
