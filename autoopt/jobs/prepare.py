@@ -58,7 +58,9 @@ class Prepared:
                 candidate,
                 self.target,
                 self.workload,
-                min_length=DECODE_MAX_LENGTH,
+                # the decode check's prompts and continuations, and the teacher-forced accuracy windows: an
+                # engine with a fixed longest sequence (ort_tensorrt's TensorRT profile) must take both
+                min_length=max(DECODE_MAX_LENGTH, self.workload.eval_window_len),
                 min_batch=max(DECODE_ROWS_PER_CALL, serving.max_batch if serving else 0),
             ),
             model=self.model.describe(),
