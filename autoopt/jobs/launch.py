@@ -95,13 +95,25 @@ class SubprocessLauncher:
                 except BaseException:
                     _kill_group(proc)
                     raise
-            if dst.exists():
-                out = json.loads(dst.read_text())
-                if "error" in out:
-                    raise JobFailed(out["error"], out["traceback"])
-                return from_dict(job.result_type(), out["result"])
             tail = (stderr or stdout)[-3000:]
+            if dst.exists():
+                out = _read_result(dst)
+                if out is None:  # a child killed while writing it, a full disk: this job failed, not the sweep
+                    raise JobFailed(f"{type(job).__name__} exited with code {proc.returncode} leaving an unreadable "
+                                    f"result {dst}", tail)
+                if "error" in out:
+                    raise JobFailed(out["error"], out.get("traceback", ""))
+                return from_dict(job.result_type(), out["result"])
             raise JobFailed(f"{type(job).__name__} died with exit code {proc.returncode} and no result", tail)
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    """A child's result file as `_child` writes it, or None where it is not one (cut short, garbled)."""
+    try:
+        out = json.loads(path.read_text())
+    except ValueError:  # json.JSONDecodeError, UnicodeDecodeError
+        return None
+    return out if isinstance(out, dict) and ("error" in out or "result" in out) else None
 
 
 @contextlib.contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from autoopt.progress import say
 class Echo:
     text: str
     # return | raise | die | hang | say (two steps and a line of its own on stderr, then return) | spawn (start a
-    # process, write its pid to `text`, hang)
+    # process, write its pid to `text`, hang) | torn (write half its result file, then be killed, as by the OOM killer)
     behaviour: str = "return"
     timeout_s: ClassVar[float] = 30.0
 
@@ -33,6 +34,9 @@ class Echo:
             raise ValueError(f"cannot echo {self.text}\nsecond line")
         if self.behaviour == "die":
             os._exit(3)
+        if self.behaviour == "torn":
+            Path(sys.argv[2]).write_text('{"result": {"text": "' + self.text)  # the launcher's child: out.json
+            os.kill(os.getpid(), signal.SIGKILL)
         if self.behaviour == "say":
             say(f"first {self.text}")
             print("a line of its own on stderr", file=sys.stderr)

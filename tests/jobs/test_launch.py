@@ -43,6 +43,15 @@ def test_child_that_dies_without_a_result_is_a_failure_naming_its_exit_code() ->
         SubprocessLauncher().launch(Echo("x", "die"))
 
 
+def test_a_child_killed_while_writing_its_result_fails_that_job_naming_the_file() -> None:
+    with pytest.raises(JobFailed) as failed:
+        SubprocessLauncher().launch(Echo("x", "torn"))
+
+    reason = failed.value.reason
+    assert reason.startswith("Echo exited with code -9 leaving an unreadable result ") and "\n" not in reason
+    assert reason.endswith("out.json")
+
+
 def test_child_past_its_timeout_is_stopped_and_reported() -> None:
     with pytest.raises(JobFailed, match="QuickTimeout timed out after 1s"):
         SubprocessLauncher().launch(QuickTimeout("x", "hang"))
