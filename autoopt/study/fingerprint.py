@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict
 from typing import Any
@@ -40,6 +41,12 @@ def study_fingerprint(cfg: SweepConfig, prep: Prepared) -> dict[str, Any]:
         "code": package_digest("autoopt"),
         "machine": cpu_model(),
     }
+
+
+def fingerprint_digest(fingerprint: dict[str, Any], space: Any) -> str:
+    """Eight hex digits that change with the fingerprint or the space's choices: the tail of a derived study name."""
+    text = json.dumps([fingerprint, asdict(space)], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def check_fingerprint(study: optuna.Study, fingerprint: dict[str, Any]) -> None:

@@ -37,7 +37,13 @@ from autoopt.space.validity import (
     unavailable_engines,
     unsupported_quants,
 )
-from autoopt.study.fingerprint import check_fingerprint, check_reference, check_space, study_fingerprint
+from autoopt.study.fingerprint import (
+    check_fingerprint,
+    check_reference,
+    check_space,
+    fingerprint_digest,
+    study_fingerprint,
+)
 from autoopt.study.objectives import constraints
 from autoopt.study.progress import SweepProgress
 from autoopt.study.record import keep_remeasured
@@ -88,7 +94,14 @@ def make_sampler(search: SearchConfig, earlier_trials: int = 0) -> optuna.sample
 
 
 def study_name(cfg: SweepConfig, prep: Prepared) -> str:
-    return cfg.study.name or f"{prep.model.name}-{prep.model.key[-12:]}-{cfg.target.name}-{cfg.workload.name}-{cfg.space.name}"
+    """`study.name`, or one derived from model, target, workload and space, ending in a digest of the study's
+    fingerprint and space choices: rerun unchanged, a command extends its study; after a change (an update of
+    autoopt's code, a library, a space override) it starts a new one, warm-started from the earlier studies' fronts,
+    where a named study stops in one line."""
+    if cfg.study.name:
+        return cfg.study.name
+    digest = fingerprint_digest(study_fingerprint(cfg, prep), cfg.space)
+    return f"{prep.model.name}-{prep.model.key[-12:]}-{cfg.target.name}-{cfg.workload.name}-{cfg.space.name}-{digest}"
 
 
 def _study_names(storage: str) -> list[str]:

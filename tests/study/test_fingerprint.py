@@ -8,7 +8,7 @@ import pytest
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import SpaceConfig
 from autoopt.space.sample import sample
-from autoopt.study.fingerprint import check_fingerprint, check_space
+from autoopt.study.fingerprint import check_fingerprint, check_space, fingerprint_digest
 
 FINGERPRINT = {
     "objectives": {"objective": "latency", "latency": "e2e_p90", "min_top1_agreement": 0.95},
@@ -26,6 +26,14 @@ FINGERPRINT = {
 def _study() -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(study_name="s", directions=["minimize"] * 3)
+
+
+def test_the_derived_names_digest_changes_with_the_fingerprint_or_the_space_only() -> None:
+    space = SpaceConfig()
+    name = fingerprint_digest(FINGERPRINT, space)
+    assert name == fingerprint_digest(dict(FINGERPRINT), SpaceConfig()) and len(name) == 8
+    assert fingerprint_digest({**FINGERPRINT, "code": "fedcba9876543210"}, space) != name
+    assert fingerprint_digest(FINGERPRINT, SpaceConfig(quant=["none", "int4"])) != name
 
 
 def test_a_new_study_records_its_fingerprint_and_the_same_one_extends_it() -> None:
