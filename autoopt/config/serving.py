@@ -64,7 +64,8 @@ class ServingConfig:
     max_requests: int = 200  # ... or this many, if fewer (single runs only: a capacity probe offers its whole duration)
     warmup_s: float = 2.0  # a capacity probe first offers this much of the same traffic, served but not judged
     # A capacity probe judges at least this many requests: its judged phase lasts min_judged / rate where that is
-    # longer than duration_s (at a low rate duration_s alone judges a handful, and a p99 of them is their maximum)
+    # longer than duration_s, up to 8 x duration_s (at a low rate duration_s alone judges a handful, and a p99 of
+    # them is their maximum)
     min_judged: int = 0
     seed: int = 0
     classes: list[ServingClassConfig] = field(default_factory=default_classes)

@@ -226,7 +226,7 @@ async def _generate(server: _Server, request: Request, body: Body, ids: list[int
     item = ServingRequest(next(server.ids), cls, len(ids), max_tokens, reply.arrival, np.asarray(ids, dtype=np.int64),
                           sampling)
     usage = body.stream_options is not None and body.stream_options.include_usage
-    first = _Meta(server, request, item, reply, chat, len(ids), stops, usage)
+    first = _Meta(server, request, item, reply, chat, len(ids), stops, usage, body.ignore_eos)
     choices = [first, *(first.another(i, body.sampling(i)) for i in range(1, n))]
     _submit(server, choices)
     reading = _Choices(tuple(choices))
@@ -273,6 +273,9 @@ class _Meta:
     prompt_tokens: int
     stops: list[str]
     stream_usage: bool  # a streamed reply ends with a chunk that holds the usage (stream_options.include_usage)
+    # ignore_eos: streamed, every token sends a chunk, text or not (an end-of-text token's is empty), so that a load
+    # test times each token as the capacity search does
+    every_token: bool = False
     id: str = ""
     index: int = 0  # its place in the reply's `choices`
     detok: Text = field(init=False)
@@ -437,7 +440,7 @@ async def _stream(choices: _Choices) -> AsyncIterator[str]:
                 return
             meta, item = got
             delta, failure = meta.take(item)
-            if delta:
+            if delta or (meta.every_token and item[0] == "token"):
                 yield chunk(meta, delta, None)
             if failure:
                 yield _sse({"error": {"message": failure, "type": "server_error", "code": "engine_error"}})

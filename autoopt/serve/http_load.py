@@ -5,8 +5,9 @@ bundle waits for, HTTP, JSON and the server's event loop included, which the in-
 Each request is one the capacity search offers at that rate (`autoopt.serving.runner.probe_arrivals`), sent open
 loop at its scheduled time whatever the replies before it: streamed, its prompt as token ids, with `ignore_eos` so
 that it runs to its output length as the search's rows do, and its class's priority as `priority` (autoopt's server
-and vLLM's read it). It is timed from its scheduled send time to the chunks that bring its text: TTFT at the first,
-the longest wait between two of them, e2e at the last; its tokens are the reply's `usage`. The probe is judged as
+reads it; vLLM's when it schedules by priority, else leave it out). It is timed from its scheduled send time to its
+token chunks (autoopt's server sends one per token under `ignore_eos`, an end-of-text token's empty): TTFT at the
+first, the longest wait between two of them, e2e at the last; its tokens are the reply's `usage`. The probe is judged as
 the in-process search judges its own (`autoopt.serving.capacity.violations`), with the engine busy seconds the
 server's /metrics counts for its utilization (autoopt's server; elsewhere it is not known, and not judged), and
 stops early as saturated by the runner's rule, the oldest request still without its first token standing in for the
@@ -49,6 +50,7 @@ class LoadTestError(RuntimeError):
 class Endpoint:
     url: str  # the server's root, e.g. http://127.0.0.1:8000
     model: str | None = None  # sent as `model` where given
+    priority: bool = True  # send each class's priority as `priority` (vLLM refuses it unless it schedules by it)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,11 @@ async def engine_counts(client: httpx.AsyncClient) -> EngineCounts | None:
         return None
     if response.status_code != 200:
         return None
-    samples = {s.name: s.value for family in text_string_to_metric_families(response.text) for s in family.samples
-               if not s.labels}
+    try:
+        samples = {s.name: s.value for family in text_string_to_metric_families(response.text)
+                   for s in family.samples if not s.labels}
+    except ValueError:  # not Prometheus text
+        return None
     names = ("autoopt_engine_busy_seconds_total", "autoopt_batch_size_count", "autoopt_batch_size_sum")
     if not all(name in samples for name in names):
         return None
@@ -95,11 +100,13 @@ async def settle(client: httpx.AsyncClient, timeout_s: float = SETTLE_TIMEOUT_S)
         await asyncio.sleep(0.1)
 
 
-def request_body(arrival: Arrival, priority: int, decoding: DecodingConfig | None, model: str | None) -> dict[str, Any]:
-    """The streamed completion request that sends `arrival` as the capacity search ran it."""
+def request_body(arrival: Arrival, priority: int | None, decoding: DecodingConfig | None,
+                 model: str | None) -> dict[str, Any]:
+    """The streamed completion request that sends `arrival` as the capacity search ran it (`priority` None: none)."""
     body: dict[str, Any] = {"prompt": arrival.prompt_ids.tolist(), "max_tokens": arrival.max_new_tokens,
-                            "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True,
-                            "priority": priority}
+                            "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+    if priority is not None:
+        body["priority"] = priority
     if model is not None:
         body["model"] = model
     rows = workload_sampling(decoding, 1, arrival.id if arrival.draw is None else arrival.draw) if decoding else None
@@ -128,15 +135,20 @@ async def _send(client: httpx.AsyncClient, body: dict[str, Any], record: Request
                 data = line[6:]
                 if data == "[DONE]":
                     break
-                event = json.loads(data)
-                if "error" in event:
-                    raise LoadTestError(f"request {record.id} failed on the server: {event['error'].get('message')}")
-                for choice in event.get("choices", []):
-                    if choice.get("text") or (choice.get("delta") or {}).get("content"):
-                        record.token(clock.now())
-                    finished = finished or choice.get("finish_reason") is not None
-                if event.get("usage"):
-                    usage = int(event["usage"]["completion_tokens"])
+                try:
+                    event = json.loads(data)
+                    if "error" in event:
+                        raise LoadTestError(f"request {record.id} failed on the server: {event['error']}")
+                    for choice in event.get("choices", []):
+                        if choice.get("finish_reason") is None:  # a token's chunk (ignore_eos: every token sends one)
+                            record.token(clock.now())
+                        else:
+                            finished = True
+                    if event.get("usage"):
+                        usage = int(event["usage"]["completion_tokens"])
+                except (ValueError, TypeError, KeyError, AttributeError) as e:
+                    raise LoadTestError(f"request {record.id}: a reply this client cannot read ({type(e).__name__}: "
+                                        f"{e}): {data[:200]}") from e
     except httpx.HTTPError as e:
         raise LoadTestError(f"request {record.id}: {type(e).__name__}: {e}") from e
     if finished:
@@ -168,7 +180,7 @@ async def _watch(records: Sequence[RequestRecord], clock: _Clock, lag_bound: flo
 
 async def _probe(endpoint: Endpoint, cfg: ServingConfig, arrivals: Sequence[Arrival], rate_rps: float,
                  judged_from_s: float, decoding: DecodingConfig | None) -> ServingReport:
-    priority = {c.name: c.priority for c in cfg.classes}
+    priority = {c.name: c.priority if endpoint.priority else None for c in cfg.classes}
     records = [RequestRecord(a.id, a.cls, a.time_s) for a in arrivals]
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     # A wait between two chunks longer than the saturation bound is a server that stopped answering.
@@ -176,20 +188,20 @@ async def _probe(endpoint: Endpoint, cfg: ServingConfig, arrivals: Sequence[Arri
     async with httpx.AsyncClient(base_url=endpoint.url, limits=limits, timeout=timeout) as client:
         await settle(client)
         before = await engine_counts(client)
-        clock = _Clock()
         bodies = [request_body(a, priority[a.cls], decoding, endpoint.model) for a in arrivals]
+        clock = _Clock()
         sends = [asyncio.create_task(_send(client, body, r, clock)) for body, r in zip(bodies, records, strict=True)]
         watch = asyncio.create_task(_watch(records, clock, saturation_lag_s(cfg), cfg.saturation_queue))
         every = asyncio.gather(*sends)
         try:
             await asyncio.wait({every, watch}, return_when=asyncio.FIRST_COMPLETED)
-            reason = watch.result() if watch.done() else ""
-            if not reason:
+            if every.done():
                 every.result()  # a request that failed fails the run
+            reason = watch.result() if watch.done() else ""
         finally:
             for task in (*sends, watch):
                 task.cancel()
-            await asyncio.gather(every, watch, return_exceptions=True)
+            await asyncio.gather(every, *sends, watch, return_exceptions=True)  # each one over, each outcome read
         end = clock.now()
         await settle(client)
         after = await engine_counts(client)

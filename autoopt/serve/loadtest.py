@@ -72,6 +72,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="seconds of traffic before it, served but not judged (default: the manifest's warmup_s)")
     parser.add_argument("--max-probes", type=int, default=MAX_PROBES, help=f"--capacity: probes at most ({MAX_PROBES})")
     parser.add_argument("--json", type=Path, default=None, help="write every probe's report here")
+    parser.add_argument("--priority", action=argparse.BooleanOptionalAction, default=True,
+                        help="send each class's priority as the request's `priority` (vLLM refuses it unless started "
+                        "with --scheduling-policy priority)")
     args = parser.parse_args(argv)
     for name in ("rate", "duration"):
         if getattr(args, name) is not None and getattr(args, name) <= 0:
@@ -80,6 +83,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--warmup={args.warmup} must be 0 or more")
     if args.max_probes < 1:
         parser.error(f"--max-probes={args.max_probes} must be at least 1")
+    if args.json is not None and (args.json.is_dir() or not args.json.parent.is_dir()):
+        parser.error(f"--json={args.json}: give a file in an existing folder")
     return args
 
 
@@ -100,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = replace(load.cfg, duration_s=args.duration or load.cfg.duration_s,
                   warmup_s=load.cfg.warmup_s if args.warmup is None else args.warmup)
-    system = http_system(Endpoint(args.url, args.model), cfg, load.tokens, load.prompt_lengths, load.output_lengths,
+    system = http_system(Endpoint(args.url, args.model, args.priority), cfg, load.tokens, load.prompt_lengths, load.output_lengths,
                          load.decoding)
     reports: list[ServingReport] = []
 
@@ -151,7 +156,8 @@ def format_report(report: ServingReport, metrics: dict[str, Any]) -> str:
         lines.append("engine busy time: the server's /metrics does not expose it, so utilization is not judged")
     else:
         lines.append(f"utilization {report.utilization:.2f} (engine busy {report.busy_s:.2f} s, from the server's "
-                     f"/metrics), {report.batches} engine calls of {report.mean_batch_rows:.2f} rows on average")
+                     f"/metrics), {report.batches} engine calls of {report.mean_batch_rows:.2f} rows on average (the "
+                     "whole probe, warm-up and anything left after a saturated stop included)")
     header = f"{'class':<13}{'deadlines':<26}{'offered':>8}{'done':>6}{'429':>5}{'attain':>8}" + "".join(
         f"{DEADLINES[name] + ' p99':>17}" for name in DEADLINES)
     lines += [header, "-" * len(header)]

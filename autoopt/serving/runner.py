@@ -34,6 +34,7 @@ from autoopt.serving.scheduler import Scheduler, ServingRequest
 
 BEST_EFFORT_LAG_S = 1.0  # the lag unit when no class has an SLO
 WARMUP_STREAM = 99  # seed offset of a probe's warm-up: its count, and its requests' draws
+MAX_JUDGED_STRETCH = 8.0  # min_judged lengthens a probe's judged phase to at most this x duration_s
 
 
 def mixes_lengths(cfg: ServingConfig, engine: Engine) -> bool:
@@ -247,8 +248,9 @@ def engine_system(
 
 def judged_seconds(cfg: ServingConfig, rate_rps: float) -> float:
     """How long a capacity probe at `rate_rps` offers its judged requests: `duration_s`, or long enough to offer
-    `min_judged` of them where that is longer."""
-    return max(cfg.duration_s, cfg.min_judged / rate_rps)
+    `min_judged` of them where that is longer, up to MAX_JUDGED_STRETCH x `duration_s` (a search halving its rate
+    after failures would otherwise run ever longer probes: 60 requests at 0.06 req/s take 16 minutes)."""
+    return min(max(cfg.duration_s, cfg.min_judged / rate_rps), MAX_JUDGED_STRETCH * cfg.duration_s)
 
 
 def probe_arrivals(

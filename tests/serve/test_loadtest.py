@@ -133,6 +133,12 @@ def test_the_command_sends_the_manifest_s_capacity_and_prints_the_manifest_besid
     assert report["rate_rps"] == 5.0 and report["overall"]["offered"] == round(5.0 * LOAD.duration_s)
 
 
+def test_a_json_path_that_cannot_be_written_is_refused_before_any_probe(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main([str(tmp_path), "--json", str(tmp_path / "missing" / "r.json")])
+    assert refused.value.code == 2
+
+
 def test_the_command_needs_a_rate_where_the_manifest_records_no_capacity(
     served: ServedModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from starlette.testclient import TestClient
 from tokenizers import Tokenizer
 
+from autoopt.bundle.load import special_token_ids
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import Engine
 from autoopt.serve.app import ServedModel, create_app
@@ -172,6 +173,43 @@ def test_ignore_eos_runs_every_choice_to_max_tokens_through_an_end_of_text_token
     events = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
     assert events[-1]["usage"]["completion_tokens"] == 12
     assert sorted(c["finish_reason"] for e in events for c in e["choices"] if c["finish_reason"]) == ["length"] * 2
+
+
+class EveryOtherSpecial(Engine):
+    """The real engine's tokens, every other one replaced by a special token (its text is empty)."""
+
+    name = "every-other-special"
+
+    def __init__(self, inner: Engine, special: int) -> None:
+        self.inner, self.special = inner, special
+
+    @classmethod
+    def load(cls, *args: object) -> Engine:  # pragma: no cover - not used
+        raise NotImplementedError
+
+    def generate(self, input_ids: np.ndarray, max_new_tokens: int) -> Iterator[np.ndarray]:
+        for i, tokens in enumerate(self.inner.generate(input_ids, max_new_tokens)):
+            yield np.full_like(tokens, self.special) if i % 2 else tokens
+
+    def logits(self, input_ids: np.ndarray) -> np.ndarray:  # pragma: no cover - not used
+        return self.inner.logits(input_ids)
+
+
+def test_streamed_with_ignore_eos_every_token_sends_a_chunk_an_end_of_text_tokens_empty(served: ServedModel) -> None:
+    special = min(special_token_ids(served.tokenizer))
+    engine = EveryOtherSpecial(served.engine, special)
+    model = ServedModel(engine, served.tokenizer, "tiny", MAX_LENGTH)
+    body = {"prompt": PROMPT, "max_tokens": 6, "stream": True, "stream_options": {"include_usage": True}}
+    with ServerThread(create_app(model, ServingConfig(max_batch=1, max_queue_delay_ms=0.0))) as running:
+        def events(**extra: object) -> list[dict]:
+            lines = httpx.post(running.url + "/v1/completions", json={**body, **extra}, timeout=30).text.splitlines()
+            return [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+
+        forced, ended = events(ignore_eos=True), events()
+    tokens = [c for e in forced for c in e["choices"] if c["finish_reason"] is None]
+    assert len(tokens) == forced[-1]["usage"]["completion_tokens"] == 6
+    assert [c["text"] == "" for c in tokens] == [False, True] * 3
+    assert ended[-1]["usage"]["completion_tokens"] == 1  # without it the reply ends at the first special token
 
 
 def test_a_stream_asked_for_its_usage_ends_with_it(client: openai.OpenAI) -> None:

@@ -76,6 +76,8 @@ def test_a_probe_at_a_low_rate_runs_long_enough_to_judge_min_judged_requests() -
     assert len(high) == 30 and high[-1].time_s < 8.0  # 6 s already offer more than 20
     assert [a.time_s for a in high] == [a.time_s for a in probe_arrivals(replace(cfg, min_judged=0), tokens, [16], [4],
                                                                          rate_rps=5.0) if a.time_s >= 2.0]
+    capped = [a for a in probe_arrivals(cfg, tokens, [16], [4], rate_rps=0.1) if a.time_s >= 2.0]
+    assert len(capped) == round(0.1 * 8 * 6.0)  # 200 s would offer 20; the judged phase stops at 8 x duration_s
 
 
 @pytest.mark.parametrize("arrival", ["poisson", "gamma"])
