@@ -15,6 +15,7 @@ from autoopt.bundle.load import LoadedBundle, load_bundle, reexec_with_runtime_e
 from autoopt.bundle.manifest import recorded_serving
 from autoopt.config.errors import ConfigError
 from autoopt.config.serving import BATCHING, ServingConfig, check_serving
+from autoopt.serving.engine_thread import EngineThread
 from autoopt.serving.runner import continuous
 from autoopt.signals import Stopped, stopping_on_signals
 
@@ -122,7 +123,7 @@ def one_prompt(bundle: LoadedBundle, args: argparse.Namespace, load_s: float) ->
     return 0
 
 
-def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
+def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace, engine: EngineThread) -> int:
     from autoopt.serve.app import ServedModel
     from autoopt.serve.server import serve
 
@@ -139,13 +140,14 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace) -> int:
     name = args.model_name or bundle.path.resolve().name
     # Before the port opens (and /health answers): the first requests would otherwise pay the runtime's one-time
     # costs, which neither the cold-start figure (measured after the candidate's warm-up) nor the capacity has.
-    seconds = bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine), prefill_chunk=cfg.prefill_chunk)
+    seconds = engine.run(lambda: bundle.warm_up(cfg.max_batch, stream=continuous(cfg, bundle.engine),
+                                                prefill_chunk=cfg.prefill_chunk))
     print(f"warmed up every prompt length of the measured workload at batch 1..{cfg.max_batch} in {seconds:.1f}s",
           file=sys.stderr)
     model = ServedModel(bundle.engine, bundle.tokenizer, name, bundle.runtime.max_length, bundle.end_ids)
     print(f"serving {name!r} ({bundle.candidate.engine} on {bundle.runtime.device}, max_batch {cfg.max_batch}, "
           f"policy {cfg.policy}, {cfg.batching} batching) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-    serve(model, cfg, args.host, args.port, log_level=args.log_level)
+    serve(model, cfg, args.host, args.port, log_level=args.log_level, engine_thread=engine)
     return 0
 
 
@@ -165,9 +167,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # Every call into the engine, its load first, on one thread: the server's worker runs there
+    # (`autoopt.serving.engine_thread`: torch's parallel regions slow down on a thread other than the first to run one).
+    engine = EngineThread()
     t0 = time.perf_counter()
     try:
-        bundle = load_bundle(args.bundle, threads=args.threads, device=args.device, max_length=args.max_length)
+        bundle = engine.run(lambda: load_bundle(args.bundle, threads=args.threads, device=args.device,
+                                                max_length=args.max_length))
     except (ConfigError, FileNotFoundError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -178,8 +184,8 @@ def _run(args: argparse.Namespace) -> int:
     load_s = time.perf_counter() - t0
     with bundle:
         if args.prompt is not None:
-            return one_prompt(bundle, args, load_s)
-        return serve_bundle(bundle, args)
+            return engine.run(lambda: one_prompt(bundle, args, load_s))
+        return serve_bundle(bundle, args, engine)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from autoopt.serve.protocol import (
     error_response,
 )
 from autoopt.serve.reply import Reply, Text
+from autoopt.serving.engine_thread import EngineThread
 from autoopt.serving.runner import make_scheduler
 from autoopt.serving.scheduler import REJECTED, ServingRequest
 from autoopt.serving.worker import ServingWorker, WorkerClosed
@@ -72,12 +73,13 @@ class ServedModel:
 class _Server:
     """State shared by the handlers of one app."""
 
-    def __init__(self, model: Servable, cfg: ServingConfig) -> None:
+    def __init__(self, model: Servable, cfg: ServingConfig, engine_thread: EngineThread | None = None) -> None:
         self.model, self.cfg = model, cfg
         self.classes = sorted(cfg.classes, key=lambda c: c.priority)
         self.metrics = Metrics(self.classes)
         self.worker = ServingWorker(model.engine, make_scheduler(cfg, model.engine, model.max_length), clock=CLOCK,
-                                    on_batch=self.metrics.batch_done, prefill_chunk=cfg.prefill_chunk)
+                                    on_batch=self.metrics.batch_done, prefill_chunk=cfg.prefill_chunk,
+                                    engine_thread=engine_thread)
         self.special = special_token_ids(model.tokenizer) | getattr(model, "end_ids", frozenset())
         self.vocab = model.tokenizer.get_vocab_size()
         self.ids = itertools.count(1)
@@ -140,14 +142,15 @@ class _Server:
 
 def create_app(
     model: Servable, cfg: ServingConfig | None = None, *, max_body_bytes: int = MAX_BODY_BYTES,
-    drain_timeout_s: float = DRAIN_TIMEOUT_S,
+    drain_timeout_s: float = DRAIN_TIMEOUT_S, engine_thread: EngineThread | None = None,
 ) -> FastAPI:
-    """The FastAPI app serving `model` with `cfg`'s classes, policy and batching. The worker thread starts
-    with the app's lifespan and, at shutdown, finishes every admitted request before it ends (waiting up to
+    """The FastAPI app serving `model` with `cfg`'s classes, policy and batching. The worker starts with the app's
+    lifespan, on `engine_thread` where given (the thread that loaded and warmed up the engine: see
+    `autoopt.serving.engine_thread`), and at shutdown finishes every admitted request before it ends (waiting up to
     `drain_timeout_s`; `app.state.server.drained` says whether it did)."""
     cfg = cfg or ServingConfig()
     check_serving(cfg)
-    server = _Server(model, cfg)
+    server = _Server(model, cfg, engine_thread)
     server.drain_timeout_s = drain_timeout_s
 
     @contextlib.asynccontextmanager

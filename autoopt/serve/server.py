@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from autoopt.config.serving import ServingConfig
 from autoopt.serve.app import Servable, create_app
+from autoopt.serving.engine_thread import EngineThread
 from autoopt.signals import Stopped
 
 GRACEFUL_TIMEOUT_S = 60
@@ -57,11 +58,13 @@ def cut_off(server: uvicorn.Server, app: FastAPI) -> str:
     return ""
 
 
-def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info") -> None:
+def serve(model: Servable, cfg: ServingConfig, host: str, port: int, *, log_level: str = "info",
+          engine_thread: EngineThread | None = None) -> None:
     """Serve until SIGINT/SIGTERM, finishing in-flight requests first. uvicorn handles the signal during the run
     and raises it again once it has shut down, with the handlers it found: inside `stopping_on_signals`, that
-    raises `Stopped` here (with `cut_off` saying why, where requests in flight were left unanswered)."""
-    app = create_app(model, cfg)
+    raises `Stopped` here (with `cut_off` saying why, where requests in flight were left unanswered). The engine runs
+    on `engine_thread` where given (see `create_app`)."""
+    app = create_app(model, cfg, engine_thread=engine_thread)
     server = uvicorn_server(app, host, port, log_level=log_level)
     try:
         server.run()

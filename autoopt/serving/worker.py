@@ -10,11 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Protocol
 
 from autoopt.engines.base import Engine
 from autoopt.serving.batcher import ContinuousBatch, RowFailed, run_batch
+from autoopt.serving.engine_thread import EngineThread
 from autoopt.serving.scheduler import REJECTED, Scheduler, ServingRequest
 
 
@@ -54,6 +56,9 @@ class ServingWorker:
         # after each batch (continuous: each step, with the joiners' prefills before it): its rows and its seconds
         on_batch: Callable[[int, float], None] | None = None,
         prefill_chunk: int = 0,  # continuous batching: prefill joiners at most this many tokens a step (0: whole)
+        # the thread that loaded and warmed up the engine, to run the loop on (`autoopt.serving.engine_thread`);
+        # None: a daemon thread of its own
+        engine_thread: EngineThread | None = None,
     ) -> None:
         self._engine, self._scheduler, self._clock = engine, scheduler, clock
         self._on_batch, self._prefill_chunk = on_batch, prefill_chunk
@@ -62,14 +67,20 @@ class ServingWorker:
         self._gone: set[int] = set()  # continuous batching: running requests cancelled since the last step
         self._active = 0
         self._closing = False
-        self._thread = threading.Thread(target=self._loop, name="autoopt-engine", daemon=True)
+        self._engine_thread = engine_thread
+        self._thread = None if engine_thread else threading.Thread(target=self._loop, name="autoopt-engine", daemon=True)
+        self._done: Future[None] | None = None
 
     @property
     def clock(self) -> Callable[[], float]:
         return self._clock
 
     def start(self) -> None:
-        self._thread.start()
+        if self._engine_thread is not None:
+            self._done = self._engine_thread.submit(self._loop)
+        else:
+            assert self._thread is not None
+            self._thread.start()
 
     def submit(self, request: ServingRequest, sink: RequestSink) -> str:
         """Queue `request` (QUEUED, DELAYED or REJECTED, see `Scheduler.submit`); raises WorkerClosed."""
@@ -104,9 +115,12 @@ class ServingWorker:
         with self._cond:
             self._closing = True
             self._cond.notify()
-        if self._thread.is_alive():
+        if self._done is not None:
+            wait([self._done], timeout)
+            return self._done.done()
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
-        return not self._thread.is_alive()
+        return self._thread is None or not self._thread.is_alive()
 
     def _next(self) -> tuple[list[ServingRequest], list[RequestSink]] | None:
         with self._cond:

@@ -14,6 +14,7 @@ from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import RuntimeOptions
 from autoopt.serve.__main__ import main, parse_args, serve_bundle, serving_config
+from autoopt.serving.engine_thread import EngineThread
 
 
 def bundle(manifest: dict[str, Any]) -> Any:
@@ -44,7 +45,7 @@ def test_continuous_batching_on_an_engine_without_a_stream_fails_in_one_line(cap
     loaded = bundle({})
     loaded.engine = SimpleNamespace(name="ort_genai", continuous=False)
 
-    assert serve_bundle(loaded, parse_args(["b", "--batching", "continuous"])) == 2
+    assert serve_bundle(loaded, parse_args(["b", "--batching", "continuous"]), EngineThread()) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: serving batching=continuous: engine ort_genai as loaded has no continuous batching (torch "
                    "with a dynamic KV cache, torch_compiled and ort on cpu have); use batching=group"]
