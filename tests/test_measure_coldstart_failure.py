@@ -34,7 +34,7 @@ def test_a_failed_cold_start_exits_1_in_one_line_and_keeps_the_output(
 
     measured = result(10.0, 1.0, 1.0)
     prep = SimpleNamespace(build_job=lambda c: "built", measure_job=lambda c, built: measured)
-    monkeypatch.setattr(autoopt.jobs.prepare, "prepare", lambda *args: prep)
+    monkeypatch.setattr(autoopt.jobs.prepare, "prepare", lambda *args, **kwargs: prep)
     monkeypatch.setattr(autoopt.jobs.launch, "SubprocessLauncher", Launcher)
     monkeypatch.setattr(autoopt.jobs.coldstart, "cold_starts", _failing_cold_starts)
     monkeypatch.setattr(autoopt.report.measurement, "measurement_table", lambda r: "table")
