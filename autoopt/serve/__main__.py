@@ -5,6 +5,7 @@ completion and its latency."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -155,21 +156,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if argv is None:  # a command: run with the allocator settings the bundle was measured with
         reexec_with_runtime_env(args.bundle, "autoopt.serve", sys.argv[1:])
-    with stopping_on_signals():
-        try:
-            return _run(args)
-        except Stopped as e:
-            if e.cut_off:
-                print(f"stopped ({e}): {e.cut_off}", file=sys.stderr)
-                return 1
-            print(f"stopped ({e}); no request was left unanswered", file=sys.stderr)
-            return 0
-
-
-def _run(args: argparse.Namespace) -> int:
     # Every call into the engine, its load first, on one thread: the server's worker runs there
     # (`autoopt.serving.engine_thread`: torch's parallel regions slow down on a thread other than the first to run one).
     engine = EngineThread()
+    with stopping_on_signals():
+        try:
+            code = _run(args, engine)
+        except Stopped as e:
+            if e.cut_off:
+                print(f"stopped ({e}): {e.cut_off}", file=sys.stderr)
+                code = 1
+            else:
+                print(f"stopped ({e}); no request was left unanswered", file=sys.stderr)
+                code = 0
+    if engine.busy:  # stopped mid-load, mid-warm-up or with rows cut off: torch torn down under it would abort
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _run(args: argparse.Namespace, engine: EngineThread) -> int:
     t0 = time.perf_counter()
     try:
         bundle = engine.run(lambda: load_bundle(args.bundle, threads=args.threads, device=args.device,
@@ -182,10 +189,13 @@ def _run(args: argparse.Namespace) -> int:
               f"verify {args.bundle}` names what is missing or changed, or export the bundle again", file=sys.stderr)
         return 2
     load_s = time.perf_counter() - t0
-    with bundle:
+    try:
         if args.prompt is not None:
             return engine.run(lambda: one_prompt(bundle, args, load_s))
         return serve_bundle(bundle, args, engine)
+    finally:
+        if not engine.busy:  # else the process ends at once (`main`): closing it under a running step is unsafe
+            engine.run(bundle.close)
 
 
 if __name__ == "__main__":

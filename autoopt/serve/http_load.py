@@ -140,9 +140,11 @@ async def _send(client: httpx.AsyncClient, body: dict[str, Any], record: Request
                     if "error" in event:
                         raise LoadTestError(f"request {record.id} failed on the server: {event['error']}")
                     for choice in event.get("choices", []):
-                        if choice.get("finish_reason") is None:  # a token's chunk (ignore_eos: every token sends one)
+                        # a token's chunk (autoopt's server under ignore_eos sends one per token, vLLM's last one
+                        # carries its finish_reason too)
+                        if choice.get("finish_reason") is None or choice.get("text"):
                             record.token(clock.now())
-                        else:
+                        if choice.get("finish_reason") is not None:
                             finished = True
                     if event.get("usage"):
                         usage = int(event["usage"]["completion_tokens"])

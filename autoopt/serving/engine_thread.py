@@ -24,6 +24,8 @@ class EngineThread:
 
     def __init__(self, name: str = "autoopt-engine") -> None:
         self._work: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._unfinished = 0  # given and not yet done
+        self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -31,22 +33,38 @@ class EngineThread:
     def ident(self) -> int | None:
         return self._thread.ident
 
+    @property
+    def busy(self) -> bool:
+        """Whether something given to it has not finished (a process must not tear torch down under it)."""
+        with self._lock:
+            return self._unfinished > 0
+
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Run `fn` on the thread after what was given before; its outcome in the returned future."""
         done: Future[T] = Future()
+        with self._lock:
+            self._unfinished += 1
         self._work.put((fn, done))
         return done
 
     def run(self, fn: Callable[[], T]) -> T:
-        """Run `fn` on the thread and return what it returns (or raise what it raised)."""
+        """Run `fn` on the thread and return what it returns (or raise what it raised); called from the thread
+        itself, at once."""
+        if threading.get_ident() == self.ident:
+            return fn()
         return self.submit(fn).result()
 
     def _serve(self) -> None:
         while True:
             fn, done = self._work.get()
-            if not done.set_running_or_notify_cancel():
-                continue
             try:
-                done.set_result(fn())
-            except BaseException as e:  # handed to the caller, whatever it was
-                done.set_exception(e)
+                if done.set_running_or_notify_cancel():
+                    try:
+                        result = fn()
+                    except BaseException as e:  # handed to the caller, whatever it was
+                        done.set_exception(e)
+                    else:
+                        done.set_result(result)
+            finally:
+                with self._lock:
+                    self._unfinished -= 1

@@ -7,6 +7,7 @@ continuous where the scheduler says so, as in the open-loop runner (`autoopt.ser
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +19,8 @@ from autoopt.engines.base import Engine
 from autoopt.serving.batcher import ContinuousBatch, RowFailed, run_batch
 from autoopt.serving.engine_thread import EngineThread
 from autoopt.serving.scheduler import REJECTED, Scheduler, ServingRequest
+
+log = logging.getLogger("autoopt")
 
 
 class RequestSink(Protocol):
@@ -78,6 +81,7 @@ class ServingWorker:
     def start(self) -> None:
         if self._engine_thread is not None:
             self._done = self._engine_thread.submit(self._loop)
+            self._done.add_done_callback(_report_crash)
         else:
             assert self._thread is not None
             self._thread.start()
@@ -117,7 +121,7 @@ class ServingWorker:
             self._cond.notify()
         if self._done is not None:
             wait([self._done], timeout)
-            return self._done.done()
+            return self._done.done() and self._done.exception() is None
         if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout)
         return self._thread is None or not self._thread.is_alive()
@@ -236,3 +240,9 @@ class ServingWorker:
         with self._cond:
             self._active = len(open_rows)
         sink.finished(error)
+
+
+def _report_crash(done: Future[None]) -> None:
+    """The worker's loop ended with an exception (on an engine thread nothing else would say so)."""
+    if not done.cancelled() and (error := done.exception()) is not None:
+        log.error("the serving worker's loop failed; requests it held are left unanswered", exc_info=error)

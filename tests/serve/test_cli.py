@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,6 +20,7 @@ from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import RuntimeOptions
 from autoopt.serve.__main__ import main, parse_args, serve_bundle, serving_config
 from autoopt.serving.engine_thread import EngineThread
+from tests.conftest import REPO
 
 
 def bundle(manifest: dict[str, Any]) -> Any:
@@ -39,6 +45,33 @@ def test_the_server_schedules_with_the_classes_and_starvation_bound_the_bundle_w
     assert not serving_config(parse_args(["b", "--no-mix-lengths"]), bundle(manifest)).mix_lengths
     assert cfg.batching == "group"
     assert serving_config(parse_args(["b", "--batching", "continuous"]), bundle(manifest)).batching == "continuous"
+
+
+def test_the_command_loads_warms_up_and_serves_the_bundle_on_one_thread_not_the_main_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import autoopt.serve.__main__ as cli
+    import autoopt.serve.server
+
+    threads: dict[str, int] = {}
+    loaded = bundle({})
+    loaded.engine = SimpleNamespace(name="torch", continuous=True, close=lambda: None)
+    loaded.tokenizer, loaded.end_ids = None, frozenset()
+    loaded.warm_up = lambda *args, **kwargs: threads.setdefault("warm_up", threading.get_ident()) and 0.0
+    loaded.close = lambda: threads.setdefault("close", threading.get_ident())
+
+    def load(*args: object, **kwargs: object) -> Any:
+        threads["load"] = threading.get_ident()
+        return loaded
+
+    def serve(*args: object, engine_thread: EngineThread, **kwargs: object) -> None:
+        threads["serve"] = engine_thread.ident
+
+    monkeypatch.setattr(cli, "load_bundle", load)
+    monkeypatch.setattr(autoopt.serve.server, "serve", serve)
+    assert main(["b"]) == 0
+    assert len(set(threads.values())) == 1 and threads["load"] != threading.get_ident()
+    assert set(threads) == {"load", "warm_up", "serve", "close"}
 
 
 def test_continuous_batching_on_an_engine_without_a_stream_fails_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -101,3 +134,47 @@ def test_numbers_out_of_range_are_refused_before_anything_loads(
     with pytest.raises(SystemExit) as stop:
         parse_args(["b", *argv])
     assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
+WARMING_FOREVER = """
+import sys
+from types import SimpleNamespace
+
+import torch
+
+import autoopt.serve.__main__ as cli
+from tests.serve.test_cli import bundle
+
+loaded = bundle({})
+loaded.engine = SimpleNamespace(name="torch", continuous=True)
+
+
+def warm_up(*args, **kwargs):
+    a = torch.randn(256, 256)
+    print("warming", flush=True)
+    while True:
+        a @ a
+
+
+loaded.warm_up, loaded.close = warm_up, lambda: None
+cli.load_bundle = lambda *args, **kwargs: loaded
+sys.exit(cli.main(["b"]))
+"""
+
+
+def test_a_signal_during_the_warm_up_ends_the_command_in_one_line_not_an_abort(tmp_path: Path) -> None:
+    """The warm-up runs on the engine thread, in torch; the process must not tear torch down under it."""
+    script = tmp_path / "warming.py"
+    script.write_text(WARMING_FOREVER)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "warming"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert err.strip().splitlines()[-1] == "stopped (SIGTERM); no request was left unanswered"
+

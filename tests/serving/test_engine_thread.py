@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -29,6 +30,18 @@ def test_every_callable_runs_on_the_one_daemon_thread_in_order_with_its_outcome(
     with pytest.raises(ValueError, match="no model here"):
         engine.run(fails)
     assert engine.run(lambda: 7) == 7  # a failure leaves the thread serving
+    assert engine.run(lambda: engine.run(lambda: 8)) == 8  # from the thread itself: at once, no deadlock
+
+
+def test_it_is_busy_while_anything_given_to_it_runs_or_waits() -> None:
+    engine = EngineThread()
+    release = threading.Event()
+    assert not engine.busy
+    first, second = engine.submit(release.wait), engine.submit(lambda: None)
+    assert engine.busy
+    release.set()
+    first.result(timeout=10), second.result(timeout=10)
+    assert engine.run(lambda: None) is None and not engine.busy
 
 
 class ThreadRecordingEngine(Engine):
@@ -64,6 +77,25 @@ class Sink:
 
     def finished(self, error: BaseException | None) -> None:
         self.done.set()
+
+
+def test_a_worker_loop_that_fails_on_the_engine_thread_says_so_and_is_not_drained(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def failing(rows: int, seconds: float) -> None:
+        raise RuntimeError("metrics broke")
+
+    thread = EngineThread()
+    worker = ServingWorker(ThreadRecordingEngine(), Scheduler(CLASSES, max_batch=2), engine_thread=thread,
+                           on_batch=failing)
+    worker.start()
+    worker.submit(ServingRequest(0, "P0", 4, 2, 0.0, np.arange(4)), Sink())
+    assert not worker.close(10)
+    for _ in range(100):  # the future's callbacks run just after its waiters wake
+        if "the serving worker's loop failed" in caplog.text:
+            break
+        time.sleep(0.05)
+    assert "the serving worker's loop failed" in caplog.text and "metrics broke" in caplog.text
 
 
 def test_the_servers_worker_runs_the_engine_on_the_thread_that_loaded_it() -> None:
