@@ -36,6 +36,28 @@ def test_the_derived_names_digest_changes_with_the_fingerprint_or_the_space_only
     assert fingerprint_digest(FINGERPRINT, SpaceConfig(quant=["none", "int4"])) != name
 
 
+def test_a_derived_study_name_ends_in_the_digest_and_a_given_name_is_kept() -> None:
+    from types import SimpleNamespace
+
+    from autoopt.config.schema import BenchConfig, SearchConfig, TargetConfig, WorkloadConfig
+    from autoopt.study.runner import study_name
+
+    target = TargetConfig(name="cpu", memory_gb=4.0, price_per_hour=0.1, price_source="test")
+    prep = SimpleNamespace(target=target, workload=WorkloadConfig(), bench=BenchConfig(), reference_sha256="r",
+                           model=SimpleNamespace(name="builtin", key="builtin-0123456789abcdef"))
+
+    def cfg(space: SpaceConfig, name: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(study=SimpleNamespace(name=name), search=SearchConfig(), target=target,
+                               workload=SimpleNamespace(name="chat"), space=space)
+
+    default = study_name(cfg(SpaceConfig(name="default")), prep)  # type: ignore[arg-type]
+    assert default.startswith("builtin-456789abcdef-cpu-chat-default-") and len(default.rsplit("-", 1)[1]) == 8
+    assert study_name(cfg(SpaceConfig(name="default")), prep) == default  # type: ignore[arg-type]
+    other = cfg(SpaceConfig(name="default", quant=["none", "int4"]))
+    assert study_name(other, prep) != default  # type: ignore[arg-type]
+    assert study_name(cfg(SpaceConfig(name="default"), "mine"), prep) == "mine"  # type: ignore[arg-type]
+
+
 def test_a_new_study_records_its_fingerprint_and_the_same_one_extends_it() -> None:
     study = _study()
 

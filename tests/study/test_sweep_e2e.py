@@ -83,14 +83,15 @@ def test_rerun_extends_the_same_study_without_remeasuring(sweep, cache_dir: Path
     assert "with 0 of 1 candidates measured: the others proposed were pruned or measured before" in said
 
 
-def test_a_rerun_over_other_space_values_is_refused_in_one_line(sweep, cache_dir: Path) -> None:
+def test_a_rerun_of_a_named_study_over_other_space_values_is_refused_in_one_line(sweep, cache_dir: Path) -> None:
+    """(A study named by default would start a new study instead: its name carries the space's digest.)"""
     import optuna
 
     workspace, _ = sweep
     storage = f"sqlite:///{workspace / 'optuna.db'}"
     (before,) = optuna.get_all_study_summaries(storage)
 
-    proc = _sweep(workspace, cache_dir, "space.quant=[none,int4]")
+    proc = _sweep(workspace, cache_dir, f"study.name={before.study_name}", "space.quant=[none,int4]")
 
     (after,) = optuna.get_all_study_summaries(storage)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
