@@ -10,7 +10,7 @@ from typing import Any
 from autoopt.config.runtime import RuntimeOptions
 from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import from_dict, to_dict
-from autoopt.config.serving import DEADLINES
+from autoopt.config.serving import DEADLINE_STEMS, DEADLINES
 
 
 @dataclass
@@ -146,8 +146,7 @@ class ServingProbe:
 
     def p99(self, figure: str) -> dict[str, float | None]:
         """Per class, the p99 of `figure` (a `DEADLINES` figure: see `ServingClassResult.judged`)."""
-        by_deadline = {"slo_ms": self.e2e_p99_ms, "ttft_slo_ms": self.ttft_p99_ms, "itl_slo_ms": self.itl_max_p99_ms}
-        return {DEADLINES[name]: p99 for name, p99 in by_deadline.items()}[figure]
+        return {DEADLINES[name]: getattr(self, f"{stem}_p99_ms") for name, stem in DEADLINE_STEMS.items()}[figure]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,8 @@ class ServingClassConfig:
 
 # Each deadline a class may set, and the figure whose p99 it bounds, as reasons and tables name it.
 DEADLINES = {"slo_ms": "e2e", "ttft_slo_ms": "TTFT", "itl_slo_ms": "longest ITL"}
+# ... and the stem that figure has in the serving metrics (ClassMetrics.<stem>) and results (<stem>_p99_ms)
+DEADLINE_STEMS = {"slo_ms": "e2e", "ttft_slo_ms": "ttft", "itl_slo_ms": "itl_max"}
 # The deadlines added after studies were recorded: fingerprints leave them out at their default (0).
 STREAMING_SLOS = tuple(DEADLINES)[1:]
 

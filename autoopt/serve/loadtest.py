@@ -24,7 +24,7 @@ from autoopt.bundle.layout import REFERENCE
 from autoopt.bundle.manifest import read_manifest, recorded_decoding, recorded_serving
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import DecodingConfig
-from autoopt.config.serving import DEADLINES, ServingConfig
+from autoopt.config.serving import DEADLINE_STEMS, DEADLINES, ServingConfig
 from autoopt.serve.http_load import Endpoint, LoadTestError, http_system
 from autoopt.serving.capacity import find_capacity, violations
 from autoopt.serving.metrics import ClassMetrics, ServingReport
@@ -105,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cfg = replace(load.cfg, duration_s=args.duration or load.cfg.duration_s,
                   warmup_s=load.cfg.warmup_s if args.warmup is None else args.warmup)
-    system = http_system(Endpoint(args.url, args.model, args.priority), cfg, load.tokens, load.prompt_lengths, load.output_lengths,
-                         load.decoding)
+    system = http_system(Endpoint(args.url, args.model, args.priority), cfg, load.tokens, load.prompt_lengths,
+                         load.output_lengths, load.decoding)
     reports: list[ServingReport] = []
 
     def probe(r: float) -> ServingReport:
@@ -163,18 +163,13 @@ def format_report(report: ServingReport, metrics: dict[str, Any]) -> str:
     lines += [header, "-" * len(header)]
     for c in report.classes:
         lines.append(_row(c, "HTTP", c.offered, c.completed, c.rejected, c.attainment,
-                          [_figure(c, name).p99 for name in DEADLINES]))
+                          [c.bounded(name).p99 for name in DEADLINES]))
         recorded = {k.rsplit(".", 1)[1]: v for k, v in metrics.items() if k.startswith(f"serving.classes.{c.name}.")}
         if recorded:
-            p99 = {"slo_ms": "e2e_p99_ms", "ttft_slo_ms": "ttft_p99_ms", "itl_slo_ms": "itl_max_p99_ms"}
             lines.append(_row(c, "manifest", recorded.get("offered"), recorded.get("completed"),
                               recorded.get("rejected"), recorded.get("attainment"),
-                              [recorded.get(p99[name]) for name in DEADLINES]))
+                              [recorded.get(f"{DEADLINE_STEMS[name]}_p99_ms") for name in DEADLINES]))
     return "\n".join(lines)
-
-
-def _figure(c: ClassMetrics, deadline: str) -> Any:
-    return {"slo_ms": c.e2e, "ttft_slo_ms": c.ttft, "itl_slo_ms": c.itl_max}[deadline]
 
 
 def _row(c: ClassMetrics, source: str, offered: Any, done: Any, rejected: Any, attainment: Any,

@@ -51,8 +51,7 @@ def violations(report: ServingReport, min_attainment: float) -> list[str]:
             f"(> {drain_bound_s:.2f}s, the latest a last token may come within its class's deadlines)"
         )
     for c in report.classes:
-        judged = {"slo_ms": c.e2e, "ttft_slo_ms": c.ttft, "itl_slo_ms": c.itl_max}
-        deadlines = [(getattr(c, name), DEADLINES[name], judged[name]) for name in DEADLINES if getattr(c, name) > 0]
+        deadlines = [(getattr(c, name), DEADLINES[name], c.bounded(name)) for name in DEADLINES if getattr(c, name) > 0]
         if not deadlines or c.offered == 0:
             continue
         for deadline, figure, latency in deadlines:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from autoopt.config.serving import ServingClassConfig
+from autoopt.config.serving import DEADLINE_STEMS, ServingClassConfig
 
 DONE, REJECTED, UNFINISHED = "done", "rejected", "unfinished"
 
@@ -94,6 +94,10 @@ class ClassMetrics:
     ttft_slo_ms: float = 0.0
     itl_slo_ms: float = 0.0
     longest_reply: int = 0  # tokens of its longest completed request
+
+    def bounded(self, deadline: str) -> Latency:
+        """The figure a deadline (a `DEADLINES` key) bounds: e2e, TTFT or each request's longest wait."""
+        return getattr(self, DEADLINE_STEMS[deadline])
 
 
 @dataclass(frozen=True)
