@@ -16,6 +16,7 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import CONF_DIR, check_composition, check_overrides, exit_on_config_error
 from autoopt.config.schema import MeasureConfig
+from autoopt.config.serving import default_traffic_note
 from autoopt.config.store import register
 from autoopt.jobs.launch import JobFailed
 from autoopt.models.source import model_traits
@@ -38,6 +39,8 @@ def main(cfg: DictConfig) -> None:
     from autoopt.jobs.prepare import prepare
     from autoopt.report.measurement import measurement_table
 
+    if m.serving and (note := default_traffic_note(m.workload.name, m.workload.serving)):
+        log.warning("%s", note)
     with exit_on_config_error():  # e.g. prompts longer than the model's positions
         prep = prepare(m.model, m.target, m.workload, m.bench, Path(m.cache_dir).expanduser(), serving=m.serving)
     launcher = SubprocessLauncher()

@@ -104,6 +104,18 @@ def without_serving_knobs(workload: dict[str, Any]) -> dict[str, Any]:
     return {**workload, "serving": kept}
 
 
+def default_traffic_note(workload: str, cfg: ServingConfig) -> str | None:
+    """A line saying that `workload` declares no serving traffic of its own where `cfg` is the default (a workload
+    without a `serving:` section gets it), naming what is measured instead; None where the workload declares any."""
+    if cfg != ServingConfig():
+        return None
+    classes = ", ".join(f"{c.name} {f'{c.slo_ms:.0f} ms' if c.slo_ms else 'best effort'} ({c.share:.0%})"
+                        for c in cfg.classes)
+    return (f"workload {workload} declares no serving traffic: measuring the default, classes {classes}, {cfg.arrival} "
+            f"arrivals, rate_rps {cfg.rate_rps:g} (workload=serve and workload=stream declare their own; "
+            "workload.serving.* overrides any field)")
+
+
 def check_serving(cfg: ServingConfig) -> None:
     """Raise ConfigError (one line: key, value, fix) for the first setting that cannot work."""
     _positive("serving.rate_rps", cfg.rate_rps)

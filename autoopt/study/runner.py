@@ -20,6 +20,7 @@ from autoopt.config.errors import ConfigError
 from autoopt.config.knobs import knobs_of, offered
 from autoopt.config.schema import CandidateConfig, SearchConfig, SweepConfig
 from autoopt.config.serde import to_dict
+from autoopt.config.serving import default_traffic_note
 from autoopt.jobs.confirm import Confirmation, confirm, side_by_side
 from autoopt.jobs.launch import JobFailed, Launcher, SubprocessLauncher
 from autoopt.jobs.prepare import Prepared, prepare
@@ -238,8 +239,10 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
         storage = study_storage(cfg, workspace)
         with sqlite_store_lock(storage):
             check_named(cfg.search.warm_start, set(_study_names(storage)))
-    prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser(),
-                   serving=cfg.search.objective == "serving")
+    serving = cfg.search.objective == "serving"
+    if serving and (note := default_traffic_note(cfg.workload.name, cfg.workload.serving)):
+        log.warning("%s", note)
+    prep = prepare(cfg.model, cfg.target, cfg.workload, cfg.bench, Path(cfg.cache_dir).expanduser(), serving=serving)
     cfg = searchable(cfg, prep)
     name = study_name(cfg, prep)
     study, openers = open_study(cfg, prep, name, workspace)

@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_dir
 from autoopt.config import ConfigError, MeasureConfig
 from autoopt.config.load import load_measure_config
 from autoopt.config.overrides import check_composition, check_overrides
+from autoopt.config.serving import default_traffic_note
 from autoopt.config.store import register
 from autoopt.space.validity import target_problem
 from tests.conftest import REPO
@@ -297,3 +298,16 @@ def test_the_stream_workload_sets_streaming_deadlines_and_no_end_to_end_one() ->
         ("P0", 0.0, 300.0, 40.0), ("P1", 0.0, 1000.0, 80.0), ("P3", 0.0, 0.0, 0.0)]
     with pytest.raises(ConfigError, match=r"^workload\.serving\.classes\[0\]\.itl_slo_ms=-1\.0 must be zero"):
         load_measure_config(_compose("workload=stream", "workload.serving.classes.0.itl_slo_ms=-1"))
+
+
+@pytest.mark.parametrize(("workload", "declares"), [("chat", False), ("serve", True), ("stream", True)])
+def test_a_workload_without_a_serving_section_is_named_as_measuring_the_default_traffic(workload: str,
+                                                                                       declares: bool) -> None:
+    w = load_measure_config(_compose(f"workload={workload}")).workload
+    note = default_traffic_note(w.name, w.serving)
+
+    assert (note is None) is declares
+    if note:
+        assert note.startswith(f"workload {workload} declares no serving traffic") and "P0 200 ms (10%)" in note
+    changed = load_measure_config(_compose(f"workload={workload}", "workload.serving.rate_rps=1.5")).workload
+    assert default_traffic_note(changed.name, changed.serving) is None
