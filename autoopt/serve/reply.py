@@ -59,33 +59,62 @@ class Reply:
 class Text:
     """A reply's text as its tokens arrive. `push` returns the new text that is safe to send: it holds back an
     incomplete UTF-8 tail, and a tail that could still grow into one of `stops`. At the first stop string the text
-    ends before it and `stopped` is set: the caller stops generating."""
+    ends before it and `stopped` is set: the caller stops generating.
+
+    Each push decodes only the tokens since the last whole character, after the tokens of the piece before them (a
+    decoder treats the first token with text apart: sentencepiece's drops its leading space): its cost does not grow
+    with the reply, where decoding the whole reply at each token made a reply of n tokens cost O(n^2)."""
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]) -> None:
         self._tokenizer, self._stops = tokenizer, stops
         self.ids: list[int] = []
         self.stopped = False
-        self._text, self._sent = "", 0
+        self._text, self._sent = "", 0  # the text of ids[:_read] (at a stop: the reply's whole text)
+        self._prefix = self._read = 0  # ids[_prefix:_read]: the context the ids after _read are decoded against
+        self._scanned = 0  # the text searched for stop strings so far
 
     def push(self, token: int) -> str:
+        if self.stopped:  # tokens the row generated before it stopped: not part of the reply
+            return ""
         self.ids.append(token)
-        self._text = self._tokenizer.decode(self.ids)
-        complete = self._text.rstrip("\ufffd")  # the last character's bytes may still be arriving
-        found = [i for i in (complete.find(stop) for stop in self._stops) if i >= 0]
+        piece = self._new_text()
+        if not piece.endswith("\ufffd"):
+            self._text += piece
+            self._prefix, self._read = self._read, len(self.ids)
+        complete = self._text if self._read == len(self.ids) else self._text + piece.rstrip("\ufffd")
+        found = [i for i in (complete.find(stop, max(0, self._scanned - len(stop) + 1)) for stop in self._stops)
+                 if i >= 0]
+        self._scanned = len(complete)
         if found:
             self.stopped, self._text = True, complete[: min(found)]
             return self.flush()
-        return self._emit(len(complete) - self._partial_stop(complete))
+        return self._emit(complete, len(complete) - self._partial_stop(complete))
 
     def flush(self) -> str:
         """Everything not yet sent (the reply is over: an incomplete last character stays as U+FFFD)."""
-        return self._emit(len(self._text))
+        if not self.stopped:
+            self._text += self._new_text()
+            self._prefix = self._read = len(self.ids)
+        return self._emit(self._text, len(self._text))
 
     def text(self) -> str:
-        return self._text
+        """The reply's text so far, an incomplete last character as U+FFFD."""
+        return self._text if self.stopped else self._text + self._new_text()
 
-    def _emit(self, upto: int) -> str:
-        delta = self._text[self._sent : upto]
+    def _new_text(self) -> str:
+        """What the ids after `_read` add to the text (U+FFFD for a character whose bytes are still arriving)."""
+        prefix = self._prefix
+        context = self._tokenizer.decode(self.ids[prefix : self._read])
+        while not context and prefix > 0:  # the first token with text may lose its leading space: give it some before
+            prefix = max(0, prefix - 4)
+            context = self._tokenizer.decode(self.ids[prefix : self._read])
+        text = self._tokenizer.decode(self.ids[prefix:])
+        if text.startswith(context):
+            return text[len(context) :]
+        return self._tokenizer.decode(self.ids)[len(self._text) :]  # a decoder the window does not suit
+
+    def _emit(self, text: str, upto: int) -> str:
+        delta = text[self._sent : upto]
         self._sent = max(self._sent, upto)
         return delta
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
+import pytest
 from tokenizers import Tokenizer
 
 from autoopt.config.serving import ServingClassConfig
@@ -114,3 +116,66 @@ def test_a_reply_ending_inside_a_character_keeps_the_characters_before_it(tiny_m
     full = tokenizer.encode("x中").ids
     stop_in_last = Text(tokenizer, ["中"])
     assert "".join(_pushed(stop_in_last, full)) == "x" and stop_in_last.stopped
+
+
+class _Counting:
+    """A tokenizer that counts the ids it is asked to decode."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer, self.decoded = tokenizer, 0
+
+    def decode(self, ids: list[int]) -> str:
+        self.decoded += len(ids)
+        return self._tokenizer.decode(ids)
+
+
+def _metaspace_tokenizer() -> Tokenizer:
+    """A sentencepiece-style tokenizer (a word's first piece carries its leading space as "▁"), trained here."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    text = ["the quick brown fox jumps over the lazy dog", "a stop string ends the reply", "tokens arrive one by one"]
+    tokenizer.train_from_iterator(text * 20, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>"]))
+    return tokenizer
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace"])
+def test_text_streamed_piece_by_piece_is_the_whole_decode_of_any_ids(tiny_model: Path, kind: str) -> None:
+    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json")) if kind == "byte-level" else \
+        _metaspace_tokenizer()
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # random ids (special ones too): byte-level ones split characters, make invalid UTF-8
+        ids = rng.integers(0, tokenizer.get_vocab_size(), size=int(rng.integers(1, 60))).tolist()
+        whole = tokenizer.decode(ids)
+        text = Text(tokenizer, [])
+        sent = _pushed(text, ids)
+        assert "".join(sent) + text.flush() == whole == text.text()
+        assert all("\ufffd" not in s[-1:] for s in sent)  # an incomplete last character is held back
+        words = [w for w in whole.split() if w.isascii() and len(w) > 2]
+        if words:  # a stop string: the reply ends before its first occurrence
+            stop = words[int(rng.integers(len(words)))][1:]
+            stopped = Text(tokenizer, [stop])
+            assert "".join(_pushed(stopped, ids)) == stopped.text() == whole[: whole.find(stop)] and stopped.stopped
+
+
+def test_text_finds_a_stop_string_split_over_many_tokens_in_a_long_reply(tiny_model: Path) -> None:
+    tokenizer = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    words = " ".join(f"w{i}" for i in range(300))
+    ids = tokenizer.encode(words + " STOP here and more").ids
+    text = Text(tokenizer, [" STOP here"])
+
+    sent = "".join(_pushed(text, ids))
+
+    assert text.stopped and sent == text.text() == words
+
+
+def test_text_decodes_each_token_once_or_so_however_long_the_reply(tiny_model: Path) -> None:
+    tokenizer = _Counting(Tokenizer.from_file(str(tiny_model / "tokenizer.json")))
+    ids = Tokenizer.from_file(str(tiny_model / "tokenizer.json")).encode("plain ascii words " * 200).ids
+    text = Text(tokenizer, ["never"])  # type: ignore[arg-type]
+
+    _pushed(text, ids)
+
+    assert len(ids) > 500 and tokenizer.decoded < 6 * len(ids)  # decoding the whole reply each token: ~n^2 / 2
