@@ -173,7 +173,8 @@ def bottleneck_markdown(s: Summary) -> str:
         r = s.records[p.key].result
         assert r is not None
         where = bottlenecks(r.profile) if r.profile else "not profiled"
-        roof = f"{r.roofline.efficiency:.0%}" if r.roofline else "-"
+        roof = "-" if r.roofline is None else f"{r.roofline.efficiency:.0%}" + (
+            f" ({r.roofline.note()})" if r.roofline.note() else "")
         lines.append(f"| {p.key} | {p.payload['candidate']} | {where} | {roof} |")
     return "\n".join(lines)
 

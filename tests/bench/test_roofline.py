@@ -186,6 +186,22 @@ def test_efficiency_is_bytes_per_step_times_steps_per_second_over_bandwidth() ->
     assert result.fits_llc is False
 
 
+@pytest.mark.parametrize(("llc", "tpot_ms", "note"), [
+    (2**30, 1.0, "fits the last-level cache"),  # 1 MB a step in a 1 GiB cache: above 1 says nothing of DRAM
+    (2**19, 0.05, "above the DRAM bound: part of each step's bytes came from the caches"),  # efficiency 2
+    (2**19, 1.0, ""),  # larger than the cache, below the DRAM bound
+])
+def test_an_efficiency_above_one_or_a_cached_working_set_is_named_beside_the_figure(llc: int, tpot_ms: float,
+                                                                                   note: str) -> None:
+    weights = WeightBytes({"FLOAT": 1_000_000}, skipped=0)
+    kv = KvGeometry(layers=1, kv_heads=1, head_dim=1, dtype_bytes=1)
+    bandwidth = Bandwidth(10.0, (10.0,), 1, 1, llc_bytes=llc, method="hand-made")
+
+    result = roofline(weights, kv, mean_context=0, tpot_ms=tpot_ms, bandwidth=bandwidth)
+
+    assert result.note() == note
+
+
 def test_copy_bandwidth_is_positive_plausible_and_best_of_its_samples() -> None:
     # A 64 MiB buffer keeps the test quick; the default (4x the last-level cache) is what measure uses.
     bandwidth = measure_bandwidth(buffer_bytes=64 * 2**20, repeats=3, threads=2)
