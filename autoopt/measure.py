@@ -7,7 +7,9 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from omegaconf import DictConfig
@@ -22,6 +24,9 @@ from autoopt.jobs.launch import JobFailed
 from autoopt.models.source import model_traits
 from autoopt.progress import listening
 from autoopt.space.validity import candidate_problem
+
+if TYPE_CHECKING:
+    from autoopt.jobs.coldstart import ColdStart
 
 log = logging.getLogger("autoopt")
 register()
@@ -56,15 +61,26 @@ def main(cfg: DictConfig) -> None:
         from autoopt.report.load_curve import load_curve_markdown
 
         print(load_curve_markdown(result.serving))
+    saved = result.to_dict()
     if m.output:  # before the cold starts, so that one failing keeps the measurement
-        Path(m.output).write_text(json.dumps(result.to_dict(), indent=2))
+        Path(m.output).write_text(json.dumps(saved, indent=2))
         print(f"wrote {m.output}")
     if m.coldstart:
         from autoopt.jobs.coldstart import cold_starts
         from autoopt.report.measurement import coldstart_table
 
         with exit_on_job_failure(m.workspace):
-            print(coldstart_table(cold_starts(prep, m.candidate, built, launcher)))
+            starts = cold_starts(prep, m.candidate, built, launcher)
+        print(coldstart_table(starts))
+        if m.output:
+            saved["coldstart"] = [coldstart_dict(c) for c in starts]
+            Path(m.output).write_text(json.dumps(saved, indent=2))
+            print(f"added the cold starts to {m.output}")
+
+
+def coldstart_dict(start: ColdStart) -> dict[str, Any]:
+    """One strategy's row of the cold-start table, `ready_s` included (a property, not a field)."""
+    return {**asdict(start), "ready_s": start.ready_s}
 
 
 @contextmanager
