@@ -116,6 +116,23 @@ def request_body(arrival: Arrival, priority: int | None, decoding: DecodingConfi
     return body
 
 
+# What happened, by kind, for an httpx error that says nothing (a ReadError's text is often empty).
+_KINDS: tuple[tuple[tuple[type[httpx.HTTPError], ...], str], ...] = (
+    ((httpx.TimeoutException,), "the server did not answer in time"),
+    ((httpx.ConnectError,), "the server refused the connection or cannot be reached (is it running?)"),
+    ((httpx.ReadError, httpx.WriteError, httpx.CloseError, httpx.RemoteProtocolError),
+     "the server closed the connection (is it shutting down?)"),
+)
+
+
+def transport_error(e: httpx.HTTPError) -> str:
+    """`e` in one line that says what happened: its kind, and its own text where it has one."""
+    text = str(e).strip()
+    if not text:
+        text = next((what for kinds, what in _KINDS if isinstance(e, kinds)), "no detail given")
+    return f"{type(e).__name__}: {text}"
+
+
 async def _send(client: httpx.AsyncClient, body: dict[str, Any], record: RequestRecord, clock: _Clock) -> None:
     await asyncio.sleep(max(0.0, record.arrival - clock.now()))
     clock.lateness.append(clock.now() - record.arrival)
@@ -152,7 +169,7 @@ async def _send(client: httpx.AsyncClient, body: dict[str, Any], record: Request
                     raise LoadTestError(f"request {record.id}: a reply this client cannot read ({type(e).__name__}: "
                                         f"{e}): {data[:200]}") from e
     except httpx.HTTPError as e:
-        raise LoadTestError(f"request {record.id}: {type(e).__name__}: {e}") from e
+        raise LoadTestError(f"request {record.id}: {transport_error(e)}") from e
     if finished:
         record.outcome = DONE
         record.tokens = record.tokens if usage is None else usage  # chunks carry text, usage counts tokens

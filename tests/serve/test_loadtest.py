@@ -17,7 +17,7 @@ from autoopt.config.schema import DecodingConfig
 from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.serve.app import ServedModel, create_app
-from autoopt.serve.http_load import Endpoint, LoadTestError, http_system, request_body
+from autoopt.serve.http_load import Endpoint, LoadTestError, http_system, request_body, transport_error
 from autoopt.serve.loadtest import main
 from autoopt.serve.server import ServerThread
 from autoopt.serving.loadgen import Arrival
@@ -144,3 +144,15 @@ def test_the_command_needs_a_rate_where_the_manifest_records_no_capacity(
 ) -> None:
     assert main([str(_bundle(tmp_path, served, None)), "--url", "http://127.0.0.1:9"]) == 2
     assert "records no capacity" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("error", "says"), [
+    (httpx.ReadError(""), "ReadError: the server closed the connection (is it shutting down?)"),
+    (httpx.RemoteProtocolError(""), "RemoteProtocolError: the server closed the connection (is it shutting down?)"),
+    (httpx.ConnectError(""), "ConnectError: the server refused the connection or cannot be reached (is it running?)"),
+    (httpx.ReadTimeout(""), "ReadTimeout: the server did not answer in time"),
+    (httpx.DecodingError(""), "DecodingError: no detail given"),
+    (httpx.ReadError("[Errno 104] Connection reset by peer"), "ReadError: [Errno 104] Connection reset by peer"),
+])
+def test_a_transport_error_says_what_happened_even_where_httpx_says_nothing(error: httpx.HTTPError, says: str) -> None:
+    assert transport_error(error) == says
