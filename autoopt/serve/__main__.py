@@ -5,6 +5,7 @@ completion and its latency."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -34,32 +35,55 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: the manifest's target")
     parser.add_argument("--max-length", type=_at_least(2), default=None,
                         help="longest prompt + completion in tokens (default: the manifest's)")
-    serving = parser.add_argument_group("serving")
+    serving = parser.add_argument_group("serving", "all but --host, --port and --log-level (which the Docker images "
+                                        "always pass) are refused with --prompt, which serves nothing")
     serving.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serving.add_argument("--port", type=_at_least(0, 65535), default=8000, help="port (default 8000)")
-    serving.add_argument("--model-name", default=None, help="the model id clients send (default: the bundle's folder name)")
-    serving.add_argument("--max-batch", type=int, default=None,
-                         help="rows per engine call (default: the bundle's candidate.serving_max_batch)")
-    serving.add_argument("--max-queue-delay-ms", type=float, default=None,
-                         help="release a partial batch once its oldest request waited this long "
-                         "(default: the bundle's candidate.serving_queue_delay_ms)")
-    serving.add_argument("--policy", choices=("strict", "weighted"), default=None,
-                         help="default: the bundle's candidate.serving_policy")
-    serving.add_argument("--mix-lengths", action=argparse.BooleanOptionalAction, default=None,
-                         help="fill a batch's free rows with shorter prompts, padded (default: the bundle's "
-                         "candidate.serving_mix_lengths)")
-    serving.add_argument("--batching", choices=BATCHING, default=None,
-                         help="group: a batch runs until its longest row is done; continuous: requests join and leave "
-                         "the running batch between decode steps (default: the bundle's candidate.serving_batching)")
-    serving.add_argument("--prefill-chunk", type=_at_least(0), default=None,
-                         help="continuous batching: prefill joining prompts at most this many tokens before each "
-                         "decode step (0: each whole; default: the bundle's candidate.serving_prefill_chunk, 0 under "
-                         "group batching)")
-    serving.add_argument("--starvation-ms", type=float, default=None,
-                         help="a request waiting longer is served regardless of class (default: the bundle's "
-                         "workload.serving.starvation_ms)")
     serving.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
-    return parser.parse_args(argv)
+    flags = [  # default None: a flag given is one not None
+        serving.add_argument("--model-name", help="the model id clients send (default: the bundle's folder name)"),
+        serving.add_argument("--max-batch", type=_at_least(1),
+                             help="rows per engine call (default: the bundle's candidate.serving_max_batch)"),
+        serving.add_argument("--max-queue-delay-ms", type=_milliseconds(positive=False),
+                             help="release a partial batch once its oldest request waited this long "
+                             "(default: the bundle's candidate.serving_queue_delay_ms)"),
+        serving.add_argument("--policy", choices=("strict", "weighted"),
+                             help="default: the bundle's candidate.serving_policy"),
+        serving.add_argument("--mix-lengths", action=argparse.BooleanOptionalAction,
+                             help="fill a batch's free rows with shorter prompts, padded (default: the bundle's "
+                             "candidate.serving_mix_lengths)"),
+        serving.add_argument("--batching", choices=BATCHING,
+                             help="group: a batch runs until its longest row is done; continuous: requests join and "
+                             "leave the running batch between decode steps (default: the bundle's "
+                             "candidate.serving_batching)"),
+        serving.add_argument("--prefill-chunk", type=_at_least(0),
+                             help="continuous batching: prefill joining prompts at most this many tokens before each "
+                             "decode step (0: each whole; default: the bundle's candidate.serving_prefill_chunk, 0 "
+                             "under group batching)"),
+        serving.add_argument("--starvation-ms", type=_milliseconds(positive=True),
+                             help="a request waiting longer is served regardless of class (default: the bundle's "
+                             "workload.serving.starvation_ms)"),
+    ]
+    args = parser.parse_args(argv)
+    given = [flag.option_strings[0] for flag in flags if getattr(args, flag.dest) is not None]
+    if args.prompt is not None and given:
+        parser.error(f"{', '.join(given)}: serving flags do nothing with --prompt (it completes one prompt and "
+                     "serves nothing); leave them out, or leave out --prompt to serve")
+    return args
+
+
+def _milliseconds(positive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number of milliseconds, > 0 where `positive`, else >= 0."""
+    bound = "> 0" if positive else ">= 0"
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            raise argparse.ArgumentTypeError(f"{text} is not a number of milliseconds {bound}")
+        return value
+
+    parse.__name__ = "number"  # argparse's "invalid number value: 'x'"
+    return parse
 
 
 def _at_least(low: int, high: int | None = None) -> Callable[[str], int]:

@@ -105,11 +105,6 @@ def test_a_manifest_without_serving_settings_serves_the_default_classes() -> Non
     assert cfg.classes == ServingConfig().classes and cfg.starvation_ms == 100.0
 
 
-def test_max_batch_zero_is_refused_not_replaced_by_the_bundles_value() -> None:
-    with pytest.raises(ConfigError, match="max_batch=0"):
-        serving_config(parse_args(["b", "--max-batch", "0"]), bundle({}))
-
-
 @pytest.mark.parametrize("text", ["{not json", '{"files": {}}', "[]"])
 def test_a_corrupt_manifest_fails_in_one_line_naming_the_bundle(
     text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -127,6 +122,11 @@ def test_a_corrupt_manifest_fails_in_one_line_naming_the_bundle(
     (["--threads", "-2"], "argument --threads: -2 is not an integer in [1, ...]"),
     (["--prompt", "hi", "--max-new-tokens", "0"], "argument --max-new-tokens: 0 is not an integer in [1, ...]"),
     (["--max-length", "x"], "argument --max-length: invalid integer value: 'x'"),
+    (["--max-batch", "0"], "argument --max-batch: 0 is not an integer in [1, ...]"),  # not the bundle's value
+    (["--max-queue-delay-ms", "-5"], "argument --max-queue-delay-ms: -5 is not a number of milliseconds >= 0"),
+    (["--max-queue-delay-ms", "nan"], "argument --max-queue-delay-ms: nan is not a number of milliseconds >= 0"),
+    (["--starvation-ms", "0"], "argument --starvation-ms: 0 is not a number of milliseconds > 0"),
+    (["--starvation-ms", "x"], "argument --starvation-ms: invalid number value: 'x'"),
 ])
 def test_numbers_out_of_range_are_refused_before_anything_loads(
     argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
@@ -134,6 +134,27 @@ def test_numbers_out_of_range_are_refused_before_anything_loads(
     with pytest.raises(SystemExit) as stop:
         parse_args(["b", *argv])
     assert stop.value.code == 2 and said in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--max-queue-delay-ms", "5"], "--max-queue-delay-ms"),
+    (["--batching", "continuous", "--port", "8000", "--max-batch", "2"], "--max-batch, --batching"),
+    (["--no-mix-lengths"], "--mix-lengths"),
+])
+def test_serving_flags_with_prompt_are_refused_in_one_line_as_doing_nothing(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        parse_args(["b", "--prompt", "hi", *argv])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and err.endswith(f"error: {named}: serving flags do nothing with --prompt (it "
+                                                 "completes one prompt and serves nothing); leave them out, or "
+                                                 "leave out --prompt to serve")
+
+
+def test_the_listening_address_passes_with_prompt_as_the_docker_images_give_it() -> None:
+    args = parse_args(["b", "--host", "0.0.0.0", "--port", "8000", "--log-level", "info", "--prompt", "hi"])
+    assert args.prompt == "hi"
 
 
 WARMING_FOREVER = """
