@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,10 +26,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "accuracy on verify/reference.npz and speed on the manifest's workload, and compare with the "
         "manifest's figures. Exit 0 only if everything is within tolerance.",
     )
-    verify.add_argument("bundle", type=Path, help="the bundle folder (holds manifest.json)")
+    verify.add_argument("bundle", type=_folder, help="the bundle folder (holds manifest.json)")
     verify.add_argument(
         "--speed-tolerance",
-        type=float,
+        type=_factor,
         default=None,
         metavar="X",
         help="accept output tokens/s, e2e p50 and TPOT p50 within a factor X of the manifest's, either way "
@@ -41,10 +42,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="HEX",
         help="the manifest body's SHA-256 as printed by an earlier verify (or kept elsewhere): fail unless equal",
     )
-    args = parser.parse_args(argv)
-    if args.speed_tolerance is not None and args.speed_tolerance < 1:
-        parser.error(f"--speed-tolerance={args.speed_tolerance} must be >= 1 (a factor, e.g. 1.5)")
-    return args
+    return parser.parse_args(argv)
+
+
+def _folder(text: str) -> Path:
+    """An argparse type: a folder that exists (else the subcommand's usage and one line naming the path)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a folder")
+    return path
+
+
+def _factor(text: str) -> float:
+    """An argparse type: a speed factor, at least 1 (finite)."""
+    value = float(text)
+    if not 1 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text} is not a factor >= 1 (e.g. 1.5)")
+    return value
+
+
+_factor.__name__ = "factor"  # argparse's "invalid factor value: 'x'"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -231,13 +231,20 @@ def manifest_payload(
     }
 
 
+def install_markdown(install: str) -> str:
+    """An install instruction in Markdown: a pip command (`autoopt_install`'s "pip install -e ... in autoopt's source
+    folder") in a code span, the words after it outside; a hint, prose, as it is."""
+    command, sep, where = install.partition(" in ")
+    return f"`{command}`{sep}{where}" if command.startswith("pip ") else install
+
+
 def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     """The bundle's README.md; `graphs`: the model folder's subfolder of compiled graphs, if it ships one."""
     m = {k: v["value"] for k, v in manifest["metrics"].items()}
     target, runtime, workload, model = (manifest[k] for k in ("target", "runtime", "workload", "model"))
     requirements = engine_info(manifest["engine"]).requires[target["device"]]
     module = ", ".join(r.module for r in requirements)
-    install = "; ".join(dict.fromkeys(r.install for r in requirements))
+    install = "; ".join(dict.fromkeys(install_markdown(r.install) for r in requirements))
     knobs = ", ".join(f"{k}={v}" for k, v in manifest["candidate"].items())
     env = " ".join(f"{k}={v}" for k, v in manifest["runtime_env"].items())
     snippet = engine_class(manifest["engine"]).plain_runtime_snippet()
@@ -290,7 +297,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         "Every figure, its definition and its unit are in `manifest.json` under `metrics`.",
         "",
         "## Run it",
-        f"Needs autoopt's core and the runtime `{module}`: `{install}`.",
+        f"Needs autoopt's core and the runtime `{module}`: {install}.",
         "",
         '    python -m autoopt.serve . --prompt "def " --max-new-tokens 32',
         "",

@@ -16,7 +16,7 @@ from autoopt.bundle.__main__ import main as bundle_main
 from autoopt.bundle.__main__ import report
 from autoopt.bundle.manifest import check_hashes, sha256_file, write_manifest
 from autoopt.bundle.verify import Check, Verification, effective_tolerances, format_checks, minimum_tolerances, within
-from autoopt.bundle.write import destination_problem, export_bundle, manifest_payload, readme
+from autoopt.bundle.write import destination_problem, export_bundle, install_markdown, manifest_payload, readme
 from autoopt.config.errors import ConfigError
 from autoopt.config.schema import BenchConfig, CandidateConfig, ModelConfig, TargetConfig, WorkloadConfig
 from autoopt.jobs.launch import InProcessLauncher
@@ -197,6 +197,17 @@ def test_readme_of_a_candidate_measured_under_load_states_its_capacity_and_each_
     none_held = replace(serving, capacity_rps=0.0, replicas=None, usd_per_day=None, usd_per_1m_output_tokens_at_peak=None)
     text = readme(manifest_payload(replace(measured.result, serving=none_held), measured.workload, {}))
     assert "no offered rate held every class's SLO" in text and "capacity 0.00" not in text
+
+
+def test_readme_puts_only_the_install_command_in_a_code_span(measured: Measured) -> None:
+    candidate = replace(measured.result.candidate, engine="ort_genai", quant="int4")
+    text = readme(manifest_payload(replace(measured.result, candidate=candidate), measured.workload, {}))
+
+    assert "`onnxruntime_genai`: `pip install -e '.[cpu]'` in autoopt's source folder." in text
+    assert install_markdown("pip install -e . in autoopt's source folder") == (
+        "`pip install -e .` in autoopt's source folder")
+    hint = "a CUDA build of torch (pytorch.org/get-started)"
+    assert install_markdown(hint) == hint  # prose, no command to quote
 
 
 def test_readme_does_not_claim_the_runtime_alone_runs_a_snippet_that_imports_autoopt(measured: Measured) -> None:
@@ -455,6 +466,21 @@ def test_tightened_tolerances_are_kept() -> None:
     tolerances, problems = effective_tolerances({**minimum_tolerances(), "accuracy.perplexity": {"rel": 0.001}}, None)
 
     assert problems == [] and tolerances["accuracy.perplexity"] == {"rel": 0.001}
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["/nonexistent/bundle"], "argument bundle: /nonexistent/bundle does not exist"),
+    ([".", "--speed-tolerance", "0.5"], "argument --speed-tolerance: 0.5 is not a factor >= 1 (e.g. 1.5)"),
+    ([".", "--speed-tolerance", "x"], "argument --speed-tolerance: invalid factor value: 'x'"),
+])
+def test_verify_refuses_a_missing_folder_and_a_factor_below_1_with_its_own_usage(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        bundle_main(["verify", *argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: python -m autoopt.bundle verify ")
+    assert err.strip().splitlines()[-1] == f"python -m autoopt.bundle verify: error: {said}"
 
 
 def test_speed_tolerance_is_a_factor_both_ways() -> None:
