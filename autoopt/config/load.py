@@ -49,9 +49,14 @@ def to_typed(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
 
 def resolve_target(t: TargetConfig) -> TargetConfig:
     """Fill in what is detected on the measuring machine (CPU cores, RAM) where the config says 0, and warn where the
-    cores the candidates run on are not the cores the price buys."""
-    cores = t.cores or len(os.sched_getaffinity(0))
+    cores the candidates run on are more than this machine lets them use, or not the cores the price buys."""
+    usable = len(os.sched_getaffinity(0))
+    cores = t.cores or usable
     memory = t.memory_gb or psutil.virtual_memory().total / 2**30
+    if cores > usable:  # allowed: a config for a bigger box, measured here, is still a config
+        log.warning("target %s: target.cores=%d but this process may use %d CPUs here, so a candidate that takes its "
+                    "threads from target.cores runs %d threads oversubscribing %d CPUs: its speed figures are not "
+                    "the target's", t.name, cores, usable, cores, usable)
     if t.device == "cpu" and t.priced_cores and cores != t.priced_cores:
         log.warning("target %s: candidates run on %d cores but target.price_per_hour ($%g) is for %d vCPUs, so every "
                     "cost figure prices %d cores' throughput at %d vCPUs' price; set target.price_per_hour (and "

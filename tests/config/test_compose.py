@@ -75,6 +75,17 @@ def test_cores_other_than_the_priced_instances_are_warned_about(caplog: pytest.L
     assert "candidates run on 4 cores but target.price_per_hour ($0.0892) is for 2 vCPUs" in caplog.text
 
 
+def test_more_cores_than_this_process_may_use_are_warned_about_once(caplog: pytest.LogCaptureFixture) -> None:
+    usable = len(os.sched_getaffinity(0))
+    load_measure_config(_compose(f"target.cores={usable}"))
+    assert "oversubscribing" not in caplog.text
+    load_measure_config(_compose(f"target.cores={usable + 62}"))
+    said = (f"target.cores={usable + 62} but this process may use {usable} CPUs here, so a candidate that takes its "
+            f"threads from target.cores runs {usable + 62} threads oversubscribing {usable} CPUs: its speed figures "
+            "are not the target's")
+    assert caplog.text.count(said) == 1
+
+
 def test_gpu_targets_name_their_price_source() -> None:
     for name in ("t4", "a100", "h100"):
         cfg = _compose(f"target={name}")
