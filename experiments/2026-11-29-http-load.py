@@ -2,11 +2,12 @@
 `python -m autoopt.serve` waits for), interleaved on one machine, for one bundle.
 
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-http-load.py BUNDLE [--rates 2 3 4] [--rounds 3]
-        [--capacity] [--server-threads 2 1] [--out FILE]
+        [--capacity] [--server-threads 2 1] [--switch-intervals 0.0005] [--out FILE]
 
 The bundle is loaded here (in process) and served by a child `python -m autoopt.serve` process per entry of
---server-threads (its intra-op threads; default: the bundle's) with the same batcher settings; while one runs a
-probe the others are idle. Each round runs every rate every way, the order of the ways reversed every other round.
+--server-threads (its intra-op threads; default: the bundle's) and per entry of --switch-intervals (the server's
+Python GIL switch interval, seconds; its default is 0.005), with the same batcher settings; while one runs a probe
+the others are idle. Each round runs every rate every way, the order of the ways reversed every other round.
 With --capacity each round also runs a whole capacity search every way. Prints one line per probe, with the CPU
 seconds the server process and this (client) process used during an HTTP probe; --out writes every report as JSON.
 """
@@ -49,7 +50,10 @@ def line(way: str, report: ServingReport, min_attainment: float) -> str:
             cells.append(f"{c.name}: ttft {c.ttft.p99 or 0:.0f} stall {c.itl_max.p99 or 0:.0f} e2e {c.e2e.p99 or 0:.0f} "
                          f"ms att {c.attainment:.2f} (n {c.completed}/{c.offered})")
     verdict = "holds" if not why else "fails: " + "; ".join(why)
-    return (f"{way:<10} {report.rate_rps:6.3g} req/s  util {report.utilization:.2f}  {' | '.join(cells)}  "
+    o = report.overall
+    overall = (f"all: tpot p50 {o.tpot.p50 or 0:.2f} ttft p50 {o.ttft.p50 or 0:.0f} e2e p50 {o.e2e.p50 or 0:.0f} "
+               "ms")
+    return (f"{way:<10} {report.rate_rps:6.3g} req/s  util {report.utilization:.2f}  {overall}  {' | '.join(cells)}  "
             f"-> {verdict}")
 
 
@@ -154,6 +158,8 @@ def main() -> None:
     parser.add_argument("--capacity", action="store_true")
     parser.add_argument("--server-threads", type=int, nargs="+", default=[0])
     parser.add_argument("--worker", action="store_true", help="also the server's worker thread fed in process")
+    parser.add_argument("--switch-intervals", type=float, nargs="+", default=[],
+                        help="also a server per value, with Python's GIL switch interval set to it (seconds)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     bundle = load_bundle(args.bundle)
@@ -175,17 +181,21 @@ def main() -> None:
     servers = []
     reports: list[dict] = []
     try:
-        for threads in args.server_threads:
+        variants = [(t, None) for t in args.server_threads] + [(0, si) for si in args.switch_intervals]
+        for threads, switch in variants:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 url = f"http://127.0.0.1:{s.getsockname()[1]}"
             extra = ["--threads", str(threads)] if threads else []
-            servers.append(subprocess.Popen([sys.executable, "-m", "autoopt.serve", str(args.bundle), "--port",
+            start = ["-m", "autoopt.serve"] if switch is None else [
+                "-c", f"import runpy, sys; sys.setswitchinterval({switch}); runpy.run_module('autoopt.serve', "
+                "run_name='__main__')"]
+            servers.append(subprocess.Popen([sys.executable, *start, str(args.bundle), "--port",
                                              url.rsplit(":", 1)[1], "--log-level", "warning", *extra], cwd=REPO,
                                             stderr=subprocess.DEVNULL))
             wait_healthy(url, servers[-1])
-            ways[f"http-t{threads or bundle.runtime.threads}"] = timed(
-                http_system(Endpoint(url), cfg, tokens, prompts, outputs, decoding), servers[-1].pid)
+            name = f"http-t{threads or bundle.runtime.threads}" + ("" if switch is None else f"-si{switch * 1e3:g}ms")
+            ways[name] = timed(http_system(Endpoint(url), cfg, tokens, prompts, outputs, decoding), servers[-1].pid)
         for k in range(args.rounds):
             order = list(ways) if k % 2 == 0 else list(reversed(ways))
             for rate in args.rates:

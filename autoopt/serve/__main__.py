@@ -131,6 +131,18 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
     return cfg
 
 
+def crowded_cpus(threads: int) -> str:
+    """Why `threads` intra-op threads may not serve what the manifest measured in process, or "": they take every CPU
+    this process may use, which the HTTP event loop (and a load test's client on this machine) then competes for."""
+    cpus = len(os.sched_getaffinity(0))
+    if threads < cpus or cpus < 2:
+        return ""
+    return (f"the engine's {threads} intra-op threads take every CPU this server may use ({cpus}), and its HTTP event "
+            "loop competes with them: an ort_genai bundle measured at 2 threads on 2 CPUs missed its P0 deadline over "
+            f"HTTP where --threads 1 held it (experiments/2026-11-29-http-load.md); try --threads {cpus - 1} and "
+            "compare with python -m autoopt.serve.loadtest")
+
+
 def one_prompt(bundle: LoadedBundle, args: argparse.Namespace, load_s: float) -> int:
     t0 = time.perf_counter()
     try:
@@ -162,6 +174,8 @@ def serve_bundle(bundle: LoadedBundle, args: argparse.Namespace, engine: EngineT
         print("note: this bundle was measured one request at a time, not under load, so its batcher settings were "
               f"not measured: queue delay {cfg.max_queue_delay_ms:g} ms, up to {cfg.max_batch} rows a batch "
               "(--max-queue-delay-ms and --max-batch set others)", file=sys.stderr)
+    if crowded := crowded_cpus(bundle.runtime.threads):
+        print(f"note: {crowded}", file=sys.stderr)
     name = args.model_name or bundle.path.resolve().name
     # Before the port opens (and /health answers): the first requests would otherwise pay the runtime's one-time
     # costs, which neither the cold-start figure (measured after the candidate's warm-up) nor the capacity has.

@@ -18,7 +18,7 @@ from autoopt.config.schema import CandidateConfig
 from autoopt.config.serde import to_dict
 from autoopt.config.serving import ServingClassConfig, ServingConfig
 from autoopt.engines.base import RuntimeOptions
-from autoopt.serve.__main__ import main, parse_args, serve_bundle, serving_config
+from autoopt.serve.__main__ import crowded_cpus, main, parse_args, serve_bundle, serving_config
 from autoopt.serving.engine_thread import EngineThread
 from tests.conftest import REPO
 
@@ -199,3 +199,15 @@ def test_a_signal_during_the_warm_up_ends_the_command_in_one_line_not_an_abort(t
     assert proc.returncode == 0, err
     assert err.strip().splitlines()[-1] == "stopped (SIGTERM); no request was left unanswered"
 
+
+
+def test_engine_threads_taking_every_cpu_are_named_at_start_with_one_fewer_to_try() -> None:
+    cpus = len(os.sched_getaffinity(0))
+
+    note = crowded_cpus(cpus)
+
+    if cpus < 2:
+        assert note == ""  # one CPU: nothing fewer to try
+    else:
+        assert f"{cpus} intra-op threads take every CPU" in note and f"--threads {cpus - 1}" in note
+        assert crowded_cpus(cpus - 1) == ""
