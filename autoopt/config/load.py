@@ -53,7 +53,7 @@ def resolve_target(t: TargetConfig) -> TargetConfig:
     usable = len(os.sched_getaffinity(0))
     cores = t.cores or usable
     memory = t.memory_gb or psutil.virtual_memory().total / 2**30
-    if cores > usable:  # allowed: a config for a bigger box, measured here, is still a config
+    if t.device == "cpu" and cores > usable:  # allowed: a config for a bigger box, measured here, is still a config
         log.warning("target %s: target.cores=%d but this process may use %d CPUs here, so a candidate that takes its "
                     "threads from target.cores runs %d threads oversubscribing %d CPUs: its speed figures are not "
                     "the target's", t.name, cores, usable, cores, usable)

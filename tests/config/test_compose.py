@@ -84,6 +84,9 @@ def test_more_cores_than_this_process_may_use_are_warned_about_once(caplog: pyte
             f"threads from target.cores runs {usable + 62} threads oversubscribing {usable} CPUs: its speed figures "
             "are not the target's")
     assert caplog.text.count(said) == 1
+    caplog.clear()
+    load_measure_config(_compose("target=t4", f"target.cores={usable + 62}"))  # host threads: not the GPU's speed
+    assert "oversubscribing" not in caplog.text
 
 
 def test_gpu_targets_name_their_price_source() -> None:
