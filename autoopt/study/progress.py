@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class SweepProgress:
-    def __init__(self, total: int):
+    def __init__(self, total: int, front: int = 0):  # front: the size of a resumed study's front
         self.console = Console(stderr=True)
         self._progress = Progress(
             TextColumn("[bold]sweep"),
@@ -28,7 +28,7 @@ class SweepProgress:
             console=self.console,
             transient=False,
         )
-        self._task = self._progress.add_task("sweep", total=total, front=0, step="starting")
+        self._task = self._progress.add_task("sweep", total=total, front=front, step="starting")
 
     def step(self, text: str) -> None:
         self._progress.update(self._task, step=text)

@@ -253,7 +253,7 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
     log.info("study %s: %d earlier trials; running %d more", name, earlier, cfg.search.n_trials)
 
     known = Known.of(study)
-    progress = SweepProgress(cfg.search.n_trials)
+    progress = SweepProgress(cfg.search.n_trials, _front_size(known))
     tags = {"autoopt.study": name, "autoopt.target": cfg.target.name, "autoopt.model_key": prep.model.key}
     with tracker.start_parent(f"sweep-{stamp}", flatten(resolved_config), tags), progress.live():
         new, asked = 0, 0

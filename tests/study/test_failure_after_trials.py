@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import optuna
 import pytest
+from rich.console import Console
 
 from autoopt import pareto
 from autoopt.config.schema import (
@@ -153,3 +154,11 @@ def test_a_trial_measured_again_after_the_search_moves_the_front_and_the_pick(tm
     assert present.chosen.key == "3" and present.remeasured == {"1", "2"} and present.checked == {"0", "1", "2", "3"}
     assert present.records["3"].result.speed == records["3"].result.speed  # the same files: its figures stand
     assert {key: r.speed for key, r in remeasured(study).items()} == {k: present.records[k].result.speed for k in "12"}
+
+
+def test_the_live_line_of_a_resumed_study_starts_at_its_front_size() -> None:
+    progress = SweepProgress(4, front=3)
+    console = Console(record=True, width=200)
+    console.print(progress._progress)  # the line as it is drawn
+
+    assert "front 3" in console.export_text()
