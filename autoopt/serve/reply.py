@@ -61,27 +61,35 @@ class Text:
     incomplete UTF-8 tail, and a tail that could still grow into one of `stops`. At the first stop string the text
     ends before it and `stopped` is set: the caller stops generating.
 
-    Each push decodes only the tokens since the last whole character, after the tokens of the piece before them (a
-    decoder treats the first token with text apart: sentencepiece's drops its leading space): its cost does not grow
-    with the reply, where decoding the whole reply at each token made a reply of n tokens cost O(n^2)."""
+    Each push decodes only the ids since the last piece that added whole characters, after that piece's ids: its cost
+    does not grow with the reply, where decoding the whole reply at each token made a reply of n tokens cost O(n^2).
+    The piece before gives the decoder its context (sentencepiece drops the first token's leading space) and starts at
+    a character boundary (a byte-fallback decoder turns a run of byte tokens with an invalid byte into U+FFFDs).
+    Special tokens, which decoding leaves out, stay out of it (under `ignore_eos` a reply may hold many)."""
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]) -> None:
         self._tokenizer, self._stops = tokenizer, stops
+        added = getattr(tokenizer, "get_added_tokens_decoder", None)  # the special tokens, which decoding leaves out
+        self._special = frozenset(i for i, t in added().items() if t.special) if added else frozenset()
         self.ids: list[int] = []
         self.stopped = False
-        self._text, self._sent = "", 0  # the text of ids[:_read] (at a stop: the reply's whole text)
-        self._prefix = self._read = 0  # ids[_prefix:_read]: the context the ids after _read are decoded against
+        self._text, self._sent = "", 0  # the text of the pieces so far (at a stop: the reply's whole text)
+        self._context: list[int] = []  # the ids of the last piece that added text
+        self._pending: list[int] = []  # the ids after it, whose text is not whole yet
         self._scanned = 0  # the text searched for stop strings so far
 
     def push(self, token: int) -> str:
         if self.stopped:  # tokens the row generated before it stopped: not part of the reply
             return ""
         self.ids.append(token)
+        if token in self._special:
+            return ""
+        self._pending.append(token)
         piece = self._new_text()
-        if not piece.endswith("\ufffd"):
+        if piece and not piece.endswith("\ufffd"):
             self._text += piece
-            self._prefix, self._read = self._read, len(self.ids)
-        complete = self._text if self._read == len(self.ids) else self._text + piece.rstrip("\ufffd")
+            self._context, self._pending = self._pending, []
+        complete = self._text + piece.rstrip("\ufffd") if self._pending else self._text
         found = [i for i in (complete.find(stop, max(0, self._scanned - len(stop) + 1)) for stop in self._stops)
                  if i >= 0]
         self._scanned = len(complete)
@@ -92,23 +100,20 @@ class Text:
 
     def flush(self) -> str:
         """Everything not yet sent (the reply is over: an incomplete last character stays as U+FFFD)."""
-        if not self.stopped:
+        if not self.stopped and self._pending:
             self._text += self._new_text()
-            self._prefix = self._read = len(self.ids)
+            self._context, self._pending = self._pending, []
         return self._emit(self._text, len(self._text))
 
     def text(self) -> str:
-        """The reply's text so far, an incomplete last character as U+FFFD."""
-        return self._text if self.stopped else self._text + self._new_text()
+        """The reply's whole text (an incomplete last character as U+FFFD): up to its stop string, else every id
+        decoded at once."""
+        return self._text if self.stopped else self._tokenizer.decode(self.ids)
 
     def _new_text(self) -> str:
-        """What the ids after `_read` add to the text (U+FFFD for a character whose bytes are still arriving)."""
-        prefix = self._prefix
-        context = self._tokenizer.decode(self.ids[prefix : self._read])
-        while not context and prefix > 0:  # the first token with text may lose its leading space: give it some before
-            prefix = max(0, prefix - 4)
-            context = self._tokenizer.decode(self.ids[prefix : self._read])
-        text = self._tokenizer.decode(self.ids[prefix:])
+        """What the pending ids add to the text (U+FFFD for a character whose bytes are still arriving)."""
+        context = self._tokenizer.decode(self._context)
+        text = self._tokenizer.decode(self._context + self._pending)
         if text.startswith(context):
             return text[len(context) :]
         return self._tokenizer.decode(self.ids)[len(self._text) :]  # a decoder the window does not suit

@@ -128,6 +128,9 @@ class _Counting:
         self.decoded += len(ids)
         return self._tokenizer.decode(ids)
 
+    def get_added_tokens_decoder(self) -> dict:
+        return self._tokenizer.get_added_tokens_decoder()
+
 
 def _metaspace_tokenizer() -> Tokenizer:
     """A sentencepiece-style tokenizer (a word's first piece carries its leading space as "▁"), trained here."""
@@ -171,11 +174,56 @@ def test_text_finds_a_stop_string_split_over_many_tokens_in_a_long_reply(tiny_mo
     assert text.stopped and sent == text.text() == words
 
 
-def test_text_decodes_each_token_once_or_so_however_long_the_reply(tiny_model: Path) -> None:
-    tokenizer = _Counting(Tokenizer.from_file(str(tiny_model / "tokenizer.json")))
-    ids = Tokenizer.from_file(str(tiny_model / "tokenizer.json")).encode("plain ascii words " * 200).ids
+@pytest.mark.parametrize("tail", ["words", "end-of-text"])
+def test_text_decodes_each_token_once_or_so_however_long_the_reply(tiny_model: Path, tail: str) -> None:
+    plain = Tokenizer.from_file(str(tiny_model / "tokenizer.json"))
+    tokenizer = _Counting(plain)
+    eos = plain.token_to_id("<|endoftext|>")
+    ids = plain.encode("plain ascii words " * 200).ids if tail == "words" else plain.encode("hi").ids + [eos] * 800
     text = Text(tokenizer, ["never"])  # type: ignore[arg-type]
 
-    _pushed(text, ids)
+    _pushed(text, ids)  # under ignore_eos a reply runs on through end-of-text tokens, which decode to nothing
 
     assert len(ids) > 500 and tokenizer.decoded < 6 * len(ids)  # decoding the whole reply each token: ~n^2 / 2
+
+
+def _byte_fallback_tokenizer() -> Tokenizer:
+    """A Llama-style tokenizer: sentencepiece pieces, and a token per byte for what they lack."""
+    from tokenizers import decoders, models, normalizers
+
+    pieces = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "▁hello", "▁world", "▁a", "a", "▁", "中"]
+    tokenizer = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>",
+                                     byte_fallback=True))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                           decoders.Strip(" ", 1, 0)])
+    tokenizer.add_special_tokens(["<s>", "</s>"])
+    return tokenizer
+
+
+def _bytes(text: str) -> list[str]:
+    return [f"<0x{b:02X}>" for b in text.encode()]
+
+
+@pytest.mark.parametrize("tokens", [
+    [*_bytes("\n中中"), "</s>", *_bytes("中é")],  # a character's bytes on both sides of an end-of-text token
+    [*_bytes("😀a\n \n"), "▁hello"],  # a window stepped back by a fixed count started inside the emoji
+])
+def test_text_windows_start_at_a_character_boundary_for_a_byte_fallback_decoder(tokens: list[str]) -> None:
+    tokenizer = _byte_fallback_tokenizer()
+    ids = [tokenizer.token_to_id(t) for t in tokens]
+    text = Text(tokenizer, [])
+
+    assert "".join(_pushed(text, ids)) + text.flush() == tokenizer.decode(ids)
+
+
+def test_text_streams_the_whole_decode_through_a_byte_fallback_decoder_and_special_tokens() -> None:
+    tokenizer = _byte_fallback_tokenizer()
+    rng = np.random.default_rng(1)
+    words = ["hello", "world", "a", "中", "é", "😀", "\n", "ü中", "x"]
+    for _ in range(200):  # valid UTF-8 (a reply cut inside a character aside), end-of-text tokens anywhere
+        ids = tokenizer.encode(" ".join(rng.choice(words, size=int(rng.integers(1, 12))))).ids
+        for _ in range(int(rng.integers(0, 4))):
+            ids.insert(int(rng.integers(0, len(ids) + 1)), tokenizer.token_to_id("</s>"))
+        text = Text(tokenizer, [])
+        assert "".join(_pushed(text, ids)) + text.flush() == tokenizer.decode(ids) == text.text()
