@@ -262,14 +262,17 @@ class Roofline:
     fits_llc: bool | None
 
     def note(self) -> str:
-        """Why an efficiency may read above 1, or "": the working set fits the last-level cache, or it is larger but
-        decode still ran above the DRAM bound, so part of each step's bytes came from the caches (a working set a
-        little larger than the cache keeps much of itself there from step to step)."""
+        """Why an efficiency may read above 1, or "": the working set fits the last-level cache; or it does not, and
+        decode still ran above the measured DRAM bound (part of each step's bytes came from the caches, which keep
+        much of a set a little larger than themselves from step to step, or the bandwidth measured low); or, where
+        the cache size is unknown (a GPU target's declared bandwidth), the figure to check."""
         if self.fits_llc:
             return "fits the last-level cache"
-        if self.efficiency > 1:
-            return "above the DRAM bound: part of each step's bytes came from the caches"
-        return ""
+        if self.efficiency <= 1:
+            return ""
+        if self.fits_llc is None:
+            return "above the declared bandwidth: check its figure"
+        return "above the measured DRAM bound: part of each step's bytes may come from the caches, or it measured low"
 
 
 @dataclass(frozen=True)
@@ -377,9 +380,9 @@ DEFINITIONS: dict[str, str] = {
     "by Gather counts one row per sequence) + KV cache at the workload's mean decode context (at the whole "
     "preallocated length for static caches whose attention reads all of it: torch kv_cache=static, torch_compiled)",
     "roofline.efficiency": "bytes_per_step x decode steps/s (1000 / TPOT p50) / bandwidth: the measured copy bandwidth on CPU "
-    "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 the DRAM bound did "
-    "not bind: the working set fits the last-level cache (fits_llc), or is a little larger and was partly served "
-    "from it",
+    "targets, the target's declared memory_bandwidth_gbps (bandwidth_source) elsewhere; above 1 the bound did not "
+    "bind: the working set fits the last-level cache (fits_llc), or is a little larger and was partly served from "
+    "it, or the bandwidth measured low",
     "serving.classes": "per priority class, in the highest-rate run that held every SLO: p99 of e2e, TTFT, "
     "queue time and each request's largest inter-token latency (itl_max: the longest wait between two of its "
     "tokens) over its completed requests (`completed` is that sample count, `offered` the requests sent), "

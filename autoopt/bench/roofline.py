@@ -21,8 +21,8 @@ little arithmetic per byte, so its speed limit is bytes per step / memory bandwi
 Where the weights fit in the last-level cache (a 12.6M model on a CPU with a 260 MB L3), decode can run
 above this DRAM roofline (efficiency > 1): the figure then says the DRAM bound does not bind, not that the
 measurement is wrong. `Bandwidth.llc_bytes` and `Roofline.fits_llc` record it. A working set a little larger
-than the cache (39 MB a step against a 32 MiB L3, seen here) can also run above it: much of it stays cached
-from one step to the next (`Roofline.note`).
+than the cache can also run above it (much of it stays cached from one step to the next), as can any where the
+copy bandwidth measured low (`Roofline.note`).
 """
 
 from __future__ import annotations

@@ -48,8 +48,8 @@ _DEFINITIONS = {
     "target's declared one elsewhere",
     "roofline.bound_steps_per_s": "decode steps per second the bandwidth allows: bandwidth / bytes_per_step",
     "roofline.fits_llc": "1 where bytes_per_step fits the last-level cache (then efficiency can exceed 1), 0 where "
-    "it does not (efficiency above 1 then says part of each step's bytes came from the caches), None where the "
-    "cache size is unknown",
+    "it does not (efficiency above 1 then says part of each step's bytes came from the caches, or the bandwidth "
+    "measured low), None where the cache size is unknown",
     "serving.converged": "1 where the capacity search bracketed the capacity within 5 %, 0 where its probes ran out",
     "serving.probes": "open-loop runs the capacity search made",
     "serving.max_batch": "rows the dynamic batcher may put in one batch",
