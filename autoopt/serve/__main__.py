@@ -65,11 +65,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "workload.serving.starvation_ms)"),
     ]
     args = parser.parse_args(argv)
-    given = [flag.option_strings[0] for flag in flags if getattr(args, flag.dest) is not None]
+    given = [_flag_name(flag) for flag in flags if getattr(args, flag.dest) is not None]
     if args.prompt is not None and given:
         parser.error(f"{', '.join(given)}: serving flags do nothing with --prompt (it completes one prompt and "
                      "serves nothing); leave them out, or leave out --prompt to serve")
     return args
+
+
+def _flag_name(flag: argparse.Action) -> str:
+    """How a flag is named in a message: --[no-]mix-lengths for a switch, which either spelling sets."""
+    name = flag.option_strings[0]
+    return f"--[no-]{name[2:]}" if isinstance(flag, argparse.BooleanOptionalAction) else name
 
 
 def _milliseconds(positive: bool) -> Callable[[str], float]:
@@ -132,15 +138,16 @@ def serving_config(args: argparse.Namespace, bundle: LoadedBundle) -> ServingCon
 
 
 def crowded_cpus(threads: int) -> str:
-    """Why `threads` intra-op threads may not serve what the manifest measured in process, or "": they take every CPU
-    this process may use, which the HTTP event loop (and a load test's client on this machine) then competes for."""
+    """Why `threads` intra-op threads may not serve as the manifest measured them in process, or "": they take every
+    CPU this process may use, and the HTTP event loop (and anything else run on the machine) competes with them."""
     cpus = len(os.sched_getaffinity(0))
     if threads < cpus or cpus < 2:
         return ""
-    return (f"the engine's {threads} intra-op threads take every CPU this server may use ({cpus}), and its HTTP event "
-            "loop competes with them: an ort_genai bundle measured at 2 threads on 2 CPUs missed its P0 deadline over "
-            f"HTTP where --threads 1 held it (experiments/2026-11-29-http-load.md); try --threads {cpus - 1} and "
-            "compare with python -m autoopt.serve.loadtest")
+    return (f"the engine's {threads} intra-op threads take every CPU this server may use ({cpus}): its HTTP event "
+            f"loop, and anything else run here, compete with them. Compare --threads {cpus - 1} with python -m "
+            "autoopt.serve.loadtest on the machine as it will run (experiments/2026-11-29-http-load.md: with 2 threads "
+            "on 2 CPUs an ort_genai bundle missed its P0 deadline while a test run shared the machine, where 1 thread "
+            "held)")
 
 
 def one_prompt(bundle: LoadedBundle, args: argparse.Namespace, load_s: float) -> int:

@@ -139,7 +139,7 @@ def test_numbers_out_of_range_are_refused_before_anything_loads(
 @pytest.mark.parametrize(("argv", "named"), [
     (["--max-queue-delay-ms", "5"], "--max-queue-delay-ms"),
     (["--batching", "continuous", "--port", "8000", "--max-batch", "2"], "--max-batch, --batching"),
-    (["--no-mix-lengths"], "--mix-lengths"),
+    (["--no-mix-lengths"], "--[no-]mix-lengths"),
 ])
 def test_serving_flags_with_prompt_are_refused_in_one_line_as_doing_nothing(
     argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
@@ -201,7 +201,7 @@ def test_a_signal_during_the_warm_up_ends_the_command_in_one_line_not_an_abort(t
 
 
 
-def test_engine_threads_taking_every_cpu_are_named_at_start_with_one_fewer_to_try() -> None:
+def test_engine_threads_taking_every_cpu_are_named_at_start_with_one_fewer_to_compare() -> None:
     cpus = len(os.sched_getaffinity(0))
 
     note = crowded_cpus(cpus)
