@@ -4,7 +4,9 @@
     HF_HUB_OFFLINE=1 .venv/bin/python experiments/2026-11-29-http-load.py BUNDLE [--rates 2 3 4] [--rounds 3]
         [--capacity] [--server-threads 2 1] [--switch-intervals 0.0005] [--out FILE]
 
-The bundle is loaded here (in process) and served by a child `python -m autoopt.serve` process per entry of
+This process and its servers run with the bundle's runtime environment (re-executed with it, as `python -m
+autoopt.serve` is), so that no server re-executes itself and every way runs as the sweep measured. The bundle is
+loaded here (in process) and served by a child `python -m autoopt.serve` process per entry of
 --server-threads (its intra-op threads; default: the bundle's) and per entry of --switch-intervals (the server's
 Python GIL switch interval, seconds; its default is 0.005), with the same batcher settings; while one runs a probe
 the others are idle. Each round runs every rate every way, the order of the ways reversed every other round.
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -28,8 +31,8 @@ import numpy as np
 import psutil
 
 from autoopt.bundle.layout import REFERENCE
-from autoopt.bundle.load import load_bundle
-from autoopt.bundle.manifest import recorded_decoding
+from autoopt.bundle.load import load_bundle, runtime_env_missing
+from autoopt.bundle.manifest import read_manifest, recorded_decoding
 from autoopt.serve.__main__ import parse_args as serve_args
 from autoopt.serve.__main__ import serving_config
 from autoopt.serve.http_load import Endpoint, http_system
@@ -162,6 +165,8 @@ def main() -> None:
                         help="also a server per value, with Python's GIL switch interval set to it (seconds)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if missing := runtime_env_missing(read_manifest(args.bundle)):  # allocator settings are read at process start
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **missing})
     bundle = load_bundle(args.bundle)
     cfg = serving_config(serve_args([str(args.bundle)]), bundle)
     stream = continuous(cfg, bundle.engine)

@@ -191,7 +191,8 @@ def _byte_fallback_tokenizer() -> Tokenizer:
     """A Llama-style tokenizer: sentencepiece pieces, and a token per byte for what they lack."""
     from tokenizers import decoders, models, normalizers
 
-    pieces = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), "▁hello", "▁world", "▁a", "a", "▁", "中"]
+    pieces = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)),
+              "▁hello", "▁world", "▁a", "a", "▁", "中"]
     tokenizer = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[], unk_token="<unk>",
                                      byte_fallback=True))
     tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
