@@ -65,12 +65,16 @@ class Text:
     does not grow with the reply, where decoding the whole reply at each token made a reply of n tokens cost O(n^2).
     The piece before gives the decoder its context (sentencepiece drops the first token's leading space) and starts at
     a character boundary (a byte-fallback decoder turns a run of byte tokens with an invalid byte into U+FFFDs).
-    Special tokens, which decoding leaves out, stay out of it (under `ignore_eos` a reply may hold many)."""
+    Special tokens, which decoding leaves out, stay out of it (under `ignore_eos` a reply may hold many). One case
+    cannot be streamed as decoded whole: a byte-fallback reply cut inside a character, whose decoder then turns the
+    whole run of byte tokens into U+FFFDs, characters already sent included (`text()` is the whole decode)."""
 
     def __init__(self, tokenizer: Tokenizer, stops: list[str]) -> None:
         self._tokenizer, self._stops = tokenizer, stops
         added = getattr(tokenizer, "get_added_tokens_decoder", None)  # the special tokens, which decoding leaves out
         self._special = frozenset(i for i, t in added().items() if t.special) if added else frozenset()
+        size = getattr(tokenizer, "get_vocab_size", None)  # ids beyond it (a model's padded vocabulary) decode to ""
+        self._vocab = size(with_added_tokens=True) if size else None
         self.ids: list[int] = []
         self.stopped = False
         self._text, self._sent = "", 0  # the text of the pieces so far (at a stop: the reply's whole text)
@@ -82,7 +86,7 @@ class Text:
         if self.stopped:  # tokens the row generated before it stopped: not part of the reply
             return ""
         self.ids.append(token)
-        if token in self._special:
+        if token in self._special or (self._vocab is not None and token >= self._vocab):
             return ""
         self._pending.append(token)
         piece = self._new_text()
@@ -116,6 +120,11 @@ class Text:
         text = self._tokenizer.decode(self._context + self._pending)
         if text.startswith(context):
             return text[len(context) :]
+        # A byte-fallback decoder renders a run of byte tokens as one: the context's last character and the first
+        # bytes of the next make an invalid run, all U+FFFD. Wait for the rest of the character, decoding only its own.
+        alone = self._tokenizer.decode(self._pending)
+        if alone.endswith("\ufffd"):
+            return alone
         return self._tokenizer.decode(self.ids)[len(self._text) :]  # a decoder the window does not suit
 
     def _emit(self, text: str, upto: int) -> str:

@@ -131,6 +131,9 @@ class _Counting:
     def get_added_tokens_decoder(self) -> dict:
         return self._tokenizer.get_added_tokens_decoder()
 
+    def get_vocab_size(self, with_added_tokens: bool = True) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens)
+
 
 def _metaspace_tokenizer() -> Tokenizer:
     """A sentencepiece-style tokenizer (a word's first piece carries its leading space as "▁"), trained here."""
@@ -228,3 +231,28 @@ def test_text_streams_the_whole_decode_through_a_byte_fallback_decoder_and_speci
             ids.insert(int(rng.integers(0, len(ids) + 1)), tokenizer.token_to_id("</s>"))
         text = Text(tokenizer, [])
         assert "".join(_pushed(text, ids)) + text.flush() == tokenizer.decode(ids) == text.text()
+
+
+@pytest.mark.parametrize("reply", ["cjk", "beyond-vocabulary"])
+def test_text_cost_stays_flat_for_byte_coded_characters_and_ids_the_tokenizer_lacks(reply: str) -> None:
+    plain = _byte_fallback_tokenizer()
+    tokenizer = _Counting(plain)
+    if reply == "cjk":  # each character three byte tokens, the run of them unbroken
+        ids = [plain.token_to_id(t) for t in _bytes("日本語の文章です。" * 60)]
+    else:  # a model whose vocabulary is padded past the tokenizer's: those ids decode to nothing
+        ids = plain.encode("hello world").ids + [plain.get_vocab_size() + 7] * 1500
+    text = Text(tokenizer, [])  # type: ignore[arg-type]
+
+    sent = "".join(_pushed(text, ids)) + text.flush()
+
+    assert sent == plain.decode(ids) and len(ids) > 1000 and tokenizer.decoded < 12 * len(ids)
+
+
+def test_a_byte_fallback_reply_cut_inside_a_character_is_whole_in_its_text() -> None:
+    tokenizer = _byte_fallback_tokenizer()  # the decoder turns the whole byte run, the sent newline too, into U+FFFDs
+    ids = [tokenizer.token_to_id(t) for t in ["▁hello", "<0x0A>", "<0xF0>", "<0x9F>"]]
+    text = Text(tokenizer, [])
+
+    sent = "".join(_pushed(text, ids)) + text.flush()
+
+    assert sent == "hello\n\ufffd\ufffd" and text.text() == tokenizer.decode(ids) == "hello\ufffd\ufffd\ufffd"
