@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -55,11 +57,13 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class EngineCounts:
-    """What an autoopt server's /metrics says of its engine: busy seconds, and rows per engine call."""
+    """What an autoopt server's /metrics says of its engine: busy seconds, and rows per engine call; and of its
+    process: CPU seconds (None where not exposed)."""
 
     busy_s: float
     batches: float
     rows: float
+    cpu_s: float | None = None
 
 
 async def engine_counts(client: httpx.AsyncClient) -> EngineCounts | None:
@@ -78,7 +82,7 @@ async def engine_counts(client: httpx.AsyncClient) -> EngineCounts | None:
     names = ("autoopt_engine_busy_seconds_total", "autoopt_batch_size_count", "autoopt_batch_size_sum")
     if not all(name in samples for name in names):
         return None
-    return EngineCounts(*(samples[name] for name in names))
+    return EngineCounts(*(samples[name] for name in names), cpu_s=samples.get("process_cpu_seconds_total"))
 
 
 async def settle(client: httpx.AsyncClient, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
@@ -209,6 +213,7 @@ async def _probe(endpoint: Endpoint, cfg: ServingConfig, arrivals: Sequence[Arri
         before = await engine_counts(client)
         bodies = [request_body(a, priority[a.cls], decoding, endpoint.model) for a in arrivals]
         clock = _Clock()
+        client_cpu = time.process_time()
         sends = [asyncio.create_task(_send(client, body, r, clock)) for body, r in zip(bodies, records, strict=True)]
         watch = asyncio.create_task(_watch(records, clock, saturation_lag_s(cfg), cfg.saturation_queue))
         every = asyncio.gather(*sends)
@@ -222,6 +227,7 @@ async def _probe(endpoint: Endpoint, cfg: ServingConfig, arrivals: Sequence[Arri
                 task.cancel()
             await asyncio.gather(every, *sends, watch, return_exceptions=True)  # each one over, each outcome read
         end = clock.now()
+        client_cpu = time.process_time() - client_cpu
         await settle(client)
         after = await engine_counts(client)
     offered = [r for r in records if r.arrival <= end]
@@ -229,7 +235,10 @@ async def _probe(endpoint: Endpoint, cfg: ServingConfig, arrivals: Sequence[Arri
     late = np.asarray(clock.lateness) * 1e3
     extra = {"client": "http", "url": endpoint.url, "sent": len(late),
              "send_lateness_ms_p99": float(np.percentile(late, 99)) if len(late) else None,
-             "engine_counts": "the server's /metrics, the whole probe" if before and after else "not exposed"}
+             "engine_counts": "the server's /metrics, the whole probe" if before and after else "not exposed",
+             "client_cpu_s": client_cpu, "probe_s": end, "cpus_here": len(os.sched_getaffinity(0)),
+             "server_cpu_s": (after.cpu_s - before.cpu_s if before and after and before.cpu_s is not None
+                              and after.cpu_s is not None else None)}
     report = summarize(judged, cfg.classes, [], max_batch=cfg.max_batch, duration_s=max(0.0, end - judged_from_s),
                        rate_rps=rate_rps, saturated=bool(reason), saturation_reason=reason, extra=extra,
                        drain_s=end - max((r.arrival for r in offered), default=0.0),

@@ -158,6 +158,12 @@ def format_report(report: ServingReport, metrics: dict[str, Any]) -> str:
         lines.append(f"utilization {report.utilization:.2f} (engine busy {report.busy_s:.2f} s, from the server's "
                      f"/metrics), {report.batches} engine calls of {report.mean_batch_rows:.2f} rows on average (the "
                      "whole probe, warm-up and anything left after a saturated stop included)")
+    if e.get("client_cpu_s") is not None:
+        server = e.get("server_cpu_s")
+        lines.append(f"CPU over the probe's {e['probe_s']:.1f} s: "
+                     + ("" if server is None else f"server {server:.1f} s (its /metrics), ")
+                     + f"this client {e['client_cpu_s']:.1f} s; {e['cpus_here']} CPUs here, which a client on the "
+                     "server's machine takes from it")
     header = f"{'class':<13}{'deadlines':<26}{'offered':>8}{'done':>6}{'429':>5}{'attain':>8}" + "".join(
         f"{DEADLINES[name] + ' p99':>17}" for name in DEADLINES)
     lines += [header, "-" * len(header)]

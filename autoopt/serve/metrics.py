@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from autoopt.config.serving import DEADLINES, ServingClassConfig
 from autoopt.serve.reply import Reply
@@ -41,6 +41,7 @@ class Metrics:
                                buckets=tuple(float(b) for b in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64)))
         self.busy = Counter("autoopt_engine_busy_seconds", "seconds the engine spent running batches: its rate is "
                             "the utilization a capacity probe must keep at or below 1", registry=r)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total and memory: what serving costs the machine (Linux)
         self.judged = {c.name: c for c in classes if any(getattr(c, name) > 0 for name in DEADLINES)}
         for c in classes:
             for metric in (self.e2e, self.ttft, self.itl_max, self.queue, self.rejections, self.depth):

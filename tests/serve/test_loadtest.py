@@ -58,6 +58,8 @@ def test_a_probe_over_http_sends_the_search_s_requests_and_times_each_to_its_out
     assert report.overall.ttft.p99 <= report.overall.e2e.p99 and report.overall.queue.n == 0  # queue: not seen
     assert report.busy_s > 0 and report.batches > 0 and 1 <= report.mean_batch_rows <= LOAD.max_batch
     assert report.extra["sent"] == len(arrivals) and report.extra["send_lateness_ms_p99"] >= 0
+    # here the server runs in the client's process: its CPU, from /metrics, holds the client's
+    assert report.extra["server_cpu_s"] > report.extra["client_cpu_s"] - 0.05 and report.extra["client_cpu_s"] > 0
 
 
 def test_the_request_body_carries_the_class_priority_and_the_search_s_seed() -> None:
@@ -129,6 +131,7 @@ def test_the_command_sends_the_manifest_s_capacity_and_prints_the_manifest_besid
     assert main([str(_bundle(tmp_path, served, 5.0)), "--url", server.url, "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "holds at 5 req/s over HTTP" in printed and "P0 manifest" in printed and "12.0 ms" in printed
+    assert "CPU over the probe's" in printed and "s (its /metrics), this client" in printed
     (report,) = json.loads(out.read_text())
     assert report["rate_rps"] == 5.0 and report["overall"]["offered"] == round(5.0 * LOAD.duration_s)
 
