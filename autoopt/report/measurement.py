@@ -52,7 +52,7 @@ def measurement_table(r: MeasureResult) -> str:
         lines.append(
             f"roofline    {rf.bytes_per_step / 1e6:.1f} MB per decode step x {rf.steps_per_s:.0f} steps/s = "
             f"{rf.efficiency:.0%} of {rf.bandwidth_gb_per_s:.1f} GB/s"
-            + (f" ({rf.note()})" if rf.note() else "")
+            + (f" ({note})" if (note := rf.note()) else "")
         )
     if r.profile is not None:
         lines.append(f"profile     {bottlenecks(r.profile)}")

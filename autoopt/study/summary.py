@@ -174,7 +174,7 @@ def bottleneck_markdown(s: Summary) -> str:
         assert r is not None
         where = bottlenecks(r.profile) if r.profile else "not profiled"
         roof = "-" if r.roofline is None else f"{r.roofline.efficiency:.0%}" + (
-            f" ({r.roofline.note()})" if r.roofline.note() else "")
+            f" ({note})" if (note := r.roofline.note()) else "")
         lines.append(f"| {p.key} | {p.payload['candidate']} | {where} | {roof} |")
     return "\n".join(lines)
 
