@@ -19,8 +19,9 @@ every engine continues --prompts prompts greedily and its tokens are compared wi
 warm-up): prompts are slices of the built-in corpus's held-out text (random ids for a folder without a
 tokenizer), and where an engine's tokens first differ, eager's logit margin between the two tokens says whether
 that was a near tie (`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved rounds: each round runs one request on every engine, the order reversed
-on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios to
-eager. Figures are medians with p10-p90 over rounds. On cuda, once every model is timed, each engine runs two more
+on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios of TPOT to
+eager's (`× eager`) and to the first compile mode's compiled bf16 (`× compiled bf16`, the bar a quantized variant
+must beat), and each engine's per-round TPOTs are kept in the JSON (`tpot_rounds_ms`). Figures are medians with p10-p90 over rounds. On cuda, once every model is timed, each engine runs two more
 requests under torch.profiler, the first dropped (`kernel_profile`): kernels per generated token and the share of
 the rounds' median e2e the card was busy. --float-only models get eager and compiled bf16 only. compile_s is what
 compiling took in this process
@@ -243,13 +244,18 @@ def bench_model(
                 samples[label]["tpot"].append(1e3 * timing.tpot_s)
                 samples[label]["e2e"].append(1e3 * timing.e2e_s)
         eager_tpot = samples[EAGER]["tpot"]
+        base = samples.get(f"compiled bf16 {args.compile_modes[0]}", {}).get("tpot")
         for label in engines:
             row, tpot = rows[label], samples[label]["tpot"]
+            row["tpot_rounds_ms"] = tpot  # in round order, so that any two engines' per-round ratio can be taken later
             row["ttft_ms"] = spread(samples[label]["ttft"])
             row["tpot_ms"] = spread(tpot)
             row["e2e_ms"] = spread(samples[label]["e2e"])
             row["decode_tokens_per_s"] = spread([1e3 / t for t in tpot])
             row["speedup_vs_eager"] = spread([e / t for e, t in zip(eager_tpot, tpot, strict=True)])
+            # the question for a quantized variant is whether it beats compiled bf16, in the same rounds
+            row["speedup_vs_compiled_bf16"] = (None if base is None or label == EAGER
+                                               else spread([b / t for b, t in zip(base, tpot, strict=True)]))
             row["roofline"] = _roofline(row, folder, args, bandwidth)
         checkpoint()
     except BaseException:
@@ -392,18 +398,19 @@ def _folder_mb(folder: Path) -> float:
 
 def table(models: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | engine | decode tok/s (p10-p90) | × eager | TTFT ms | TPOT ms | peak MB | compile s | roofline "
-        "| kernels/token, card busy | greedy = eager (prompts; prefix before divergence; eager's margin there) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | engine | decode tok/s (p10-p90) | × eager | × compiled bf16 | TTFT ms | TPOT ms | peak MB | compile s "
+        "| roofline | kernels/token, card busy | greedy = eager (prompts; prefix before divergence; eager's margin there) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:
         if "engines" not in m:
-            lines.append(f"| {m['model']} | - | failed: {m.get('error', 'not benched')} ||||||||| ")
+            lines.append(f"| {m['model']} | - | failed: {m.get('error', 'not benched')} |||||||||| ")
         for e in m.get("engines", []):
             if "error" in e or "tpot_ms" not in e:
-                lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} ||||||||| ")
+                lines.append(f"| {m['model']} | {e['label']} | failed: {e.get('error', 'not timed')} |||||||||| ")
                 continue
-            d, s = e["decode_tokens_per_s"], e["speedup_vs_eager"]
+            d, s, c = e["decode_tokens_per_s"], e["speedup_vs_eager"], e.get("speedup_vs_compiled_bf16")
+            vs_compiled = f"{c['median']:.2f} ({c['p10']:.2f}-{c['p90']:.2f})" if c else "-"
             roof = e["roofline"] or {}
             eff = f"{roof['efficiency']:.1%}" if "efficiency" in roof else "-"
             k = e.get("kernels") or {}
@@ -415,7 +422,7 @@ def table(models: list[dict[str, Any]]) -> str:
             tie = f", margin ≤ {max(margins):.2f}" if margins else ""
             lines.append(
                 f"| {m['model']} | {e['label']} | {d['median']:.1f} ({d['p10']:.1f}-{d['p90']:.1f}) | "
-                f"{s['median']:.2f} ({s['p10']:.2f}-{s['p90']:.2f}) | {e['ttft_ms']['median']:.2f} | "
+                f"{s['median']:.2f} ({s['p10']:.2f}-{s['p90']:.2f}) | {vs_compiled} | {e['ttft_ms']['median']:.2f} | "
                 f"{e['tpot_ms']['median']:.3f} | {mem} | {compiled} | {eff} | {kern} | "
                 f"{g['identical_prompts']}/{g['prompts']} (prefix {g.get('prefix_agreement', 0):.0%}{tie}) |"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -128,6 +129,10 @@ def test_cpu_smoke_run_writes_every_figure_for_every_engine(tmp_path: Path) -> N
     assert engines["eager bf16"]["roofline"]["mean_context"] < 22
     eager, compiled = engines["eager bf16"], engines["compiled bf16 default"]
     assert eager["greedy"]["token_agreement"] == 1.0 and eager["compile_s"] is None
+    assert eager["speedup_vs_compiled_bf16"] is None and compiled["speedup_vs_compiled_bf16"]["median"] == 1.0
+    int8 = engines["compiled int8_weight"]
+    ratios = [b / t for b, t in zip(compiled["tpot_rounds_ms"], int8["tpot_rounds_ms"], strict=True)]
+    assert int8["speedup_vs_compiled_bf16"]["median"] == pytest.approx(statistics.median(ratios))
     assert compiled["compile_s"] > 0
     assert "| eager bf16 |" in proc.stdout and "compiled int4" in proc.stdout
 
@@ -141,7 +146,7 @@ def test_the_table_shows_no_compile_time_for_an_engine_that_compiled_nothing() -
     eager, compiled = _bench().table([{"model": "m", "engines": [{**row, "compile_s": None},
                                                                  {**row, "compile_s": 12.34}]}]).splitlines()[2:]
 
-    columns = [line.split("|")[8].strip() for line in (eager, compiled)]
+    columns = [line.split("|")[9].strip() for line in (eager, compiled)]
     assert columns == ["-", "12.3"]
 
 
