@@ -28,6 +28,7 @@ from autoopt.engines.torch_compiled.engine import (
     RUNTIME_FILE,
     TorchCompiledEngine,
     compile_options,
+    cuda_int8_note,
     prefill_lengths,
     runtime_settings,
 )
@@ -126,6 +127,22 @@ def test_tuned_compiles_keep_the_modes_own_options() -> None:
         "triton.cudagraphs": True, "coordinate_descent_tuning": True
     }
     assert compile_options("default", "coordinate_descent", cpp_wrapper=False) == {"coordinate_descent_tuning": True}
+
+
+def test_a_compiled_step_on_cuda_says_when_aten_s_int8_kernel_will_run_its_int8_matmuls() -> None:
+    def note(quant: str, mode: str = "reduce-overhead", tuning: str = "none", rows: int = 1,
+             device: str = "cuda") -> str | None:
+        runtime = RuntimeOptions(device=device, threads=1, batch_size=1, max_length=40, max_batch=rows)
+        return cuda_int8_note(runtime_settings(_candidate(quant=quant, compile_mode=mode, compile_tuning=tuning),
+                                               runtime))
+
+    untuned = note("int8_weight") or ""
+    assert "its int8 weights run in aten's _weight_int8pack_mm" in untuned and "coordinate_descent" in untuned
+    assert "its int8 lm_head" in (note("int4") or "")
+    assert note("int8_weight", tuning="coordinate_descent") is None
+    assert "decode graphs of 4 rows" in (note("int8_weight", tuning="coordinate_descent", rows=4) or "")
+    assert note("bf16") is None and note("fp8") is None
+    assert note("int8_weight", mode="none") is None and note("int8_weight", device="cpu") is None
 
 
 def test_the_cpu_compiles_with_the_cpp_wrapper_and_cuda_with_the_python_one() -> None:

@@ -27,7 +27,7 @@ each (`fuse.py`), fused before quantizing. Weight-only int8/int4 and float8 (`qu
 kernels only, with bf16 activations (torch 2.13's CPU kernels take fp32 activations too, but through an
 unvectorized path that was 65-110x slower than an fp32 matmul on a 128-token prefill here), `lm_head` kept
 int8 under an int4 body. Each quant's cuda path ran on an H200 with torch 2.11 (tests/gpu;
-experiments/2026-11-27-h200-compiled-decode.md).
+experiments/2026-11-27-h200-compiled-decode.md, experiments/2026-11-29-h200-second-run.md).
 """
 
 from __future__ import annotations
@@ -164,6 +164,28 @@ def load_settings(folder: Path) -> tuple[CandidateConfig, RuntimeOptions]:
     return candidate, runtime
 
 
+def cuda_int8_note(settings: dict[str, Any]) -> str | None:
+    """Why a compiled step's int8 matmuls on cuda will run in aten's `_weight_int8pack_mm`, or None.
+
+    inductor's post-grad pass replaces `mm(x, w_int8.to(bf16)) * scales` with that kernel on cuda as on the CPU
+    (`torch/_inductor/fx_passes/quantization.py`); on cuda it is a plain kernel that took 87 % of an H200's busy
+    time for int8_weight on the 0.5B shape. Under coordinate_descent, inductor's `mm` decomposition first turns a
+    matmul of statically one row into a reduction that reads the int8 weight itself (7.4x faster per token there),
+    so a decode graph of more rows still matches the pattern (from torch's source; not measured on a card).
+    experiments/2026-11-29-h200-second-run.md."""
+    quant = settings["quant"]
+    if settings["device"] != "cuda" or quant not in ("int8_weight", "int4") or settings["compile_mode"] == "none":
+        return None
+    held = "its int8 weights" if quant == "int8_weight" else "its int8 lm_head"
+    if settings["compile_tuning"] == "none":
+        return (f"{held} run in aten's _weight_int8pack_mm, which inductor puts in place of the cast and matmul; "
+                "compile_tuning=coordinate_descent fuses them (7.4x faster per token for int8_weight on an H200)")
+    if rows := [b for b in settings["batch_sizes"] if b > 1]:
+        return (f"the decode graphs of {', '.join(map(str, rows))} rows keep {held} in aten's _weight_int8pack_mm: "
+                "coordinate_descent fuses the cast into one-row matmuls only")
+    return None
+
+
 def compile_step(decoder: nn.Module, mode: str, tuning: str, cpp_wrapper: bool) -> Any:
     """`decoder` compiled with `mode`, `tuning` and `cpp_wrapper` (see `compile_options`)."""
     options = compile_options(mode, tuning, cpp_wrapper)
@@ -184,7 +206,7 @@ def compile_options(mode: str, tuning: str, cpp_wrapper: bool) -> dict[str, Any]
 
     On cuda, with coordinate_descent, inductor tunes each Triton kernel's launch config by coordinate descent,
     and (torch's mm decomposition) lowers a one-row matmul to a pointwise-times-reduction kernel that takes the
-    int8 weight's cast and scale in, instead of casting the whole weight to bf16 ahead of a cuBLAS call.
+    int8 weight's cast and scale in, where untuned inductor would call aten's slow int8 kernel (`cuda_int8_note`).
     torch.compile takes a mode or options, not both, so the mode's own options are spelled out."""
     if cpp_wrapper:
         return {"cpp_wrapper": True}
@@ -286,6 +308,8 @@ class TorchCompiledEngine(Engine):
             log.info("torch_compiled: %d graphs in %.1fs; inductor cache %s: %d hits, %d misses",
                      len(engine.compile_report), engine.compile_seconds(), engine.compile_cache["dir"],
                      engine.compile_cache["hits"], engine.compile_cache["misses"])
+        if note := cuda_int8_note(settings):
+            log.warning("torch_compiled: %s", note)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         return engine

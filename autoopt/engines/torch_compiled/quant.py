@@ -1,7 +1,7 @@
 """Weight-only int8/int4 and float8 linears of the torch_compiled engine, in core torch kernels only.
 
 int8: symmetric, one scale per output channel (CPU `aten._weight_int8pack_mm`; cuda: the weight cast to the
-activations' dtype inside the compiled step, see `engine.compile_options`). int4: asymmetric per group of
+activations' dtype inside the compiled step, see `engine.compile_options` and `engine.cuda_int8_note`). int4: asymmetric per group of
 input channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`). fp8: e4m3
 weights and per-token activations through `torch._scaled_mm`. Every scheme scales per output row, which is
 what lets `fuse.py` fuse projections before quantizing.
@@ -31,7 +31,7 @@ class Int8WeightLinear(nn.Module):
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cuda:  # gpt-fast's form; the cast fuses into the matmul only under coordinate-descent tuning
+        if x.is_cuda:  # gpt-fast's form; fast only under coordinate-descent tuning (engine.cuda_int8_note)
             y = F.linear(x, self.weight.to(x.dtype)) * self.scales
         else:
             flat = x.reshape(-1, self.in_features)
