@@ -10,7 +10,7 @@
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
-# Budgets (seconds) and sizes come from the environment: BENCH_S=300 SWEEP_S=215 TESTS_S=SWEEP_S (the tests run beside
+# Budgets (seconds) and sizes come from the environment: BENCH_S=285 SWEEP_S=230 TESTS_S=SWEEP_S (the tests run beside
 # the sweep, so the same limit costs nothing; with setup's 45 and env's 30: 590 s of limits, and up to 10 s more while a step
 # stopped at its limit shuts down), BENCH_ROUNDS=8,
 # BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin (the built-in model first, as eager and compiled bf16
@@ -115,7 +115,7 @@ do_sweep() {
     mapfile -t overrides < <(card_bandwidth_overrides)
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
     # Its own limit, under the step's, so that a sweep cut short still leaves its front.md copied below.
-    timeout --kill-after=5 "$((${SWEEP_S:-215} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-2}" \
+    timeout --kill-after=5 "$((${SWEEP_S:-230} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-2}" \
         search.confirm_rounds="${SWEEP_CONFIRM:-1}" space.batch_size=[1] space.compile_tuning=[none] export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
@@ -133,10 +133,10 @@ for s in "${steps[@]}"; do
     case $s in
         setup) step setup 45 bash -c do_setup ;;
         env) step env 30 bash -c do_env ;;
-        tests) step -s INT tests "${TESTS_S:-${SWEEP_S:-215}}" bash -c do_tests ;;
-        bench) step bench "${BENCH_S:-300}" bash -c do_bench ;;
-        sweep) step sweep "${SWEEP_S:-215}" bash -c do_sweep ;;
-        late) step -s INT tests "${TESTS_S:-${SWEEP_S:-215}}" bash -c do_tests & step sweep "${SWEEP_S:-215}" bash -c do_sweep; wait ;;
+        tests) step -s INT tests "${TESTS_S:-${SWEEP_S:-230}}" bash -c do_tests ;;
+        bench) step bench "${BENCH_S:-285}" bash -c do_bench ;;
+        sweep) step sweep "${SWEEP_S:-230}" bash -c do_sweep ;;
+        late) step -s INT tests "${TESTS_S:-${SWEEP_S:-230}}" bash -c do_tests & step sweep "${SWEEP_S:-230}" bash -c do_sweep; wait ;;
         *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done
