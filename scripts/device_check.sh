@@ -10,8 +10,8 @@
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
-# Budgets (seconds) and sizes come from the environment: BENCH_S=285 SWEEP_S=230 TESTS_S=SWEEP_S (the tests run beside
-# the sweep, so the same limit costs nothing; with setup's 45 and env's 30: 590 s of limits, and up to 10 s more while a step
+# Budgets (seconds) and sizes come from the environment: BENCH_S=285 SWEEP_S=255 TESTS_S=SWEEP_S (the tests run beside
+# the sweep, so the same limit costs nothing; with setup's 20 and env's 30: 590 s of limits, and up to 10 s more while a step
 # stopped at its limit shuts down), BENCH_ROUNDS=8,
 # BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin (the built-in model first, as eager and compiled bf16
 # only: its bar is compiled vs eager, it costs one compile, and training it there also serves the sweep; then the 0.5B
@@ -26,8 +26,8 @@
 # that A/B, about 50 s more, if BENCH_S allows), BENCH_INT4_GROUP=128 (a quarter of group 32's scale bytes; the first run's int4 was group 32; on
 # the CPU the built-in model's teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat), SWEEP_TRIALS=2 and
 # SWEEP_CONFIRM=1 (a smoke of the sweep within its budget: workload=smoke, batch 1, no coordinate-descent tuning, no
-# runoff; its compiled trials took 40-75 s each there, and on 2026-11-29 three trials left no time for the pick's
-# confirmation and bundle, 95 s after the last trial with two). Its trials run beside the tests, so its per-trial figures are
+# runoff; its compiled trials took 35-75 s each there, and on 2026-11-29 three trials left no time for the pick's
+# confirmation and bundle, 93 s after the last trial with two). Its trials run beside the tests, so its per-trial figures are
 # taken on a shared card and CPU; the pick's speed-up is the confirmation's, interleaved with fp32.
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
@@ -35,7 +35,7 @@
 # bench.log, bench.json, sweep.log, sweep_front.md, workspace.tar.gz (the sweep's logs and reports: trial tracebacks). The sweep is priced as target=h100 (an H100 PCIe), but its
 # rooflines use the bandwidth of the card it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
 # Ran on an H200 on 2026-11-27 and 2026-11-29 (experiments/2026-11-27-h200-compiled-decode.md,
-# experiments/2026-11-29-h200-second-run.md); the budgets above follow them (2026-11-29: bench 248 s, tests 191 s).
+# experiments/2026-11-29-h200-second-run.md); the budgets above follow them (2026-11-29: bench 248 s; the tests step 199 s of 200, pytest's own 191 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
@@ -115,7 +115,7 @@ do_sweep() {
     mapfile -t overrides < <(card_bandwidth_overrides)
     echo "bandwidth overrides: ${overrides[*]:-none, so the h100 config figure}" > "$OUT/sweep.log"
     # Its own limit, under the step's, so that a sweep cut short still leaves its front.md copied below.
-    timeout --kill-after=5 "$((${SWEEP_S:-230} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-2}" \
+    timeout --kill-after=5 "$((${SWEEP_S:-255} - 15))" "$PY" -m autoopt target=h100 space=gpu workload=smoke search.n_trials="${SWEEP_TRIALS:-2}" \
         search.confirm_rounds="${SWEEP_CONFIRM:-1}" space.batch_size=[1] space.compile_tuning=[none] export.runoff_margin=0 bench.warmup_runs=1 bench.min_runs=3 bench.min_seconds=1 bench.profile=false \
         "${overrides[@]}" >> "$OUT/sweep.log" 2>&1
     rc=$?
@@ -131,12 +131,12 @@ export OUT PY BENCH_MODELS BENCH_FLOAT_ONLY BENCH_ROUNDS BENCH_MODES BENCH_QUANT
 export -f do_setup do_env do_tests do_bench do_sweep card_bandwidth_overrides
 for s in "${steps[@]}"; do
     case $s in
-        setup) step setup 45 bash -c do_setup ;;
+        setup) step setup 20 bash -c do_setup ;;
         env) step env 30 bash -c do_env ;;
-        tests) step -s INT tests "${TESTS_S:-${SWEEP_S:-230}}" bash -c do_tests ;;
+        tests) step -s INT tests "${TESTS_S:-${SWEEP_S:-255}}" bash -c do_tests ;;
         bench) step bench "${BENCH_S:-285}" bash -c do_bench ;;
-        sweep) step sweep "${SWEEP_S:-230}" bash -c do_sweep ;;
-        late) step -s INT tests "${TESTS_S:-${SWEEP_S:-230}}" bash -c do_tests & step sweep "${SWEEP_S:-230}" bash -c do_sweep; wait ;;
+        sweep) step sweep "${SWEEP_S:-255}" bash -c do_sweep ;;
+        late) step -s INT tests "${TESTS_S:-${SWEEP_S:-255}}" bash -c do_tests & step sweep "${SWEEP_S:-255}" bash -c do_sweep; wait ;;
         *) echo "unknown step $s; steps: setup env bench tests sweep late" >&2; exit 2 ;;
     esac
 done
