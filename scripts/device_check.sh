@@ -10,32 +10,39 @@
 # Each step runs under `timeout`; a failed or timed-out step is recorded and the next one runs anyway.
 # `late` runs the tests and the sweep at once (the tests' tiny model barely loads the card, and the sweep's own
 # comparisons are interleaved); the bench, whose figures are the headline, has the card to itself.
-# Budgets (seconds) and sizes come from the environment: BENCH_S=285 SWEEP_S=255 TESTS_S=SWEEP_S (the tests run beside
-# the sweep, so the same limit costs nothing; with setup's 20 and env's 30: 590 s of limits, and up to 10 s more while a step
-# stopped at its limit shuts down), BENCH_ROUNDS=8,
-# BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin (the built-in model first, as eager and compiled bf16
-# only: its bar is compiled vs eager, it costs one compile, and training it there also serves the sweep; then the 0.5B
-# shape with every variant. The bench rewrites its JSON after each stage of each model: loads, greedy check, timings,
-# then, once every model is timed, each kernel profile, so a timeout keeps what it finished), BENCH_MODES=reduce-overhead (each mode and each quant is one
-# more compile; on the H200 the 0.5B shape's compiles took 20-48 s each and `default` was 4.6x slower than
-# reduce-overhead: add it back with BENCH_MODES=reduce-overhead,default only if BENCH_S allows),
-# BENCH_QUANTS=int8_weight,int4 (fp8, whose compile was the longest at 47.6 s, was measured on the first run),
-# BENCH_TUNED=int8_weight (also compiled with compile_tuning=coordinate_descent, which tunes longer: on the H200 on
-# 2026-11-29 untuned int8_weight spent 87 % of the card's busy time in aten's weight_int8pack_mm kernel and tuned ran
-# 7.4x faster; int4 keeps lm_head in int8, a third of its time per token untuned: BENCH_TUNED=int8_weight,int4 adds
-# that A/B, about 50 s more, if BENCH_S allows), BENCH_INT4_GROUP=128 (a quarter of group 32's scale bytes; the first run's int4 was group 32; on
-# the CPU the built-in model's teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat), SWEEP_TRIALS=2 and
-# SWEEP_CONFIRM=1 (a smoke of the sweep within its budget: workload=smoke, batch 1, no coordinate-descent tuning, no
-# runoff; its compiled trials took 35-75 s each there, and on 2026-11-29 three trials left no time for the pick's
-# confirmation and bundle, 93 s after the last trial with two). Its trials run beside the tests, so its per-trial figures are
-# taken on a shared card and CPU; the pick's speed-up is the confirmation's, interleaved with fp32.
+#
+# Budgets (seconds) and sizes come from the environment:
+# - BENCH_S=285 SWEEP_S=255 TESTS_S=SWEEP_S (the tests run beside the sweep, so the same limit costs nothing).
+#   With setup's 20 and env's 30: 590 s of limits, and up to 10 s more while a step stopped at its limit shuts down.
+# - BENCH_ROUNDS=8, BENCH_MODELS=builtin,qwen2_0_5b_shape and BENCH_FLOAT_ONLY=builtin: the built-in model first, as
+#   eager and compiled bf16 only (its bar is compiled vs eager, it costs one compile, and training it there also
+#   serves the sweep); then the 0.5B shape with every variant. The bench rewrites its JSON after each stage of each
+#   model (loads, greedy check, timings, then, once every model is timed, each kernel profile), so a timeout keeps
+#   what it finished.
+# - BENCH_MODES=reduce-overhead: each mode and each quant is one more compile; on the H200 the 0.5B shape's compiles
+#   took 18-48 s each and `default` was 4.6x slower than reduce-overhead (add it back with
+#   BENCH_MODES=reduce-overhead,default only if BENCH_S allows).
+# - BENCH_QUANTS=int8_weight,int4 (fp8, whose compile was the longest at 47.6 s, was measured on the first run).
+# - BENCH_TUNED=int8_weight: also compiled with compile_tuning=coordinate_descent, which tunes longer. On the H200
+#   on 2026-11-29 untuned int8_weight spent 87 % of the card's busy time in aten's weight_int8pack_mm kernel, and
+#   tuned ran 7.4x faster; int4 keeps lm_head in int8, a third of its time per token untuned.
+#   BENCH_TUNED=int8_weight,int4 adds that A/B, about 50 s more, if BENCH_S allows.
+# - BENCH_INT4_GROUP=128: a quarter of group 32's scale bytes (the first run's int4 was group 32; on the CPU the
+#   built-in model's teacher-forced top-1 was 0.966 at 128 and 0.974 at 32, workload chat).
+# - SWEEP_TRIALS=2 and SWEEP_CONFIRM=1: a smoke of the sweep within its budget (workload=smoke, batch 1, no
+#   coordinate-descent tuning, no runoff). Its compiled trials took 35-75 s each there; on 2026-11-29 three trials
+#   left no time for the pick's confirmation and bundle, which took 93 s after the last trial with two. Its trials
+#   run beside the tests, so its per-trial figures are taken on a shared card and CPU; the pick's speed-up is the
+#   confirmation's, interleaved with fp32.
 # Bench and sweep share one inductor cache (TORCHINDUCTOR_CACHE_DIR), so equal graphs compile once.
 # The device machine allows 15 minutes in all per session, start-up included, and 10 minutes per command.
 # Files back in $OUT (8 at most): summary.txt (each step's exit status and seconds), env.txt, pytest.txt,
-# bench.log, bench.json, sweep.log, sweep_front.md, workspace.tar.gz (the sweep's logs and reports: trial tracebacks). The sweep is priced as target=h100 (an H100 PCIe), but its
-# rooflines use the bandwidth of the card it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
+# bench.log, bench.json, sweep.log, sweep_front.md, workspace.tar.gz (the sweep's logs and reports: trial
+# tracebacks). The sweep is priced as target=h100 (an H100 PCIe), but its rooflines use the bandwidth of the card
+# it runs on (gpu_decode_bench.CARD_BANDWIDTH), logged in sweep.log.
 # Ran on an H200 on 2026-11-27 and 2026-11-29 (experiments/2026-11-27-h200-compiled-decode.md,
-# experiments/2026-11-29-h200-second-run.md); the budgets above follow them (2026-11-29: bench 248 s; the tests step 199 s of 200, pytest's own 191 s).
+# experiments/2026-11-29-h200-second-run.md); the budgets above follow them (2026-11-29: bench 248 s; the tests
+# step 199 s of 200, pytest's own 191 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}

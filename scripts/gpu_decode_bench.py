@@ -14,18 +14,19 @@ its error and the run goes on.
 
 Method: a model's engines are loaded (and compiled) one after the other; each one's peak GPU memory is
 torch.cuda.max_memory_allocated over its load and one request, minus what was allocated before it loaded
-(torch_compiled resets the peak counter after compiling, so its load-time transients are not in it). Then
-every engine continues --prompts prompts greedily and its tokens are compared with eager's (this is also the
-warm-up): prompts are slices of the built-in corpus's held-out text (random ids for a folder without a
-tokenizer), and where an engine's tokens first differ, eager's logit margin between the two tokens says whether
-that was a near tie (`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved rounds: each round runs one request on every engine, the order reversed
-on alternate rounds, so the machine's swings shift all engines alike; speed-ups are per-round ratios of TPOT to
-eager's (`× eager`) and to the first compile mode's compiled bf16 (`× compiled bf16`, the bar a quantized variant
-must beat), and each engine's per-round TPOTs are kept in the JSON (`tpot_rounds_ms`). Figures are medians with p10-p90 over rounds. On cuda, once every model is timed, each engine runs two more
-requests under torch.profiler, the first dropped (`kernel_profile`): kernels per generated token and the share of
-the rounds' median e2e the card was busy. --float-only models get eager and compiled bf16 only. compile_s is what
-compiling took in this process
-(inductor's caches may already be warm from an earlier engine of the same graph).
+(torch_compiled resets the peak counter after compiling, so its load-time transients are not in it). Then every
+engine continues --prompts prompts greedily and its tokens are compared with eager's (this is also the warm-up):
+prompts are slices of the built-in corpus's held-out text (random ids for a folder without a tokenizer), and where
+an engine's tokens first differ, eager's logit margin between the two tokens says whether that was a near tie
+(`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved
+rounds: each round runs one request on every engine, the order reversed on alternate rounds, so the machine's swings
+shift all engines alike; speed-ups are per-round ratios of TPOT to eager's (`× eager`) and to the first compile
+mode's compiled bf16 (`× compiled bf16`, the bar a quantized variant must beat), and each engine's per-round TPOTs
+are kept in the JSON (`tpot_rounds_ms`). Figures are medians with p10-p90 over rounds. On cuda, once every model is
+timed, each engine runs two more requests under torch.profiler, the first dropped (`kernel_profile`): kernels per
+generated token and the share of the rounds' median e2e the card was busy. --float-only models get eager and
+compiled bf16 only. compile_s is what compiling took in this process (inductor's caches may already be warm from an
+earlier engine of the same graph).
 
 Roofline: bytes a decode step must move (`autoopt.bench.roofline`: weights at the precision the engine holds,
 KV at the mean past length of the request's decode steps) x decode steps/s (1000 / median TPOT) / bandwidth.
@@ -398,8 +399,9 @@ def _folder_mb(folder: Path) -> float:
 
 def table(models: list[dict[str, Any]]) -> str:
     lines = [
-        "| model | engine | decode tok/s (p10-p90) | × eager | × compiled bf16 | TTFT ms | TPOT ms | peak MB | compile s "
-        "| roofline | kernels/token, card busy | greedy = eager (prompts; prefix before divergence; eager's margin there) |",
+        "| model | engine | decode tok/s (p10-p90) | × eager | × compiled bf16 | TTFT ms | TPOT ms | peak MB "
+        "| compile s | roofline | kernels/token, card busy "
+        "| greedy = eager (prompts; prefix before divergence; eager's margin there) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in models:

@@ -1,10 +1,10 @@
 """Weight-only int8/int4 and float8 linears of the torch_compiled engine, in core torch kernels only.
 
 int8: symmetric, one scale per output channel (CPU `aten._weight_int8pack_mm`; cuda: the weight cast to the
-activations' dtype inside the compiled step, see `engine.compile_options` and `engine.cuda_int8_note`). int4: asymmetric per group of
-input channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm `aten._weight_int4pack_mm`). fp8: e4m3
-weights and per-token activations through `torch._scaled_mm`. Every scheme scales per output row, which is
-what lets `fuse.py` fuse projections before quantizing.
+activations' dtype inside the compiled step, see `engine.compile_options` and `engine.cuda_int8_note`). int4:
+asymmetric per group of input channels (CPU `aten._weight_int4pack_mm_for_cpu`; cuda tinygemm
+`aten._weight_int4pack_mm`). fp8: e4m3 weights and per-token activations through `torch._scaled_mm`. Every scheme
+scales per output row, which is what lets `fuse.py` fuse projections before quantizing.
 """
 
 from __future__ import annotations
