@@ -230,6 +230,31 @@ def test_the_bench_kernel_profile_sees_the_graph_replayed_kernels(tiny_model: Pa
     assert got["kernels_per_token"] > 1 and 0 < got["busy_share"] <= 1.05 and got["top"]
 
 
+@pytest.mark.parametrize(("tuning", "rows", "aten_kernel"),
+                         [("none", 1, True), ("coordinate_descent", 1, False), ("coordinate_descent", 2, True)])
+def test_int8_matmuls_run_in_aten_s_int8_kernel_where_the_load_says_they_will(
+    tiny_model: Path, caplog: pytest.LogCaptureFixture, tuning: str, rows: int, aten_kernel: bool
+) -> None:
+    """What `cuda_int8_note` says, against the kernels the compiled decode step runs (prefill runs eagerly here,
+    where no inductor pattern applies)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=rows, batch_size=rows)
+    candidate = CandidateConfig(engine="torch_compiled", quant="int8_weight", compile_mode="default",
+                                compile_tuning=tuning)
+    with caplog.at_level("WARNING", logger="autoopt.engines"):
+        engine = engine_class("torch_compiled").load(tiny_model, candidate, runtime)
+    prompt = np.repeat(PROMPT, rows, axis=0)
+    list(engine.generate(prompt, 4))
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        list(engine.generate(prompt, 4))
+
+    ran = " ".join(e.key for e in prof.key_averages())
+    assert ("weight_int8pack_mm" in ran) is aten_kernel, sorted({e.key[:60] for e in prof.key_averages()})[:40]
+    assert ("_weight_int8pack_mm" in caplog.text) is aten_kernel, caplog.text
+
+
 _FRESH_LOAD = """
 import json, sys
 from pathlib import Path
