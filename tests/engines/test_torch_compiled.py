@@ -130,17 +130,20 @@ def test_tuned_compiles_keep_the_modes_own_options() -> None:
 
 
 def test_a_compiled_step_on_cuda_says_when_aten_s_int8_kernel_will_run_its_int8_matmuls() -> None:
-    def note(quant: str, mode: str = "reduce-overhead", tuning: str = "none", rows: int = 1,
+    def note(quant: str, mode: str = "reduce-overhead", tuning: str = "none", rows: int = 1, bucket: int = 0,
              device: str = "cuda") -> str | None:
         runtime = RuntimeOptions(device=device, threads=1, batch_size=1, max_length=40, max_batch=rows)
-        return cuda_int8_note(runtime_settings(_candidate(quant=quant, compile_mode=mode, compile_tuning=tuning),
-                                               runtime))
+        candidate = _candidate(quant=quant, compile_mode=mode, compile_tuning=tuning, prefill_bucket=bucket)
+        return cuda_int8_note(runtime_settings(candidate, runtime))
 
     untuned = note("int8_weight") or ""
     assert "its int8 weights run in aten's _weight_int8pack_mm" in untuned and "coordinate_descent" in untuned
-    assert "its int8 lm_head" in (note("int4") or "")
+    assert "its int8 layers (lm_head" in (note("int4") or "")
     assert note("int8_weight", tuning="coordinate_descent") is None
     assert "decode graphs of 4 rows" in (note("int8_weight", tuning="coordinate_descent", rows=4) or "")
+    assert "the prefill graphs" in (note("int8_weight", tuning="coordinate_descent", bucket=32) or "")
+    both = note("int4", tuning="coordinate_descent", rows=4, bucket=32) or ""
+    assert "decode graphs of 4 rows and the prefill graphs" in both and "int8 layers" in both
     assert note("bf16") is None and note("fp8") is None
     assert note("int8_weight", mode="none") is None and note("int8_weight", device="cpu") is None
 

@@ -241,7 +241,7 @@ def test_int8_matmuls_run_in_aten_s_int8_kernel_where_the_load_says_they_will(
 
     runtime = RuntimeOptions(device="cuda", threads=2, max_length=32, max_batch=rows, batch_size=rows)
     candidate = CandidateConfig(engine="torch_compiled", quant="int8_weight", compile_mode="default",
-                                compile_tuning=tuning)
+                                compile_tuning=tuning, prefill_bucket=0)
     with caplog.at_level("WARNING", logger="autoopt.engines"):
         engine = engine_class("torch_compiled").load(tiny_model, candidate, runtime)
     prompt = np.repeat(PROMPT, rows, axis=0)

@@ -171,18 +171,23 @@ def cuda_int8_note(settings: dict[str, Any]) -> str | None:
     (`torch/_inductor/fx_passes/quantization.py`); on cuda it is a plain kernel that took 87 % of an H200's busy
     time for int8_weight on the 0.5B shape. Under coordinate_descent, inductor's `mm` decomposition first turns a
     matmul of statically one row into a reduction that reads the int8 weight itself (7.4x faster per token there),
-    so a decode graph of more rows still matches the pattern (from torch's source; not measured on a card).
-    experiments/2026-11-29-h200-second-run.md."""
+    so a decode graph of more rows, and every prefill graph (compiled untuned), still match the pattern (from
+    torch's source; not measured on a card). experiments/2026-11-29-h200-second-run.md."""
     quant = settings["quant"]
     if settings["device"] != "cuda" or quant not in ("int8_weight", "int4") or settings["compile_mode"] == "none":
         return None
-    held = "its int8 weights" if quant == "int8_weight" else "its int8 lm_head"
+    held = "its int8 weights" if quant == "int8_weight" else "its int8 layers (lm_head, and any int4 cannot take)"
     if settings["compile_tuning"] == "none":
         return (f"{held} run in aten's _weight_int8pack_mm, which inductor puts in place of the cast and matmul; "
                 "compile_tuning=coordinate_descent fuses them (7.4x faster per token for int8_weight on an H200)")
+    graphs = []
     if rows := [b for b in settings["batch_sizes"] if b > 1]:
-        return (f"the decode graphs of {', '.join(map(str, rows))} rows keep {held} in aten's _weight_int8pack_mm: "
-                "coordinate_descent fuses the cast into one-row matmuls only")
+        graphs.append(f"decode graphs of {', '.join(map(str, rows))} rows")
+    if settings["prefill_bucket"]:
+        graphs.append("prefill graphs (compiled untuned)")
+    if graphs:
+        return (f"the {' and the '.join(graphs)} keep {held} in aten's _weight_int8pack_mm: coordinate_descent "
+                "fuses the cast into one-row matmuls only")
     return None
 
 
