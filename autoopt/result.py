@@ -38,6 +38,11 @@ class ShapeStats:
     e2e_ms: Percentiles
 
 
+# Above this share of the CPUs taken by other work while a measurement ran (`autoopt.bench.contention`), its
+# figures are said to be contended: a quarter of the CPUs is half a core of two.
+CONTENDED_SHARE = 0.25
+
+
 @dataclass
 class SpeedResult:
     runs: int
@@ -58,6 +63,12 @@ class SpeedResult:
     tpot_cv_within_shape_median: float | None
     e2e_cv_within_shape_median: float | None
     compile_cache_warm: bool | None = None  # the on-disk compile cache served compile_s's graphs (None: none compiled)
+    other_cpu_share: float | None = None  # of the CPUs it may run on, taken by other processes during the timed runs
+
+    def contended(self) -> bool:
+        """Whether other work took enough of the CPUs while the requests were timed that these figures may say
+        more about that work than about the candidate."""
+        return self.other_cpu_share is not None and self.other_cpu_share > CONTENDED_SHARE
 
 
 @dataclass
@@ -340,6 +351,8 @@ DEFINITIONS: dict[str, str] = {
     "speed.compile_cache_warm": "1 where inductor's on-disk cache served the compiled graphs (so compile_s was mostly a "
     "cache read), 0 where it compiled from scratch; absent where nothing was compiled",
     "speed.warmup_s": "seconds the warm-up strategy spent before the first timed request",
+    "speed.other_cpu_share": "share of the time of the CPUs the measuring process may run on that other processes "
+    "took during the timed runs (0: otherwise idle); above 0.25 the figures are marked contended",
     "speed.cold_first_request_ms": "e2e latency of the first request after load and warm-up: the workload's first "
     "prompt length and first output length, at the measured batch size",
     "memory.peak_rss_mb": "peak resident set size of the measuring process after load, warm-up and timed runs",

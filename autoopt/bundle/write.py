@@ -83,6 +83,7 @@ _UNITS = {
     "accuracy.decode_tokens": "tokens",
     "speed.cycles": "passes",
     "speed.compile_cache_warm": "flag",
+    "speed.other_cpu_share": "fraction",
     "build.cached": "flag",
     "roofline.fits_llc": "flag",
     "serving.converged": "flag",

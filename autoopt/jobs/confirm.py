@@ -21,9 +21,7 @@ from autoopt.config.schema import BenchConfig, CandidateConfig, WorkloadConfig
 from autoopt.engines.registry import engine_class
 from autoopt.jobs.launch import Launcher
 from autoopt.jobs.prepare import Prepared
-from autoopt.result import Built, MeasureResult
-
-CONTENDED_SHARE = 0.25
+from autoopt.result import CONTENDED_SHARE, Built, MeasureResult
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,22 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoopt.config.serde import to_dict
-from autoopt.result import MeasureResult, Percentiles, Profile
+from autoopt.result import MeasureResult, Percentiles, Profile, SpeedResult
 
 
 def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
     # Noise is the cv across repeats of one shape; `p.cv` also holds the spread between shapes.
     noise = "" if cv_within_shape is None else f", cv within shape {cv_within_shape:.1%}"
     return f"p50 {p.p50:9.2f}  p90 {p.p90:9.2f}  p99 {p.p99:9.2f}  (n={p.n}{noise})"
+
+
+def _contention(s: SpeedResult) -> str:
+    if s.other_cpu_share is None:
+        return ""
+    if s.contended():
+        return (f"; CONTENDED: other processes took {s.other_cpu_share:.0%} of the CPUs meanwhile, so these timings "
+                "say as much about that work as about this candidate: rerun on a quiet machine")
+    return f"; other processes took {s.other_cpu_share:.0%} of the CPUs meanwhile"
 
 
 def measurement_table(r: MeasureResult) -> str:
@@ -23,7 +32,8 @@ def measurement_table(r: MeasureResult) -> str:
         f"candidate   {knobs}",
         f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
         f"build       {' -> '.join(r.build.steps) or '(none: loads the model folder)'}; {build}",
-        f"batch       {r.runtime.batch_size} rows, {r.runtime.threads} threads, {s.runs} timed requests in {s.seconds:.1f}s (warm)",
+        f"batch       {r.runtime.batch_size} rows, {r.runtime.threads} threads, {s.runs} timed requests in "
+        f"{s.seconds:.1f}s (warm){_contention(s)}",
         f"TTFT ms     {_pct(s.ttft_ms, s.ttft_cv_within_shape_median)}",
         f"TPOT ms     {_pct(s.tpot_ms, s.tpot_cv_within_shape_median)}",
         f"e2e ms      {_pct(s.e2e_ms, s.e2e_cv_within_shape_median)}",
@@ -63,8 +73,12 @@ def bottlenecks(profile: Profile, top: int = 3) -> str:
     """The top op types of each phase by share, in one line: where the time goes."""
     if profile.unavailable:
         return f"none ({profile.unavailable})"
+    # An op's share is of op time; `accounted` says how much of the phase that op time is (an engine can spend
+    # most of a step outside any op it reports).
     return "; ".join(
-        f"{phase.phase}: " + ", ".join(f"{op.op} {op.share:.0%}" for op in phase.top[:top]) for phase in profile.phases
+        f"{phase.phase} (ops {phase.accounted:.0%} of it): "
+        + ", ".join(f"{op.op} {op.share:.0%}" for op in phase.top[:top])
+        for phase in profile.phases
     )
 
 

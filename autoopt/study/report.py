@@ -5,7 +5,19 @@ from __future__ import annotations
 from autoopt.config.schema import SweepConfig
 from autoopt.study.objectives import speed_objective
 from autoopt.study.runner import SweepOutcome
-from autoopt.study.summary import front_console, gains
+from autoopt.study.summary import Summary, front_console, gains
+
+
+def contended_note(s: Summary, confirmed: bool) -> str | None:
+    """Which of the trials the "vs fp32" line divides (the reference, the pick) were timed on a busy machine."""
+    busy = [f"the {role} (trial {p.key}) was timed while other processes took {r.speed.other_cpu_share:.0%} of the CPUs"
+            for role, p in (("reference", s.reference), ("pick", s.chosen))
+            if (r := s.records[p.key].result) is not None and r.speed.contended()]
+    if not busy:
+        return None
+    then = ("the side-by-side ratio below is the one to quote" if confirmed
+            else "rerun on a quiet machine, or with search.confirm_rounds > 0")
+    return "; ".join(busy) + f", so the trial figures above say as much about that work as about the candidates: {then}"
 
 
 def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
@@ -36,6 +48,8 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     print(f"vs fp32     {first}, {g['cost_x']:.2f}x lower cost per 1M output tokens, "
           f"{agreement} {1 - g['accuracy_loss']:.4f} (reference trial 0: {s.reference.payload['candidate']}; "
           "trial figures, taken minutes apart)")
+    if note := contended_note(s, bool(o.confirmation)):
+        print(f"contended   {note}")
     if o.confirmation:
         c = o.confirmation
         ref_batch, batch = c.batches

@@ -166,7 +166,8 @@ def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:
 def bottleneck_markdown(s: Summary) -> str:
     """Where each front candidate's time goes (its runtime's profiler) and its decode roofline efficiency."""
     lines = [
-        "| trial | candidate | where the time goes (share of op time per phase) | roofline efficiency |",
+        "| trial | candidate | where the time goes (per phase: ops' share of its profiled time, then each op "
+        "type's share of op time) | roofline efficiency |",
         "|---|---|---|---:|",
     ]
     for p in s.front:

@@ -31,6 +31,8 @@ def test_a_candidate_against_itself_confirms_a_ratio_near_one(tiny_model: Path, 
 
     c = confirm(prep, result, result, "e2e_p90", launcher, rounds=2)
 
+    assert result.speed.other_cpu_share is not None and 0.0 <= result.speed.other_cpu_share <= 1.0  # the trial's own
+
     assert len(c.speedup.rounds) == len(c.latency_gain.rounds) == 2
     assert all(s.runs >= 4 for s in c.reference + c.candidate)
     assert 0.2 < c.speedup.median < 5.0  # the same candidate both sides: no speed-up beyond the machine's swings

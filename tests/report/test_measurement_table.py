@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from autoopt.report.measurement import measurement_table
+from autoopt.report.measurement import bottlenecks, measurement_table
+from autoopt.result import OpTime, PhaseProfile, Profile
 from tests.study.results import result
 
 
@@ -19,3 +20,23 @@ def test_noise_is_the_cv_within_a_shape_not_the_spread_between_shapes() -> None:
 
     assert "cv within shape 12.0%" in _line(table, "TTFT") and "30.0%" not in _line(table, "TTFT")
     assert "cv" not in _line(table, "e2e") and "25.0%" not in _line(table, "e2e")
+
+
+def test_the_share_other_processes_took_is_beside_the_timings_and_marked_above_a_quarter() -> None:
+    r = result(100.0, 0.1, 0.99)
+
+    quiet = _line(measurement_table(replace(r, speed=replace(r.speed, other_cpu_share=0.04))), "batch")
+    busy = _line(measurement_table(replace(r, speed=replace(r.speed, other_cpu_share=0.6))), "batch")
+
+    assert "other processes took 4% of the CPUs meanwhile" in quiet and "CONTENDED" not in quiet
+    assert "CONTENDED: other processes took 60% of the CPUs" in busy and "rerun on a quiet machine" in busy
+    assert "other processes" not in _line(measurement_table(r), "batch")  # not measured: nothing said
+
+
+def test_each_phase_says_how_much_of_it_its_ops_account_for() -> None:
+    phase = PhaseProfile(phase="prefill", steps=1, profiled_ms=2.0, profiled_wall_ms=16.0, wall_ms=14.0,
+                         top=(OpTime(op="MatMulNBits", ms=1.5, share=0.75, calls=8),))
+    profile = Profile(engine="ort_genai", profiler="ort", batch=1, prompt_len=16, new_tokens=8, repeats=1,
+                      phases=(phase,))
+
+    assert bottlenecks(profile) == "prefill (ops 12% of it): MatMulNBits 75%"

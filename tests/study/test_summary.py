@@ -12,6 +12,7 @@ from autoopt.report.tables import front_rows
 from autoopt.result import MeasureResult, ServingResult
 from autoopt.study.objectives import constraints, objective_labels, objectives
 from autoopt.study.record import TrialRecord
+from autoopt.study.report import contended_note
 from autoopt.study.summary import SweepError, gains, summarize
 from tests.study.results import result
 
@@ -170,3 +171,16 @@ def test_a_serving_pick_s_reports_carry_its_load_curve(tmp_path) -> None:
     assert "| 8.00 | no | 5.00 | - |" in (tmp_path / "load_curve.md").read_text()
     assert "load_curve.md" not in {p.name for p in write_reports(summarize(_study(REFERENCE, FAST), SearchConfig(),
                                                                            ExportConfig(), TARGET), SearchConfig(), tmp_path / "latency")}
+
+
+def test_the_trials_the_vs_fp32_line_divides_are_named_when_timed_on_a_busy_machine() -> None:
+    busy_reference = replace(REFERENCE, speed=replace(REFERENCE.speed, other_cpu_share=0.55))
+    quiet_fast = replace(FAST, speed=replace(FAST.speed, other_cpu_share=0.05))
+    s = summarize(_study(busy_reference, quiet_fast), SearchConfig(), ExportConfig(), TARGET)
+
+    note = contended_note(s, confirmed=True) or ""
+
+    assert "the reference (trial 0) was timed while other processes took 55% of the CPUs" in note
+    assert "pick" not in note and "the side-by-side ratio below is the one to quote" in note
+    assert "search.confirm_rounds > 0" in (contended_note(s, confirmed=False) or "")
+    assert contended_note(summarize(_study(REFERENCE, FAST), SearchConfig(), ExportConfig(), TARGET), True) is None
