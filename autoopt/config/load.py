@@ -76,8 +76,9 @@ def check_target(t: TargetConfig) -> None:
         raise ConfigError(f"target.engines has {bad[0]}; choose from: {', '.join(ENGINES)}")
     if t.price_per_hour < 0:
         raise ConfigError(f"target.price_per_hour={t.price_per_hour} must be >= 0 (USD per hour)")
-    if t.cores < 0 or t.memory_gb < 0:
-        raise ConfigError("target.cores and target.memory_gb must be >= 0 (0 = detect)")
+    for key in ("cores", "memory_gb"):
+        if getattr(t, key) < 0:
+            raise ConfigError(f"target.{key}={getattr(t, key)} must be >= 0 (0 = detect)")
     if t.priced_cores < 0:
         raise ConfigError(f"target.priced_cores={t.priced_cores} must be >= 0 (0 = not stated)")
     check_bandwidth(t)
@@ -164,6 +165,12 @@ def check_workload(w: WorkloadConfig) -> None:
             raise ConfigError(f"workload.serving.{key} is a search knob: set candidate.{knob_name} or space.{knob_name}")
     if problem := decoding_problem(w.decoding.temperature, w.decoding.top_p, w.decoding.top_k):
         raise ConfigError(f"workload.decoding.{problem}")
+    d = w.decoding
+    cuts = [f"top_p={d.top_p}"] * (d.top_p < 1) + [f"top_k={d.top_k}"] * (d.top_k > 1)  # top_k=1 is greedy anyway
+    if d.temperature == 0 and cuts:
+        raise ConfigError(f"workload.decoding.{' and '.join(cuts)} {'has' if len(cuts) == 1 else 'have'} no effect "
+                          "at temperature 0 (greedy); set workload.decoding.temperature > 0 to sample, or drop "
+                          "top_p/top_k")
     if w.eval_text != "builtin_heldout" and not Path(w.eval_text).is_file():
         raise ConfigError(f"workload.eval_text={w.eval_text} is neither builtin_heldout nor a readable text file")
 

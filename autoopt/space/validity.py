@@ -39,7 +39,8 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     if info.rule and (reason := info.rule(c, target.device)):
         return f"engine={c.engine}: {reason}"
     if target.cores and c.threads > target.cores:
-        return f"threads={c.threads} exceeds the {target.cores} cores of target={target.name}"
+        return (f"threads={c.threads} exceeds the {target.cores} cores of target={target.name}; use at most "
+                f"{target.cores} (0 = all cores), or a bigger target.cores")
     return None
 
 

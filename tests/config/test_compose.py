@@ -115,6 +115,10 @@ BAD = [
     (["candidate.engine=torch", "candidate.graph_opt=basic"], "candidate.graph_opt does not apply to engine=torch"),
     (["candidate.quant_block_size=48"], "candidate.quant_block_size=48 is not valid"),
     (["candidate.threads=64"], "threads=64 exceeds the"),
+    (["target.cores=2", "candidate.threads=8"], "threads=8 exceeds the 2 cores of target=cpu; use at most 2 "
+     "(0 = all cores), or a bigger target.cores"),
+    (["target.cores=-2"], "target.cores=-2 must be >= 0 (0 = detect)"),
+    (["target.memory_gb=-1"], "target.memory_gb=-1.0 must be >= 0 (0 = detect)"),
     (["model=hf"], "model.path is required for model=hf"),
     (["model=hf", "model.path=/nonexistent"], "is not a Hugging Face model folder"),
     (["workload.batch_size=0"], "workload.batch_size=0 must be >= 1"),
@@ -123,7 +127,16 @@ BAD = [
     (["target.price_per_hour=-1"], "target.price_per_hour=-1.0 must be >= 0"),
     (["workload.decoding.temperature=3"], "workload.decoding.temperature=3.0 must be in [0, 2.0] (0 = greedy)"),
     (["workload.decoding.temperature=1", "workload.decoding.top_p=0"], "workload.decoding.top_p=0.0 must be in (0, 1]"),
+    (["workload.decoding.top_p=0.9"], "workload.decoding.top_p=0.9 has no effect at temperature 0 (greedy); set "
+     "workload.decoding.temperature > 0 to sample, or drop top_p/top_k"),
+    (["workload.decoding.top_p=0.9", "workload.decoding.top_k=5"],
+     "workload.decoding.top_p=0.9 and top_k=5 have no effect"),
 ]
+
+
+def test_cuts_with_a_temperature_or_top_k_1_at_greedy_are_accepted() -> None:
+    load_measure_config(_compose("workload.decoding.temperature=0.8", "workload.decoding.top_p=0.9"))
+    load_measure_config(_compose("workload.decoding.top_k=1"))  # the argmax either way
 
 
 @pytest.mark.parametrize(("overrides", "message"), BAD)
