@@ -2,7 +2,9 @@
 machine it still shows the accuracy and (within a loose factor) the speed its manifest records.
 
 A fixed set of figures is always checked, within autoopt's built-in tolerances; a manifest may only
-tighten them. Emptied or loosened tolerances, or an edited manifest, fail verification."""
+tighten them. Emptied or loosened tolerances fail verification, and so does an edited manifest whose
+`manifest_sha256` was not recomputed; one whose hash was recomputed fails only against a pinned hash
+(`manifest_sha256`, from a copy the caller trusts)."""
 
 from __future__ import annotations
 
@@ -196,6 +198,10 @@ def verify_bundle(
     if problems:
         return Verification(problems=problems, manifest_sha256=body)
     log.info("verify · hashes ok · %.1fs", time.perf_counter() - t0)
+    if manifest_sha256 is None:
+        log.warning("manifest.json is not pinned: its body hash is checked only against itself, which whoever edits "
+                    "its figures can recompute; to pin them, pass --manifest-sha256 with the body SHA-256 that verify "
+                    "printed for a copy you trust")
 
     t0 = time.perf_counter()
     with _settings_warnings() as differ, load_bundle(path) as bundle:
@@ -239,12 +245,18 @@ def _settings_warnings() -> Iterator[list[str]]:
 
 
 def format_checks(checks: list[Check]) -> str:
-    rows = [("figure", "manifest", "now", "tolerance", "ok")]
+    rows = [("figure", "manifest", "now", "now/manifest", "tolerance", "ok")]
     rows += [
-        (c.figure, f"{c.manifest:.6g}", f"{c.now:.6g}", describe(c.tolerance), "yes" if c.ok else "NO")
+        (c.figure, f"{c.manifest:.6g}", f"{c.now:.6g}", ratio(c.now, c.manifest), describe(c.tolerance),
+         "yes" if c.ok else "NO")
         for c in checks
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
     )
+
+
+def ratio(now: float, manifest: float) -> str:
+    """How far a figure moved, e.g. "0.36×" for a speed that fell 2.8-fold ("-" where the manifest says 0)."""
+    return f"{now / manifest:.3g}×" if manifest else "-"

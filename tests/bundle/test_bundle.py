@@ -320,13 +320,16 @@ def test_a_bundle_without_its_tokenizer_fails_to_load_naming_it(bundle_copy: Pat
         load_bundle(bundle_copy)
 
 
-def test_verify_accepts_a_fresh_bundle(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_verify_accepts_a_fresh_bundle(
+    bundle: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     code = bundle_main(["verify", str(bundle)])
 
     out = capsys.readouterr().out
     assert code == 0, out
     assert "accuracy.top1_agreement" in out and "speed.e2e_ms.p50" in out and "OK" in out
     assert "accuracy.decode_self_agreement" in out  # recorded by this version, so checked
+    assert "manifest.json is not pinned" in caplog.text and "--manifest-sha256" in caplog.text
 
 
 def test_verify_names_a_model_file_with_one_flipped_byte(
@@ -460,6 +463,30 @@ def test_verify_checks_a_pinned_manifest_hash(bundle: Path, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert code == 1
     assert "not the pinned" in out and json.loads((bundle / "manifest.json").read_text())["manifest_sha256"] in out
+
+
+def test_a_manifest_edited_with_a_recomputed_hash_fails_against_the_pinned_hash(
+    bundle_copy: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    trusted = json.loads((bundle_copy / "manifest.json").read_text())["manifest_sha256"]
+    _reexport_manifest(bundle_copy, lambda manifest: manifest["metrics"]["speed.output_tokens_per_s"].update(value=1e9))
+    assert check_hashes(bundle_copy) == []  # unpinned, nothing tells this manifest from the exported one
+
+    code = bundle_main(["verify", str(bundle_copy), "--manifest-sha256", trusted])
+
+    assert code == 1
+    assert f"not the pinned {trusted}" in capsys.readouterr().out and "not pinned" not in caplog.text
+
+
+def test_the_checks_table_shows_how_far_each_figure_moved() -> None:
+    table = format_checks([
+        Check("speed.output_tokens_per_s", 100.0, 35.0, {"factor": 3.0}),
+        Check("accuracy.kl_mean", 0.0, 0.0, {"abs": 1e-6}),
+    ]).splitlines()
+
+    assert table[0].split() == ["figure", "manifest", "now", "now/manifest", "tolerance", "ok"]
+    assert table[1].split() == ["speed.output_tokens_per_s", "100", "35", "0.35×", "×/÷", "3", "yes"]
+    assert table[2].split()[:4] == ["accuracy.kl_mean", "0", "0", "-"]  # no ratio to a 0
 
 
 def test_tightened_tolerances_are_kept() -> None:
