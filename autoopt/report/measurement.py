@@ -24,10 +24,15 @@ def _contention(s: SpeedResult) -> str:
     return f"; other processes took {s.other_cpu_share:.0%} of the CPUs meanwhile"
 
 
+def _perplexity(p: float) -> str:
+    return f"{p:.2f}" if p < 1e6 else f"{p:.3g}"  # a random-weight model's is astronomically large
+
+
 def measurement_table(r: MeasureResult) -> str:
     knobs = ", ".join(f"{k}={v}" for k, v in to_dict(r.candidate).items())
     s, m, a, cost = r.speed, r.memory, r.accuracy, r.cost
     build = "cached" if r.build.cached else f"built in {r.build.seconds:.1f}s"
+    caveat = f" — {r.model['accuracy']}" if r.model.get("accuracy") else ""  # e.g. a random-weight shape model
     lines = [
         f"candidate   {knobs}",
         f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
@@ -50,11 +55,11 @@ def measurement_table(r: MeasureResult) -> str:
         f"accuracy    top-1 agreement {a.top1_agreement:.4f}, "
         + ("" if a.sampled_agreement is None else f"sampled agreement {a.sampled_agreement:.4f}, ")
         + f"KL(ref||cand) {a.kl_mean:.3e} nats, "
-        f"perplexity {a.perplexity:.2f} vs reference {a.reference_perplexity:.2f} ({a.tokens} positions)"
-        + (f" — {r.model['accuracy']}" if r.model.get("accuracy") else ""),
+        f"perplexity {_perplexity(a.perplexity)} vs reference {_perplexity(a.reference_perplexity)} "
+        f"({a.tokens} positions){caveat}",
         f"decode      greedy prefix agreement {a.decode_prefix_agreement:.3f}, token agreement "
         f"{a.decode_token_agreement:.3f} ({a.decode_tokens} tokens)"
-        + ("" if a.decode_self_agreement is None else f", self-agreement {a.decode_self_agreement:.3f}"),
+        + ("" if a.decode_self_agreement is None else f", self-agreement {a.decode_self_agreement:.3f}") + caveat,
         f"cost        ${cost.usd_per_1m_output_tokens:.4f} per 1M output tokens at ${cost.price_per_hour}/h ({cost.target})",
     ]
     if r.roofline is not None:

@@ -40,3 +40,16 @@ def test_each_phase_says_how_much_of_it_its_ops_account_for() -> None:
                       phases=(phase,))
 
     assert bottlenecks(profile) == "prefill (ops 12% of it): MatMulNBits 75%"
+
+
+def test_a_shape_model_s_caveat_follows_each_accuracy_line_and_its_perplexity_stays_readable() -> None:
+    r = result(100.0, 0.1, 0.99)
+    shape = replace(r, model={"name": "qwen2_0_5b_shape", "accuracy": "not meaningful: random weights"},
+                    accuracy=replace(r.accuracy, perplexity=6.54e20, reference_perplexity=6.5e20))
+
+    table = measurement_table(shape)
+
+    assert "perplexity 6.54e+20 vs reference 6.5e+20" in _line(table, "accuracy")
+    assert _line(table, "accuracy").endswith("not meaningful: random weights")
+    assert _line(table, "decode").endswith("not meaningful: random weights")
+    assert "perplexity 10.00 vs reference 10.00" in _line(measurement_table(r), "accuracy")
