@@ -239,6 +239,26 @@ def install_markdown(install: str) -> str:
     return f"`{command}`{sep}{where}" if command.startswith("pip ") else install
 
 
+def side_by_side(measured_in: dict[str, Any]) -> list[str]:
+    """The sweep's side-by-side confirmation against fp32, where one ran: the speed-up to quote."""
+    c = measured_in.get("confirmed")
+    if not c:
+        return []
+    (latency,) = (k for k in c if k.startswith("lower_"))
+    speed, gain = c["output_tokens_per_s"], c[latency]
+    rounds = len(speed["rounds"])
+    ref_batch, batch = c["batches"]
+    batches = "" if ref_batch == batch else f", batch {batch} against the reference's {ref_batch}"
+    busy = (" (enough that the ratio may say as much about that work: rerun on a quiet machine)" if c["contended"]
+            else "")
+    return [f"- against the fp32 reference ({c['against']}), timed side by side: {speed['median']:.2f}x the output "
+            f"tokens/s (range {speed['low']:.2f}-{speed['high']:.2f}) and {gain['median']:.2f}x lower "
+            f"{latency.removeprefix('lower_').replace('_', ' ')} (range {gain['low']:.2f}-{gain['high']:.2f}), over "
+            f"{rounds} interleaved rounds, each run in a fresh process{batches}; other processes took up to "
+            f"{c['other_cpu_share_max']:.0%} of the CPUs{busy}. This is the speed-up to quote; the figures above "
+            "are this candidate's alone"]
+
+
 def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
     """The bundle's README.md; `graphs`: the model folder's subfolder of compiled graphs, if it ships one."""
     m = {k: v["value"] for k, v in manifest["metrics"].items()}
@@ -288,6 +308,7 @@ def readme(manifest: dict[str, Any], graphs: str | None = None) -> str:
         f"- end-to-end latency per request batch: {e2e}",
         f"- time to first token: p50 {ttft:.1f} ms; time per later token: p50 {tpot:.2f} ms",
         f"- throughput: {m['speed.output_tokens_per_s']:.1f} output tokens/s (all rows of the batch)",
+        *side_by_side(manifest.get("measured_in") or {}),
         cold_start(m, graphs, manifest["candidate"]["warmup"], workload, runtime["batch_size"]),
         f"- cost: {cost}",
         f"- against the fp32 reference, teacher-forced on {m['accuracy.tokens']} held-out positions:",

@@ -287,8 +287,10 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
             summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
         reports = write_reports(summary, cfg.search, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
-        bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher, study=name)
+        # Confirmed before the export, so that the bundle carries the ratio to quote.
         confirmation = _confirm(summary, prep, cfg, launcher, progress)
+        bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher, study=name,
+                                 confirmed=confirmed_block(confirmation, summary))
         chosen = {**to_dict(summary.records[summary.chosen.key].candidate), "trial": summary.chosen.key,
                   "reason": summary.reason, "bundle": str(bundle)}
         tracker.log_front(reports, {"hypervolume": summary.hypervolume, "front_size": len(summary.front),
@@ -357,6 +359,18 @@ def _runoff_metrics(r: Runoff | None) -> dict[str, float]:
     return {"runoff.contenders": float(len(r.contenders)),
             **{f"runoff.gain.{key}.{stat}": getattr(g, stat) for key, g in r.gains.items()
                for stat in ("median", "low", "high")}}
+
+
+def confirmed_block(c: Confirmation | None, s: Summary) -> dict[str, Any] | None:
+    """The side-by-side confirmation as the bundle's manifest records it (`measured_in.confirmed`)."""
+    if c is None:
+        return None
+    ratios = {name: {"median": r.median, "low": r.low, "high": r.high, "rounds": r.rounds}
+              for name, r in (("output_tokens_per_s", c.speedup), (f"lower_{c.latency}", c.latency_gain))}
+    return {"against": s.reference.payload["candidate"], "batches": list(c.batches), **ratios,
+            "other_cpu_share_max": c.other_cpu_share, "contended": c.contended,
+            "method": "the fp32 reference and this candidate timed alternately, each run in a fresh process; "
+                      "per-round ratios (times better), their median and range"}
 
 
 def _confirmation_metrics(c: Confirmation | None) -> dict[str, float]:
@@ -455,10 +469,12 @@ def export_measured(
     out: Path,
     launcher: Launcher,
     study: str | None = None,
+    confirmed: dict[str, Any] | None = None,
 ) -> Path:
     """Export the chosen candidate with exactly what was measured: the same reference file, and an artifact
     whose files hash as they did when measured (`_with_artifact`, unless `with_artifacts` already saw to it;
-    the bundle carries a re-measurement's figures, and its manifest says so)."""
+    the bundle carries a re-measurement's figures, and its manifest says so), and `confirmed`, its side-by-side
+    confirmation (`confirmed_block`), where one ran."""
     measured = s.records[s.chosen.key].result
     assert measured is not None
     if measured.reference_sha256 != prep.reference_sha256:
@@ -469,4 +485,5 @@ def export_measured(
     result = measured if s.chosen.key in s.checked else _with_artifact(s.chosen.key, measured, prep, cfg, launcher)
     again = s.chosen.key in s.remeasured or result.build.sha256 != measured.build.sha256
     return export_bundle(result, Path(result.build.artifact), prep.reference.path, asdict(cfg.workload), resolved, out,
-                         measured_in={"study": study, "trial": int(s.chosen.key), "measured_again": again})
+                         measured_in={"study": study, "trial": int(s.chosen.key), "measured_again": again,
+                                      **({"confirmed": confirmed} if confirmed else {})})

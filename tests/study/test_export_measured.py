@@ -23,11 +23,12 @@ from autoopt.config.schema import (
     WorkloadConfig,
 )
 from autoopt.digest import tree_sha256
+from autoopt.jobs.confirm import Confirmation, Ratio, SpeedSample
 from autoopt.jobs.launch import InProcessLauncher
 from autoopt.passes.pipeline import artifact_sha256
 from autoopt.study import runner
 from autoopt.study.record import TrialRecord
-from autoopt.study.runner import export_measured, with_artifacts
+from autoopt.study.runner import confirmed_block, export_measured, with_artifacts
 from autoopt.study.summary import Summary, SweepError
 
 pytestmark = pytest.mark.slow
@@ -80,6 +81,25 @@ def test_an_artifact_gone_from_the_cache_is_rebuilt_and_its_figures_stand_where_
     assert manifest["measured_in"] == {"study": "s", "trial": 0, "measured_again": False}
     assert manifest["build"]["key"] == result.build.key and (out / "model" / "config.json").is_file()
     assert manifest["metrics"]["speed.output_tokens_per_s"]["value"] == result.speed.output_tokens_per_s
+
+
+def test_the_bundle_carries_the_side_by_side_confirmation_as_the_speed_up_to_quote(measured, tmp_path: Path) -> None:
+    prep, cfg, result = measured
+    runs = [SpeedSample(100.0, {"e2e_p90": 10.0}, 5, other_cpu_share=0.02), SpeedSample(90.0, {}, 5, 0.31)]
+    confirmation = Confirmation("e2e_p90", Ratio([4.0, 4.4, 3.9]), Ratio([3.5, 3.6, 3.2]), runs, runs)
+    summary = _summary(result)
+
+    out = export_measured(summary, prep, cfg, {}, tmp_path / "bundle", InProcessLauncher(), study="s",
+                          confirmed=confirmed_block(confirmation, summary))
+
+    confirmed = json.loads((out / "manifest.json").read_text())["measured_in"]["confirmed"]
+    assert confirmed["output_tokens_per_s"] == {"median": 4.0, "low": 3.9, "high": 4.4, "rounds": [4.0, 4.4, 3.9]}
+    assert confirmed["lower_e2e_p90"]["median"] == 3.5 and confirmed["contended"] is True
+    readme = (out / "README.md").read_text()
+    assert ("timed side by side: 4.00x the output tokens/s (range 3.90-4.40) and 3.50x lower e2e p90 "
+            "(range 3.20-3.60), over 3 interleaved rounds") in " ".join(readme.split())
+    assert "rerun on a quiet machine" in readme
+    assert confirmed_block(None, summary) is None
 
 
 def test_a_rebuild_whose_files_differ_is_measured_again(measured, tmp_path: Path) -> None:
