@@ -7,6 +7,7 @@ objectives; the first one is the x axis of every projection.
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,30 +31,48 @@ def _column(points: Sequence[Point], i: int) -> list[float]:
     return [p.objectives[i] for p in points]
 
 
+def _labels(points: Sequence[Point], j: int) -> dict[tuple[float, float], str]:
+    """One label per drawn position of panel `j` (x: objective 0), the keys of every point drawn there joined, so
+    that candidates with equal figures do not print their keys over each other."""
+    at: dict[tuple[float, float], list[str]] = {}
+    for p in points:
+        at.setdefault((float(f"{p.objectives[0]:.3g}"), float(f"{p.objectives[j]:.3g}")), []).append(p.key)
+    return {xy: ",".join(keys) for xy, keys in at.items()}
+
+
+def _short(name: str) -> str:
+    return name.split(" (")[0]
+
+
 def front_projections(
     all_points: Sequence[Point],
     front_points: Sequence[Point],
     names: Sequence[str],
     path_png: Path,
     chosen_key: str | None = None,
+    feasible: Sequence[Point] | None = None,
+    limits: Mapping[int, tuple[float, str]] | None = None,
 ) -> Path:
-    """Panels of the first objective against each other one: every trial grey, front points blue and
-    labelled with their key, the chosen point a red star."""
+    """Panels of the first objective against each other one: feasible trials grey dots, infeasible ones grey
+    crosses (`feasible` None: every point is), front points blue and labelled with their key, the chosen point a
+    red star; `limits` maps an objective's index to a bound drawn across its panel, with its label."""
     from matplotlib.figure import Figure  # the object API needs no display and leaves pyplot's backend alone
 
     chosen = _chosen(front_points, chosen_key)
+    ok = {p.key for p in (all_points if feasible is None else feasible)}
+    groups = [([p for p in all_points if p.key in ok], "o", f"feasible trials ({len(ok)})"),
+              ([p for p in all_points if p.key not in ok], "x", "infeasible trials")]
     panels = len(names) - 1
-    fig = Figure(figsize=(6.4 * panels, 5.2), dpi=120, layout="constrained")
+    fig = Figure(figsize=(6.4 * panels, 5.6), dpi=120, layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for j, ax in enumerate(axes, start=1):
-        ax.scatter(
-            _column(all_points, 0),
-            _column(all_points, j),
-            s=22,
-            c=_GREY,
-            alpha=0.6,
-            label=f"all complete trials ({len(all_points)})",
-        )
+        for points, marker, label in groups:
+            if points:
+                ax.scatter(_column(points, 0), _column(points, j), s=22, c=_GREY, alpha=0.7, marker=marker,
+                           label=label if marker == "o" else f"{label} ({len(points)})")
+        if limits and j in limits:
+            bound, what = limits[j]
+            ax.axhline(bound, color=_CHOSEN, linestyle="--", linewidth=0.8, alpha=0.7, label=what)
         ax.scatter(
             _column(front_points, 0),
             _column(front_points, j),
@@ -64,10 +83,10 @@ def front_projections(
             zorder=3,
             label=f"Pareto front ({len(front_points)})",
         )
-        for p in front_points:
+        for (x, y), keys in _labels(front_points, j).items():
             ax.annotate(
-                p.key,
-                (p.objectives[0], p.objectives[j]),
+                keys,
+                (x, y),
                 xytext=(5, 4),
                 textcoords="offset points",
                 fontsize=8,
@@ -85,11 +104,11 @@ def front_projections(
                 zorder=4,
                 label=f"chosen: trial {chosen.key}",
             )
-        ax.set_xlabel(names[0])
-        ax.set_ylabel(names[j])
-        ax.set_title(f"{names[0]} vs {names[j]}", fontsize=10)
+        ax.set_xlabel("\n".join(textwrap.wrap(names[0], 60)), fontsize=9)
+        ax.set_ylabel("\n".join(textwrap.wrap(names[j], 45)), fontsize=9)
+        ax.set_title(f"{_short(names[0])} vs {_short(names[j])}", fontsize=10)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(loc="best", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     fig.suptitle("Pareto front, 2-D projections (lower is better on every axis)")
     path_png = Path(path_png)
     path_png.parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,22 @@ def test_front_projections_writes_a_png(tmp_path: Path, trials: list[Point]) -> 
     assert len(data) > 10_000
 
 
+def test_infeasible_trials_and_the_accuracy_bar_are_drawn_and_equal_points_share_one_label(
+    tmp_path: Path, trials: list[Point]
+) -> None:
+    from autoopt.report.plots import _labels
+
+    twins = [Point("9", (3.0, 0.5, 0.01), {}), Point("14", (3.0, 0.5, 0.02), {}), Point("2", (4.0, 0.4, 0.0), {})]
+    assert _labels(twins, 1) == {(3.0, 0.5): "9,14", (4.0, 0.4): "2"}
+    assert _labels(twins, 2) == {(3.0, 0.01): "9", (3.0, 0.02): "14", (4.0, 0.0): "2"}
+
+    feasible = [p for p in trials if p.objectives[2] <= 0.05]
+    path = front_projections(trials, front(feasible), NAMES, tmp_path / "front.png", chosen_key="1",
+                             feasible=feasible, limits={2: (0.05, "accuracy bar (0.95)")})
+
+    assert len(feasible) < len(trials) and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_front_3d_html_is_self_contained_and_labelled(tmp_path: Path, trials: list[Point]) -> None:
     labels = {"2": "trial 2: int4"}
 
