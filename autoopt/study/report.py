@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 from autoopt.config.schema import SweepConfig
 from autoopt.study.objectives import speed_objective
 from autoopt.study.runner import SweepOutcome
 from autoopt.study.summary import Summary, front_console, gains
+
+
+def box_share(s: Summary) -> str:
+    """The hypervolume as a share of the box between the origin and its reference point, a figure comparable
+    across studies; none where an objective is not bounded below by 0 (the serving objective's -capacity)."""
+    if min(s.hv_reference) <= 0:
+        return ""
+    return f" = {s.hypervolume / math.prod(s.hv_reference):.1%} of the box from 0 to the reference point"
 
 
 def contended_note(s: Summary, confirmed: bool) -> str | None:
@@ -34,7 +44,7 @@ def print_outcome(o: SweepOutcome, cfg: SweepConfig) -> None:
     # 0 is common with the serving objective: the cost at the peak moves in whole replicas, often the reference's.
     none_better = "; 0: no feasible candidate beats the reference in all three at once" if s.hypervolume == 0 else ""
     print(f"\nstudy       {o.study_name}: {len(s.points)} distinct candidates measured, {len(s.feasible)} feasible "
-          f"({bars}), hypervolume {s.hypervolume:.4g} "
+          f"({bars}), hypervolume {s.hypervolume:.4g}{box_share(s)} "
           f"(reference point: fp32 {speed_objective(cfg.search)}, fp32 cost, accuracy-bar loss{none_better})")
     d = cfg.workload.decoding
     if not d.greedy:

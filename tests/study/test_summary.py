@@ -12,7 +12,7 @@ from autoopt.report.tables import front_rows
 from autoopt.result import MeasureResult, ServingResult
 from autoopt.study.objectives import constraints, objective_labels, objectives
 from autoopt.study.record import TrialRecord
-from autoopt.study.report import contended_note
+from autoopt.study.report import box_share, contended_note
 from autoopt.study.summary import SweepError, gains, summarize
 from tests.study.results import result
 
@@ -184,3 +184,13 @@ def test_the_trials_the_vs_fp32_line_divides_are_named_when_timed_on_a_busy_mach
     assert "pick" not in note and "the side-by-side ratio below is the one to quote" in note
     assert "search.confirm_rounds > 0" in (contended_note(s, confirmed=False) or "")
     assert contended_note(summarize(_study(REFERENCE, FAST), SearchConfig(), ExportConfig(), TARGET), True) is None
+
+
+def test_the_hypervolume_is_also_given_as_a_share_of_the_box_under_its_reference_point() -> None:
+    s = summarize(_study(REFERENCE, FAST), SearchConfig(), ExportConfig(), TARGET)
+    ref_latency, ref_cost, bar_loss = s.hv_reference
+    # FAST alone on the front: (ref_latency - 20) x (ref_cost - 0.2) x (bar_loss - 0.04) of a box ref_latency x ...
+    share = (ref_latency - 20.0) * (ref_cost - 0.2) * (bar_loss - 0.04) / (ref_latency * ref_cost * bar_loss)
+
+    assert box_share(s) == f" = {share:.1%} of the box from 0 to the reference point"
+    assert box_share(replace(s, hv_reference=(-5.0, ref_cost, bar_loss))) == ""  # -capacity: no box from 0
