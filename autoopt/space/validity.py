@@ -21,12 +21,8 @@ def target_problem(c: CandidateConfig, target: TargetConfig) -> str | None:
     """Why `target` cannot run candidate `c`, or None. Assumes its knob values are valid."""
     if c.engine not in target.engines:
         return f"engine={c.engine} is not available on target={target.name}; choose one of: {', '.join(target.engines)}"
-    precision = QUANT_PRECISION[c.quant]
-    if precision not in target.precisions:
-        return (
-            f"quant={c.quant} needs {precision}, which target={target.name} does not support "
-            f"(supports: {', '.join(target.precisions)})"
-        )
+    if QUANT_PRECISION[c.quant] not in target.precisions:
+        return _lacks_precision(c.quant, target)
     if problem := compute_precision_problem(c, target):
         return problem
     info = engine_info(c.engine)
@@ -103,13 +99,20 @@ def unavailable_engines(engines: Sequence[str], target: TargetConfig) -> dict[st
     return out
 
 
+def _lacks_precision(quant: str, target: TargetConfig) -> str:
+    precision = QUANT_PRECISION[quant]
+    declared = ",".join([*target.precisions, precision])
+    return (f"quant={quant} needs {precision}, which target={target.name} does not support (supports: "
+            f"{', '.join(target.precisions)}; where this machine runs {precision}, declare it: "
+            f"\"target.precisions=[{declared}]\")")
+
+
 def unsupported_quants(quants: Sequence[str], target: TargetConfig) -> dict[str, str]:
     """Each of `quants` no candidate can run on `target`, because the target lacks the precision it needs, with
     the reason. A sweep leaves them out of its space, as it does unavailable engines. `none` is never among them:
     it is the fp32 reference's, whose own trial says so when the target lacks fp32."""
     return {
-        q: f"quant={q} needs {QUANT_PRECISION[q]}, which target={target.name} does not support "
-        f"(supports: {', '.join(target.precisions)})"
+        q: _lacks_precision(q, target)
         for q in quants
         if q != "none" and QUANT_PRECISION[q] not in target.precisions
     }

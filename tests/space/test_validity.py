@@ -16,7 +16,9 @@ T4 = TargetConfig(name="t4", device="cuda", precisions=["fp32", "fp16", "int8", 
 @pytest.mark.parametrize(
     ("candidate", "target", "reason"),
     [
-        (CandidateConfig(engine="torch", quant="bf16"), T4, "quant=bf16 needs bf16, which target=t4 does not support"),
+        (CandidateConfig(engine="torch", quant="bf16"), T4, "quant=bf16 needs bf16, which target=t4 does not support "
+         '(supports: fp32, fp16, int8, int4; where this machine runs bf16, declare it: '
+         '"target.precisions=[fp32,fp16,int8,int4,bf16]")'),
         (CandidateConfig(engine="ort_tensorrt"), CPU, "engine=ort_tensorrt is not available on target=cpu"),
         (CandidateConfig(engine="torch", quant="int4"), CPU, "engine=torch does not run quant=int4 on cpu"),
         (CandidateConfig(engine="torch", quant="int8_dynamic"), T4, "engine=torch does not run quant=int8_dynamic on cuda"),
