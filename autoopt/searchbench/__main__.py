@@ -44,9 +44,11 @@ def _options(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         "replayed warm-started from its feasible front, as search.warm_start does in a sweep")
     parser.add_argument("--help", action="help")
     options, rest = parser.parse_known_args(argv)
-    unknown = [s for s in options.samplers.split(",") if s not in SAMPLERS]
-    if unknown or options.seeds < 1 or options.max_trials < 1:
-        parser.error(f"--samplers takes {', '.join(SAMPLERS)}; --seeds and --max-trials must be >= 1")
+    if unknown := [s for s in options.samplers.split(",") if s not in SAMPLERS]:
+        parser.error(f"--samplers {','.join(unknown)}: no such sampler; choose from {', '.join(SAMPLERS)}")
+    for flag, value in (("--seeds", options.seeds), ("--max-trials", options.max_trials)):
+        if value < 1:
+            parser.error(f"{flag} {value} must be >= 1")
     # before the grid is measured, which can take hours
     for flag, path in (("--truth", options.truth), ("--prior", options.prior)):
         if path is not None and not path.is_file():
@@ -118,9 +120,10 @@ def main(cfg: DictConfig) -> None:
         log.info("warm start from %s: %d front candidates this space can produce", prior.path, len(warm))
     curves = replay_all(bench, OPTIONS.samplers.split(","), range(OPTIONS.seeds), OPTIONS.max_trials,
                         say=log.info, warm=warm)
-    # one folder per ground truth, space and prior: replays of other truths or priors never overwrite it
+    # one folder per ground truth, space, prior, seeds and trials: other replays never overwrite it
     prior_tag = f"-from-{OPTIONS.prior.stem}" if OPTIONS.prior is not None else ""
-    folder = truth.path.parent / f"report-{truth.path.stem}-{sweep.space.name}-{space_digest(sweep.space)}{prior_tag}"
+    folder = truth.path.parent / (f"report-{truth.path.stem}-{sweep.space.name}-{space_digest(sweep.space)}{prior_tag}"
+                                  f"-s{OPTIONS.seeds}-k{OPTIONS.max_trials}")
     files = write_report(bench, curves, folder, title=f"space={sweep.space.name} workload={sweep.workload.name} "
                          f"target={sweep.target.name}: {len(grid)} candidates, {OPTIONS.seeds} seeds")
     print(files[0].read_text())

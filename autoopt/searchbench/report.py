@@ -42,7 +42,7 @@ def table(bench: Bench, curves: dict[str, list[Curve]], ks: Sequence[int] = KS, 
     """Markdown: one row per sampler; cells 'median [p10-p90]' of the hypervolume fraction at each k."""
     grid = len(bench.outcomes)
     most = min(len(c.fraction) for runs in curves.values() for c in runs) - 1
-    ks = [k for k in ks if k <= most]
+    ks = [k for k in ks if k <= most] or [most]  # replays shorter than every k: their last
     budget = max(1, math.floor(0.1 * grid))
     stall = min(20, most)
     head = ["sampler", "seeds", *(f"k={k}" for k in ks), f"trials to {level:.0%}: median (p90)",
@@ -84,6 +84,7 @@ def plot(curves: dict[str, list[Curve]], grid_size: int, path: Path, title: str)
     ax.set_xlabel("k = distinct candidates measured (n_trials, fp32 reference included)")
     ax.set_ylabel("hypervolume of the feasible front found / the grid's")
     ax.set_ylim(0, 1.02)
+    ax.set_xlim(right=min(max(len(c.fraction) for runs in curves.values() for c in runs) - 1, grid_size))
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)

@@ -29,3 +29,15 @@ def test_a_missing_ground_truth_file_is_refused_before_any_measurement(
 
     assert exit_.value.code == 2
     assert f"{flag} {tmp_path / 'gone.json'}: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--samplers", "tpe,foo"], "--samplers foo: no such sampler; choose from "),
+    (["--seeds", "0"], "--seeds 0 must be >= 1"),
+    (["--max-trials", "-1"], "--max-trials -1 must be >= 1"),
+])
+def test_each_bad_flag_is_named_in_its_refusal(argv: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        _options(argv)
+
+    assert exit_.value.code == 2 and said in capsys.readouterr().err

@@ -29,7 +29,9 @@ def test_report_has_a_row_per_sampler_a_plot_and_the_raw_curves(bench: Bench, tm
 
 def test_trials_to_95_says_more_than_the_budget_when_never_reached(bench: Bench) -> None:
     curves = replay_all(bench, ["random"], range(2), 1, say=lambda _: None)  # k=1: the reference only
-    assert "| random | 2 | >1 (>1) | 0/2 | 1 [1] |" in table(bench, curves)
+    # no k of the table is reached: the replay's last is the one column, so the heading's "after k" has its k
+    assert "| random | 2 | 0.000 [0.000-0.000] | >1 (>1) | 0/2 | 1 [1] |" in table(bench, curves)
+    assert "| sampler | seeds | k=1 |" in table(bench, curves)
 
 
 def test_seeds_at_95_by_a_budget_beyond_the_replay_are_a_lower_bound(bench: Bench) -> None:
