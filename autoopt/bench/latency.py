@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from autoopt.bench.contention import other_cpu_share
 from autoopt.bench.requests import Request
 from autoopt.config.schema import BenchConfig, bench_problem
 from autoopt.engines.base import Engine
@@ -56,6 +57,7 @@ class Samples:
     seconds: float = 0.0  # wall time of the timed cycles
     cycles: int = 0  # complete passes over every request shape
     burn_in_s: float = 0.0  # wall time of the untimed full passes before them
+    other_cpu_share: float = 0.0  # of the CPUs this process may use, taken by other processes during the timed cycles
 
     @property
     def output_tokens_per_s(self) -> float:
@@ -149,13 +151,15 @@ def run_timed(
             time_request(engine, request, clock)
     samples = Samples(burn_in_s=clock() - t0)
     start = clock()
-    while True:
-        for request in requests:
-            samples.timings.append(time_request(engine, request, clock))
-        samples.cycles += 1
-        samples.seconds = clock() - start
-        if cycle_stops(len(samples.timings), samples.seconds, len(requests), bench):
-            break
+    with other_cpu_share() as other:
+        while True:
+            for request in requests:
+                samples.timings.append(time_request(engine, request, clock))
+            samples.cycles += 1
+            samples.seconds = clock() - start
+            if cycle_stops(len(samples.timings), samples.seconds, len(requests), bench):
+                break
+    samples.other_cpu_share = other.share
     log.info(
         "timed %d requests (%d cycles of %d shapes) in %.1fs after %d burn-in passes (%.1fs)",
         len(samples.timings), samples.cycles, len(requests), samples.seconds, bench.warmup_runs, samples.burn_in_s,

@@ -12,7 +12,6 @@ from typing import ClassVar
 
 import numpy as np
 
-from autoopt.bench.contention import other_cpu_share
 from autoopt.bench.latency import run_timed, warm_up
 from autoopt.bench.requests import make_requests
 from autoopt.bench.stats import summarize_shapes
@@ -59,8 +58,7 @@ class SpeedJob:
                                  self.runtime.batch_size, self.workload.decoding)
         engine = engine_class(self.candidate.engine).load(Path(self.built.artifact), self.candidate, self.runtime)
         warm_up(engine, requests, self.candidate.warmup)
-        with other_cpu_share() as other:
-            samples = run_timed(engine, requests, self.bench)
+        samples = run_timed(engine, requests, self.bench)
         engine.close()
         stats = summarize_shapes(samples.timings)
         latency = {
@@ -68,7 +66,7 @@ class SpeedJob:
             for kind in ("ttft", "tpot", "e2e")
             for pct in ("p50", "p90", "p99")
         }
-        return SpeedSample(samples.output_tokens_per_s, latency, len(samples.timings), other.share)
+        return SpeedSample(samples.output_tokens_per_s, latency, len(samples.timings), samples.other_cpu_share)
 
 
 @dataclass(frozen=True)

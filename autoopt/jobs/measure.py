@@ -14,7 +14,6 @@ import numpy as np
 from autoopt.accuracy.decode import decode_fidelity
 from autoopt.accuracy.metrics import fidelity
 from autoopt.accuracy.reference import teacher_forced_logits
-from autoopt.bench.contention import other_cpu_share
 from autoopt.bench.latency import run_timed, time_request, warm_up
 from autoopt.bench.memory import peak_rss_mb
 from autoopt.bench.profile import RequestWall, profile_request, time_phases
@@ -94,8 +93,7 @@ def measure(job: MeasureJob) -> MeasureResult:
     warmup_s = warm_up(engine, requests, candidate.warmup)
     cold = time_request(engine, requests[0])
     allocations = engine.static_kv_allocations()
-    with other_cpu_share() as other:
-        samples = run_timed(engine, requests, job.bench)
+    samples = run_timed(engine, requests, job.bench)
     if engine.static_kv_allocations() != allocations:
         raise RuntimeError(f"engine {candidate.engine} allocated its static KV cache inside a timed request")
     serving = None
@@ -151,7 +149,7 @@ def measure(job: MeasureJob) -> MeasureResult:
             tpot_cv_within_shape_median=stats.tpot_cv_within_shape_median,
             e2e_cv_within_shape_median=stats.e2e_cv_within_shape_median,
             compile_cache_warm=cache_warm,
-            other_cpu_share=other.share,
+            other_cpu_share=samples.other_cpu_share,
         ),
         memory=MemoryResult(
             peak_rss_mb=peak_rss,

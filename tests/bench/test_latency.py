@@ -157,6 +157,35 @@ def test_burn_in_runs_every_shape_before_the_timed_loop() -> None:
     assert samples.burn_in_s == pytest.approx(2 * sum(PREFILL_S + (r.max_new_tokens - 1) * STEP_S for r in requests))
 
 
+def test_the_cpu_share_other_processes_took_is_taken_over_the_timed_cycles_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import contextlib
+
+    import autoopt.bench.latency as latency
+    from autoopt.bench.contention import OtherLoad
+
+    clock = FakeClock()
+    engine = FakeEngine(clock)
+    window: list[int] = []
+
+    @contextlib.contextmanager
+    def watched():  # the real one reads /proc/stat; here: which engine calls fall inside the block
+        load = OtherLoad()
+        window.append(len(engine.calls))
+        yield load
+        window.append(len(engine.calls))
+        load.share = 0.4
+
+    monkeypatch.setattr(latency, "other_cpu_share", watched)
+    requests = _requests()
+
+    samples = run_timed(engine, requests, _bench(warmup_runs=2, min_runs=1), clock)
+
+    assert window == [2 * len(requests), len(engine.calls)]  # after the two burn-in passes, to the last timed call
+    assert samples.other_cpu_share == 0.4
+
+
 def test_timed_loop_runs_complete_cycles_until_min_runs() -> None:
     clock = FakeClock()
 
