@@ -280,15 +280,22 @@ def run_sweep(cfg: SweepConfig, resolved_config: dict[str, Any], launcher: Launc
                 "measured before (the space may hold few more candidates the target can run, or the sampler kept to "
                 "the region it measured)", asked, new, cfg.search.n_trials,
             )
-        progress.step("front, reports, bundle")
+        progress.step("front, reports")
         summary = with_artifacts(summarize(study, cfg.search, cfg.export, prep.target), prep, cfg, launcher, study)
         runoff = _runoff(summary, prep, cfg, launcher, progress)
         if runoff is not None:
             summary = replace(summary, chosen=runoff.chosen, reason=runoff.reason)
         reports = write_reports(summary, cfg.search, workspace / "reports" / name / stamp)
         out = Path(cfg.export.dir) if cfg.export.dir else workspace / "bundles" / name
-        # Confirmed before the export, so that the bundle carries the ratio to quote.
-        confirmation = _confirm(summary, prep, cfg, launcher, progress)
+        # Confirmed before the export, so that the bundle carries the ratio to quote; a confirmation that fails
+        # still leaves the bundle, without it.
+        try:
+            confirmation = _confirm(summary, prep, cfg, launcher, progress)
+        except SweepError:
+            progress.step("bundle")
+            export_measured(summary, prep, cfg, resolved_config, out, launcher, study=name)
+            raise
+        progress.step("bundle")
         bundle = export_measured(summary, prep, cfg, resolved_config, out, launcher, study=name,
                                  confirmed=confirmed_block(confirmation, summary))
         chosen = {**to_dict(summary.records[summary.chosen.key].candidate), "trial": summary.chosen.key,

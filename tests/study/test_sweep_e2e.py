@@ -101,9 +101,15 @@ def test_a_rerun_of_a_named_study_over_other_space_values_is_refused_in_one_line
 
 
 def test_exported_bundle_verifies(sweep) -> None:
-    workspace, _ = sweep
+    workspace, sweep_proc = sweep
     (bundle,) = (workspace / "bundles").iterdir()
     manifest = json.loads((bundle / "manifest.json").read_text())
+    # confirmed before the export: the bundle carries the side-by-side ratio the sweep printed
+    confirmed = manifest["measured_in"].get("confirmed")
+    assert ("\nside by side " in sweep_proc.stdout) == (confirmed is not None)
+    if confirmed is not None:
+        printed = f"side by side {confirmed['output_tokens_per_s']['median']:.2f}x"
+        assert printed in sweep_proc.stdout and "timed side by side" in (bundle / "README.md").read_text()
 
     proc = subprocess.run(
         [sys.executable, "-m", "autoopt.bundle", "verify", str(bundle)], capture_output=True, text=True, cwd=REPO
