@@ -245,10 +245,9 @@ def _settings_warnings() -> Iterator[list[str]]:
 
 
 def format_checks(checks: list[Check]) -> str:
-    rows = [("figure", "manifest", "now", "now/manifest", "tolerance", "ok")]
+    rows = [("figure", "manifest", "now", "moved", "tolerance", "ok")]
     rows += [
-        (c.figure, f"{c.manifest:.6g}", f"{c.now:.6g}", ratio(c.now, c.manifest), describe(c.tolerance),
-         "yes" if c.ok else "NO")
+        (c.figure, f"{c.manifest:.6g}", f"{c.now:.6g}", moved(c), describe(c.tolerance), "yes" if c.ok else "NO")
         for c in checks
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -257,6 +256,10 @@ def format_checks(checks: list[Check]) -> str:
     )
 
 
-def ratio(now: float, manifest: float) -> str:
-    """How far a figure moved, e.g. "0.36×" for a speed that fell 2.8-fold ("-" where the manifest says 0)."""
-    return f"{now / manifest:.3g}×" if manifest else "-"
+def moved(c: Check) -> str:
+    """How far a figure moved, in its tolerance's terms: now/manifest under a factor (e.g. "0.357×" for a speed
+    that fell 2.8-fold), the signed difference under an absolute or relative one (a ratio of two near-zero KLs
+    says nothing)."""
+    if "factor" in c.tolerance:
+        return f"{c.now / c.manifest:.3g}×" if c.manifest else "-"
+    return f"{c.now - c.manifest:+.3g}"

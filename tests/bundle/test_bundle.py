@@ -481,12 +481,14 @@ def test_a_manifest_edited_with_a_recomputed_hash_fails_against_the_pinned_hash(
 def test_the_checks_table_shows_how_far_each_figure_moved() -> None:
     table = format_checks([
         Check("speed.output_tokens_per_s", 100.0, 35.0, {"factor": 3.0}),
-        Check("accuracy.kl_mean", 0.0, 0.0, {"abs": 1e-6}),
+        Check("accuracy.kl_mean", 1e-7, 3e-7, {"abs": 1e-6}),
+        Check("speed.e2e_ms.p50", 0.0, 5.0, {"factor": 3.0}),
     ]).splitlines()
 
-    assert table[0].split() == ["figure", "manifest", "now", "now/manifest", "tolerance", "ok"]
+    assert table[0].split() == ["figure", "manifest", "now", "moved", "tolerance", "ok"]
     assert table[1].split() == ["speed.output_tokens_per_s", "100", "35", "0.35×", "×/÷", "3", "yes"]
-    assert table[2].split()[:4] == ["accuracy.kl_mean", "0", "0", "-"]  # no ratio to a 0
+    assert table[2].split()[:4] == ["accuracy.kl_mean", "1e-07", "3e-07", "+2e-07"]  # a difference, not "3×"
+    assert table[3].split()[:4] == ["speed.e2e_ms.p50", "0", "5", "-"]  # no ratio to a 0
 
 
 def test_tightened_tolerances_are_kept() -> None:
