@@ -180,6 +180,7 @@ class ServingResult:
     min_judged: int | None = None  # ... or the span that offered this many where longer (None: recorded before it)
     mixed_lengths: bool | None = None  # free rows of a batch could take shorter prompts, padded (None: recorded before)
     continuous: bool | None = None  # requests joined and left a running batch between decode steps (None: as above)
+    other_cpu_share: float | None = None  # of the CPUs it may run on, taken by other processes over the capacity search
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,18 @@ class MeasureResult:
     roofline: Roofline | None = None  # decode against the memory bandwidth
     env: dict[str, Any] = field(default_factory=dict)
 
+    def busiest_share(self) -> float | None:
+        """The most of the CPUs other processes took during its timed requests or its capacity search."""
+        shares = [s for s in (self.speed.other_cpu_share, self.serving and self.serving.other_cpu_share)
+                  if s is not None]
+        return max(shares) if shares else None
+
+    def contended(self) -> bool:
+        """Whether other work took enough of the CPUs during either (`CONTENDED_SHARE`) that its figures may say
+        more about that work than about the candidate."""
+        share = self.busiest_share()
+        return share is not None and share > CONTENDED_SHARE
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
@@ -377,6 +390,8 @@ DEFINITIONS: dict[str, str] = {
     "kernels; far below where the decode path computes something else than the model the accuracy figures "
     "describe",
     "cost.usd_per_1m_output_tokens": "price_per_hour / (output_tokens_per_s * 3600) * 1e6",
+    "serving.other_cpu_share": "share of the time of the CPUs the measuring process may run on that other processes "
+    "took over the whole capacity search (0: otherwise idle); above 0.25 the figures are marked contended",
     "serving.capacity_rps": "highest offered request rate (open loop, latency from each scheduled send time) at "
     "which every class with an SLO kept its e2e p99 within its deadline for >= min_attainment of its requests "
     "(those sent after the probe's warm-up, workload.serving.warmup_s, which is load only), with prompts of "

@@ -84,6 +84,7 @@ _UNITS = {
     "speed.cycles": "passes",
     "speed.compile_cache_warm": "flag",
     "speed.other_cpu_share": "fraction",
+    "serving.other_cpu_share": "fraction",
     "build.cached": "flag",
     "roofline.fits_llc": "flag",
     "serving.converged": "flag",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,6 +14,7 @@ import numpy as np
 from autoopt.accuracy.decode import decode_fidelity
 from autoopt.accuracy.metrics import fidelity
 from autoopt.accuracy.reference import teacher_forced_logits
+from autoopt.bench.contention import other_cpu_share
 from autoopt.bench.latency import run_timed, time_request, warm_up
 from autoopt.bench.memory import peak_rss_mb
 from autoopt.bench.profile import RequestWall, profile_request, time_phases
@@ -99,8 +100,10 @@ def measure(job: MeasureJob) -> MeasureResult:
     serving = None
     if job.serving is not None:
         w = job.workload
-        serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
-                                  target.price_per_hour, w.decoding)
+        with other_cpu_share() as busy:
+            serving = measure_serving(engine, job.serving, reference["stream"], w.prompt_lengths, w.output_lengths,
+                                      target.price_per_hour, w.decoding)
+        serving = replace(serving, other_cpu_share=busy.share)
     # After the timed runs and the capacity probes' batches (which the memory constraint must cover), before the
     # accuracy pass's own arrays.
     peak_rss = peak_rss_mb()

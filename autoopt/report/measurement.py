@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoopt.config.serde import to_dict
-from autoopt.result import MeasureResult, Percentiles, Profile, SpeedResult
+from autoopt.result import CONTENDED_SHARE, MeasureResult, Percentiles, Profile
 
 
 def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
@@ -15,13 +15,13 @@ def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
     return f"p50 {p.p50:9.2f}  p90 {p.p90:9.2f}  p99 {p.p99:9.2f}  (n={p.n}{noise})"
 
 
-def _contention(s: SpeedResult) -> str:
-    if s.other_cpu_share is None:
+def _contention(share: float | None) -> str:
+    if share is None:
         return ""
-    if s.contended():
-        return (f"; CONTENDED: other processes took {s.other_cpu_share:.0%} of the CPUs meanwhile, so these timings "
-                "say as much about that work as about this candidate: rerun on a quiet machine")
-    return f"; other processes took {s.other_cpu_share:.0%} of the CPUs meanwhile"
+    if share > CONTENDED_SHARE:
+        return (f"; CONTENDED: other processes took {share:.0%} of the CPUs meanwhile, so these timings say as much "
+                "about that work as about this candidate: rerun on a quiet machine")
+    return f"; other processes took {share:.0%} of the CPUs meanwhile"
 
 
 def _perplexity(p: float) -> str:
@@ -38,7 +38,7 @@ def measurement_table(r: MeasureResult) -> str:
         f"target      {r.target}   model {r.model.get('name')} ({r.model.get('key')})",
         f"build       {' -> '.join(r.build.steps) or '(none: loads the model folder)'}; {build}",
         f"batch       {r.runtime.batch_size} rows, {r.runtime.threads} threads, {s.runs} timed requests in "
-        f"{s.seconds:.1f}s (warm){_contention(s)}",
+        f"{s.seconds:.1f}s (warm){_contention(s.other_cpu_share)}",
         f"TTFT ms     {_pct(s.ttft_ms, s.ttft_cv_within_shape_median)}",
         f"TPOT ms     {_pct(s.tpot_ms, s.tpot_cv_within_shape_median)}",
         f"e2e ms      {_pct(s.e2e_ms, s.e2e_cv_within_shape_median)}",
@@ -69,6 +69,9 @@ def measurement_table(r: MeasureResult) -> str:
             f"{rf.efficiency:.0%} of {rf.bandwidth_gb_per_s:.1f} GB/s"
             + (f" ({note})" if (note := rf.note()) else "")
         )
+    if r.serving is not None and r.serving.other_cpu_share is not None:
+        lines.append(f"serving     capacity {r.serving.capacity_rps:.2f} req/s, searched in {r.serving.probes} probes"
+                     f"{_contention(r.serving.other_cpu_share)}")
     if r.profile is not None:
         lines.append(f"profile     {bottlenecks(r.profile)}")
     return "\n".join(lines)

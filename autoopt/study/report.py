@@ -21,8 +21,8 @@ def box_share(s: Summary) -> str:
 def contended_note(s: Summary, confirmed: bool) -> str | None:
     """Which of the trials the "vs fp32" line divides (the reference, the pick) were timed on a busy machine."""
     roles = [("reference", s.reference)] + ([("pick", s.chosen)] if s.chosen.key != s.reference.key else [])
-    busy = [f"the {role} (trial {p.key}) was timed while other processes took {r.speed.other_cpu_share:.0%} of the CPUs"
-            for role, p in roles if (r := s.records[p.key].result) is not None and r.speed.contended()]
+    busy = [f"the {role} (trial {p.key}) was timed while other processes took {r.busiest_share():.0%} of the CPUs"
+            for role, p in roles if (r := s.records[p.key].result) is not None and r.contended()]
     if not busy:
         return None
     then = ("the side-by-side ratio below is the one to quote" if confirmed

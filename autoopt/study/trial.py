@@ -153,8 +153,8 @@ def _run(
     broken = [constraint for constraint, value in cons.items() if value > 0]
     verdict = f" · infeasible ({', '.join(broken)})" if broken else ""
     sampled = result.accuracy.sampled_agreement
-    busy = (f" · contended: other processes took {result.speed.other_cpu_share:.0%} of the CPUs"
-            if result.speed.contended() else "")
+    busy = (f" · contended: other processes took {result.busiest_share():.0%} of the CPUs"
+            if result.contended() else "")
     log.info(
         "%s · build %s · measure %.1fs · %s %.4g · $%.4f/1M · top-1 %.3f%s%s%s",
         name, build_note, t_measure, objective_labels(cfg.search)[0], values[0], values[1],

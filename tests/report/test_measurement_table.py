@@ -3,7 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from autoopt.report.measurement import bottlenecks, measurement_table
-from autoopt.result import OpTime, PhaseProfile, Profile
+from autoopt.result import OpTime, PhaseProfile, Profile, ServingResult
 from tests.study.results import result
 
 
@@ -31,6 +31,18 @@ def test_the_share_other_processes_took_is_beside_the_timings_and_marked_above_a
     assert "other processes took 4% of the CPUs meanwhile" in quiet and "CONTENDED" not in quiet
     assert "CONTENDED: other processes took 60% of the CPUs" in busy and "rerun on a quiet machine" in busy
     assert "other processes" not in _line(measurement_table(r), "batch")  # not measured: nothing said
+
+
+def test_the_capacity_search_s_own_share_is_on_the_serving_line_and_counts_as_contention() -> None:
+    serving = ServingResult(12.0, True, 6, 4, 0.5, 40.0, 2, 4.8, 0.08, {})
+    r = replace(result(100.0, 0.1, 0.99), serving=serving)
+    busy = replace(r, serving=replace(r.serving, other_cpu_share=0.4), speed=replace(r.speed, other_cpu_share=0.1))
+
+    line = _line(measurement_table(busy), "serving")
+
+    assert "capacity 12.00 req/s" in line and "CONTENDED: other processes took 40% of the CPUs" in line
+    assert busy.contended() and busy.busiest_share() == 0.4
+    assert not replace(busy, serving=replace(r.serving, other_cpu_share=0.2)).contended()
 
 
 def test_each_phase_says_how_much_of_it_its_ops_account_for() -> None:
