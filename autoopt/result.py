@@ -65,11 +65,6 @@ class SpeedResult:
     compile_cache_warm: bool | None = None  # the on-disk compile cache served compile_s's graphs (None: none compiled)
     other_cpu_share: float | None = None  # of the CPUs it may run on, taken by other processes during the timed runs
 
-    def contended(self) -> bool:
-        """Whether other work took enough of the CPUs while the requests were timed that these figures may say
-        more about that work than about the candidate."""
-        return self.other_cpu_share is not None and self.other_cpu_share > CONTENDED_SHARE
-
 
 @dataclass
 class MemoryResult:

@@ -60,16 +60,16 @@ def front_projections(
 
     chosen = _chosen(front_points, chosen_key)
     ok = {p.key for p in (all_points if feasible is None else feasible)}
-    groups = [([p for p in all_points if p.key in ok], "o", f"feasible trials ({len(ok)})"),
-              ([p for p in all_points if p.key not in ok], "x", "infeasible trials")]
+    inside = [p for p in all_points if p.key in ok]
+    outside = [p for p in all_points if p.key not in ok]
+    groups = [(inside, "o", f"feasible trials ({len(inside)})"), (outside, "x", f"infeasible trials ({len(outside)})")]
     panels = len(names) - 1
     fig = Figure(figsize=(6.4 * panels, 5.6), dpi=120, layout="constrained")
     axes = fig.subplots(1, panels, squeeze=False)[0]
     for j, ax in enumerate(axes, start=1):
         for points, marker, label in groups:
             if points:
-                ax.scatter(_column(points, 0), _column(points, j), s=22, c=_GREY, alpha=0.7, marker=marker,
-                           label=label if marker == "o" else f"{label} ({len(points)})")
+                ax.scatter(_column(points, 0), _column(points, j), s=22, c=_GREY, alpha=0.7, marker=marker, label=label)
         if limits and j in limits:
             bound, what = limits[j]
             ax.axhline(bound, color=_CHOSEN, linestyle="--", linewidth=0.8, alpha=0.7, label=what)
