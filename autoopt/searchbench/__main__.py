@@ -122,8 +122,8 @@ def main(cfg: DictConfig) -> None:
                         say=log.info, warm=warm)
     # one folder per ground truth, space, prior, seeds and trials: other replays never overwrite it
     prior_tag = f"-from-{OPTIONS.prior.stem}" if OPTIONS.prior is not None else ""
-    folder = truth.path.parent / (f"report-{truth.path.stem}-{sweep.space.name}-{space_digest(sweep.space)}{prior_tag}"
-                                  f"-s{OPTIONS.seeds}-k{OPTIONS.max_trials}")
+    folder = truth.path.parent / (f"report-{truth.path.stem}-{sweep.space.name}-{space_digest(sweep.space)}"
+                                  f"-s{OPTIONS.seeds}-k{OPTIONS.max_trials}{prior_tag}")
     files = write_report(bench, curves, folder, title=f"space={sweep.space.name} workload={sweep.workload.name} "
                          f"target={sweep.target.name}: {len(grid)} candidates, {OPTIONS.seeds} seeds")
     print(files[0].read_text())
