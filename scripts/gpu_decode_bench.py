@@ -21,12 +21,12 @@ an engine's tokens first differ, eager's logit margin between the two tokens say
 (`greedy_agreement`; on the random-weight 0.5B shape nearly every next token is one). Then --rounds interleaved
 rounds: each round runs one request on every engine, the order reversed on alternate rounds, so the machine's swings
 shift all engines alike; speed-ups are per-round ratios of TPOT to eager's (`× eager`) and to the first compile
-mode's compiled bf16, untuned (`× compiled bf16`, the bar a quantized variant must beat), and each engine's per-round TPOTs
-are kept in the JSON (`tpot_rounds_ms`). Figures are medians with p10-p90 over rounds. On cuda, once every model is
-timed, each engine runs two more requests under torch.profiler, the first dropped (`kernel_profile`): kernels per
-generated token and the share of the rounds' median e2e the card was busy. --float-only models get eager and
-compiled bf16 only. compile_s is what compiling took in this process (inductor's caches may already be warm from an
-earlier engine of the same graph).
+mode's compiled bf16, untuned (`× compiled bf16`, the bar a quantized variant must beat), and each engine's
+per-round TPOTs are kept in the JSON (`tpot_rounds_ms`). Figures are medians with p10-p90 over rounds. On cuda, once
+every model is timed, each engine runs two more requests under torch.profiler, the first dropped (`kernel_profile`):
+kernels per generated token and the share of the rounds' median e2e the card was busy. --float-only models get eager
+and compiled bf16 only. compile_s is what compiling took in this process (inductor's caches may already be warm from
+an earlier engine of the same graph).
 
 Roofline: bytes a decode step must move (`autoopt.bench.roofline`: weights at the precision the engine holds,
 KV at the mean past length of the request's decode steps) x decode steps/s (1000 / median TPOT) / bandwidth.
