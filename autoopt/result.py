@@ -43,6 +43,12 @@ class ShapeStats:
 CONTENDED_SHARE = 0.25
 
 
+def contended(share: float | None) -> bool:
+    """Whether other processes took enough of the CPUs (`share`, None: not measured) that a measurement's figures
+    may say as much about that work as about the candidate."""
+    return share is not None and share > CONTENDED_SHARE
+
+
 @dataclass
 class SpeedResult:
     runs: int
@@ -322,10 +328,8 @@ class MeasureResult:
         return max(shares) if shares else None
 
     def contended(self) -> bool:
-        """Whether other work took enough of the CPUs during either (`CONTENDED_SHARE`) that its figures may say
-        more about that work than about the candidate."""
-        share = self.busiest_share()
-        return share is not None and share > CONTENDED_SHARE
+        """Whether other work took enough of the CPUs during either (`contended`)."""
+        return contended(self.busiest_share())
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

@@ -20,7 +20,7 @@ from autoopt.config.schema import BenchConfig, CandidateConfig, WorkloadConfig
 from autoopt.engines.registry import engine_class
 from autoopt.jobs.launch import Launcher
 from autoopt.jobs.prepare import Prepared
-from autoopt.result import CONTENDED_SHARE, Built, MeasureResult
+from autoopt.result import Built, MeasureResult, contended
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Confirmation:
     def contended(self) -> bool:
         """Whether other work took enough of the machine (a quarter of its CPUs: half a core of two) that the
         ratio may say more about it than about the candidates."""
-        return self.other_cpu_share > CONTENDED_SHARE
+        return contended(self.other_cpu_share)
 
 
 def side_by_side(

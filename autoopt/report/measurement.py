@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from autoopt.config.serde import to_dict
-from autoopt.result import CONTENDED_SHARE, MeasureResult, Percentiles, Profile
+from autoopt.result import MeasureResult, Percentiles, Profile, contended
 
 
 def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
@@ -18,7 +18,7 @@ def _pct(p: Percentiles, cv_within_shape: float | None) -> str:
 def _contention(share: float | None) -> str:
     if share is None:
         return ""
-    if share > CONTENDED_SHARE:
+    if contended(share):
         return (f"; CONTENDED: other processes took {share:.0%} of the CPUs meanwhile, so these timings say as much "
                 "about that work as about this candidate: rerun on a quiet machine")
     return f"; other processes took {share:.0%} of the CPUs meanwhile"

@@ -152,7 +152,7 @@ def write_reports(s: Summary, search: SearchConfig, folder: Path) -> list[Path]:
         where,
         front_projections(s.points, s.front, names, folder / "front.png", chosen_key=s.chosen.key,
                           feasible=s.feasible,
-                          limits={2: (1 - search.min_top1_agreement, f"accuracy bar ({search.min_top1_agreement})")}),
+                          limits={2: (s.hv_reference[2], f"accuracy bar ({search.min_top1_agreement})")}),
         front_3d_html(s.points, s.front, names, folder / "front_3d.html", labels=labels, chosen_key=s.chosen.key),
     ]
     chosen = s.records[s.chosen.key].result
